@@ -1,0 +1,34 @@
+# The CUDA image that run_training.sh and run_inference.sh use.
+#   docker build -t nli-finetune:latest .
+# data/, models/, results/ and the Hugging Face cache are volumes; secrets come from --env-file .env
+# at run time and are never baked into a layer.
+FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HF_HOME=/home/app/.cache/huggingface
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.12=3.12.3-1ubuntu0.8 python3.12-venv=3.12.3-1ubuntu0.8 \
+       python3.12-dev=3.12.3-1ubuntu0.8 git=1:2.43.0-1ubuntu7.3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3.12 -m venv /opt/venv
+
+WORKDIR /app
+COPY requirements.txt requirements-gpu.txt ./
+# torch first so flash-attn builds against it; then the pinned rest and the GPU extras.
+RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
+    && pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt
+
+RUN useradd --create-home --uid 1000 app \
+    && mkdir -p /app/data /app/models /app/results /home/app/.cache/huggingface \
+    && chown -R app:app /app /home/app
+COPY --chown=app:app . /app
+USER 1000:1000
+
+VOLUME ["/app/data", "/app/models", "/app/results", "/home/app/.cache/huggingface"]
+CMD ["python", "-m", "train.train_sft", "--help"]

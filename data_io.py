@@ -1,0 +1,153 @@
+"""Reading and writing data files: JSONL/CSV/JSON in, atomic or append-and-flush out.
+
+Every reader error is a `DataError` whose message names the file, the row (1-based line number for
+JSONL, data row number for CSV) and the field, so scripts can print it and exit with status 2.
+Writers never leave a half-written file: `atomic_write_*` writes a temp file and renames it;
+`append_jsonl` flushes and fsyncs each record so a killed run loses at most the line in flight,
+and `read_jsonl(..., tolerate_torn_tail=True)` drops such a torn last line on resume.
+"""
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and field."""
+
+
+def read_jsonl(path, tolerate_torn_tail: bool = False) -> list[dict]:
+    """Records of a JSONL file (blank lines skipped). A malformed line is an error naming it,
+    except a last line without a newline when `tolerate_torn_tail` (a run killed mid-write)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if tolerate_torn_tail and number == len(lines):
+                break  # the last write was cut off; the caller redoes that record
+            raise DataError(f"{path}: line {number}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
+        record["_line"] = number
+        records.append(record)
+    return records
+
+
+def read_csv(path) -> list[dict]:
+    """Rows of a CSV file as dicts (a UTF-8 BOM is read transparently); `_line` is the data row number."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
+    for number, row in enumerate(rows, start=1):
+        row["_line"] = number
+    return rows
+
+
+def read_records(path) -> list[dict]:
+    """CSV, JSONL or a JSON array/object-of-records, chosen by extension."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path)
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: invalid JSON: {exc}") from exc
+        items = data if isinstance(data, list) else list(data.values()) if isinstance(data, dict) else None
+        if items is None or not all(isinstance(r, dict) for r in items):
+            raise DataError(f"{path}: expected a JSON array (or object) of records")
+        for number, record in enumerate(items, start=1):
+            record["_line"] = number
+        return items
+    return read_jsonl(path)
+
+
+def require_fields(records: list[dict], fields, path) -> None:
+    """Fail on the first record that lacks one of `fields` (or has it empty)."""
+    for record in records:
+        for field in fields:
+            value = record.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{path}: row {record.get('_line', '?')}: missing field '{field}'")
+
+
+def strip_private(record: dict) -> dict:
+    """The record without bookkeeping keys such as `_line`."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _atomic_write(path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_write_json(path, obj) -> Path:
+    return _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n"))
+
+
+def atomic_write_jsonl(path, records) -> Path:
+    def write(f):
+        for record in records:
+            f.write(json.dumps(strip_private(record), ensure_ascii=False) + "\n")
+    return _atomic_write(path, write)
+
+
+def atomic_write_csv(path, rows: list[dict], fieldnames: list[str]) -> Path:
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return _atomic_write(path, write)
+
+
+def append_jsonl(f, record: dict) -> None:
+    """Append one record to an open file and make it durable before returning."""
+    f.write(json.dumps(strip_private(record), ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def repair_torn_tail(path) -> None:
+    """Cut a trailing partial line (a run killed mid-write) so appends start on a fresh line."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Batch inference + metrics, in the CUDA container when a Docker engine is available, else on the host.
+#   ./evaluate/run_inference.sh --model models/X --data data/dev.csv --gpu 1
+#   ./evaluate/run_inference.sh --local --model models/tiny-mistral --data data/sample/sample.csv
+#   ./evaluate/run_inference.sh --dry-run --docker --model models/X --data data/dev.csv --gpus 0,1
+# Options: --model DIR, --data FILE, --output FILE, --batch_size N, --max_new_tokens N, --backend hf|vllm,
+#          --gpu N, --gpus N|0,1, --all-gpus, --local, --docker, --dry-run, --image NAME, --help.
+# Any other argument goes to `python -m evaluate.sample_model`. Rerunning the same command resumes.
+set -euo pipefail
+# shellcheck source=scripts/wrapper_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/wrapper_lib.sh"
+
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+args=()
+while [ $# -gt 0 ]; do
+  wrapper_option "$@"
+  if [ "$USED" -gt 0 ]; then shift "$USED"; continue; fi
+  case "$1" in
+    --model) args+=(--model_id "${2:?--model needs a dir}"); shift 2 ;;
+    --data) args+=(--test_file "${2:?--data needs a file}"); shift 2 ;;
+    --output) args+=(--output_file "${2:?--output needs a file}"); shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+resolve_mode
+if [ "$GPUS" = "all" ] || [[ "$GPUS" == *,* ]]; then
+  echo "note: inference uses one process; for several GPUs run one shard each (--shard i/n) or --backend vllm" >&2
+fi
+run_command python -m evaluate.sample_model "${args[@]}"

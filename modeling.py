@@ -1,0 +1,206 @@
+"""Loading tokenizers and models the same way for training, inference and the demo.
+
+- `load_tokenizer` gives a fast tokenizer whose ids match the saved `tokenizer.json`, with a pad
+  token distinct from eos (a spare existing token when there is one).
+- `load_model` loads a base model in 4-bit NF4 (bitsandbytes) or in a plain dtype, picks the attention
+  implementation (flash-attn only when installed and on CUDA) and says what it did.
+- `load_for_inference` accepts a base model dir or a LoRA adapter dir (base from adapter_config.json).
+GPU-only packages are imported lazily; when they are missing the error says how to install them.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("modeling")
+SPARE_PAD_TOKENS = ["<pad>", "<|finetune_right_pad_id|>", "<|pad|>", "<|endoftext|>", "<unk>"]
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class ModelLoadError(RuntimeError):
+    """A model, adapter or tokenizer that cannot be loaded; the message says what to do."""
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' requested but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """The dtype for weights; 'auto' is bf16 on CUDA GPUs that support it and float32 elsewhere."""
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if name not in DTYPES:
+        raise ModelLoadError(f"unknown dtype '{name}'; use one of {', '.join(DTYPES)} or auto")
+    return DTYPES[name]
+
+
+def _check_local_dir(model_id: str) -> None:
+    path = Path(model_id)
+    looks_local = model_id.startswith((".", "/", "~")) or path.exists() or model_id.count("/") > 1
+    if looks_local and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"model dir not found or incomplete: {model_id} (no config.json); "
+                             "build a tiny one with `python scripts/make_tiny_model.py` or download one "
+                             "with `python models/download_model.py`")
+
+
+def load_tokenizer(path: str):
+    """A fast tokenizer for `path` with left padding and pad != eos."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    _check_local_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load tokenizer from {path}: {exc}") from exc
+    tokenizer_json = Path(path) / "tokenizer.json"
+    if tokenizer_json.is_file():
+        # transformers 5 rebuilds some families' tokenizers (qwen2, phi3, ...) from vocab/merges with
+        # the family's own pre-tokenizer; when that disagrees with the saved tokenizer.json, trust the file.
+        from tokenizers import Tokenizer
+        probe = "Premise: It's 42 o'clock.\nHypothesis: {\"a\": 1}  ünïcode"
+        saved = Tokenizer.from_file(str(tokenizer_json)).encode(probe, add_special_tokens=False).ids
+        if tokenizer(probe, add_special_tokens=False)["input_ids"] != saved:
+            log.info("tokenizer: %s rebuilt differently from tokenizer.json; loading the file as is",
+                     type(tokenizer).__name__)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def ensure_pad_token(tokenizer) -> bool:
+    """Make pad != eos, preferring an existing spare token. Returns True if a token was added
+    (the model's embeddings must then be resized)."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    vocab = tokenizer.get_vocab()
+    for candidate in SPARE_PAD_TOKENS:
+        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
+            tokenizer.pad_token = candidate
+            return False
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return True
+
+
+def pick_attn_implementation(requested: str, device: str) -> str:
+    if requested != "auto":
+        if requested == "flash_attention_2":
+            _require("flash_attn", "pip install -r requirements-gpu.txt (flash-attn needs CUDA)")
+            if not device.startswith("cuda"):
+                raise ModelLoadError("flash_attention_2 needs a CUDA device")
+        return requested
+    if device.startswith("cuda"):
+        try:
+            import flash_attn  # noqa: F401
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def _require(module: str, install_hint: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelLoadError(f"'{module}' is not installed: {install_hint}") from exc
+
+
+def bnb_4bit_config(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16):
+    from transformers import BitsAndBytesConfig
+    _require("bitsandbytes", "pip install bitsandbytes (see requirements.txt)")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def can_load_4bit(device: str) -> tuple[bool, str]:
+    """Whether bitsandbytes can quantize to 4-bit on this device, and why not."""
+    try:
+        import bitsandbytes  # noqa: F401
+        from bitsandbytes.functional import quantize_4bit
+    except ImportError as exc:
+        return False, f"bitsandbytes is not importable ({exc})"
+    try:
+        weight = torch.randn(64, 64, dtype=torch.bfloat16, device=device)
+        quantize_4bit(weight, quant_type="nf4")
+    except Exception as exc:  # bitsandbytes raises assorted errors when it has no backend
+        return False, f"bitsandbytes has no 4-bit backend for {device}: {type(exc).__name__}: {exc}"
+    return True, ""
+
+
+def disable_cpu_4bit_repack(model) -> int:
+    """bitsandbytes 0.50's Linear4bit, on CPUs with AVX512-BF16, repacks its 4-bit weight in place during
+    the first no-grad eval forward; gradients through the repacked weight are then wrong, silently. Turn
+    the switch off on every 4-bit layer so train/eval alternation stays correct. Returns layers changed."""
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False, dtype: str = "float32",
+               attn_implementation: str = "auto", quant_type: str = "nf4", double_quant: bool = True,
+               compute_dtype: str = "bfloat16"):
+    """A causal LM on `device`, 4-bit quantized on request."""
+    from transformers import AutoModelForCausalLM
+
+    _check_local_dir(model_id)
+    kwargs = {"attn_implementation": pick_attn_implementation(attn_implementation, device)}
+    if load_in_4bit:
+        kwargs["quantization_config"] = bnb_4bit_config(quant_type, double_quant,
+                                                        resolve_dtype(compute_dtype, device))
+        kwargs["dtype"] = resolve_dtype(compute_dtype, device)
+        kwargs["device_map"] = {"": device}
+    else:
+        kwargs["dtype"] = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load model {model_id}: {exc}") from exc
+    if not load_in_4bit:
+        model.to(device)
+    elif device == "cpu":
+        disable_cpu_4bit_repack(model)
+    return model
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a PEFT adapter dir, or None when `path` is not an adapter."""
+    config_file = Path(path) / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text())["base_model_name_or_path"]
+
+
+def load_for_inference(path: str, *, device: str = "auto", load_in_4bit: bool | None = None,
+                       dtype: str = "auto", attn_implementation: str = "auto", base_model: str | None = None):
+    """(model, tokenizer, info) for a base model dir or a LoRA adapter dir, in eval mode.
+    4-bit defaults to on for CUDA and off elsewhere; the tokenizer comes from the adapter dir."""
+    device = resolve_device(device)
+    load_in_4bit = device.startswith("cuda") if load_in_4bit is None else load_in_4bit
+    base = base_model or adapter_base(path)
+    tokenizer = load_tokenizer(path)
+    model = load_model(base or path, device=device, load_in_4bit=load_in_4bit, dtype=dtype,
+                       attn_implementation=attn_implementation)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        # the adapter was trained with added tokens (pad or special tokens): grow to its vocab
+        model.resize_token_embeddings(len(tokenizer))
+    if base:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, path)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.eval()
+    info = {"model": path, "base_model": base or path, "adapter": bool(base), "device": device,
+            "load_in_4bit": load_in_4bit, "dtype": str(model.dtype).replace("torch.", "")}
+    return model, tokenizer, info

@@ -1,0 +1,99 @@
+"""Every prompt template, the label tasks, and the one function that turns an example into model input.
+
+Training (`train/sft_data.py`) and inference (`evaluate/sample_model.py`) both call `encode_prompt`,
+so the token ids a training example starts with are exactly the ids inference feeds the model.
+
+A *task* is data: which JSON field holds the label, which labels are valid, and what names map to
+them. A new classification task is a new entry in TASKS, not new code.
+"""
+
+import json
+
+NLI_USER_TEMPLATE = (
+    "Premise: {premise}\nHypothesis: {hypothesis}\n\n"
+    "Use chain of thought reasoning to determine if the hypothesis is entailed by the premise. "
+    "Provide your reasoning and the final label (0 or 1) in JSON format: "
+    '{{"thought_process": "...", "predicted_label": ...}}'
+)
+
+HATE_SPEECH_SYSTEM = (
+    "You are an expert hate speech detection system. Analyze the given text and determine if it "
+    "contains hate speech targeting protected groups (LGBTQ+, Mexican, Middle Eastern communities)."
+)
+
+TASKS = {
+    # Binary NLI with chain of thought: {"thought_process": str, "predicted_label": 0|1}.
+    "nli": {
+        "label_field": "predicted_label",
+        "reasoning_field": "thought_process",
+        "labels": [0, 1],
+        "label_names": {"entailment": 1, "entailed": 1, "no entailment": 0, "no-entailment": 0,
+                        "not entailment": 0, "non-entailment": 0, "not entailed": 0},
+        "input_fields": ["premise", "hypothesis"],
+        "true_label_field": "label",
+    },
+    # Chat-format classification with a JSON answer (hate-speech workflow).
+    "hate_speech": {
+        "label_field": "classification",
+        "reasoning_field": "reasoning",
+        "labels": ["hate_speech", "not_hate"],
+        "label_names": {"hate": "hate_speech", "hatespeech": "hate_speech", "hate speech": "hate_speech",
+                        "normal": "not_hate", "not hate": "not_hate", "non-hate": "not_hate"},
+        "input_fields": ["text"],
+        "true_label_field": "label",
+    },
+}
+
+
+def get_task(task) -> dict:
+    """A task dict from its name (or the dict itself)."""
+    if isinstance(task, dict):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[task]
+
+
+def nli_user_message(premise: str, hypothesis: str) -> str:
+    return NLI_USER_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
+
+
+def nli_completion(thought_process: str, label: int) -> str:
+    """The answer a fine-tuned model should write: one JSON object, reasoning first."""
+    return json.dumps({"thought_process": thought_process, "predicted_label": int(label)}, ensure_ascii=False)
+
+
+def hate_speech_user_message(text: str, persona: str | None = None) -> str:
+    persona_line = f"Persona: {persona}\n" if persona else ""
+    return f"Analyze this text for hate speech:\n\n{persona_line}Text: \"{text}\""
+
+
+def example_messages(example: dict, task="nli") -> list[dict]:
+    """The chat messages (without the answer) that ask the model about one raw example."""
+    task_name = task if isinstance(task, str) else None
+    if task_name == "hate_speech":
+        return [{"role": "system", "content": HATE_SPEECH_SYSTEM},
+                {"role": "user", "content": hate_speech_user_message(example["text"], example.get("persona"))}]
+    return [{"role": "user", "content": nli_user_message(example["premise"], example["hypothesis"])}]
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt text up to where the model starts answering, through the tokenizer's chat template.
+    A tokenizer without one gets the Mistral `[INST]` format the original project used."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    parts = [tokenizer.bos_token or ""]
+    for message in messages:
+        if message["role"] == "user":
+            content = f"{system}\n\n{message['content']}" if system else message["content"]
+            system = ""
+            parts.append(f"[INST] {content} [/INST]")
+        elif message["role"] == "assistant":
+            parts.append(f"{message['content']}{tokenizer.eos_token}")
+    return "".join(parts)
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the prompt; the rendered text already holds bos, so none is added twice."""
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]

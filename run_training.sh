@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Train with a config, in the CUDA container when a Docker engine is available, else on the host.
+#   ./run_training.sh --config ablation2.py --gpu 1         # one GPU (container sees it as device 0)
+#   ./run_training.sh --config distributed.py --gpus 0,1   # DDP over two GPUs with torchrun
+#   ./run_training.sh --local --config tiny_cpu.py         # on the host, CPU is fine
+#   ./run_training.sh --dry-run --docker --config ablation2.py --all-gpus   # print the command only
+# Wrapper options: --local, --docker, --dry-run, --gpu N, --gpus N|0,1, --all-gpus, --image NAME.
+# Every other argument goes to `python -m train.train_sft` (see train/config_loader.py for overrides).
+set -euo pipefail
+# shellcheck source=scripts/wrapper_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
+
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+train_args=()
+while [ $# -gt 0 ]; do
+  wrapper_option "$@"
+  if [ "$USED" -eq 0 ]; then train_args+=("$1"); shift; else shift "$USED"; fi
+done
+resolve_mode
+# shellcheck disable=SC2046  # the launcher is deliberately split into words
+run_command $(python_launcher) -m train.train_sft "${train_args[@]}"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2034  # MODE, DRY_RUN, GPUS and USED are read by the sourcing wrapper
+# Shared by run_training.sh and evaluate/run_inference.sh: where to run (Docker or host), which GPUs,
+# and printing or executing the final command. Source it; it defines functions only.
+
+IMAGE="${NLI_FT_IMAGE:-nli-finetune:latest}"
+MODE="auto"        # auto | docker | local
+DRY_RUN=0
+GPUS=""            # "" (default device), "all", or a comma list such as "1" or "0,1"
+
+# Parse one wrapper option; sets USED to how many arguments it consumed (0 = not a wrapper option).
+USED=0
+wrapper_option() {
+  USED=1
+  case "$1" in
+    --local) MODE="local" ;;
+    --docker) MODE="docker" ;;
+    --dry-run) DRY_RUN=1 ;;
+    --all-gpus) GPUS="all" ;;
+    --gpu|--gpus)
+      if [ -z "${2:-}" ]; then echo "error: $1 needs a GPU index or list, e.g. $1 1 or $1 0,1" >&2; exit 2; fi
+      GPUS="$2"; USED=2 ;;
+    --gpu=*|--gpus=*) GPUS="${1#*=}" ;;
+    --image) IMAGE="${2:?--image needs a name}"; USED=2 ;;
+    *) USED=0 ;;
+  esac
+}
+
+gpu_count() {
+  if [ "$GPUS" = "all" ]; then
+    if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L | wc -l; else echo 1; fi
+  elif [ -z "$GPUS" ]; then echo 1
+  else echo "$GPUS" | tr ',' '\n' | grep -c .
+  fi
+}
+
+# Decide docker vs local once; a host without a Docker engine runs locally and says so.
+resolve_mode() {
+  if [ "$MODE" = "auto" ]; then
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then MODE="docker"
+    else
+      echo "note: no Docker engine available; running on the host (use --docker to force the container)" >&2
+      MODE="local"
+    fi
+  fi
+}
+
+# The python launcher: torchrun with one process per GPU when several are selected.
+python_launcher() {
+  local n; n=$(gpu_count)
+  if [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"; else echo "python"; fi
+}
+
+# Print (dry run) or run the command given as arguments, with Docker or on the host.
+run_command() {
+  local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local cmd=()
+  if [ "$MODE" = "docker" ]; then
+    cmd=(docker run --rm --ipc=host)
+    if [ "$GPUS" = "all" ]; then cmd+=(--gpus all)
+    elif [[ "$GPUS" == *,* ]]; then cmd+=(--gpus "\"device=$GPUS\"")  # docker's syntax for a list
+    elif [ -n "$GPUS" ]; then cmd+=(--gpus "device=$GPUS")  # inside the container it is device 0
+    fi
+    cmd+=(-v "$repo/data:/app/data" -v "$repo/models:/app/models" -v "$repo/results:/app/results"
+          -v "${HF_HOME:-$HOME/.cache/huggingface}:/home/app/.cache/huggingface")
+    if [ -f "$repo/.env" ]; then cmd+=(--env-file "$repo/.env"); fi
+    cmd+=("$IMAGE" "$@")
+  else
+    if [ -n "$GPUS" ] && [ "$GPUS" != "all" ]; then cmd=(env "CUDA_VISIBLE_DEVICES=$GPUS"); fi
+    cmd+=("$@")
+  fi
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '%q ' "${cmd[@]}" | sed 's/ $//'
+    echo
+    return 0
+  fi
+  cd "$repo" || exit 1
+  # On the host, prefer the project's venv (made by `make demo` / `make test`) when it exists.
+  PATH="$repo/.venv/bin:$PATH" exec "${cmd[@]}"
+}

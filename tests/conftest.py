@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny local models built once per test session (no hub access, CPU only)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """{arch: path} of freshly built tiny models, one per architecture."""
+    from scripts.make_tiny_model import ARCHS, make_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {arch: make_tiny_model(arch, root / f"tiny-{arch}") for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral(tiny_models):
+    return tiny_models["mistral"]
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared/data, skipping the test when the checkout has no shared/ beside it."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path

@@ -1,0 +1,105 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from train.config_loader import (CONFIG_DIR, ConfigError, load_config, load_defaults, redact_secrets,
+                                 secret_values)
+
+
+def run_loader(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "train.config_loader", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, env=env)
+
+
+def test_done_criteria_from_the_issue():
+    ok = run_loader("ablation2.py", "--learning_rate=1", "--use_wandb", "false")
+    assert ok.returncode == 0, ok.stderr
+    config = json.loads(ok.stdout)
+    assert config["learning_rate"] == 1.0 and isinstance(config["learning_rate"], float)
+    assert config["use_wandb"] is False
+    assert config["lora_r"] == 32  # from ablation2.py, over default.py's 16
+
+    typo = run_loader("ablation2.py", "--lerning_rate", "1e-4")
+    assert typo.returncode == 2
+    assert "learning_rate" in typo.stderr and "Traceback" not in typo.stderr
+
+    wrong_type = run_loader("ablation2.py", "--lora_r", "16.5")
+    assert wrong_type.returncode == 2
+    assert "lora_r" in wrong_type.stderr and len(wrong_type.stderr.strip().splitlines()) == 1
+
+
+def test_precedence_is_default_then_file_then_cli_whatever_the_order():
+    before = load_config(["--learning_rate", "3e-5", "--config", "ablation2.py"])
+    after = load_config(["--config=ablation2.py", "--learning_rate=3e-5"])
+    assert before["learning_rate"] == after["learning_rate"] == 3e-5
+    assert before["warmup_ratio"] == 0.10  # file beats default
+    assert load_config([])["learning_rate"] == load_defaults()["learning_rate"]
+
+
+@pytest.mark.parametrize("raw,expected", [("true", True), ("YES", True), ("1", True), ("False", False),
+                                          ("no", False), ("0", False)])
+def test_bool_words(raw, expected):
+    assert load_config(["--use_wandb", raw])["use_wandb"] is expected
+
+
+def test_aliases_and_bare_flags():
+    config = load_config(["--use_wandb", "--no_gradient_checkpointing"])
+    assert config["use_wandb"] is True and config["gradient_checkpointing"] is False
+    assert load_config(["--use_wandb", "--no_wandb"])["use_wandb"] is False
+    assert load_config(["--no_group_by_length"])["group_by_length"] is False
+
+
+def test_types():
+    config = load_config(["--lora_target_modules", "['q_proj','v_proj']", "--eval_data", "x.jsonl",
+                          "--output_dir", "1e-4", "--warmup_ratio", "0"])
+    assert config["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert config["eval_data"] == "x.jsonl"  # default None accepts anything
+    assert config["output_dir"] == "1e-4"  # a str key keeps the text
+    assert config["warmup_ratio"] == 0.0 and isinstance(config["warmup_ratio"], float)
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(["--batch_size", "four"])
+    with pytest.raises(ConfigError, match="use_wandb"):
+        load_config(["--use_wandb", "maybe"])
+    with pytest.raises(ConfigError, match="needs a value"):
+        load_config(["--batch_size"])
+
+
+def test_config_file_errors(tmp_path):
+    bad_key = tmp_path / "bad_key.py"
+    bad_key.write_text("lora_rank = 8\n")
+    with pytest.raises(ConfigError, match=r"lora_rank.*did you mean 'lora_r'"):
+        load_config([str(bad_key)])
+    bad_type = tmp_path / "bad_type.py"
+    bad_type.write_text("num_epochs = '3'\n")
+    with pytest.raises(ConfigError, match=r"num_epochs.*bad_type.py"):
+        load_config([str(bad_type)])
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = (\n")
+    with pytest.raises(ConfigError, match="broken.py"):
+        load_config([str(broken)])
+    helpers = tmp_path / "helpers.py"  # functions, modules and _private names are not keys
+    helpers.write_text("import os\n_scratch = 1\ndef f():\n    pass\nseed = 7\n")
+    assert load_config([str(helpers)])["seed"] == 7
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(["no_such_config.py"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.py") if not p.name.startswith("_")))
+def test_every_shipped_config_loads_and_says_how_to_run_it(name):
+    config = load_config([name])
+    assert config["config_file"].endswith(name)
+    first_lines = (CONFIG_DIR / name).read_text().splitlines()[:6]
+    assert any("python -m train.train_sft" in line or "run_training.sh" in line for line in first_lines)
+
+
+def test_secrets_are_redacted_from_dumps(monkeypatch):
+    canary = "sk-canary-1234567890"
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
+    assert canary in secret_values()
+    assert redact_secrets({"a": [f"token={canary}"], "b": 3}) == {"a": ["token=***"], "b": 3}
+    env = dict(__import__("os").environ, HF_TOKEN=canary)
+    out = run_loader("--wandb_run_name", f"run-{canary}", env=env)
+    assert out.returncode == 0 and canary not in out.stdout and "run-***" in out.stdout
