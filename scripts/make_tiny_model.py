@@ -92,7 +92,7 @@ def train_tokenizer(arch: str, vocab_size: int):
         padding_side="left", model_max_length=2048)
 
 
-def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int):
+def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int, init_std: float):
     import torch
     import transformers
 
@@ -104,7 +104,7 @@ def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int):
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
         head_dim=hidden_size // heads, max_position_embeddings=2048, tie_word_embeddings=spec["tie"],
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, dtype="float32")
+        pad_token_id=tokenizer.pad_token_id, initializer_range=init_std, dtype="float32")
     model = transformers.AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -113,10 +113,10 @@ def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int):
 
 
 def make_tiny_model(arch: str, out: str | Path, hidden_size: int = 64, layers: int = 2,
-                    vocab_size: int = 2048, seed: int = 0) -> Path:
+                    vocab_size: int = 2048, seed: int = 0, init_std: float = 0.2) -> Path:
     out = Path(out)
     tokenizer = train_tokenizer(arch, vocab_size)
-    model = build_model(arch, tokenizer, hidden_size, layers, seed)
+    model = build_model(arch, tokenizer, hidden_size, layers, seed, init_std)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -137,9 +137,11 @@ def main():
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-std", type=float, default=0.2,
+                        help="weight init std; larger lets frozen random embeddings express sharp logits")
     args = parser.parse_args()
     out = make_tiny_model(args.arch, args.out or REPO_ROOT / "models" / f"tiny-{args.arch}",
-                          args.hidden_size, args.layers, args.vocab_size, args.seed)
+                          args.hidden_size, args.layers, args.vocab_size, args.seed, args.init_std)
     size_mb = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"tiny {args.arch} model: hidden {args.hidden_size}, {args.layers} layers -> {out} ({size_mb:.1f} MB)")
 

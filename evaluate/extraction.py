@@ -1,0 +1,121 @@
+"""Robust label extraction from generated text (used by inference and by training-time eval).
+
+Policy, in order:
+1. scan the text with a string-aware JSON scanner (braces inside strings don't count) and take the
+   first complete JSON object whose label field holds a valid label (method "json");
+2. otherwise an explicit phrase such as `final label: 0` or a truncated `"predicted_label": 1`
+   (method "phrase");
+3. otherwise the prediction is None (method "none") and counts as a parse failure: never a guess.
+
+    from evaluate.extraction import extract_label
+    extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
+"""
+
+import json
+import re
+
+from prompts import get_task
+
+
+def iter_json_objects(text: str):
+    """Yield every complete top-level-or-nested JSON object in `text`, in order of its opening brace.
+    Strings (with escapes) are respected, so braces inside them don't open or close anything."""
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        depth, in_string, escaped = 0, False, False
+        for end in range(start, len(text)):
+            ch = text[end]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    try:
+                        obj = json.loads(text[start:end + 1])
+                    except json.JSONDecodeError:
+                        break
+                    if isinstance(obj, dict):
+                        yield obj
+                    break
+
+
+def count_json_objects(text: str) -> int:
+    """How many complete top-level JSON objects the text holds (the original model wrote 3.75 per answer)."""
+    count, depth, in_string, escaped, start = 0, 0, False, False, None
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and depth > 0:
+            in_string = True
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                try:
+                    if isinstance(json.loads(text[start:i + 1]), dict):
+                        count += 1
+                except json.JSONDecodeError:
+                    pass
+    return count
+
+
+def normalize_label(value, task="nli"):
+    """The task's label for a raw value (int, "0"/"1", a label name), or None when it is not one."""
+    spec = get_task(task)
+    labels = spec["labels"]
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value if value in labels else None
+    if isinstance(value, str):
+        word = value.strip().strip(".").strip().lower()
+        for label in labels:
+            if word == str(label).lower():
+                return label
+        return spec["label_names"].get(word)
+    return None
+
+
+def _phrase_pattern(task) -> re.Pattern:
+    spec = get_task(task)
+    words = sorted([str(label) for label in spec["labels"]] + list(spec["label_names"]), key=len, reverse=True)
+    choices = "|".join(re.escape(w) for w in words)
+    field = re.escape(spec["label_field"])
+    return re.compile(
+        rf"(?:\"{field}\"\s*:\s*|(?:final|predicted)[ _]label\s*(?:is|:|=)\s*)[\"'*]*({choices})\b[\"'*]*",
+        re.IGNORECASE)
+
+
+def extract_label(generated_text: str, task="nli"):
+    """(label or None, method) for one generated answer; method is "json", "phrase" or "none"."""
+    spec = get_task(task)
+    field = spec["label_field"]
+    for obj in iter_json_objects(generated_text):
+        if field in obj:
+            label = normalize_label(obj[field], task)
+            if label is not None:
+                return label, "json"
+    match = _phrase_pattern(task).search(generated_text)
+    if match:
+        label = normalize_label(match.group(1), task)
+        if label is not None:
+            return label, "phrase"
+    return None, "none"

@@ -1,0 +1,75 @@
+"""Evaluation inputs: raw task rows (CSV/JSONL with the task's input fields and an optional label) or
+SFT-format rows (prompt/completion, messages, text), turned into (id, prompt ids, true label).
+
+Prompts come from `prompts.encode_prompt` (raw rows) or from the SFT tokenization (the prompt part of
+an SFT example), so they are exactly what training fed the model before the answer.
+"""
+
+from dataclasses import dataclass, field
+
+from data_io import DataError, read_records
+from evaluate.extraction import extract_label, normalize_label
+from prompts import encode_prompt, example_messages, get_task
+from train.sft_data import detect_format, example_segments
+
+
+@dataclass
+class EvalItem:
+    id: str
+    prompt_ids: list[int]
+    true_label: object = None
+    inputs: dict = field(default_factory=dict)
+
+
+def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
+    """The tokens before the first trained segment, and the label its reference answer gives."""
+    segments = example_segments(tokenizer, record, detect_format(record), task, where)
+    first_trained = next(i for i, (_, trained) in enumerate(segments) if trained)
+    prompt = [t for ids, _ in segments[:first_trained] for t in ids]
+    reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
+    return prompt, extract_label(reference, task)[0]
+
+
+def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None) -> tuple[list[EvalItem], bool]:
+    """(items, has_labels). Raw rows need the task's input fields; a label, when present, must be in
+    the task's label set. Ids come from an `id` column, else the row number; duplicates are errors."""
+    spec = get_task(task)
+    records = read_records(path)
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise DataError(f"{path}: no rows")
+    items, seen = [], set()
+    for record in records:
+        row = record.get("_line", "?")
+        where = f"{path}: row {row}"
+        raw_id = record.get("id")
+        item_id = str(raw_id) if raw_id not in (None, "") else str(row)
+        if item_id in seen:
+            raise DataError(f"{where}: field 'id': duplicate id {item_id}")
+        seen.add(item_id)
+        fmt = detect_format(record)
+        if fmt in ("messages", "prompt_completion", "prompt_response", "text"):
+            prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
+            items.append(EvalItem(item_id, prompt, label, {}))
+            continue
+        for name in spec["input_fields"]:
+            value = record.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{where}: missing field '{name}' (the {task} task needs "
+                                f"{', '.join(spec['input_fields'])})")
+        label = None
+        raw_label = record.get(spec["true_label_field"], record.get("true_label"))
+        if raw_label not in (None, ""):
+            label = normalize_label(raw_label, task)
+            if label is None:
+                raise DataError(f"{where}: field '{spec['true_label_field']}': {raw_label!r} is not in the "
+                                f"label set {spec['labels']}")
+        inputs = {name: record[name] for name in spec["input_fields"]}
+        items.append(EvalItem(item_id, encode_prompt(tokenizer, example_messages(record, task)), label, inputs))
+    labelled = [item.true_label is not None for item in items]
+    if any(labelled) and not all(labelled):
+        missing = next(i for i, has in enumerate(labelled) if not has)
+        raise DataError(f"{path}: row {records[missing].get('_line', '?')}: field 'label' is missing "
+                        "(label every row or none)")
+    return items, all(labelled)

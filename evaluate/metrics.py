@@ -1,0 +1,58 @@
+"""Classification metrics where a parse failure (prediction None) counts as wrong and is reported too.
+
+    from evaluate.metrics import classification_metrics
+    classification_metrics([1, 0, 1], [1, None, 0], labels=[0, 1])
+"""
+
+
+def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
+    """Accuracy, macro precision/recall/F1, per-class report, confusion matrix, parse-failure rate.
+    Predictions of None are failures: wrong for accuracy and recall, and a column of their own
+    ("null") in the confusion matrix."""
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    n = len(y_true)
+    failures = sum(p is None for p in y_pred)
+    correct = sum(t == p for t, p in zip(y_true, y_pred) if p is not None)
+    per_class, precisions, recalls, f1s = {}, [], [], []
+    for label in labels:
+        tp = sum(t == label and p == label for t, p in zip(y_true, y_pred))
+        predicted = sum(p == label for p in y_pred)
+        support = sum(t == label for t in y_true)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[str(label)] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(f1)
+    columns = [str(label) for label in labels] + ["null"]
+    confusion = {str(t): {c: 0 for c in columns} for t in labels}
+    for t, p in zip(y_true, y_pred):
+        if str(t) in confusion:
+            confusion[str(t)]["null" if p is None else str(p)] += 1
+    k = len(labels) or 1
+    return {
+        "n": n,
+        "accuracy": correct / n if n else 0.0,
+        "precision_macro": sum(precisions) / k,
+        "recall_macro": sum(recalls) / k,
+        "f1_macro": sum(f1s) / k,
+        "parse_failures": failures,
+        "parse_failure_rate": failures / n if n else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": confusion,
+    }
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain-text table (floats to 3 decimals) for end-of-run summaries and comparisons."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return "-" if value is None else str(value)
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""Resumable batch inference with robust label extraction and metrics.
+
+    python -m evaluate.sample_model --model_id models/X --test_file data/sample/sample.csv
+    python -m evaluate.sample_model --model_id models/X-adapter --test_file data/dev.csv --batch_size 32
+    python -m evaluate.sample_model ... --shard 1/4          # the second quarter (merge with merge_shards.py)
+    ./evaluate/run_inference.sh --model models/X --data data/dev.csv --gpu 1   # the same, in the container
+
+Each finished example is appended (and fsynced) to `<output>.progress.jsonl`; rerunning the same
+command continues where it stopped (`--restart` discards the progress). Outputs, written atomically:
+`<output>.json` (settings, metrics, timing, one record per example) and `<output>.csv` (id order =
+input order). Bad input exits with status 2 and a message naming the file, row and field.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_io import (DataError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl,  # noqa: E402
+                     repair_torn_tail)
+from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
+from evaluate.inputs import load_eval_items  # noqa: E402
+from evaluate.metrics import classification_metrics  # noqa: E402
+from modeling import ModelLoadError  # noqa: E402
+from prompts import TASKS, get_task  # noqa: E402
+
+CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
+              "generated_tokens"]
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("true", "yes", "1", "on"):
+        return True
+    if word in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n such as 0/4, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluate.sample_model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_id", required=True, help="base model dir / hub id, or a LoRA adapter dir")
+    p.add_argument("--test_file", required=True, help="CSV or JSONL with the task's inputs (+ optional label, id)")
+    p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
+    p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
+    p.add_argument("--task", default="nli", choices=sorted(TASKS))
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=512)
+    p.add_argument("--max_prompt_tokens", type=int, default=None,
+                   help="longer prompts lose their start (the instruction at the end is kept)")
+    p.add_argument("--stop_at_json", type=parse_bool, default=True,
+                   help="stop a sequence once it has written a complete JSON object (default true)")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--base_model", default=None, help="override the base named in adapter_config.json")
+    p.add_argument("--shard", type=parse_shard, default=None, help="i/n: run only shard i of n")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def default_output(model_id: str, test_file: str, shard) -> Path:
+    name = f"{Path(model_id.rstrip('/')).name}-{Path(test_file).stem}"
+    if shard:
+        name += f".shard-{shard[0]}-of-{shard[1]}"
+    return REPO_ROOT / "results" / f"{name}.json"
+
+
+def shard_items(items: list, shard) -> list:
+    """Contiguous slices, so merging shards in index order restores the input order."""
+    if not shard:
+        return items
+    index, count = shard
+    size, extra = divmod(len(items), count)
+    start = index * size + min(index, extra)
+    return items[start:start + size + (1 if index < extra else 0)]
+
+
+def trim_prompt(ids: list[int], limit: int | None, bos_id) -> tuple[list[int], int]:
+    if not limit or len(ids) <= limit:
+        return ids, 0
+    head = 1 if ids and ids[0] == bos_id else 0
+    cut = len(ids) - limit
+    return ids[:head] + ids[head + cut:], cut
+
+
+def score_record(item, result: dict, task: str) -> dict:
+    label, method = extract_label(result["text"], task)
+    return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
+            "extraction_method": method, "json_objects": count_json_objects(result["text"]),
+            "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
+            "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
+            "correct": None if item.true_label is None else label == item.true_label}
+
+
+def summarize(records: list[dict], task: str, has_labels: bool, seconds: float, generated_now: int,
+              tokens_now: int) -> dict:
+    n = len(records)
+    tokens = sum(r["generated_tokens"] for r in records)
+    metrics = {"n": n,
+               "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
+               "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
+                                       for r in records) / n,
+               "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+               "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
+               "mean_generated_tokens": tokens / n}
+    if has_labels:
+        metrics.update(classification_metrics([r["true_label"] for r in records],
+                                               [r["predicted_label"] for r in records], get_task(task)["labels"]))
+    timing = {"seconds_this_run": seconds, "generated_this_run": generated_now,
+              "samples_per_s": generated_now / seconds if seconds > 0 and generated_now else None,
+              "generated_tokens_per_s": tokens_now / seconds if seconds > 0 and generated_now else None}
+    return {"metrics": metrics, "timing": timing}
+
+
+def run(args) -> dict:
+    output = Path(args.output_file) if args.output_file else default_output(args.model_id, args.test_file, args.shard)
+    output_csv = Path(args.output_csv) if args.output_csv else output.with_suffix(".csv")
+    progress_path = output.with_name(output.name + ".progress.jsonl")
+    settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
+                "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
+                "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
+                "limit": args.limit, "base_model": args.base_model}
+    meta_path = progress_path.with_name(progress_path.name + ".meta.json")
+
+    if args.backend == "vllm":
+        from evaluate.vllm_backend import VllmGenerator
+        generator = VllmGenerator(args.model_id, base_model=args.base_model)
+        tokenizer = generator.tokenizer
+    else:
+        from modeling import load_for_inference
+        model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
+                                                    dtype=args.dtype, base_model=args.base_model)
+        settings["loaded"] = info
+    items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
+    items = shard_items(items, args.shard)
+
+    if args.restart:
+        progress_path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+    done = {}
+    if progress_path.exists():
+        saved = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        resumable = {k: v for k, v in settings.items() if k != "loaded"}
+        if saved is not None and saved != json.loads(json.dumps(resumable)):
+            raise DataError(f"{progress_path}: saved progress is from different settings "
+                            f"({', '.join(k for k in resumable if saved.get(k) != json.loads(json.dumps(resumable[k])))}); "
+                            "rerun with --restart to discard it")
+        repair_torn_tail(progress_path)
+        done = {r["id"]: r for r in read_jsonl(progress_path, tolerate_torn_tail=True)}
+    else:
+        atomic_write_json(meta_path, {k: v for k, v in settings.items() if k != "loaded"})
+    pending = [item for item in items if item.id not in done]
+    if done:
+        print(f"resuming: {len(done)} done, {len(pending)} to go ({progress_path})", file=sys.stderr)
+
+    trimmed = {}
+    for item in pending:
+        item.prompt_ids, trimmed[item.id] = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
+                                                        tokenizer.bos_token_id)
+    started = time.time()
+    if pending:
+        progress_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(progress_path, "a", encoding="utf-8") as progress:
+            def save(batch):
+                for index, result in batch:
+                    item = pending[index]
+                    result["prompt_tokens_trimmed"] = trimmed[item.id]
+                    record = score_record(item, result, args.task)
+                    append_jsonl(progress, record)
+                    done[item.id] = record
+            prompts = [item.prompt_ids for item in pending]
+            if args.backend == "vllm":
+                generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
+                                   stop_at_json=args.stop_at_json)
+            else:
+                from evaluate.generation import generate_answers
+                generate_answers(model, tokenizer, prompts, batch_size=args.batch_size,
+                                 max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json,
+                                 on_batch=save, progress=not args.quiet)
+    seconds = time.time() - started
+
+    records = [done[item.id] for item in items]
+    tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
+    summary = summarize(records, args.task, has_labels, seconds, len(pending), tokens_now)
+    result = {"settings": settings, **summary, "records": records}
+    atomic_write_json(output, result)
+    atomic_write_csv(output_csv, records, CSV_FIELDS)
+    return {"output": str(output), "output_csv": str(output_csv), **summary}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except (DataError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m, t = summary["metrics"], summary["timing"]
+    line = f"sample_model: {m['n']} examples, parse rate {m['parse_rate']:.3f}, stop rate {m['stop_rate']:.3f}"
+    if "accuracy" in m:
+        line += f", accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}"
+    if t["samples_per_s"]:
+        line += f", {t['samples_per_s']:.2f} samples/s"
+    print(line + f" -> {summary['output']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Supervised fine-tuning (4-bit QLoRA by default) driven by a plain-Python config.
+
+    python -m train.train_sft --config ablation2.py                  # the original recipe, on a GPU
+    python -m train.train_sft --config tiny_cpu.py --max_steps 20    # the tiny local model, on CPU
+    ./run_training.sh --config ablation2.py --gpu 1                  # the same inside the CUDA container
+    torchrun --nproc_per_node 2 -m train.train_sft --config distributed.py   # DDP (the wrapper does this)
+
+What it guarantees: loss only on the answer (prompt tokens are -100, the answer and its eos are
+trained); pad != eos; prompts encoded by the same function inference uses; no example cut inside its
+answer; 4-bit gradients that stay right on AVX512-BF16 CPUs; every failure exits non-zero with a clear
+message. Outputs in `output_dir`: the adapter + tokenizer, `training_config.json`, `train_results.json`,
+`log_history.json`, checkpoints, and `merged/` on request.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_io import DataError, atomic_write_json  # noqa: E402
+from modeling import (ModelLoadError, can_load_4bit, ensure_pad_token, load_model, load_tokenizer,  # noqa: E402
+                      resolve_device)
+from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
+from train.sft_data import PaddedCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
+
+log = logging.getLogger("train_sft")
+CUDA_ONLY_OPTIMIZERS = ("paged_", "8bit")
+
+
+class TrainError(RuntimeError):
+    """A problem found before or after training; the message says what to change."""
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_settings(config: dict, device: str) -> dict:
+    """Resolve settings that depend on the machine, and refuse combinations that can't work."""
+    if not config["use_lora"] and config["load_in_4bit"]:
+        log.info("use_lora = False: full fine-tuning, so the base is loaded unquantized (load_in_4bit ignored)")
+        config["load_in_4bit"] = False
+    if config["load_in_4bit"]:
+        ok, why = can_load_4bit(device)
+        if not ok:
+            if not config["allow_4bit_fallback"]:
+                raise TrainError(f"load_in_4bit = True but {why}. Install a bitsandbytes build for this device, "
+                                 "or set --allow_4bit_fallback true to train unquantized (more memory)")
+            log.warning("4-bit fallback: %s; training the base unquantized in %s", why, config["torch_dtype"])
+            config["load_in_4bit"] = False
+    if device == "cpu" and any(tag in config["optimizer"] for tag in CUDA_ONLY_OPTIMIZERS):
+        raise TrainError(f"optimizer '{config['optimizer']}' needs CUDA; on CPU use --optimizer adamw_torch")
+    if config["overlong"] not in ("drop", "trim_prompt"):
+        raise TrainError(f"overlong must be 'drop' or 'trim_prompt', got '{config['overlong']}'")
+    report_to = "wandb" if config["use_wandb"] else config["report_to"]
+    if report_to not in ("none", "tensorboard", "wandb"):
+        raise TrainError(f"report_to must be none, tensorboard or wandb, got '{report_to}'")
+    config["report_to"] = report_to
+    return config
+
+
+def add_special_tokens(model, tokenizer, tokens: list[str], pad_added: bool) -> list[int]:
+    """Add tokens, grow the embeddings, and start new rows at the mean of the old ones
+    (random rows would dominate the softmax at first). Returns the new tokens' ids."""
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                           if m is not None}.values():
+                matrix.weight[old_rows:] = matrix.weight[:old_rows].mean(dim=0, keepdim=True)
+    elif pad_added:
+        log.info("pad token added within the existing vocabulary rows")
+    return tokenizer.convert_tokens_to_ids(tokens) if tokens else []
+
+
+def build_model(config: dict, tokenizer, device: str, pad_added: bool):
+    model = load_model(config["model_id"], device=device, load_in_4bit=config["load_in_4bit"],
+                       dtype=config["torch_dtype"], attn_implementation=config["attn_implementation"],
+                       quant_type=config["bnb_4bit_quant_type"], double_quant=config["bnb_4bit_use_double_quant"],
+                       compute_dtype=config["bnb_4bit_compute_dtype"])
+    special_ids = add_special_tokens(model, tokenizer, config["special_tokens"], pad_added)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if not config["use_lora"]:
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    if config["load_in_4bit"]:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config["gradient_checkpointing"])
+    lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
+                      target_modules=config["lora_target_modules"], task_type="CAUSAL_LM",
+                      trainable_token_indices={"embed_tokens": special_ids} if special_ids else None)
+    model = get_peft_model(model, lora)
+    return model
+
+
+def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
+    from transformers import TrainingArguments
+    bf16 = device.startswith("cuda") and (config["load_in_4bit"] and config["bnb_4bit_compute_dtype"] == "bfloat16"
+                                          or config["torch_dtype"] == "bfloat16")
+    steps_per_epoch = math.ceil(n_train / (config["batch_size"] * config["grad_accumulation_steps"]
+                                           * int(os.environ.get("WORLD_SIZE", "1"))))
+    eval_kwargs = {}
+    if has_eval:
+        eval_kwargs = dict(eval_strategy="steps", eval_steps=config["eval_steps"],
+                           load_best_model_at_end=config["load_best_model_at_end"],
+                           metric_for_best_model="eval_loss", greater_is_better=False)
+    return TrainingArguments(
+        output_dir=config["output_dir"], seed=config["seed"], data_seed=config["seed"],
+        num_train_epochs=config["num_epochs"], max_steps=config["max_steps"],
+        per_device_train_batch_size=config["batch_size"], per_device_eval_batch_size=config["batch_size"],
+        gradient_accumulation_steps=config["grad_accumulation_steps"], learning_rate=config["learning_rate"],
+        lr_scheduler_type=config["lr_scheduler"], warmup_steps=int(config["warmup_ratio"] * (
+            config["max_steps"] if config["max_steps"] > 0 else steps_per_epoch * config["num_epochs"])),
+        weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"], optim=config["optimizer"],
+        gradient_checkpointing=config["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config["gradient_checkpointing"] else None,
+        logging_steps=config["logging_steps"], save_strategy="steps", save_steps=config["save_steps"],
+        save_total_limit=config["save_total_limit"], report_to=[] if config["report_to"] == "none" else [config["report_to"]],
+        run_name=config["wandb_run_name"] or Path(config["output_dir"]).name, bf16=bf16,
+        use_cpu=device == "cpu", remove_unused_columns=False, prediction_loss_only=True,
+        train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
+        dataloader_num_workers=0, ddp_find_unused_parameters=False if config["use_lora"] else None,
+        disable_tqdm=not is_main_process(), **eval_kwargs)
+
+
+def resolve_resume(value, output_dir: str):
+    """A checkpoint path, or for "latest" the newest checkpoint in output_dir (None to start fresh)."""
+    if value in (None, "", False):
+        return None
+    if value == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        log.info("resume_from_checkpoint = latest: %s", last or "no checkpoint yet, starting fresh")
+        return last
+    if not Path(value).is_dir():
+        raise TrainError(f"resume_from_checkpoint: checkpoint dir not found: {value}")
+    return value
+
+
+def trainable_checksum(model) -> float:
+    """A float summarising the trainable weights, to compare ranks after DDP."""
+    return float(sum(p.detach().double().sum().item() * (i + 1)
+                     for i, p in enumerate(p for p in model.parameters() if p.requires_grad)))
+
+
+def gather_across_ranks(value):
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def merge_and_save(config: dict, adapter_dir: Path, device: str) -> Path:
+    """A 16-bit merged model made from a non-quantized copy of the base (never from 4-bit weights)."""
+    from peft import PeftModel
+
+    from modeling import load_for_inference
+    dtype = "float16" if config["torch_dtype"] == "float16" else "bfloat16"
+    model, tokenizer, _ = load_for_inference(str(adapter_dir), device=device, load_in_4bit=False, dtype=dtype)
+    assert isinstance(model, PeftModel)
+    merged = model.merge_and_unload()
+    out = adapter_dir / "merged"
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def push_to_hub(model, tokenizer, repo_id: str) -> None:
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    try:
+        model.push_to_hub(repo_id, token=token, private=True)
+        tokenizer.push_to_hub(repo_id, token=token, private=True)
+    except Exception as exc:  # network, auth or hub errors: all end the same way for the user
+        raise TrainError(f"push to the hub ({repo_id}) failed: {type(exc).__name__}: "
+                         f"{redact_secrets(str(exc))[:300]}. The local outputs are kept.") from exc
+
+
+def train(config: dict) -> dict:
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    device = resolve_device(config["device"])
+    config = check_settings(config, device)
+    output_dir = Path(config["output_dir"])
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
+    set_seed(config["seed"])
+    if config["report_to"] == "wandb":
+        os.environ.setdefault("WANDB_PROJECT", config["wandb_project"])
+
+    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])
+    pad_added = ensure_pad_token(tokenizer)
+    tokenizer.padding_side = "left"  # for generation; training batches are built by our collators
+    data_kwargs = dict(data_format=config["data_format"], task=config["task"],
+                       max_seq_length=config["max_seq_length"], overlong=config["overlong"])
+    for token in config["special_tokens"]:  # added before tokenizing so the data sees them as one token
+        if token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
+    train_examples, train_report = load_sft_examples(config["train_data"], tokenizer,
+                                                     limit=config["max_train_examples"], **data_kwargs)
+    log.info(train_report.line())
+    eval_examples, eval_report = [], None
+    if config["eval_data"]:
+        eval_examples, eval_report = load_sft_examples(config["eval_data"], tokenizer,
+                                                       limit=config["max_eval_examples"], **data_kwargs)
+        log.info(eval_report.line())
+
+    model = build_model(config, tokenizer, device, pad_added)
+    if config["use_lora"] and is_main_process():
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    args = training_arguments(config, device, len(train_examples), bool(eval_examples))
+    collator = PaddingFreeCollator() if config["use_packing"] else PaddedCollator(tokenizer.pad_token_id)
+    callbacks = []
+    if eval_examples and config["early_stopping_patience"] > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
+    if eval_examples and config["gen_eval_examples"] > 0:
+        from train.gen_eval import GenerationEvalCallback
+        callbacks.append(GenerationEvalCallback(tokenizer, config["eval_data"], config["task"],
+                                                config["gen_eval_examples"], config["gen_eval_max_new_tokens"],
+                                                config["batch_size"]))
+    trainer = Trainer(model=model, args=args, train_dataset=train_examples,
+                      eval_dataset=eval_examples or None, data_collator=collator,
+                      processing_class=tokenizer, callbacks=callbacks)
+    for callback in callbacks:
+        if hasattr(callback, "trainer"):
+            callback.trainer = trainer
+    resume = resolve_resume(config["resume_from_checkpoint"], config["output_dir"])
+    trained_tokens = sum(sum(label != -100 for label in ex["labels"]) for ex in train_examples)
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    final_eval = trainer.evaluate() if eval_examples else {}
+    checksums = gather_across_ranks(trainable_checksum(model))
+
+    results = {
+        "train_loss": result.training_loss, "global_step": result.global_step,
+        "train_runtime_s": seconds, "train_samples": len(train_examples),
+        "eval_samples": len(eval_examples), "dropped_too_long": {
+            "train": train_report.dropped_too_long, "eval": eval_report.dropped_too_long if eval_report else 0},
+        "eval_loss": final_eval.get("eval_loss"), "best_checkpoint": trainer.state.best_model_checkpoint,
+        "trained_tokens_per_epoch": trained_tokens, "load_in_4bit": config["load_in_4bit"],
+        "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
+        "resumed_from": resume,
+    }
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output_dir))  # the adapter (or full model) of the best/last state
+        tokenizer.save_pretrained(str(output_dir))
+        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
+        atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
+        if config["merge_adapter"] and config["use_lora"]:
+            results["merged_dir"] = str(merge_and_save(config, output_dir, device))
+            atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
+        if config["hub_model_id"]:
+            push_to_hub(model, tokenizer, config["hub_model_id"])
+    return results
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: python -m train.train_sft [--config] CONFIG [--key value ...]   "
+              "(keys: train/configs/default.py)")
+        return 0
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = load_config(argv)
+        results = train(config)
+    except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if not isinstance(exc, TrainError) or "push to the hub" not in str(exc) else 1
+    except torch.OutOfMemoryError:
+        print("error: out of memory. Lower --batch_size (raise --grad_accumulation_steps to keep the effective "
+              "batch), lower --max_seq_length, or set --gradient_checkpointing true", file=sys.stderr)
+        return 1
+    if is_main_process():
+        eval_loss = results["eval_loss"]
+        print(f"train_sft: {results['global_step']} steps in {results['train_runtime_s']:.0f}s, "
+              f"train loss {results['train_loss']:.4f}"
+              + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+              + f", {results['train_samples']} examples ({results['dropped_too_long']['train']} dropped as too long)"
+              + f" -> {config['output_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
