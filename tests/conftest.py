@@ -34,3 +34,21 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+def run_train(model_dir, out_dir, *overrides, train_data=None):
+    """train_sft in-process on the tiny model with quick CPU settings; returns (exit code, out_dir)."""
+    from train.train_sft import main
+    args = ["tiny_cpu.py", "--model_id", str(model_dir), "--output_dir", str(out_dir),
+            "--train_data", str(train_data or REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+            "--eval_data", "None", "--max_steps", "12", "--batch_size", "4", "--logging_steps", "4",
+            "--save_steps", "6", "--max_train_examples", "32", "--learning_rate", "3e-3", *map(str, overrides)]
+    return main(args), Path(out_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_mistral, tmp_path_factory):
+    """A LoRA adapter trained for a few steps on the real sample thoughts."""
+    code, out = run_train(tiny_mistral, tmp_path_factory.mktemp("adapter") / "run")
+    assert code == 0
+    return out

@@ -126,8 +126,8 @@ def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
         lr_scheduler_type=config["lr_scheduler"], warmup_steps=int(config["warmup_ratio"] * (
             config["max_steps"] if config["max_steps"] > 0 else steps_per_epoch * config["num_epochs"])),
         weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"], optim=config["optimizer"],
-        gradient_checkpointing=config["gradient_checkpointing"],
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config["gradient_checkpointing"] else None,
+        activation_checkpointing=config["gradient_checkpointing"],
+        activation_checkpointing_kwargs={"use_reentrant": False} if config["gradient_checkpointing"] else None,
         logging_steps=config["logging_steps"], save_strategy="steps", save_steps=config["save_steps"],
         save_total_limit=config["save_total_limit"], report_to=[] if config["report_to"] == "none" else [config["report_to"]],
         run_name=config["wandb_run_name"] or Path(config["output_dir"]).name, bf16=bf16,
@@ -137,13 +137,29 @@ def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
         disable_tqdm=not is_main_process(), **eval_kwargs)
 
 
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last by the Trainer) is whole: a run
+    killed while saving leaves a partial checkpoint dir, which must not be resumed from."""
+    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"),
+                         key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1,
+                         reverse=True)
+    for checkpoint in checkpoints:
+        try:
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("skipping incomplete checkpoint %s (interrupted while saving)", checkpoint)
+            continue
+        if str(state.get("global_step")) == checkpoint.name.rsplit("-", 1)[1]:
+            return str(checkpoint)
+    return None
+
+
 def resolve_resume(value, output_dir: str):
-    """A checkpoint path, or for "latest" the newest checkpoint in output_dir (None to start fresh)."""
+    """A checkpoint path, or for "latest" the newest complete checkpoint in output_dir (None: start fresh)."""
     if value in (None, "", False):
         return None
     if value == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        last = latest_complete_checkpoint(output_dir)
         log.info("resume_from_checkpoint = latest: %s", last or "no checkpoint yet, starting fresh")
         return last
     if not Path(value).is_dir():
@@ -195,6 +211,10 @@ def train(config: dict) -> dict:
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
     device = resolve_device(config["device"])
+    redacted = redact_secrets(config)
+    if redacted != config:  # a credential pasted into a config value: never let it reach any file
+        log.warning("a config value contained a secret from the environment; it is replaced by ***")
+        config = redacted
     config = check_settings(config, device)
     output_dir = Path(config["output_dir"])
     if is_main_process():

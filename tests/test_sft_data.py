@@ -1,0 +1,125 @@
+import json
+
+import pytest
+
+from data_io import DataError
+from modeling import load_tokenizer
+from prompts import encode_prompt, example_messages
+from tests.conftest import REPO_ROOT
+from train.sft_data import (IGNORE_INDEX, PaddedCollator, PaddingFreeCollator, detect_format, load_sft_examples,
+                            tokenize_example)
+
+NLI = {"id": 1, "premise": "A man is sleeping.", "hypothesis": "A person rests.",
+       "thought_process": "Step 1: sleeping is resting.", "predicted_label": 1}
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_models):
+    return {arch: load_tokenizer(str(path)) for arch, path in tiny_models.items()}
+
+
+def trained_part(example):
+    return [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_loss_only_on_the_answer_and_its_eos(tokenizers):
+    for arch, tok in tokenizers.items():
+        ex = tokenize_example(tok, NLI, "nli", "nli", 2048, "drop", "x")
+        prompt = encode_prompt(tok, example_messages(NLI))
+        assert ex["input_ids"][:len(prompt)] == prompt, arch  # train/inference parity
+        assert all(label == IGNORE_INDEX for label in ex["labels"][:len(prompt)])
+        answer = trained_part(ex)
+        assert answer == ex["input_ids"][len(prompt):]
+        assert answer[-1] == tok.eos_token_id and answer.count(tok.eos_token_id) == 1
+        assert json.loads(tok.decode(answer[:-1]))["predicted_label"] == 1
+        assert tok.pad_token_id != tok.eos_token_id
+
+
+@pytest.mark.parametrize("collator_name", ["padding_free", "padded"])
+def test_collated_labels_contain_eos(tokenizers, collator_name):
+    tok = tokenizers["mistral"]
+    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", "nli", 2048, "drop", "x")
+                for t in ("short.", "a much longer line of reasoning that goes on.")]
+    collator = PaddingFreeCollator() if collator_name == "padding_free" else PaddedCollator(tok.pad_token_id)
+    batch = collator(examples)
+    labels = batch["labels"].flatten().tolist()
+    assert labels.count(tok.eos_token_id) == 2
+    n_trained = sum(len(trained_part(e)) for e in examples)
+    assert sum(label != IGNORE_INDEX for label in labels) == n_trained
+    if collator_name == "padding_free":
+        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        positions = batch["position_ids"][0].tolist()
+        assert positions.count(0) == 2  # each example restarts its positions: no cross-example attention
+    else:
+        assert tok.pad_token_id in batch["input_ids"][0].tolist()
+        assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_formats_agree_on_the_prompt(tokenizers):
+    tok = tokenizers["qwen2"]
+    from prompts import nli_completion, nli_user_message
+    user = nli_user_message(NLI["premise"], NLI["hypothesis"])
+    completion = nli_completion(NLI["thought_process"], 1)
+    records = {
+        "nli": NLI,
+        "prompt_completion": {"prompt": [{"role": "user", "content": user}],
+                              "completion": [{"role": "assistant", "content": completion}]},
+        "messages": {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": completion}]},
+        "prompt_response": {"prompt": user, "response": completion},
+    }
+    tokenized = {fmt: tokenize_example(tok, r, detect_format(r), "nli", 2048, "drop", fmt) for fmt, r in records.items()}
+    assert {detect_format(r) for r in records.values()} == set(records)
+    first = tokenized["nli"]
+    for fmt, ex in tokenized.items():
+        assert ex == first, fmt
+
+
+def test_legacy_text_format_has_one_bos_and_no_literal_eos(tokenizers):
+    tok = tokenizers["mistral"]
+    record = json.loads((REPO_ROOT / "data/sample/sample_ft.jsonl").read_text().splitlines()[0])
+    ex = tokenize_example(tok, record, "text", "nli", 4096, "drop", "x")
+    assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"].count(tok.bos_token_id) == 1
+    answer = tok.decode(trained_part(ex)[:-1])
+    assert answer.startswith("{") and answer.endswith("}") and "</s>" not in answer
+    assert json.loads(answer)["predicted_label"] in (0, 1)
+
+
+def test_multi_turn_messages_train_every_assistant_turn(tokenizers):
+    tok = tokenizers["llama"]
+    record = {"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"},
+                           {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"},
+                           {"role": "assistant", "content": "6"}]}
+    ex = tokenize_example(tok, record, "messages", "nli", 2048, "drop", "x")
+    assert trained_part(ex).count(tok.eos_token_id) == 2
+    assert tok.decode(trained_part(ex), skip_special_tokens=True) == "46"
+
+
+def test_overlong_examples_are_dropped_or_prompt_trimmed_never_cut_in_the_answer(tokenizers, tmp_path):
+    tok = tokenizers["mistral"]
+    long_premise = dict(NLI, premise="word " * 400)
+    path = write_jsonl(tmp_path / "d.jsonl", [NLI, long_premise, NLI])
+    examples, report = load_sft_examples(path, tok, max_seq_length=200)
+    assert len(examples) == 2 and report.dropped_too_long == 1 and "1 dropped" in report.line()
+    trimmed = tokenize_example(tok, long_premise, "nli", "nli", 200, "trim_prompt", "x")
+    full = tokenize_example(tok, long_premise, "nli", "nli", 4096, "drop", "x")
+    assert len(trimmed["input_ids"]) == 200
+    assert trained_part(trimmed) == trained_part(full)  # the whole answer survives
+
+
+def test_bad_data_names_file_line_and_field(tokenizers, tmp_path):
+    tok = tokenizers["mistral"]
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text(json.dumps(NLI) + "\n{oops\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2"):
+        load_sft_examples(bad_json, tok)
+    unknown = write_jsonl(tmp_path / "unknown.jsonl", [NLI, {"question": "q"}])
+    with pytest.raises(DataError, match=r"unknown.jsonl: line 2: unrecognised"):
+        load_sft_examples(unknown, tok)
+    no_answer = write_jsonl(tmp_path / "noanswer.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(DataError, match="no assistant turn"):
+        load_sft_examples(no_answer, tok)

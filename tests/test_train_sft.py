@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO_ROOT, run_train
+
+
+def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_mistral)
+    reference = {k: v.clone() for k, v in base.state_dict().items()}
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_mistral), trained_adapter)
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # lora_B starts at zero: it moved
+    for name, tensor in tuned.get_base_model().state_dict().items():
+        clean = name.replace(".base_layer", "")
+        if "lora_" not in name:
+            assert torch.equal(tensor, reference[clean]), name
+    results = json.loads((trained_adapter / "train_results.json").read_text())
+    assert results["global_step"] == 12 and results["train_samples"] == 32
+    saved_config = json.loads((trained_adapter / "training_config.json").read_text())
+    assert saved_config["max_steps"] == 12 and saved_config["lora_r"] == 16
+    adapter_weights = load_file(trained_adapter / "adapter_model.safetensors")
+    assert any("lora_A" in k for k in adapter_weights)
+
+
+def test_outputs_never_contain_secrets(tiny_mistral, tmp_path, monkeypatch):
+    canary = "hf_CANARYtoken0123456789"
+    monkeypatch.setenv("HF_TOKEN", canary)
+    monkeypatch.setenv("WANDB_API_KEY", canary + "w")
+    code, out = run_train(tiny_mistral, tmp_path / "run", "--max_steps", "2", "--wandb_run_name", f"x{canary}")
+    assert code == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert canary.encode() not in path.read_bytes(), path
+
+
+def test_clear_errors_and_exit_codes(tiny_mistral, tmp_path, capsys):
+    code, _ = run_train(tiny_mistral, tmp_path / "a", train_data=tmp_path / "missing.jsonl")
+    assert code == 2 and "missing.jsonl" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"premise": "p", "hypothesis": "h", "thought_process": "t", "predicted_label": 1}\n{\n')
+    code, _ = run_train(tiny_mistral, tmp_path / "b", train_data=bad)
+    assert code == 2 and "bad.jsonl: line 2" in capsys.readouterr().err
+    code, _ = run_train(tmp_path / "no_model", tmp_path / "c")
+    assert code == 2 and "model dir not found" in capsys.readouterr().err
+    code, _ = run_train(tiny_mistral, tmp_path / "d", "--optimizer", "paged_adamw_8bit")
+    assert code == 2 and "needs CUDA" in capsys.readouterr().err
+
+
+def test_merged_model_and_full_finetune(tiny_mistral, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    code, out = run_train(tiny_mistral, tmp_path / "merge", "--max_steps", "3", "--merge_adapter", "true")
+    assert code == 0
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    assert merged.dtype == torch.bfloat16
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_mistral, dtype=torch.bfloat16), out)
+    ids = torch.tensor([[1, 50, 60, 70, 80]])
+    with torch.no_grad():  # equal up to bf16 rounding of the merged weights
+        gap = (merged(ids).logits.float() - adapter(ids).logits.float()).abs().mean()
+    assert gap < 0.05
+
+    code, full = run_train(tiny_mistral, tmp_path / "full", "--max_steps", "3", "--use_lora", "false")
+    assert code == 0 and (full / "model.safetensors").exists() and not (full / "adapter_config.json").exists()
+
+
+def test_hub_push_without_network_fails_after_training_keeping_outputs(tiny_mistral, tmp_path, capsys):
+    code, out = run_train(tiny_mistral, tmp_path / "hub", "--max_steps", "2", "--hub_model_id", "someone/tiny")
+    assert code == 1
+    assert "push to the hub" in capsys.readouterr().err
+    assert (out / "adapter_model.safetensors").exists() and (out / "train_results.json").exists()
+
+
+def test_eval_early_stopping_and_generation_eval(tiny_mistral, tmp_path):
+    data = REPO_ROOT / "data/sample/sample_thoughts.jsonl"
+    code, out = run_train(tiny_mistral, tmp_path / "eval", "--eval_data", data, "--max_eval_examples", "8",
+                          "--eval_steps", "6", "--gen_eval_examples", "4", "--gen_eval_max_new_tokens", "16",
+                          "--early_stopping_patience", "2")
+    assert code == 0
+    history = json.loads((out / "log_history.json").read_text())
+    assert [h["step"] for h in history if "eval_loss" in h][:2] == [6, 12]
+    gen = [h for h in history if "eval_gen_parse_rate" in h]
+    assert len(gen) >= 2 and all(0 <= h["eval_gen_accuracy"] <= 1 for h in gen)
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["best_checkpoint"] and results["eval_loss"] is not None
+
+
+def _train_cmd(model, out):
+    return [sys.executable, "-m", "train.train_sft", "tiny_cpu.py", "--model_id", str(model), "--output_dir", str(out),
+            "--train_data", "data/sample/sample_thoughts.jsonl", "--eval_data", "None", "--max_steps", "40",
+            "--batch_size", "2", "--save_steps", "5", "--save_total_limit", "2", "--logging_steps", "5",
+            "--max_train_examples", "40", "--resume_from_checkpoint", "latest"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_from_the_last_checkpoint(tiny_mistral, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    straight = subprocess.run(_train_cmd(tiny_mistral, tmp_path / "straight"), cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(tiny_mistral, out), cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-15").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train_results.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(_train_cmd(tiny_mistral, out), cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["global_step"] == 40 and int(results["resumed_from"].rsplit("-", 1)[1]) in range(10, 40, 5)
+    a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    for key in a:  # same data order, optimizer and scheduler state: the same weights as an uninterrupted run
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_ends_with_identical_weights(tiny_mistral, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "train.train_sft", "tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
+           "--train_data", "data/sample/sample_thoughts.jsonl", "--eval_data", "None", "--max_steps", "6",
+           "--batch_size", "2", "--max_train_examples", "24", "--save_steps", "100"]
+    run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["world_size"] == 2
+    first, second = results["rank_param_checksums"]
+    assert first == second and first != 0
