@@ -22,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_io import (DataError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl,  # noqa: E402
-                     repair_torn_tail)
+                     repair_torn_tail, strip_private)
 from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
 from evaluate.inputs import load_eval_items  # noqa: E402
 from evaluate.metrics import classification_metrics  # noqa: E402
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop_at_json", type=parse_bool, default=True,
                    help="stop a sequence once it has written a complete JSON object (default true)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--json_schema", action="store_true", help="vllm: constrain answers to the NLI JSON schema")
     p.add_argument("--device", default="auto")
     p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
     p.add_argument("--dtype", default="auto")
@@ -112,24 +113,25 @@ def score_record(item, result: dict, task: str) -> dict:
             "correct": None if item.true_label is None else label == item.true_label}
 
 
-def summarize(records: list[dict], task: str, has_labels: bool, seconds: float, generated_now: int,
-              tokens_now: int) -> dict:
+def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
+    """Parse, stop and (with labels) classification metrics over result records."""
     n = len(records)
-    tokens = sum(r["generated_tokens"] for r in records)
     metrics = {"n": n,
                "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
                "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
                                        for r in records) / n,
                "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
                "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
-               "mean_generated_tokens": tokens / n}
+               "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
     if has_labels:
         metrics.update(classification_metrics([r["true_label"] for r in records],
                                                [r["predicted_label"] for r in records], get_task(task)["labels"]))
-    timing = {"seconds_this_run": seconds, "generated_this_run": generated_now,
-              "samples_per_s": generated_now / seconds if seconds > 0 and generated_now else None,
-              "generated_tokens_per_s": tokens_now / seconds if seconds > 0 and generated_now else None}
-    return {"metrics": metrics, "timing": timing}
+    return metrics
+
+
+def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict, timing: dict, records: list):
+    atomic_write_json(output, {"settings": settings, "metrics": metrics, "timing": timing, "records": records})
+    atomic_write_csv(output_csv, records, CSV_FIELDS)
 
 
 def run(args) -> dict:
@@ -137,14 +139,15 @@ def run(args) -> dict:
     output_csv = Path(args.output_csv) if args.output_csv else output.with_suffix(".csv")
     progress_path = output.with_name(output.name + ".progress.jsonl")
     settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
-                "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
+                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
                 "limit": args.limit, "base_model": args.base_model}
     meta_path = progress_path.with_name(progress_path.name + ".meta.json")
 
     if args.backend == "vllm":
-        from evaluate.vllm_backend import VllmGenerator
-        generator = VllmGenerator(args.model_id, base_model=args.base_model)
+        from evaluate.vllm_backend import NLI_SCHEMA, VllmGenerator
+        generator = VllmGenerator(args.model_id, base_model=args.base_model,
+                                  json_schema=NLI_SCHEMA if args.json_schema else None)
         tokenizer = generator.tokenizer
     else:
         from modeling import load_for_inference
@@ -166,29 +169,35 @@ def run(args) -> dict:
                             f"({', '.join(k for k in resumable if saved.get(k) != json.loads(json.dumps(resumable[k])))}); "
                             "rerun with --restart to discard it")
         repair_torn_tail(progress_path)
-        done = {r["id"]: r for r in read_jsonl(progress_path, tolerate_torn_tail=True)}
+        done = {r["id"]: strip_private(r) for r in read_jsonl(progress_path, tolerate_torn_tail=True)}
     else:
         atomic_write_json(meta_path, {k: v for k, v in settings.items() if k != "loaded"})
+    trimmed = {}
+    for item in items:
+        item.prompt_ids, trimmed[item.id] = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
+                                                        tokenizer.bos_token_id)
+    # The batch plan depends only on the input and batch size. A resumed run regenerates whole planned
+    # batches, so every example sees the same batch-mates (and padding) as in an uninterrupted run.
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].prompt_ids))
+    plan = [order[start:start + args.batch_size] for start in range(0, len(order), args.batch_size)]
+    rerun = [items[i] for batch in plan if any(items[j].id not in done for j in batch) for i in batch]
     pending = [item for item in items if item.id not in done]
     if done:
         print(f"resuming: {len(done)} done, {len(pending)} to go ({progress_path})", file=sys.stderr)
-
-    trimmed = {}
-    for item in pending:
-        item.prompt_ids, trimmed[item.id] = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
-                                                        tokenizer.bos_token_id)
     started = time.time()
-    if pending:
+    if rerun:
         progress_path.parent.mkdir(parents=True, exist_ok=True)
         with open(progress_path, "a", encoding="utf-8") as progress:
             def save(batch):
                 for index, result in batch:
-                    item = pending[index]
+                    item = rerun[index]
+                    if item.id in done:
+                        continue
                     result["prompt_tokens_trimmed"] = trimmed[item.id]
                     record = score_record(item, result, args.task)
                     append_jsonl(progress, record)
                     done[item.id] = record
-            prompts = [item.prompt_ids for item in pending]
+            prompts = [item.prompt_ids for item in rerun]
             if args.backend == "vllm":
                 generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
                                    stop_at_json=args.stop_at_json)
@@ -196,16 +205,18 @@ def run(args) -> dict:
                 from evaluate.generation import generate_answers
                 generate_answers(model, tokenizer, prompts, batch_size=args.batch_size,
                                  max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json,
-                                 on_batch=save, progress=not args.quiet)
+                                 on_batch=save, progress=not args.quiet, sort_by_length=False)
     seconds = time.time() - started
 
     records = [done[item.id] for item in items]
     tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
-    summary = summarize(records, args.task, has_labels, seconds, len(pending), tokens_now)
-    result = {"settings": settings, **summary, "records": records}
-    atomic_write_json(output, result)
-    atomic_write_csv(output_csv, records, CSV_FIELDS)
-    return {"output": str(output), "output_csv": str(output_csv), **summary}
+    settings["has_labels"] = has_labels
+    metrics = summarize(records, args.task, has_labels)
+    timing = {"seconds_this_run": seconds, "generated_this_run": len(pending),
+              "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
+              "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
+    write_outputs(output, output_csv, settings, metrics, timing, records)
+    return {"output": str(output), "output_csv": str(output_csv), "metrics": metrics, "timing": timing}
 
 
 def main(argv=None) -> int:

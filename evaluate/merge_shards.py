@@ -1,0 +1,64 @@
+"""Join the outputs of `sample_model.py --shard i/n` runs into the outputs one run would give.
+
+    python -m evaluate.merge_shards results/X-dev.shard-*-of-4.json --output results/X-dev.json
+
+Shards are ordered by their index (contiguous slices of the input), metrics are recomputed over all
+records, and duplicate or missing shards are errors (exit 2).
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from evaluate.sample_model import summarize, write_outputs  # noqa: E402
+
+
+def merge(paths: list[Path]) -> dict:
+    shards = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        shard = data["settings"].get("shard")
+        if not shard:
+            raise ValueError(f"{path}: not a shard output (no settings.shard)")
+        shards.append((tuple(shard), data))
+    shards.sort(key=lambda s: s[0][0])
+    count = shards[0][0][1]
+    indices = [s[0][0] for s in shards]
+    if any(s[0][1] != count for s in shards) or indices != list(range(count)):
+        raise ValueError(f"need shards 0..{count - 1} of {count} exactly once, got {sorted(indices)}")
+    settings = dict(shards[0][1]["settings"], shard=None)
+    records = [r for _, data in shards for r in data["records"]]
+    seconds = max(data["timing"]["seconds_this_run"] for _, data in shards)  # shards run side by side
+    generated = sum(data["timing"]["generated_this_run"] for _, data in shards)
+    timing = {"seconds_this_run": seconds, "generated_this_run": generated,
+              "samples_per_s": generated / seconds if seconds else None, "shards": count}
+    return {"settings": settings, "metrics": summarize(records, settings["task"], settings["has_labels"]),
+            "timing": timing, "records": records}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluate.merge_shards", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shards", nargs="+", help="the shard result JSON files")
+    parser.add_argument("--output", default=None, help="merged JSON (default: the shard name without .shard-i-of-n)")
+    args = parser.parse_args(argv)
+    try:
+        merged = merge([Path(p) for p in args.shards])
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else Path(re.sub(r"\.shard-\d+-of-\d+", "", args.shards[0]))
+    write_outputs(output, output.with_suffix(".csv"), merged["settings"], merged["metrics"], merged["timing"],
+                  merged["records"])
+    print(f"merge_shards: {len(args.shards)} shards, {merged['metrics']['n']} records -> {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

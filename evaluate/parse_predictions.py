@@ -1,0 +1,61 @@
+"""Re-score saved inference results offline and compare them in one table.
+
+    python -m evaluate.parse_predictions results/*.json
+    python -m evaluate.parse_predictions results/a.json results/b.json --strict
+
+Labels are re-extracted from each record's raw output with the current extraction rules. `--strict`
+accepts only answers that are exactly one JSON object with a valid label (no phrase fallback).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
+from evaluate.metrics import format_table  # noqa: E402
+from evaluate.sample_model import summarize  # noqa: E402
+
+COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
+
+
+def rescore(path: Path, strict: bool) -> dict:
+    data = json.loads(path.read_text())
+    task = data["settings"].get("task", "nli")
+    records = []
+    for record in data["records"]:
+        label, method = extract_label(record["raw_output"], task)
+        objects = count_json_objects(record["raw_output"])
+        if strict and (method != "json" or objects != 1):
+            label, method = None, "none"
+        truth = record.get("true_label")
+        records.append(dict(record, predicted_label=label, extraction_method=method, json_objects=objects,
+                            correct=None if truth is None else label == truth))
+    has_labels = all(r.get("true_label") is not None for r in records)
+    return {"file": path.name, **summarize(records, task, has_labels)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluate.parse_predictions", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--strict", action="store_true", help="only exactly-one-JSON answers count as parsed")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.files:
+        try:
+            rows.append(rescore(Path(name), args.strict))
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            print(f"error: {name}: cannot re-score: {exc}", file=sys.stderr)
+            return 2
+    print(format_table(rows, COLUMNS))
+    print(f"parse_predictions: re-scored {len(rows)} file(s){' (strict)' if args.strict else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+import pytest
+
+from evaluate.extraction import count_json_objects, extract_label, normalize_label
+from evaluate.metrics import classification_metrics
+
+GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1}'
+
+
+@pytest.mark.parametrize("text,expected", [
+    (GOOD, (1, "json")),
+    # the prompt echoed before the answer: its template JSON has no valid label
+    ('Provide ... {"thought_process": "...", "predicted_label": ...} ' + GOOD, (1, "json")),
+    # several JSON objects: the first with a valid label wins
+    ('{"predicted_label": 0, "thought_process": "x"} {"predicted_label": 1}', (0, "json")),
+    # braces and quotes inside strings do not confuse the scanner
+    ('{"thought_process": "a {weird} \\"quoted\\" }{ text", "predicted_label": 0}', (0, "json")),
+    # markdown fences
+    ('```json\n{"thought_process": "t", "predicted_label": 1}\n```', (1, "json")),
+    # labels as strings and names
+    ('{"thought_process": "t", "predicted_label": "0"}', (0, "json")),
+    ('{"thought_process": "t", "predicted_label": "Entailment"}', (1, "json")),
+    ('{"thought_process": "t", "predicted_label": "no entailment"}', (0, "json")),
+    ('{"thought_process": "t", "predicted_label": 1.0}', (1, "json")),
+    # out-of-set labels are invalid, and nothing else says the label
+    ('{"thought_process": "t", "predicted_label": 2}', (None, "none")),
+    ('{"thought_process": "t", "predicted_label": true}', (None, "none")),
+    # truncated JSON: the explicit label field still counts as a phrase
+    ('{"thought_process": "step 1: cut off", "predicted_label": 1', (1, "phrase")),
+    ('{"thought_process": "step 1: cut off before the lab', (None, "none")),
+    # "Step 1:" reasoning text with an explicit final label
+    ("Step 1: think. Step 2: more. Final label: 0", (0, "phrase")),
+    ("Step 1: the hypothesis is entailed. Step 2: so 1 it is.", (None, "none")),
+    ("predicted_label = entailment", (1, "phrase")),
+    ("", (None, "none")),
+])
+def test_extract_label(text, expected):
+    assert extract_label(text) == expected
+
+
+def test_other_tasks_plug_in_as_data():
+    text = '{"classification": "hate_speech", "confidence": "high", "reasoning": "r"}'
+    assert extract_label(text, task="hate_speech") == ("hate_speech", "json")
+    assert extract_label('{"classification": "maybe"}', task="hate_speech") == (None, "none")
+    assert normalize_label("normal", task="hate_speech") == "not_hate"
+
+
+def test_count_json_objects():
+    assert count_json_objects(GOOD) == 1
+    assert count_json_objects(GOOD + " " + GOOD + "\n" + GOOD) == 3
+    assert count_json_objects('{"a": "}"} trailing {"b": {"c": 1}}') == 2
+    assert count_json_objects('{"a": 1') == 0
+
+
+def test_metrics_on_a_hand_computed_case():
+    # true: 1 1 0 0 ; pred: 1 None 0 1
+    m = classification_metrics([1, 1, 0, 0], [1, None, 0, 1], labels=[0, 1])
+    assert m["accuracy"] == 0.5 and m["parse_failures"] == 1 and m["parse_failure_rate"] == 0.25
+    # class 1: tp 1, predicted 2, support 2 -> p .5 r .5 ; class 0: tp 1, predicted 1, support 2 -> p 1 r .5
+    assert m["per_class"]["1"]["precision"] == 0.5 and m["per_class"]["0"]["precision"] == 1.0
+    assert m["precision_macro"] == 0.75 and m["recall_macro"] == 0.5
+    assert m["f1_macro"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["confusion_matrix"] == {"0": {"0": 1, "1": 1, "null": 0}, "1": {"0": 0, "1": 1, "null": 1}}
