@@ -48,8 +48,8 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         if item_id in seen:
             raise DataError(f"{where}: field 'id': duplicate id {item_id}")
         seen.add(item_id)
-        fmt = detect_format(record)
-        if fmt in ("messages", "prompt_completion", "prompt_response", "text"):
+        has_inputs = all(record.get(name) not in (None, "") for name in spec["input_fields"])
+        if not has_inputs and detect_format(record) in ("messages", "prompt_completion", "prompt_response", "text"):
             prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
             items.append(EvalItem(item_id, prompt, label, {}))
             continue

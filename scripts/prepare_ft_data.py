@@ -1,0 +1,180 @@
+"""Assemble the ablation training sets from teacher thoughts and reflections.
+
+    python scripts/prepare_ft_data.py --ablation 2 \
+        --original-thoughts data/sample/sample_thoughts.jsonl \
+        --reflected-thoughts data/sample/sample_reflections.jsonl \
+        --output-file data/finetune/ablation2_train.jsonl --holdout 20 --holdout-file data/finetune/ablation2_eval.jsonl
+    python scripts/prepare_ft_data.py --ablation 1 --original-thoughts ../shared/data/nli/dev_teacher_cot.csv \
+        --output-file data/finetune/ablation1_train.jsonl --eval-file data/sample/sample.csv
+
+Ablations: 1 = correct originals only; 2 = correct originals + reflections whose own label agrees with
+the true label; 3 = all originals unmodified (wrong labels included). Output is prompt/completion JSONL
+in the conversational format train_sft.py reads (`--format text` writes the legacy `<s>[INST]` lines),
+deduplicated by id, shuffled with --seed. `--eval-file` drops training pairs that also occur in an
+eval set (leakage). Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
+(id, premise, hypothesis, label, prediction, correct_prediction, thoughts).
+"""
+
+import argparse
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_io import DataError, atomic_write_jsonl, read_records  # noqa: E402
+from evaluate.extraction import normalize_label  # noqa: E402
+from prompts import nli_completion, nli_user_message  # noqa: E402
+
+
+def _label(record: dict, field: str, path) -> int:
+    label = normalize_label(record.get(field))
+    if label is None:
+        raise DataError(f"{path}: row {record.get('_line', '?')}: field '{field}': "
+                        f"{record.get(field)!r} is not a label (0 or 1)")
+    return label
+
+
+def _text(record: dict, field: str, path) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{path}: row {record.get('_line', '?')}: missing field '{field}'")
+    return value
+
+
+def load_originals(path) -> list[dict]:
+    """Teacher thoughts as {id, premise, hypothesis, thought_process, predicted_label, true_label}."""
+    rows = []
+    for record in read_records(path):
+        is_csv_layout = "thoughts" in record and "prediction" in record
+        rows.append({
+            "id": str(record.get("id", record.get("_line"))),
+            "premise": _text(record, "premise", path),
+            "hypothesis": _text(record, "hypothesis", path),
+            "thought_process": _text(record, "thoughts" if is_csv_layout else "thought_process", path),
+            "predicted_label": _label(record, "prediction" if is_csv_layout else "predicted_label", path),
+            "true_label": _label(record, "label" if is_csv_layout else "true_label", path),
+        })
+    return rows
+
+
+def load_reflections(path) -> list[dict]:
+    """Reflections as {id, premise, hypothesis, thought_process (improved), reflection_label, true_label}.
+    Files from generate_thoughts_reflected.py carry `reflection_label`; in the original project's files
+    `predicted_label` is the reflection's own label."""
+    rows = []
+    for record in read_records(path):
+        label_field = "reflection_label" if "reflection_label" in record else "predicted_label"
+        rows.append({
+            "id": str(record.get("id", record.get("_line"))),
+            "premise": _text(record, "premise", path),
+            "hypothesis": _text(record, "hypothesis", path),
+            "thought_process": _text(record, "improved_thought_process", path),
+            "reflection_label": _label(record, label_field, path),
+            "true_label": _label(record, "true_label", path),
+        })
+    return rows
+
+
+def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
+    return " ".join(premise.lower().split()), " ".join(hypothesis.lower().split())
+
+
+def to_example(row: dict, label: int, source: str, fmt: str) -> dict:
+    user = nli_user_message(row["premise"], row["hypothesis"])
+    answer = nli_completion(row["thought_process"], label)
+    if fmt == "text":
+        return {"id": row["id"], "text": f"<s>[INST] {user} [/INST] {answer} </s>"}
+    return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
+            "label": row["true_label"], "source": source,
+            "prompt": [{"role": "user", "content": user}], "completion": [{"role": "assistant", "content": answer}]}
+
+
+def build(originals, reflections, ablation: int, fmt: str = "prompt_completion"):
+    """(examples, stats, ids of reflections that disagree with the true label), before dedup/leakage."""
+    stats, disagreeing = Counter(), []
+    examples = []
+    for row in originals:
+        correct = row["predicted_label"] == row["true_label"]
+        stats["originals_correct" if correct else "originals_wrong"] += 1
+        if ablation == 3:
+            examples.append(to_example(row, row["predicted_label"], "original", fmt))
+        elif correct:
+            examples.append(to_example(row, row["true_label"], "original", fmt))
+    if ablation == 2:
+        for row in reflections:
+            if row["reflection_label"] != row["true_label"]:
+                stats["reflections_disagreeing"] += 1
+                disagreeing.append(row["id"])
+                continue
+            stats["reflections_used"] += 1
+            examples.append(to_example(row, row["true_label"], "reflection", fmt))
+    return examples, stats, disagreeing
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--original-thoughts", required=True, nargs="+",
+                   help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (ids must not collide)")
+    p.add_argument("--reflected-thoughts", default=None, help="JSONL from generate_thoughts_reflected.py (ablation 2)")
+    p.add_argument("--output-file", required=True)
+    p.add_argument("--ablation", type=int, choices=[1, 2, 3], required=True)
+    p.add_argument("--format", choices=["prompt_completion", "text"], default="prompt_completion")
+    p.add_argument("--eval-file", default=None, help="drop training pairs whose premise+hypothesis occur here")
+    p.add_argument("--holdout", type=float, default=0, help="hold out N examples (or a fraction < 1) for eval")
+    p.add_argument("--holdout-file", default=None, help="where the held-out examples go")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    if args.ablation == 2 and not args.reflected_thoughts:
+        p.error("--ablation 2 needs --reflected-thoughts")
+    if args.holdout and not args.holdout_file:
+        p.error("--holdout needs --holdout-file")
+    try:
+        originals = [row for path in args.original_thoughts for row in load_originals(path)]
+        reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
+        examples, stats, disagreeing = build(originals, reflections, args.ablation, args.format)
+        eval_pairs = set()
+        if args.eval_file:
+            eval_pairs = {pair_key(_text(r, "premise", args.eval_file), _text(r, "hypothesis", args.eval_file))
+                          for r in read_records(args.eval_file)}
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in originals + reflections}
+    seen, kept = set(), []
+    for example in examples:
+        if example["id"] in seen:
+            stats["duplicates_dropped"] += 1
+            continue
+        seen.add(example["id"])
+        if pairs[example["id"]] in eval_pairs:
+            stats["leakage_dropped"] += 1
+            continue
+        kept.append(example)
+    random.Random(args.seed).shuffle(kept)
+    n_holdout = int(args.holdout if args.holdout >= 1 else round(args.holdout * len(kept)))
+    if n_holdout >= len(kept):
+        print(f"error: --holdout {args.holdout} leaves no training examples (only {len(kept)})", file=sys.stderr)
+        return 2
+    held_out, train = kept[:n_holdout], kept[n_holdout:]
+    atomic_write_jsonl(args.output_file, train)
+    if n_holdout:
+        atomic_write_jsonl(args.holdout_file, held_out)
+
+    sources = Counter(e.get("source", "original") for e in train)
+    print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
+          f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
+          f"{stats['reflections_disagreeing']}" + (f" (ids {', '.join(disagreeing)})" if disagreeing else ""))
+    print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set")
+    print(f"prepare_ft_data: ablation {args.ablation}: {len(train)} training examples "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(sources.items()))}) -> {args.output_file}"
+          + (f"; {len(held_out)} held out -> {args.holdout_file}" if n_holdout else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
