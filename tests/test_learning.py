@@ -1,0 +1,43 @@
+"""End-to-end proofs that the machinery learns (slow: a few minutes on 2 CPU cores)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evaluate.sample_model import main as sample_main
+from scripts.make_synthetic_nli import main as make_synthetic
+from tests.conftest import REPO_ROOT, run_train
+
+
+@pytest.mark.slow
+def test_lora_learns_the_labels_of_a_learnable_synthetic_task(tiny_mistral, tmp_path):
+    assert make_synthetic(["--out-dir", str(tmp_path / "syn"), "--train", "400", "--eval", "60"]) == 0
+    code, adapter = run_train(tiny_mistral, tmp_path / "ft", "--max_steps", "-1", "--num_epochs", "3",
+                              "--max_train_examples", "None", "--batch_size", "8",
+                              train_data=tmp_path / "syn" / "train.jsonl")
+    assert code == 0
+    scores = {}
+    for name, model in (("fine_tuned", adapter), ("untrained", tiny_mistral)):
+        out = tmp_path / f"{name}.json"
+        assert sample_main(["--model_id", str(model), "--test_file", str(tmp_path / "syn" / "eval.jsonl"),
+                            "--output_file", str(out), "--max_new_tokens", "64", "--quiet"]) == 0
+        scores[name] = json.loads(out.read_text())["metrics"]
+    assert scores["fine_tuned"]["accuracy"] >= 0.9 and scores["fine_tuned"]["f1_macro"] >= 0.9
+    assert scores["untrained"]["accuracy"] <= 0.6  # chance or below: it never says a valid label
+
+
+@pytest.mark.slow
+def test_the_demo_pipeline_learns_to_stop_and_answer_in_one_json_object():
+    proc = subprocess.run([sys.executable, "scripts/demo.py"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((REPO_ROOT / "results/demo/summary.json").read_text())
+    tuned, untrained = summary["fine_tuned"], summary["untrained"]
+    for key in ("parse_rate", "stop_rate", "accuracy", "f1", "samples_per_s"):
+        assert key in tuned and key in untrained
+    assert tuned["stop_rate"] >= 0.95 and tuned["single_json_rate"] >= 0.95
+    assert untrained["stop_rate"] < 0.95 and untrained["single_json_rate"] < 0.95
+    for picture in ("loss_curve.png", "confusion_matrix.png"):
+        assert (REPO_ROOT / "results/demo" / picture).read_bytes()[:4] == b"\x89PNG"
+    assert "fine_tuned" in proc.stdout and "untrained" in proc.stdout
