@@ -1,4 +1,4 @@
-"""Training throughput: train_sft.py (padding-free batches + length grouping) vs a plain TRL SFTTrainer
+"""Training throughput: train_sft.py (length-grouped batches; padding-free under flash-attention) vs TRL SFTTrainer
 (defaults: pad to the longest in the batch, no packing, random order), same model, data, LoRA and steps.
 
     python bench/train_throughput.py                      # one run each, prints a table and the ratio

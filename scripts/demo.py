@@ -84,7 +84,7 @@ def plot(log_history: list[dict], confusion: dict) -> list[Path]:
 def main() -> int:
     started = time.time()
     python = sys.executable
-    step("1. build the tiny model", [python, "scripts/make_tiny_model.py", "--arch", "mistral", "--hidden-size", "128",
+    step("1. build the tiny model", [python, "scripts/make_tiny_model.py", "--arch", "mistral", "--hidden-size", "192",
                                      "--out", MODEL_DIR])
     step("2. assemble ablation-2 data", [
         python, "scripts/prepare_ft_data.py", "--ablation", "2",

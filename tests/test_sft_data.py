@@ -123,3 +123,19 @@ def test_bad_data_names_file_line_and_field(tokenizers, tmp_path):
     no_answer = write_jsonl(tmp_path / "noanswer.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     with pytest.raises(DataError, match="no assistant turn"):
         load_sft_examples(no_answer, tok)
+
+
+def test_padding_free_batch_gives_the_same_loss_as_padded(tiny_mistral, tokenizers):
+    """Flattened examples with restarting position_ids must not attend across examples: the per-token
+    loss equals the padded batch's (the path flash-attention training takes on a GPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = tokenizers["mistral"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_mistral, attn_implementation="sdpa").eval()
+    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", "nli", 2048, "drop", "x")
+                for t in ("short.", "a much longer line of reasoning that goes on and on.", "medium length one.")]
+    with torch.no_grad():
+        flat = model(**PaddingFreeCollator()(examples)).loss
+        padded = model(**PaddedCollator(tok.pad_token_id)(examples)).loss
+    assert torch.allclose(flat, padded, atol=1e-5)

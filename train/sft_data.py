@@ -195,8 +195,9 @@ class PaddingFreeCollator:
             # the first token of each example is never a target (it would be predicted from the previous one)
             labels += [IGNORE_INDEX] + list(f["labels"][1:])
             positions += list(range(len(f["input_ids"])))
+        # use_cache=False: transformers only detects packed sequences when no KV cache is being built
         return {"input_ids": torch.tensor([input_ids]), "labels": torch.tensor([labels]),
-                "position_ids": torch.tensor([positions])}
+                "position_ids": torch.tensor([positions]), "use_cache": False}
 
 
 class PaddedCollator:

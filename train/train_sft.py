@@ -93,6 +93,7 @@ def build_model(config: dict, tokenizer, device: str, pad_added: bool):
                        compute_dtype=config["bnb_4bit_compute_dtype"])
     special_ids = add_special_tokens(model, tokenizer, config["special_tokens"], pad_added)
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False  # no KV cache while training (generation turns it on for itself)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     if not config["use_lora"]:
@@ -248,7 +249,14 @@ def train(config: dict) -> dict:
         log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
     args = training_arguments(config, device, len(train_examples), bool(eval_examples))
-    collator = PaddingFreeCollator() if config["use_packing"] else PaddedCollator(tokenizer.pad_token_id)
+    attn = model.config._attn_implementation
+    padding_free = config["use_packing"] and attn.startswith("flash_attention")
+    if config["use_packing"] and not padding_free:
+        # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
+        # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
+        log.info("use_packing: padding-free batches need flash-attention; with %s, using length-grouped "
+                 "padded batches (faster there)", attn)
+    collator = PaddingFreeCollator() if padding_free else PaddedCollator(tokenizer.pad_token_id)
     callbacks = []
     if eval_examples and config["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))

@@ -40,7 +40,8 @@ weight_decay = 0.01                      # AdamW weight decay
 max_grad_norm = 0.3                      # gradient clipping
 optimizer = "paged_adamw_8bit"           # transformers optim name; paged/8-bit ones need CUDA + bitsandbytes
 gradient_checkpointing = True            # trade compute for memory
-use_packing = True                       # padding-free batches: examples concatenated, no cross-attention
+use_packing = True                       # padding-free batches (no cross-example attention) with flash-attention;
+                                         # under SDPA length-grouped padded batches are faster and used instead
 group_by_length = True                   # batch examples of similar length (less padding, faster)
 
 # --- LoRA --------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 #   make demo                                   (builds the model and data, then runs this config)
 #   ./run_training.sh --local --config tiny_cpu.py
 #   python -m train.train_sft --config tiny_cpu.py --max_steps 20     (a quicker smoke run)
-# It expects models/tiny-mistral (python scripts/make_tiny_model.py --arch mistral --hidden-size 128)
+# It expects models/tiny-mistral (python scripts/make_tiny_model.py --arch mistral --hidden-size 192)
 # and data/finetune/demo_{train,eval}.jsonl (scripts/demo.py writes them with prepare_ft_data.py).
 from train.configs.default import *  # noqa: F401,F403
 
@@ -14,7 +14,7 @@ train_data = "data/finetune/demo_train.jsonl"  # ablation 2 of the bundled thoug
 eval_data = None                           # the demo evaluates the held-out split with sample_model.py
 output_dir = "models/tiny-mistral-nli-demo"
 max_seq_length = 1024                      # the tiny tokenizer needs ~2x the tokens of a real one
-num_epochs = 6                             # ~600 steps: enough for the format, eos and one JSON object
+num_epochs = 8                             # ~800 steps: enough for the format, eos and one JSON object
 batch_size = 8
 grad_accumulation_steps = 1
 learning_rate = 4e-3                       # random tiny weights need a large rate to move in minutes
@@ -22,7 +22,7 @@ lr_scheduler = "cosine"
 warmup_ratio = 0.05
 max_grad_norm = 1.0
 optimizer = "adamw_torch"                  # paged/8-bit optimizers need CUDA
-gradient_checkpointing = False             # nothing to save on a 4 MB model
+gradient_checkpointing = False             # nothing to save on an 8 MB model
 lora_r = 16
 lora_alpha = 32
 lora_dropout = 0.0
