@@ -10,6 +10,7 @@ GPU-only packages are imported lazily; when they are missing the error says how 
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -24,8 +25,12 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str = "auto") -> str:
+    """cpu, cuda or cuda:N; under torchrun each process takes the GPU of its LOCAL_RANK."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        local_rank = os.environ.get("LOCAL_RANK")
+        return f"cuda:{local_rank}" if local_rank is not None else "cuda"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device '{device}' requested but CUDA is not available on this machine")
     return device

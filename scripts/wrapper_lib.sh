@@ -51,6 +51,14 @@ python_launcher() {
   if [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"; else echo "python"; fi
 }
 
+# An argument as a shell would need it typed: bare when safe, else single-quoted.
+quote_arg() {
+  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"
+  elif [[ "$1" != *"'"* ]]; then printf "'%s'" "$1"
+  else printf '%q' "$1"
+  fi
+}
+
 # Print (dry run) or run the command given as arguments, with Docker or on the host.
 run_command() {
   local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,8 +78,9 @@ run_command() {
     cmd+=("$@")
   fi
   if [ "$DRY_RUN" = 1 ]; then
-    printf '%q ' "${cmd[@]}" | sed 's/ $//'
-    echo
+    local out=() arg
+    for arg in "${cmd[@]}"; do out+=("$(quote_arg "$arg")"); done
+    echo "${out[*]}"
     return 0
   fi
   cd "$repo" || exit 1

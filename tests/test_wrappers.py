@@ -1,0 +1,71 @@
+"""The shell wrappers: exact docker commands (--dry-run), host runs, exit status."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+VOLUMES = (f"-v {REPO_ROOT}/data:/app/data -v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results "
+           f"-v /hf-cache:/home/app/.cache/huggingface")
+
+
+def dry_run(script, *args):
+    env = dict(os.environ, HF_HOME="/hf-cache")
+    proc = subprocess.run(["bash", script, "--dry-run", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("gpu_args,gpus_flag,launcher", [
+    (["--gpu", "1"], "--gpus device=1", "python"),
+    (["--gpus", "0,1"], '--gpus \'"device=0,1"\'', "torchrun --standalone --nproc_per_node=2"),
+    (["--all-gpus"], "--gpus all", "python"),
+])
+def test_training_wrapper_docker_commands(gpu_args, gpus_flag, launcher):
+    if (REPO_ROOT / ".env").exists():
+        pytest.skip("a local .env adds --env-file to the command")
+    command = dry_run("run_training.sh", "--docker", "--config", "ablation2.py", *gpu_args, "--learning_rate", "1e-4")
+    assert command == (f"docker run --rm --ipc=host {gpus_flag} {VOLUMES} nli-finetune:latest "
+                       f"{launcher} -m train.train_sft --config ablation2.py --learning_rate 1e-4")
+
+
+@pytest.mark.parametrize("gpu_args,gpus_flag", [(["--gpu", "1"], "--gpus device=1"),
+                                                (["--gpus", "0,1"], '--gpus \'"device=0,1"\''),
+                                                (["--all-gpus"], "--gpus all")])
+def test_inference_wrapper_docker_commands(gpu_args, gpus_flag):
+    if (REPO_ROOT / ".env").exists():
+        pytest.skip("a local .env adds --env-file to the command")
+    for script in ("evaluate/run_inference.sh", "run_inference.sh"):
+        command = dry_run(script, "--docker", "--model", "models/X", "--data", "data/dev.csv", *gpu_args,
+                          "--batch_size", "16", "--max_new_tokens", "256", "--output", "results/x.json",
+                          "--backend", "hf")
+        assert command == (f"docker run --rm --ipc=host {gpus_flag} {VOLUMES} nli-finetune:latest python -m "
+                           "evaluate.sample_model --model_id models/X --test_file data/dev.csv --batch_size 16 "
+                           "--max_new_tokens 256 --output_file results/x.json --backend hf")
+
+
+def test_host_runs_select_the_gpu_with_cuda_visible_devices():
+    assert dry_run("run_training.sh", "--local", "--gpu", "1", "--config", "x.py") == \
+        "env CUDA_VISIBLE_DEVICES=1 python -m train.train_sft --config x.py"
+    assert dry_run("run_training.sh", "--local", "--gpus", "2,3", "--config", "x.py") == \
+        "env CUDA_VISIBLE_DEVICES=2,3 torchrun --standalone --nproc_per_node=2 -m train.train_sft --config x.py"
+
+
+def test_without_a_docker_engine_it_runs_on_the_host_and_says_so():
+    env = dict(os.environ, PATH="/usr/bin:/bin")  # no docker client, no venv
+    proc = subprocess.run(["bash", "run_training.sh", "--dry-run", "--config", "x.py"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "no Docker engine" in proc.stderr
+    assert proc.stdout.strip() == "python -m train.train_sft --config x.py"
+
+
+def test_exit_status_is_the_scripts_and_help_works():
+    env = dict(os.environ, PATH=f"{REPO_ROOT / '.venv/bin'}:{os.environ['PATH']}")
+    bad = subprocess.run(["bash", "run_training.sh", "--local", "--config", "tiny_cpu.py", "--lerning_rate", "1"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "learning_rate" in bad.stderr
+    for script in ("run_training.sh", "run_inference.sh", "evaluate/run_inference.sh"):
+        helped = subprocess.run(["bash", script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert helped.returncode == 0 and "--dry-run" in helped.stdout
