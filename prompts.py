@@ -97,3 +97,47 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of the prompt; the rendered text already holds bos, so none is added twice."""
     return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+# --- API prompts for data generation (scripts/generate_thoughts*.py, scripts/score_thoughts.py) ----------
+
+SYSTEM_PROMPTS = {
+    # The teacher writes step-by-step reasoning and a label for one premise/hypothesis pair.
+    "initial_generation": (
+        "You are an expert at using chain of thought reasoning to solve pairwise binary classification NLI "
+        "tasks. Given a premise and hypothesis, determine whether the hypothesis can be logically inferred "
+        "from the premise. Reason in at most three short steps: 1. analyse the premise for logical, factual "
+        "and common-sense information; 2. analyse the hypothesis against it; 3. conclude. Label 1 means the "
+        "hypothesis is entailed by the premise, 0 means it is not.\n\n"
+        "Respond with only a JSON object of this form:\n"
+        '{"thought_process": "Step 1. ... Step 2. ... Step 3. ...", "predicted_label": 0 or 1}'
+    ),
+    # A stronger model explains why a wrong chain of thought failed and writes a corrected one.
+    "reflection": (
+        "You are an expert in natural language inference reviewing a flawed chain of thought. You are given a "
+        "premise, a hypothesis, the flawed reasoning, the label it reached and the correct label (1 = "
+        "entailment, 0 = no entailment). Explain what the reasoning got wrong, then write improved step-by-step "
+        "reasoning that reaches its conclusion from the premise itself (do not mention that you were told the "
+        "answer).\n\nRespond with only a JSON object of this form:\n"
+        '{"error_analysis": "...", "improved_thought_process": "Step 1. ... Step 2. ... Step 3. ...", '
+        '"predicted_label": 0 or 1}'
+    ),
+    # LLM-as-judge: rate a chain of thought and improve it.
+    "scoring": (
+        "You are a strict grader of natural language inference reasoning. Given a premise, a hypothesis, a "
+        "chain of thought and the label it reached, rate the reasoning from 1 (wrong or unsupported) to 5 "
+        "(correct, concise and grounded in the premise), and write an improved version.\n\nRespond with only "
+        'a JSON object of this form:\n{"score": 1-5, "judge_reasoning": "...", "improved_thought_process": "..."}'
+    ),
+}
+
+THOUGHT_USER_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}"
+REFLECTION_USER_TEMPLATE = (
+    "Premise: {premise}\nHypothesis: {hypothesis}\n\nFlawed reasoning: {thought_process}\n"
+    "Label it reached: {predicted_label}\nCorrect label: {true_label}"
+)
+SCORING_USER_TEMPLATE = (
+    "Premise: {premise}\nHypothesis: {hypothesis}\n\nReasoning: {thought_process}\nLabel it reached: {predicted_label}"
+)
+REASK_TEMPLATE = ("Your previous answer was not valid: {error}. Reply again with only the JSON object in the "
+                  "required format.")

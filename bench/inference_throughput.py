@@ -27,7 +27,7 @@ from evaluate.extraction import extract_label  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
 from evaluate.sample_model import main as sample_main  # noqa: E402
 from modeling import load_for_inference  # noqa: E402
-from prompts import render_prompt, example_messages  # noqa: E402
+from prompts import example_messages, render_prompt  # noqa: E402
 
 DEV = [REPO_ROOT.parent / "shared/data/nli/dev.csv", REPO_ROOT / "data/sample/dev_300.csv"]
 

@@ -21,8 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import (DataError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl,  # noqa: E402
-                     repair_torn_tail, strip_private)
+from data_io import (  # noqa: E402
+    DataError,
+    append_jsonl,
+    atomic_write_csv,
+    atomic_write_json,
+    read_jsonl,
+    repair_torn_tail,
+    strip_private,
+)
 from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
 from evaluate.inputs import load_eval_items  # noqa: E402
 from evaluate.metrics import classification_metrics  # noqa: E402

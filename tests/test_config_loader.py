@@ -5,8 +5,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
-from train.config_loader import (CONFIG_DIR, ConfigError, load_config, load_defaults, redact_secrets,
-                                 secret_values)
+from train.config_loader import CONFIG_DIR, ConfigError, load_config, load_defaults, redact_secrets, secret_values
 
 
 def run_loader(*args, env=None):

@@ -1,7 +1,14 @@
 import pytest
 
-from data_io import (DataError, append_jsonl, atomic_write_jsonl, read_jsonl, read_records, repair_torn_tail,
-                     require_fields)
+from data_io import (
+    DataError,
+    append_jsonl,
+    atomic_write_jsonl,
+    read_jsonl,
+    read_records,
+    repair_torn_tail,
+    require_fields,
+)
 from tests.conftest import REPO_ROOT
 
 

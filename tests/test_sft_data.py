@@ -6,8 +6,14 @@ from data_io import DataError
 from modeling import load_tokenizer
 from prompts import encode_prompt, example_messages
 from tests.conftest import REPO_ROOT
-from train.sft_data import (IGNORE_INDEX, PaddedCollator, PaddingFreeCollator, detect_format, load_sft_examples,
-                            tokenize_example)
+from train.sft_data import (
+    IGNORE_INDEX,
+    PaddedCollator,
+    PaddingFreeCollator,
+    detect_format,
+    load_sft_examples,
+    tokenize_example,
+)
 
 NLI = {"id": 1, "premise": "A man is sleeping.", "hypothesis": "A person rests.",
        "thought_process": "Step 1: sleeping is resting.", "predicted_label": 1}

@@ -27,8 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_io import DataError, atomic_write_json  # noqa: E402
-from modeling import (ModelLoadError, can_load_4bit, ensure_pad_token, load_model, load_tokenizer,  # noqa: E402
-                      resolve_device)
+from modeling import ModelLoadError, can_load_4bit, ensure_pad_token, load_model, load_tokenizer, resolve_device  # noqa: E402
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
 from train.sft_data import PaddedCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
 

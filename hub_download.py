@@ -1,0 +1,32 @@
+"""Fetching data sets, models and adapters from the Hugging Face hub (shared by the download scripts).
+
+The token comes from HF_TOKEN (environment or .env) and is never printed. Without network (or with
+HF_HUB_OFFLINE=1) the download fails fast with a clear message instead of retrying for a minute.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+
+def download(repo_id: str, out: Path, repo_type: str, revision: str | None = None) -> int:
+    try:
+        from dotenv import load_dotenv
+        load_dotenv(override=False)
+    except ImportError:
+        pass
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+    from huggingface_hub import snapshot_download
+    try:
+        path = snapshot_download(repo_id=repo_id, repo_type=repo_type, revision=revision, local_dir=str(out),
+                                 token=os.environ.get("HF_TOKEN") or None)
+    except Exception as exc:  # offline mode, no network, auth, missing repo: one clear line for each
+        reason = type(exc).__name__
+        hint = ("the hub is unreachable or HF_HUB_OFFLINE=1 is set" if "Offline" in reason or "Connect" in reason
+                or "Timeout" in reason or os.environ.get("HF_HUB_OFFLINE") == "1"
+                else "check the repo id and that HF_TOKEN grants access")
+        print(f"error: could not download {repo_type} {repo_id}: {reason} ({hint})", file=sys.stderr)
+        return 2
+    print(f"downloaded {repo_type} {repo_id} -> {path}")
+    return 0

@@ -1,0 +1,177 @@
+"""Data generation against a real HTTP server on 127.0.0.1 that injects failures."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data_io import read_jsonl
+from scripts.fake_chat_server import FakeChatServer
+from scripts.generate_thoughts import main as generate
+from scripts.generate_thoughts_reflected import main as reflect
+from scripts.llm_api import ApiError, ChatClient
+from scripts.score_thoughts import main as score
+from tests.conftest import REPO_ROOT
+
+KEY = "sk-test-CANARY-4f1d9a7e"
+FAST = ["--api", "local", "--timeout", "1", "--max-attempts", "4", "--max-retries", "2"]
+
+
+@pytest.fixture()
+def server():
+    with FakeChatServer(slow_seconds=2.0, retry_after="0") as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("API_KEY", KEY)
+    monkeypatch.setattr("scripts.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "premise", "hypothesis", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+MODES = ["ok", "429once", "500twice", "slowonce", "badjson", "badlabel", "alwaysbad", "always500"]
+
+
+def test_every_id_ends_exactly_once_in_output_or_failures(server, tmp_path, capsys):
+    rows = [{"id": f"r{i}", "premise": f"Premise {i} [mode:{mode}]", "hypothesis": f"Hypothesis {i} [label:{i % 2}]",
+             "label": i % 2} for i, mode in enumerate(MODES * 2)]
+    data = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "thoughts.jsonl"
+    code = generate(["--input-csv", str(data), "--output-json", str(out), "--api-base", server.base_url,
+                     "--workers", "4", *FAST])
+    assert code == 1  # some examples failed for good
+    written = read_jsonl(out)
+    failed = read_jsonl(tmp_path / "thoughts.failures.jsonl")
+    written_ids, failed_ids = [r["id"] for r in written], [r["id"] for r in failed]
+    assert sorted(written_ids + failed_ids) == sorted(r["id"] for r in rows)  # each exactly once
+    assert {r["id"] for r in rows if "always" in r["premise"]} == set(failed_ids)
+    assert all("invalid after 3 answers" in f["reason"] or "gave up after 4 attempts" in f["reason"] for f in failed)
+    for record in written:
+        assert record["predicted_label"] in (0, 1) and record["correct"] is True
+        assert record["thought_process"].startswith("Step 1.")  # kept as written, not lower-cased
+    by_id = {r["id"]: r for r in written}
+    assert by_id["r4"]["reprompt_counts"] == 1 and by_id["r5"]["reprompt_counts"] == 1  # bad answers re-asked
+    summary = capsys.readouterr().out
+    assert "12 done, 4 failed" in summary and "teacher accuracy 1.000" in summary
+
+    # rerun: failures are retried (and fail again), nothing done is redone or duplicated
+    before = server.requests
+    generate(["--input-csv", str(data), "--output-json", str(out), "--api-base", server.base_url, *FAST])
+    assert len(read_jsonl(out)) == 12 and len(read_jsonl(tmp_path / "thoughts.failures.jsonl")) == 8
+    assert server.requests > before
+    before = server.requests
+    generate(["--input-csv", str(data), "--output-json", str(out), "--api-base", server.base_url, "--skip-failed",
+              *FAST])
+    assert server.requests == before  # nothing left to do
+
+
+def test_retry_after_is_honoured(tmp_path):
+    with FakeChatServer(retry_after="1") as slow_server:
+        client = ChatClient(base_url=slow_server.base_url, api_key=KEY, model="m", timeout=5, backoff_base=0.01)
+        started = time.time()
+        content, _ = client.chat([{"role": "user", "content": "Premise: p [mode:429once]\nHypothesis: h"}])
+        assert time.time() - started >= 1.0 and json.loads(content)["predicted_label"] in (0, 1)
+
+
+def test_the_key_is_sent_but_never_written(server, tmp_path, capsys):
+    rows = [{"id": i, "premise": f"p{i} [mode:{m}]", "hypothesis": "h", "label": 1} for i, m in enumerate(MODES)]
+    data = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "t.jsonl"
+    generate(["--input-csv", str(data), "--output-json", str(out), "--api-base", server.base_url, *FAST])
+    assert server.auth_headers and all(h == f"Bearer {KEY}" for h in server.auth_headers)
+    captured = capsys.readouterr()
+    assert KEY not in captured.out + captured.err
+    for path in tmp_path.iterdir():
+        assert KEY not in path.read_text(errors="ignore"), path
+    client = ChatClient(base_url=server.base_url, api_key=KEY, model="m", max_attempts=1)
+    with pytest.raises(ApiError) as error:  # a server that echoes the key back in an error body
+        client.chat([{"role": "user", "content": "Premise: p [mode:echo401]"}])
+    assert "HTTP 401" in str(error.value) and "***" in str(error.value) and KEY not in str(error.value)
+
+
+def test_missing_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    data = write_csv(tmp_path / "in.csv", [{"id": 1, "premise": "p", "hypothesis": "h", "label": 1}])
+    code = generate(["--input-csv", str(data), "--output-json", str(tmp_path / "o.jsonl"), "--api", "mistral"])
+    assert code == 2 and "MISTRAL_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_bad_input_names_file_row_field(server, tmp_path, capsys):
+    data = write_csv(tmp_path / "in.csv", [{"id": 1, "premise": "p", "hypothesis": "h", "label": 1},
+                                           {"id": 2, "premise": "p", "hypothesis": "", "label": 1}])
+    code = generate(["--input-csv", str(data), "--output-json", str(tmp_path / "o.jsonl"), "--api-base",
+                     server.base_url, *FAST])
+    assert code == 2 and "in.csv: row 2: missing field 'hypothesis'" in capsys.readouterr().err
+
+
+def test_reflection_and_scoring(server, tmp_path, capsys):
+    thoughts = tmp_path / "thoughts.jsonl"
+    rows = [{"id": i, "premise": f"p{i}" + (" [reflect:disagree]" if i == 2 else ""), "hypothesis": "h",
+             "thought_process": "Step 1. wrong.", "predicted_label": 0, "true_label": 1 if i < 3 else 0,
+             "correct": i >= 3} for i in range(5)]
+    thoughts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "reflections.jsonl"
+    assert reflect(["--input-thoughts-json", str(thoughts), "--output-reflection-json", str(out),
+                    "--api-base", server.base_url, *FAST]) == 0
+    reflections = {r["id"]: r for r in read_jsonl(out)}
+    assert sorted(reflections) == [0, 1, 2]  # only the incorrect ones
+    assert all(r["predicted_label"] == 0 for r in reflections.values())  # the original label is kept
+    assert reflections[2]["reflection_agrees"] is False and reflections[0]["reflection_agrees"] is True
+    assert "1 reflections disagree with the true label (ids 2)" in capsys.readouterr().out
+
+    from scripts.prepare_ft_data import main as prepare
+    assert prepare(["--original-thoughts", str(thoughts), "--reflected-thoughts", str(out), "--ablation", "2",
+                    "--output-file", str(tmp_path / "ft.jsonl")]) == 0
+    assert {r["source"] for r in read_jsonl(tmp_path / "ft.jsonl")} == {"original", "reflection"}
+    assert len(read_jsonl(tmp_path / "ft.jsonl")) == 2 + 2  # 2 correct originals + 2 agreeing reflections
+
+    scored = tmp_path / "scored.jsonl"
+    assert score(["--input-thoughts-json", str(thoughts), "--output-json", str(scored), "--api-base",
+                  server.base_url, *FAST]) == 0
+    assert all(1 <= r["score"] <= 5 for r in read_jsonl(scored)) and len(read_jsonl(scored)) == 5
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_and_rerun_loses_and_duplicates_nothing(tmp_path):
+    with FakeChatServer(latency=0.05) as server:
+        rows = [{"id": f"k{i}", "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(120)]
+        data = write_csv(tmp_path / "in.csv", rows)
+        out = tmp_path / "t.jsonl"
+        cmd = [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json", str(out),
+               "--api-base", server.base_url, "--workers", "4", *FAST]
+        env = dict(os.environ, API_KEY=KEY)
+        for kill_at in (10, 60):
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60
+            while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < kill_at):
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True).returncode == 0
+        ids = [r["id"] for r in read_jsonl(out)]
+        assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("script", ["data/download_data.py", "models/download_model.py"])
+def test_downloads_fail_fast_and_clearly_offline(script, tmp_path):
+    started = time.time()
+    proc = subprocess.run([sys.executable, script, "--repo-id", "someone/something", "--out", str(tmp_path / "x")],
+                          cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_TOKEN=KEY))
+    assert proc.returncode == 2 and "could not download" in proc.stderr and time.time() - started < 30
+    assert KEY not in proc.stdout + proc.stderr
