@@ -42,6 +42,9 @@ TASKS = {
         "input_fields": ["text"],
         "true_label_field": "label",
     },
+    # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
+    "free_text": {"free_text": True, "label_field": None, "reasoning_field": None, "labels": [], "label_names": {},
+                  "input_fields": [], "true_label_field": None},
 }
 
 

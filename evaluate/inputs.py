@@ -27,6 +27,8 @@ def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     first_trained = next(i for i, (_, trained) in enumerate(segments) if trained)
     prompt = [t for ids, _ in segments[:first_trained] for t in ids]
     reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
+    if get_task(task).get("free_text"):
+        return prompt, reference
     return prompt, extract_label(reference, task)[0]
 
 
@@ -48,7 +50,8 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         if item_id in seen:
             raise DataError(f"{where}: field 'id': duplicate id {item_id}")
         seen.add(item_id)
-        has_inputs = all(record.get(name) not in (None, "") for name in spec["input_fields"])
+        has_inputs = bool(spec["input_fields"]) and all(record.get(name) not in (None, "")
+                                                        for name in spec["input_fields"])
         if not has_inputs and detect_format(record) in ("messages", "prompt_completion", "prompt_response", "text"):
             prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
             items.append(EvalItem(item_id, prompt, label, {}))

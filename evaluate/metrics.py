@@ -45,6 +45,16 @@ def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
     }
 
 
+def text_metrics(predictions: list[str], references: list[str]) -> dict:
+    """Exact match (after trimming whitespace) and mean ROUGE-L F1, computed by the rouge-score package."""
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    n = len(references) or 1
+    exact = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
+    rouge = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references))
+    return {"exact_match": exact / n, "rouge_l": rouge / n}
+
+
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """A plain-text table (floats to 3 decimals) for end-of-run summaries and comparisons."""
     def cell(value):

@@ -32,7 +32,7 @@ from data_io import (  # noqa: E402
 )
 from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
 from evaluate.inputs import load_eval_items  # noqa: E402
-from evaluate.metrics import classification_metrics  # noqa: E402
+from evaluate.metrics import classification_metrics, text_metrics  # noqa: E402
 from modeling import ModelLoadError  # noqa: E402
 from prompts import TASKS, get_task  # noqa: E402
 
@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=512)
     p.add_argument("--max_prompt_tokens", type=int, default=None,
                    help="longer prompts lose their start (the instruction at the end is kept)")
-    p.add_argument("--stop_at_json", type=parse_bool, default=True,
-                   help="stop a sequence once it has written a complete JSON object (default true)")
+    p.add_argument("--stop_at_json", type=parse_bool, default=None,
+                   help="stop a sequence once it has written a complete JSON object (default: true for label "
+                        "tasks, false for free_text)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument("--json_schema", action="store_true", help="vllm: constrain answers to the NLI JSON schema")
     p.add_argument("--device", default="auto")
@@ -112,17 +113,25 @@ def trim_prompt(ids: list[int], limit: int | None, bos_id) -> tuple[list[int], i
 
 
 def score_record(item, result: dict, task: str) -> dict:
-    label, method = extract_label(result["text"], task)
+    label, method = (None, "free_text") if get_task(task).get("free_text") else extract_label(result["text"], task)
     return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
             "extraction_method": method, "json_objects": count_json_objects(result["text"]),
             "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
             "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
-            "correct": None if item.true_label is None else label == item.true_label}
+            "correct": None if item.true_label is None or method == "free_text" else label == item.true_label}
 
 
 def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
-    """Parse, stop and (with labels) classification metrics over result records."""
+    """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
+    exact match and ROUGE-L against the references instead."""
     n = len(records)
+    if get_task(task).get("free_text"):
+        metrics = {"n": n, "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+                   "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
+                   "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
+        if has_labels:
+            metrics.update(text_metrics([r["raw_output"] for r in records], [r["true_label"] for r in records]))
+        return metrics
     metrics = {"n": n,
                "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
                "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
@@ -142,6 +151,8 @@ def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict,
 
 
 def run(args) -> dict:
+    if args.stop_at_json is None:
+        args.stop_at_json = not get_task(args.task).get("free_text", False)
     output = Path(args.output_file) if args.output_file else default_output(args.model_id, args.test_file, args.shard)
     output_csv = Path(args.output_csv) if args.output_csv else output.with_suffix(".csv")
     progress_path = output.with_name(output.name + ".progress.jsonl")
@@ -234,7 +245,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m, t = summary["metrics"], summary["timing"]
-    line = f"sample_model: {m['n']} examples, parse rate {m['parse_rate']:.3f}, stop rate {m['stop_rate']:.3f}"
+    line = f"sample_model: {m['n']} examples, stop rate {m['stop_rate']:.3f}"
+    if "parse_rate" in m:
+        line += f", parse rate {m['parse_rate']:.3f}"
+    if "rouge_l" in m:
+        line += f", exact match {m['exact_match']:.3f}, ROUGE-L {m['rouge_l']:.3f}"
     if "accuracy" in m:
         line += f", accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}"
     if t["samples_per_s"]:

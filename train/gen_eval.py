@@ -6,7 +6,7 @@ from transformers import TrainerCallback
 from evaluate.extraction import extract_label
 from evaluate.generation import generate_answers
 from evaluate.inputs import load_eval_items
-from evaluate.metrics import classification_metrics
+from evaluate.metrics import classification_metrics, text_metrics
 from prompts import get_task
 
 
@@ -23,15 +23,21 @@ class GenerationEvalCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         results = generate_answers(model, self.tokenizer, [item.prompt_ids for item in self.items],
-                                   batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False)
+                                   batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False,
+                                   stop_at_json=not get_task(self.task).get("free_text", False))
         if was_training:
             model.train()
-        predictions = [extract_label(r["text"], self.task)[0] for r in results]
-        metrics = classification_metrics([item.true_label for item in self.items], predictions,
-                                         get_task(self.task)["labels"])
-        logged = {"eval_gen_accuracy": metrics["accuracy"], "eval_gen_f1": metrics["f1_macro"],
-                  "eval_gen_parse_rate": 1 - metrics["parse_failure_rate"],
-                  "eval_gen_stop_rate": sum(r["stop_reason"] != "length" for r in results) / len(results)}
+        stop_rate = sum(r["stop_reason"] != "length" for r in results) / len(results)
+        if get_task(self.task).get("free_text"):
+            metrics = text_metrics([r["text"] for r in results], [item.true_label for item in self.items])
+            logged = {"eval_gen_exact_match": metrics["exact_match"], "eval_gen_rouge_l": metrics["rouge_l"],
+                      "eval_gen_stop_rate": stop_rate}
+        else:
+            predictions = [extract_label(r["text"], self.task)[0] for r in results]
+            metrics = classification_metrics([item.true_label for item in self.items], predictions,
+                                             get_task(self.task)["labels"])
+            logged = {"eval_gen_accuracy": metrics["accuracy"], "eval_gen_f1": metrics["f1_macro"],
+                      "eval_gen_parse_rate": 1 - metrics["parse_failure_rate"], "eval_gen_stop_rate": stop_rate}
         if self.trainer is not None:
             self.trainer.log(logged)
         else:

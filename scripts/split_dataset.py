@@ -1,0 +1,73 @@
+"""Split a JSONL data set in two at random (reproducible by seed).
+
+    python scripts/split_dataset.py CAL_inference.jsonl
+    python scripts/split_dataset.py CAL_inference.jsonl --output1 DA/train.jsonl --output2 DB/train.jsonl \
+        --ratio 0.5 --seed 42
+
+Defaults: `<input>_part1.jsonl` and `<input>_part2.jsonl` beside the input. The ratio is the share that
+goes to the first file (strictly between 0 and 1). Lines are copied byte for byte (UTF-8 kept), the
+input is never touched, missing output folders are created, and both outputs are written atomically:
+a malformed JSON line is an error naming its line number, and then nothing is written.
+"""
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_io import atomic_write_text  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input")
+    p.add_argument("--output1", default=None)
+    p.add_argument("--output2", default=None)
+    p.add_argument("--ratio", type=float, default=0.5, help="share of lines for output1, in (0, 1)")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    source = Path(args.input)
+    if not 0 < args.ratio < 1:
+        print(f"error: --ratio must be strictly between 0 and 1, got {args.ratio}", file=sys.stderr)
+        return 2
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {source}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as exc:
+            print(f"error: {source}: line {number}: invalid JSON: {exc.msg}", file=sys.stderr)
+            return 2
+        records.append(line)
+    stem = source.with_suffix("")
+    out1 = Path(args.output1 or f"{stem}_part1.jsonl")
+    out2 = Path(args.output2 or f"{stem}_part2.jsonl")
+    if source.resolve() in (out1.resolve(), out2.resolve()):
+        print("error: an output path is the input file; choose other --output1/--output2", file=sys.stderr)
+        return 2
+    random.Random(args.seed).shuffle(records)
+    cut = round(len(records) * args.ratio)
+    first, second = records[:cut], records[cut:]
+    atomic_write_text(out1, "".join(line + "\n" for line in first))
+    atomic_write_text(out2, "".join(line + "\n" for line in second))
+    total = len(records) or 1
+    print(f"total lines: {len(records)}")
+    print(f"{out1}: {len(first)} lines ({100 * len(first) / total:.1f}%)")
+    print(f"{out2}: {len(second)} lines ({100 * len(second) / total:.1f}%)")
+    print(f"split_dataset: {len(records)} -> {len(first)} + {len(second)} (ratio {args.ratio}, seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
