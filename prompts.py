@@ -71,6 +71,20 @@ def hate_speech_user_message(text: str, persona: str | None = None) -> str:
     return f"Analyze this text for hate speech:\n\n{persona_line}Text: \"{text}\""
 
 
+def confidence_user_message(example: dict) -> str:
+    """A question with the context its answer was produced from (passage, options) when the data has it."""
+    parts = []
+    if example.get("passage"):
+        parts.append(f"Passage: {example['passage']}")
+    parts.append(f"Question: {example['question']}")
+    options = example.get("options")
+    if isinstance(options, dict):
+        parts.append("Options:\n" + "\n".join(f"{key}. {value}" for key, value in sorted(options.items())))
+    elif isinstance(options, list):
+        parts.append("Options:\n" + "\n".join(f"{chr(65 + i)}. {value}" for i, value in enumerate(options)))
+    return "\n\n".join(parts)
+
+
 def example_messages(example: dict, task="nli") -> list[dict]:
     """The chat messages (without the answer) that ask the model about one raw example."""
     task_name = task if isinstance(task, str) else None

@@ -13,18 +13,22 @@ Examples longer than `max_seq_length` are never cut inside the answer: dropped, 
 `overlong="trim_prompt"` the prompt loses its start (the instruction at its end is kept).
 """
 
+import re
 from dataclasses import dataclass
 
 import torch
 
 from data_io import DataError, read_jsonl
-from prompts import encode_prompt, example_messages, nli_completion
+from prompts import confidence_user_message, encode_prompt, example_messages, nli_completion
 
 IGNORE_INDEX = -100
-FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "nli")
+FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "nli", "confidence")
+CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
 
 
 def detect_format(record: dict) -> str | None:
+    if "tagged_response" in record:
+        return "confidence"
     if "messages" in record:
         return "messages"
     if "prompt" in record and "completion" in record:
@@ -109,6 +113,8 @@ def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -
         if not completion:
             raise DataError(f"{where}: field 'text' has nothing after [/INST] to train on")
         return [(_raw_prompt_ids(tokenizer, text[:cut]), False), (encode(completion) + eos, True)]
+    if fmt == "confidence":
+        return confidence_segments(tokenizer, record, where)
     if fmt == "nli":
         thought = record.get("thought_process") or record.get("improved_thought_process")
         label = record.get("predicted_label", record.get("label"))
@@ -117,6 +123,23 @@ def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -
         messages = example_messages(record, task) + [{"role": "assistant", "content": nli_completion(thought, label)}]
         return _messages_segments(tokenizer, messages, where)
     raise DataError(f"{where}: unknown data format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
+def confidence_segments(tokenizer, record: dict, where: str) -> list[tuple[list[int], bool]]:
+    """Prompt and answer masked; only the confidence token (found where it is, not assumed last) trained."""
+    response = record.get("tagged_response")
+    if not isinstance(response, str) or not isinstance(record.get("question"), str):
+        raise DataError(f"{where}: a confidence example needs string fields 'question' and 'tagged_response'")
+    match = CONFIDENCE_TOKEN.search(response)
+    if match is None:
+        raise DataError(f"{where}: field 'tagged_response' has no confidence token such as <C_READ>")
+    token_id = tokenizer.convert_tokens_to_ids(match.group(0))
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise DataError(f"{where}: confidence token {match.group(0)} is not in the tokenizer; add it to "
+                        "confidence_tokens in the config")
+    prompt = encode_prompt(tokenizer, [{"role": "user", "content": confidence_user_message(record)}])
+    answer = tokenizer(response[:match.start()].rstrip(), add_special_tokens=False)["input_ids"]
+    return [(prompt, False), (answer, False), ([token_id], True)]
 
 
 def tokenize_example(tokenizer, record: dict, fmt: str, task: str, max_len: int, overlong: str,

@@ -60,11 +60,23 @@ def check_settings(config: dict, device: str) -> dict:
         raise TrainError(f"optimizer '{config['optimizer']}' needs CUDA; on CPU use --optimizer adamw_torch")
     if config["overlong"] not in ("drop", "trim_prompt"):
         raise TrainError(f"overlong must be 'drop' or 'trim_prompt', got '{config['overlong']}'")
+    for domain, pair in config["confidence_tokens"].items():
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise TrainError(f"confidence_tokens['{domain}'] must be [confident token, unconfident token]")
+    if config["confidence_eval_data"] and not (config["confidence_tokens"] and config["eval_data"]):
+        raise TrainError("confidence_eval_data needs confidence_tokens and eval_data (it runs at each evaluation)")
     report_to = "wandb" if config["use_wandb"] else config["report_to"]
     if report_to not in ("none", "tensorboard", "wandb"):
         raise TrainError(f"report_to must be none, tensorboard or wandb, got '{report_to}'")
     config["report_to"] = report_to
     return config
+
+
+def all_special_tokens(config: dict) -> list[str]:
+    tokens = list(config["special_tokens"])
+    for pair in config["confidence_tokens"].values():
+        tokens += [t for t in pair if t not in tokens]
+    return tokens
 
 
 def add_special_tokens(model, tokenizer, tokens: list[str], pad_added: bool) -> list[int]:
@@ -90,7 +102,7 @@ def build_model(config: dict, tokenizer, device: str, pad_added: bool):
                        dtype=config["torch_dtype"], attn_implementation=config["attn_implementation"],
                        quant_type=config["bnb_4bit_quant_type"], double_quant=config["bnb_4bit_use_double_quant"],
                        compute_dtype=config["bnb_4bit_compute_dtype"])
-    special_ids = add_special_tokens(model, tokenizer, config["special_tokens"], pad_added)
+    special_ids = add_special_tokens(model, tokenizer, all_special_tokens(config), pad_added)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False  # no KV cache while training (generation turns it on for itself)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -100,9 +112,14 @@ def build_model(config: dict, tokenizer, device: str, pad_added: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     if config["load_in_4bit"]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config["gradient_checkpointing"])
+    token_rows = None
+    if special_ids:  # the new rows train on the input side and, unless tied to it, the output side
+        token_rows = {"embed_tokens": special_ids}
+        if not model.config.tie_word_embeddings:
+            token_rows["lm_head"] = special_ids
     lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                       target_modules=config["lora_target_modules"], task_type="CAUSAL_LM",
-                      trainable_token_indices={"embed_tokens": special_ids} if special_ids else None)
+                      trainable_token_indices=token_rows)
     model = get_peft_model(model, lora)
     return model
 
@@ -229,7 +246,7 @@ def train(config: dict) -> dict:
     tokenizer.padding_side = "left"  # for generation; training batches are built by our collators
     data_kwargs = dict(data_format=config["data_format"], task=config["task"],
                        max_seq_length=config["max_seq_length"], overlong=config["overlong"])
-    for token in config["special_tokens"]:  # added before tokenizing so the data sees them as one token
+    for token in all_special_tokens(config):  # added before tokenizing so the data sees them as one token
         if token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
     train_examples, train_report = load_sft_examples(config["train_data"], tokenizer,
@@ -264,6 +281,9 @@ def train(config: dict) -> dict:
         callbacks.append(GenerationEvalCallback(tokenizer, config["eval_data"], config["task"],
                                                 config["gen_eval_examples"], config["gen_eval_max_new_tokens"],
                                                 config["batch_size"]))
+    if config["confidence_eval_data"]:
+        from train.confidence_eval import ConfidenceEvalCallback
+        callbacks.append(ConfidenceEvalCallback(tokenizer, config))
     trainer = Trainer(model=model, args=args, train_dataset=train_examples,
                       eval_dataset=eval_examples or None, data_collator=collator,
                       processing_class=tokenizer, callbacks=callbacks)

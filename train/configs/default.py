@@ -50,7 +50,12 @@ lora_r = 16                              # adapter rank
 lora_alpha = 32                          # adapter scale (alpha / r multiplies the update)
 lora_dropout = 0.05                      # dropout on the adapter input
 lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-special_tokens = []                      # extra tokens to add (e.g. confidence tokens); their embeddings train
+special_tokens = []                      # extra tokens to add; their input and output embedding rows train
+confidence_tokens = {}                   # domain -> [confident, unconfident] tokens, e.g. {"READ": ["<C_READ>", "<U_READ>"]}
+confidence_datasets = {}                 # dataset name -> domain, e.g. {"boolq": "READ", "medqa": "MED"}
+confidence_eval_data = []                # local JSONL validation sets for the confidence callback
+confidence_eval_examples = 64            # examples per validation set at each eval
+confidence_beta = 100                    # points per adaptive calibration bin
 
 # --- evaluation, checkpoints, logging ----------------------------------------------------------
 logging_steps = 10                       # log the training loss every N steps
