@@ -38,6 +38,8 @@ def run(server, workers: int, n: int, work: Path) -> float:
 
 
 def main() -> int:
+    import argparse
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     os.environ.setdefault("API_KEY", "bench")
     work = Path(tempfile.mkdtemp(prefix="bench_api_"))
     with FakeChatServer(latency=LATENCY) as server:

@@ -17,40 +17,11 @@ import re
 from prompts import get_task
 
 
-def iter_json_objects(text: str):
-    """Yield every complete top-level-or-nested JSON object in `text`, in order of its opening brace.
-    Strings (with escapes) are respected, so braces inside them don't open or close anything."""
-    for start in (i for i, ch in enumerate(text) if ch == "{"):
-        depth, in_string, escaped = 0, False, False
-        for end in range(start, len(text)):
-            ch = text[end]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        obj = json.loads(text[start:end + 1])
-                    except json.JSONDecodeError:
-                        break
-                    if isinstance(obj, dict):
-                        yield obj
-                    break
-
-
-def count_json_objects(text: str) -> int:
-    """How many complete top-level JSON objects the text holds (the original model wrote 3.75 per answer)."""
-    count, depth, in_string, escaped, start = 0, 0, False, False, None
-    for i, ch in enumerate(text):
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the brace closing the object opened at text[start], skipping strings (with escapes)."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        ch = text[index]
         if in_string:
             if escaped:
                 escaped = False
@@ -58,20 +29,45 @@ def count_json_objects(text: str) -> int:
                 escaped = True
             elif ch == '"':
                 in_string = False
-        elif ch == '"' and depth > 0:
+        elif ch == '"':
             in_string = True
         elif ch == "{":
-            if depth == 0:
-                start = i
             depth += 1
-        elif ch == "}" and depth > 0:
+        elif ch == "}":
             depth -= 1
             if depth == 0:
-                try:
-                    if isinstance(json.loads(text[start:i + 1]), dict):
-                        count += 1
-                except json.JSONDecodeError:
-                    pass
+                return index
+    return None
+
+
+def _parse_object(text: str) -> dict | None:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def iter_json_objects(text: str):
+    """Yield every complete JSON object in `text` (outer ones before the ones nested in them), in order
+    of the opening brace. Braces inside strings don't open or close anything."""
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        end = _closing_brace(text, start)
+        obj = _parse_object(text[start:end + 1]) if end is not None else None
+        if obj is not None:
+            yield obj
+
+
+def count_json_objects(text: str) -> int:
+    """How many complete top-level JSON objects the text holds (the original model wrote 3.75 per answer)."""
+    count, position = 0, text.find("{")
+    while position != -1:
+        end = _closing_brace(text, position)
+        if end is not None and _parse_object(text[position:end + 1]) is not None:
+            count += 1
+            position = text.find("{", end + 1)
+        else:
+            position = text.find("{", position + 1)
     return count
 
 

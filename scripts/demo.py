@@ -82,6 +82,8 @@ def plot(log_history: list[dict], confusion: dict) -> list[Path]:
 
 
 def main() -> int:
+    import argparse
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     started = time.time()
     python = sys.executable
     step("1. build the tiny model", [python, "scripts/make_tiny_model.py", "--arch", "mistral", "--hidden-size", "192",

@@ -162,3 +162,22 @@ def test_wrapper_resumes_and_propagates_exit_status(tiny_mistral, tmp_path):
                "--data", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "x.json")]
     bad = subprocess.run(bad_cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "missing.csv" in bad.stderr
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(tiny_mistral, tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here; the parity test below covers it")
+    except ImportError:
+        pass
+    assert infer(tiny_mistral, SAMPLE, tmp_path / "v.json", "--backend", "vllm") == 2
+    assert "vLLM is not installed" in capsys.readouterr().err and not (tmp_path / "v.json").exists()
+
+
+def test_vllm_and_hf_backends_agree_on_greedy_predictions(trained_adapter, tmp_path):
+    pytest.importorskip("vllm")
+    assert infer(trained_adapter, SAMPLE, tmp_path / "hf.json", "--limit", "16") == 0
+    assert infer(trained_adapter, SAMPLE, tmp_path / "vllm.json", "--limit", "16", "--backend", "vllm") == 0
+    assert [r["predicted_label"] for r in records(tmp_path / "hf.json")] == \
+        [r["predicted_label"] for r in records(tmp_path / "vllm.json")]

@@ -142,3 +142,12 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tiny_mistral, tmp_pa
     assert results["world_size"] == 2
     first, second = results["rank_param_checksums"]
     assert first == second and first != 0
+
+
+def test_tensorboard_reporting_writes_event_files(tiny_mistral, tmp_path):
+    code, out = run_train(tiny_mistral, tmp_path / "tb", "--max_steps", "2", "--logging_steps", "1",
+                          "--report_to", "tensorboard")
+    assert code == 0
+    assert list(out.rglob("events.out.tfevents.*"))
+    code, _ = run_train(tiny_mistral, tmp_path / "bad", "--report_to", "mlflow")
+    assert code == 2
