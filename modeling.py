@@ -188,9 +188,12 @@ def adapter_base(path: str) -> str | None:
 
 
 def load_for_inference(path: str, *, device: str = "auto", load_in_4bit: bool | None = None,
-                       dtype: str = "auto", attn_implementation: str = "auto", base_model: str | None = None):
+                       dtype: str = "auto", attn_implementation: str = "auto", base_model: str | None = None,
+                       merge_lora: bool = True):
     """(model, tokenizer, info) for a base model dir or a LoRA adapter dir, in eval mode.
-    4-bit defaults to on for CUDA and off elsewhere; the tokenizer comes from the adapter dir."""
+    4-bit defaults to on for CUDA and off elsewhere; the tokenizer comes from the adapter dir. On an
+    unquantized base the adapter is merged into the weights (faster generation, same model); on a
+    4-bit base it stays separate, since merging into quantized weights would round it away."""
     device = resolve_device(device)
     load_in_4bit = device.startswith("cuda") if load_in_4bit is None else load_in_4bit
     base = base_model or adapter_base(path)
@@ -199,13 +202,16 @@ def load_for_inference(path: str, *, device: str = "auto", load_in_4bit: bool | 
                        attn_implementation=attn_implementation)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         # the adapter was trained with added tokens (pad or special tokens): grow to its vocab
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    merged = False
     if base:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, path)
+        if merge_lora and not load_in_4bit:
+            model, merged = model.merge_and_unload(), True
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.eval()
-    info = {"model": path, "base_model": base or path, "adapter": bool(base), "device": device,
+    info = {"model": path, "base_model": base or path, "adapter": bool(base), "merged": merged, "device": device,
             "load_in_4bit": load_in_4bit, "dtype": str(model.dtype).replace("torch.", "")}
     return model, tokenizer, info

@@ -5,8 +5,8 @@
 
 The original way: fixed batches of 32 in input order, a fixed max_new_tokens, the whole sequence
 (prompt included) decoded and the answer cut after the prompt, `empty_cache` after every batch.
-Ours: prompts sorted by length, each sequence stopped at eos or a complete JSON answer, only generated
-tokens decoded. Both run greedy on the same >= 256 real prompts of dev.csv, one run each; the table gives
+Ours: the adapter merged into the (unquantized) weights, prompts sorted by length, each sequence stopped
+at eos or a complete JSON answer, only generated tokens decoded. Both run greedy on the same >= 256 real prompts of dev.csv, one run each; the table gives
 samples/s, the ratio, and how many predictions differ. A benchmark, not a test.
 """
 
@@ -34,7 +34,7 @@ DEV = [REPO_ROOT.parent / "shared/data/nli/dev.csv", REPO_ROOT / "data/sample/de
 
 @torch.inference_mode()
 def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, batch_size: int = 32) -> tuple[list, float]:
-    model, tokenizer, _ = load_for_inference(model_dir, device="cpu")
+    model, tokenizer, _ = load_for_inference(model_dir, device="cpu", merge_lora=False)  # PeftModel, as it did
     started = time.time()
     predictions = []
     for start in range(0, len(rows), batch_size):

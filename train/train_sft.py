@@ -201,13 +201,11 @@ def gather_across_ranks(value):
 
 def merge_and_save(config: dict, adapter_dir: Path, device: str) -> Path:
     """A 16-bit merged model made from a non-quantized copy of the base (never from 4-bit weights)."""
-    from peft import PeftModel
-
     from modeling import load_for_inference
     dtype = "float16" if config["torch_dtype"] == "float16" else "bfloat16"
-    model, tokenizer, _ = load_for_inference(str(adapter_dir), device=device, load_in_4bit=False, dtype=dtype)
-    assert isinstance(model, PeftModel)
-    merged = model.merge_and_unload()
+    merged, tokenizer, info = load_for_inference(str(adapter_dir), device=device, load_in_4bit=False, dtype=dtype)
+    if not info["merged"]:
+        raise TrainError(f"{adapter_dir} did not load as a LoRA adapter; nothing to merge")
     out = adapter_dir / "merged"
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
