@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger("modeling")
+# bitsandbytes announces at import that an optional CPU kernel package from the hub is missing: noise here
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 SPARE_PAD_TOKENS = ["<pad>", "<|finetune_right_pad_id|>", "<|pad|>", "<|endoftext|>", "<unk>"]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
