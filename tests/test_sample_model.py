@@ -181,3 +181,16 @@ def test_vllm_and_hf_backends_agree_on_greedy_predictions(trained_adapter, tmp_p
     assert infer(trained_adapter, SAMPLE, tmp_path / "vllm.json", "--limit", "16", "--backend", "vllm") == 0
     assert [r["predicted_label"] for r in records(tmp_path / "hf.json")] == \
         [r["predicted_label"] for r in records(tmp_path / "vllm.json")]
+
+
+def test_long_prompts_lose_their_start_never_the_instruction_and_names_are_deterministic(tiny_mistral, tmp_path):
+    from evaluate.sample_model import default_output, trim_prompt
+    ids = [1] + list(range(100, 160))
+    trimmed, cut = trim_prompt(ids, 20, bos_id=1)
+    assert cut == 41 and trimmed == [1] + ids[-19:]  # bos kept, the end (instruction, [/INST]) kept
+    assert trim_prompt(ids, 100, bos_id=1) == (ids, 0)
+    assert default_output("models/tiny-x/", "data/dev.csv", None).name == "tiny-x-dev.json"
+    assert default_output("models/a", "d.jsonl", (1, 4)).name == "a-d.shard-1-of-4.json"
+    out = tmp_path / "t.json"
+    assert infer(tiny_mistral, SAMPLE, out, "--limit", "3", "--max_prompt_tokens", "40") == 0
+    assert all(r["prompt_tokens_trimmed"] > 0 for r in records(out))

@@ -151,3 +151,40 @@ def test_tensorboard_reporting_writes_event_files(tiny_mistral, tmp_path):
     assert list(out.rglob("events.out.tfevents.*"))
     code, _ = run_train(tiny_mistral, tmp_path / "bad", "--report_to", "mlflow")
     assert code == 2
+
+
+def test_an_added_pad_token_resizes_and_the_adapter_reloads(tiny_models, tmp_path, monkeypatch):
+    import modeling
+    from modeling import load_for_inference
+    bare = tmp_path / "no_pad_model"
+    import shutil
+    shutil.copytree(tiny_models["llama"], bare)  # its vocabulary has no "<pad>"
+    config_path = bare / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["pad_token"] = None
+    config_path.write_text(json.dumps(config))
+    monkeypatch.setattr(modeling, "SPARE_PAD_TOKENS", [])  # no spare token to reuse: one must be added
+    code, out = run_train(bare, tmp_path / "run", "--max_steps", "2")
+    assert code == 0
+    model, tokenizer, _ = load_for_inference(str(out), device="cpu")
+    assert tokenizer.pad_token == "<pad>" and tokenizer.pad_token_id == 2048  # a new row
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == 2049
+
+
+def test_wandb_offline_needs_no_network(tiny_mistral, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    code, out = run_train(tiny_mistral, tmp_path / "wb", "--max_steps", "2", "--logging_steps", "1", "--use_wandb", "true")
+    assert code == 0
+    assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_attention_is_never_requested_blindly():
+    from modeling import ModelLoadError, pick_attn_implementation
+    assert pick_attn_implementation("auto", "cpu") == "sdpa"
+    assert pick_attn_implementation("eager", "cpu") == "eager"
+    with pytest.raises(ModelLoadError, match="flash"):
+        pick_attn_implementation("flash_attention_2", "cpu")
