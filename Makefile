@@ -32,3 +32,4 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/inference_throughput.py
+	$(PY) bench/api_throughput.py
