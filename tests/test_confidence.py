@@ -135,3 +135,24 @@ def test_end_to_end_run_writes_best_checkpoints_reliability_json_and_diagram(tin
                             "--max_new_tokens", "16"]) == 0
     offline = json.loads(result.read_text())[str(val)]["metrics"]
     assert offline["n"] == 6 and 0 <= offline["mean_p_confident"] <= 1
+
+
+@pytest.mark.parametrize("spare_rows", [0, 8])  # 8: like Qwen, the matrix already has unused rows
+def test_new_token_rows_start_at_the_mean_of_the_existing_rows(tiny_mistral, spare_rows):
+    from transformers import AutoModelForCausalLM
+
+    from modeling import load_tokenizer
+    from train.train_sft import grow_embeddings, register_special_tokens
+    tok = load_tokenizer(str(tiny_mistral))
+    model = AutoModelForCausalLM.from_pretrained(tiny_mistral)
+    if spare_rows:
+        model.resize_token_embeddings(len(tok) + spare_rows)
+    rows_before = model.get_input_embeddings().weight.shape[0]
+    mean = model.get_input_embeddings().weight[:len(tok)].mean(dim=0)
+    new_ids = register_special_tokens(tok, ["<C_READ>", "<U_READ>"])
+    grow_embeddings(model, tok, new_ids)
+    weight = model.get_input_embeddings().weight
+    assert weight.shape[0] == max(rows_before, len(tok))
+    assert torch.allclose(weight[new_ids[0]], mean, atol=1e-6) and torch.allclose(weight[new_ids[1]], mean, atol=1e-6)
+    assert torch.allclose(model.get_output_embeddings().weight[new_ids[0]],
+                          model.get_output_embeddings().weight[:new_ids[0]].mean(dim=0), atol=1e-6)

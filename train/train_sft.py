@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_io import DataError, atomic_write_json  # noqa: E402
-from modeling import ModelLoadError, can_load_4bit, ensure_pad_token, load_model, load_tokenizer, resolve_device  # noqa: E402
+from modeling import ModelLoadError, can_load_4bit, load_model, load_tokenizer, resolve_device  # noqa: E402
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
 from train.sft_data import PaddedCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
 
@@ -79,30 +79,35 @@ def all_special_tokens(config: dict) -> list[str]:
     return tokens
 
 
-def add_special_tokens(model, tokenizer, tokens: list[str], pad_added: bool) -> list[int]:
-    """Add tokens, grow the embeddings, and start new rows at the mean of the old ones
-    (random rows would dominate the softmax at first). Returns the new tokens' ids."""
+def register_special_tokens(tokenizer, tokens: list[str]) -> list[int]:
+    """Add tokens to the tokenizer (before any data is tokenized, so each is one token); the new ids."""
     new = [t for t in tokens if t not in tokenizer.get_vocab()]
     if new:
         tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
-    old_rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old_rows:
+    return tokenizer.convert_tokens_to_ids(new)
+
+
+def grow_embeddings(model, tokenizer, new_ids: list[int]) -> None:
+    """Rows for every token id (an added pad, special tokens), and new special tokens started at the mean
+    of the existing rows: random rows would dominate the softmax at first. Models with spare rows (Qwen)
+    are not resized, but their rows for the new tokens are initialised all the same."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                           if m is not None}.values():
-                matrix.weight[old_rows:] = matrix.weight[:old_rows].mean(dim=0, keepdim=True)
-    elif pad_added:
-        log.info("pad token added within the existing vocabulary rows")
-    return tokenizer.convert_tokens_to_ids(tokens) if tokens else []
+    if not new_ids:
+        return
+    with torch.no_grad():
+        for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                       if m is not None}.values():
+            matrix.weight[new_ids] = matrix.weight[:min(new_ids)].mean(dim=0, keepdim=True)
 
 
-def build_model(config: dict, tokenizer, device: str, pad_added: bool):
+def build_model(config: dict, tokenizer, device: str, new_token_ids: list[int]):
     model = load_model(config["model_id"], device=device, load_in_4bit=config["load_in_4bit"],
                        dtype=config["torch_dtype"], attn_implementation=config["attn_implementation"],
                        quant_type=config["bnb_4bit_quant_type"], double_quant=config["bnb_4bit_use_double_quant"],
                        compute_dtype=config["bnb_4bit_compute_dtype"])
-    special_ids = add_special_tokens(model, tokenizer, all_special_tokens(config), pad_added)
+    grow_embeddings(model, tokenizer, new_token_ids)
+    special_ids = tokenizer.convert_tokens_to_ids(all_special_tokens(config))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False  # no KV cache while training (generation turns it on for itself)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -239,14 +244,10 @@ def train(config: dict) -> dict:
     if config["report_to"] == "wandb":
         os.environ.setdefault("WANDB_PROJECT", config["wandb_project"])
 
-    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])
-    pad_added = ensure_pad_token(tokenizer)
-    tokenizer.padding_side = "left"  # for generation; training batches are built by our collators
+    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])  # pad != eos guaranteed
+    new_token_ids = register_special_tokens(tokenizer, all_special_tokens(config))
     data_kwargs = dict(data_format=config["data_format"], task=config["task"],
                        max_seq_length=config["max_seq_length"], overlong=config["overlong"])
-    for token in all_special_tokens(config):  # added before tokenizing so the data sees them as one token
-        if token not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
     train_examples, train_report = load_sft_examples(config["train_data"], tokenizer,
                                                      limit=config["max_train_examples"], **data_kwargs)
     log.info(train_report.line())
@@ -256,7 +257,7 @@ def train(config: dict) -> dict:
                                                        limit=config["max_eval_examples"], **data_kwargs)
         log.info(eval_report.line())
 
-    model = build_model(config, tokenizer, device, pad_added)
+    model = build_model(config, tokenizer, device, new_token_ids)
     if config["use_lora"] and is_main_process():
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
