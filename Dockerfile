@@ -11,20 +11,25 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     HF_HOME=/home/app/.cache/huggingface
 
+# The base image is pinned; its distro packages are left to the archive's current (security-patched)
+# versions, since an exact pin breaks the build as soon as the archive moves on.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12=3.12.3-1ubuntu0.8 python3.12-venv=3.12.3-1ubuntu0.8 \
-       python3.12-dev=3.12.3-1ubuntu0.8 git=1:2.43.0-1ubuntu7.3 \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev git \
     && rm -rf /var/lib/apt/lists/* \
     && python3.12 -m venv /opt/venv
 
 WORKDIR /app
 COPY requirements.txt requirements-gpu.txt ./
-# torch first so flash-attn builds against it; then the pinned rest and the GPU extras.
-RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
+# torch (and flash-attn's build tools) first so flash-attn builds against it; then the rest and the GPU extras.
+RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" ninja==1.13.2 wheel==0.48.0 \
     && pip install --no-cache-dir -r requirements.txt \
     && pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt
 
-RUN useradd --create-home --uid 1000 app \
+# Ubuntu 24.04 images ship a user "ubuntu" with uid 1000; the app user takes that uid so files written
+# to the mounted volumes belong to the usual first user of the host.
+RUN (userdel --remove ubuntu 2>/dev/null || true) \
+    && useradd --create-home --uid 1000 app \
     && mkdir -p /app/data /app/models /app/results /home/app/.cache/huggingface \
     && chown -R app:app /app /home/app
 COPY --chown=app:app . /app
