@@ -69,3 +69,18 @@ def test_exit_status_is_the_scripts_and_help_works():
     for script in ("run_training.sh", "run_inference.sh", "evaluate/run_inference.sh"):
         helped = subprocess.run(["bash", script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
         assert helped.returncode == 0 and "--dry-run" in helped.stdout
+
+
+def test_dockerfile_runs_as_non_root_and_bakes_in_no_secrets():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    assert dockerfile[[i for i, line in enumerate(dockerfile) if line.startswith("FROM ")][0]].count(":") == 1  # tagged
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    for line in dockerfile:
+        if line.startswith(("ENV", "ARG")):
+            assert not any(word in line.upper() for word in ("KEY", "TOKEN", "SECRET", "PASSWORD")), line
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert ".env" in ignored and ".venv" in ignored and "results/" in ignored
+    volumes = next(line for line in dockerfile if line.startswith("VOLUME"))
+    for path in ("/app/data", "/app/models", "/app/results", "/home/app/.cache/huggingface"):
+        assert path in volumes
