@@ -30,3 +30,15 @@ def download(repo_id: str, out: Path, repo_type: str, revision: str | None = Non
         return 2
     print(f"downloaded {repo_type} {repo_id} -> {path}")
     return 0
+
+
+def cli(doc: str, repo_type: str, default_parent: Path) -> int:
+    """The command line both download scripts share: --repo-id, --out (default <parent>/<repo name>), --revision."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--out", default=None, help=f"default {default_parent.name}/<repo name>")
+    p.add_argument("--revision", default=None)
+    args = p.parse_args()
+    return download(args.repo_id, Path(args.out or default_parent / args.repo_id.split("/")[-1]), repo_type,
+                    args.revision)
