@@ -24,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from data_io import DataError, atomic_write_json, read_records  # noqa: E402
 from evaluate.calibration import calibration_report, plot_reliability  # noqa: E402
+from evaluate.generation import left_pad  # noqa: E402
 from prompts import confidence_user_message, encode_prompt  # noqa: E402
 
 DEFAULT_TOKENS = {"READ": ["<C_READ>", "<U_READ>"], "MED": ["<C_MED>", "<U_MED>"]}
@@ -83,12 +84,8 @@ def evaluate_confidence(model, tokenizer, items: list[dict], tokens: dict, *, ba
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        width = max(len(i["prompt_ids"]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, item in enumerate(batch):
-            input_ids[row, width - len(item["prompt_ids"]):] = torch.tensor(item["prompt_ids"])
-            mask[row, width - len(item["prompt_ids"]):] = 1
+        input_ids, mask = left_pad([item["prompt_ids"] for item in batch], pad)
+        width = input_ids.shape[1]
         out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                              do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
                              output_logits=True, return_dict_in_generate=True)

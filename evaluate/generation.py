@@ -48,6 +48,17 @@ class JsonAnswerComplete(StoppingCriteria):
         return torch.tensor(self.done, device=input_ids.device)
 
 
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with the prompts right-aligned, as decoder-only generation needs."""
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention_mask[row, width - len(ids):] = 1
+    return input_ids, attention_mask
+
+
 def _batches(order: list[int], batch_size: int):
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
@@ -65,13 +76,8 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], *, batch_size: 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     bar = tqdm(total=len(prompts), desc="generating", unit="ex", disable=not progress)
     for batch in _batches(order, batch_size):
-        width = max(len(prompts[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = prompts[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad)
+        width = input_ids.shape[1]
         json_stop = JsonAnswerComplete(tokenizer, len(batch)) if stop_at_json else None
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,

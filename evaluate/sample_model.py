@@ -35,6 +35,7 @@ from evaluate.inputs import load_eval_items  # noqa: E402
 from evaluate.metrics import classification_metrics, text_metrics  # noqa: E402
 from modeling import ModelLoadError  # noqa: E402
 from prompts import TASKS, get_task  # noqa: E402
+from train.config_loader import FALSE_WORDS, TRUE_WORDS  # noqa: E402
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
               "generated_tokens"]
@@ -42,9 +43,9 @@ CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_meth
 
 def parse_bool(text: str) -> bool:
     word = text.strip().lower()
-    if word in ("true", "yes", "1", "on"):
+    if word in TRUE_WORDS:
         return True
-    if word in ("false", "no", "0", "off"):
+    if word in FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
