@@ -3,7 +3,7 @@
 Every reader error is a `DataError` whose message names the file, the row (1-based line number for
 JSONL, data row number for CSV) and the field, so scripts can print it and exit with status 2.
 Writers never leave a half-written file: `atomic_write_*` writes a temp file and renames it;
-`append_jsonl` flushes and fsyncs each record so a killed run loses at most the line in flight,
+`append_jsonl` flushes (and by default fsyncs) each record so a killed run loses at most the line in flight,
 and `read_jsonl(..., tolerate_torn_tail=True)` drops such a torn last line on resume.
 """
 
@@ -133,9 +133,17 @@ def atomic_write_csv(path, rows: list[dict], fieldnames: list[str]) -> Path:
     return _atomic_write(path, write)
 
 
-def append_jsonl(f, record: dict) -> None:
-    """Append one record to an open file and make it durable before returning."""
+def append_jsonl(f, record: dict, sync: bool = True) -> None:
+    """Append one record to an open file and flush it (a killed process loses nothing flushed);
+    `sync` also fsyncs it, so it survives a crash of the machine. Callers writing a group of records
+    pass sync=False and call `sync_file` once after the group."""
     f.write(json.dumps(strip_private(record), ensure_ascii=False) + "\n")
+    f.flush()
+    if sync:
+        os.fsync(f.fileno())
+
+
+def sync_file(f) -> None:
     f.flush()
     os.fsync(f.fileno())
 

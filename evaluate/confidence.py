@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from data_io import DataError, atomic_write_json, read_records  # noqa: E402
 from evaluate.calibration import calibration_report, plot_reliability  # noqa: E402
-from evaluate.generation import left_pad  # noqa: E402
+from evaluate.greedy_decode import left_pad  # noqa: E402
 from prompts import confidence_user_message, encode_prompt  # noqa: E402
 
 DEFAULT_TOKENS = {"READ": ["<C_READ>", "<U_READ>"], "MED": ["<C_MED>", "<U_MED>"]}

@@ -2,100 +2,129 @@
 
 Prompts are sorted by length so each left-padded batch wastes little; a sequence stops at eos or, with
 `stop_at_json`, as soon as it has closed a complete top-level JSON object; the batch ends when all
-have stopped. Only generated tokens are decoded (never the prompt).
+have stopped. Only generated tokens are decoded (never the prompt). Batches go through
+`evaluate/greedy_decode.py` (same tokens, faster) unless the model needs transformers' `generate`
+(`decoder="generate"` forces it).
 """
+
+import sys
 
 import torch
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from evaluate.greedy_decode import greedy_decode, left_pad, unsupported_reason
 
-class JsonAnswerComplete(StoppingCriteria):
-    """Per-sequence stop once the generated text has opened and closed a top-level JSON object.
-    Tracks brace depth and string state incrementally, one new token per step."""
+DECODERS = ("auto", "generate")
 
-    def __init__(self, tokenizer, batch_size: int):
+
+class JsonCloseTracker:
+    """Per-row brace depth and string state of the generated text, fed one token at a time;
+    `feed` returns True once the row has opened and closed a top-level JSON object."""
+
+    def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.token_text: dict[int, str] = {}
-        self.state = [[0, False, False, False] for _ in range(batch_size)]  # depth, in_string, escaped, opened
-        self.done = [False] * batch_size
+        self.state: dict[int, list] = {}  # row -> [depth, in_string, escaped, opened]
+        self.done: set[int] = set()
 
     def _text(self, token_id: int) -> str:
         if token_id not in self.token_text:
             self.token_text[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=True)
         return self.token_text[token_id]
 
+    def feed(self, row: int, token_id: int) -> bool:
+        if row in self.done:
+            return True
+        state = self.state.setdefault(row, [0, False, False, False])
+        for ch in self._text(token_id):
+            depth, in_string, escaped, opened = state
+            if in_string:
+                state[2] = (not escaped) and ch == "\\"
+                if ch == '"' and not escaped:
+                    state[1] = False
+            elif ch == '"' and depth > 0:
+                state[1] = True
+            elif ch == "{":
+                state[0], state[3] = depth + 1, True
+            elif ch == "}" and depth > 0:
+                state[0] = depth - 1
+                if state[0] == 0 and opened:
+                    self.done.add(row)
+                    return True
+        return False
+
+
+class JsonAnswerComplete(StoppingCriteria):
+    """The tracker as a `generate` stopping criterion (one per batch)."""
+
+    def __init__(self, tokenizer, batch_size: int):
+        self.tracker = JsonCloseTracker(tokenizer)
+        self.done = [False] * batch_size
+
     def __call__(self, input_ids, scores, **kwargs):
-        for i, token_id in enumerate(input_ids[:, -1].tolist()):
-            if self.done[i]:
-                continue
-            state = self.state[i]
-            for ch in self._text(token_id):
-                depth, in_string, escaped, opened = state
-                if in_string:
-                    state[2] = (not escaped) and ch == "\\"
-                    if ch == '"' and not escaped:
-                        state[1] = False
-                elif ch == '"' and depth > 0:
-                    state[1] = True
-                elif ch == "{":
-                    state[0], state[3] = depth + 1, True
-                elif ch == "}" and depth > 0:
-                    state[0] = depth - 1
-                    if state[0] == 0 and opened:
-                        self.done[i] = True
-                        break
+        for row, token_id in enumerate(input_ids[:, -1].tolist()):
+            self.done[row] = self.done[row] or self.tracker.feed(row, token_id)
         return torch.tensor(self.done, device=input_ids.device)
 
 
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) with the prompts right-aligned, as decoder-only generation needs."""
-    width = max(len(ids) for ids in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        attention_mask[row, width - len(ids):] = 1
-    return input_ids, attention_mask
-
-
-def _batches(order: list[int], batch_size: int):
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+def generate_batch(model, prompts: list[list[int]], *, eos_id: int, pad_id: int, max_new_tokens: int,
+                   json_tokenizer=None) -> list[tuple[list[int], str]]:
+    """What `greedy_decode` returns, through transformers' `generate`; `json_tokenizer` turns on the
+    stop at a complete JSON answer."""
+    input_ids, attention_mask = left_pad(prompts, pad_id)
+    json_stop = JsonAnswerComplete(json_tokenizer, len(prompts)) if json_tokenizer is not None else None
+    output = model.generate(
+        input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), do_sample=False,
+        max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
+        stopping_criteria=StoppingCriteriaList([json_stop]) if json_stop else None)
+    results = []
+    for row in range(len(prompts)):
+        generated = output[row, input_ids.shape[1]:].tolist()
+        if eos_id in generated:
+            generated, reason = generated[:generated.index(eos_id)], "eos"
+        elif json_stop is not None and json_stop.done[row]:
+            reason = "json"
+            while generated and generated[-1] == pad_id:  # `generate` pads rows that stopped early
+                generated.pop()
+        else:
+            reason = "length"
+        results.append((generated, reason))
+    return results
 
 
 @torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[list[int]], *, batch_size: int = 8,
                      max_new_tokens: int = 256, stop_at_json: bool = True, on_batch=None,
-                     progress: bool = True, sort_by_length: bool = True) -> list[dict]:
+                     progress: bool = True, sort_by_length: bool = True, decoder: str = "auto") -> list[dict]:
     """One result per prompt (same order): {"text", "stop_reason" (eos|json|length), "generated_tokens"}.
     `on_batch([(index, result), ...])` is called as each batch finishes (for progress files)."""
-    device = model.device
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got '{decoder}'")
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if sort_by_length else list(range(len(prompts)))
     results: list[dict | None] = [None] * len(prompts)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     bar = tqdm(total=len(prompts), desc="generating", unit="ex", disable=not progress)
-    for batch in _batches(order, batch_size):
-        input_ids, attention_mask = left_pad([prompts[i] for i in batch], pad)
-        width = input_ids.shape[1]
-        json_stop = JsonAnswerComplete(tokenizer, len(batch)) if stop_at_json else None
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=False,
-            max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
-            stopping_criteria=StoppingCriteriaList([json_stop]) if json_stop else None)
+    told = False
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        batch_prompts = [prompts[i] for i in batch]
+        reason = "forced" if decoder == "generate" else unsupported_reason(
+            model, max(map(len, batch_prompts)), max_new_tokens)
+        if reason is None:
+            decoded = greedy_decode(model, batch_prompts, eos_id=tokenizer.eos_token_id,
+                                    pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens,
+                                    json_tracker=JsonCloseTracker(tokenizer) if stop_at_json else None)
+        else:
+            if reason != "forced" and not told:
+                print(f"generation: using transformers' generate ({reason})", file=sys.stderr)
+                told = True
+            decoded = generate_batch(model, batch_prompts, eos_id=tokenizer.eos_token_id,
+                                     pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens,
+                                     json_tokenizer=tokenizer if stop_at_json else None)
         finished = []
-        for row, i in enumerate(batch):
-            generated = output[row, width:].tolist()
-            if eos in generated:
-                generated, reason = generated[:generated.index(eos)], "eos"
-            elif json_stop is not None and json_stop.done[row]:
-                reason = "json"
-            else:
-                reason = "length"
-            while generated and generated[-1] == pad and pad != eos:
-                generated.pop()
+        for i, (generated, stop_reason) in zip(batch, decoded):
             results[i] = {"text": tokenizer.decode(generated, skip_special_tokens=True),
-                          "stop_reason": reason, "generated_tokens": len(generated)}
+                          "stop_reason": stop_reason, "generated_tokens": len(generated)}
             finished.append((i, results[i]))
         if on_batch:
             on_batch(finished)

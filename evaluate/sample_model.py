@@ -29,6 +29,7 @@ from data_io import (  # noqa: E402
     read_jsonl,
     repair_torn_tail,
     strip_private,
+    sync_file,
 )
 from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
 from evaluate.inputs import load_eval_items  # noqa: E402
@@ -37,6 +38,8 @@ from modeling import ModelLoadError  # noqa: E402
 from prompts import TASKS, get_task  # noqa: E402
 from train.config_loader import FALSE_WORDS, TRUE_WORDS  # noqa: E402
 
+# Recorded in the output but free to differ on resume: they don't change what is generated.
+OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
               "generated_tokens"]
 
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop a sequence once it has written a complete JSON object (default: true for label "
                         "tasks, false for free_text)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
+                   help="hf backend: auto = evaluate/greedy_decode.py where the model allows it (same tokens, "
+                        "faster), generate = always transformers' generate")
     p.add_argument("--json_schema", action="store_true", help="vllm: constrain answers to the NLI JSON schema")
     p.add_argument("--device", default="auto")
     p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
@@ -160,7 +166,7 @@ def run(args) -> dict:
     settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
-                "limit": args.limit, "base_model": args.base_model}
+                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
     meta_path = progress_path.with_name(progress_path.name + ".meta.json")
 
     if args.backend == "vllm":
@@ -182,7 +188,7 @@ def run(args) -> dict:
     done = {}
     if progress_path.exists():
         saved = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        resumable = {k: v for k, v in settings.items() if k != "loaded"}
+        resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
         if saved is not None and saved != json.loads(json.dumps(resumable)):
             raise DataError(f"{progress_path}: saved progress is from different settings "
                             f"({', '.join(k for k in resumable if saved.get(k) != json.loads(json.dumps(resumable[k])))}); "
@@ -190,7 +196,7 @@ def run(args) -> dict:
         repair_torn_tail(progress_path)
         done = {r["id"]: strip_private(r) for r in read_jsonl(progress_path, tolerate_torn_tail=True)}
     else:
-        atomic_write_json(meta_path, {k: v for k, v in settings.items() if k != "loaded"})
+        atomic_write_json(meta_path, {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS})
     trimmed = {}
     for item in items:
         item.prompt_ids, trimmed[item.id] = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
@@ -214,8 +220,9 @@ def run(args) -> dict:
                         continue
                     result["prompt_tokens_trimmed"] = trimmed[item.id]
                     record = score_record(item, result, args.task)
-                    append_jsonl(progress, record)
+                    append_jsonl(progress, record, sync=False)
                     done[item.id] = record
+                sync_file(progress)  # once per batch: a resumed run redoes whole batches anyway
             prompts = [item.prompt_ids for item in rerun]
             if args.backend == "vllm":
                 generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
@@ -224,7 +231,8 @@ def run(args) -> dict:
                 from evaluate.generation import generate_answers
                 generate_answers(model, tokenizer, prompts, batch_size=args.batch_size,
                                  max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json,
-                                 on_batch=save, progress=not args.quiet, sort_by_length=False)
+                                 on_batch=save, progress=not args.quiet, sort_by_length=False,
+                                 decoder=args.decoder)
     seconds = time.time() - started
 
     records = [done[item.id] for item in items]
