@@ -96,6 +96,19 @@ def test_unmerged_lora_adapter_gives_the_same_answers(trained_adapter):
     assert fast == slow
 
 
+def test_4bit_model_gives_the_same_answers(tiny_mistral):
+    from modeling import can_load_4bit
+    usable, why = can_load_4bit("cpu")
+    if not usable:
+        pytest.skip(why)
+    model, tokenizer, info = load_for_inference(str(tiny_mistral), device="cpu", load_in_4bit=True)
+    assert info["load_in_4bit"]
+    prompts = encoded(tokenizer)
+    fast = generate_answers(model, tokenizer, prompts, batch_size=8, max_new_tokens=16, progress=False)
+    assert fast == generate_answers(model, tokenizer, prompts, batch_size=8, max_new_tokens=16, progress=False,
+                                    decoder="generate")
+
+
 def test_settings_that_change_logits_fall_back_to_generate(tiny_mistral, capsys):
     model, tokenizer, _ = load_for_inference(str(tiny_mistral), device="cpu")
     prompts = encoded(tokenizer)
