@@ -52,10 +52,8 @@ class InPlaceKV(DynamicLayer):
         self._length = length
         self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
 
-    def _reallocate(self, rows, capacity: int):
+    def _grow(self, capacity: int):
         keys, values = self._k[:, :, :self._length], self._v[:, :, :self._length]
-        if rows is not None:
-            keys, values = keys[rows], values[rows]
         self._k = keys.new_empty(keys.shape[0], keys.shape[1], capacity, keys.shape[-1])
         self._v = values.new_empty(values.shape[0], values.shape[1], capacity, values.shape[-1])
         self._k[:, :, :self._length], self._v[:, :, :self._length] = keys, values
@@ -63,7 +61,7 @@ class InPlaceKV(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         end = self._length + key_states.shape[-2]
         if end > self._k.shape[-2]:
-            self._reallocate(None, end + GROW)
+            self._grow(end + GROW)
         self._k[:, :, self._length:end] = key_states
         self._v[:, :, self._length:end] = value_states
         self._set_length(end)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from evaluate.generation import JsonCloseTracker
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_dtype
+from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype
 
 INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
                 "Docker image); on a CPU `make test-vllm` builds .venv-vllm with vLLM's CPU build "
@@ -25,12 +25,10 @@ class VllmGenerator:
     def __init__(self, model_id: str, base_model: str | None = None, json_schema: dict | None = None,
                  chunk_size: int = 256, dtype: str = "auto"):
         try:
-            import torch
             from vllm import LLM
         except ImportError as exc:
             raise ModelLoadError(INSTALL_HINT) from exc
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = str(resolve_dtype(dtype, device)).replace("torch.", "")
+        dtype = str(resolve_dtype(dtype, resolve_device("auto"))).replace("torch.", "")
         self.tokenizer = load_tokenizer(model_id)
         base = base_model or adapter_base(model_id)
         self.lora_request = None
