@@ -195,6 +195,15 @@ def trainable_checksum(model) -> float:
                      for i, p in enumerate(p for p in model.parameters() if p.requires_grad)))
 
 
+def leave_process_group() -> None:
+    """Without this, gloo's worker threads outlive the interpreter and a rank may abort at exit
+    ("terminate called without an active exception"), failing a run that had succeeded. Called on
+    success only: after an error another rank may still be inside a collective, and a destroy would hang."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def gather_across_ranks(value):
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
@@ -331,6 +340,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(argv)
         results = train(config)
+        leave_process_group()
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if not isinstance(exc, TrainError) or "push to the hub" not in str(exc) else 1
