@@ -68,6 +68,12 @@ class JsonAnswerComplete(StoppingCriteria):
         return torch.tensor(self.done, device=input_ids.device)
 
 
+def answer_record(tokenizer, generated: list[int], stop_reason: str) -> dict:
+    """One prompt's result, the same from every backend: only the generated tokens are decoded."""
+    return {"text": tokenizer.decode(generated, skip_special_tokens=True), "stop_reason": stop_reason,
+            "generated_tokens": len(generated)}
+
+
 def generate_batch(model, prompts: list[list[int]], *, eos_id: int, pad_id: int, max_new_tokens: int,
                    json_tokenizer=None) -> list[tuple[list[int], str]]:
     """What `greedy_decode` returns, through transformers' `generate`; `json_tokenizer` turns on the
@@ -123,8 +129,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], *, batch_size: 
                                      json_tokenizer=tokenizer if stop_at_json else None)
         finished = []
         for i, (generated, stop_reason) in zip(batch, decoded):
-            results[i] = {"text": tokenizer.decode(generated, skip_special_tokens=True),
-                          "stop_reason": stop_reason, "generated_tokens": len(generated)}
+            results[i] = answer_record(tokenizer, generated, stop_reason)
             finished.append((i, results[i]))
         if on_batch:
             on_batch(finished)

@@ -10,7 +10,7 @@ the same records (tests/test_vllm.py, run by `make test-vllm`).
 import json
 from pathlib import Path
 
-from evaluate.generation import JsonCloseTracker
+from evaluate.generation import JsonCloseTracker, answer_record
 from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype
 
 INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
@@ -89,5 +89,4 @@ class VllmGenerator:
             closed = next((i for i, token in enumerate(ids) if tracker.feed(0, token)), None)
             if closed is not None:
                 ids, reason = ids[:closed + 1], "json"
-        return {"text": self.tokenizer.decode(ids, skip_special_tokens=True), "generated_tokens": len(ids),
-                "stop_reason": reason}
+        return answer_record(self.tokenizer, ids, reason)
