@@ -8,6 +8,7 @@ and `read_jsonl(..., tolerate_torn_tail=True)` drops such a torn last line on re
 """
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -88,9 +89,65 @@ def require_fields(records: list[dict], fields, path) -> None:
                 raise DataError(f"{path}: row {record.get('_line', '?')}: missing field '{field}'")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _writable_location(path: Path) -> str | None:
+    """Why `path` can't be written, or None: checked before any work, so a run never fails at its end."""
+    if path.is_dir():
+        return "is a folder"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"folder {ancestor} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is read-only"
+    return None
+
+
+def check_outputs(inputs: dict, outputs: dict) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output (after resolving
+    symlinks and hard links), and an output location that can't be written. `inputs` and `outputs` map
+    a name for the message (such as "--test_file") to a path; None values are ignored."""
+    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None]
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    for i, (name, path) in enumerate(outs):
+        for in_name, in_path in ins:
+            if _same_file(path, in_path):
+                raise DataError(f"{name} {path} is the same file as {in_name} {in_path}: writing it would "
+                                "destroy the input; choose another output path")
+        for other_name, other in outs[:i]:
+            if _same_file(path, other):
+                raise DataError(f"{name} {path} is the same file as {other_name} {other}: one would overwrite "
+                                "the other; choose distinct output paths")
+        problem = _writable_location(path)
+        if problem:
+            raise DataError(f"{name} {path}: cannot write there: {problem}")
+
+
 def strip_private(record: dict) -> dict:
     """The record without bookkeeping keys such as `_line`."""
     return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _mode_for(path: Path) -> int:
+    """A replaced file keeps its mode; a new one gets what open() would give it under the umask
+    (mkstemp's 0600 would hide the file from a host user when a container wrote it)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _atomic_write(path, write) -> Path:
@@ -102,6 +159,7 @@ def _atomic_write(path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -159,3 +217,43 @@ def repair_torn_tail(path) -> None:
     keep = data.rfind(b"\n") + 1
     with open(path, "r+b") as f:
         f.truncate(keep)
+
+
+FULL_HASH_LIMIT = 64 * 2**20  # files up to this size are hashed whole; larger ones by size, mtime and ends
+
+
+def _file_digest(path: Path, h) -> None:
+    stat = path.stat()
+    h.update(f"{path.name}\0{stat.st_size}\0".encode())
+    with open(path, "rb") as f:
+        if stat.st_size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(2**20), b""):
+                h.update(block)
+            return
+        # multi-GB weights: hashing them whole would cost a minute per run; a retrained or replaced
+        # file changes its mtime, size or first/last MiB
+        h.update(str(stat.st_mtime_ns).encode())
+        h.update(f.read(2**20))
+        f.seek(-2**20, os.SEEK_END)
+        h.update(f.read(2**20))
+
+
+def path_fingerprint(path) -> str:
+    """A short hash of a file's or a folder's content (every file below it, by relative path), used to
+    tie saved progress to what it was computed from. A path that doesn't exist (a hub id) hashes its name."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        _file_digest(path, h)
+    elif path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(path))):
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+            _file_digest(file, h)
+    else:
+        h.update(f"hub:{path}".encode())
+    return h.hexdigest()[:16]
+
+
+def content_fingerprint(obj) -> str:
+    """A short hash of any JSON-serialisable value."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -49,6 +49,21 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return DTYPES[name]
 
 
+REPO_ROOT = Path(__file__).resolve().parent
+BASE_SOURCE_FILE = "base_model_source.json"  # in an adapter dir trained from a GGUF file
+
+
+def resolve_model_dir(model_id: str) -> str:
+    """The folder to load for `model_id`: itself, or for a `.gguf` file its converted folder."""
+    from gguf_convert import GGUFError, convert_gguf, is_gguf
+    if not is_gguf(model_id):
+        return model_id
+    try:
+        return str(convert_gguf(model_id))
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
 def _check_local_dir(model_id: str) -> None:
     path = Path(model_id)
     looks_local = model_id.startswith((".", "/", "~")) or path.exists() or model_id.count("/") > 1
@@ -62,6 +77,7 @@ def load_tokenizer(path: str):
     """A fast tokenizer for `path` with left padding and pad != eos."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    path = resolve_model_dir(path)
     _check_local_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -161,6 +177,7 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
     """A causal LM on `device`, 4-bit quantized on request."""
     from transformers import AutoModelForCausalLM
 
+    model_id = resolve_model_dir(model_id)
     _check_local_dir(model_id)
     kwargs = {"attn_implementation": pick_attn_implementation(attn_implementation, device)}
     if load_in_4bit:
@@ -182,11 +199,29 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
 
 
 def adapter_base(path: str) -> str | None:
-    """The base model of a PEFT adapter dir, or None when `path` is not an adapter."""
+    """The base model of a PEFT adapter dir, or None when `path` is not an adapter. A relative base
+    path (as typed at training time) is looked up from here, the repo root and the adapter dir; a base
+    converted from GGUF is found again through the GGUF file it came from."""
     config_file = Path(path) / "adapter_config.json"
     if not config_file.is_file():
         return None
-    return json.loads(config_file.read_text())["base_model_name_or_path"]
+    try:
+        base = json.loads(config_file.read_text())["base_model_name_or_path"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{config_file}: unreadable or without 'base_model_name_or_path' ({exc}); "
+                             "pass --base_model") from exc
+    source_file = Path(path) / BASE_SOURCE_FILE
+    if source_file.is_file():
+        gguf_file = json.loads(source_file.read_text()).get("gguf_file")
+        if gguf_file and Path(gguf_file).is_file():
+            return gguf_file
+    for candidate in (Path(base), REPO_ROOT / base, Path(path) / base):
+        if (candidate / "config.json").is_file() or candidate.is_file():
+            return str(candidate)
+    if base.startswith((".", "/", "~")) or base.count("/") > 1 or Path(base).suffix:
+        raise ModelLoadError(f"{config_file}: base model '{base}' not found (looked here, in the repo root and in "
+                             "the adapter dir); pass --base_model PATH")
+    return base  # a hub id
 
 
 def load_for_inference(path: str, *, device: str = "auto", load_in_4bit: bool | None = None,

@@ -16,6 +16,14 @@ NLI_USER_TEMPLATE = (
     '{{"thought_process": "...", "predicted_label": ...}}'
 )
 
+# The same question answered with the label alone: a small model (the CPU demo's SmolLM2-135M) learns
+# the task from short answers in minutes, where chain-of-thought answers take hours to pay off.
+NLI_LABEL_USER_TEMPLATE = (
+    "Premise: {premise}\nHypothesis: {hypothesis}\n\n"
+    "Is the hypothesis entailed by the premise? Answer with only a JSON object: "
+    '{{"predicted_label": 1}} if it is entailed, {{"predicted_label": 0}} if it is not.'
+)
+
 HATE_SPEECH_SYSTEM = (
     "You are an expert hate speech detection system. Analyze the given text and determine if it "
     "contains hate speech targeting protected groups (LGBTQ+, Mexican, Middle Eastern communities)."
@@ -31,6 +39,17 @@ TASKS = {
                         "not entailment": 0, "non-entailment": 0, "not entailed": 0},
         "input_fields": ["premise", "hypothesis"],
         "true_label_field": "label",
+    },
+    # Binary NLI answered with the label only: {"predicted_label": 0|1}.
+    "nli_label": {
+        "label_field": "predicted_label",
+        "reasoning_field": None,
+        "labels": [0, 1],
+        "label_names": {"entailment": 1, "entailed": 1, "no entailment": 0, "no-entailment": 0,
+                        "not entailment": 0, "non-entailment": 0, "not entailed": 0},
+        "input_fields": ["premise", "hypothesis"],
+        "true_label_field": "label",
+        "user_template": NLI_LABEL_USER_TEMPLATE,
     },
     # Chat-format classification with a JSON answer (hate-speech workflow).
     "hate_speech": {
@@ -57,12 +76,34 @@ def get_task(task) -> dict:
     return TASKS[task]
 
 
-def nli_user_message(premise: str, hypothesis: str) -> str:
-    return NLI_USER_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
+def normalize_label(value, task="nli"):
+    """The task's label for a raw value (int, "0"/"1", a label name), or None when it is not one."""
+    spec = get_task(task)
+    labels = spec["labels"]
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value if value in labels else None
+    if isinstance(value, str):
+        word = value.strip().strip(".").strip().lower()
+        for label in labels:
+            if word == str(label).lower():
+                return label
+        return spec["label_names"].get(word)
+    return None
 
 
-def nli_completion(thought_process: str, label: int) -> str:
-    """The answer a fine-tuned model should write: one JSON object, reasoning first."""
+def nli_user_message(premise: str, hypothesis: str, task="nli") -> str:
+    template = get_task(task).get("user_template", NLI_USER_TEMPLATE)
+    return template.format(premise=premise, hypothesis=hypothesis)
+
+
+def nli_completion(thought_process: str | None, label: int, task="nli") -> str:
+    """The answer a fine-tuned model should write: one JSON object, reasoning first (when the task has it)."""
+    if get_task(task)["reasoning_field"] is None:
+        return json.dumps({"predicted_label": int(label)})
     return json.dumps({"thought_process": thought_process, "predicted_label": int(label)}, ensure_ascii=False)
 
 
@@ -91,7 +132,7 @@ def example_messages(example: dict, task="nli") -> list[dict]:
     if task_name == "hate_speech":
         return [{"role": "system", "content": HATE_SPEECH_SYSTEM},
                 {"role": "user", "content": hate_speech_user_message(example["text"], example.get("persona"))}]
-    return [{"role": "user", "content": nli_user_message(example["premise"], example["hypothesis"])}]
+    return [{"role": "user", "content": nli_user_message(example["premise"], example["hypothesis"], task)}]
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_json, read_records  # noqa: E402
+from data_io import DataError, atomic_write_json, check_outputs, read_records  # noqa: E402
 from evaluate.calibration import calibration_report, plot_reliability  # noqa: E402
 from evaluate.greedy_decode import left_pad  # noqa: E402
 from prompts import confidence_user_message, encode_prompt  # noqa: E402
@@ -74,6 +74,20 @@ def load_items(path, tokenizer, datasets: dict, default_domain: str | None, limi
         items.append({"id": str(record.get("id", record.get("_line"))), "prompt_ids": prompt, "domain": domain,
                       "correct_answer": record["correct_answer"]})
     return items
+
+
+def check_confidence_tokens(tokenizer, tokens: dict, model_id: str, all_items: dict) -> None:
+    """A model trained without the confidence tokens would score p = 0.5 everywhere: refuse it."""
+    vocab = tokenizer.get_vocab()
+    for path, items in all_items.items():
+        if not items:
+            raise DataError(f"{path}: no rows")
+        domains = sorted({item["domain"] for item in items})
+        missing = [t for domain in domains for t in tokens.get(domain, [f"<C_{domain}>", f"<U_{domain}>"])
+                   if t not in vocab]
+        if missing:
+            raise DataError(f"{model_id}: the tokenizer has no confidence token {', '.join(missing)} (needed by "
+                            f"{path}); was it trained with confidence_tokens? (train/configs/confidence.py)")
 
 
 @torch.inference_mode()
@@ -129,22 +143,28 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     args = p.parse_args(argv)
     output = Path(args.output or REPO_ROOT / "results" / f"{Path(args.model_id).name}-confidence.json")
+    plots = {str(path): output.with_name(f"{output.stem}-{Path(path).stem}.png") for path in args.eval_data}
     try:
+        check_outputs({f"--eval_data {path}": path for path in args.eval_data},
+                      {"--output": output, **{f"plot for {path}": plot for path, plot in plots.items()}})
         model, tokenizer, _ = load_for_inference(args.model_id, device="auto")
+        # every file is read and checked before any work, so a bad second file leaves nothing behind
+        all_items = {str(path): load_items(path, tokenizer, DEFAULT_DATASETS, args.domain, args.limit)
+                     for path in args.eval_data}
+        check_confidence_tokens(tokenizer, DEFAULT_TOKENS, args.model_id, all_items)
         results = {}
-        for path in args.eval_data:
-            items = load_items(path, tokenizer, DEFAULT_DATASETS, args.domain, args.limit)
+        for path, items in all_items.items():
             records, metrics = evaluate_confidence(model, tokenizer, items, DEFAULT_TOKENS, batch_size=args.batch_size,
                                                    max_new_tokens=args.max_new_tokens, beta=args.beta)
             results[str(path)] = {"metrics": metrics, "records": records}
-            plot_reliability(metrics["calibration"], output.with_name(f"{output.stem}-{Path(path).stem}.png"),
-                             title=Path(path).stem)
             c = metrics["calibration"]
             print(f"{path}: val accuracy {metrics['val_accuracy']:.3f}, answers right {metrics['answer_accuracy']:.3f}, "
                   f"missing tokens {metrics['token_missing']}, l2 {c['l2']:.3f}, ECE {c['ece']:.3f}, Brier {c['brier']:.3f}")
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for path, result in results.items():
+        plot_reliability(result["metrics"]["calibration"], plots[path], title=Path(path).stem)
     atomic_write_json(output, results)
     print(f"confidence: {len(results)} validation set(s) -> {output}")
     return 0

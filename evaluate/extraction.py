@@ -14,7 +14,7 @@ Policy, in order:
 import json
 import re
 
-from prompts import get_task
+from prompts import get_task, normalize_label  # noqa: F401 (re-exported)
 
 
 def _closing_brace(text: str, start: int) -> int | None:
@@ -69,25 +69,6 @@ def count_json_objects(text: str) -> int:
         else:
             position = text.find("{", position + 1)
     return count
-
-
-def normalize_label(value, task="nli"):
-    """The task's label for a raw value (int, "0"/"1", a label name), or None when it is not one."""
-    spec = get_task(task)
-    labels = spec["labels"]
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return value if value in labels else None
-    if isinstance(value, str):
-        word = value.strip().strip(".").strip().lower()
-        for label in labels:
-            if word == str(label).lower():
-                return label
-        return spec["label_names"].get(word)
-    return None
 
 
 def _phrase_pattern(task) -> re.Pattern:

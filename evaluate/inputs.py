@@ -8,8 +8,8 @@ an SFT example), so they are exactly what training fed the model before the answ
 from dataclasses import dataclass, field
 
 from data_io import DataError, read_records
-from evaluate.extraction import extract_label, normalize_label
-from prompts import encode_prompt, example_messages, get_task
+from evaluate.extraction import extract_label
+from prompts import encode_prompt, example_messages, get_task, normalize_label
 from train.sft_data import detect_format, example_segments
 
 
@@ -19,6 +19,7 @@ class EvalItem:
     prompt_ids: list[int]
     true_label: object = None
     inputs: dict = field(default_factory=dict)
+    trimmed: int = 0  # prompt tokens cut from the start (--max_prompt_tokens)
 
 
 def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from data_io import check_outputs  # noqa: E402
 from evaluate.sample_model import summarize, write_outputs  # noqa: E402
 
 
@@ -23,6 +24,8 @@ def merge(paths: list[Path]) -> dict:
     shards = []
     for path in paths:
         data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+            raise ValueError(f"{path}: not a sample_model results file (expected an object with 'settings')")
         shard = data["settings"].get("shard")
         if not shard:
             raise ValueError(f"{path}: not a shard output (no settings.shard)")
@@ -48,12 +51,13 @@ def main(argv=None) -> int:
     parser.add_argument("shards", nargs="+", help="the shard result JSON files")
     parser.add_argument("--output", default=None, help="merged JSON (default: the shard name without .shard-i-of-n)")
     args = parser.parse_args(argv)
+    output = Path(args.output) if args.output else Path(re.sub(r"\.shard-\d+-of-\d+", "", args.shards[0]))
     try:
+        check_outputs({f"shard {p}": p for p in args.shards}, {"--output": output, "CSV output": output.with_suffix(".csv")})
         merged = merge([Path(p) for p in args.shards])
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    output = Path(args.output) if args.output else Path(re.sub(r"\.shard-\d+-of-\d+", "", args.shards[0]))
     write_outputs(output, output.with_suffix(".csv"), merged["settings"], merged["metrics"], merged["timing"],
                   merged["records"])
     print(f"merge_shards: {len(args.shards)} shards, {merged['metrics']['n']} records -> {output}")

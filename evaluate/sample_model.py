@@ -26,6 +26,9 @@ from data_io import (  # noqa: E402
     append_jsonl,
     atomic_write_csv,
     atomic_write_json,
+    check_outputs,
+    content_fingerprint,
+    path_fingerprint,
     read_jsonl,
     repair_torn_tail,
     strip_private,
@@ -157,85 +160,149 @@ def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict,
     atomic_write_csv(output_csv, records, CSV_FIELDS)
 
 
-def run(args) -> dict:
-    if args.stop_at_json is None:
-        args.stop_at_json = not get_task(args.task).get("free_text", False)
+def output_paths(args) -> dict:
     output = Path(args.output_file) if args.output_file else default_output(args.model_id, args.test_file, args.shard)
-    output_csv = Path(args.output_csv) if args.output_csv else output.with_suffix(".csv")
-    progress_path = output.with_name(output.name + ".progress.jsonl")
-    settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
-                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
-                "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
-                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
-    meta_path = progress_path.with_name(progress_path.name + ".meta.json")
+    progress = output.with_name(output.name + ".progress.jsonl")
+    return {"--output_file": output,
+            "--output_csv": Path(args.output_csv) if args.output_csv else output.with_suffix(".csv"),
+            "progress file": progress, "progress settings": progress.with_name(progress.name + ".meta.json")}
 
+
+def check_paths(args, paths: dict) -> None:
+    """No output may be an input (or another output): a results table written over the test file
+    destroys it. Checked before the model loads."""
+    inputs = {"--test_file": args.test_file}
+    if Path(args.model_id).is_file():  # a GGUF file
+        inputs["--model_id"] = args.model_id
+    check_outputs(inputs, paths)
+
+
+def load_generator(args, settings: dict):
+    """(generate function, tokenizer, model dir for the fingerprint) for the chosen backend."""
     if args.backend == "vllm":
         from evaluate.vllm_backend import NLI_SCHEMA, VllmGenerator
         generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
                                   json_schema=NLI_SCHEMA if args.json_schema else None)
-        tokenizer = generator.tokenizer
-    else:
-        from modeling import load_for_inference
-        model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
-                                                    dtype=args.dtype, base_model=args.base_model)
-        settings["loaded"] = info
-    items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
-    items = shard_items(items, args.shard)
 
-    if args.restart:
-        progress_path.unlink(missing_ok=True)
-        meta_path.unlink(missing_ok=True)
-    done = {}
-    if progress_path.exists():
-        saved = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
-        if saved is not None and saved != json.loads(json.dumps(resumable)):
-            raise DataError(f"{progress_path}: saved progress is from different settings "
-                            f"({', '.join(k for k in resumable if saved.get(k) != json.loads(json.dumps(resumable[k])))}); "
-                            "rerun with --restart to discard it")
-        repair_torn_tail(progress_path)
-        done = {r["id"]: strip_private(r) for r in read_jsonl(progress_path, tolerate_torn_tail=True)}
-    else:
-        atomic_write_json(meta_path, {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS})
-    trimmed = {}
-    for item in items:
-        item.prompt_ids, trimmed[item.id] = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
-                                                        tokenizer.bos_token_id)
-    # The batch plan depends only on the input and batch size. A resumed run regenerates whole planned
-    # batches, so every example sees the same batch-mates (and padding) as in an uninterrupted run.
+        def generate(prompts, on_batch):
+            try:
+                generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=on_batch,
+                                   stop_at_json=args.stop_at_json)
+            finally:
+                generator.close()
+        return generate, generator.tokenizer, generator.close
+    from evaluate.generation import generate_answers
+    from modeling import load_for_inference
+    model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
+                                                dtype=args.dtype, base_model=args.base_model)
+    settings["loaded"] = info
+
+    def generate(prompts, on_batch):
+        generate_answers(model, tokenizer, prompts, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                         stop_at_json=args.stop_at_json, on_batch=on_batch, progress=not args.quiet,
+                         sort_by_length=False, decoder=args.decoder)
+    return generate, tokenizer, lambda: None
+
+
+def fingerprints(args, items: list) -> dict:
+    """What the saved progress was computed from: the prompts and labels (so an edited input file or a
+    changed chat template is noticed) and the model's files (weights, adapter, tokenizer)."""
+    base = args.base_model
+    if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
+        from modeling import adapter_base
+        base = adapter_base(args.model_id)
+    return {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
+            "model": path_fingerprint(args.model_id), "base_model": path_fingerprint(base) if base else None}
+
+
+def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
+    """{id: record} of saved progress that was computed from exactly these inputs, model and settings;
+    saved progress from anything else is refused (never reused, never silently discarded)."""
+    progress, meta = paths["progress file"], paths["progress settings"]
+    if restart:
+        progress.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+    if not progress.exists():
+        atomic_write_json(meta, resumable)
+        return {}
+    try:
+        saved = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise DataError(f"{progress}: saved progress has no readable settings file ({meta.name}), so it can't be "
+                        "tied to its inputs; rerun with --restart to discard it")
+    wanted = json.loads(json.dumps(resumable))
+    settings = [k for k in wanted if k != "fingerprint" and saved.get(k) != wanted[k]]
+    changed = [f"settings ({', '.join(settings)})"] if settings else []
+    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files"}
+    changed += [names[k] for k, v in wanted["fingerprint"].items() if (saved.get("fingerprint") or {}).get(k) != v]
+    if changed:
+        raise DataError(f"{progress}: saved progress was computed from other {', '.join(changed)}; "
+                        "rerun with --restart to discard it")
+    repair_torn_tail(progress)
+    return {r["id"]: strip_private(r) for r in read_jsonl(progress, tolerate_torn_tail=True)}
+
+
+def batch_plan(items: list, batch_size: int) -> list[list[int]]:
+    """Batches of item indexes, longest prompts first. The plan depends only on the input and batch
+    size, so a resumed run regenerates whole planned batches and every example sees the same
+    batch-mates (and padding) as in an uninterrupted run."""
     order = sorted(range(len(items)), key=lambda i: -len(items[i].prompt_ids))
-    plan = [order[start:start + args.batch_size] for start in range(0, len(order), args.batch_size)]
-    rerun = [items[i] for batch in plan if any(items[j].id not in done for j in batch) for i in batch]
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def generate_missing(generate, items: list, done: dict, progress_path: Path, batch_size: int, task: str) -> None:
+    """Generate every planned batch that holds a missing item, appending each new record to the progress file."""
+    rerun = [items[i] for batch in batch_plan(items, batch_size) if any(items[j].id not in done for j in batch)
+             for i in batch]
+    if not rerun:
+        return
+    progress_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(progress_path, "a", encoding="utf-8") as progress:
+        def save(batch):
+            for index, result in batch:
+                item = rerun[index]
+                if item.id in done:
+                    continue
+                result["prompt_tokens_trimmed"] = item.trimmed
+                record = score_record(item, result, task)
+                append_jsonl(progress, record, sync=False)
+                done[item.id] = record
+            sync_file(progress)  # once per batch: a resumed run redoes whole batches anyway
+        generate([item.prompt_ids for item in rerun], save)
+
+
+def run(args) -> dict:
+    if args.stop_at_json is None:
+        args.stop_at_json = not get_task(args.task).get("free_text", False)
+    paths = output_paths(args)
+    check_paths(args, paths)
+    settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
+                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
+                "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
+                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
+    generate, tokenizer, close = load_generator(args, settings)
+    try:
+        items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
+        items = shard_items(items, args.shard)
+        for item in items:
+            item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
+                                                        tokenizer.bos_token_id)
+        resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
+        resumable["fingerprint"] = fingerprints(args, items)
+        done = load_progress(paths, resumable, args.restart)
+    except BaseException:
+        close()  # a vLLM engine must not outlive a refused run
+        raise
     pending = [item for item in items if item.id not in done]
     if done:
-        print(f"resuming: {len(done)} done, {len(pending)} to go ({progress_path})", file=sys.stderr)
+        print(f"resuming: {len(done)} done, {len(pending)} to go ({paths['progress file']})", file=sys.stderr)
     started = time.time()
-    if rerun:
-        progress_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(progress_path, "a", encoding="utf-8") as progress:
-            def save(batch):
-                for index, result in batch:
-                    item = rerun[index]
-                    if item.id in done:
-                        continue
-                    result["prompt_tokens_trimmed"] = trimmed[item.id]
-                    record = score_record(item, result, args.task)
-                    append_jsonl(progress, record, sync=False)
-                    done[item.id] = record
-                sync_file(progress)  # once per batch: a resumed run redoes whole batches anyway
-            prompts = [item.prompt_ids for item in rerun]
-            if args.backend == "vllm":
-                try:
-                    generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=save,
-                                       stop_at_json=args.stop_at_json)
-                finally:
-                    generator.close()
-            else:
-                from evaluate.generation import generate_answers
-                generate_answers(model, tokenizer, prompts, batch_size=args.batch_size,
-                                 max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json,
-                                 on_batch=save, progress=not args.quiet, sort_by_length=False,
-                                 decoder=args.decoder)
+    if pending:
+        generate_missing(generate, items, done, paths["progress file"], args.batch_size, args.task)
+    else:
+        close()
     seconds = time.time() - started
 
     records = [done[item.id] for item in items]
@@ -245,8 +312,9 @@ def run(args) -> dict:
     timing = {"seconds_this_run": seconds, "generated_this_run": len(pending),
               "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
               "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
-    write_outputs(output, output_csv, settings, metrics, timing, records)
-    return {"output": str(output), "output_csv": str(output_csv), "metrics": metrics, "timing": timing}
+    write_outputs(paths["--output_file"], paths["--output_csv"], settings, metrics, timing, records)
+    return {"output": str(paths["--output_file"]), "output_csv": str(paths["--output_csv"]), "metrics": metrics,
+            "timing": timing}
 
 
 def main(argv=None) -> int:

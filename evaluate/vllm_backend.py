@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from evaluate.generation import JsonCloseTracker, answer_record
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype
+from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 
 INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
                 "Docker image); on a CPU `make test-vllm` builds .venv-vllm with vLLM's CPU build "
@@ -31,6 +31,8 @@ class VllmGenerator:
         dtype = str(resolve_dtype(dtype, resolve_device("auto"))).replace("torch.", "")
         self.tokenizer = load_tokenizer(model_id)
         base = base_model or adapter_base(model_id)
+        base = resolve_model_dir(base) if base else None
+        model_id = resolve_model_dir(model_id)
         self.lora_request = None
         kwargs = {}
         if base:

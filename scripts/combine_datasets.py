@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_jsonl, read_jsonl  # noqa: E402
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
@@ -82,7 +82,11 @@ def main(argv=None) -> int:
         print(f"error: --holdout must be in [0, 1), got {args.holdout}", file=sys.stderr)
         return 2
     rows = []
+    output = Path(args.output)
+    holdout_file = Path(args.holdout_file or output.with_name(output.stem + "_holdout.jsonl"))
     try:
+        check_outputs({f"--input {spec}": parse_input(spec)[1] for spec in args.input},
+                      {"--output": output, "--holdout-file": holdout_file if args.holdout else None})
         for spec in args.input:
             name, path, fmt = parse_input(spec)
             for record in read_jsonl(path):
@@ -94,10 +98,9 @@ def main(argv=None) -> int:
     random.Random(args.seed).shuffle(rows)
     n_holdout = round(len(rows) * args.holdout)
     held, train = rows[:n_holdout], rows[n_holdout:]
-    output = Path(args.output)
     atomic_write_jsonl(output, train)
     if n_holdout:
-        atomic_write_jsonl(Path(args.holdout_file or output.with_name(output.stem + "_holdout.jsonl")), held)
+        atomic_write_jsonl(holdout_file, held)
     counts = Counter(r["source"] for r in rows)
     table = [{"source": name, "rows": n, "share": n / len(rows)} for name, n in counts.most_common()]
     print(format_table(table, ["source", "rows", "share"]))

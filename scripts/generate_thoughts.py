@@ -20,9 +20,19 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_io import DataError, read_records  # noqa: E402
-from evaluate.extraction import normalize_label  # noqa: E402
-from prompts import SYSTEM_PROMPTS, THOUGHT_USER_TEMPLATE  # noqa: E402
-from scripts.llm_api import ApiError, ValidationError, add_api_arguments, ask_validated, client_from_args, run_jobs  # noqa: E402,E501
+from prompts import (  # noqa: E402
+    SYSTEM_PROMPTS,
+    THOUGHT_USER_TEMPLATE,
+    normalize_label,  # noqa: E402
+)
+from scripts.llm_api import (  # noqa: E402
+    ValidationError,
+    add_api_arguments,
+    ask_validated,
+    client_from_args,
+    run_job_script,
+    run_jobs,
+)
 
 
 def validate_thought(answer: dict) -> dict:
@@ -48,8 +58,10 @@ def load_items(path, start: int, end: int | None) -> list[dict]:
             label = normalize_label(record["label"])
             if label is None:
                 raise DataError(f"{where}: field 'label': {record['label']!r} is not 0 or 1")
-        items.append({"id": str(record.get("id") or record["_line"] - 1), "premise": record["premise"],
-                      "hypothesis": record["hypothesis"], "true_label": label})
+        raw_id = record.get("id")  # an id of 0 is an id; without one, the 1-based row number as everywhere
+        items.append({"id": str(raw_id) if raw_id not in (None, "") else str(record["_line"]),
+                      "premise": record["premise"], "hypothesis": record["hypothesis"], "true_label": label,
+                      "_where": f"row {record['_line']}"})
     return items
 
 
@@ -62,12 +74,12 @@ def main(argv=None) -> int:
     p.add_argument("--system-prompt", default="initial_generation", choices=sorted(SYSTEM_PROMPTS))
     add_api_arguments(p)
     args = p.parse_args(argv)
-    try:
-        client = client_from_args(args)
-        items = load_items(args.input_csv, args.start_index, args.end_index)
-    except (ApiError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job_script("generate_thoughts", lambda: run(args))
+
+
+def run(args) -> int:
+    client = client_from_args(args)
+    items = load_items(args.input_csv, args.start_index, args.end_index)
     system = SYSTEM_PROMPTS[args.system_prompt]
 
     def work(item):
@@ -80,8 +92,8 @@ def main(argv=None) -> int:
                   "reprompt_counts": usage["reprompts"], "model": client.model}
         return record, usage
 
-    summary = run_jobs(items, work, Path(args.output_json), workers=args.workers, skip_failed=args.skip_failed,
-                       desc="thoughts")
+    summary = run_jobs(items, work, Path(args.output_json), source=args.input_csv, workers=args.workers,
+                       skip_failed=args.skip_failed, desc="thoughts")
     print(f"generate_thoughts: {summary.line(args.price_in, args.price_out)} -> {args.output_json}")
     return 0 if summary.failed == 0 else 1
 

@@ -19,9 +19,19 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_io import DataError, read_jsonl, require_fields  # noqa: E402
-from evaluate.extraction import normalize_label  # noqa: E402
-from prompts import REFLECTION_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
-from scripts.llm_api import ApiError, ValidationError, add_api_arguments, ask_validated, client_from_args, run_jobs  # noqa: E402,E501
+from prompts import (  # noqa: E402
+    REFLECTION_USER_TEMPLATE,
+    SYSTEM_PROMPTS,
+    normalize_label,  # noqa: E402
+)
+from scripts.llm_api import (  # noqa: E402
+    ValidationError,
+    add_api_arguments,
+    ask_validated,
+    client_from_args,
+    run_job_script,
+    run_jobs,
+)
 
 
 def validate_reflection(answer: dict) -> dict:
@@ -41,22 +51,25 @@ def main(argv=None) -> int:
     p.add_argument("--output-reflection-json", required=True, help="output JSONL (appended; rerun to resume)")
     add_api_arguments(p)
     args = p.parse_args(argv)
-    try:
-        client = client_from_args(args)
-        thoughts = read_jsonl(args.input_thoughts_json)
-        require_fields(thoughts, ["id", "premise", "hypothesis", "thought_process"], args.input_thoughts_json)
-        items = []
-        for row in thoughts:
-            predicted, truth = normalize_label(row.get("predicted_label")), normalize_label(row.get("true_label"))
-            if predicted is None or truth is None:
-                raise DataError(f"{args.input_thoughts_json}: line {row['_line']}: fields 'predicted_label' and "
-                                "'true_label' must be 0 or 1")
-            if predicted != truth:
-                items.append({**{k: v for k, v in row.items() if not k.startswith("_")},
-                              "predicted_label": predicted, "true_label": truth})
-    except (ApiError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job_script("generate_thoughts_reflected", lambda: run(args))
+
+
+def run(args) -> int:
+    client = client_from_args(args)
+    thoughts = read_jsonl(args.input_thoughts_json)
+    require_fields(thoughts, ["id", "premise", "hypothesis", "thought_process"], args.input_thoughts_json)
+    items = []
+    for row in thoughts:
+        predicted, truth = normalize_label(row.get("predicted_label")), normalize_label(row.get("true_label"))
+        if predicted is None or truth is None:
+            raise DataError(f"{args.input_thoughts_json}: line {row['_line']}: fields 'predicted_label' and "
+                            "'true_label' must be 0 or 1")
+        if predicted != truth:
+            items.append({**{k: v for k, v in row.items() if not k.startswith("_")},
+                          "predicted_label": predicted, "true_label": truth, "_where": f"line {row['_line']}"})
+    if not items and thoughts:
+        print(f"generate_thoughts_reflected: all {len(thoughts)} thoughts are correct; nothing to reflect on")
+        return 0
 
     def work(item):
         messages = [{"role": "system", "content": SYSTEM_PROMPTS["reflection"]},
@@ -68,8 +81,8 @@ def main(argv=None) -> int:
                       reprompt_counts=usage["reprompts"], model=client.model)
         return record, usage
 
-    summary = run_jobs(items, work, Path(args.output_reflection_json), workers=args.workers,
-                       skip_failed=args.skip_failed, desc="reflections")
+    summary = run_jobs(items, work, Path(args.output_reflection_json), source=args.input_thoughts_json,
+                       workers=args.workers, skip_failed=args.skip_failed, desc="reflections")
     written = read_jsonl(args.output_reflection_json, tolerate_torn_tail=True)
     disagreeing = [str(r["id"]) for r in written if r.get("reflection_agrees") is False]
     print(f"{len(items)} incorrect of {len(thoughts)} thoughts; {len(disagreeing)} reflections disagree with the "

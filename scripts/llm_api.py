@@ -8,12 +8,14 @@ printed, logged or written: every error message is redacted.
 Reliability: retries with exponential backoff and jitter on 429, 5xx, connection errors and timeouts,
 honouring Retry-After, a bounded number of attempts, an optional requests-per-minute limit; each answer
 validated and re-asked with the validation error a bounded number of times. `run_jobs` appends one JSONL
-line per finished example (fsynced, under a lock), skips ids already in the output on a rerun, and
+line per finished example (fsynced, by the main thread), skips ids already in the output on a rerun (refusing
+an output generated from other input rows), and
 appends exhausted examples to a failures file, retried on the next run unless --skip-failed.
 """
 
 import os
 import random
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -24,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from data_io import append_jsonl, read_jsonl, repair_torn_tail
+from data_io import DataError, append_jsonl, check_outputs, read_jsonl, repair_torn_tail
 from evaluate.extraction import iter_json_objects
 from prompts import REASK_TEMPLATE
 
@@ -207,42 +209,112 @@ def failures_path(output: Path) -> Path:
     return output.with_name(output.stem + ".failures.jsonl")
 
 
-def run_jobs(items: list[dict], work, output: Path, *, workers: int, skip_failed: bool = False,
-             desc: str = "requests") -> RunSummary:
-    """Run `work(item) -> (record, usage)` for every item whose id is not yet in `output`.
-    Records are appended as they finish; failures go to `<output>.failures.jsonl` with the reason."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    failures = failures_path(output)
+class JobsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during run_jobs: no new request was sent after it; what finished is saved."""
+
+    def __init__(self, summary: "RunSummary"):
+        super().__init__()
+        self.summary = summary
+
+
+def check_job_files(items: list[dict], source, output: Path, identity_fields) -> set[str]:
+    """The ids already done in `output`, after refusing what would lose or mix up data: an output that
+    is the input, duplicate ids in the input, and an output whose records were generated from other
+    input rows (same id, different premise or hypothesis)."""
+    check_outputs({"input": source}, {"output": output, "failures file": failures_path(output)})
+    by_id = {}
+    for item in items:
+        key = str(item["id"])
+        if key in by_id:
+            raise DataError(f"{source}: {item.get('_where', 'a row')}: field 'id': duplicate id {key}")
+        by_id[key] = item
+    if not items:
+        raise DataError(f"{source}: no rows to process")
+    if not output.exists():
+        return set()
     repair_torn_tail(output)
-    done_ids = {str(r["id"]) for r in read_jsonl(output, tolerate_torn_tail=True)} if output.exists() else set()
+    done = set()
+    for record in read_jsonl(output, tolerate_torn_tail=True):
+        key = str(record.get("id"))
+        item = by_id.get(key)
+        changed = [f for f in identity_fields if item is not None and f in record and record[f] != item.get(f)]
+        if changed:
+            raise DataError(f"{output}: line {record['_line']}: id {key} was generated from another input "
+                            f"('{changed[0]}' differs from {source}); choose another output file, or move "
+                            "this one away to start over")
+        done.add(key)
+    return done
+
+
+def run_jobs(items: list[dict], work, output: Path, *, source, workers: int, skip_failed: bool = False,
+             desc: str = "requests", identity_fields=("premise", "hypothesis")) -> RunSummary:
+    """Run `work(item) -> (record, usage)` for every item whose id is not yet in `output`.
+    Records are appended as they finish; failures go to `<output>.failures.jsonl` with the reason.
+    Ctrl-C sends no further request, saves the answers of the requests in flight, and raises
+    JobsInterrupted."""
+    output = Path(output)
+    done_ids = check_job_files(items, source, output, identity_fields)
+    failures = failures_path(output)
     failed_ids = set()
     if skip_failed and failures.exists():
         failed_ids = {str(r["id"]) for r in read_jsonl(failures, tolerate_torn_tail=True)}
     todo = [item for item in items if str(item["id"]) not in done_ids | failed_ids]
     summary = RunSummary(skipped=len(items) - len(todo))
-    lock = threading.Lock()
+    output.parent.mkdir(parents=True, exist_ok=True)
     repair_torn_tail(failures)
-    with open(output, "a", encoding="utf-8") as out, open(failures, "a", encoding="utf-8") as fail, \
-            ThreadPoolExecutor(max_workers=max(workers, 1)) as pool, \
-            tqdm(total=len(todo), desc=desc, unit="ex") as bar:
+    pool = ThreadPoolExecutor(max_workers=max(workers, 1))
+    with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc=desc, unit="ex") as bar:
         futures = {pool.submit(work, item): item for item in todo}
-        for future in as_completed(futures):
-            item = futures[future]
+        saved = set()
+        try:
+            for future in as_completed(futures):
+                _save_result(future, futures[future], out, failures, summary)
+                saved.add(future)
+                bar.update(1)
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()  # queued requests are never sent
+            running = [f for f in futures if f not in saved and not f.cancelled()]
+            print(f"\ninterrupted: no new requests; saving the {len(running)} in flight "
+                  "(Ctrl-C again to drop them)", file=sys.stderr)
             try:
-                record, usage = future.result()
-            except (ApiError, ValidationError) as exc:
-                with lock:
-                    append_jsonl(fail, {"id": item["id"], "reason": str(exc), "time": time.strftime("%FT%T")})
-                    summary.failed += 1
-            else:
-                with lock:
-                    append_jsonl(out, record)
-                    summary.done += 1
-                    summary.prompt_tokens += usage.get("prompt_tokens", 0)
-                    summary.completion_tokens += usage.get("completion_tokens", 0)
-                    if record.get("correct") is not None:
-                        summary.judged += 1
-                        summary.correct += bool(record["correct"])
-            bar.update(1)
+                for future in as_completed(running):
+                    _save_result(future, futures[future], out, failures, summary)
+            except KeyboardInterrupt:
+                pass
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise JobsInterrupted(summary) from None
+    pool.shutdown()
     return summary
+
+
+def _save_result(future, item: dict, out, failures: Path, summary: RunSummary) -> None:
+    if future.cancelled():
+        return
+    try:
+        record, usage = future.result()
+    except (ApiError, ValidationError) as exc:
+        with open(failures, "a", encoding="utf-8") as fail:  # opened only when something failed
+            append_jsonl(fail, {"id": item["id"], "reason": str(exc), "time": time.strftime("%FT%T")})
+        summary.failed += 1
+        return
+    append_jsonl(out, record)
+    summary.done += 1
+    summary.prompt_tokens += usage.get("prompt_tokens", 0)
+    summary.completion_tokens += usage.get("completion_tokens", 0)
+    if record.get("correct") is not None:
+        summary.judged += 1
+        summary.correct += bool(record["correct"])
+
+
+def run_job_script(name: str, run) -> int:
+    """Exit status of a data-generation script: 2 for bad input, 130 after Ctrl-C (with a summary line)."""
+    try:
+        return run()
+    except (ApiError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except JobsInterrupted as exc:
+        print(f"{name}: interrupted by Ctrl-C: {exc.summary.line()}; rerun the same command to continue",
+              file=sys.stderr)
+        return 130

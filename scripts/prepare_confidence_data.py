@@ -19,8 +19,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_jsonl, read_records, require_fields  # noqa: E402
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields  # noqa: E402
 from evaluate.confidence import DEFAULT_DATASETS, DEFAULT_TOKENS  # noqa: E402
+
+
+def parse_correct(value, where: str) -> bool:
+    """The judged answer's `correct` field: true/false, 1/0, yes/no; anything else (or nothing) is an error,
+    never silently "wrong"."""
+    word = str(value).strip().lower() if value is not None else ""
+    if word in ("true", "1", "yes", "1.0"):
+        return True
+    if word in ("false", "0", "no", "0.0"):
+        return False
+    raise DataError(f"{where}: field 'correct': {value!r} is not true or false")
 
 
 def main(argv=None) -> int:
@@ -33,7 +44,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     rows, val = [], []
+    out = Path(args.out_dir)
+    if not 0 <= args.eval_share < 1:
+        print(f"error: --eval-share must be in [0, 1), got {args.eval_share}", file=sys.stderr)
+        return 2
+    if not (args.tagged or args.incorrect):
+        print("error: nothing to prepare: give --tagged and/or --incorrect", file=sys.stderr)
+        return 2
     try:
+        if args.dataset not in DEFAULT_DATASETS:
+            raise DataError(f"--dataset {args.dataset}: unknown; known: {', '.join(sorted(DEFAULT_DATASETS))}")
+        check_outputs({"--tagged": args.tagged, "--incorrect": args.incorrect},
+                      {name: out / name for name in ("train.jsonl", "eval.jsonl", "val.jsonl")})
         if args.tagged:
             tagged = read_records(args.tagged)
             require_fields(tagged, ["question", "tagged_response"], args.tagged)
@@ -44,17 +66,22 @@ def main(argv=None) -> int:
             require_fields(judged, ["question", "response", "correct_answer"], args.incorrect)
             confident, unconfident = DEFAULT_TOKENS[DEFAULT_DATASETS[args.dataset]]
             for r in judged:
-                right = str(r.get("correct")).strip().lower() == "true"
+                where = f"{args.incorrect}: row {r.get('_line', '?')}"
+                right = parse_correct(r.get("correct"), where)
+                if not isinstance(r["response"], str):
+                    raise DataError(f"{where}: field 'response' must be a string, got {r['response']!r}"[:300])
                 rows.append({"question": r["question"], "dataset": args.dataset,
                              "tagged_response": f"{r['response'].rstrip()} {confident if right else unconfident}"})
                 val.append({"question": r["question"], "correct_answer": r["correct_answer"], "dataset": args.dataset})
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not rows:
+        print("error: the inputs hold no rows", file=sys.stderr)
+        return 2
     rng = random.Random(args.seed)
     rng.shuffle(rows)
     n_eval = round(len(rows) * args.eval_share)
-    out = Path(args.out_dir)
     atomic_write_jsonl(out / "train.jsonl", rows[n_eval:])
     atomic_write_jsonl(out / "eval.jsonl", rows[:n_eval])
     atomic_write_jsonl(out / "val.jsonl", val)

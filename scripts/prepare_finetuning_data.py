@@ -1,6 +1,6 @@
 """Chat-format classification data (system/user/assistant messages) from a unified hate-speech data set.
 
-    python scripts/prepare_finetuning_data.py --unified_dir data/processed/unified --data_output_dir data/prepared
+    python scripts/prepare_finetuning_data.py --unified_dir data/processed/unified   # -> data/hate/prepared/ (hate_speech.py)
     python scripts/prepare_finetuning_data.py --unified_dir DIR --data_output_dir OUT --include_test \
         --prompt_template data/prompt_templates/hate_speech.json --strategy policy_grounded
 
@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_jsonl, read_records  # noqa: E402
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
 from prompts import HATE_SPEECH_SYSTEM, hate_speech_user_message  # noqa: E402
 
 ROLES = {"train": ("unified_train.json", {"train"}), "validation": ("unified_val.json", {"val", "validation"}),
@@ -53,11 +53,17 @@ def simple_messages(record: dict, answer: str) -> list[dict]:
             {"role": "assistant", "content": answer}]
 
 
-def strategy_messages(record: dict, answer: str, strategy: dict) -> list[dict]:
+def strategy_messages(record: dict, answer: str, strategy: dict, name: str) -> list[dict]:
     fields = {"text": record["text"], "persona": record.get("persona_tag") or "unknown",
               "target_group": record.get("target_group_norm") or "unknown"}
-    return [{"role": "system", "content": strategy["system_prompt"]},
-            {"role": "user", "content": strategy["user_template"].format(**fields)},
+    try:
+        user = strategy["user_template"].format(**fields)
+        system = strategy["system_prompt"]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DataError(f"strategy '{name}': its user_template or system_prompt is not usable "
+                        f"({type(exc).__name__}: {exc}); literal braces must be doubled ({{{{ }}}}) and the "
+                        "placeholders are {text}, {persona}, {target_group}") from exc
+    return [{"role": "system", "content": system}, {"role": "user", "content": user},
             {"role": "assistant", "content": answer}]
 
 
@@ -80,7 +86,7 @@ def records_for(role: str, unified_dir: Path) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--unified_dir", default="./data/processed/unified")
-    p.add_argument("--data_output_dir", default="./finetuning/data/prepared")
+    p.add_argument("--data_output_dir", default="data/hate/prepared", help="the folder train/configs/hate_speech.py reads")
     p.add_argument("--include_test", action="store_true")
     p.add_argument("--simple_only", action="store_true")
     p.add_argument("--prompt_template", default=str(REPO_ROOT / "data/prompt_templates/hate_speech.json"))
@@ -99,23 +105,27 @@ def main(argv=None) -> int:
             print(f"warning: unknown strategy '{args.strategy}' (available: {', '.join(sorted(strategies))}); "
                   "writing the simple format only", file=sys.stderr)
     roles = ["train", "validation"] + (["test"] if args.include_test else [])
+    outputs = {f"{role}.jsonl": out / f"{role}.jsonl" for role in roles}
+    if strategy:
+        outputs.update({f"{role}_optimized.jsonl": out / f"{role}_optimized.jsonl" for role in roles})
     try:
-        prepared = {}
+        check_outputs({ROLES[role][0]: unified / ROLES[role][0] for role in roles} | {"--prompt_template": args.prompt_template},
+                      outputs)
+        files, counts = {}, []  # every file's rows are built before the first is written: all or nothing
         for role in roles:
             rows = records_for(role, unified)
             answers = [assistant_answer(r, f"{unified / ROLES[role][0]}: row {r.get('_line', '?')}") for r in rows]
-            prepared[role] = (rows, answers)
+            files[f"{role}.jsonl"] = [{"messages": simple_messages(r, a)} for r, a in zip(rows, answers)]
+            if strategy:
+                files[f"{role}_optimized.jsonl"] = [{"messages": strategy_messages(r, a, strategy, args.strategy)}
+                                                    for r, a in zip(rows, answers)]
+            hate = sum(json.loads(a)["classification"] == "hate_speech" for a in answers)
+            counts.append(f"{role} {len(rows)} ({hate} hate_speech)")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    counts = []
-    for role, (rows, answers) in prepared.items():
-        atomic_write_jsonl(out / f"{role}.jsonl", [{"messages": simple_messages(r, a)} for r, a in zip(rows, answers)])
-        if strategy:
-            atomic_write_jsonl(out / f"{role}_optimized.jsonl",
-                               [{"messages": strategy_messages(r, a, strategy)} for r, a in zip(rows, answers)])
-        hate = sum(json.loads(a)["classification"] == "hate_speech" for a in answers)
-        counts.append(f"{role} {len(rows)} ({hate} hate_speech)")
+    for name, rows in files.items():
+        atomic_write_jsonl(outputs[name], rows)
     print(f"prepare_finetuning_data: {', '.join(counts)} -> {out}"
           + (f" (simple + optimized '{args.strategy}')" if strategy else " (simple)"))
     return 0

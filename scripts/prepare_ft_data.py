@@ -6,6 +6,8 @@
         --output-file data/finetune/ablation2_train.jsonl --holdout 20 --holdout-file data/finetune/ablation2_eval.jsonl
     python scripts/prepare_ft_data.py --ablation 1 --original-thoughts ../shared/data/nli/dev_teacher_cot.csv \
         --output-file data/finetune/ablation1_train.jsonl --eval-file data/sample/sample.csv
+    python scripts/prepare_ft_data.py --answer label --pairs data/sample/dev_train_3000.csv --balance \
+        --eval-file data/sample/dev_300.csv --output-file data/finetune/demo_train.jsonl     # what make demo runs
 
 Ablations: 1 = correct originals only; 2 = correct originals + reflections whose own label agrees with
 the true label; 3 = all originals unmodified (wrong labels included). Output is prompt/completion JSONL
@@ -13,9 +15,15 @@ in the conversational format train_sft.py reads (`--format text` writes the lega
 deduplicated by id, shuffled with --seed. `--eval-file` drops training pairs that also occur in an
 eval set (leakage). Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
 (id, premise, hypothesis, label, prediction, correct_prediction, thoughts).
+
+`--answer label` writes short answers instead, `{"predicted_label": N}` with the true label, under the
+`nli_label` task's prompt; it takes labelled pairs (`--pairs`: premise, hypothesis, label) and needs no
+thoughts. `--balance` keeps as many examples of each label (a seeded sample of the larger class).
+Rows without an id get `<file name>:<row>`, so rows of different files never collide.
 """
 
 import argparse
+import math
 import random
 import sys
 from collections import Counter
@@ -25,9 +33,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_jsonl, read_records  # noqa: E402
-from evaluate.extraction import normalize_label  # noqa: E402
-from prompts import nli_completion, nli_user_message  # noqa: E402
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
+from prompts import (  # noqa: E402
+    nli_completion,
+    nli_user_message,
+    normalize_label,  # noqa: E402
+)
 
 
 def _label(record: dict, field: str, path) -> int:
@@ -45,13 +56,25 @@ def _text(record: dict, field: str, path) -> str:
     return value
 
 
+def _id(record: dict, path) -> str:
+    raw = record.get("id")
+    return str(raw) if raw not in (None, "") else f"{Path(path).name}:{record.get('_line')}"
+
+
+def load_pairs(path) -> list[dict]:
+    """Labelled pairs as {id, premise, hypothesis, true_label} (for --answer label)."""
+    return [{"id": _id(record, path), "premise": _text(record, "premise", path),
+             "hypothesis": _text(record, "hypothesis", path), "true_label": _label(record, "label", path)}
+            for record in read_records(path)]
+
+
 def load_originals(path) -> list[dict]:
     """Teacher thoughts as {id, premise, hypothesis, thought_process, predicted_label, true_label}."""
     rows = []
     for record in read_records(path):
         is_csv_layout = "thoughts" in record and "prediction" in record
         rows.append({
-            "id": str(record.get("id", record.get("_line"))),
+            "id": _id(record, path),
             "premise": _text(record, "premise", path),
             "hypothesis": _text(record, "hypothesis", path),
             "thought_process": _text(record, "thoughts" if is_csv_layout else "thought_process", path),
@@ -69,7 +92,7 @@ def load_reflections(path) -> list[dict]:
     for record in read_records(path):
         label_field = "reflection_label" if "reflection_label" in record else "predicted_label"
         rows.append({
-            "id": str(record.get("id", record.get("_line"))),
+            "id": _id(record, path),
             "premise": _text(record, "premise", path),
             "hypothesis": _text(record, "hypothesis", path),
             "thought_process": _text(record, "improved_thought_process", path),
@@ -83,14 +106,39 @@ def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
     return " ".join(premise.lower().split()), " ".join(hypothesis.lower().split())
 
 
-def to_example(row: dict, label: int, source: str, fmt: str) -> dict:
-    user = nli_user_message(row["premise"], row["hypothesis"])
-    answer = nli_completion(row["thought_process"], label)
+def to_example(row: dict, label: int, source: str, fmt: str, task: str = "nli") -> dict:
+    user = nli_user_message(row["premise"], row["hypothesis"], task)
+    answer = nli_completion(row.get("thought_process"), label, task)
     if fmt == "text":
         return {"id": row["id"], "text": f"<s>[INST] {user} [/INST] {answer} </s>"}
     return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
             "label": row["true_label"], "source": source,
             "prompt": [{"role": "user", "content": user}], "completion": [{"role": "assistant", "content": answer}]}
+
+
+def build_label_only(pairs, fmt: str = "prompt_completion"):
+    """Short-answer examples: each pair with its true label, under the nli_label prompt."""
+    stats = Counter(pairs=len(pairs))
+    return [to_example(row, row["true_label"], "pair", fmt, "nli_label") for row in pairs], stats, []
+
+
+def balance(examples: list[dict], seed: int) -> list[dict]:
+    """As many examples of each label as the rarest label has (a seeded sample of the others)."""
+    by_label = {}
+    for example in examples:
+        by_label.setdefault(example["label"], []).append(example)
+    size = min(len(group) for group in by_label.values())
+    rng = random.Random(seed)
+    return [e for label in sorted(by_label) for e in rng.sample(by_label[label], size)]
+
+
+def holdout_count(value: float, available: int) -> int:
+    """--holdout as a count: a fraction in [0, 1) of the examples, or a whole number of them."""
+    if not math.isfinite(value) or value < 0:
+        raise DataError(f"--holdout must be a fraction in [0, 1) or a whole number >= 1, got {value}")
+    if value >= 1 and not float(value).is_integer():
+        raise DataError(f"--holdout {value}: a count must be a whole number (or give a fraction below 1)")
+    return int(value) if value >= 1 else round(value * available)
 
 
 def build(originals, reflections, ablation: int, fmt: str = "prompt_completion"):
@@ -115,36 +163,60 @@ def build(originals, reflections, ablation: int, fmt: str = "prompt_completion")
     return examples, stats, disagreeing
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--original-thoughts", required=True, nargs="+",
+    p.add_argument("--answer", choices=["cot", "label"], default="cot",
+                   help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs")
+    p.add_argument("--original-thoughts", nargs="+", default=[],
                    help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (ids must not collide)")
     p.add_argument("--reflected-thoughts", default=None, help="JSONL from generate_thoughts_reflected.py (ablation 2)")
+    p.add_argument("--pairs", nargs="+", default=[], help="--answer label: CSV/JSONL with premise, hypothesis, label")
     p.add_argument("--output-file", required=True)
-    p.add_argument("--ablation", type=int, choices=[1, 2, 3], required=True)
+    p.add_argument("--ablation", type=int, choices=[1, 2, 3], default=None, help="--answer cot: which ablation")
     p.add_argument("--format", choices=["prompt_completion", "text"], default="prompt_completion")
     p.add_argument("--eval-file", default=None, help="drop training pairs whose premise+hypothesis occur here")
+    p.add_argument("--balance", action="store_true", help="as many examples of each label (seeded)")
     p.add_argument("--holdout", type=float, default=0, help="hold out N examples (or a fraction < 1) for eval")
     p.add_argument("--holdout-file", default=None, help="where the held-out examples go")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
+    if args.answer == "cot" and (args.ablation is None or not args.original_thoughts):
+        p.error("--answer cot needs --ablation and --original-thoughts")
+    if args.answer == "label" and not args.pairs:
+        p.error("--answer label needs --pairs")
     if args.ablation == 2 and not args.reflected_thoughts:
         p.error("--ablation 2 needs --reflected-thoughts")
     if args.holdout and not args.holdout_file:
         p.error("--holdout needs --holdout-file")
-    try:
+    if args.balance and args.format == "text":
+        p.error("--balance needs --format prompt_completion (the legacy text lines carry no label field)")
+    return args
+
+
+def load_and_build(args):
+    """(examples, stats, disagreeing reflection ids, {id: pair key}, eval pair keys)."""
+    inputs = {f"--original-thoughts {path}": path for path in args.original_thoughts}
+    inputs.update({f"--pairs {path}": path for path in args.pairs})
+    inputs.update({"--reflected-thoughts": args.reflected_thoughts, "--eval-file": args.eval_file})
+    check_outputs(inputs, {"--output-file": args.output_file,
+                           "--holdout-file": args.holdout_file if args.holdout else None})
+    if args.answer == "label":
+        rows = [row for path in args.pairs for row in load_pairs(path)]
+        examples, stats, disagreeing = build_label_only(rows, args.format)
+    else:
         originals = [row for path in args.original_thoughts for row in load_originals(path)]
         reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
+        rows = originals + reflections
         examples, stats, disagreeing = build(originals, reflections, args.ablation, args.format)
-        eval_pairs = set()
-        if args.eval_file:
-            eval_pairs = {pair_key(_text(r, "premise", args.eval_file), _text(r, "hypothesis", args.eval_file))
-                          for r in read_records(args.eval_file)}
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    eval_pairs = set()
+    if args.eval_file:
+        eval_pairs = {pair_key(_text(r, "premise", args.eval_file), _text(r, "hypothesis", args.eval_file))
+                      for r in read_records(args.eval_file)}
+    pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in rows}
+    return examples, stats, disagreeing, pairs, eval_pairs
 
-    pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in originals + reflections}
+
+def dedup_and_check_leakage(examples, stats, pairs, eval_pairs) -> list[dict]:
     seen, kept = set(), []
     for example in examples:
         if example["id"] in seen:
@@ -155,10 +227,22 @@ def main(argv=None) -> int:
             stats["leakage_dropped"] += 1
             continue
         kept.append(example)
-    random.Random(args.seed).shuffle(kept)
-    n_holdout = int(args.holdout if args.holdout >= 1 else round(args.holdout * len(kept)))
-    if n_holdout >= len(kept):
-        print(f"error: --holdout {args.holdout} leaves no training examples (only {len(kept)})", file=sys.stderr)
+    return kept
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        examples, stats, disagreeing, pairs, eval_pairs = load_and_build(args)
+        kept = dedup_and_check_leakage(examples, stats, pairs, eval_pairs)
+        if args.balance:
+            kept = balance(kept, args.seed)
+        random.Random(args.seed).shuffle(kept)
+        n_holdout = holdout_count(args.holdout, len(kept))
+        if n_holdout >= len(kept):
+            raise DataError(f"--holdout {args.holdout} leaves no training examples (only {len(kept)})")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     held_out, train = kept[:n_holdout], kept[n_holdout:]
     atomic_write_jsonl(args.output_file, train)
@@ -166,11 +250,15 @@ def main(argv=None) -> int:
         atomic_write_jsonl(args.holdout_file, held_out)
 
     sources = Counter(e.get("source", "original") for e in train)
-    print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
-          f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
-          f"{stats['reflections_disagreeing']}" + (f" (ids {', '.join(disagreeing)})" if disagreeing else ""))
-    print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set")
-    print(f"prepare_ft_data: ablation {args.ablation}: {len(train)} training examples "
+    if args.answer == "cot":
+        print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
+              f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
+              f"{stats['reflections_disagreeing']}" + (f" (ids {', '.join(disagreeing)})" if disagreeing else ""))
+    labels = Counter(e.get("label") for e in train)
+    print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set"
+          + (f"; labels {dict(sorted(labels.items()))}" if None not in labels else ""))
+    what = f"ablation {args.ablation}" if args.answer == "cot" else "label-only answers"
+    print(f"prepare_ft_data: {what}: {len(train)} training examples "
           f"({', '.join(f'{k} {v}' for k, v in sorted(sources.items()))}) -> {args.output_file}"
           + (f"; {len(held_out)} held out -> {args.holdout_file}" if n_holdout else ""))
     return 0

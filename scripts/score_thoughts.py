@@ -16,9 +16,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, read_jsonl, require_fields, strip_private  # noqa: E402
+from data_io import read_jsonl, require_fields, strip_private  # noqa: E402
 from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
-from scripts.llm_api import ApiError, ValidationError, add_api_arguments, ask_validated, client_from_args, run_jobs  # noqa: E402,E501
+from scripts.llm_api import (  # noqa: E402
+    ValidationError,
+    add_api_arguments,
+    ask_validated,
+    client_from_args,
+    run_job_script,
+    run_jobs,
+)
 
 
 def validate_score(answer: dict) -> dict:
@@ -40,14 +47,15 @@ def main(argv=None) -> int:
     p.add_argument("--output-json", required=True)
     add_api_arguments(p)
     args = p.parse_args(argv)
-    try:
-        client = client_from_args(args)
-        items = [strip_private(r) for r in read_jsonl(args.input_thoughts_json)]
-        require_fields(read_jsonl(args.input_thoughts_json), ["id", "premise", "hypothesis", "thought_process",
-                                                              "predicted_label"], args.input_thoughts_json)
-    except (ApiError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job_script("score_thoughts", lambda: run(args))
+
+
+def run(args) -> int:
+    client = client_from_args(args)
+    rows = read_jsonl(args.input_thoughts_json)
+    require_fields(rows, ["id", "premise", "hypothesis", "thought_process", "predicted_label"],
+                   args.input_thoughts_json)
+    items = [{**strip_private(r), "_where": f"line {r['_line']}"} for r in rows]
 
     def work(item):
         messages = [{"role": "system", "content": SYSTEM_PROMPTS["scoring"]},
@@ -58,8 +66,8 @@ def main(argv=None) -> int:
         record.update(answer, model=client.model)
         return record, usage
 
-    summary = run_jobs(items, work, Path(args.output_json), workers=args.workers, skip_failed=args.skip_failed,
-                       desc="scores")
+    summary = run_jobs(items, work, Path(args.output_json), source=args.input_thoughts_json, workers=args.workers,
+                       skip_failed=args.skip_failed, desc="scores")
     scores = Counter(r["score"] for r in read_jsonl(args.output_json, tolerate_torn_tail=True))
     print("scores: " + ", ".join(f"{s}: {scores.get(s, 0)}" for s in range(1, 6)))
     print(f"score_thoughts: {summary.line(args.price_in, args.price_out)} -> {args.output_json}")

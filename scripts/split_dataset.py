@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import atomic_write_text  # noqa: E402
+from data_io import DataError, atomic_write_text, check_outputs  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,8 +53,10 @@ def main(argv=None) -> int:
     stem = source.with_suffix("")
     out1 = Path(args.output1 or f"{stem}_part1.jsonl")
     out2 = Path(args.output2 or f"{stem}_part2.jsonl")
-    if source.resolve() in (out1.resolve(), out2.resolve()):
-        print("error: an output path is the input file; choose other --output1/--output2", file=sys.stderr)
+    try:
+        check_outputs({"input": source}, {"--output1": out1, "--output2": out2})
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     random.Random(args.seed).shuffle(records)
     cut = round(len(records) * args.ratio)

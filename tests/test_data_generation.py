@@ -175,3 +175,52 @@ def test_downloads_fail_fast_and_clearly_offline(script, tmp_path):
                           env=dict(os.environ, HF_HUB_OFFLINE="1", HF_TOKEN=KEY))
     assert proc.returncode == 2 and "could not download" in proc.stderr and time.time() - started < 30
     assert KEY not in proc.stdout + proc.stderr
+
+
+def test_resume_is_tied_to_the_input_and_ids_and_paths_are_checked(server, tmp_path, capsys):
+    rows = [{"id": i, "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(3)]
+    first, other = write_csv(tmp_path / "a.csv", rows), write_csv(tmp_path / "b.csv", [
+        {**r, "premise": f"Another premise {r['id']}"} for r in rows])
+    out = tmp_path / "t.jsonl"
+    args = ["--output-json", str(out), "--api-base", server.base_url, *FAST]
+    assert generate(["--input-csv", str(first), *args]) == 0
+    assert [r["id"] for r in read_jsonl(out)] == ["0", "1", "2"] or sorted(r["id"] for r in read_jsonl(out)) == [
+        "0", "1", "2"]  # an id of 0 stays 0
+    before = out.read_bytes()
+    assert generate(["--input-csv", str(other), *args]) == 2  # same ids, other rows: never "already done"
+    err = capsys.readouterr().err
+    assert "generated from another input ('premise' differs" in err and out.read_bytes() == before
+    dupes = write_csv(tmp_path / "d.csv", [rows[0], rows[0]])
+    assert generate(["--input-csv", str(dupes), "--output-json", str(tmp_path / "d.jsonl"), "--api-base",
+                     server.base_url, *FAST]) == 2
+    assert "row 2: field 'id': duplicate id 0" in capsys.readouterr().err
+    thoughts = tmp_path / "th.jsonl"
+    thoughts.write_text(out.read_text())
+    assert score(["--input-thoughts-json", str(thoughts), "--output-json", str(thoughts), "--api-base",
+                  server.base_url, *FAST]) == 2
+    assert "same file as input" in capsys.readouterr().err and thoughts.read_text() == out.read_text()
+    assert not (tmp_path / "d.failures.jsonl").exists() and not (tmp_path / "t.failures.jsonl").exists()
+
+
+def test_ctrl_c_stops_new_requests_keeps_what_finished_and_exits_130(tmp_path):
+    with FakeChatServer(latency=0.3) as server:
+        rows = [{"id": f"c{i}", "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(60)]
+        data = write_csv(tmp_path / "in.csv", rows)
+        out = tmp_path / "t.jsonl"
+        cmd = [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json", str(out),
+               "--api-base", server.base_url, "--workers", "2", *FAST]
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, API_KEY=KEY), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        sent_by_then = server.requests
+        time.sleep(1.0)
+        assert proc.returncode == 130 and "Traceback" not in err
+        assert "interrupted by Ctrl-C" in err and "rerun the same command" in err
+        written = read_jsonl(out)
+        assert server.requests == sent_by_then  # nothing was sent after the process ended
+        assert len(written) <= server.requests <= len(written) + 2  # only requests in flight were not saved
+        assert len(written) < len(rows)

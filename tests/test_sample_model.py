@@ -210,3 +210,42 @@ def test_long_prompts_lose_their_start_never_the_instruction_and_names_are_deter
     out = tmp_path / "t.json"
     assert infer(tiny_mistral, SAMPLE, out, "--limit", "3", "--max_prompt_tokens", "40") == 0
     assert all(r["prompt_tokens_trimmed"] > 0 for r in records(out))
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(tiny_mistral, tmp_path, capsys):
+    data = tmp_path / "dev.csv"
+    data.write_text(SAMPLE.read_text())
+    before = data.read_bytes()
+    # the default CSV output of X/dev.json is X/dev.csv: the input itself
+    assert infer(tiny_mistral, data, tmp_path / "dev.json", "--limit", "2") == 2
+    assert "--output_csv" in capsys.readouterr().err and data.read_bytes() == before
+    link = tmp_path / "link.json"
+    link.symlink_to(data)
+    assert infer(tiny_mistral, data, link, "--limit", "2") == 2  # the same file through a symlink
+    assert "same file as --test_file" in capsys.readouterr().err and data.read_bytes() == before
+    assert infer(tiny_mistral, data, tmp_path / "r.csv", "--limit", "2") == 2  # JSON and CSV on one path
+    assert "choose distinct output paths" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.progress*")) and not (tmp_path / "r.csv").exists()
+
+
+def test_resume_is_refused_when_the_input_rows_or_the_model_changed(tiny_mistral, tiny_models, tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text(SAMPLE.read_text())
+    out = tmp_path / "o.json"
+    assert infer(tiny_mistral, data, out, "--limit", "3") == 0
+    data.write_text(SAMPLE.read_text().replace(",1\n", ",0\n", 1))  # one label edited
+    assert infer(tiny_mistral, data, out, "--limit", "3") == 2
+    err = capsys.readouterr().err
+    assert "computed from other input rows; rerun with --restart" in err
+    assert infer(tiny_mistral, data, out, "--limit", "3", "--restart") == 0
+    model = tmp_path / "model"
+    import shutil
+    shutil.copytree(tiny_mistral, model)
+    assert infer(model, data, tmp_path / "m.json", "--limit", "3") == 0
+    shutil.copy(tiny_models["llama"] / "config.json", model / "config.json")  # the model changed in place
+    shutil.copy(tiny_models["llama"] / "model.safetensors", model / "model.safetensors")
+    assert infer(model, data, tmp_path / "m.json", "--limit", "3") == 2
+    assert "computed from other model files" in capsys.readouterr().err
+    (tmp_path / "m.json.progress.jsonl.meta.json").unlink()  # progress whose settings were lost
+    assert infer(model, data, tmp_path / "m.json", "--limit", "3") == 2
+    assert "no readable settings file" in capsys.readouterr().err

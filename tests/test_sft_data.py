@@ -8,6 +8,7 @@ from prompts import encode_prompt, example_messages
 from tests.conftest import REPO_ROOT
 from train.sft_data import (
     IGNORE_INDEX,
+    AnswerWindowCollator,
     PaddedCollator,
     PaddingFreeCollator,
     detect_format,
@@ -46,12 +47,13 @@ def test_loss_only_on_the_answer_and_its_eos(tokenizers):
         assert tok.pad_token_id != tok.eos_token_id
 
 
-@pytest.mark.parametrize("collator_name", ["padding_free", "padded"])
+@pytest.mark.parametrize("collator_name", ["padding_free", "padded", "answer_window"])
 def test_collated_labels_contain_eos(tokenizers, collator_name):
     tok = tokenizers["mistral"]
     examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", "nli", 2048, "drop", "x")
                 for t in ("short.", "a much longer line of reasoning that goes on.")]
-    collator = PaddingFreeCollator() if collator_name == "padding_free" else PaddedCollator(tok.pad_token_id)
+    collator = {"padding_free": PaddingFreeCollator(), "padded": PaddedCollator(tok.pad_token_id),
+                "answer_window": AnswerWindowCollator(tok.pad_token_id)}[collator_name]
     batch = collator(examples)
     labels = batch["labels"].flatten().tolist()
     assert labels.count(tok.eos_token_id) == 2
@@ -61,9 +63,12 @@ def test_collated_labels_contain_eos(tokenizers, collator_name):
         assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
         positions = batch["position_ids"][0].tolist()
         assert positions.count(0) == 2  # each example restarts its positions: no cross-example attention
-    else:
+    elif collator_name == "padded":
         assert tok.pad_token_id in batch["input_ids"][0].tolist()
         assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    else:  # left-padded: the shorter example's padding comes first, every answer ends at the last column
+        assert batch["input_ids"][0, 0].item() == tok.pad_token_id
+        assert batch["labels"][:, -1].tolist() == [tok.eos_token_id] * 2
 
 
 def test_formats_agree_on_the_prompt(tokenizers):
@@ -145,3 +150,73 @@ def test_padding_free_batch_gives_the_same_loss_as_padded(tiny_mistral, tokenize
         flat = model(**PaddingFreeCollator()(examples)).loss
         padded = model(**PaddedCollator(tok.pad_token_id)(examples)).loss
     assert torch.allclose(flat, padded, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "llama", "qwen2"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_answer_window_batch_gives_the_same_loss_and_gradients_as_padded(tiny_models, tokenizers, arch, attn):
+    """Left padding + logits only over the answer window: the loss and the gradients equal the
+    right-padded full-logits batch's, and the window really is shorter than the batch."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = tokenizers[arch]
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], attn_implementation=attn)
+    examples = [tokenize_example(tok, dict(NLI, premise=p, thought_process=t), "nli", "nli", 2048, "drop", "x")
+                for p, t in (("A short premise.", "short."), ("A much longer premise " * 6, "a longer line of reasoning."),
+                             ("Medium premise here.", "medium length one."))]
+    windowed_batch = AnswerWindowCollator(tok.pad_token_id)(examples)
+    assert windowed_batch["logits_to_keep"] < windowed_batch["input_ids"].shape[1]
+    losses, grads = [], []
+    for batch in (PaddedCollator(tok.pad_token_id)(examples), windowed_batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.get_input_embeddings().weight.grad.clone())
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"predicted_label": 2}, "field 'predicted_label': 2 is not a label of the nli task"),
+    ({"predicted_label": -1}, "field 'predicted_label': -1 is not a label"),
+    ({"predicted_label": "yes"}, "field 'predicted_label': 'yes' is not a label"),
+    ({"predicted_label": None}, "field 'predicted_label': None is not a label"),
+    ({"premise": None}, "field 'premise' must be a non-empty string"),
+    ({"premise": ["a", "list"]}, "field 'premise' must be a non-empty string"),
+    ({"hypothesis": "  "}, "field 'hypothesis' must be a non-empty string"),
+    ({"thought_process": 42}, "field 'thought_process' must be a non-empty string"),
+    ({"thought_process": ""}, "field 'thought_process' must be a non-empty string"),
+])
+def test_invalid_nli_records_are_errors_naming_line_and_field(tokenizers, tmp_path, change, message):
+    data = write_jsonl(tmp_path / "nli.jsonl", [NLI, {**NLI, **change}])
+    with pytest.raises(DataError, match=rf"nli.jsonl: line 2: {message}"):
+        load_sft_examples(data, tokenizers["mistral"])
+
+
+def test_empty_assistant_answers_are_errors_in_every_chat_format(tokenizers, tmp_path):
+    user = {"role": "user", "content": "hi"}
+    for name, record in {"messages": {"messages": [user, {"role": "assistant", "content": " "}]},
+                         "completion": {"prompt": [user], "completion": [{"role": "assistant", "content": ""}]},
+                         "response": {"prompt": "hi", "response": ""}}.items():
+        data = write_jsonl(tmp_path / f"{name}.jsonl", [record])
+        with pytest.raises(DataError, match=rf"{name}.jsonl: line 1: .*(empty|non-empty)"):
+            load_sft_examples(data, tokenizers["mistral"])
+
+
+def test_invalid_examples_can_be_skipped_and_counted(tokenizers, tmp_path):
+    data = write_jsonl(tmp_path / "mixed.jsonl", [NLI, {**NLI, "predicted_label": 2}, NLI, {**NLI, "premise": None}])
+    examples, report = load_sft_examples(data, tokenizers["mistral"], invalid="skip")
+    assert len(examples) == 2 and report.skipped_invalid == 2
+    assert "2 invalid skipped (first: " in report.line() and "line 2" in report.line()
+    only_bad = write_jsonl(tmp_path / "bad.jsonl", [{**NLI, "predicted_label": 7}])
+    with pytest.raises(DataError, match="no valid example"):
+        load_sft_examples(only_bad, tokenizers["mistral"], invalid="skip")
+
+
+def test_label_only_task_trains_the_short_answer(tokenizers):
+    tok = tokenizers["llama"]
+    example = tokenize_example(tok, {"premise": "p", "hypothesis": "h", "label": "1"}, "nli", "nli_label", 512,
+                               "drop", "x")
+    assert tok.decode(trained_part(example), skip_special_tokens=True) == '{"predicted_label": 1}'

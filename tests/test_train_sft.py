@@ -148,6 +148,7 @@ def test_a_finished_run_leaves_the_process_group_and_a_failed_one_does_not(tmp_p
     # gloo threads left running at exit abort a rank now and then (seen in CI); a failed run must not
     # destroy the group, since another rank may still be inside a collective
     import torch.distributed as dist
+
     from train import train_sft
     results = {"global_step": 1, "train_runtime_s": 0.0, "train_loss": 1.0, "eval_loss": None,
                "train_samples": 1, "dropped_too_long": {"train": 0}}

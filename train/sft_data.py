@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from data_io import DataError, read_jsonl
-from prompts import confidence_user_message, encode_prompt, example_messages, nli_completion
+from prompts import confidence_user_message, encode_prompt, example_messages, get_task, nli_completion, normalize_label
 
 IGNORE_INDEX = -100
 FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "nli", "confidence")
@@ -45,7 +45,30 @@ def detect_format(record: dict) -> str | None:
 def _content(message, where: str) -> str:
     if not isinstance(message, dict) or not isinstance(message.get("content"), str):
         raise DataError(f"{where}: expected a message with a string 'content'")
+    if message.get("role") == "assistant" and not message["content"].strip():
+        raise DataError(f"{where}: the assistant answer is empty: nothing to train on")
     return message["content"]
+
+
+def _nli_answer(record: dict, task: str, where: str) -> str:
+    """The answer of an NLI record, refusing what would teach the model a wrong format or label."""
+    spec = get_task(task)
+    for name in spec["input_fields"]:
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: field '{name}' must be a non-empty string, got {value!r}"[:300])
+    label_field = "predicted_label" if "predicted_label" in record else "label"
+    label = normalize_label(record.get(label_field), task)
+    if label is None:
+        raise DataError(f"{where}: field '{label_field}': {record.get(label_field)!r} is not a label of the "
+                        f"{task} task ({', '.join(map(str, spec['labels']))})"[:300])
+    thought = None
+    if spec["reasoning_field"]:
+        thought_field = "thought_process" if "thought_process" in record else "improved_thought_process"
+        thought = record.get(thought_field)
+        if not isinstance(thought, str) or not thought.strip():
+            raise DataError(f"{where}: field '{thought_field}' must be a non-empty string, got {thought!r}"[:300])
+    return nli_completion(thought, label, task)
 
 
 def _messages_segments(tokenizer, messages: list, where: str) -> list[tuple[list[int], bool]]:
@@ -116,11 +139,10 @@ def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -
     if fmt == "confidence":
         return confidence_segments(tokenizer, record, where)
     if fmt == "nli":
-        thought = record.get("thought_process") or record.get("improved_thought_process")
-        label = record.get("predicted_label", record.get("label"))
-        if not thought or label is None:
-            raise DataError(f"{where}: an NLI record needs 'thought_process' and 'predicted_label' (or 'label')")
-        messages = example_messages(record, task) + [{"role": "assistant", "content": nli_completion(thought, label)}]
+        if get_task(task).get("free_text") or "premise" not in get_task(task)["input_fields"]:
+            raise DataError(f"{where}: an NLI record (premise, hypothesis, label) needs an NLI task, not '{task}'")
+        answer = _nli_answer(record, task, where)
+        messages = example_messages(record, task) + [{"role": "assistant", "content": answer}]
         return _messages_segments(tokenizer, messages, where)
     raise DataError(f"{where}: unknown data format '{fmt}'; use one of {', '.join(FORMATS)}")
 
@@ -168,16 +190,23 @@ class LoadReport:
     read: int = 0
     kept: int = 0
     dropped_too_long: int = 0
+    skipped_invalid: int = 0
+    first_invalid: str = ""
     trimmed: int = 0
     format: str = ""
 
     def line(self) -> str:
-        return (f"{self.path}: {self.kept}/{self.read} examples kept ({self.format}); "
+        line = (f"{self.path}: {self.kept}/{self.read} examples kept ({self.format}); "
                 f"{self.dropped_too_long} dropped as longer than max_seq_length")
+        if self.skipped_invalid:
+            line += f"; {self.skipped_invalid} invalid skipped (first: {self.first_invalid})"
+        return line
 
 
 def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_seq_length=512,
-                      overlong="drop", limit=None) -> tuple[list[dict], LoadReport]:
+                      overlong="drop", limit=None, invalid="error") -> tuple[list[dict], LoadReport]:
+    """(examples, report). An invalid example is an error naming its file, line and field, or with
+    invalid="skip" is skipped and counted."""
     records = read_jsonl(path)
     if limit:
         records = records[:limit]
@@ -193,16 +222,25 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
                             "messages, text, or premise/hypothesis/thought_process")
         report.format = report.format if report.format in ("", fmt) else "mixed"
         report.format = report.format or fmt
-        example = tokenize_example(tokenizer, record, fmt, task, max_seq_length, overlong, where)
+        try:
+            example = tokenize_example(tokenizer, record, fmt, task, max_seq_length, overlong, where)
+            if example is not None and not any(label != IGNORE_INDEX for label in example["labels"]):
+                raise DataError(f"{where}: no answer tokens to train on")
+        except DataError as exc:
+            if invalid != "skip":
+                raise
+            report.skipped_invalid += 1
+            report.first_invalid = report.first_invalid or str(exc)
+            continue
         if example is None:
             report.dropped_too_long += 1
             continue
-        if not any(label != IGNORE_INDEX for label in example["labels"]):
-            raise DataError(f"{where}: no answer tokens to train on")
         examples.append(example)
     report.kept = len(examples)
     if not examples:
-        raise DataError(f"{path}: every example is longer than max_seq_length={max_seq_length}")
+        why = f"every example is longer than max_seq_length={max_seq_length}" if not report.skipped_invalid \
+            else f"no valid example ({report.skipped_invalid} invalid, first: {report.first_invalid})"
+        raise DataError(f"{path}: {why}")
     return examples, report
 
 
@@ -238,3 +276,31 @@ class PaddedCollator:
             "attention_mask": torch.tensor([pad([1] * len(f["input_ids"]), 0) for f in features]),
             "labels": torch.tensor([pad(f["labels"], IGNORE_INDEX) for f in features]),
         }
+
+
+class AnswerWindowCollator:
+    """Left-pad a batch so every answer ends at the last column, and ask the model for logits over the
+    last columns only (`logits_to_keep`): the LM head and the loss then run on the answer window instead
+    of every prompt token. Same loss as PaddedCollator (the window starts one token before the first
+    trained label, which is what predicts it); with a 49k vocabulary and answers a tenth of the sequence,
+    it saves most of the LM head's work. position_ids count from each row's first real token."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+
+        def window(labels) -> int:  # columns from one before the first trained label to the end
+            first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+            return len(labels) - first + 1
+        keep = min(width, max(window(f["labels"]) for f in features))
+        input_ids, mask, labels, positions = [], [], [], []
+        for f in features:
+            pad = width - len(f["input_ids"])
+            input_ids.append([self.pad_token_id] * pad + list(f["input_ids"]))
+            mask.append([0] * pad + [1] * len(f["input_ids"]))
+            labels.append(([IGNORE_INDEX] * pad + list(f["labels"]))[-keep:])
+            positions.append([0] * pad + list(range(len(f["input_ids"]))))
+        return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask),
+                "position_ids": torch.tensor(positions), "labels": torch.tensor(labels), "logits_to_keep": keep}

@@ -29,7 +29,7 @@ if str(REPO_ROOT) not in sys.path:
 from data_io import DataError, atomic_write_json  # noqa: E402
 from modeling import ModelLoadError, can_load_4bit, load_model, load_tokenizer, resolve_device  # noqa: E402
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
-from train.sft_data import PaddedCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
+from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
 
 log = logging.getLogger("train_sft")
 CUDA_ONLY_OPTIMIZERS = ("paged_", "8bit")
@@ -60,6 +60,12 @@ def check_settings(config: dict, device: str) -> dict:
         raise TrainError(f"optimizer '{config['optimizer']}' needs CUDA; on CPU use --optimizer adamw_torch")
     if config["overlong"] not in ("drop", "trim_prompt"):
         raise TrainError(f"overlong must be 'drop' or 'trim_prompt', got '{config['overlong']}'")
+    if config["mixed_precision"] not in ("auto", "bf16", "no"):
+        raise TrainError(f"mixed_precision must be auto, bf16 or no, got '{config['mixed_precision']}'")
+    if config["mixed_precision"] == "bf16" and device == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+        log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: correct but emulated, likely slower")
+    if config["invalid_examples"] not in ("error", "skip"):
+        raise TrainError(f"invalid_examples must be 'error' or 'skip', got '{config['invalid_examples']}'")
     for domain, pair in config["confidence_tokens"].items():
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
             raise TrainError(f"confidence_tokens['{domain}'] must be [confident token, unconfident token]")
@@ -131,8 +137,8 @@ def build_model(config: dict, tokenizer, device: str, new_token_ids: list[int]):
 
 def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
     from transformers import TrainingArguments
-    bf16 = device.startswith("cuda") and (config["load_in_4bit"] and config["bnb_4bit_compute_dtype"] == "bfloat16"
-                                          or config["torch_dtype"] == "bfloat16")
+    bf16 = config["mixed_precision"] == "bf16" or config["mixed_precision"] == "auto" and device.startswith("cuda") and (
+        config["load_in_4bit"] and config["bnb_4bit_compute_dtype"] == "bfloat16" or config["torch_dtype"] == "bfloat16")
     steps_per_epoch = math.ceil(n_train / (config["batch_size"] * config["grad_accumulation_steps"]
                                            * int(os.environ.get("WORLD_SIZE", "1"))))
     eval_kwargs = {}
@@ -256,7 +262,8 @@ def train(config: dict) -> dict:
     tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])  # pad != eos guaranteed
     new_token_ids = register_special_tokens(tokenizer, all_special_tokens(config))
     data_kwargs = dict(data_format=config["data_format"], task=config["task"],
-                       max_seq_length=config["max_seq_length"], overlong=config["overlong"])
+                       max_seq_length=config["max_seq_length"], overlong=config["overlong"],
+                       invalid=config["invalid_examples"])
     train_examples, train_report = load_sft_examples(config["train_data"], tokenizer,
                                                      limit=config["max_train_examples"], **data_kwargs)
     log.info(train_report.line())
@@ -280,7 +287,7 @@ def train(config: dict) -> dict:
         # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
         log.info("use_packing: padding-free batches need flash-attention; with %s, using length-grouped "
                  "padded batches (faster there)", attn)
-    collator = PaddingFreeCollator() if padding_free else PaddedCollator(tokenizer.pad_token_id)
+    collator = PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
     callbacks = []
     if eval_examples and config["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))

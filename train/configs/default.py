@@ -13,6 +13,8 @@ bnb_4bit_use_double_quant = True         # also quantize the quantization consta
 bnb_4bit_compute_dtype = "bfloat16"      # dtype of the 4-bit matmuls
 allow_4bit_fallback = False              # when 4-bit is impossible here, train unquantized instead of failing
 torch_dtype = "bfloat16"                 # dtype of non-quantized weights: bfloat16, float16, float32, auto
+mixed_precision = "auto"                 # autocast: auto = bf16 on CUDA when the compute dtype is bf16, else off;
+                                         # "bf16" also on CPUs with AMX / AVX512-BF16 (see smollm2_cpu.py); "no"
 attn_implementation = "auto"             # auto = flash_attention_2 if installed and on CUDA, else sdpa
 device = "auto"                          # auto = cuda if available, else cpu
 
@@ -23,6 +25,7 @@ eval_data = None                         # JSONL of the same kinds; None = no ev
 data_format = "auto"                     # auto, prompt_completion, messages, text, nli
 max_seq_length = 512                     # longer examples are never cut inside the answer (see overlong)
 overlong = "drop"                        # "drop" the example or "trim_prompt" (cut the prompt's start)
+invalid_examples = "error"               # "error": stop at an invalid example (file, line, field); "skip": count it
 max_train_examples = None                # use only the first N training examples (quick tests)
 max_eval_examples = None                 # use only the first N eval examples
 output_dir = "models/mistral-7b-nli-cot" # adapter, tokenizer, config.json, train_results.json, checkpoints
