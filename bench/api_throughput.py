@@ -16,6 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
 from scripts.fake_chat_server import FakeChatServer  # noqa: E402
 from scripts.generate_thoughts import main as generate  # noqa: E402
@@ -39,7 +40,7 @@ def run(server, workers: int, n: int, work: Path) -> float:
 
 def main() -> int:
     import argparse
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     os.environ.setdefault("API_KEY", "bench")
     work = Path(tempfile.mkdtemp(prefix="bench_api_"))
     with FakeChatServer(latency=LATENCY) as server:

@@ -26,6 +26,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from evaluate.extraction import extract_label  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
 from evaluate.sample_model import main as sample_main  # noqa: E402
@@ -54,7 +55,7 @@ def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, batch_si
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(REPO_ROOT / "models/tiny-mistral-nli-demo"))
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--max-new-tokens", type=int, default=512)

@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_json, check_outputs, read_records  # noqa: E402
 from evaluate.calibration import calibration_report, plot_reliability  # noqa: E402
 from evaluate.greedy_decode import left_pad  # noqa: E402
@@ -131,7 +132,7 @@ def evaluate_confidence(model, tokenizer, items: list[dict], tokens: dict, *, ba
 
 def main(argv=None) -> int:
     from modeling import ModelLoadError, load_for_inference
-    p = argparse.ArgumentParser(prog="python -m evaluate.confidence", description=__doc__,
+    p = ArgumentParser(prog="python -m evaluate.confidence", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_id", required=True)
     p.add_argument("--eval_data", required=True, nargs="+")

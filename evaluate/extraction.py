@@ -48,14 +48,20 @@ def _parse_object(text: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def iter_json_objects(text: str):
-    """Yield every complete JSON object in `text` (outer ones before the ones nested in them), in order
-    of the opening brace. Braces inside strings don't open or close anything."""
+def iter_json_spans(text: str):
+    """Yield (start, end, object) for every complete JSON object in `text` (outer ones before the ones
+    nested in them), in order of the opening brace. Braces inside strings don't open or close anything."""
     for start in (i for i, ch in enumerate(text) if ch == "{"):
         end = _closing_brace(text, start)
         obj = _parse_object(text[start:end + 1]) if end is not None else None
         if obj is not None:
-            yield obj
+            yield start, end, obj
+
+
+def iter_json_objects(text: str):
+    """Every complete JSON object in `text`, in order of the opening brace."""
+    for _, _, obj in iter_json_spans(text):
+        yield obj
 
 
 def count_json_objects(text: str) -> int:
@@ -81,16 +87,32 @@ def _phrase_pattern(task) -> re.Pattern:
         re.IGNORECASE)
 
 
+def _outside_json(text: str, spans: list) -> str:
+    """The text with every complete JSON object blanked out (a phrase inside one is not a label)."""
+    chars, covered_to = list(text), -1
+    for start, end, _ in spans:
+        if start > covered_to:
+            chars[start:end + 1] = " " * (end + 1 - start)
+            covered_to = end
+    return "".join(chars)
+
+
 def extract_label(generated_text: str, task="nli"):
-    """(label or None, method) for one generated answer; method is "json", "phrase" or "none"."""
+    """(label or None, method) for one generated answer; method is "json", "phrase" or "none".
+    A complete JSON object that holds the label field decides: the first valid label wins, and when
+    every such object holds an invalid value ("0 or 1", 1.5, null) the answer is None, never read
+    again by the phrase fallback. Phrases count only outside complete JSON objects."""
     spec = get_task(task)
     field = spec["label_field"]
-    for obj in iter_json_objects(generated_text):
-        if field in obj:
-            label = normalize_label(obj[field], task)
-            if label is not None:
-                return label, "json"
-    match = _phrase_pattern(task).search(generated_text)
+    spans = list(iter_json_spans(generated_text))
+    with_field = [obj for _, _, obj in spans if field in obj]
+    for obj in with_field:
+        label = normalize_label(obj[field], task)
+        if label is not None:
+            return label, "json"
+    if with_field:
+        return None, "none"
+    match = _phrase_pattern(task).search(_outside_json(generated_text, spans))
     if match:
         label = normalize_label(match.group(1), task)
         if label is not None:

@@ -57,11 +57,16 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
             prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
             items.append(EvalItem(item_id, prompt, label, {}))
             continue
+        if not spec["input_fields"]:
+            raise DataError(f"{where}: the {task} task reads prompt/completion, prompt/response, messages or "
+                            "text rows; this row is none of them")
         for name in spec["input_fields"]:
             value = record.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise DataError(f"{where}: missing field '{name}' (the {task} task needs "
                                 f"{', '.join(spec['input_fields'])})")
+            if not isinstance(value, str):
+                raise DataError(f"{where}: field '{name}' must be text, got {type(value).__name__}")
         label = None
         raw_label = record.get(spec["true_label_field"], record.get("true_label"))
         if raw_label not in (None, ""):

@@ -16,8 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import check_outputs  # noqa: E402
-from evaluate.sample_model import summarize, write_outputs  # noqa: E402
+from evaluate.results import summarize, write_outputs  # noqa: E402
 
 
 def merge(paths: list[Path]) -> dict:
@@ -46,7 +47,7 @@ def merge(paths: list[Path]) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluate.merge_shards", description=__doc__,
+    parser = ArgumentParser(prog="python -m evaluate.merge_shards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shards", nargs="+", help="the shard result JSON files")
     parser.add_argument("--output", default=None, help="merged JSON (default: the shard name without .shard-i-of-n)")

@@ -66,3 +66,27 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of accuracy and macro-F1: {"accuracy": [lo, hi], "f1_macro": [lo, hi]}.
+    Examples are resampled with replacement `samples` times (seeded, so a rerun prints the same interval)."""
+    import random
+    rng = random.Random(seed)
+    n = len(y_true)
+    scores = {"accuracy": [], "f1_macro": []}
+    for _ in range(samples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        metrics = classification_metrics([y_true[i] for i in picks], [y_pred[i] for i in picks], labels)
+        for key, values in scores.items():
+            values.append(metrics[key])
+    tail = (1 - level) / 2
+    return {key: [sorted(values)[int(tail * samples)], sorted(values)[min(samples - 1, int((1 - tail) * samples))]]
+            for key, values in scores.items()}
+
+
+def majority_baseline(y_true: list) -> float:
+    """Accuracy of always answering the most frequent true label."""
+    from collections import Counter
+    return Counter(y_true).most_common(1)[0][1] / len(y_true) if y_true else 0.0

@@ -16,21 +16,38 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
+from cli import ArgumentParser  # noqa: E402
+from data_io import DataError  # noqa: E402
+from evaluate.extraction import count_json_objects  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
-from evaluate.sample_model import summarize  # noqa: E402
+from evaluate.results import answer_label, summarize  # noqa: E402
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
 
 
+def read_results(path: Path) -> dict:
+    """A sample_model results file, or a DataError saying why it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list) or not data["records"] \
+            or not isinstance(data.get("settings"), dict):
+        raise DataError(f"{path}: not a sample_model results file (expected an object with settings and records)")
+    for number, record in enumerate(data["records"], start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("raw_output"), str):
+            raise DataError(f"{path}: record {number}: field 'raw_output' missing or not a string")
+    return data
+
+
 def rescore(path: Path, strict: bool) -> dict:
-    data = json.loads(path.read_text())
+    data = read_results(path)
     task = data["settings"].get("task", "nli")
     records = []
     for record in data["records"]:
-        label, method = extract_label(record["raw_output"], task)
+        label, method = answer_label(record["raw_output"], task)
         objects = count_json_objects(record["raw_output"])
-        if strict and (method != "json" or objects != 1):
+        if strict and method != "free_text" and (method != "json" or objects != 1):
             label, method = None, "none"
         truth = record.get("true_label")
         records.append(dict(record, predicted_label=label, extraction_method=method, json_objects=objects,
@@ -40,7 +57,7 @@ def rescore(path: Path, strict: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluate.parse_predictions", description=__doc__,
+    parser = ArgumentParser(prog="python -m evaluate.parse_predictions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+")
     parser.add_argument("--strict", action="store_true", help="only exactly-one-JSON answers count as parsed")
@@ -49,8 +66,9 @@ def main(argv=None) -> int:
     for name in args.files:
         try:
             rows.append(rescore(Path(name), args.strict))
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
-            print(f"error: {name}: cannot re-score: {exc}", file=sys.stderr)
+        except (DataError, KeyError) as exc:
+            print(f"error: {exc}" if isinstance(exc, DataError) else f"error: {name}: cannot re-score: {exc}",
+                  file=sys.stderr)
             return 2
     print(format_table(rows, COLUMNS))
     print(f"parse_predictions: re-scored {len(rows)} file(s){' (strict)' if args.strict else ''}")

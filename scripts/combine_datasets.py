@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl  # noqa: E402
 from evaluate.metrics import format_table  # noqa: E402
 
@@ -70,7 +71,7 @@ def parse_input(spec: str) -> tuple[str, Path, str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", action="append", required=True, help="NAME=PATH[:FORMAT], repeatable")
     p.add_argument("--output", required=True)
     p.add_argument("--holdout", type=float, default=0.0, help="share of rows held out, in [0, 1)")

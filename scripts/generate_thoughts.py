@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, read_records  # noqa: E402
 from prompts import (  # noqa: E402
     SYSTEM_PROMPTS,
@@ -66,7 +67,7 @@ def load_items(path, start: int, end: int | None) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input-csv", required=True, help="CSV/JSONL with premise, hypothesis, optional label and id")
     p.add_argument("--output-json", required=True, help="output JSONL (appended; rerun to resume)")
     p.add_argument("--start-index", type=int, default=0)

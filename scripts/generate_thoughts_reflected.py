@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, read_jsonl, require_fields  # noqa: E402
 from prompts import (  # noqa: E402
     REFLECTION_USER_TEMPLATE,
@@ -46,7 +47,7 @@ def validate_reflection(answer: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input-thoughts-json", required=True, help="JSONL from generate_thoughts.py")
     p.add_argument("--output-reflection-json", required=True, help="output JSONL (appended; rerun to resume)")
     add_api_arguments(p)

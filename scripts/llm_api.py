@@ -26,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from data_io import DataError, append_jsonl, check_outputs, read_jsonl, repair_torn_tail
+from data_io import DataError, append_jsonl, check_outputs, load_env_file, read_jsonl, repair_torn_tail
 from evaluate.extraction import iter_json_objects
 from prompts import REASK_TEMPLATE
 
@@ -65,11 +65,7 @@ def add_api_arguments(parser, default_api="mistral") -> None:
 
 def client_from_args(args) -> "ChatClient":
     """A client for --api/--api-base/--model-name; a missing key fails here, before any work."""
-    try:
-        from dotenv import load_dotenv
-        load_dotenv(override=False)
-    except ImportError:
-        pass
+    load_env_file()
     provider = PROVIDERS[args.api]
     key = os.environ.get(provider["key_env"], "")
     if not key and args.api != "local":

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import atomic_write_jsonl  # noqa: E402
 from prompts import nli_completion, nli_user_message  # noqa: E402
 
@@ -42,7 +43,7 @@ def make_example(rng: random.Random, index: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="data/synthetic")
     p.add_argument("--train", type=int, default=400)
     p.add_argument("--eval", type=int, default=60)

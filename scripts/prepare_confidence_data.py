@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields  # noqa: E402
 from evaluate.confidence import DEFAULT_DATASETS, DEFAULT_TOKENS  # noqa: E402
 
@@ -35,7 +36,7 @@ def parse_correct(value, where: str) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tagged", default=None)
     p.add_argument("--incorrect", default=None, help="judged answers (tagged C or U by their 'correct' field)")
     p.add_argument("--dataset", default="boolq", help="dataset name of the --incorrect rows")

@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
 from prompts import HATE_SPEECH_SYSTEM, hate_speech_user_message  # noqa: E402
 
@@ -84,7 +85,7 @@ def records_for(role: str, unified_dir: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--unified_dir", default="./data/processed/unified")
     p.add_argument("--data_output_dir", default="data/hate/prepared", help="the folder train/configs/hate_speech.py reads")
     p.add_argument("--include_test", action="store_true")

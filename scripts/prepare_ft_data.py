@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
 from prompts import (  # noqa: E402
     nli_completion,
@@ -164,7 +165,7 @@ def build(originals, reflections, ablation: int, fmt: str = "prompt_completion")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--answer", choices=["cot", "label"], default="cot",
                    help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs")
     p.add_argument("--original-thoughts", nargs="+", default=[],

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from cli import ArgumentParser  # noqa: E402
 from data_io import read_jsonl, require_fields, strip_private  # noqa: E402
 from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
 from scripts.llm_api import (  # noqa: E402
@@ -42,7 +43,7 @@ def validate_score(answer: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input-thoughts-json", required=True)
     p.add_argument("--output-json", required=True)
     add_api_arguments(p)

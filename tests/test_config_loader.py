@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -102,3 +103,32 @@ def test_secrets_are_redacted_from_dumps(monkeypatch):
     env = dict(__import__("os").environ, HF_TOKEN=canary)
     out = run_loader("--wandb_run_name", f"run-{canary}", env=env)
     assert out.returncode == 0 and canary not in out.stdout and "run-***" in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size", "0"], "'batch_size' must be >= 1, got 0"),
+    (["--batch_size", "-1"], "'batch_size' must be >= 1"),
+    (["--learning_rate", "-1"], "'learning_rate' must be > 0, got -1.0"),
+    (["--lr_scheduler", "bogus"], "'lr_scheduler' must be one of linear, cosine"),
+    (["--lora_r", "0"], "'lora_r' must be >= 1"),
+    (["--max_train_examples", "abc"], "'max_train_examples' must be int or None, got str"),
+    (["--max_steps", "0"], "'max_steps' must be a positive number of steps or -1"),
+    (["--warmup_ratio", "1.5"], "'warmup_ratio' must be >= 0 and <= 1"),
+    (["--task", "nli2"], "'task' must be one of"),
+    (["--mixed_precision", "fp8"], "'mixed_precision' must be one of auto, bf16, no"),
+    (["--eval_data", "e.jsonl", "--eval_steps", "5", "--save_steps", "7"], "save_steps (7) to be a multiple of eval_steps"),
+])
+def test_values_are_checked_against_the_rules(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(["ablation2.py", *args])
+
+
+def test_keys_defaulting_to_none_keep_their_type(tmp_path):
+    assert load_config(["--wandb_run_name", "2024"])["wandb_run_name"] == "2024"  # a name, not a number
+    assert load_config(["--eval_data", "5"])["eval_data"] == "5"
+    assert load_config(["--max_train_examples", "12"])["max_train_examples"] == 12
+    assert load_config(["--eval_data", "None"])["eval_data"] is None
+    config = tmp_path / "typed.py"
+    config.write_text("tokenizer_id = 3\n")
+    with pytest.raises(ConfigError, match="'tokenizer_id' must be str or None, got int 3"):
+        load_config([str(config)])

@@ -32,6 +32,16 @@ GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1
     ("Step 1: the hypothesis is entailed. Step 2: so 1 it is.", (None, "none")),
     ("predicted_label = entailment", (1, "phrase")),
     ("", (None, "none")),
+    # a JSON object holding an invalid label is a parse failure, never read again as a phrase
+    ('{"thought_process": "t", "predicted_label": "0 or 1"}', (None, "none")),
+    ('{"thought_process": "t", "predicted_label": 1.5}', (None, "none")),
+    ('{"thought_process": "t", "predicted_label": "0/1"}', (None, "none")),
+    ('{"thought_process": "t", "predicted_label": "1,0"}', (None, "none")),
+    ('{"thought_process": "so final label: 1", "predicted_label": null}', (None, "none")),
+    ('{"thought_process": "so final label: 1", "predicted_label": null} Final label: 0', (None, "none")),
+    # a phrase inside a JSON string is not the answer either
+    ('{"thought_process": "the final label: 1 seems right"}', (None, "none")),
+    ('{"thought_process": "no label field"} Final label: 0', (0, "phrase")),
 ])
 def test_extract_label(text, expected):
     assert extract_label(text) == expected
@@ -60,3 +70,17 @@ def test_metrics_on_a_hand_computed_case():
     assert m["precision_macro"] == 0.75 and m["recall_macro"] == 0.5
     assert m["f1_macro"] == pytest.approx((0.5 + 2 / 3) / 2)
     assert m["confusion_matrix"] == {"0": {"0": 1, "1": 1, "null": 0}, "1": {"0": 0, "1": 1, "null": 1}}
+
+
+def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data():
+    from evaluate.metrics import bootstrap_intervals, classification_metrics, majority_baseline
+    truth = [0, 1] * 50
+    pred = [t if i % 4 else 1 - t for i, t in enumerate(truth)]  # 75% right
+    small = bootstrap_intervals(truth, pred, [0, 1], samples=400)
+    big = bootstrap_intervals(truth * 8, pred * 8, [0, 1], samples=400)
+    point = classification_metrics(truth, pred, [0, 1])
+    for key in ("accuracy", "f1_macro"):
+        assert small[key][0] < point[key] < small[key][1]
+        assert big[key][1] - big[key][0] < small[key][1] - small[key][0]
+    assert small == bootstrap_intervals(truth, pred, [0, 1], samples=400)  # seeded
+    assert majority_baseline([1, 1, 0]) == 2 / 3

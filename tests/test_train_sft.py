@@ -202,9 +202,16 @@ def test_wandb_offline_needs_no_network(tiny_mistral, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    code, out = run_train(tiny_mistral, tmp_path / "wb", "--max_steps", "2", "--logging_steps", "1", "--use_wandb", "true")
+    canary = "hf_CANARYtoken0123456789"
+    monkeypatch.setenv("HF_TOKEN", canary)  # and pasted into the command line by mistake:
+    monkeypatch.setattr("sys.argv", ["train_sft.py", "--wandb_run_name", f"run-{canary}"])
+    code, out = run_train(tiny_mistral, tmp_path / "wb", "--max_steps", "2", "--logging_steps", "1", "--use_wandb", "true",
+                          "--wandb_run_name", f"run-{canary}")
     assert code == 0
-    assert list(tmp_path.glob("wandb/offline-run-*"))
+    runs = list(tmp_path.glob("wandb/offline-run-*"))
+    assert runs
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
+        assert canary.encode() not in path.read_bytes(), path
 
 
 def test_attention_is_never_requested_blindly():
@@ -213,3 +220,44 @@ def test_attention_is_never_requested_blindly():
     assert pick_attn_implementation("eager", "cpu") == "eager"
     with pytest.raises(ModelLoadError, match="flash"):
         pick_attn_implementation("flash_attention_2", "cpu")
+
+
+def test_a_run_that_fails_before_training_writes_nothing(tiny_mistral, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for args, message in [((), "no examples"), (("--resume_from_checkpoint", str(tmp_path / "gone")),
+                                                 "checkpoint dir not found")]:
+        out = tmp_path / f"out{len(args)}"
+        code, _ = run_train(tiny_mistral, out, *args, train_data=empty if not args else None)
+        assert code == 2 and message in capsys.readouterr().err
+        assert not out.exists()  # no training_config.json left behind
+    code, _ = run_train(tmp_path / "missing_model", tmp_path / "out9")
+    assert code == 2 and not (tmp_path / "out9").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _ = run_train(tiny_mistral, a_file)
+    assert code == 2 and "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "x"
+
+
+def test_a_gguf_whose_architecture_transformers_cannot_load_exits_2_naming_it(tmp_path, capsys):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "odd.gguf"
+    writer = GGUFWriter(str(path), "mamba9")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    from scripts.convert_gguf import main as convert
+    assert convert([str(path), "--cache-dir", str(tmp_path / "converted")]) == 2
+    err = capsys.readouterr().err
+    assert "odd.gguf" in err and "architecture 'mamba9'" in err
+    assert not (tmp_path / "converted" / "odd").exists() and not list((tmp_path / "converted").glob(".odd*"))
+    code, _ = run_train(path, tmp_path / "run")
+    assert code == 2 and "mamba9" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file at all")
+    assert convert([str(garbage), "--cache-dir", str(tmp_path / "converted")]) == 2
+    assert "garbage.gguf: not a readable GGUF file" in capsys.readouterr().err

@@ -22,13 +22,17 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from cli import bool_word  # noqa: E402
+
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.py"
 PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
 # Command-line habits of the original project: `--no_wandb` means `--use_wandb false`.
 FLAG_ALIASES = {"no_wandb": ("use_wandb", False),
                 "no_gradient_checkpointing": ("gradient_checkpointing", False)}
-TRUE_WORDS, FALSE_WORDS = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 SECRET_ENV_PATTERN = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
 
@@ -99,14 +103,13 @@ def check_type(key: str, value, default, where: str):
                       f"(like its default {default!r}), got {_type_name(value)} {value!r}")
 
 
-def parse_cli_value(raw: str, default):
+def parse_cli_value(raw: str, default, key: str = ""):
     """A command-line string as a Python literal, else as a string; bools take true/false/yes/no/1/0."""
-    if isinstance(default, bool):
-        word = raw.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
+    from train.config_rules import NONE_DEFAULT_TYPES
+    if default is None and NONE_DEFAULT_TYPES.get(key) is str and raw.lower() != "none":
+        return raw  # --wandb_run_name 2024 is a name, not a number
+    if isinstance(default, bool) and bool_word(raw) is not None:
+        return bool_word(raw)
     if isinstance(default, str) and raw.lower() != "none":
         return raw  # a string key never needs quoting: --output_dir 1e-4 stays "1e-4"
     try:
@@ -169,9 +172,22 @@ def load_config(argv: list[str] | None = None, defaults: dict | None = None) -> 
                 raise ConfigError(f"--{key} needs a value")
             value = True
         else:
-            value = parse_cli_value(raw, defaults[key])
+            value = parse_cli_value(raw, defaults[key], key)
         config[key] = check_type(key, value, defaults[key], "on the command line")
+    check_values(config)
     return config
+
+
+def check_values(config: dict) -> None:
+    """Ranges, allowed words and rules between keys (train/config_rules.py), before anything loads."""
+    from train.config_rules import cross_key_problems, value_problem
+    for key, value in config.items():
+        problem = value_problem(key, value)
+        if problem:
+            raise ConfigError(f"config key '{key}' {problem}")
+    problems = cross_key_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 def secret_values(environ=None) -> list[str]:

@@ -26,8 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_io import DataError, atomic_write_json  # noqa: E402
-from modeling import ModelLoadError, can_load_4bit, load_model, load_tokenizer, resolve_device  # noqa: E402
+from data_io import DataError, atomic_write_json, load_env_file  # noqa: E402
+from gguf_convert import is_gguf  # noqa: E402
+from modeling import (  # noqa: E402
+    BASE_SOURCE_FILE,
+    ModelLoadError,
+    can_load_4bit,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+)
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
 from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
 
@@ -76,6 +84,19 @@ def check_settings(config: dict, device: str) -> dict:
         raise TrainError(f"report_to must be none, tensorboard or wandb, got '{report_to}'")
     config["report_to"] = report_to
     return config
+
+
+def check_paths(config: dict) -> None:
+    """Everything on disk a run needs, checked before the model loads and before anything is written."""
+    output_dir = Path(config["output_dir"])
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TrainError(f"output_dir {output_dir} is a file, not a folder")
+    for key in ("train_data", "eval_data"):
+        if config[key] and not Path(config[key]).is_file():
+            raise DataError(f"{config[key]}: file not found ({key})")
+    resume = config["resume_from_checkpoint"]
+    if resume not in (None, "", "latest") and not Path(resume).is_dir():
+        raise TrainError(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
 
 
 def all_special_tokens(config: dict) -> list[str]:
@@ -252,9 +273,7 @@ def train(config: dict) -> dict:
         config = redacted
     config = check_settings(config, device)
     output_dir = Path(config["output_dir"])
-    if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
+    check_paths(config)
     set_seed(config["seed"])
     if config["report_to"] == "wandb":
         os.environ.setdefault("WANDB_PROJECT", config["wandb_project"])
@@ -306,6 +325,11 @@ def train(config: dict) -> dict:
         if hasattr(callback, "trainer"):
             callback.trainer = trainer
     resume = resolve_resume(config["resume_from_checkpoint"], config["output_dir"])
+    if is_main_process():  # only now: a run that fails before training leaves nothing in output_dir
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
+        if is_gguf(config["model_id"]):  # the adapter's base was converted from this file
+            atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config["model_id"]).resolve())})
     trained_tokens = sum(sum(label != -100 for label in ex["labels"]) for ex in train_examples)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -344,6 +368,8 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    load_env_file()  # HF_TOKEN, WANDB_API_KEY
+    sys.argv[:] = redact_secrets(sys.argv)  # W&B stores the command line in its run files
     try:
         config = load_config(argv)
         results = train(config)

@@ -1,0 +1,59 @@
+"""Result records and their metrics, shared by inference and the offline tools (merge_shards,
+parse_predictions), which use them without loading torch.
+
+    from evaluate.results import summarize
+    summarize(records, "nli", has_labels=True)
+"""
+
+from pathlib import Path
+
+from data_io import atomic_write_csv, atomic_write_json
+from evaluate.extraction import count_json_objects, extract_label
+from evaluate.metrics import classification_metrics, text_metrics
+from prompts import get_task
+
+CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
+              "generated_tokens"]
+
+
+def answer_label(text: str, task: str):
+    """(label, method) of a generated answer; free-text tasks have no label to extract."""
+    return (None, "free_text") if get_task(task).get("free_text") else extract_label(text, task)
+
+
+def score_record(item, result: dict, task: str) -> dict:
+    label, method = answer_label(result["text"], task)
+    return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
+            "extraction_method": method, "json_objects": count_json_objects(result["text"]),
+            "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
+            "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
+            "correct": None if item.true_label is None or method == "free_text" else label == item.true_label}
+
+
+def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
+    """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
+    exact match and ROUGE-L against the references instead."""
+    n = len(records)
+    if get_task(task).get("free_text"):
+        metrics = {"n": n, "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+                   "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
+                   "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
+        if has_labels:
+            metrics.update(text_metrics([r["raw_output"] for r in records], [r["true_label"] for r in records]))
+        return metrics
+    metrics = {"n": n,
+               "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
+               "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
+                                       for r in records) / n,
+               "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+               "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
+               "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
+    if has_labels:
+        metrics.update(classification_metrics([r["true_label"] for r in records],
+                                               [r["predicted_label"] for r in records], get_task(task)["labels"]))
+    return metrics
+
+
+def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict, timing: dict, records: list):
+    atomic_write_json(output, {"settings": settings, "metrics": metrics, "timing": timing, "records": records})
+    atomic_write_csv(output_csv, records, CSV_FIELDS)

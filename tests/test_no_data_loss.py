@@ -1,0 +1,232 @@
+"""Hostile-user cases (issue: lose no data, guess no label): colliding paths, bad values, partial writes."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from data_io import DataError, atomic_write_json, check_outputs, read_csv
+from evaluate.merge_shards import main as merge
+from evaluate.parse_predictions import main as parse
+from evaluate.sample_model import main as sample_main
+from prompts import answer_schema
+from scripts.combine_datasets import main as combine
+from scripts.prepare_confidence_data import main as prepare_confidence
+from scripts.prepare_finetuning_data import main as prepare_chat
+from scripts.prepare_ft_data import main as prepare
+from scripts.split_dataset import main as split
+from tests.conftest import REPO_ROOT, shared_file
+
+THOUGHTS = REPO_ROOT / "data/sample/sample_thoughts.jsonl"
+
+
+def test_check_outputs_catches_inputs_links_duplicates_and_unwritable_places(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text("{}\n")
+    hard = tmp_path / "hard.jsonl"
+    os.link(data, hard)
+    for outputs, message in [({"--out": data}, "same file as input"), ({"--out": hard}, "same file as input"),
+                             ({"--a": tmp_path / "x", "--b": tmp_path / "./x"}, "choose distinct output paths"),
+                             ({"--out": tmp_path}, "is a folder"), ({"--out": data / "below"}, "is a file, not a folder")]:
+        with pytest.raises(DataError, match=message):
+            check_outputs({"input": data}, outputs)
+    check_outputs({"input": data}, {"--out": tmp_path / "new" / "deeper" / "o.jsonl", "--none": None})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_folders_are_refused_up_front(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(DataError, match="not writable"):
+        check_outputs({}, {"--out": locked / "o.json"})
+
+
+def test_atomic_writes_respect_the_umask_and_keep_a_replaced_files_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write_json(tmp_path / "fresh.json", {})
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        atomic_write_json(kept, {"a": 1})
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_csv_rows_with_extra_fields_are_errors_and_long_fields_are_read(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("premise,hypothesis,label\na,b,1\nc, with a comma,d,0\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 2: 4 fields but the header has 3"):
+        read_csv(bad)
+    long = tmp_path / "long.csv"
+    long.write_text('premise,hypothesis,label\n"' + "x" * 200_000 + '",h,1\n')
+    assert len(read_csv(long)[0]["premise"]) == 200_000
+
+
+@pytest.mark.parametrize("args", [["--output1", "same.jsonl", "--output2", "same.jsonl"]])
+def test_split_refuses_colliding_outputs(tmp_path, capsys, args):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"a": 1}\n{"a": 2}\n')
+    assert split([str(source), *[str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]]) == 2
+    assert "choose distinct output paths" in capsys.readouterr().err and not (tmp_path / "same.jsonl").exists()
+
+
+def test_prepare_ft_data_refuses_collisions_and_bad_holdouts(tmp_path, capsys):
+    base = ["--ablation", "1", "--original-thoughts", str(THOUGHTS)]
+    out = tmp_path / "train.jsonl"
+    assert prepare([*base, "--output-file", str(out), "--holdout", "5", "--holdout-file", str(out)]) == 2
+    assert "choose distinct output paths" in capsys.readouterr().err
+    copy = tmp_path / "thoughts.jsonl"
+    copy.write_text(THOUGHTS.read_text())
+    assert prepare(["--ablation", "1", "--original-thoughts", str(copy), "--output-file", str(copy)]) == 2
+    assert copy.read_text() == THOUGHTS.read_text()
+    for holdout, message in [("-0.2", "--holdout must be"), ("nan", "--holdout must be"), ("1.5", "whole number")]:
+        assert prepare([*base, "--output-file", str(out), "--holdout", holdout,
+                        "--holdout-file", str(tmp_path / "h.jsonl")]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_rows_without_ids_stay_distinct(tmp_path, capsys):
+    rows = [json.loads(line) for line in THOUGHTS.read_text().splitlines()][:67]
+    no_ids = tmp_path / "noid.jsonl"
+    no_ids.write_text("".join(json.dumps({**r, "id": None}) + "\n" for r in rows))
+    out = tmp_path / "t.jsonl"
+    assert prepare(["--ablation", "3", "--original-thoughts", str(no_ids), "--output-file", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 67 and "0 duplicate ids" in capsys.readouterr().out
+
+
+def test_label_only_answers_are_balanced_and_leave_out_the_eval_pairs(tmp_path, capsys):
+    out = tmp_path / "labels.jsonl"
+    assert prepare(["--answer", "label", "--pairs", str(REPO_ROOT / "data/sample/dev_300.csv"), "--balance",
+                    "--eval-file", str(REPO_ROOT / "data/sample/sample.csv"), "--output-file", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["label"] == 1 for r in rows) == sum(r["label"] == 0 for r in rows) == 145  # 145 of label 0 in dev_300
+    assert rows[0]["completion"][0]["content"] in ('{"predicted_label": 0}', '{"predicted_label": 1}')
+    assert "Answer with only a JSON object" in rows[0]["prompt"][0]["content"]
+
+
+def test_combine_refuses_an_output_that_is_an_input(tmp_path, capsys):
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
+    assert combine(["--input", f"a={data}", "--output", str(data)]) == 2
+    assert "same file as --input" in capsys.readouterr().err and data.read_text() == '{"prompt": "p", "response": "r"}\n'
+
+
+def test_merge_shards_default_output_never_overwrites_a_shard(tmp_path, capsys):
+    shard = tmp_path / "results.json"  # a shard file whose name has no .shard-i-of-n part
+    shard.write_text(json.dumps({"settings": {"shard": [0, 1], "task": "nli", "has_labels": False}, "records": [],
+                                 "timing": {"seconds_this_run": 1, "generated_this_run": 0}}))
+    before = shard.read_text()
+    assert merge([str(shard)]) == 2
+    assert "same file as shard" in capsys.readouterr().err and shard.read_text() == before
+    listing = tmp_path / "list.json"
+    listing.write_text("[]")
+    assert merge([str(listing), "--output", str(tmp_path / "m.json")]) == 2
+    assert "not a sample_model results file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"[]", b"\xff\xfe garbage", b'{"settings": {}, "records": [{}]}'])
+def test_parse_predictions_on_broken_files_is_one_line(tmp_path, capsys, content):
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    assert parse([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "r.json" in err and "Traceback" not in err
+
+
+def test_parse_predictions_rescores_free_text_results(tmp_path, capsys):
+    path = tmp_path / "ft.json"
+    record = {"id": "1", "raw_output": "an answer", "predicted_label": None, "true_label": "an answer",
+              "stop_reason": "eos", "generated_tokens": 2, "json_objects": 0}
+    path.write_text(json.dumps({"settings": {"task": "free_text"}, "records": [record]}))
+    assert parse([str(path), "--strict"]) == 0
+    assert "ft.json" in capsys.readouterr().out
+
+
+def test_answer_schemas_follow_the_task():
+    assert answer_schema("nli")["required"] == ["thought_process", "predicted_label"]
+    assert answer_schema("nli_label") == {"type": "object", "required": ["predicted_label"],
+                                          "properties": {"predicted_label": {"type": "integer", "enum": [0, 1]}}}
+    hate = answer_schema("hate_speech")["properties"]["classification"]
+    assert hate == {"type": "string", "enum": ["hate_speech", "not_hate"]}
+    with pytest.raises(ValueError):
+        answer_schema("free_text")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size", "0"], "--batch_size: must be at least 1"), (["--batch_size", "-1"], "must be at least 1"),
+    (["--max_new_tokens", "0"], "--max_new_tokens: must be at least 1"), (["--limit", "-1"], "--limit"),
+    (["--max_prompt_tokens", "-3"], "--max_prompt_tokens"), (["--json_schema"], "--json_schema needs --backend vllm"),
+])
+def test_sample_model_refuses_bad_numbers_in_one_line(tiny_mistral, tmp_path, capsys, args, message):
+    try:
+        code = sample_main(["--model_id", str(tiny_mistral), "--test_file", str(REPO_ROOT / "data/sample/sample.csv"),
+                            "--output_file", str(tmp_path / "o.json"), *args])
+    except SystemExit as exc:  # argparse's own one-line usage error
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "o.json").exists()
+
+
+def test_free_text_rows_must_be_in_an_sft_format(tiny_mistral, tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    assert sample_main(["--model_id", str(tiny_mistral), "--test_file", str(data), "--task", "free_text",
+                        "--output_file", str(tmp_path / "o.json")]) == 2
+    assert "row 1: the free_text task reads prompt/completion" in capsys.readouterr().err
+
+
+def test_nested_values_are_not_premises(tiny_mistral, tmp_path, capsys):
+    data = tmp_path / "nested.jsonl"
+    data.write_text('{"premise": ["a", "b"], "hypothesis": "h", "label": 1}\n')
+    assert sample_main(["--model_id", str(tiny_mistral), "--test_file", str(data),
+                        "--output_file", str(tmp_path / "o.json")]) == 2
+    assert "field 'premise' must be text" in capsys.readouterr().err
+
+
+def test_prepare_confidence_data_reads_correct_strictly(tmp_path, capsys):
+    judged = tmp_path / "judged.json"
+    rows = {"0": {"question": "q0", "response": "yes", "correct_answer": "yes", "correct": 1},
+            "1": {"question": "q1", "response": "no", "correct_answer": "yes", "correct": "no"}}
+    judged.write_text(json.dumps(rows))
+    out = tmp_path / "conf"
+    assert prepare_confidence(["--incorrect", str(judged), "--out-dir", str(out), "--eval-share", "0"]) == 0
+    tagged = [json.loads(line)["tagged_response"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert sorted(t.split()[-1] for t in tagged) == ["<C_READ>", "<U_READ>"]
+    for change, message in [({"correct": "maybe"}, "field 'correct': 'maybe' is not true or false"),
+                            ({"correct": None}, "field 'correct'"), ({"response": 42}, "field 'response' must be")]:
+        judged.write_text(json.dumps({"0": {**rows["0"], **change}}))
+        assert prepare_confidence(["--incorrect", str(judged), "--out-dir", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert prepare_confidence(["--incorrect", str(judged), "--dataset", "squad", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "--dataset squad: unknown" in capsys.readouterr().err
+    assert prepare_confidence(["--out-dir", str(tmp_path / "x")]) == 2
+    assert prepare_confidence(["--incorrect", str(judged), "--eval-share", "-0.1", "--out-dir", str(tmp_path / "x")]) == 2
+
+
+def test_a_strategy_with_literal_braces_writes_no_file(tmp_path, capsys):
+    unified = tmp_path / "unified"
+    unified.mkdir()
+    for name in ("unified_train.json", "unified_val.json"):
+        (unified / name).write_text(shared_file("hatespeech/unified_val.json").read_text())
+    template = tmp_path / "t.json"
+    template.write_text(json.dumps({"strategies": {"s": {"system_prompt": "x",
+                                                         "user_template": 'Answer as {"a": 1}: {text}'}}}))
+    out = tmp_path / "prepared"
+    assert prepare_chat(["--unified_dir", str(unified), "--data_output_dir", str(out), "--prompt_template",
+                         str(template), "--strategy", "s"]) == 2
+    assert "literal braces must be doubled" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_unknown_flag_is_named_without_its_value(tmp_path, capsys):
+    from scripts.generate_thoughts import main as generate
+    with pytest.raises(SystemExit) as exit_info:
+        generate(["--input-csv", "x.csv", "--output-json", "y.jsonl", "--api-key", "sk-live-SECRET1234",
+                  "--token=sk-other-SECRET5678"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--api-key" in err and "--token" in err
+    assert "SECRET" not in err

