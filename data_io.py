@@ -171,12 +171,12 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _atomic_write(path, write) -> Path:
+def _atomic_write(path, write, binary: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -187,6 +187,10 @@ def _atomic_write(path, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -18,10 +18,10 @@ NLI_USER_TEMPLATE = (
 
 # The same question answered with the label alone: a small model (the CPU demo's SmolLM2-135M) learns
 # the task from short answers in minutes, where chain-of-thought answers take hours to pay off.
+NLI_LABEL_SYSTEM = "You decide whether a premise entails a hypothesis."
 NLI_LABEL_USER_TEMPLATE = (
-    "Premise: {premise}\nHypothesis: {hypothesis}\n\n"
-    "Is the hypothesis entailed by the premise? Answer with only a JSON object: "
-    '{{"predicted_label": 1}} if it is entailed, {{"predicted_label": 0}} if it is not.'
+    "Premise: {premise}\nHypothesis: {hypothesis}\n"
+    'Entailed? Answer {{"predicted_label": 1}} for yes, {{"predicted_label": 0}} for no.'
 )
 
 HATE_SPEECH_SYSTEM = (
@@ -49,6 +49,7 @@ TASKS = {
                         "not entailment": 0, "non-entailment": 0, "not entailed": 0},
         "input_fields": ["premise", "hypothesis"],
         "true_label_field": "label",
+        "system_prompt": NLI_LABEL_SYSTEM,  # short: the prompt is most of a CPU training step's tokens
         "user_template": NLI_LABEL_USER_TEMPLATE,
     },
     # Chat-format classification with a JSON answer (hate-speech workflow).
@@ -60,6 +61,7 @@ TASKS = {
                         "normal": "not_hate", "not hate": "not_hate", "non-hate": "not_hate"},
         "input_fields": ["text"],
         "true_label_field": "label",
+        "system_prompt": HATE_SPEECH_SYSTEM,
     },
     # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
     "free_text": {"free_text": True, "label_field": None, "reasoning_field": None, "labels": [], "label_names": {},
@@ -142,11 +144,13 @@ def confidence_user_message(example: dict) -> str:
 
 def example_messages(example: dict, task="nli") -> list[dict]:
     """The chat messages (without the answer) that ask the model about one raw example."""
-    task_name = task if isinstance(task, str) else None
-    if task_name == "hate_speech":
-        return [{"role": "system", "content": HATE_SPEECH_SYSTEM},
-                {"role": "user", "content": hate_speech_user_message(example["text"], example.get("persona"))}]
-    return [{"role": "user", "content": nli_user_message(example["premise"], example["hypothesis"], task)}]
+    spec = get_task(task)
+    if "text" in spec["input_fields"]:
+        user = hate_speech_user_message(example["text"], example.get("persona"))
+    else:
+        user = nli_user_message(example["premise"], example["hypothesis"], task)
+    system = [{"role": "system", "content": spec["system_prompt"]}] if spec.get("system_prompt") else []
+    return system + [{"role": "user", "content": user}]
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

@@ -288,6 +288,9 @@ def main(argv=None) -> int:
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, a folder made read-only mid-run: progress so far is kept
+        print(f"error: cannot write: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nsample_model: interrupted by Ctrl-C; finished examples are saved in the progress file, rerun the "
               "same command to continue", file=sys.stderr)

@@ -40,9 +40,11 @@ def to_messages(record: dict, fmt: str, where: str, system: str | None) -> list[
     fmt = detect(record) if fmt == "auto" else fmt
     if fmt == "messages":
         messages = record.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                     for m in messages):
-            raise DataError(f"{where}: field 'messages' must be a list of {{role, content}}")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str) for m in messages):
+            raise DataError(f"{where}: field 'messages' must be a list of {{role, content}} with a system, user "
+                            "or assistant role and text content")
     elif fmt == "prompt_response":
         answer = record.get("response", record.get("completion"))
         if not isinstance(record.get("prompt"), str) or not isinstance(answer, str):
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
                 rows.append({"messages": to_messages(record, fmt, where, args.system), "source": name})
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("error: the inputs hold no rows; nothing written", file=sys.stderr)
         return 2
     random.Random(args.seed).shuffle(rows)
     n_holdout = round(len(rows) * args.holdout)

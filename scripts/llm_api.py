@@ -13,6 +13,7 @@ an output generated from other input rows), and
 appends exhausted examples to a failures file, retried on the next run unless --skip-failed.
 """
 
+import argparse
 import os
 import random
 import sys
@@ -47,16 +48,38 @@ class ValidationError(ValueError):
     """An answer that does not fit the task's schema; the message is sent back to the model."""
 
 
+def at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def add_api_arguments(parser, default_api="mistral") -> None:
     """The flags every API script takes."""
     parser.add_argument("--api", choices=sorted(PROVIDERS), default=default_api)
     parser.add_argument("--api-base", default=None, help="override the provider's base URL")
     parser.add_argument("--model-name", default=None, help="override the provider's default model")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent requests")
-    parser.add_argument("--requests-per-minute", type=float, default=None, help="stay under a quota")
-    parser.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
-    parser.add_argument("--max-retries", type=int, default=2, help="re-asks after an invalid answer")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
+    parser.add_argument("--workers", type=at_least(1), default=4, help="concurrent requests")
+    parser.add_argument("--requests-per-minute", type=above_zero, default=None, help="stay under a quota")
+    parser.add_argument("--max-attempts", type=at_least(1), default=6, help="HTTP attempts per request (429/5xx/timeouts)")
+    parser.add_argument("--max-retries", type=at_least(0), default=2, help="re-asks after an invalid answer")
+    parser.add_argument("--timeout", type=above_zero, default=60.0, help="seconds per HTTP request")
     parser.add_argument("--skip-failed", action="store_true", help="do not retry ids in the failures file")
     parser.add_argument("--price-in", type=float, default=None, help="price per million prompt tokens")
     parser.add_argument("--price-out", type=float, default=None, help="price per million completion tokens")
@@ -310,6 +333,9 @@ def run_job_script(name: str, run) -> int:
     except (ApiError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full or the output made read-only: what was appended so far is kept
+        print(f"error: cannot write: {exc}", file=sys.stderr)
+        return 1
     except JobsInterrupted as exc:
         print(f"{name}: interrupted by Ctrl-C: {exc.summary.line()}; rerun the same command to continue",
               file=sys.stderr)

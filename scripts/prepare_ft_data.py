@@ -35,11 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
-from prompts import (  # noqa: E402
-    nli_completion,
-    nli_user_message,
-    normalize_label,  # noqa: E402
-)
+from prompts import example_messages, nli_completion, nli_user_message, normalize_label  # noqa: E402
 
 
 def _label(record: dict, field: str, path) -> int:
@@ -108,13 +104,13 @@ def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
 
 
 def to_example(row: dict, label: int, source: str, fmt: str, task: str = "nli") -> dict:
-    user = nli_user_message(row["premise"], row["hypothesis"], task)
     answer = nli_completion(row.get("thought_process"), label, task)
     if fmt == "text":
+        user = nli_user_message(row["premise"], row["hypothesis"], task)
         return {"id": row["id"], "text": f"<s>[INST] {user} [/INST] {answer} </s>"}
     return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
-            "label": row["true_label"], "source": source,
-            "prompt": [{"role": "user", "content": user}], "completion": [{"role": "assistant", "content": answer}]}
+            "label": row["true_label"], "source": source, "prompt": example_messages(row, task),
+            "completion": [{"role": "assistant", "content": answer}]}
 
 
 def build_label_only(pairs, fmt: str = "prompt_completion"):

@@ -5,9 +5,10 @@
         --ratio 0.5 --seed 42
 
 Defaults: `<input>_part1.jsonl` and `<input>_part2.jsonl` beside the input. The ratio is the share that
-goes to the first file (strictly between 0 and 1). Lines are copied byte for byte (UTF-8 kept), the
-input is never touched, missing output folders are created, and both outputs are written atomically:
-a malformed JSON line is an error naming its line number, and then nothing is written.
+goes to the first file (strictly between 0 and 1). Lines are copied byte for byte (UTF-8, a BOM on the
+first line, CRLF endings and U+2028 inside strings kept), the input is never touched, missing output
+folders are created, and both outputs are written atomically: a malformed JSON line is an error naming
+its line number, and then nothing is written.
 """
 
 import argparse
@@ -21,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, atomic_write_text, check_outputs  # noqa: E402
+from data_io import DataError, atomic_write_bytes, check_outputs  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,20 +38,28 @@ def main(argv=None) -> int:
         print(f"error: --ratio must be strictly between 0 and 1, got {args.ratio}", file=sys.stderr)
         return 2
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        data = source.read_bytes()
+    except OSError as exc:
         print(f"error: {source}: cannot read: {exc}", file=sys.stderr)
         return 2
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    records = []  # raw lines, each with its own line ending, exactly as in the file
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            print(f"error: {source}: line {number}: not UTF-8: {exc}", file=sys.stderr)
+            return 2
+        if not text.strip():
             continue
         try:
-            json.loads(line)
+            json.loads(text)
         except json.JSONDecodeError as exc:
             print(f"error: {source}: line {number}: invalid JSON: {exc.msg}", file=sys.stderr)
             return 2
-        records.append(line)
+        records.append(line if line.endswith(b"\n") else line + b"\n")
+    if not records:
+        print(f"error: {source}: no lines to split", file=sys.stderr)
+        return 2
     stem = source.with_suffix("")
     out1 = Path(args.output1 or f"{stem}_part1.jsonl")
     out2 = Path(args.output2 or f"{stem}_part2.jsonl")
@@ -62,8 +71,8 @@ def main(argv=None) -> int:
     random.Random(args.seed).shuffle(records)
     cut = round(len(records) * args.ratio)
     first, second = records[:cut], records[cut:]
-    atomic_write_text(out1, "".join(line + "\n" for line in first))
-    atomic_write_text(out2, "".join(line + "\n" for line in second))
+    atomic_write_bytes(out1, b"".join(first))
+    atomic_write_bytes(out2, b"".join(second))
     total = len(records) or 1
     print(f"total lines: {len(records)}")
     print(f"{out1}: {len(first)} lines ({100 * len(first) / total:.1f}%)")

@@ -107,7 +107,7 @@ def test_label_only_answers_are_balanced_and_leave_out_the_eval_pairs(tmp_path, 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sum(r["label"] == 1 for r in rows) == sum(r["label"] == 0 for r in rows) == 145  # 145 of label 0 in dev_300
     assert rows[0]["completion"][0]["content"] in ('{"predicted_label": 0}', '{"predicted_label": 1}')
-    assert "Answer with only a JSON object" in rows[0]["prompt"][0]["content"]
+    assert rows[0]["prompt"][0]["role"] == "system" and "Entailed?" in rows[0]["prompt"][1]["content"]
 
 
 def test_combine_refuses_an_output_that_is_an_input(tmp_path, capsys):
@@ -230,3 +230,87 @@ def test_an_unknown_flag_is_named_without_its_value(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--api-key" in err and "--token" in err
     assert "SECRET" not in err
+
+
+def test_split_keeps_bytes_bom_crlf_and_u2028_and_refuses_empty_input(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    lines = [b'\xef\xbb\xbf{"a": "first"}\r\n'] + [f'{{"a": "x\u2028y {i}"}}\r\n'.encode() for i in range(9)]
+    source.write_bytes(b"".join(lines))
+    assert split([str(source), "--output1", str(tmp_path / "1.jsonl"), "--output2", str(tmp_path / "2.jsonl")]) == 0
+    out = (tmp_path / "1.jsonl").read_bytes() + (tmp_path / "2.jsonl").read_bytes()
+    assert sorted(out.splitlines(keepends=True)) == sorted(lines)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert split([str(empty)]) == 2 and "no lines to split" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--max-attempts", "0"), ("--max-retries", "-1"), ("--timeout", "0"),
+                                        ("--workers", "0")])
+def test_api_numbers_are_checked(flag, value, capsys):
+    from scripts.generate_thoughts import main as generate
+    with pytest.raises(SystemExit):
+        generate(["--input-csv", "x.csv", "--output-json", "y.jsonl", flag, value])
+    assert flag in capsys.readouterr().err
+
+
+def test_an_adapter_finds_its_relative_base_from_any_folder(trained_adapter, tiny_mistral, tmp_path, monkeypatch):
+    import shutil
+
+    from modeling import ModelLoadError, adapter_base
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter, adapter)
+    shutil.copytree(tiny_mistral, adapter / "base")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "base"}))
+    monkeypatch.chdir(tmp_path.parent)  # "base" is not a folder here, but it is in the adapter dir
+    assert adapter_base(str(adapter)) == str(adapter / "base")
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "./gone"}))
+    with pytest.raises(ModelLoadError, match=r"adapter_config.json: base model './gone' not found.*--base_model"):
+        adapter_base(str(adapter))
+    (adapter / "adapter_config.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="adapter_config.json: unreadable"):
+        adapter_base(str(adapter))
+
+
+def test_a_finished_vllm_rerun_shuts_its_engine_down(tiny_mistral, tmp_path, monkeypatch):
+    """A rerun with nothing left to generate, or one refused for stale progress, must not leave an engine."""
+    import evaluate.vllm_backend as vllm_backend
+    from modeling import load_tokenizer
+    closed = []
+
+    class FakeVllm:
+        def __init__(self, model_id, **kwargs):
+            self.tokenizer = load_tokenizer(str(model_id))
+
+        def generate(self, prompts, *, max_new_tokens, on_batch=None, stop_at_json=True):
+            on_batch([(i, {"text": '{"predicted_label": 1}', "stop_reason": "json", "generated_tokens": 5})
+                      for i in range(len(prompts))])
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(vllm_backend, "VllmGenerator", FakeVllm)
+    args = ["--model_id", str(tiny_mistral), "--test_file", str(REPO_ROOT / "data/sample/sample.csv"), "--limit", "3",
+            "--backend", "vllm", "--output_file", str(tmp_path / "v.json"), "--quiet"]
+    assert sample_main(args) == 0 and len(closed) == 1
+    assert sample_main(args) == 0 and len(closed) == 2  # nothing to do: the engine still goes down
+    assert sample_main([*args, "--max_new_tokens", "7"]) == 2 and len(closed) == 3  # refused: likewise
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_progress(tiny_mistral, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import evaluate.results as results
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(results, "atomic_write_json", full)
+    out = tmp_path / "o.json"
+    args = ["--model_id", str(tiny_mistral), "--test_file", str(REPO_ROOT / "data/sample/sample.csv"), "--limit", "2",
+            "--max_new_tokens", "4", "--output_file", str(out), "--quiet"]
+    assert sample_main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot write: [Errno 28] No space left on device" in err and "Traceback" not in err
+    assert len((tmp_path / "o.json.progress.jsonl").read_text().splitlines()) == 2  # nothing generated is lost
+    monkeypatch.undo()
+    assert sample_main(args) == 0 and "resuming: 2 done, 0 to go" in capsys.readouterr().err

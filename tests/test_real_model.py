@@ -89,3 +89,27 @@ def test_sample_model_runs_on_the_gguf_file_offline(smollm2_gguf, smollm2_dir, t
                         "--quiet"]) == 0
     records = json.loads(out.read_text())["records"]
     assert len(records) == 4 and all(r["raw_output"] for r in records)
+
+
+def test_the_cot_recipe_ablation2_learns_the_answer_format_on_the_real_model(smollm2_gguf, smollm2_dir, tmp_path):
+    """The mission's GPU recipe, a few CPU steps: the model then answers with one JSON object holding a
+    thought_process and a label, and stops."""
+    from evaluate.sample_model import main as sample_main
+    from scripts.prepare_ft_data import main as prepare
+    train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    assert prepare(["--ablation", "2", "--original-thoughts", str(REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+                    "--reflected-thoughts", str(REPO_ROOT / "data/sample/sample_reflections.jsonl"),
+                    "--output-file", str(train), "--holdout", "6", "--holdout-file", str(held)]) == 0
+    from train.train_sft import main as train_main
+    out = tmp_path / "cot"
+    assert train_main(["ablation2.py", "--model_id", str(smollm2_gguf), "--train_data", str(train),
+                       "--output_dir", str(out), "--load_in_4bit", "false", "--torch_dtype", "float32",
+                       "--device", "cpu", "--optimizer", "adamw_torch", "--max_steps", "16", "--batch_size", "4",
+                       "--grad_accumulation_steps", "1", "--learning_rate", "1e-3", "--warmup_ratio", "0.1",
+                       "--max_seq_length", "512", "--mixed_precision", "bf16", "--attn_implementation", "eager",
+                       "--gradient_checkpointing", "false", "--save_steps", "1000", "--logging_steps", "4"]) == 0
+    result = tmp_path / "cot.json"
+    assert sample_main(["--model_id", str(out), "--test_file", str(held), "--max_new_tokens", "200",
+                        "--batch_size", "6", "--output_file", str(result), "--quiet"]) == 0
+    metrics = json.loads(result.read_text())["metrics"]
+    assert metrics["single_json_rate"] >= 5 / 6 and metrics["stop_rate"] >= 5 / 6, metrics

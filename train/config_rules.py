@@ -30,7 +30,7 @@ CHOICES = {
 # keys whose default is None: the type a value must have when it is not None
 NONE_DEFAULT_TYPES = {
     "tokenizer_id": str, "eval_data": str, "max_train_examples": int, "max_eval_examples": int,
-    "resume_from_checkpoint": str, "hub_model_id": str, "wandb_run_name": str,
+    "resume_from_checkpoint": str, "hub_model_id": str, "wandb_run_name": str, "lora_layers": list,
 }
 
 
@@ -53,6 +53,8 @@ def value_problem(key: str, value) -> str | None:
             return f"must be {bounds}, got {value!r}"
     if key == "max_steps" and (value == 0 or value < -1):
         return f"must be a positive number of steps or -1 (use num_epochs), got {value!r}"
+    if key == "lora_layers" and not (value and all(isinstance(i, int) and i >= 0 for i in value)):
+        return f"must be a non-empty list of layer indexes (0 = the first layer) or None, got {value!r}"
     if key == "task":
         from prompts import TASKS
         if value not in TASKS:

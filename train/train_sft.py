@@ -151,7 +151,7 @@ def build_model(config: dict, tokenizer, device: str, new_token_ids: list[int]):
             token_rows["lm_head"] = special_ids
     lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                       target_modules=config["lora_target_modules"], task_type="CAUSAL_LM",
-                      trainable_token_indices=token_rows)
+                      trainable_token_indices=token_rows, layers_to_transform=config["lora_layers"])
     model = get_peft_model(model, lora)
     return model
 
@@ -377,6 +377,9 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if not isinstance(exc, TrainError) or "push to the hub" not in str(exc) else 1
+    except OSError as exc:  # disk full while saving: the last complete checkpoint is still there
+        print(f"error: cannot write: {exc}", file=sys.stderr)
+        return 1
     except torch.OutOfMemoryError:
         print("error: out of memory. Lower --batch_size (raise --grad_accumulation_steps to keep the effective "
               "batch), lower --max_seq_length, or set --gradient_checkpointing true", file=sys.stderr)

@@ -53,6 +53,8 @@ lora_r = 16                              # adapter rank
 lora_alpha = 32                          # adapter scale (alpha / r multiplies the update)
 lora_dropout = 0.05                      # dropout on the adapter input
 lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+lora_layers = None                       # indexes of the transformer layers that get adapters; None = all.
+                                         # Only the top layers: backpropagation stops below them (faster)
 special_tokens = []                      # extra tokens to add; their input and output embedding rows train
 confidence_tokens = {}                   # domain -> [confident, unconfident] tokens, e.g. {"READ": ["<C_READ>", "<U_READ>"]}
 confidence_datasets = {}                 # dataset name -> domain, e.g. {"boolq": "READ", "medqa": "MED"}
