@@ -29,15 +29,23 @@ def test_lora_learns_the_labels_of_a_learnable_synthetic_task(tiny_mistral, tmp_
 
 
 @pytest.mark.slow
-def test_the_demo_pipeline_learns_to_stop_and_answer_in_one_json_object():
-    proc = subprocess.run([sys.executable, "scripts/demo.py"], cwd=REPO_ROOT, capture_output=True, text=True)
+def test_the_demo_pipeline_runs_end_to_end_on_the_real_model():
+    """The whole `make demo` pipeline with a short training run (the full one is `make demo` itself)."""
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--max-steps", "40", "--eval-limit", "40"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((REPO_ROOT / "results/demo/summary.json").read_text())
+    assert summary["model"] == "SmolLM2-135M-Instruct" and summary["eval_examples"] == 40
+    assert summary["max_new_tokens"] == 12 and 0.4 < summary["majority_baseline"] < 0.7
     tuned, untrained = summary["fine_tuned"], summary["untrained"]
-    for key in ("parse_rate", "stop_rate", "accuracy", "f1", "samples_per_s"):
+    assert tuned["model_dir"] == "models/smollm2-135m-nli-demo"
+    assert untrained["model_dir"] == "models/converted/SmolLM2-135M-Instruct.Q4_1"
+    for key in ("accuracy", "accuracy_95ci", "f1", "f1_95ci", "parse_rate", "single_json_rate", "stop_rate",
+                "samples_per_s"):
         assert key in tuned and key in untrained
-    assert tuned["stop_rate"] >= 0.95 and tuned["single_json_rate"] >= 0.95
-    assert untrained["stop_rate"] < 0.95 and untrained["single_json_rate"] < 0.95
+    assert tuned["accuracy_95ci"][0] <= tuned["accuracy"] <= tuned["accuracy_95ci"][1]
+    assert tuned["stop_rate"] >= 0.95 and tuned["single_json_rate"] >= 0.95  # the format is learned
+    assert untrained["parse_rate"] < 0.5  # the untrained model rambles past the answer's length
     for picture in ("loss_curve.png", "confusion_matrix.png"):
         assert (REPO_ROOT / "results/demo" / picture).read_bytes()[:4] == b"\x89PNG"
-    assert "fine_tuned" in proc.stdout and "untrained" in proc.stdout
+    assert "fine_tuned" in proc.stdout and "untrained" in proc.stdout and "targets:" in proc.stdout

@@ -1,16 +1,15 @@
-# The embedded default: the tiny local model on the bundled sample data, a few minutes on 2 CPU cores.
-#   make demo                                   (builds the model and data, then runs this config)
+# A tiny random-weight model on the bundled teacher thoughts: quick CPU checks, and the tests' base config.
+#   python scripts/make_tiny_model.py --arch mistral --hidden-size 192        (builds models/tiny-mistral)
 #   ./run_training.sh --local --config tiny_cpu.py
-#   python -m train.train_sft --config tiny_cpu.py --max_steps 20     (a quicker smoke run)
-# It expects models/tiny-mistral (python scripts/make_tiny_model.py --arch mistral --hidden-size 192)
-# and data/finetune/demo_{train,eval}.jsonl (scripts/demo.py writes them with prepare_ft_data.py).
+#   python -m train.train_sft --config tiny_cpu.py --max_steps 20              (a quicker smoke run)
+# It learns the answer format and to stop, not NLI: the real-model demo is smollm2_cpu.py (make demo).
 from train.configs.default import *  # noqa: F401,F403
 
 model_id = "models/tiny-mistral"           # random weights, tokenizer trained on data/sample/
 load_in_4bit = False                       # float32 on CPU; 4-bit on CPU is covered by tests/test_4bit.py
 torch_dtype = "float32"                    # CPUs have no fast bf16 training path
 device = "cpu"
-train_data = "data/finetune/demo_train.jsonl"  # ablation 2 of the bundled thoughts + reflections
+train_data = "data/sample/sample_thoughts.jsonl"  # 100 real teacher thoughts (NLI records)
 eval_data = None                           # the demo evaluates the held-out split with sample_model.py
 output_dir = "models/tiny-mistral-nli-demo"
 max_seq_length = 1024                      # the tiny tokenizer needs ~2x the tokens of a real one
