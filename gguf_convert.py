@@ -85,6 +85,9 @@ def convert_gguf(path, cache_dir: Path | None = None, force: bool = False) -> Pa
     fingerprint = path_fingerprint(path)
     if not force and _is_current(out, fingerprint):
         return out
+    if out.exists() and not (out / SOURCE_FILE).is_file():  # never replace a folder this module didn't make
+        raise GGUFError(f"{out} exists and was not made from a GGUF file (no {SOURCE_FILE}); move it or choose "
+                        "another --cache-dir")
     architecture = gguf_architecture(path)
     log.warning("dequantizing %s (%s) into %s, once", path, architecture, out)
     out.parent.mkdir(parents=True, exist_ok=True)

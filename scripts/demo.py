@@ -16,6 +16,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,7 +44,10 @@ COLUMNS = ["model", "accuracy", "accuracy_95ci", "f1", "f1_95ci", "parse_rate", 
 def step(title: str, cmd: list[str]) -> float:
     print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
     started = time.time()
-    subprocess.run(cmd, cwd=REPO_ROOT, check=True)
+    env = dict(os.environ)
+    if not sys.stderr.isatty():  # a CI log: one progress line every 30 s, not a carriage-return update per step
+        env.setdefault("TQDM_MININTERVAL", "30")
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True, env=env)
     seconds = time.time() - started
     print(f"--- {title}: {seconds:.0f}s", flush=True)
     return seconds

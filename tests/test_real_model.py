@@ -103,7 +103,7 @@ def test_the_cot_recipe_ablation2_learns_the_answer_format_on_the_real_model(smo
     from train.train_sft import main as train_main
     out = tmp_path / "cot"
     assert train_main(["ablation2.py", "--model_id", str(smollm2_gguf), "--train_data", str(train),
-                       "--output_dir", str(out), "--load_in_4bit", "false", "--torch_dtype", "float32",
+                       "--output_dir", str(out), "--eval_data", "None", "--load_in_4bit", "false", "--torch_dtype", "float32",
                        "--device", "cpu", "--optimizer", "adamw_torch", "--max_steps", "16", "--batch_size", "4",
                        "--grad_accumulation_steps", "1", "--learning_rate", "1e-3", "--warmup_ratio", "0.1",
                        "--max_seq_length", "512", "--mixed_precision", "bf16", "--attn_implementation", "eager",

@@ -257,6 +257,11 @@ def test_a_gguf_whose_architecture_transformers_cannot_load_exits_2_naming_it(tm
     assert not (tmp_path / "converted" / "odd").exists() and not list((tmp_path / "converted").glob(".odd*"))
     code, _ = run_train(path, tmp_path / "run")
     assert code == 2 and "mamba9" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    precious = tmp_path / "converted" / "odd"  # a folder of the user's, not a conversion: never replaced
+    precious.mkdir(parents=True)
+    (precious / "weights.bin").write_text("mine")
+    assert convert([str(path), "--cache-dir", str(tmp_path / "converted")]) == 2
+    assert "was not made from a GGUF file" in capsys.readouterr().err and (precious / "weights.bin").exists()
     garbage = tmp_path / "garbage.gguf"
     garbage.write_bytes(b"not a gguf file at all")
     assert convert([str(garbage), "--cache-dir", str(tmp_path / "converted")]) == 2
