@@ -51,14 +51,20 @@ ARCHS = {
 }
 
 
+# The tokenizer's training text: a fixed list, so that adding a data file to data/sample/ never changes
+# the tiny models (and the outputs the tests compare).
+TOKENIZER_CSVS = ["dev_300.csv", "sample.csv", "teacher_cot_1000.csv", "trial.csv"]
+TOKENIZER_JSONLS = ["sample_ft.jsonl", "sample_reflections.jsonl", "sample_thoughts.jsonl"]
+
+
 def sample_texts() -> list[str]:
-    """Every string in the bundled NLI sample: premises, hypotheses, reasoning, JSON answers."""
+    """Every string in the bundled NLI sample files: premises, hypotheses, reasoning, JSON answers."""
     texts = []
-    for path in sorted(SAMPLE_DIR.glob("*.csv")):
+    for path in (SAMPLE_DIR / name for name in TOKENIZER_CSVS):
         with open(path, encoding="utf-8-sig", newline="") as f:
             for row in csv.DictReader(f):
                 texts.extend(str(v) for v in row.values() if v)
-    for path in sorted(SAMPLE_DIR.glob("*.jsonl")):
+    for path in (SAMPLE_DIR / name for name in TOKENIZER_JSONLS):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)

@@ -209,8 +209,10 @@ def test_ctrl_c_stops_new_requests_keeps_what_finished_and_exits_130(tmp_path):
         out = tmp_path / "t.jsonl"
         cmd = [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json", str(out),
                "--api-base", server.base_url, "--workers", "2", *FAST]
+        # a job started in the background inherits an ignored SIGINT (as under `make test &`): restore Ctrl-C
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, API_KEY=KEY), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
             time.sleep(0.01)
