@@ -1,7 +1,7 @@
 """Command-line helpers every script shares: one bool parser, and an argument parser that never echoes
 the value of an argument it doesn't know (`--api-key sk-...` must not end up in a terminal log).
 
-    from cli import ArgumentParser, parse_bool
+    from cli import ArgumentParser, at_least, parse_bool
 """
 
 import argparse
@@ -20,6 +20,30 @@ def parse_bool(text: str) -> bool:
     value = bool_word(text)
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return value
+
+
+def at_least(low: int):
+    """An argparse type for whole numbers of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def above_zero(text: str) -> float:
+    """An argparse type for numbers above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
 
 

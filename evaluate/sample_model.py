@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from cli import ArgumentParser, parse_bool  # noqa: E402
+from cli import ArgumentParser, at_least, parse_bool  # noqa: E402
 from data_io import (  # noqa: E402
     DataError,
     append_jsonl,
@@ -44,16 +44,6 @@ from prompts import TASKS, answer_schema, get_task  # noqa: E402
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -72,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
     p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
     p.add_argument("--task", default="nli", choices=sorted(TASKS))
-    p.add_argument("--batch_size", type=positive_int, default=8)
-    p.add_argument("--max_new_tokens", type=positive_int, default=512)
-    p.add_argument("--max_prompt_tokens", type=positive_int, default=None,
+    p.add_argument("--batch_size", type=at_least(1), default=8)
+    p.add_argument("--max_new_tokens", type=at_least(1), default=512)
+    p.add_argument("--max_prompt_tokens", type=at_least(1), default=None,
                    help="longer prompts lose their start (the instruction at the end is kept)")
     p.add_argument("--stop_at_json", type=parse_bool, default=None,
                    help="stop a sequence once it has written a complete JSON object (default: true for label "
@@ -90,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--base_model", default=None, help="override the base named in adapter_config.json")
     p.add_argument("--shard", type=parse_shard, default=None, help="i/n: run only shard i of n")
-    p.add_argument("--limit", type=positive_int, default=None, help="only the first N rows")
+    p.add_argument("--limit", type=at_least(1), default=None, help="only the first N rows")
     p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -13,7 +13,6 @@ an output generated from other input rows), and
 appends exhausted examples to a failures file, retried on the next run unless --skip-failed.
 """
 
-import argparse
 import os
 import random
 import sys
@@ -27,6 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
+from cli import above_zero, at_least
 from data_io import DataError, append_jsonl, check_outputs, load_env_file, read_jsonl, repair_torn_tail
 from evaluate.extraction import iter_json_objects
 from prompts import REASK_TEMPLATE
@@ -46,28 +46,6 @@ class ApiError(RuntimeError):
 
 class ValidationError(ValueError):
     """An answer that does not fit the task's schema; the message is sent back to the model."""
-
-
-def at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-def above_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
 
 
 def add_api_arguments(parser, default_api="mistral") -> None:
