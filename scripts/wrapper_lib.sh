@@ -51,6 +51,21 @@ python_launcher() {
   if [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"; else echo "python"; fi
 }
 
+# The python of the backend's environment: vLLM pins its own torch and transformers, so it has one of its
+# own (/opt/vllm-venv in the image, .venv-vllm from `make test-vllm` on the host).
+backend_python() {
+  if [ "$1" != "vllm" ]; then echo "python"
+  elif [ "$MODE" = "docker" ]; then echo "/opt/vllm-venv/bin/python"
+  else
+    local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [ -x "$repo/.venv-vllm/bin/python" ]; then echo ".venv-vllm/bin/python"
+    else
+      echo "note: no .venv-vllm here (make test-vllm builds it); trying the current python" >&2
+      echo "python"
+    fi
+  fi
+}
+
 # An argument as a shell would need it typed: bare when safe, else single-quoted.
 quote_arg() {
   if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"

@@ -216,10 +216,50 @@ def test_wandb_offline_needs_no_network(tiny_mistral, tmp_path, monkeypatch):
 
 def test_attention_is_never_requested_blindly():
     from modeling import ModelLoadError, pick_attn_implementation
-    assert pick_attn_implementation("auto", "cpu") == "sdpa"
-    assert pick_attn_implementation("eager", "cpu") == "eager"
+    assert pick_attn_implementation("auto", "cpu")[0] == "sdpa"
+    assert pick_attn_implementation("eager", "cpu")[0] == "eager"
     with pytest.raises(ModelLoadError, match="flash"):
         pick_attn_implementation("flash_attention_2", "cpu")
+
+
+@pytest.mark.parametrize("installed,offline,expected", [
+    ({"flash_attn", "kernels"}, "1", ("flash_attention_2", "flash-attn package")),
+    ({"kernels"}, "0", ("kernels-community/flash-attn2", "hub kernel")),
+    ({"kernels"}, "1", ("sdpa", "auto: no flash-attn package and no hub kernel access")),
+    (set(), "0", ("sdpa", "auto: no flash-attn package and no hub kernel access")),
+])
+def test_cuda_attention_comes_from_the_package_then_the_hub_kernel_then_sdpa(monkeypatch, installed, offline, expected):
+    import importlib.util
+
+    import modeling
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name in installed else
+                        (None if name in ("flash_attn", "kernels") else real_find_spec(name, *a)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    assert modeling.pick_attn_implementation("auto", "cuda") == expected
+    if "flash_attn" not in installed and offline == "1":
+        with pytest.raises(modeling.ModelLoadError, match="neither the flash-attn package"):
+            modeling.pick_attn_implementation("flash_attention_2", "cuda")
+
+
+def test_a_hub_kernel_that_cannot_be_fetched_falls_back_to_sdpa_and_says_so(caplog):
+    import types
+
+    import modeling
+
+    class FakeModel:
+        @staticmethod
+        def from_pretrained(model_id, **kwargs):
+            if kwargs["attn_implementation"] == modeling.HUB_FLASH_KERNEL:
+                raise OSError("no build of kernels-community/flash-attn2 for this torch")
+            return types.SimpleNamespace(config=types.SimpleNamespace(_attn_implementation=kwargs["attn_implementation"]))
+
+    with caplog.at_level("INFO", logger="modeling"):
+        model = modeling._from_pretrained_with_attention(
+            FakeModel, "m", {"attn_implementation": modeling.HUB_FLASH_KERNEL}, "hub kernel")
+    assert model.config._attn_implementation == "sdpa"
+    assert "falling back to sdpa" in caplog.text and "attention: sdpa (fallback)" in caplog.text
 
 
 def test_a_run_that_fails_before_training_writes_nothing(tiny_mistral, tmp_path, capsys):

@@ -73,7 +73,8 @@ def test_exit_status_is_the_scripts_and_help_works():
 
 def test_dockerfile_runs_as_non_root_and_bakes_in_no_secrets():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text().splitlines()
-    assert dockerfile[[i for i, line in enumerate(dockerfile) if line.startswith("FROM ")][0]].count(":") == 1  # tagged
+    base = next(line for line in dockerfile if line.startswith("ARG BASE_IMAGE="))
+    assert base.count(":") == 1 and "FROM ${BASE_IMAGE}" in dockerfile  # a tagged default base
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     for line in dockerfile:
@@ -84,3 +85,16 @@ def test_dockerfile_runs_as_non_root_and_bakes_in_no_secrets():
     volumes = next(line for line in dockerfile if line.startswith("VOLUME"))
     for path in ("/app/data", "/app/models", "/app/results", "/home/app/.cache/huggingface"):
         assert path in volumes
+
+
+def test_the_vllm_backend_runs_in_its_own_environment():
+    if (REPO_ROOT / ".env").exists():
+        pytest.skip("a local .env adds --env-file to the command")
+    docker = dry_run("evaluate/run_inference.sh", "--docker", "--model", "models/X", "--data", "d.csv",
+                     "--backend", "vllm")
+    assert docker == (f"docker run --rm --ipc=host {VOLUMES} nli-finetune:latest /opt/vllm-venv/bin/python -m "
+                      "evaluate.sample_model --model_id models/X --test_file d.csv --backend vllm")
+    host = dry_run("run_inference.sh", "--local", "--model", "models/X", "--data", "d.csv", "--backend=vllm")
+    python = ".venv-vllm/bin/python" if (REPO_ROOT / ".venv-vllm/bin/python").exists() else "python"
+    assert host == f"{python} -m evaluate.sample_model --model_id models/X --test_file d.csv --backend=vllm"
+    assert dry_run("run_inference.sh", "--local", "--model", "m", "--data", "d.csv").startswith("python -m")

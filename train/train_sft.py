@@ -300,7 +300,7 @@ def train(config: dict) -> dict:
 
     args = training_arguments(config, device, len(train_examples), bool(eval_examples))
     attn = model.config._attn_implementation
-    padding_free = config["use_packing"] and attn.startswith("flash_attention")
+    padding_free = config["use_packing"] and "flash" in attn  # the package's or the hub kernel's varlen path
     if config["use_packing"] and not padding_free:
         # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
         # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay

