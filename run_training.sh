@@ -3,9 +3,10 @@
 #   ./run_training.sh --config ablation2.py --gpu 1         # one GPU (container sees it as device 0)
 #   ./run_training.sh --config distributed.py --gpus 0,1   # DDP over two GPUs with torchrun
 #   ./run_training.sh --local --config tiny_cpu.py         # on the host, CPU is fine
-#   ./run_training.sh --dry-run --docker --config ablation2.py --all-gpus   # print the command only
+#   ./run_training.sh --dry-run --config ablation2.py --gpu 1   # the command, then the preflight plan
 # Wrapper options: --local, --docker, --dry-run, --gpu N, --gpus N|0,1, --all-gpus, --image NAME.
 # Every other argument goes to `python -m train.train_sft` (see train/config_loader.py for overrides).
+# --dry-run prints the command and runs the preflight (train/preflight.py) on the host; PREFLIGHT=0 skips it.
 set -euo pipefail
 # shellcheck source=scripts/wrapper_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
@@ -22,3 +23,4 @@ done
 resolve_mode
 # shellcheck disable=SC2046  # the launcher is deliberately split into words
 run_command $(python_launcher) -m train.train_sft "${train_args[@]}"
+if [ "$DRY_RUN" = 1 ] && [ "${PREFLIGHT:-1}" != 0 ]; then run_preflight "${train_args[@]}"; fi

@@ -66,6 +66,20 @@ backend_python() {
   fi
 }
 
+# The training preflight (plan, data check, memory estimate; nothing loaded) with the host's project
+# environment, as many processes as GPUs selected; its exit status is the wrapper's.
+run_preflight() {
+  local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local python="python"
+  if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; fi
+  if ! (cd "$repo" && "$python" -c "import train.preflight" >/dev/null 2>&1); then
+    echo "note: preflight skipped: no Python with requirements.txt on this host (make demo / make test builds .venv);" \
+         "in the image: docker run --rm $IMAGE python -m train.train_sft $* --dry_run" >&2
+    return 0
+  fi
+  (cd "$repo" && WORLD_SIZE="$(gpu_count)" exec "$python" -m train.train_sft "$@" --dry_run)
+}
+
 # An argument as a shell would need it typed: bare when safe, else single-quoted.
 quote_arg() {
   if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"

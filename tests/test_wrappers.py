@@ -12,7 +12,7 @@ VOLUMES = (f"-v {REPO_ROOT}/data:/app/data -v {REPO_ROOT}/models:/app/models -v 
 
 
 def dry_run(script, *args):
-    env = dict(os.environ, HF_HOME="/hf-cache")
+    env = dict(os.environ, HF_HOME="/hf-cache", PREFLIGHT="0")  # the command only (the plan: below)
     proc = subprocess.run(["bash", script, "--dry-run", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -54,7 +54,7 @@ def test_host_runs_select_the_gpu_with_cuda_visible_devices():
 
 
 def test_without_a_docker_engine_it_runs_on_the_host_and_says_so():
-    env = dict(os.environ, PATH="/usr/bin:/bin")  # no docker client, no venv
+    env = dict(os.environ, PATH="/usr/bin:/bin", PREFLIGHT="0")  # no docker client, no venv
     proc = subprocess.run(["bash", "run_training.sh", "--dry-run", "--config", "x.py"], cwd=REPO_ROOT,
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "no Docker engine" in proc.stderr
@@ -98,3 +98,18 @@ def test_the_vllm_backend_runs_in_its_own_environment():
     python = ".venv-vllm/bin/python" if (REPO_ROOT / ".venv-vllm/bin/python").exists() else "python"
     assert host == f"{python} -m evaluate.sample_model --model_id models/X --test_file d.csv --backend=vllm"
     assert dry_run("run_inference.sh", "--local", "--model", "m", "--data", "d.csv").startswith("python -m")
+
+
+def test_the_training_dry_run_prints_the_command_then_the_preflight_and_exits_with_its_status():
+    args = ["--dry-run", "--local", "--gpus", "0,1", "--config", "ablation2.py", "--model_params_b", "7.25",
+            "--train_data", "data/sample/sample_ft.jsonl", "--eval_data", "None"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    ready = subprocess.run(["bash", "run_training.sh", *args, "--gpu_memory_gb", "24"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, env=env)
+    lines = ready.stdout.splitlines()
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert lines[0].startswith("env CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone --nproc_per_node=2 -m train.train_sft")
+    assert "effective batch: 32 = batch_size 8 x grad_accumulation_steps 2 x 2 process(es)" in ready.stdout
+    small = subprocess.run(["bash", "run_training.sh", *args, "--gpu_memory_gb", "4"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, env=env)
+    assert small.returncode == 1 and "does not fit 4.0 GiB" in small.stdout

@@ -2,6 +2,7 @@
 
     python -m train.train_sft --config ablation2.py                  # the original recipe, on a GPU
     python -m train.train_sft --config tiny_cpu.py --max_steps 20    # the tiny local model, on CPU
+    python -m train.train_sft --config ablation2.py --dry_run        # the plan and memory estimate only
     ./run_training.sh --config ablation2.py --gpu 1                  # the same inside the CUDA container
     torchrun --nproc_per_node 2 -m train.train_sft --config distributed.py   # DDP (the wrapper does this)
 
@@ -37,6 +38,7 @@ from modeling import (  # noqa: E402
     resolve_device,
 )
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
+from train.preflight import make_plan, print_plan, split_preflight_flags  # noqa: E402
 from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
 
 log = logging.getLogger("train_sft")
@@ -363,15 +365,19 @@ def train(config: dict) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m train.train_sft [--config] CONFIG [--key value ...]   "
-              "(keys: train/configs/default.py)")
+        print("usage: python -m train.train_sft [--config] CONFIG [--key value ...] "
+              "[--dry_run [--model_params_b N] [--gpu_memory_gb N]]   (keys: train/configs/default.py; "
+              "--dry_run: train/preflight.py)")
         return 0
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     load_env_file()  # HF_TOKEN, WANDB_API_KEY
     sys.argv[:] = redact_secrets(sys.argv)  # W&B stores the command line in its run files
     try:
+        argv, preflight_flags = split_preflight_flags(argv)
         config = load_config(argv)
+        if preflight_flags.get("dry_run"):
+            return print_plan(make_plan(config, preflight_flags))
         results = train(config)
         leave_process_group()
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
