@@ -3,7 +3,8 @@
 #   docker build -t nli-finetune:latest --build-arg FLASH_ATTN=build \
 #       --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-devel-ubuntu24.04 .   # opt-in: compile flash-attn (1-2 h)
 # Two environments, each installed exactly from its lock (make lock writes them, make check-image
-# re-resolves them): /opt/venv for training and the HF backend, /opt/vllm-venv for --backend vllm.
+# re-resolves them): /opt/venv for training and the HF backend, /opt/vllm-venv for --backend vllm
+# (run_inference.sh picks it).
 # data/, models/, results/ and the Hugging Face cache are volumes; secrets come from --env-file .env
 # at run time and are never baked into a layer.
 # torch's CUDA 13.0 wheels bring their own CUDA libraries, so the small `base` flavour is enough (host
@@ -32,16 +33,20 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY locks/ /app/locks/
-# --no-deps --require-hashes: exactly the locked files, nothing resolved at build time. One layer per
-# environment, so a change to one lock rebuilds only its layer.
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/train-cuda-py312.txt
-# hadolint ignore=DL3059
-RUN /opt/vllm-venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/vllm-cuda-py312.txt
+# Exactly the locked files (hashes required, nothing resolved at build time). uv installs both
+# environments in one layer and hard-links the files they share (torch and the CUDA libraries, about
+# 2.8 GB of wheels), so the image holds them once.
+RUN python3.12 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/uv-py312.txt \
+    && export UV_LINK_MODE=hardlink UV_CACHE_DIR=/tmp/uv-cache \
+    && /opt/uv/bin/uv pip sync --require-hashes --python /opt/venv/bin/python locks/train-cuda-py312.txt \
+    && /opt/uv/bin/uv pip sync --require-hashes --python /opt/vllm-venv/bin/python locks/vllm-cuda-py312.txt \
+    && rm -rf /tmp/uv-cache
 # Opt-in: flash-attn compiled against the locked torch (needs BASE_IMAGE=...-devel-...; MAX_JOBS bounds RAM).
 # hadolint ignore=DL3059
 RUN if [ "$FLASH_ATTN" = "build" ]; then \
-        /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes --no-build-isolation \
-            -r locks/flash-attn-build-py312.txt; \
+        /opt/uv/bin/uv pip install --no-cache --no-deps --require-hashes --no-build-isolation \
+            --python /opt/venv/bin/python -r locks/flash-attn-build-py312.txt; \
     elif [ "$FLASH_ATTN" != "none" ]; then echo "FLASH_ATTN must be none or build, got '$FLASH_ATTN'" >&2; exit 2; fi
 
 # Ubuntu 24.04 images ship a user "ubuntu" with uid 1000; the app user takes that uid so files written

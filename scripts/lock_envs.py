@@ -24,6 +24,7 @@ PLATFORM = ["--python-platform", "x86_64-manylinux_2_28", "--python-version", "3
 # lock file -> (input file, extra uv arguments). The flash-attn lock is the opt-in build
 # (`--build-arg FLASH_ATTN=build`): installed with --no-deps on top of the training environment.
 LOCKS = {
+    "locks/uv-py312.txt": ("requirements-image-tools.txt", []),
     "locks/train-cuda-py312.txt": ("requirements-gpu.txt", []),
     "locks/vllm-cuda-py312.txt": ("requirements-vllm.txt", []),
     "locks/flash-attn-build-py312.txt": ("requirements-flash-attn.txt", ["--no-deps"]),

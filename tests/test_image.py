@@ -61,15 +61,23 @@ def test_locks_are_for_the_images_python_and_cuda():
 
 def test_the_dockerfile_installs_only_from_the_locks():
     commands = " ; ".join(re.findall(r"^RUN (.*)$", DOCKERFILE.replace("\\\n", " "), re.M))
-    installs = re.findall(r"pip install ([^;&|]*)", commands)
-    assert len(installs) == 3
-    for install in installs:
-        assert "--no-deps" in install and "--require-hashes" in install
-        assert re.fullmatch(r"(--[a-z-]+ )*-r locks/[a-z0-9-]+\.txt", " ".join(install.split())), install
-    assert not re.search(r"\b(uv pip|conda|pip3? install (?!.*-r locks/))", commands)
-    assert set(re.findall(r"-r (locks/[a-z0-9-]+\.txt)", commands)) == set(LOCKS)
+    installs = re.findall(r"(uv pip sync|uv pip install|pip install) ([^;&|]*)", commands)
+    assert len(installs) == 4
+    for verb, arguments in installs:
+        words = arguments.split()
+        assert verb == "uv pip sync" or "--no-deps" in words, (verb, arguments)  # sync installs exactly the file
+        assert "--require-hashes" in words
+        positional = [w for i, w in enumerate(words) if not w.startswith("-") and words[i - 1] != "--python"]
+        assert len(positional) == 1 and positional[0].startswith("locks/"), arguments
+    assert not re.search(r"\b(conda|pip3? install (?!.*-r locks/))", commands)
+    assert set(re.findall(r"(locks/[a-z0-9-]+\.txt)", commands)) == set(LOCKS)
     copied = re.findall(r"^COPY (.*)$", DOCKERFILE, re.M)
     assert not any("requirements" in line for line in copied)
+
+
+def test_the_image_installer_is_the_uv_ci_uses():
+    assert pins(REPO_ROOT / "locks/uv-py312.txt")["uv"] == pins(REPO_ROOT / "requirements-dev.txt")["uv"]
+    assert "UV_LINK_MODE=hardlink" in DOCKERFILE  # the two environments share torch's files on disk
 
 
 def test_flash_attn_is_an_opt_in_build_and_the_default_compiles_nothing():
