@@ -153,21 +153,39 @@ def example_messages(example: dict, task="nli") -> list[dict]:
     return system + [{"role": "user", "content": user}]
 
 
+# The Mistral `[INST]` format the original project used, for tokenizers without a chat template. A
+# Jinja template like any model's, so the server (scripts/serve.py passes it to vLLM) renders prompts
+# exactly as training and offline inference do.
+FALLBACK_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for m in messages if m['role'] == 'system' -%}"
+    "{%- set ns.system = ns.system ~ ('' if loop.first else '\n\n') ~ m['content'] -%}"
+    "{%- endfor -%}"
+    "{{- bos_token or '' -}}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{{- '[INST] ' ~ ((ns.system ~ '\n\n' ~ m['content']) if ns.system else m['content']) ~ ' [/INST]' -}}"
+    "{%- set ns.system = '' -%}"
+    "{%- elif m['role'] == 'assistant' -%}"
+    "{{- m['content'] ~ (eos_token or '') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def chat_template(tokenizer) -> str:
+    """The template every prompt of this tokenizer is rendered with: its own, else the fallback."""
+    return getattr(tokenizer, "chat_template", None) or FALLBACK_CHAT_TEMPLATE
+
+
 def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text up to where the model starts answering, through the tokenizer's chat template.
-    A tokenizer without one gets the Mistral `[INST]` format the original project used."""
+    """The prompt text up to where the model starts answering, through `chat_template(tokenizer)`."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    parts = [tokenizer.bos_token or ""]
-    for message in messages:
-        if message["role"] == "user":
-            content = f"{system}\n\n{message['content']}" if system else message["content"]
-            system = ""
-            parts.append(f"[INST] {content} [/INST]")
-        elif message["role"] == "assistant":
-            parts.append(f"{message['content']}{tokenizer.eos_token}")
-    return "".join(parts)
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(FALLBACK_CHAT_TEMPLATE)
+    return template.render(messages=messages, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+                           add_generation_prompt=True)
 
 
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:

@@ -21,18 +21,18 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, read_records  # noqa: E402
-from prompts import (  # noqa: E402
-    SYSTEM_PROMPTS,
-    THOUGHT_USER_TEMPLATE,
-    normalize_label,  # noqa: E402
-)
-from scripts.llm_api import (  # noqa: E402
+from llm_api import (  # noqa: E402
     ValidationError,
     add_api_arguments,
     ask_validated,
     client_from_args,
     run_job_script,
     run_jobs,
+)
+from prompts import (  # noqa: E402
+    SYSTEM_PROMPTS,
+    THOUGHT_USER_TEMPLATE,
+    normalize_label,  # noqa: E402
 )
 
 

@@ -18,8 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import read_jsonl, require_fields, strip_private  # noqa: E402
-from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
-from scripts.llm_api import (  # noqa: E402
+from llm_api import (  # noqa: E402
     ValidationError,
     add_api_arguments,
     ask_validated,
@@ -27,6 +26,7 @@ from scripts.llm_api import (  # noqa: E402
     run_job_script,
     run_jobs,
 )
+from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
 
 
 def validate_score(answer: dict) -> dict:

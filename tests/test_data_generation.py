@@ -11,10 +11,10 @@ import time
 import pytest
 
 from data_io import read_jsonl
+from llm_api import ApiError, ChatClient
 from scripts.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 from scripts.generate_thoughts_reflected import main as reflect
-from scripts.llm_api import ApiError, ChatClient
 from scripts.score_thoughts import main as score
 from tests.conftest import REPO_ROOT
 
@@ -31,7 +31,7 @@ def server():
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("API_KEY", KEY)
-    monkeypatch.setattr("scripts.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
+    monkeypatch.setattr("llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
 
 
 def write_csv(path, rows):
