@@ -69,6 +69,8 @@ def client_from_args(args) -> "ChatClient":
     load_env_file()
     provider = PROVIDERS[args.api]
     key = os.environ.get(provider["key_env"], "")
+    if args.api == "local":  # the server scripts/serve.py runs checks SERVE_API_KEY
+        key = key or os.environ.get("SERVE_API_KEY", "")
     if not key and args.api != "local":
         raise ApiError(f"no API key: set {provider['key_env']} in the environment or in .env "
                        f"(--api {args.api})")
@@ -91,6 +93,7 @@ class ChatClient:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     temperature: float = 0.0
+    extra_body: dict = field(default_factory=dict)  # more request fields, e.g. max_tokens
     _session: requests.Session = field(init=False, repr=False)
     _rate_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _next_slot: float = field(default=0.0, init=False, repr=False)
@@ -125,7 +128,12 @@ class ChatClient:
 
     def chat(self, messages: list[dict]) -> tuple[str, dict]:
         """(answer text, usage) for one chat request, retrying what is worth retrying."""
-        body = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        data = self.completion(messages)
+        return data["choices"][0]["message"]["content"] or "", data.get("usage") or {}
+
+    def completion(self, messages: list[dict]) -> dict:
+        """The whole chat-completions response (with at least one choice holding a message)."""
+        body = {"model": self.model, "messages": messages, "temperature": self.temperature, **self.extra_body}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
         headers = {"Authorization": f"Bearer {self.api_key}"}
@@ -142,9 +150,11 @@ class ChatClient:
                 if response.status_code == 200:
                     try:
                         data = response.json()
-                        return data["choices"][0]["message"]["content"] or "", data.get("usage") or {}
+                        if isinstance(data["choices"][0]["message"], dict):
+                            return data
                     except (ValueError, KeyError, IndexError, TypeError):
-                        last_error = "malformed response body"
+                        pass
+                    last_error = "malformed response body"
                 elif response.status_code in RETRYABLE_STATUS:
                     last_error = f"HTTP {response.status_code}"
                     retry_after = response.headers.get("Retry-After")

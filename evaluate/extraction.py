@@ -40,6 +40,14 @@ def _closing_brace(text: str, start: int) -> int | None:
     return None
 
 
+def json_close_index(text: str) -> int | None:
+    """Index just past the brace closing the first JSON object opened in `text` (valid JSON or not),
+    where the local decoders' JSON stop ends an answer; None while it is still open."""
+    start = text.find("{")
+    end = _closing_brace(text, start) if start >= 0 else None
+    return None if end is None else end + 1
+
+
 def _parse_object(text: str) -> dict | None:
     try:
         obj = json.loads(text)

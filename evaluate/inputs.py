@@ -2,7 +2,8 @@
 SFT-format rows (prompt/completion, messages, text), turned into (id, prompt ids, true label).
 
 Prompts come from `prompts.encode_prompt` (raw rows) or from the SFT tokenization (the prompt part of
-an SFT example), so they are exactly what training fed the model before the answer.
+an SFT example), so they are exactly what training fed the model before the answer. Without a
+tokenizer (an API backend) each item carries the chat messages instead, for the server to render.
 """
 
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class EvalItem:
     true_label: object = None
     inputs: dict = field(default_factory=dict)
     trimmed: int = 0  # prompt tokens cut from the start (--max_prompt_tokens)
+    messages: list = field(default_factory=list)  # the prompt as chat messages (API backends)
 
 
 def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
@@ -31,6 +33,30 @@ def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     if get_task(task).get("free_text"):
         return prompt, reference
     return prompt, extract_label(reference, task)[0]
+
+
+def _sft_messages_and_label(record: dict, task: str, where: str):
+    """The chat messages before the first answer of a chat-format SFT row, and its reference label."""
+    fmt = detect_format(record)
+    if fmt == "messages":
+        turns = record["messages"]
+    elif fmt in ("prompt_completion", "prompt_response") and isinstance(record["prompt"], list):
+        turns = record["prompt"] + (record["completion"] if isinstance(record.get("completion"), list) else [])
+    elif fmt in ("prompt_completion", "prompt_response"):
+        answer = record.get("completion", record.get("response"))
+        turns = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": answer}]
+    else:
+        raise DataError(f"{where}: an API backend needs raw rows or chat-format rows (messages, prompt/completion, "
+                        "prompt/response), not the legacy text format")
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise DataError(f"{where}: field 'messages': expected a list of {{role, content}} objects")
+    first_answer = next((i for i, t in enumerate(turns) if t.get("role") == "assistant"), None)
+    if not first_answer:
+        raise DataError(f"{where}: no prompt before an assistant answer")
+    reference = turns[first_answer].get("content")
+    reference = reference if isinstance(reference, str) else ""
+    label = reference if get_task(task).get("free_text") else extract_label(reference, task)[0]
+    return [{"role": t["role"], "content": t["content"]} for t in turns[:first_answer]], label
 
 
 def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None) -> tuple[list[EvalItem], bool]:
@@ -54,8 +80,12 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         has_inputs = bool(spec["input_fields"]) and all(record.get(name) not in (None, "")
                                                         for name in spec["input_fields"])
         if not has_inputs and detect_format(record) in ("messages", "prompt_completion", "prompt_response", "text"):
-            prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
-            items.append(EvalItem(item_id, prompt, label, {}))
+            if tokenizer is None:
+                messages, label = _sft_messages_and_label(record, task, where)
+                items.append(EvalItem(item_id, [], label, {}, messages=messages))
+            else:
+                prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
+                items.append(EvalItem(item_id, prompt, label, {}))
             continue
         if not spec["input_fields"]:
             raise DataError(f"{where}: the {task} task reads prompt/completion, prompt/response, messages or "
@@ -75,7 +105,9 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
                 raise DataError(f"{where}: field '{spec['true_label_field']}': {raw_label!r} is not in the "
                                 f"label set {spec['labels']}")
         inputs = {name: record[name] for name in spec["input_fields"]}
-        items.append(EvalItem(item_id, encode_prompt(tokenizer, example_messages(record, task)), label, inputs))
+        messages = example_messages(record, task)
+        prompt = encode_prompt(tokenizer, messages) if tokenizer is not None else []
+        items.append(EvalItem(item_id, prompt, label, inputs, messages=messages))
     labelled = [item.true_label is not None for item in items]
     if any(labelled) and not all(labelled):
         missing = next(i for i, has in enumerate(labelled) if not has)

@@ -3,6 +3,8 @@
     python -m evaluate.sample_model --model_id models/X --test_file data/sample/sample.csv
     python -m evaluate.sample_model --model_id models/X-adapter --test_file data/dev.csv --batch_size 32
     python -m evaluate.sample_model ... --shard 1/4          # the second quarter (merge with merge_shards.py)
+    python -m evaluate.sample_model --backend openai --api_base http://127.0.0.1:8000/v1 --model_name NAME \
+        --test_file data/dev.csv                             # a served model or any API (evaluate/api_backend.py)
     ./evaluate/run_inference.sh --model models/X --data data/dev.csv --gpu 1   # the same, in the container
 
 Each finished example is appended (and fsynced) to `<output>.progress.jsonl`; rerunning the same
@@ -21,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from cli import ArgumentParser, at_least, parse_bool  # noqa: E402
+from cli import ArgumentParser, above_zero, at_least, parse_bool  # noqa: E402
 from data_io import (  # noqa: E402
     DataError,
     append_jsonl,
@@ -37,6 +39,7 @@ from data_io import (  # noqa: E402
 )
 from evaluate.inputs import load_eval_items  # noqa: E402
 from evaluate.results import score_record, summarize, write_outputs  # noqa: E402
+from llm_api import PROVIDERS, ApiError  # noqa: E402
 from modeling import ModelLoadError  # noqa: E402
 from prompts import TASKS, answer_schema, get_task  # noqa: E402
 
@@ -57,7 +60,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m evaluate.sample_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_id", required=True, help="base model dir / hub id, or a LoRA adapter dir")
+    p.add_argument("--model_id", default=None, help="base model dir / hub id, or a LoRA adapter dir "
+                   "(required except with --backend openai)")
     p.add_argument("--test_file", required=True, help="CSV or JSONL with the task's inputs (+ optional label, id)")
     p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
     p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
@@ -69,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop_at_json", type=parse_bool, default=None,
                    help="stop a sequence once it has written a complete JSON object (default: true for label "
                         "tasks, false for free_text)")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf",
+                   help="openai: an OpenAI-compatible chat-completions endpoint (see the API options)")
     p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
                    help="hf backend: auto = evaluate/greedy_decode.py where the model allows it (same tokens, "
                         "faster), generate = always transformers' generate")
@@ -83,7 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=at_least(1), default=None, help="only the first N rows")
     p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    api = p.add_argument_group("API options (--backend openai); the key comes from the provider's variable "
+                               "in the environment or .env (local: API_KEY or SERVE_API_KEY)")
+    api.add_argument("--api", choices=sorted(PROVIDERS), default="local", help="provider defaults (default: local)")
+    api.add_argument("--api_base", "--api-base", default=None, help="base URL, e.g. http://127.0.0.1:8000/v1")
+    api.add_argument("--model_name", "--model-name", default=None, help="the model name the endpoint serves")
+    api.add_argument("--workers", type=at_least(1), default=8, help="concurrent requests")
+    api.add_argument("--requests_per_minute", type=above_zero, default=None, help="stay under a quota")
+    api.add_argument("--max_attempts", type=at_least(1), default=6, help="HTTP attempts per request")
+    api.add_argument("--timeout", type=above_zero, default=120.0, help="seconds per HTTP request")
     return p
+
+
+def model_label(args) -> str:
+    """What names the model in outputs and settings: its path, or for an API its name there."""
+    return args.model_id or args.model_name
 
 
 def default_output(model_id: str, test_file: str, shard) -> Path:
@@ -112,7 +131,8 @@ def trim_prompt(ids: list[int], limit: int | None, bos_id) -> tuple[list[int], i
 
 
 def output_paths(args) -> dict:
-    output = Path(args.output_file) if args.output_file else default_output(args.model_id, args.test_file, args.shard)
+    output = Path(args.output_file) if args.output_file else default_output(model_label(args), args.test_file,
+                                                                             args.shard)
     progress = output.with_name(output.name + ".progress.jsonl")
     return {"--output_file": output,
             "--output_csv": Path(args.output_csv) if args.output_csv else output.with_suffix(".csv"),
@@ -123,22 +143,24 @@ def check_paths(args, paths: dict) -> None:
     """No output may be an input (or another output): a results table written over the test file
     destroys it. Checked before the model loads."""
     inputs = {"--test_file": args.test_file}
-    if Path(args.model_id).is_file():  # a GGUF file
+    if args.model_id and Path(args.model_id).is_file():  # a GGUF file
         inputs["--model_id"] = args.model_id
     check_outputs(inputs, paths)
 
 
 def load_generator(args, settings: dict):
-    """(generate function, tokenizer, model dir for the fingerprint) for the chosen backend."""
+    """(generate function, tokenizer, close function) for the chosen backend; generate(items, on_batch)."""
+    if args.backend == "openai":
+        return load_api_generator(args)
     if args.backend == "vllm":
         from evaluate.vllm_backend import VllmGenerator
         generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
                                   json_schema=answer_schema(args.task) if args.json_schema else None)
 
-        def generate(prompts, on_batch):
+        def generate(items, on_batch):
             try:
-                generator.generate(prompts, max_new_tokens=args.max_new_tokens, on_batch=on_batch,
-                                   stop_at_json=args.stop_at_json)
+                generator.generate([item.prompt_ids for item in items], max_new_tokens=args.max_new_tokens,
+                                   on_batch=on_batch, stop_at_json=args.stop_at_json)
             finally:
                 generator.close()
         return generate, generator.tokenizer, generator.close
@@ -148,16 +170,37 @@ def load_generator(args, settings: dict):
                                                 dtype=args.dtype, base_model=args.base_model)
     settings["loaded"] = info
 
-    def generate(prompts, on_batch):
-        generate_answers(model, tokenizer, prompts, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                         stop_at_json=args.stop_at_json, on_batch=on_batch, progress=not args.quiet,
-                         sort_by_length=False, decoder=args.decoder)
+    def generate(items, on_batch):
+        generate_answers(model, tokenizer, [item.prompt_ids for item in items], batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json, on_batch=on_batch,
+                         progress=not args.quiet, sort_by_length=False, decoder=args.decoder)
     return generate, tokenizer, lambda: None
+
+
+def load_api_generator(args):
+    from argparse import Namespace
+
+    from evaluate.api_backend import ApiGenerator
+    from llm_api import client_from_args
+    try:
+        client = client_from_args(Namespace(api=args.api, api_base=args.api_base, model_name=args.model_name,
+                                            timeout=args.timeout, max_attempts=args.max_attempts,
+                                            requests_per_minute=args.requests_per_minute, no_json_mode=True,
+                                            workers=args.workers))
+    except ApiError as exc:  # no key: a setup error, before any request
+        raise DataError(str(exc)) from None
+    generator = ApiGenerator(client, workers=args.workers, max_new_tokens=args.max_new_tokens,
+                             stop_at_json=args.stop_at_json, progress=not args.quiet)
+    return (lambda items, on_batch: generator.generate([item.messages for item in items], on_batch)), None, \
+        lambda: None
 
 
 def fingerprints(args, items: list) -> dict:
     """What the saved progress was computed from: the prompts and labels (so an edited input file or a
-    changed chat template is noticed) and the model's files (weights, adapter, tokenizer)."""
+    changed chat template is noticed) and the model's files (weights, adapter, tokenizer); for an API,
+    the messages sent (its model is named by the settings: api_base, model_name)."""
+    if args.backend == "openai":
+        return {"inputs": content_fingerprint([[i.id, i.messages, i.true_label, i.inputs] for i in items])}
     base = args.base_model
     if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
         from modeling import adapter_base
@@ -221,27 +264,42 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
                 append_jsonl(progress, record, sync=False)
                 done[item.id] = record
             sync_file(progress)  # once per batch: a resumed run redoes whole batches anyway
-        generate([item.prompt_ids for item in rerun], save)
+        generate(rerun, save)
+
+
+def check_backend_args(args) -> None:
+    if args.json_schema and (args.backend != "vllm" or get_task(args.task).get("free_text")):
+        raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
+    if args.backend == "openai":
+        if not args.model_name:
+            raise DataError("--backend openai needs --model_name (the name the endpoint serves; /v1/models lists it)")
+        if args.max_prompt_tokens:
+            raise DataError("--max_prompt_tokens needs a local tokenizer; not with --backend openai")
+        args.batch_size = 1  # every answer is saved as it arrives: a resumed run asks nothing twice
+    elif not args.model_id:
+        raise DataError(f"--backend {args.backend} needs --model_id (a model folder, adapter, hub id or .gguf)")
+    if args.stop_at_json is None:
+        args.stop_at_json = not get_task(args.task).get("free_text", False)
 
 
 def run(args) -> dict:
-    if args.json_schema and (args.backend != "vllm" or get_task(args.task).get("free_text")):
-        raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
-    if args.stop_at_json is None:
-        args.stop_at_json = not get_task(args.task).get("free_text", False)
+    check_backend_args(args)
     paths = output_paths(args)
     check_paths(args, paths)
-    settings = {"model_id": args.model_id, "test_file": args.test_file, "task": args.task,
+    settings = {"model_id": model_label(args), "test_file": args.test_file, "task": args.task,
                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
                 "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
+    if args.backend == "openai":
+        settings |= {"api_base": args.api_base or PROVIDERS[args.api]["base"], "model_name": args.model_name}
     generate, tokenizer, close = load_generator(args, settings)
     try:
         items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
         items = shard_items(items, args.shard)
         for item in items:
-            item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
-                                                        tokenizer.bos_token_id)
+            if tokenizer is not None:
+                item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
+                                                            tokenizer.bos_token_id)
         resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
         resumable["fingerprint"] = fingerprints(args, items)
         done = load_progress(paths, resumable, args.restart)
@@ -278,6 +336,9 @@ def main(argv=None) -> int:
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ApiError as exc:  # the endpoint failed for good: the answers so far are in the progress file
+        print(f"error: {exc}; rerun the same command to continue", file=sys.stderr)
+        return 1
     except OSError as exc:  # disk full, a folder made read-only mid-run: progress so far is kept
         print(f"error: cannot write: {exc}", file=sys.stderr)
         return 1
