@@ -38,7 +38,7 @@ test: $(VENV)/.installed test-vllm
 
 # VLLM_CPU_KVCACHE_SPACE: GiB of KV cache vLLM reserves on a CPU (its default wants most of the RAM).
 test-vllm: $(VLLM_VENV)/.installed
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_serve.py
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"

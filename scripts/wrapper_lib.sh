@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2034  # MODE, DRY_RUN, GPUS and USED are read by the sourcing wrapper
+# shellcheck disable=SC2034  # MODE, DRY_RUN, GPUS, DOCKER_ARGS and USED are shared with the sourcing wrapper
 # Shared by run_training.sh and evaluate/run_inference.sh: where to run (Docker or host), which GPUs,
 # and printing or executing the final command. Source it; it defines functions only.
 
@@ -7,6 +7,7 @@ IMAGE="${NLI_FT_IMAGE:-nli-finetune:latest}"
 MODE="auto"        # auto | docker | local
 DRY_RUN=0
 GPUS=""            # "" (default device), "all", or a comma list such as "1" or "0,1"
+DOCKER_ARGS=()     # more `docker run` options a wrapper needs (run_serve.sh: the published port)
 
 # Parse one wrapper option; sets USED to how many arguments it consumed (0 = not a wrapper option).
 USED=0
@@ -93,7 +94,7 @@ run_command() {
   local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   local cmd=()
   if [ "$MODE" = "docker" ]; then
-    cmd=(docker run --rm --ipc=host)
+    cmd=(docker run --rm --ipc=host "${DOCKER_ARGS[@]}")
     if [ "$GPUS" = "all" ]; then cmd+=(--gpus all)
     elif [[ "$GPUS" == *,* ]]; then cmd+=(--gpus "\"device=$GPUS\"")  # docker's syntax for a list
     elif [ -n "$GPUS" ]; then cmd+=(--gpus "device=$GPUS")  # inside the container it is device 0

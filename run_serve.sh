@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Serve a model, LoRA adapter or .gguf file behind an OpenAI-compatible API (vLLM), in the CUDA container
+# when a Docker engine is available, else on the host with .venv-vllm (vLLM's CPU build, `make test-vllm`).
+#   ./run_serve.sh --model models/my-adapter --gpu 1              # http://127.0.0.1:8000/v1, model "my-adapter"
+#   ./run_serve.sh --local --model models/my-adapter --port 8001  # on this machine
+#   ./run_serve.sh --dry-run --docker --model models/X --gpus 0,1 # print the command only
+# Options: --model PATH, --port N (8000), --host ADDR (127.0.0.1), --gpu N, --gpus N|0,1, --all-gpus,
+#          --local, --docker, --dry-run, --image NAME, --help. Others go to scripts/serve.py and vLLM.
+# SERVE_API_KEY (environment or .env) makes the server require that bearer key. Ctrl-C / SIGTERM stop it.
+set -euo pipefail
+# shellcheck source=scripts/wrapper_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
+
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+model="" port="8000" host="127.0.0.1" args=()
+while [ $# -gt 0 ]; do
+  wrapper_option "$@"
+  if [ "$USED" -gt 0 ]; then shift "$USED"; continue; fi
+  case "$1" in
+    --model) model="${2:?--model needs a model dir, adapter dir or .gguf file}"; shift 2 ;;
+    --port) port="${2:?--port needs a number}"; shift 2 ;;
+    --host) host="${2:?--host needs an address}"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ -z "$model" ]; then echo "error: --model is required (a model dir, LoRA adapter dir or .gguf file)" >&2; exit 2; fi
+resolve_mode
+gpus=$(gpu_count)
+if [ "$MODE" = "docker" ]; then
+  # inside the container vLLM listens on all its interfaces; the host side of the port stays on --host
+  DOCKER_ARGS=(-p "$host:$port:$port")
+  if [ -n "${SERVE_API_KEY:-}" ]; then DOCKER_ARGS+=(-e SERVE_API_KEY); fi  # by name: the value stays off the command line
+  run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host 0.0.0.0 --port "$port" \
+    --gpus "$gpus" "${args[@]}"
+else
+  run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host "$host" --port "$port" \
+    --gpus "$gpus" "${args[@]}"
+fi
