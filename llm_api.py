@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from cli import above_zero, at_least
 from data_io import DataError, append_jsonl, check_outputs, load_env_file, read_jsonl, repair_torn_tail
-from evaluate.extraction import iter_json_objects
+from extraction import iter_json_objects
 from prompts import REASK_TEMPLATE
 
 PROVIDERS = {

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from cli import ArgumentParser  # noqa: E402
-from evaluate.metrics import format_table  # noqa: E402
+from metrics import format_table  # noqa: E402
 from scripts.fake_chat_server import FakeChatServer  # noqa: E402
 from scripts.generate_thoughts import main as generate  # noqa: E402
 

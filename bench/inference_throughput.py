@@ -6,7 +6,7 @@
 The original way: fixed batches of 32 in input order, a fixed max_new_tokens, the whole sequence
 (prompt included) decoded and the answer cut after the prompt, `empty_cache` after every batch.
 Ours: the adapter merged into the (unquantized) weights, prompts sorted by length, each sequence stopped
-at eos or a complete JSON answer, only generated tokens decoded, and evaluate/greedy_decode.py (KV
+at eos or a complete JSON answer, only generated tokens decoded, and greedy_decode.py (KV
 cache written in place, stopped rows leave the batch, prefill a few rows at a time); one row also runs
 ours through transformers' `generate` (--decoder generate) to show what the decoder adds. All run greedy
 on the same >= 256 real prompts of dev.csv, one run each; the table gives samples/s, the ratio to the
@@ -27,9 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from cli import ArgumentParser  # noqa: E402
-from evaluate.extraction import extract_label  # noqa: E402
-from evaluate.metrics import format_table  # noqa: E402
 from evaluate.sample_model import main as sample_main  # noqa: E402
+from extraction import extract_label  # noqa: E402
+from metrics import format_table  # noqa: E402
 from modeling import load_for_inference  # noqa: E402
 from prompts import example_messages, render_prompt  # noqa: E402
 

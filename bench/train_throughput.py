@@ -108,7 +108,7 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from evaluate.metrics import format_table
+    from metrics import format_table
     from scripts.make_tiny_model import make_tiny_model
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if args.real:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm import tqdm
 
-from evaluate.extraction import json_close_index
+from extraction import json_close_index
 from llm_api import ApiError, ChatClient
 
 

@@ -18,7 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import check_outputs  # noqa: E402
-from evaluate.results import summarize, write_outputs  # noqa: E402
+from results import summarize, write_outputs  # noqa: E402
 
 
 def merge(paths: list[Path]) -> dict:

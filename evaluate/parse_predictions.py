@@ -18,9 +18,9 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import DataError  # noqa: E402
-from evaluate.extraction import count_json_objects  # noqa: E402
-from evaluate.metrics import format_table  # noqa: E402
-from evaluate.results import answer_label, summarize  # noqa: E402
+from extraction import count_json_objects  # noqa: E402
+from metrics import format_table  # noqa: E402
+from results import answer_label, summarize  # noqa: E402
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
 

@@ -37,11 +37,11 @@ from data_io import (  # noqa: E402
     strip_private,
     sync_file,
 )
-from evaluate.inputs import load_eval_items  # noqa: E402
-from evaluate.results import score_record, summarize, write_outputs  # noqa: E402
+from eval_inputs import load_eval_items  # noqa: E402
 from llm_api import PROVIDERS, ApiError  # noqa: E402
 from modeling import ModelLoadError  # noqa: E402
 from prompts import TASKS, answer_schema, get_task  # noqa: E402
+from results import score_record, summarize, write_outputs  # noqa: E402
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf",
                    help="openai: an OpenAI-compatible chat-completions endpoint (see the API options)")
     p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
-                   help="hf backend: auto = evaluate/greedy_decode.py where the model allows it (same tokens, "
+                   help="hf backend: auto = greedy_decode.py where the model allows it (same tokens, "
                         "faster), generate = always transformers' generate")
     p.add_argument("--json_schema", action="store_true",
                    help="vllm: constrain answers to the task's JSON answer schema (prompts.answer_schema)")
@@ -164,7 +164,7 @@ def load_generator(args, settings: dict):
             finally:
                 generator.close()
         return generate, generator.tokenizer, generator.close
-    from evaluate.generation import generate_answers
+    from generation import generate_answers
     from modeling import load_for_inference
     model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
                                                 dtype=args.dtype, base_model=args.base_model)

@@ -10,7 +10,7 @@ the same records (tests/test_vllm.py, run by `make test-vllm`).
 import json
 from pathlib import Path
 
-from evaluate.generation import JsonCloseTracker, answer_record
+from generation import JsonCloseTracker, answer_record
 from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "

@@ -21,7 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl  # noqa: E402
-from evaluate.metrics import format_table  # noqa: E402
+from metrics import format_table  # noqa: E402
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
 

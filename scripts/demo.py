@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from cli import ArgumentParser  # noqa: E402
 from data_io import atomic_write_json, atomic_write_text  # noqa: E402
-from evaluate.metrics import bootstrap_intervals, format_table, majority_baseline  # noqa: E402
+from metrics import bootstrap_intervals, format_table, majority_baseline  # noqa: E402
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

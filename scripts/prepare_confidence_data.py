@@ -20,8 +20,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from cli import ArgumentParser  # noqa: E402
+from confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS  # noqa: E402
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields  # noqa: E402
-from evaluate.confidence import DEFAULT_DATASETS, DEFAULT_TOKENS  # noqa: E402
 
 
 def parse_correct(value, where: str) -> bool:

@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from evaluate.calibration import (
+from calibration import (
     adaptive_bins,
     brier_score,
     calibration_error,
     calibration_report,
     expected_calibration_error,
 )
-from evaluate.confidence import judge_option_letter, judge_yes_no, two_way_p
+from confidence_tokens import judge_option_letter, judge_yes_no, two_way_p
 from scripts.prepare_confidence_data import main as prepare_confidence
 from tests.conftest import run_train, shared_file
 from train.sft_data import IGNORE_INDEX, tokenize_example

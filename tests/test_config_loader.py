@@ -10,7 +10,7 @@ from train.config_loader import CONFIG_DIR, ConfigError, load_config, load_defau
 
 
 def run_loader(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "train.config_loader", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "train.show_config", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, env=env)
 
 

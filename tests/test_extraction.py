@@ -1,7 +1,7 @@
 import pytest
 
-from evaluate.extraction import count_json_objects, extract_label, normalize_label
-from evaluate.metrics import classification_metrics
+from extraction import count_json_objects, extract_label, normalize_label
+from metrics import classification_metrics
 
 GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1}'
 
@@ -73,7 +73,7 @@ def test_metrics_on_a_hand_computed_case():
 
 
 def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data():
-    from evaluate.metrics import bootstrap_intervals, classification_metrics, majority_baseline
+    from metrics import bootstrap_intervals, classification_metrics, majority_baseline
     truth = [0, 1] * 50
     pred = [t if i % 4 else 1 - t for i, t in enumerate(truth)]  # 75% right
     small = bootstrap_intervals(truth, pred, [0, 1], samples=400)

@@ -1,11 +1,11 @@
-"""evaluate/greedy_decode.py gives exactly the tokens transformers' `generate` gives, and the batch
+"""greedy_decode.py gives exactly the tokens transformers' `generate` gives, and the batch
 falls back to `generate` whenever the fast path can't promise that."""
 
 import pytest
 import torch
 
-from evaluate.generation import JsonCloseTracker, generate_answers, generate_batch
-from evaluate.greedy_decode import GROW, greedy_decode, unsupported_reason
+from generation import JsonCloseTracker, generate_answers, generate_batch
+from greedy_decode import GROW, greedy_decode, unsupported_reason
 from modeling import load_for_inference
 
 TEXTS = ["a", "the cat sat on the mat", "premise: two dogs run. hypothesis: animals move.",
@@ -43,7 +43,7 @@ def test_same_tokens_as_generate_with_rows_stopping_at_different_steps(tiny_mode
 
 
 def test_cache_grows_past_its_spare_capacity_and_prefill_runs_in_parts(tiny_mistral, monkeypatch):
-    import evaluate.greedy_decode as greedy
+    import greedy_decode as greedy
     monkeypatch.setattr(greedy, "PREFILL_TOKENS", 16)  # one or two rows per prefill forward
     model, tokenizer, _ = load_for_inference(str(tiny_mistral), device="cpu")
     prompts = encoded(tokenizer)

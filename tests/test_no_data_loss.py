@@ -300,7 +300,7 @@ def test_a_finished_vllm_rerun_shuts_its_engine_down(tiny_mistral, tmp_path, mon
 def test_a_full_disk_is_one_line_and_keeps_the_progress(tiny_mistral, tmp_path, monkeypatch, capsys):
     import errno
 
-    import evaluate.results as results
+    import results as results
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -5,13 +5,13 @@ import pytest
 from data_io import DataError
 from modeling import load_tokenizer
 from prompts import encode_prompt, example_messages
+from sft_formats import detect_format
 from tests.conftest import REPO_ROOT
 from train.sft_data import (
     IGNORE_INDEX,
     AnswerWindowCollator,
     PaddedCollator,
     PaddingFreeCollator,
-    detect_format,
     load_sft_examples,
     tokenize_example,
 )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from calibration import plot_reliability
+from confidence_tokens import evaluate_confidence, load_items
 from data_io import atomic_write_json
-from evaluate.calibration import plot_reliability
-from evaluate.confidence import evaluate_confidence, load_items
 
 
 class ConfidenceEvalCallback(TrainerCallback):

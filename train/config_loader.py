@@ -4,8 +4,8 @@
 A config file sets only what differs; the command line overrides both. Precedence is always
 default.py < config file < command line, whatever the order of the arguments.
 
-    python -m train.config_loader ablation2.py --learning_rate=1 --use_wandb false   # resolved JSON
-    python -m train.config_loader --config train/configs/tiny_cpu.py --max_steps 5
+    python -m train.show_config ablation2.py --learning_rate=1 --use_wandb false   # resolved JSON
+    python -m train.show_config --config train/configs/tiny_cpu.py --max_steps 5
 
 Unknown keys and wrong types exit with status 2 and one line naming the key (and the closest valid
 key). Secrets never live in configs: anything that looks like an API key or token taken from the
@@ -212,21 +212,3 @@ def redact_secrets(obj, secrets: list[str] | None = None):
 
 def config_to_json(config: dict) -> str:
     return json.dumps(redact_secrets(config), indent=2, sort_keys=True)
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m train.config_loader [--config] CONFIG [--key value | --key=value ...]")
-        print("Prints the resolved config (default.py < CONFIG < overrides) as JSON.")
-        return 0
-    try:
-        print(config_to_json(load_config(argv)))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

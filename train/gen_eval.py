@@ -1,13 +1,16 @@
-"""Generation-based evaluation during training: accuracy, macro-F1 and parse rate on N eval examples,
+"""Generation-based evaluation during training: the offline metrics (results.summarize: accuracy,
+macro-F1, parse, single-JSON and stop rates; exact match and ROUGE-L for free text) on N eval examples,
 with the same prompts, generation and label extraction that inference uses. Logged with the loss."""
 
 from transformers import TrainerCallback
 
-from evaluate.extraction import extract_label
-from evaluate.generation import generate_answers
-from evaluate.inputs import load_eval_items
-from evaluate.metrics import classification_metrics, text_metrics
+from eval_inputs import load_eval_items
+from generation import generate_answers
 from prompts import get_task
+from results import score_record, summarize
+
+LOGGED = {"accuracy": "accuracy", "f1_macro": "f1", "parse_rate": "parse_rate", "single_json_rate": "single_json_rate",
+          "stop_rate": "stop_rate", "exact_match": "exact_match", "rouge_l": "rouge_l"}
 
 
 class GenerationEvalCallback(TrainerCallback):
@@ -27,17 +30,9 @@ class GenerationEvalCallback(TrainerCallback):
                                    stop_at_json=not get_task(self.task).get("free_text", False))
         if was_training:
             model.train()
-        stop_rate = sum(r["stop_reason"] != "length" for r in results) / len(results)
-        if get_task(self.task).get("free_text"):
-            metrics = text_metrics([r["text"] for r in results], [item.true_label for item in self.items])
-            logged = {"eval_gen_exact_match": metrics["exact_match"], "eval_gen_rouge_l": metrics["rouge_l"],
-                      "eval_gen_stop_rate": stop_rate}
-        else:
-            predictions = [extract_label(r["text"], self.task)[0] for r in results]
-            metrics = classification_metrics([item.true_label for item in self.items], predictions,
-                                             get_task(self.task)["labels"])
-            logged = {"eval_gen_accuracy": metrics["accuracy"], "eval_gen_f1": metrics["f1_macro"],
-                      "eval_gen_parse_rate": 1 - metrics["parse_failure_rate"], "eval_gen_stop_rate": stop_rate}
+        records = [score_record(item, result, self.task) for item, result in zip(self.items, results)]
+        metrics = summarize(records, self.task, has_labels=True)
+        logged = {f"eval_gen_{short}": metrics[name] for name, short in LOGGED.items() if name in metrics}
         if self.trainer is not None:
             self.trainer.log(logged)
         else:

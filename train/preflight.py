@@ -109,7 +109,7 @@ def check_data(path: str, config: dict, tokenizer, limit) -> DataCheck:
 
 
 def estimate_lengths(path: str, config: dict, limit, check: DataCheck) -> None:
-    from train.sft_data import detect_format
+    from sft_formats import detect_format
     records = read_jsonl(path)[:limit or None]
     if not records:
         raise DataError(f"{path}: no examples")

@@ -1,15 +1,15 @@
 """Result records and their metrics, shared by inference and the offline tools (merge_shards,
 parse_predictions), which use them without loading torch.
 
-    from evaluate.results import summarize
+    from results import summarize
     summarize(records, "nli", has_labels=True)
 """
 
 from pathlib import Path
 
 from data_io import atomic_write_csv, atomic_write_json
-from evaluate.extraction import count_json_objects, extract_label
-from evaluate.metrics import classification_metrics, text_metrics
+from extraction import count_json_objects, extract_label
+from metrics import classification_metrics, text_metrics
 from prompts import get_task
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",

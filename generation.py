@@ -3,7 +3,7 @@
 Prompts are sorted by length so each left-padded batch wastes little; a sequence stops at eos or, with
 `stop_at_json`, as soon as it has closed a complete top-level JSON object; the batch ends when all
 have stopped. Only generated tokens are decoded (never the prompt). Batches go through
-`evaluate/greedy_decode.py` (same tokens, faster) unless the model needs transformers' `generate`
+`greedy_decode.py` (same tokens, faster) unless the model needs transformers' `generate`
 (`decoder="generate"` forces it).
 """
 
@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from evaluate.greedy_decode import greedy_decode, left_pad, unsupported_reason
+from greedy_decode import greedy_decode, left_pad, unsupported_reason
 
 DECODERS = ("auto", "generate")
 

@@ -1,6 +1,6 @@
 """Classification metrics where a parse failure (prediction None) counts as wrong and is reported too.
 
-    from evaluate.metrics import classification_metrics
+    from metrics import classification_metrics
     classification_metrics([1, 0, 1], [1, None, 0], labels=[0, 1])
 """
 

@@ -9,9 +9,9 @@ tokenizer (an API backend) each item carries the chat messages instead, for the 
 from dataclasses import dataclass, field
 
 from data_io import DataError, read_records
-from evaluate.extraction import extract_label
+from extraction import extract_label
 from prompts import encode_prompt, example_messages, get_task, normalize_label
-from train.sft_data import detect_format, example_segments
+from sft_formats import CHAT_FORMATS, detect_format, example_segments
 
 
 @dataclass
@@ -79,7 +79,7 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         seen.add(item_id)
         has_inputs = bool(spec["input_fields"]) and all(record.get(name) not in (None, "")
                                                         for name in spec["input_fields"])
-        if not has_inputs and detect_format(record) in ("messages", "prompt_completion", "prompt_response", "text"):
+        if not has_inputs and detect_format(record) in CHAT_FORMATS:
             if tokenizer is None:
                 messages, label = _sft_messages_and_label(record, task, where)
                 items.append(EvalItem(item_id, [], label, {}, messages=messages))

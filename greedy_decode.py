@@ -1,6 +1,6 @@
 """Greedy batch decoding that gives the tokens `model.generate(do_sample=False)` gives, faster.
 
-Used by `evaluate/generation.py` (so by sample_model.py and training-time generation eval) whenever
+Used by `generation.py` (so by sample_model.py and training-time generation eval) whenever
 `unsupported_reason` finds nothing in the way; everything else goes through `generate`. Three things
 `generate` does that cost a small model most of its time on a CPU (bench/inference_throughput.py):
 - `DynamicCache` concatenates every layer's keys and values again at every step, which copies the

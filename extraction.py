@@ -7,7 +7,7 @@ Policy, in order:
    (method "phrase");
 3. otherwise the prediction is None (method "none") and counts as a parse failure: never a guess.
 
-    from evaluate.extraction import extract_label
+    from extraction import extract_label
     extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
 """
 

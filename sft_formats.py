@@ -1,0 +1,159 @@
+"""The SFT data formats: which one a record is, and its token segments (prompt masked, answer trained).
+Shared by training (train/sft_data.py masks and batches them) and evaluation (eval_inputs.py takes the
+prompt part of a chat-format row as the prompt to answer).
+
+- `prompt_completion`: {"prompt": str | [messages], "completion": str | [assistant message]}.
+  A string prompt is used as-is (raw text, bos added once); a message list goes through the chat template.
+- `prompt_response`: {"prompt": str, "response": str} (CAL style): the prompt becomes one user turn.
+- `messages`: {"messages": [system?, user, assistant, ...]}: loss on assistant turns only.
+- `text`: the legacy {"text": "<s>[INST] ... [/INST] {json} </s>"}: split at the last `[/INST]`.
+- `nli`: {"premise", "hypothesis", "thought_process", "predicted_label" | "label"}: prompt from prompts.py.
+- `confidence`: {"question", "tagged_response", "dataset"}: only the confidence token is trained.
+"""
+
+import re
+
+from data_io import DataError
+from prompts import confidence_user_message, encode_prompt, example_messages, get_task, nli_completion, normalize_label
+
+FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "nli", "confidence")
+CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "text")  # rows that carry their own prompt
+CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
+
+
+def detect_format(record: dict) -> str | None:
+    if "tagged_response" in record:
+        return "confidence"
+    if "messages" in record:
+        return "messages"
+    if "prompt" in record and "completion" in record:
+        return "prompt_completion"
+    if "prompt" in record and "response" in record:
+        return "prompt_response"
+    if "text" in record and "[/INST]" in str(record["text"]):
+        return "text"
+    if "premise" in record and "hypothesis" in record:
+        return "nli"
+    return None
+
+
+def _content(message, where: str) -> str:
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        raise DataError(f"{where}: expected a message with a string 'content'")
+    if message.get("role") == "assistant" and not message["content"].strip():
+        raise DataError(f"{where}: the assistant answer is empty: nothing to train on")
+    return message["content"]
+
+
+def _nli_answer(record: dict, task: str, where: str) -> str:
+    """The answer of an NLI record, refusing what would teach the model a wrong format or label."""
+    spec = get_task(task)
+    for name in spec["input_fields"]:
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: field '{name}' must be a non-empty string, got {value!r}"[:300])
+    label_field = "predicted_label" if "predicted_label" in record else "label"
+    label = normalize_label(record.get(label_field), task)
+    if label is None:
+        raise DataError(f"{where}: field '{label_field}': {record.get(label_field)!r} is not a label of the "
+                        f"{task} task ({', '.join(map(str, spec['labels']))})"[:300])
+    thought = None
+    if spec["reasoning_field"]:
+        thought_field = "thought_process" if "thought_process" in record else "improved_thought_process"
+        thought = record.get(thought_field)
+        if not isinstance(thought, str) or not thought.strip():
+            raise DataError(f"{where}: field '{thought_field}' must be a non-empty string, got {thought!r}"[:300])
+    return nli_completion(thought, label, task)
+
+
+def _messages_segments(tokenizer, messages: list, where: str) -> list[tuple[list[int], bool]]:
+    """[(ids, trained)] for a chat: each assistant turn is trained (content + eos), all else masked.
+    Each prefix is rendered by the chat template with the generation prompt, exactly as at inference."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list")
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        raise DataError(f"{where}: field 'messages' has no assistant turn to train on")
+    segments, ids = [], []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: messages[{i}] needs a role of system, user or assistant")
+        if message["role"] != "assistant":
+            continue
+        prefix = encode_prompt(tokenizer, messages[:i])
+        if prefix[:len(ids)] != ids:  # the template re-renders earlier turns differently: mask them all
+            segments, ids = [], []
+        segments.append((prefix[len(ids):], False))
+        answer = tokenizer(_content(message, f"{where}: messages[{i}]"), add_special_tokens=False)["input_ids"]
+        answer = answer + [tokenizer.eos_token_id]
+        segments.append((answer, True))
+        ids = prefix + answer
+    return segments
+
+
+def _raw_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Raw prompt text with exactly one bos (the legacy files start with a literal `<s>`)."""
+    bos = tokenizer.bos_token
+    if bos and prompt.startswith(bos):
+        prompt = prompt[len(bos):]
+    ids = tokenizer(prompt.lstrip() if bos else prompt, add_special_tokens=False)["input_ids"]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+
+
+def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -> list[tuple[list[int], bool]]:
+    """The example as [(token ids, trained?)] segments, in order."""
+    eos = [tokenizer.eos_token_id]
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if fmt == "messages":
+        return _messages_segments(tokenizer, record["messages"], where)
+    if fmt == "prompt_completion":
+        prompt, completion = record["prompt"], record["completion"]
+        if isinstance(prompt, list):
+            if isinstance(completion, list):
+                completion = _content(completion[-1] if completion else None, f"{where}: field 'completion'")
+            return _messages_segments(tokenizer, prompt + [{"role": "assistant", "content": completion}], where)
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():
+            raise DataError(f"{where}: fields 'prompt' and 'completion' must be non-empty strings or message lists")
+        return [(_raw_prompt_ids(tokenizer, prompt), False), (encode(completion) + eos, True)]
+    if fmt == "prompt_response":
+        if not isinstance(record["response"], str) or not record["response"].strip():
+            raise DataError(f"{where}: field 'response' must be a non-empty string")
+        messages = [{"role": "user", "content": str(record["prompt"])},
+                    {"role": "assistant", "content": record["response"]}]
+        return _messages_segments(tokenizer, messages, where)
+    if fmt == "text":
+        text = str(record["text"])
+        cut = text.rfind("[/INST]") + len("[/INST]")
+        completion = text[cut:].strip()
+        if tokenizer.eos_token and completion.endswith(tokenizer.eos_token):
+            completion = completion[: -len(tokenizer.eos_token)].rstrip()
+        if completion.endswith("</s>"):
+            completion = completion[:-4].rstrip()
+        if not completion:
+            raise DataError(f"{where}: field 'text' has nothing after [/INST] to train on")
+        return [(_raw_prompt_ids(tokenizer, text[:cut]), False), (encode(completion) + eos, True)]
+    if fmt == "confidence":
+        return confidence_segments(tokenizer, record, where)
+    if fmt == "nli":
+        if get_task(task).get("free_text") or "premise" not in get_task(task)["input_fields"]:
+            raise DataError(f"{where}: an NLI record (premise, hypothesis, label) needs an NLI task, not '{task}'")
+        answer = _nli_answer(record, task, where)
+        messages = example_messages(record, task) + [{"role": "assistant", "content": answer}]
+        return _messages_segments(tokenizer, messages, where)
+    raise DataError(f"{where}: unknown data format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
+def confidence_segments(tokenizer, record: dict, where: str) -> list[tuple[list[int], bool]]:
+    """Prompt and answer masked; only the confidence token (found where it is, not assumed last) trained."""
+    response = record.get("tagged_response")
+    if not isinstance(response, str) or not isinstance(record.get("question"), str):
+        raise DataError(f"{where}: a confidence example needs string fields 'question' and 'tagged_response'")
+    match = CONFIDENCE_TOKEN.search(response)
+    if match is None:
+        raise DataError(f"{where}: field 'tagged_response' has no confidence token such as <C_READ>")
+    token_id = tokenizer.convert_tokens_to_ids(match.group(0))
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise DataError(f"{where}: confidence token {match.group(0)} is not in the tokenizer; add it to "
+                        "confidence_tokens in the config")
+    prompt = encode_prompt(tokenizer, [{"role": "user", "content": confidence_user_message(record)}])
+    answer = tokenizer(response[:match.start()].rstrip(), add_special_tokens=False)["input_ids"]
+    return [(prompt, False), (answer, False), ([token_id], True)]

@@ -1,0 +1,62 @@
+"""Imports flow one way: scripts -> train/ or evaluate/ -> shared top-level modules -> libraries.
+train/ and evaluate/ never import each other, shared modules import neither, and no script imports
+another script (a script: a module with a `__main__` block). Tests and benchmarks drive anything."""
+
+import ast
+import subprocess
+
+from tests.conftest import REPO_ROOT
+
+LAYERED = ("train", "evaluate", "scripts")
+
+
+def tracked_modules() -> dict[str, ast.Module]:
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    modules = {}
+    for path in files:
+        if path.startswith(("tests/", "bench/")) or path.startswith("train/configs/"):
+            continue
+        name = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        modules[name] = ast.parse((REPO_ROOT / path).read_text(), path)
+    return modules
+
+
+def imported(tree: ast.Module) -> set[str]:
+    """Every module an import statement names, anywhere in the file (lazy imports included)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def is_script(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
+
+
+def test_imports_flow_one_way():
+    modules = tracked_modules()
+    scripts = {name for name, tree in modules.items() if is_script(tree)}
+    problems = []
+    for name, tree in modules.items():
+        layer = name.split(".")[0] if "." in name else "shared"
+        for target in imported(tree):
+            if target not in modules or target == name:
+                continue
+            target_layer = target.split(".")[0] if "." in target else "shared"
+            if layer == "shared" and target_layer in LAYERED:
+                problems.append(f"shared module {name} imports {target}")
+            elif {layer, target_layer} == {"train", "evaluate"}:
+                problems.append(f"{name} imports {target} (train/ and evaluate/ never import each other)")
+            elif target in scripts:
+                problems.append(f"{name} imports the script {target}")
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_the_checker_sees_lazy_and_from_imports():
+    tree = ast.parse("def f():\n    from evaluate.results import summarize\nimport train.sft_data\n")
+    assert {"evaluate.results", "evaluate.results.summarize", "train.sft_data"} <= imported(tree)
+    assert is_script(ast.parse("if __name__ == '__main__':\n    main()\n"))

@@ -1,0 +1,32 @@
+"""Print a resolved training config (default.py < CONFIG < overrides) as JSON, validated like a run.
+
+    python -m train.show_config ablation2.py --learning_rate=1e-4 --use_wandb false
+    python -m train.show_config --config train/configs/tiny_cpu.py --max_steps 5
+"""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from train.config_loader import ConfigError, config_to_json, load_config  # noqa: E402
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: python -m train.show_config [--config] CONFIG [--key value | --key=value ...]")
+        print("Prints the resolved config (default.py < CONFIG < overrides) as JSON.")
+        return 0
+    try:
+        print(config_to_json(load_config(argv)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
