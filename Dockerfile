@@ -19,6 +19,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
     HF_HOME=/home/app/.cache/huggingface
 
 # The base image is pinned; its distro packages are left to the archive's current (security-patched)

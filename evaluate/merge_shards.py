@@ -12,13 +12,9 @@ import re
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import check_outputs  # noqa: E402
-from results import summarize, write_outputs  # noqa: E402
+from cli import ArgumentParser
+from data_io import check_outputs
+from results import summarize, write_outputs
 
 
 def merge(paths: list[Path]) -> dict:

@@ -12,15 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError  # noqa: E402
-from extraction import count_json_objects  # noqa: E402
-from metrics import format_table  # noqa: E402
-from results import answer_label, summarize  # noqa: E402
+from cli import ArgumentParser
+from data_io import DataError
+from extraction import count_json_objects
+from metrics import format_table
+from results import answer_label, summarize
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
 

@@ -19,12 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser, above_zero, at_least, parse_bool  # noqa: E402
-from data_io import (  # noqa: E402
+from cli import ArgumentParser, above_zero, at_least, parse_bool
+from data_io import (
     DataError,
     append_jsonl,
     atomic_write_json,
@@ -37,11 +33,13 @@ from data_io import (  # noqa: E402
     strip_private,
     sync_file,
 )
-from eval_inputs import load_eval_items  # noqa: E402
-from llm_api import PROVIDERS, ApiError  # noqa: E402
-from modeling import ModelLoadError  # noqa: E402
-from prompts import TASKS, answer_schema, get_task  # noqa: E402
-from results import score_record, summarize, write_outputs  # noqa: E402
+from eval_inputs import load_eval_items
+from llm_api import PROVIDERS, ApiError
+from modeling import ModelLoadError
+from prompts import TASKS, answer_schema, get_task
+from results import score_record, summarize, write_outputs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")

@@ -15,13 +15,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl  # noqa: E402
-from metrics import format_table  # noqa: E402
+from cli import ArgumentParser
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl
+from metrics import format_table
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
 

@@ -15,12 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from gguf_convert import GGUFError, convert_gguf  # noqa: E402
+from cli import ArgumentParser
+from gguf_convert import GGUFError, convert_gguf
 
 
 def main(argv=None) -> int:

@@ -22,12 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from cli import ArgumentParser
+from data_io import atomic_write_json, atomic_write_text
+from metrics import bootstrap_intervals, format_table, majority_baseline
 
-from cli import ArgumentParser  # noqa: E402
-from data_io import atomic_write_json, atomic_write_text  # noqa: E402
-from metrics import bootstrap_intervals, format_table, majority_baseline  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -15,13 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, read_records  # noqa: E402
-from llm_api import (  # noqa: E402
+from cli import ArgumentParser
+from data_io import DataError, read_records
+from llm_api import (
     ValidationError,
     add_api_arguments,
     ask_validated,
@@ -29,10 +25,10 @@ from llm_api import (  # noqa: E402
     run_job_script,
     run_jobs,
 )
-from prompts import (  # noqa: E402
+from prompts import (
     SYSTEM_PROMPTS,
     THOUGHT_USER_TEMPLATE,
-    normalize_label,  # noqa: E402
+    normalize_label,
 )
 
 

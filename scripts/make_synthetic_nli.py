@@ -12,13 +12,9 @@ import random
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import atomic_write_jsonl  # noqa: E402
-from prompts import nli_completion, nli_user_message  # noqa: E402
+from cli import ArgumentParser
+from data_io import atomic_write_jsonl
+from prompts import nli_completion, nli_user_message
 
 SUBJECTS = ["the man", "the woman", "a child", "the dog", "the teacher", "a farmer", "the pilot", "my sister",
             "the doctor", "a student", "the cat", "the old king"]

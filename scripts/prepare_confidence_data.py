@@ -15,13 +15,9 @@ import random
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS  # noqa: E402
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields  # noqa: E402
+from cli import ArgumentParser
+from confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields
 
 
 def parse_correct(value, where: str) -> bool:

@@ -18,13 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from cli import ArgumentParser
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from prompts import HATE_SPEECH_SYSTEM, hate_speech_user_message
 
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
-from prompts import HATE_SPEECH_SYSTEM, hate_speech_user_message  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = {"train": ("unified_train.json", {"train"}), "validation": ("unified_val.json", {"val", "validation"}),
          "test": ("unified_test.json", {"test"})}

@@ -29,13 +29,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records  # noqa: E402
-from prompts import example_messages, nli_completion, nli_user_message, normalize_label  # noqa: E402
+from cli import ArgumentParser
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from prompts import example_messages, nli_completion, nli_user_message, normalize_label
 
 
 def _label(record: dict, field: str, path) -> int:

@@ -12,13 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import read_jsonl, require_fields, strip_private  # noqa: E402
-from llm_api import (  # noqa: E402
+from cli import ArgumentParser
+from data_io import read_jsonl, require_fields, strip_private
+from llm_api import (
     ValidationError,
     add_api_arguments,
     ask_validated,
@@ -26,7 +22,7 @@ from llm_api import (  # noqa: E402
     run_job_script,
     run_jobs,
 )
-from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS  # noqa: E402
+from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS
 
 
 def validate_score(answer: dict) -> dict:

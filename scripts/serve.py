@@ -33,13 +33,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from data_io import load_env_file  # noqa: E402
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir  # noqa: E402,E501
-from prompts import chat_template  # noqa: E402
+from data_io import load_env_file
+from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir  # noqa: E501
+from prompts import chat_template
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

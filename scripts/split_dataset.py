@@ -17,12 +17,8 @@ import random
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from cli import ArgumentParser  # noqa: E402
-from data_io import DataError, atomic_write_bytes, check_outputs  # noqa: E402
+from cli import ArgumentParser
+from data_io import DataError, atomic_write_bytes, check_outputs
 
 
 def main(argv=None) -> int:

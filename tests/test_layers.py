@@ -60,3 +60,25 @@ def test_the_checker_sees_lazy_and_from_imports():
     tree = ast.parse("def f():\n    from evaluate.results import summarize\nimport train.sft_data\n")
     assert {"evaluate.results", "evaluate.results.summarize", "train.sft_data"} <= imported(tree)
     assert is_script(ast.parse("if __name__ == '__main__':\n    main()\n"))
+
+
+def test_no_module_outside_tests_edits_sys_path_and_the_package_lists_every_module():
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    editing = [f for f in files if not f.startswith("tests/") and "sys.path" in (REPO_ROOT / f).read_text()]
+    assert not editing, editing
+    import tomllib
+    setup = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    top_level = {f.removesuffix(".py") for f in files if "/" not in f and f.endswith(".py")}
+    assert set(setup["py-modules"]) == top_level
+    folders = {f.rsplit("/", 1)[0].replace("/", ".") for f in files if f.endswith("/__init__.py")}
+    assert set(setup["packages"]) == folders - {"tests"}
+
+
+def test_a_script_runs_from_anywhere_through_the_installed_package(tmp_path):
+    """`python scripts/X.py` puts scripts/ first on sys.path, not the repo: the shared modules come from
+    the editable install (`pip install -e .`, which the Makefile runs)."""
+    import sys
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/split_dataset.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "--ratio" in proc.stdout

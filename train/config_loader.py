@@ -21,11 +21,9 @@ import runpy
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from cli import bool_word
 
-from cli import bool_word  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.py"
@@ -47,8 +45,6 @@ def _plain_values(namespace: dict) -> dict:
 
 
 def _run_config_file(path: Path) -> dict:
-    if str(REPO_ROOT) not in sys.path:  # lets configs `from train.configs.X import *`
-        sys.path.insert(0, str(REPO_ROOT))
     try:
         return _plain_values(runpy.run_path(str(path)))
     except Exception as exc:  # a config is user code: report which file broke and how

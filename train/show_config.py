@@ -5,13 +5,8 @@
 """
 
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from train.config_loader import ConfigError, config_to_json, load_config  # noqa: E402
+from train.config_loader import ConfigError, config_to_json, load_config
 
 
 def main(argv=None) -> int:

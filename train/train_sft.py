@@ -23,13 +23,9 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from data_io import DataError, atomic_write_json, load_env_file  # noqa: E402
-from gguf_convert import is_gguf  # noqa: E402
-from modeling import (  # noqa: E402
+from data_io import DataError, atomic_write_json, load_env_file
+from gguf_convert import is_gguf
+from modeling import (
     BASE_SOURCE_FILE,
     ModelLoadError,
     can_load_4bit,
@@ -37,9 +33,9 @@ from modeling import (  # noqa: E402
     load_tokenizer,
     resolve_device,
 )
-from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets  # noqa: E402
-from train.preflight import make_plan, print_plan, split_preflight_flags  # noqa: E402
-from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples  # noqa: E402
+from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets
+from train.preflight import make_plan, print_plan, split_preflight_flags
+from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples
 
 log = logging.getLogger("train_sft")
 CUDA_ONLY_OPTIMIZERS = ("paged_", "8bit")
