@@ -20,7 +20,9 @@ from pathlib import Path
 
 from data_io import DataError, read_jsonl
 from model_shape import ShapeError, read_model_shape
+from sft_formats import detect_format
 from train.memory_estimate import GIB, advice, estimate_training_memory
+from train.sft_data import LoadReport, load_sft_examples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONVERTED_DIR = REPO_ROOT / "models" / "converted"
@@ -29,22 +31,12 @@ CHARS_PER_TOKEN = 4  # English prose under BPE tokenizers: a rough but common ru
 PREFLIGHT_FLAGS = {"dry_run": None, "model_params_b": float, "gpu_memory_gb": float}
 
 
-@dataclass
-class DataCheck:
-    path: str
-    kept: int = 0
-    dropped: int = 0
-    invalid: int = 0
-    longest: int = 0
-    estimated: bool = False
-    problem: str = ""
-
-    def line(self) -> str:
-        if self.problem:
-            return f"{self.path}: {self.problem}"
-        how = "estimated lengths, no tokenizer on disk" if self.estimated else "tokenized"
-        return (f"{self.path}: {self.kept} examples kept, {self.dropped} dropped as too long, {self.invalid} "
-                f"invalid skipped; longest kept {self.longest} tokens ({how})")
+def report_line(report: LoadReport, problem: str) -> str:
+    if problem:
+        return f"{report.path}: {problem}"
+    how = "estimated lengths, no tokenizer on disk" if report.estimated else "tokenized"
+    return (f"{report.path}: {report.kept} examples kept, {report.dropped_too_long} dropped as too long, "
+            f"{report.skipped_invalid} invalid skipped; longest kept {report.longest} tokens ({how})")
 
 
 @dataclass
@@ -88,41 +80,35 @@ def local_tokenizer(config: dict):
     return load_tokenizer(source)
 
 
-def check_data(path: str, config: dict, tokenizer, limit) -> DataCheck:
-    check = DataCheck(path=path)
+def check_data(path: str, config: dict, tokenizer, limit) -> tuple[LoadReport, str]:
+    """(what loading `path` keeps and drops, the problem that stops it or "")."""
     if not Path(path).is_file():
-        check.problem = "file not found (the config's first lines give the command that builds it)"
-        return check
+        return LoadReport(path=path), "file not found (the config's first lines give the command that builds it)"
     try:
-        if tokenizer is not None:
-            from train.sft_data import load_sft_examples
-            examples, report = load_sft_examples(path, tokenizer, data_format=config["data_format"], task=config["task"],
-                                                 max_seq_length=config["max_seq_length"], overlong=config["overlong"],
-                                                 limit=limit, invalid=config["invalid_examples"])
-            check.kept, check.dropped, check.invalid = report.kept, report.dropped_too_long, report.skipped_invalid
-            check.longest = max(len(example["input_ids"]) for example in examples)
-        else:
-            estimate_lengths(path, config, limit, check)
+        if tokenizer is None:
+            return estimate_lengths(path, config, limit), ""
+        return load_sft_examples(path, tokenizer, data_format=config["data_format"], task=config["task"],
+                                 max_seq_length=config["max_seq_length"], overlong=config["overlong"],
+                                 limit=limit, invalid=config["invalid_examples"])[1], ""
     except DataError as exc:
-        check.problem = str(exc)
-    return check
+        return LoadReport(path=path), str(exc)
 
 
-def estimate_lengths(path: str, config: dict, limit, check: DataCheck) -> None:
-    from sft_formats import detect_format
+def estimate_lengths(path: str, config: dict, limit) -> LoadReport:
     records = read_jsonl(path)[:limit or None]
     if not records:
         raise DataError(f"{path}: no examples")
-    check.estimated = True
+    report = LoadReport(path=path, read=len(records), estimated=True)
     for record in records:
         if (config["data_format"] if config["data_format"] != "auto" else detect_format(record)) is None:
-            raise DataError(f"{path}: line {record['_line']}: unrecognised example (see train/sft_data.py formats)")
+            raise DataError(f"{path}: line {record['_line']}: unrecognised example (see sft_formats.py)")
         length = math.ceil(len(str({k: v for k, v in record.items() if k != "_line"})) / CHARS_PER_TOKEN)
         if length > config["max_seq_length"]:
-            check.dropped += 1
+            report.dropped_too_long += 1
         else:
-            check.kept += 1
-            check.longest = max(check.longest, length)
+            report.kept += 1
+            report.longest = max(report.longest, length)
+    return report
 
 
 def gpu_memory_bytes(flag_gb: float | None) -> tuple[int | None, str]:
@@ -187,12 +173,13 @@ def make_plan(config: dict, flags: dict) -> Plan:
     checks = [check_data(config["train_data"], config, tokenizer, config["max_train_examples"])]
     if config["eval_data"]:
         checks.append(check_data(config["eval_data"], config, tokenizer, config["max_eval_examples"]))
-    plan.lines += [f"data: {check.line()}" for check in checks]
-    plan.problems += [f"data: {check.line()}" for check in checks if check.problem]
-    if not checks[0].problem and checks[0].kept == 0:
-        plan.problems.append(f"data: {checks[0].path}: no example fits max_seq_length={config['max_seq_length']}")
-    plan.lines += schedule_lines(config, None if checks[0].problem else checks[0].kept)
-    memory_lines(config, flags, max(check.longest for check in checks), plan)
+    plan.lines += [f"data: {report_line(report, problem)}" for report, problem in checks]
+    plan.problems += [f"data: {report_line(report, problem)}" for report, problem in checks if problem]
+    train_report, train_problem = checks[0]
+    if not train_problem and train_report.kept == 0:
+        plan.problems.append(f"data: {train_report.path}: no example fits max_seq_length={config['max_seq_length']}")
+    plan.lines += schedule_lines(config, None if train_problem else train_report.kept)
+    memory_lines(config, flags, max(report.longest for report, _ in checks), plan)
     return plan
 
 

@@ -46,6 +46,8 @@ class LoadReport:
     first_invalid: str = ""
     trimmed: int = 0
     format: str = ""
+    longest: int = 0         # tokens of the longest kept example
+    estimated: bool = False  # lengths estimated without a tokenizer (the preflight's fallback)
 
     def line(self) -> str:
         line = (f"{self.path}: {self.kept}/{self.read} examples kept ({self.format}); "
@@ -89,6 +91,7 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
             continue
         examples.append(example)
     report.kept = len(examples)
+    report.longest = max((len(example["input_ids"]) for example in examples), default=0)
     if not examples:
         why = f"every example is longer than max_seq_length={max_seq_length}" if not report.skipped_invalid \
             else f"no valid example ({report.skipped_invalid} invalid, first: {report.first_invalid})"
