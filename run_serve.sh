@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$model" ]; then echo "error: --model is required (a model dir, LoRA adapter dir or .gguf file)" >&2; exit 2; fi
 resolve_mode
+single_node_only
 gpus=$(gpu_count)
 if [ "$MODE" = "docker" ]; then
   # inside the container vLLM listens on all its interfaces; the host side of the port stays on --host

@@ -4,7 +4,9 @@
 #   ./run_training.sh --config distributed.py --gpus 0,1   # DDP over two GPUs with torchrun
 #   ./run_training.sh --local --config tiny_cpu.py         # on the host, CPU is fine
 #   ./run_training.sh --dry-run --config ablation2.py --gpu 1   # the command, then the preflight plan
-# Wrapper options: --local, --docker, --dry-run, --gpu N, --gpus N|0,1, --all-gpus, --image NAME.
+#   ./run_training.sh --config distributed.py --gpus 0,1 --nnodes 2 --node_rank 0 --master_addr 10.1.2.3  # node 0 of 2
+# Wrapper options: --local, --docker, --dry-run, --gpu N, --gpus N|0,1, --all-gpus, --image NAME,
+#   --nnodes N --node_rank R --master_addr HOST [--master_port P] (every node runs the same command but its rank).
 # Every other argument goes to `python -m train.train_sft` (see train/config_loader.py for overrides).
 # --dry-run prints the command and runs the preflight (train/preflight.py) on the host; PREFLIGHT=0 skips it.
 set -euo pipefail
@@ -12,7 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 train_args=()
@@ -21,6 +23,7 @@ while [ $# -gt 0 ]; do
   if [ "$USED" -eq 0 ]; then train_args+=("$1"); shift; else shift "$USED"; fi
 done
 resolve_mode
+check_nodes
 # shellcheck disable=SC2046  # the launcher is deliberately split into words
 run_command $(python_launcher) -m train.train_sft "${train_args[@]}"
 if [ "$DRY_RUN" = 1 ] && [ "${PREFLIGHT:-1}" != 0 ]; then run_preflight "${train_args[@]}"; fi

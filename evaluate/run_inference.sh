@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 resolve_mode
+single_node_only
 if [ "$GPUS" = "all" ] || [[ "$GPUS" == *,* ]]; then
   echo "note: inference uses one process; for several GPUs run one shard each (--shard i/n) or --backend vllm" >&2
 fi

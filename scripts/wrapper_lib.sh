@@ -8,6 +8,10 @@ MODE="auto"        # auto | docker | local
 DRY_RUN=0
 GPUS=""            # "" (default device), "all", or a comma list such as "1" or "0,1"
 DOCKER_ARGS=()     # more `docker run` options a wrapper needs (run_serve.sh: the published port)
+NNODES=1           # machines in a multi-node run (run_training.sh), this one's rank, and the rendezvous host
+NODE_RANK=0
+MASTER_ADDR=""
+MASTER_PORT=29500
 
 # Parse one wrapper option; sets USED to how many arguments it consumed (0 = not a wrapper option).
 USED=0
@@ -23,6 +27,10 @@ wrapper_option() {
       GPUS="$2"; USED=2 ;;
     --gpu=*|--gpus=*) GPUS="${1#*=}" ;;
     --image) IMAGE="${2:?--image needs a name}"; USED=2 ;;
+    --nnodes) NNODES="${2:?--nnodes needs a number}"; USED=2 ;;
+    --node_rank|--node-rank) NODE_RANK="${2:?--node_rank needs a number}"; USED=2 ;;
+    --master_addr|--master-addr) MASTER_ADDR="${2:?--master_addr needs a host}"; USED=2 ;;
+    --master_port|--master-port) MASTER_PORT="${2:?--master_port needs a port}"; USED=2 ;;
     *) USED=0 ;;
   esac
 }
@@ -46,10 +54,37 @@ resolve_mode() {
   fi
 }
 
-# The python launcher: torchrun with one process per GPU when several are selected.
+# The python launcher: torchrun with one process per GPU when several are selected; across machines,
+# torchrun with the rendezvous every node names the same way (node 0's address and port).
 python_launcher() {
   local n; n=$(gpu_count)
-  if [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"; else echo "python"; fi
+  if [ "$NNODES" -gt 1 ]; then
+    echo "torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT --nproc_per_node=$n"
+  elif [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"
+  else echo "python"
+  fi
+}
+
+# Multi-node options belong to run_training.sh; the other wrappers refuse them rather than ignore them.
+single_node_only() {
+  if [ "$NNODES" != 1 ] || [ -n "$MASTER_ADDR" ]; then
+    echo "error: --nnodes / --master_addr are for run_training.sh (this wrapper runs on one machine)" >&2; exit 2
+  fi
+}
+
+# Refuse a multi-node run that cannot meet: every node needs the count, its own rank and node 0's address.
+check_nodes() {
+  local number='^[0-9]+$'
+  if ! [[ "$NNODES" =~ $number && "$NODE_RANK" =~ $number && "$MASTER_PORT" =~ $number ]] || [ "$NNODES" -lt 1 ]; then
+    echo "error: --nnodes, --node_rank and --master_port take whole numbers (got $NNODES, $NODE_RANK, $MASTER_PORT)" >&2; exit 2
+  fi
+  if [ "$NODE_RANK" -ge "$NNODES" ]; then
+    echo "error: --node_rank $NODE_RANK must be below --nnodes $NNODES (ranks count from 0)" >&2; exit 2
+  fi
+  if [ "$NNODES" -gt 1 ] && [ -z "$MASTER_ADDR" ]; then
+    echo "error: --nnodes $NNODES needs --master_addr HOST (node 0's address, the same on every node)" >&2; exit 2
+  fi
+  if [ "$NNODES" -gt 1 ]; then DOCKER_ARGS+=(--network host); fi  # torchrun's rendezvous and NCCL need the host's network
 }
 
 # The python of the backend's environment: vLLM pins its own torch and transformers, so it has one of its
@@ -78,7 +113,7 @@ run_preflight() {
          "in the image: docker run --rm $IMAGE python -m train.train_sft $* --dry_run" >&2
     return 0
   fi
-  (cd "$repo" && WORLD_SIZE="$(gpu_count)" exec "$python" -m train.train_sft "$@" --dry_run)
+  (cd "$repo" && WORLD_SIZE="$(( $(gpu_count) * NNODES ))" exec "$python" -m train.train_sft "$@" --dry_run)
 }
 
 # An argument as a shell would need it typed: bare when safe, else single-quoted.

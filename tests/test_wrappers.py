@@ -1,5 +1,6 @@
 """The shell wrappers: exact docker commands (--dry-run), host runs, exit status."""
 
+import json
 import os
 import subprocess
 
@@ -113,3 +114,67 @@ def test_the_training_dry_run_prints_the_command_then_the_preflight_and_exits_wi
     small = subprocess.run(["bash", "run_training.sh", *args, "--gpu_memory_gb", "4"], cwd=REPO_ROOT,
                            capture_output=True, text=True, env=env)
     assert small.returncode == 1 and "does not fit 4.0 GiB" in small.stdout
+
+
+def multi_node_dry_run(*args, mode="--local"):
+    env = dict(os.environ, HF_HOME="/hf-cache", PREFLIGHT="0")
+    return subprocess.run(["bash", "run_training.sh", "--dry-run", mode, *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=env)
+
+
+def test_a_multi_node_run_is_the_torchrun_command_torchrun_parses_for_each_rank():
+    from torch.distributed.run import get_args_parser
+    for rank in (0, 1):
+        proc = multi_node_dry_run("--nnodes", "2", "--node_rank", str(rank), "--master_addr", "10.1.2.3",
+                                  "--gpus", "0,1", "--config", "distributed.py")
+        assert proc.returncode == 0, proc.stderr
+        words = proc.stdout.split()
+        assert words[:2] == ["env", "CUDA_VISIBLE_DEVICES=0,1"] and words[2] == "torchrun"
+        parsed = get_args_parser().parse_args(words[3:])
+        assert (parsed.nnodes, parsed.node_rank, parsed.master_addr, parsed.master_port, parsed.nproc_per_node) == \
+            ("2", rank, "10.1.2.3", 29500, "2")
+        assert parsed.module and parsed.training_script == "train.train_sft"
+        assert parsed.training_script_args == ["--config", "distributed.py"]
+    if (REPO_ROOT / ".env").exists():
+        return
+    docker = multi_node_dry_run("--nnodes", "2", "--node_rank", "1", "--master_addr", "10.1.2.3", "--master_port",
+                                "29600", "--gpus", "0,1", "--config", "distributed.py", mode="--docker")
+    assert docker.stdout.startswith("docker run --rm --ipc=host --network host --gpus")  # rendezvous + NCCL on the host
+    assert "--master_port=29600" in docker.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nnodes", "2"], "needs --master_addr"),
+    (["--nnodes", "2", "--node_rank", "2", "--master_addr", "h"], "must be below --nnodes 2"),
+    (["--nnodes", "two", "--master_addr", "h"], "take whole numbers"),
+])
+def test_a_multi_node_run_that_cannot_meet_is_refused(args, message):
+    proc = multi_node_dry_run(*args, "--config", "x.py")
+    assert proc.returncode == 2 and message in proc.stderr
+    serve = subprocess.run(["bash", "run_serve.sh", "--dry-run", "--local", "--model", "m", "--nnodes", "2"],
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert serve.returncode == 2 and "for run_training.sh" in serve.stderr
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_on_loopback_and_train_as_one_ddp_run(tiny_mistral, tmp_path):
+    """Two wrapper invocations, node ranks 0 and 1, one CPU process each, rendezvous on 127.0.0.1."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "two-nodes"
+    args = ["--local", "--nnodes", "2", "--master_addr", "127.0.0.1", "--master_port", port, "--config", "tiny_cpu.py",
+            "--model_id", str(tiny_mistral), "--output_dir", str(out), "--train_data", "data/sample/sample_thoughts.jsonl",
+            "--eval_data", "None", "--max_steps", "4", "--batch_size", "2", "--max_train_examples", "16",
+            "--save_steps", "100"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{REPO_ROOT / '.venv/bin'}:{os.environ['PATH']}")
+    nodes = [subprocess.Popen(["bash", "run_training.sh", *args[:1], *args[1:3], "--node_rank", str(rank), *args[3:]],
+                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["world_size"] == 2 and results["global_step"] == 4
+    first, second = results["rank_param_checksums"]
+    assert first == second and first != 0
