@@ -5,8 +5,60 @@ the value of an argument it doesn't know (`--api-key sk-...` must not end up in 
 """
 
 import argparse
+import sys
+import time
 
 TRUE_WORDS, FALSE_WORDS = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+LOGGED_PROGRESS_SECONDS = 30  # off a terminal (a CI log, `docker logs`): one progress line this often
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class LineProgress:
+    """tqdm's counting interface for logs: a plain line every LOGGED_PROGRESS_SECONDS and at the end."""
+
+    def __init__(self, iterable=None, *, total=None, desc="", unit="it"):
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.n, self.started = 0, time.monotonic()
+        self.last = self.started
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _line(self) -> str:
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        return f"{self.desc}: {self.n}/{self.total or '?'} {self.unit}{share} in {time.monotonic() - self.started:.0f}s"
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self.last >= LOGGED_PROGRESS_SECONDS:
+            self.last = time.monotonic()
+            print(self._line(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.total is None or self.n:
+            print(self._line(), file=sys.stderr, flush=True)
+        self.total, self.n = None, 0  # closing twice prints once
+
+
+def progress(iterable=None, *, total=None, desc="", unit="it", disable=False):
+    """A progress bar on a terminal (tqdm); in a log (CI, `docker logs`) a line every 30 s, never a
+    carriage-return update per step."""
+    if on_terminal() or disable:
+        from tqdm import tqdm
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable)
+    return LineProgress(iterable, total=total, desc=desc, unit=unit)
 
 
 def bool_word(text: str) -> bool | None:

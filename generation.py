@@ -10,9 +10,9 @@ have stopped. Only generated tokens are decoded (never the prompt). Batches go t
 import sys
 
 import torch
-from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from cli import progress as progress_bar
 from greedy_decode import greedy_decode, left_pad, unsupported_reason
 
 DECODERS = ("auto", "generate")
@@ -109,7 +109,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], *, batch_size: 
         raise ValueError(f"decoder must be one of {DECODERS}, got '{decoder}'")
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if sort_by_length else list(range(len(prompts)))
     results: list[dict | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generating", unit="ex", disable=not progress)
+    bar = progress_bar(total=len(prompts), desc="generating", unit="ex", disable=not progress)
     told = False
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]

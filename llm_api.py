@@ -24,9 +24,8 @@ from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
-from tqdm import tqdm
 
-from cli import above_zero, at_least
+from cli import above_zero, at_least, progress
 from data_io import DataError, append_jsonl, check_outputs, load_env_file, read_jsonl, repair_torn_tail
 from extraction import iter_json_objects
 from prompts import REASK_TEMPLATE
@@ -270,7 +269,7 @@ def run_jobs(items: list[dict], work, output: Path, *, source, workers: int, ski
     output.parent.mkdir(parents=True, exist_ok=True)
     repair_torn_tail(failures)
     pool = ThreadPoolExecutor(max_workers=max(workers, 1))
-    with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc=desc, unit="ex") as bar:
+    with open(output, "a", encoding="utf-8") as out, progress(total=len(todo), desc=desc, unit="ex") as bar:
         futures = {pool.submit(work, item): item for item in todo}
         saved = set()
         try:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from cli import on_terminal
+
 log = logging.getLogger("modeling")
 # bitsandbytes announces at import that an optional CPU kernel package from the hub is missing: noise here
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -194,7 +196,10 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
                compute_dtype: str = "bfloat16"):
     """A causal LM on `device`, 4-bit quantized on request."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    if not on_terminal():  # "Loading weights" would be a carriage-return bar in a log
+        hf_logging.disable_progress_bar()
     model_id = resolve_model_dir(model_id)
     _check_local_dir(model_id)
     attn, source = pick_attn_implementation(attn_implementation, device)

@@ -12,11 +12,9 @@ its first JSON object closes, as the local decoders stop there. Each finished an
 at once, so a killed run resumes without asking anything twice.
 """
 
-import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from tqdm import tqdm
-
+from cli import progress
 from extraction import json_close_index
 from llm_api import ApiError, ChatClient
 
@@ -52,8 +50,8 @@ class ApiGenerator:
         pool = ThreadPoolExecutor(max_workers=self.workers)
         futures = {pool.submit(self._ask, messages): index for index, messages in enumerate(prompts)}
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="requests", unit="ex",
-                               disable=not self.progress, mininterval=5 if not sys.stderr.isatty() else 0.1):
+            for future in progress(as_completed(futures), total=len(futures), desc="requests", unit="ex",
+                                   disable=not self.progress):
                 on_batch([(futures[future], future.result())])
         except (KeyboardInterrupt, ApiError):
             pool.shutdown(wait=False, cancel_futures=True)  # nothing more is sent

@@ -10,6 +10,7 @@ the same records (tests/test_vllm.py, run by `make test-vllm`).
 import json
 from pathlib import Path
 
+from cli import on_terminal
 from generation import JsonCloseTracker, answer_record
 from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 
@@ -60,7 +61,7 @@ class VllmGenerator:
         results = []
         for start in range(0, len(prompts), self.chunk_size):
             chunk = [TokensPrompt(prompt_token_ids=ids) for ids in prompts[start:start + self.chunk_size]]
-            outputs = self.llm.generate(chunk, params, lora_request=self.lora_request, use_tqdm=True)
+            outputs = self.llm.generate(chunk, params, lora_request=self.lora_request, use_tqdm=on_terminal())
             finished = []
             for offset, output in enumerate(outputs):
                 result = self._result(output.outputs[0], stop_at_json)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from cli import on_terminal
 from data_io import DataError, atomic_write_json, load_env_file
 from gguf_convert import is_gguf
 from modeling import (
@@ -181,7 +182,8 @@ def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
         use_cpu=device == "cpu", remove_unused_columns=False, prediction_loss_only=True,
         train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         dataloader_num_workers=0, ddp_find_unused_parameters=False if config["use_lora"] else None,
-        disable_tqdm=not is_main_process(), **eval_kwargs)
+        # off a terminal the Trainer prints one log line per logging_steps instead of a bar per step
+        disable_tqdm=not is_main_process() or not on_terminal(), **eval_kwargs)
 
 
 def latest_complete_checkpoint(output_dir: str) -> str | None:
