@@ -263,42 +263,36 @@ def push_to_hub(model, tokenizer, repo_id: str) -> None:
                          f"{redact_secrets(str(exc))[:300]}. The local outputs are kept.") from exc
 
 
-def train(config: dict) -> dict:
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
-
+def prepare(config: dict) -> tuple[dict, str]:
+    """(the checked config, the device): secrets redacted, settings resolved for this machine, paths checked."""
+    from transformers import set_seed
     device = resolve_device(config["device"])
     redacted = redact_secrets(config)
     if redacted != config:  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
         config = redacted
     config = check_settings(config, device)
-    output_dir = Path(config["output_dir"])
     check_paths(config)
     set_seed(config["seed"])
     if config["report_to"] == "wandb":
         os.environ.setdefault("WANDB_PROJECT", config["wandb_project"])
+    return config, device
 
-    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])  # pad != eos guaranteed
-    new_token_ids = register_special_tokens(tokenizer, all_special_tokens(config))
-    data_kwargs = dict(data_format=config["data_format"], task=config["task"],
-                       max_seq_length=config["max_seq_length"], overlong=config["overlong"],
-                       invalid=config["invalid_examples"])
-    train_examples, train_report = load_sft_examples(config["train_data"], tokenizer,
-                                                     limit=config["max_train_examples"], **data_kwargs)
-    log.info(train_report.line())
-    eval_examples, eval_report = [], None
+
+def load_data(config: dict, tokenizer) -> tuple[tuple[list, object], tuple[list, object]]:
+    """((train examples, report), (eval examples, report or None)), tokenized as training needs them."""
+    kwargs = dict(data_format=config["data_format"], task=config["task"], max_seq_length=config["max_seq_length"],
+                  overlong=config["overlong"], invalid=config["invalid_examples"])
+    train_set = load_sft_examples(config["train_data"], tokenizer, limit=config["max_train_examples"], **kwargs)
+    log.info(train_set[1].line())
+    eval_set = ([], None)
     if config["eval_data"]:
-        eval_examples, eval_report = load_sft_examples(config["eval_data"], tokenizer,
-                                                       limit=config["max_eval_examples"], **data_kwargs)
-        log.info(eval_report.line())
+        eval_set = load_sft_examples(config["eval_data"], tokenizer, limit=config["max_eval_examples"], **kwargs)
+        log.info(eval_set[1].line())
+    return train_set, eval_set
 
-    model = build_model(config, tokenizer, device, new_token_ids)
-    if config["use_lora"] and is_main_process():
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    args = training_arguments(config, device, len(train_examples), bool(eval_examples))
+def pick_collator(config: dict, model, tokenizer):
     attn = model.config._attn_implementation
     padding_free = config["use_packing"] and "flash" in attn  # the package's or the hub kernel's varlen path
     if config["use_packing"] and not padding_free:
@@ -306,11 +300,15 @@ def train(config: dict) -> dict:
         # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
         log.info("use_packing: padding-free batches need flash-attention; with %s, using length-grouped "
                  "padded batches (faster there)", attn)
-    collator = PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
+    return PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
+
+
+def make_callbacks(config: dict, tokenizer, has_eval: bool) -> list:
+    from transformers import EarlyStoppingCallback
     callbacks = []
-    if eval_examples and config["early_stopping_patience"] > 0:
+    if has_eval and config["early_stopping_patience"] > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
-    if eval_examples and config["gen_eval_examples"] > 0:
+    if has_eval and config["gen_eval_examples"] > 0:
         from train.gen_eval import GenerationEvalCallback
         callbacks.append(GenerationEvalCallback(tokenizer, config["eval_data"], config["task"],
                                                 config["gen_eval_examples"], config["gen_eval_max_new_tokens"],
@@ -318,26 +316,45 @@ def train(config: dict) -> dict:
     if config["confidence_eval_data"]:
         from train.confidence_eval import ConfidenceEvalCallback
         callbacks.append(ConfidenceEvalCallback(tokenizer, config))
-    trainer = Trainer(model=model, args=args, train_dataset=train_examples,
-                      eval_dataset=eval_examples or None, data_collator=collator,
-                      processing_class=tokenizer, callbacks=callbacks)
+    return callbacks
+
+
+def make_trainer(config: dict, model, tokenizer, device: str, train_examples: list, eval_examples: list):
+    from transformers import Trainer
+    callbacks = make_callbacks(config, tokenizer, bool(eval_examples))
+    trainer = Trainer(model=model, args=training_arguments(config, device, len(train_examples), bool(eval_examples)),
+                      train_dataset=train_examples, eval_dataset=eval_examples or None,
+                      data_collator=pick_collator(config, model, tokenizer), processing_class=tokenizer,
+                      callbacks=callbacks)
     for callback in callbacks:
         if hasattr(callback, "trainer"):
             callback.trainer = trainer
+    return trainer
+
+
+def write_run_files(config: dict) -> None:
+    """Only now, on rank 0: a run that fails before training leaves nothing in output_dir."""
+    if not is_main_process():
+        return
+    output_dir = Path(config["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
+    if is_gguf(config["model_id"]):  # the adapter's base was converted from this file
+        atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config["model_id"]).resolve())})
+
+
+def fit(trainer, model, config: dict, device: str, train_set, eval_set) -> dict:
+    """Train (resuming when asked), evaluate, and gather what train_results.json records."""
+    (train_examples, train_report), (eval_examples, eval_report) = train_set, eval_set
     resume = resolve_resume(config["resume_from_checkpoint"], config["output_dir"])
-    if is_main_process():  # only now: a run that fails before training leaves nothing in output_dir
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
-        if is_gguf(config["model_id"]):  # the adapter's base was converted from this file
-            atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config["model_id"]).resolve())})
+    write_run_files(config)
     trained_tokens = sum(sum(label != -100 for label in ex["labels"]) for ex in train_examples)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     final_eval = trainer.evaluate() if eval_examples else {}
     checksums = gather_across_ranks(trainable_checksum(model))
-
-    results = {
+    return {
         "train_loss": result.training_loss, "global_step": result.global_step,
         "train_runtime_s": seconds, "train_samples": len(train_examples),
         "eval_samples": len(eval_examples), "dropped_too_long": {
@@ -347,16 +364,41 @@ def train(config: dict) -> dict:
         "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
         "resumed_from": resume,
     }
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(output_dir))  # the adapter (or full model) of the best/last state
-        tokenizer.save_pretrained(str(output_dir))
-        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
+
+
+def save_outputs(trainer, model, tokenizer, config: dict, results: dict, device: str) -> None:
+    """The adapter (or full model) of the best/last state, its tokenizer, logs and results; merged and
+    pushed on request."""
+    output_dir = Path(config["output_dir"])
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
+    atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
+    if config["merge_adapter"] and config["use_lora"]:
+        results["merged_dir"] = str(merge_and_save(config, output_dir, device))
         atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
-        if config["merge_adapter"] and config["use_lora"]:
-            results["merged_dir"] = str(merge_and_save(config, output_dir, device))
-            atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
-        if config["hub_model_id"]:
-            push_to_hub(model, tokenizer, config["hub_model_id"])
+    if config["hub_model_id"]:
+        push_to_hub(model, tokenizer, config["hub_model_id"])
+
+
+def log_trainable(model, config: dict) -> None:
+    if config["use_lora"] and is_main_process():
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+
+def train(config: dict) -> dict:
+    config, device = prepare(config)
+    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])  # pad != eos guaranteed
+    new_token_ids = register_special_tokens(tokenizer, all_special_tokens(config))  # before any tokenizing
+    train_set, eval_set = load_data(config, tokenizer)
+    model = build_model(config, tokenizer, device, new_token_ids)
+    log_trainable(model, config)
+    trainer = make_trainer(config, model, tokenizer, device, train_set[0], eval_set[0])
+    results = fit(trainer, model, config, device, train_set, eval_set)
+    if trainer.is_world_process_zero():
+        save_outputs(trainer, model, tokenizer, config, results, device)
     return results
 
 
