@@ -280,27 +280,52 @@ def check_backend_args(args) -> None:
         args.stop_at_json = not get_task(args.task).get("free_text", False)
 
 
-def run(args) -> dict:
-    check_backend_args(args)
-    paths = output_paths(args)
-    check_paths(args, paths)
+def run_settings(args) -> dict:
+    """What the outputs record of this run; all but OUTPUT_ONLY_SETTINGS must match to resume."""
     settings = {"model_id": model_label(args), "test_file": args.test_file, "task": args.task,
                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
                 "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
     if args.backend == "openai":
         settings |= {"api_base": args.api_base or PROVIDERS[args.api]["base"], "model_name": args.model_name}
+    return settings
+
+
+def load_items_and_progress(args, tokenizer, settings: dict, paths: dict) -> tuple[list, bool, dict]:
+    """(this shard's items with their prompts, whether they are labelled, {id: record} already done)."""
+    items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
+    items = shard_items(items, args.shard)
+    if tokenizer is not None:
+        for item in items:
+            item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens, tokenizer.bos_token_id)
+    resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
+    resumable["fingerprint"] = fingerprints(args, items)
+    return items, has_labels, load_progress(paths, resumable, args.restart)
+
+
+def finish(args, paths: dict, settings: dict, items: list, pending: list, done: dict, has_labels: bool,
+           seconds: float) -> dict:
+    """Score every record, time this run, and write the outputs."""
+    records = [done[item.id] for item in items]
+    tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
+    settings["has_labels"] = has_labels
+    metrics = summarize(records, args.task, has_labels)
+    timing = {"seconds_this_run": seconds, "generated_this_run": len(pending),
+              "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
+              "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
+    write_outputs(paths["--output_file"], paths["--output_csv"], settings, metrics, timing, records)
+    return {"output": str(paths["--output_file"]), "output_csv": str(paths["--output_csv"]), "metrics": metrics,
+            "timing": timing}
+
+
+def run(args) -> dict:
+    check_backend_args(args)
+    paths = output_paths(args)
+    check_paths(args, paths)
+    settings = run_settings(args)
     generate, tokenizer, close = load_generator(args, settings)
     try:
-        items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
-        items = shard_items(items, args.shard)
-        for item in items:
-            if tokenizer is not None:
-                item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens,
-                                                            tokenizer.bos_token_id)
-        resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
-        resumable["fingerprint"] = fingerprints(args, items)
-        done = load_progress(paths, resumable, args.restart)
+        items, has_labels, done = load_items_and_progress(args, tokenizer, settings, paths)
     except BaseException:
         close()  # a vLLM engine must not outlive a refused run
         raise
@@ -312,18 +337,7 @@ def run(args) -> dict:
         generate_missing(generate, items, done, paths["progress file"], args.batch_size, args.task)
     else:
         close()
-    seconds = time.time() - started
-
-    records = [done[item.id] for item in items]
-    tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
-    settings["has_labels"] = has_labels
-    metrics = summarize(records, args.task, has_labels)
-    timing = {"seconds_this_run": seconds, "generated_this_run": len(pending),
-              "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
-              "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
-    write_outputs(paths["--output_file"], paths["--output_csv"], settings, metrics, timing, records)
-    return {"output": str(paths["--output_file"]), "output_csv": str(paths["--output_csv"]), "metrics": metrics,
-            "timing": timing}
+    return finish(args, paths, settings, items, pending, done, has_labels, time.time() - started)
 
 
 def main(argv=None) -> int:
