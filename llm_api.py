@@ -42,6 +42,10 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 class ApiError(RuntimeError):
     """A request that failed for good (after retries, or a non-retryable status)."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refused request; None after retries ran out
+
 
 class ValidationError(ValueError):
     """An answer that does not fit the task's schema; the message is sent back to the model."""
@@ -158,7 +162,8 @@ class ChatClient:
                     last_error = f"HTTP {response.status_code}"
                     retry_after = response.headers.get("Retry-After")
                 else:
-                    raise ApiError(f"HTTP {response.status_code}: {self._redact(response.text[:300])}")
+                    raise ApiError(f"HTTP {response.status_code}: {self._redact(response.text[:300])}",
+                                   status=response.status_code)
             if attempt + 1 < self.max_attempts:
                 time.sleep(self._backoff(attempt, retry_after))
         raise ApiError(f"gave up after {self.max_attempts} attempts: {self._redact(last_error)}")

@@ -16,6 +16,9 @@ CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_meth
               "generated_tokens"]
 
 
+STOPPED = ("eos", "json")  # an answer that ended by itself; "length" ran out, "error" was refused by an API
+
+
 def answer_label(text: str, task: str):
     """(label, method) of a generated answer; free-text tasks have no label to extract."""
     return (None, "free_text") if get_task(task).get("free_text") else extract_label(text, task)
@@ -27,15 +30,22 @@ def score_record(item, result: dict, task: str) -> dict:
             "extraction_method": method, "json_objects": count_json_objects(result["text"]),
             "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
             "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
-            "correct": None if item.true_label is None or method == "free_text" else label == item.true_label}
+            "correct": None if item.true_label is None or method == "free_text" else label == item.true_label,
+            **({"error": result["error"]} if "error" in result else {})}
 
 
 def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
     """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
     exact match and ROUGE-L against the references instead."""
+    errors = sum(r["stop_reason"] == "error" for r in records)
+    metrics = summarize_answers(records, task, has_labels)
+    return metrics | ({"api_errors": errors} if errors else {})
+
+
+def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
     n = len(records)
     if get_task(task).get("free_text"):
-        metrics = {"n": n, "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+        metrics = {"n": n, "stop_rate": sum(r["stop_reason"] in STOPPED for r in records) / n,
                    "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
                    "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
         if has_labels:
@@ -45,7 +55,7 @@ def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
                "parse_rate": sum(r["predicted_label"] is not None for r in records) / n,
                "single_json_rate": sum(r["json_objects"] == 1 and r["predicted_label"] is not None
                                        for r in records) / n,
-               "stop_rate": sum(r["stop_reason"] != "length" for r in records) / n,
+               "stop_rate": sum(r["stop_reason"] in STOPPED for r in records) / n,
                "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
                "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
     if has_labels:

@@ -18,6 +18,10 @@ from cli import progress
 from extraction import json_close_index
 from llm_api import ApiError, ChatClient
 
+# statuses that refuse this one prompt (too long, invalid for this model) rather than the whole run: it is
+# recorded as an error (no answer, a parse failure) and the run goes on
+REFUSED_PROMPT = (400, 413, 422)
+
 
 def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool) -> dict:
     """The record fields the local backends give, from one chat-completions choice."""
@@ -40,13 +44,19 @@ class ApiGenerator:
         self.client.json_mode = False  # the model's own answer, as the local backends see it
 
     def _ask(self, messages: list[dict]) -> dict:
-        data = self.client.completion(messages)
+        try:
+            data = self.client.completion(messages)
+        except ApiError as exc:
+            if exc.status not in REFUSED_PROMPT:
+                raise  # the endpoint or the key is wrong, or it is down: every prompt would fail the same way
+            return {"text": "", "stop_reason": "error", "generated_tokens": 0, "error": str(exc)}
         return answer_result(data["choices"][0], data.get("usage") or {}, data.get("system_fingerprint") or "",
                              self.stop_at_json)
 
     def generate(self, prompts: list[list[dict]], on_batch) -> None:
         """Ask every prompt (chat messages), `workers` at a time; `on_batch([(index, result)])` for each
-        answer as it arrives. A prompt that fails for good ends the run (its answer is not a guess)."""
+        answer as it arrives. A prompt the endpoint refuses (REFUSED_PROMPT) is recorded as an error; any
+        other failure that outlasts the retries ends the run, with every answer so far saved."""
         pool = ThreadPoolExecutor(max_workers=self.workers)
         futures = {pool.submit(self._ask, messages): index for index, messages in enumerate(prompts)}
         try:

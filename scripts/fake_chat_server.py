@@ -8,7 +8,8 @@ It answers like a teacher model: NLI thoughts, reflections or scores depending o
 with the label read from the hypothesis (`[label:0]` markers win, else a stable hash). Markers in the
 user message inject failures, counted per message: `[mode:429once]` (429 with Retry-After),
 `[mode:500twice]`, `[mode:slowonce]` (sleeps past a client timeout), `[mode:badjson]` (malformed once), `[mode:echo401]` (401 echoing the key),
-`[mode:badlabel]` (label 7 once), `[mode:alwaysbad]`, `[mode:always500]`.
+`[mode:badlabel]` (label 7 once), `[mode:alwaysbad]`, `[mode:always500]`, `[mode:toolong]` (400, as for a
+prompt over the context length).
 """
 
 import argparse
@@ -109,6 +110,8 @@ class FakeChatServer:
         mode = (re.search(r"\[mode:(\w+)\]", user) or [None, "ok"])[1]
         if mode == "echo401":  # a careless server that echoes the credential in its error
             return 401, {"error": f"invalid credential {auth}"}, {}
+        if mode == "toolong":
+            return 400, {"error": {"message": "This model's maximum context length is 8192 tokens"}}, {}
         if mode == "429once" and attempt == 1:
             return 429, {"error": "rate limited"}, {"Retry-After": self.retry_after}
         if (mode == "500twice" and attempt <= 2) or mode == "always500":

@@ -119,3 +119,22 @@ def test_progress_from_another_endpoint_or_model_is_refused(tmp_path, capsys, fa
         out.unlink()
         assert sample_main(api_args(server, data, out, "--limit", "2", "--model_name", "other")) == 2
     assert "saved progress was computed from other settings (model_id, model_name)" in capsys.readouterr().err
+
+
+def test_a_prompt_the_api_refuses_is_an_error_record_and_a_bad_key_stops_the_run(tmp_path, capsys, fast_retries):
+    data = nli_rows(tmp_path / "pairs.csv", n=4)
+    rows = data.read_text().splitlines()
+    rows[2] = rows[2].replace("[label:", "[mode:toolong] [label:")
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "teacher.json"
+    with FakeChatServer() as server:
+        assert sample_main(api_args(server, data, out)) == 0
+        result = json.loads(out.read_text())
+        refused = result["records"][1]
+        assert refused["stop_reason"] == "error" and "HTTP 400" in refused["error"] and refused["predicted_label"] is None
+        assert result["metrics"]["api_errors"] == 1 and result["metrics"]["parse_rate"] == 0.75
+        assert result["metrics"]["stop_rate"] == 0.75  # a refused prompt did not stop by itself
+        rows[1] = rows[1].replace("[label:", "[mode:echo401] [label:")
+        data.write_text("\n".join(rows) + "\n")
+        assert sample_main(api_args(server, data, tmp_path / "other.json")) == 1  # 401: every prompt would fail
+    assert "HTTP 401" in capsys.readouterr().err
