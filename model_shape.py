@@ -13,6 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
+def looks_local(model_id: str) -> bool:
+    """A path rather than a hub id ("org/name"): it starts with . / or ~, exists, is a .gguf file, has
+    more than one slash, or its first part is a folder here (models/x)."""
+    return (model_id.startswith((".", "/", "~")) or Path(model_id).exists() or model_id.lower().endswith(".gguf")
+            or model_id.count("/") > 1 or Path(model_id.split("/")[0]).is_dir())
+
+
 class ShapeError(ValueError):
     """A shape that can't be read or assumed; the message says what to pass."""
 
@@ -157,8 +164,8 @@ def read_model_shape(model_id: str, params_b: float | None = None, converted_dir
         return shape_from_gguf(path)
     if (path / "config.json").is_file():
         return shape_from_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
-    if path.exists() or model_id.startswith((".", "/", "~")):
-        raise ShapeError(f"{model_id}: a folder without config.json")
+    if looks_local(model_id):
+        raise ShapeError(f"{model_id}: not found, or a folder without config.json")
     config, where = hub_config(model_id)
     if config is not None:
         return shape_from_config(config, where)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cli import on_terminal
+from model_shape import looks_local
 
 log = logging.getLogger("modeling")
 # bitsandbytes announces at import that an optional CPU kernel package from the hub is missing: noise here
@@ -66,10 +67,14 @@ def resolve_model_dir(model_id: str) -> str:
         raise ModelLoadError(str(exc)) from exc
 
 
-def _check_local_dir(model_id: str) -> None:
-    path = Path(model_id)
-    looks_local = model_id.startswith((".", "/", "~")) or path.exists() or model_id.count("/") > 1
-    if looks_local and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+def check_local_model(model_id: str) -> None:
+    """A model given as a path must be there: a folder with config.json or adapter_config.json, or a
+    .gguf file (hub ids are left to the hub)."""
+    from gguf_convert import is_gguf
+    path = Path(model_id).expanduser()
+    if is_gguf(model_id) and path.is_file():
+        return
+    if looks_local(model_id) and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise ModelLoadError(f"model dir not found or incomplete: {model_id} (no config.json); "
                              "build a tiny one with `python scripts/make_tiny_model.py` or download one "
                              "with `python models/download_model.py`")
@@ -80,7 +85,7 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = resolve_model_dir(path)
-    _check_local_dir(path)
+    check_local_model(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
@@ -201,7 +206,7 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
     if not on_terminal():  # "Loading weights" would be a carriage-return bar in a log
         hf_logging.disable_progress_bar()
     model_id = resolve_model_dir(model_id)
-    _check_local_dir(model_id)
+    check_local_model(model_id)
     attn, source = pick_attn_implementation(attn_implementation, device)
     kwargs = {"attn_implementation": attn}
     if load_in_4bit:
@@ -258,7 +263,7 @@ def adapter_base(path: str) -> str | None:
     for candidate in (Path(base), REPO_ROOT / base, Path(path) / base):
         if (candidate / "config.json").is_file() or candidate.is_file():
             return str(candidate)
-    if base.startswith((".", "/", "~")) or base.count("/") > 1 or Path(base).suffix:
+    if looks_local(base) or Path(base).suffix:
         raise ModelLoadError(f"{config_file}: base model '{base}' not found (looked here, in the repo root and in "
                              "the adapter dir); pass --base_model PATH")
     return base  # a hub id

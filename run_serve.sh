@@ -29,14 +29,12 @@ done
 if [ -z "$model" ]; then echo "error: --model is required (a model dir, LoRA adapter dir or .gguf file)" >&2; exit 2; fi
 resolve_mode
 single_node_only
-gpus=$(gpu_count)
+bind="$host"
 if [ "$MODE" = "docker" ]; then
   # inside the container vLLM listens on all its interfaces; the host side of the port stays on --host
+  bind="0.0.0.0"
   DOCKER_ARGS=(-p "$host:$port:$port")
   if [ -n "${SERVE_API_KEY:-}" ]; then DOCKER_ARGS+=(-e SERVE_API_KEY); fi  # by name: the value stays off the command line
-  run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host 0.0.0.0 --port "$port" \
-    --gpus "$gpus" "${args[@]}"
-else
-  run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host "$host" --port "$port" \
-    --gpus "$gpus" "${args[@]}"
 fi
+run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host "$bind" --port "$port" \
+  --gpus "$(gpu_count)" "${args[@]}"

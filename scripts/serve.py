@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_io import load_env_file
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir  # noqa: E501
+from modeling import (
+    ModelLoadError,
+    adapter_base,
+    check_local_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_dir,
+)
 from prompts import chat_template
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
@@ -63,10 +71,7 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     """vLLM's command for `model`; writes the chat template offline inference uses to `template_file`
     (a dry run writes nothing and converts no GGUF file)."""
     from gguf_convert import converted_dir_for, is_gguf
-    path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or is_gguf(model) or Path(model.split("/")[0]).is_dir()
-    if looks_local and not (path.is_file() or (path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
-        raise ModelLoadError("not found, or a folder without config.json / adapter_config.json")
+    check_local_model(model)
     base = adapter_base(model)
     model_dir = str(converted_dir_for(Path(model))) if dry_run and is_gguf(model) else resolve_model_dir(model)
     if not dry_run:

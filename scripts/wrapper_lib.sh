@@ -4,6 +4,7 @@
 # and printing or executing the final command. Source it; it defines functions only.
 
 IMAGE="${NLI_FT_IMAGE:-nli-finetune:latest}"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="auto"        # auto | docker | local
 DRY_RUN=0
 GPUS=""            # "" (default device), "all", or a comma list such as "1" or "0,1"
@@ -93,8 +94,7 @@ backend_python() {
   if [ "$1" != "vllm" ]; then echo "python"
   elif [ "$MODE" = "docker" ]; then echo "/opt/vllm-venv/bin/python"
   else
-    local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    if [ -x "$repo/.venv-vllm/bin/python" ]; then echo ".venv-vllm/bin/python"
+    if [ -x "$REPO_DIR/.venv-vllm/bin/python" ]; then echo ".venv-vllm/bin/python"
     else
       echo "note: no .venv-vllm here (make test-vllm builds it); trying the current python" >&2
       echo "python"
@@ -105,15 +105,14 @@ backend_python() {
 # The training preflight (plan, data check, memory estimate; nothing loaded) with the host's project
 # environment, as many processes as GPUs selected; its exit status is the wrapper's.
 run_preflight() {
-  local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   local python="python"
-  if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; fi
-  if ! (cd "$repo" && "$python" -c "import train.preflight" >/dev/null 2>&1); then
+  if [ -x "$REPO_DIR/.venv/bin/python" ]; then python="$REPO_DIR/.venv/bin/python"; fi
+  if ! (cd "$REPO_DIR" && "$python" -c "import train.preflight" >/dev/null 2>&1); then
     echo "note: preflight skipped: no Python with requirements.txt on this host (make demo / make test builds .venv);" \
          "in the image: docker run --rm $IMAGE python -m train.train_sft $* --dry_run" >&2
     return 0
   fi
-  (cd "$repo" && WORLD_SIZE="$(( $(gpu_count) * NNODES ))" exec "$python" -m train.train_sft "$@" --dry_run)
+  (cd "$REPO_DIR" && WORLD_SIZE="$(( $(gpu_count) * NNODES ))" exec "$python" -m train.train_sft "$@" --dry_run)
 }
 
 # An argument as a shell would need it typed: bare when safe, else single-quoted.
@@ -126,7 +125,6 @@ quote_arg() {
 
 # Print (dry run) or run the command given as arguments, with Docker or on the host.
 run_command() {
-  local repo; repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   local cmd=()
   if [ "$MODE" = "docker" ]; then
     cmd=(docker run --rm --ipc=host "${DOCKER_ARGS[@]}")
@@ -134,9 +132,9 @@ run_command() {
     elif [[ "$GPUS" == *,* ]]; then cmd+=(--gpus "\"device=$GPUS\"")  # docker's syntax for a list
     elif [ -n "$GPUS" ]; then cmd+=(--gpus "device=$GPUS")  # inside the container it is device 0
     fi
-    cmd+=(-v "$repo/data:/app/data" -v "$repo/models:/app/models" -v "$repo/results:/app/results"
+    cmd+=(-v "$REPO_DIR/data:/app/data" -v "$REPO_DIR/models:/app/models" -v "$REPO_DIR/results:/app/results"
           -v "${HF_HOME:-$HOME/.cache/huggingface}:/home/app/.cache/huggingface")
-    if [ -f "$repo/.env" ]; then cmd+=(--env-file "$repo/.env"); fi
+    if [ -f "$REPO_DIR/.env" ]; then cmd+=(--env-file "$REPO_DIR/.env"); fi
     cmd+=("$IMAGE" "$@")
   else
     if [ -n "$GPUS" ] && [ "$GPUS" != "all" ]; then cmd=(env "CUDA_VISIBLE_DEVICES=$GPUS"); fi
@@ -148,7 +146,7 @@ run_command() {
     echo "${out[*]}"
     return 0
   fi
-  cd "$repo" || exit 1
+  cd "$REPO_DIR" || exit 1
   # On the host, prefer the project's venv (made by `make demo` / `make test`) when it exists.
-  PATH="$repo/.venv/bin:$PATH" exec "${cmd[@]}"
+  PATH="$REPO_DIR/.venv/bin:$PATH" exec "${cmd[@]}"
 }
