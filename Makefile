@@ -55,6 +55,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/inference_throughput.py
 	$(PY) bench/api_throughput.py
+	$(PY) bench/distributed_memory.py
 
 # The CUDA image's locks (locks/*.txt), compiled for Linux x86_64 / CPython 3.12 from requirements-gpu.txt,
 # requirements-vllm.txt and requirements-flash-attn.txt. Both need the package registry; neither is part of

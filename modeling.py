@@ -162,11 +162,14 @@ def _require(module: str, install_hint: str):
         raise ModelLoadError(f"'{module}' is not installed: {install_hint}") from exc
 
 
-def bnb_4bit_config(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16):
+def bnb_4bit_config(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16, quant_storage=None):
+    """quant_storage: the dtype the packed 4-bit values are stored as; FSDP can shard only floating
+    tensors, so sharded QLoRA stores them as the compute dtype (uint8 otherwise, bitsandbytes' default)."""
     from transformers import BitsAndBytesConfig
     _require("bitsandbytes", "pip install bitsandbytes (see requirements.txt)")
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
-                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_quant_storage=quant_storage or torch.uint8)
 
 
 def can_load_4bit(device: str) -> tuple[bool, str]:
@@ -198,8 +201,10 @@ def disable_cpu_4bit_repack(model) -> int:
 
 def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False, dtype: str = "float32",
                attn_implementation: str = "auto", quant_type: str = "nf4", double_quant: bool = True,
-               compute_dtype: str = "bfloat16"):
-    """A causal LM on `device`, 4-bit quantized on request."""
+               compute_dtype: str = "bfloat16", for_sharding: bool = False):
+    """A causal LM on `device`, 4-bit quantized on request. for_sharding (FSDP): 4-bit values stored in a
+    floating dtype so they can be sharded, and an unquantized model left in CPU memory, where FSDP takes
+    each rank's shard to the GPU (a whole copy on every GPU first would defeat the sharding)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -210,8 +215,9 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
     attn, source = pick_attn_implementation(attn_implementation, device)
     kwargs = {"attn_implementation": attn}
     if load_in_4bit:
-        kwargs["quantization_config"] = bnb_4bit_config(quant_type, double_quant,
-                                                        resolve_dtype(compute_dtype, device))
+        kwargs["quantization_config"] = bnb_4bit_config(
+            quant_type, double_quant, resolve_dtype(compute_dtype, device),
+            quant_storage=resolve_dtype(compute_dtype, device) if for_sharding else None)
         kwargs["dtype"] = resolve_dtype(compute_dtype, device)
         kwargs["device_map"] = {"": device}
     else:
@@ -221,7 +227,7 @@ def load_model(model_id: str, *, device: str = "cpu", load_in_4bit: bool = False
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {model_id}: {exc}") from exc
     if not load_in_4bit:
-        model.to(device)
+        model.to("cpu" if for_sharding else device)
     elif device == "cpu":
         disable_cpu_4bit_repack(model)
     return model

@@ -60,8 +60,8 @@ resolve_mode() {
 python_launcher() {
   local n; n=$(gpu_count)
   if [ "$NNODES" -gt 1 ]; then
-    echo "torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT --nproc_per_node=$n"
-  elif [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node=$n"
+    echo "torchrun --nnodes $NNODES --node_rank $NODE_RANK --master_addr $MASTER_ADDR --master_port $MASTER_PORT --nproc_per_node $n"
+  elif [ "$n" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node $n"
   else echo "python"
   fi
 }

@@ -126,3 +126,37 @@ def test_the_estimate_agrees_with_torchtunes_published_qlora_figure():
     print(f"torchtune's way: {torchtune_way / GIB:.2f} GiB estimated, 7.4 GiB measured; ours: {estimate.total / GIB:.2f}")
     assert 0.9 * 7.4 < torchtune_way / GIB < 1.3 * 7.4, torchtune_way / GIB
     assert estimate.trainable_params == 32 * 8 * (2 * (4096 + 4096) + (4096 + 1024) + 3 * (4096 + 14336))
+
+
+def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_config_needs():
+    from model_shape import REFERENCE_SHAPES
+    from train.config_loader import load_config
+    from train.memory_estimate import GIB, estimate_training_memory, gpus_needed
+    shape = REFERENCE_SHAPES["Qwen3-4B"]
+    config = load_config(["distributed_fsdp.py"])
+    one, four = (estimate_training_memory(shape, config, world_size=n) for n in (1, 4))
+    sharded = ("base weights", "gradients, optimizer")
+    # the 16 bytes a parameter: float32 master weights and gradients, AdamW's two float32 moments
+    assert sum(one.parts[k] for k in sharded) == pytest.approx(16 * shape.params, rel=1e-6)
+    assert sum(four.parts[k] for k in sharded) == pytest.approx(4 * shape.params, rel=1e-6)
+    assert four.parts["activations"] == one.parts["activations"] and "gathered layers (FSDP)" in four.parts
+    zero2 = estimate_training_memory(shape, {**config, "fsdp": "shard_grad_op"}, world_size=4)
+    assert zero2.parts["base weights"] == one.parts["base weights"] and zero2.total > four.total
+    ddp = estimate_training_memory(shape, {**config, "fsdp": "none"}, world_size=4)
+    # DDP: a whole copy per GPU, nothing divided (bf16 weights and gradients, AdamW's float32 moments)
+    assert (ddp.parts["base weights"], ddp.parts["gradients, optimizer"]) == (2 * shape.params, 10 * shape.params)
+    gpu = 24 * GIB
+    needed = gpus_needed(shape, config, gpu)
+    assert estimate_training_memory(shape, config, world_size=needed).total <= 0.95 * gpu
+    assert estimate_training_memory(shape, config, world_size=needed - 1).total > 0.95 * gpu
+
+
+def test_the_fsdp_plan_says_how_many_gpus_and_refuses_too_few():
+    args = ["--config", "distributed_fsdp.py", "--train_data", "data/sample/sample_ft.jsonl", "--model_params_b",
+            "4.02", "--gpu_memory_gb", "24"]
+    code, out = dry_run(*args, env={"WORLD_SIZE": "2"})
+    assert code == 1 and "GPU memory estimate per process of 2" in out, out
+    assert "GPUs needed with fsdp = full_shard: 3 of 24.0 GiB" in out
+    assert "--fsdp full_shard over 3 GPUs (./run_training.sh --gpus 0,...,2)" in out
+    code, out = dry_run(*args, env={"WORLD_SIZE": "4"})
+    assert code == 0 and "divided by 4" in out, out

@@ -21,7 +21,7 @@ def dry_run(script, *args):
 
 @pytest.mark.parametrize("gpu_args,gpus_flag,launcher", [
     (["--gpu", "1"], "--gpus device=1", "python"),
-    (["--gpus", "0,1"], '--gpus \'"device=0,1"\'', "torchrun --standalone --nproc_per_node=2"),
+    (["--gpus", "0,1"], '--gpus \'"device=0,1"\'', "torchrun --standalone --nproc_per_node 2"),
     (["--all-gpus"], "--gpus all", "python"),
 ])
 def test_training_wrapper_docker_commands(gpu_args, gpus_flag, launcher):
@@ -51,7 +51,7 @@ def test_host_runs_select_the_gpu_with_cuda_visible_devices():
     assert dry_run("run_training.sh", "--local", "--gpu", "1", "--config", "x.py") == \
         "env CUDA_VISIBLE_DEVICES=1 python -m train.train_sft --config x.py"
     assert dry_run("run_training.sh", "--local", "--gpus", "2,3", "--config", "x.py") == \
-        "env CUDA_VISIBLE_DEVICES=2,3 torchrun --standalone --nproc_per_node=2 -m train.train_sft --config x.py"
+        "env CUDA_VISIBLE_DEVICES=2,3 torchrun --standalone --nproc_per_node 2 -m train.train_sft --config x.py"
 
 
 def test_without_a_docker_engine_it_runs_on_the_host_and_says_so():
@@ -109,7 +109,7 @@ def test_the_training_dry_run_prints_the_command_then_the_preflight_and_exits_wi
                            capture_output=True, text=True, env=env)
     lines = ready.stdout.splitlines()
     assert ready.returncode == 0, ready.stdout + ready.stderr
-    assert lines[0].startswith("env CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone --nproc_per_node=2 -m train.train_sft")
+    assert lines[0].startswith("env CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone --nproc_per_node 2 -m train.train_sft")
     assert "effective batch: 32 = batch_size 8 x grad_accumulation_steps 2 x 2 process(es)" in ready.stdout
     small = subprocess.run(["bash", "run_training.sh", *args, "--gpu_memory_gb", "4"], cwd=REPO_ROOT,
                            capture_output=True, text=True, env=env)
@@ -140,7 +140,16 @@ def test_a_multi_node_run_is_the_torchrun_command_torchrun_parses_for_each_rank(
     docker = multi_node_dry_run("--nnodes", "2", "--node_rank", "1", "--master_addr", "10.1.2.3", "--master_port",
                                 "29600", "--gpus", "0,1", "--config", "distributed.py", mode="--docker")
     assert docker.stdout.startswith("docker run --rm --ipc=host --network host --gpus")  # rendezvous + NCCL on the host
-    assert "--master_port=29600" in docker.stdout
+    assert "--master_port 29600" in docker.stdout
+
+
+def test_the_fsdp_recipe_on_node_1_of_2_is_torchrun_with_those_values():
+    proc = multi_node_dry_run("--nnodes", "2", "--node_rank", "1", "--master_addr", "10.1.2.3", "--gpus", "0,1",
+                              "--config", "distributed_fsdp.py")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        "env CUDA_VISIBLE_DEVICES=0,1 torchrun --nnodes 2 --node_rank 1 --master_addr 10.1.2.3 --master_port 29500 "
+        "--nproc_per_node 2 -m train.train_sft --config distributed_fsdp.py")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -25,7 +25,7 @@ CHOICES = {
     "mixed_precision": ["auto", "bf16", "no"], "attn_implementation": ["auto", "eager", "sdpa", "flash_attention_2", "kernels-community/flash-attn2"],
     "data_format": ["auto", "prompt_completion", "prompt_response", "messages", "text", "nli", "confidence"],
     "overlong": ["drop", "trim_prompt"], "invalid_examples": ["error", "skip"], "lr_scheduler": LR_SCHEDULERS,
-    "report_to": ["none", "tensorboard", "wandb"],
+    "report_to": ["none", "tensorboard", "wandb"], "fsdp": ["none", "full_shard", "shard_grad_op"],
 }
 # keys whose default is None: the type a value must have when it is not None
 NONE_DEFAULT_TYPES = {
@@ -70,4 +70,14 @@ def cross_key_problems(config: dict) -> list[str]:
     if config.get("eval_data") and config.get("load_best_model_at_end") and config["save_steps"] % config["eval_steps"]:
         problems.append(f"load_best_model_at_end needs save_steps ({config['save_steps']}) to be a multiple of "
                         f"eval_steps ({config['eval_steps']}): set --save_steps {config['eval_steps']}")
+    if config.get("fsdp_cpu_offload") and config.get("fsdp") == "none":
+        problems.append("fsdp_cpu_offload offloads FSDP shards: set --fsdp full_shard (or shard_grad_op) too")
+    if config.get("fsdp") != "none":
+        # these evaluations run on rank 0 alone, but a sharded model's forward needs every rank
+        for key, on in (("gen_eval_examples", config.get("gen_eval_examples", 0) > 0),
+                        ("confidence_eval_data", bool(config.get("confidence_eval_data")))):
+            if on:
+                problems.append(f"{key} generates on rank 0 alone, which a model sharded by fsdp = "
+                                f"'{config['fsdp']}' can't do: set --{key} {0 if key == 'gen_eval_examples' else '[]'}"
+                                " and evaluate the saved output with evaluate/sample_model.py")
     return problems

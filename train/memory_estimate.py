@@ -12,11 +12,17 @@ has the formula and its check against published figures). Every term is in bytes
                    Eager attention adds heads x seq^2 scores per sequence; SDPA and flash keep none.
     logits         tokens x vocab x 12 B (float32 logits, log-softmax and their gradient for the loss).
     CUDA context   0.5 GiB that torch's allocator does not see but the GPU does.
+    FSDP           over N ranks, "full_shard" divides the base weights and the trainable terms by N and
+                   adds the layer being gathered plus the one prefetched (2 x one layer in compute dtype);
+                   "shard_grad_op" divides only gradients and optimizer state. A full fine-tune under
+                   bf16 mixed precision keeps float32 master weights and gradients (accelerate upcasts
+                   them for FSDP2): 4 + 4 + optimizer state bytes per parameter. Activations don't shard.
 """
 
 from dataclasses import dataclass
 
 GIB = 1024 ** 3
+FITS = 0.95  # the share of a GPU's memory a plan may fill: allocator fragmentation takes the rest
 CUDA_CONTEXT = int(0.5 * GIB)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -68,12 +74,8 @@ def activation_bytes(shape, tokens: int, seq_len: int, sequences: int, act: int,
     return layers * layer
 
 
-def estimate_training_memory(shape, config: dict, *, tokens_per_sequence: int | None = None) -> MemoryEstimate:
-    """Peak GPU memory of one rank for `config` (train/configs keys) on a model of `shape`."""
-    seq = tokens_per_sequence or config["max_seq_length"]
-    batch = config["batch_size"]
-    tokens = batch * seq
-    compute = DTYPE_BYTES.get(config["bnb_4bit_compute_dtype"] if config["load_in_4bit"] else config["torch_dtype"], 2)
+def base_and_trainable(shape, config: dict) -> tuple[float, int, float, str, list]:
+    """(base weight bytes, trainable parameters, bytes per trainable parameter, its part's name, notes)."""
     quantized = shape.layers * shape.layer_linear_params
     unquantized = shape.params - quantized
     notes = []
@@ -83,35 +85,69 @@ def estimate_training_memory(shape, config: dict, *, tokens_per_sequence: int | 
         notes.append(f"embeddings/head/norms ({unquantized / 1e9:.2f}B) in float32: PEFT's k-bit preparation casts them")
     else:
         base = shape.params * DTYPE_BYTES.get(config["torch_dtype"], 2)
-    layers = len(config["lora_layers"]) if config["lora_layers"] and config["use_lora"] else shape.layers
+    if config["use_lora"]:
+        layers = len(config["lora_layers"]) if config["lora_layers"] else shape.layers
+        trainable, lora_notes = lora_params(shape, config["lora_target_modules"], config["lora_r"], layers)
+        per_trainable = 4 + 4 + optimizer_state_bytes(config["optimizer"])  # float32 adapters
+        return base, trainable, per_trainable, "LoRA weights, grads, optimizer", notes + lora_notes
+    weight_bytes = DTYPE_BYTES.get(config["torch_dtype"], 2)
+    if config["fsdp"] != "none" and (config["mixed_precision"] == "bf16" or config["mixed_precision"] == "auto"
+                                     and config["torch_dtype"] == "bfloat16"):
+        notes.append("FSDP with bf16 mixed precision keeps float32 master weights and gradients")
+        base, weight_bytes = shape.params * 4, 4
+    return base, shape.params, weight_bytes + optimizer_state_bytes(config["optimizer"]), "gradients, optimizer", notes
+
+
+def estimate_training_memory(shape, config: dict, *, tokens_per_sequence: int | None = None,
+                             world_size: int = 1) -> MemoryEstimate:
+    """Peak GPU memory of one rank for `config` (train/configs keys) on a model of `shape`, with
+    `world_size` ranks sharing the shards when config["fsdp"] asks for FSDP."""
+    seq = tokens_per_sequence or config["max_seq_length"]
+    batch = config["batch_size"]
+    tokens = batch * seq
+    compute = DTYPE_BYTES.get(config["bnb_4bit_compute_dtype"] if config["load_in_4bit"] else config["torch_dtype"], 2)
+    base, trainable, per_trainable, weights_part, notes = base_and_trainable(shape, config)
     backprop_layers = shape.layers - min(config["lora_layers"]) if config["lora_layers"] and config["use_lora"] \
         else shape.layers
-    if config["use_lora"]:
-        trainable, lora_notes = lora_params(shape, config["lora_target_modules"], config["lora_r"], layers)
-        notes += lora_notes
-        per_trainable = 4 + 4 + optimizer_state_bytes(config["optimizer"])  # float32 adapters
-        trainable_bytes, weights_part = trainable * per_trainable, "LoRA weights, grads, optimizer"
+    lora_inputs = 0
+    if config["use_lora"] and config["lora_dropout"] > 0:
         dims = shape.linear_dims()
         targets = ALL_LINEAR if config["lora_target_modules"] in ("all-linear", ["all-linear"]) \
             else config["lora_target_modules"]
-        lora_inputs = sum(dims[name][0] for name in targets if name in dims) if config["lora_dropout"] > 0 else 0
-    else:
-        trainable = shape.params
-        grad_and_state = DTYPE_BYTES.get(config["torch_dtype"], 2) + optimizer_state_bytes(config["optimizer"])
-        trainable_bytes, weights_part = trainable * grad_and_state, "gradients, optimizer"
-        lora_inputs = 0
+        lora_inputs = sum(dims[name][0] for name in targets if name in dims)
+    shards = world_size if config["fsdp"] != "none" else 1
+    weight_shards = world_size if config["fsdp"] == "full_shard" else 1
     parts = {
-        "base weights": int(base),
-        weights_part: int(trainable_bytes),
+        "base weights": int(base / weight_shards),
+        weights_part: int(trainable * per_trainable / shards),
         "activations": activation_bytes(shape, tokens, seq, batch, compute, checkpointing=config["gradient_checkpointing"],
                                         eager=config["attn_implementation"] == "eager", lora_inputs=lora_inputs,
                                         layers=backprop_layers),
         "logits (loss)": tokens * shape.vocab * 12,
         "CUDA context": CUDA_CONTEXT,
     }
+    if config["fsdp"] == "full_shard" and world_size > 1:
+        gathered_bytes = 0.5 if config["use_lora"] and config["load_in_4bit"] else compute
+        parts["gathered layers (FSDP)"] = int(2 * shape.layer_linear_params * gathered_bytes)
+    if config["fsdp"] != "none":
+        notes.append(f"fsdp = {config['fsdp']} over {world_size} rank(s): "
+                     + ("weights, gradients and optimizer state" if weight_shards > 1 else "gradients and optimizer state")
+                     + f" divided by {world_size}")
     if "paged" in config["optimizer"]:
         notes.append("paged optimizer: its state can spill to CPU memory under pressure (counted here in full)")
     return MemoryEstimate(parts=parts, trainable_params=int(trainable), notes=notes)
+
+
+def gpus_needed(shape, config: dict, gpu_bytes: int, tokens_per_sequence: int | None = None,
+                most: int = 512) -> int | None:
+    """The fewest ranks over which `config` with fsdp = "full_shard" fits `gpu_bytes` each, or None when
+    even `most` don't (activations and logits don't shard)."""
+    sharded = {**config, "fsdp": "full_shard"}
+    for ranks in range(1, most + 1):
+        if estimate_training_memory(shape, sharded, tokens_per_sequence=tokens_per_sequence,
+                                    world_size=ranks).total <= FITS * gpu_bytes:
+            return ranks
+    return None
 
 
 def advice(estimate: MemoryEstimate, config: dict, gpu_bytes: int) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from data_io import DataError, read_jsonl
 from model_shape import ShapeError, read_model_shape
 from sft_formats import detect_format
-from train.memory_estimate import GIB, advice, estimate_training_memory
+from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.sft_data import LoadReport, load_sft_examples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,12 +144,13 @@ def memory_lines(config: dict, flags: dict, longest: int, plan: Plan) -> None:
     except ShapeError as exc:
         plan.problems.append(str(exc))
         return
-    estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None, world_size=world)
     quant = "4-bit NF4" if config["use_lora"] and config["load_in_4bit"] else config["torch_dtype"]
     plan.lines.append(f"model: {shape.params / 1e9:.2f}B parameters, {shape.layers} layers x {shape.hidden} hidden, "
                       f"vocab {shape.vocab}, base in {quant}; from {shape.source}")
     plan.lines.append(f"trainable parameters: {estimate.trainable_params / 1e6:.1f}M")
-    plan.lines.append(f"GPU memory estimate per process (batch {config['batch_size']} x "
+    plan.lines.append(f"GPU memory estimate per process of {world} (batch {config['batch_size']} x "
                       f"{longest or config['max_seq_length']} tokens):")
     plan.lines += [f"  {name:<32} {size / GIB:6.2f} GiB" for name, size in estimate.parts.items()]
     plan.lines.append(f"  {'total':<32} {estimate.total / GIB:6.2f} GiB")
@@ -158,9 +159,18 @@ def memory_lines(config: dict, flags: dict, longest: int, plan: Plan) -> None:
                       "computes them on the answer only)")
     gpu, where = gpu_memory_bytes(flags.get("gpu_memory_gb"))
     plan.lines.append(f"GPU: {where}")
-    if gpu and estimate.total > 0.95 * gpu:
+    if not gpu:
+        return
+    needed = gpus_needed(shape, config, gpu, longest or None)
+    if config["fsdp"] != "none":
+        plan.lines.append(f"GPUs needed with fsdp = full_shard: {needed or 'more than 512'} of {gpu / GIB:.1f} GiB "
+                          "(activations and logits don't shard)")
+    if estimate.total > FITS * gpu:
+        tips = advice(estimate, config, gpu)
+        if needed and needed > world:
+            tips.append(f"--fsdp full_shard over {needed} GPUs (./run_training.sh --gpus 0,...,{needed - 1})")
         plan.problems.append(f"the estimate ({estimate.total / GIB:.1f} GiB) does not fit {gpu / GIB:.1f} GiB; "
-                             "lower: " + "; ".join(advice(estimate, config, gpu)))
+                             "lower: " + "; ".join(tips))
 
 
 def make_plan(config: dict, flags: dict) -> Plan:

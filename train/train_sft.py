@@ -37,9 +37,11 @@ from modeling import (
 from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets
 from train.preflight import make_plan, print_plan, split_preflight_flags
 from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples
+from train.sharding import fsdp_arguments, save_final_model, sharding_trainer
 
 log = logging.getLogger("train_sft")
 CUDA_ONLY_OPTIMIZERS = ("paged_", "8bit")
+PUSH_IGNORED = ["checkpoint-*", "checkpoint-*/**", "merged/**", "runs/**", "training_args.bin"]
 
 
 class TrainError(RuntimeError):
@@ -71,6 +73,9 @@ def check_settings(config: dict, device: str) -> dict:
         raise TrainError(f"mixed_precision must be auto, bf16 or no, got '{config['mixed_precision']}'")
     if config["mixed_precision"] == "bf16" and device == "cpu" and not torch.cpu._is_avx512_bf16_supported():
         log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: correct but emulated, likely slower")
+    if config["fsdp"] != "none" and "LOCAL_RANK" not in os.environ:
+        raise TrainError(f"fsdp = '{config['fsdp']}' shards the model across processes: launch with torchrun "
+                         "(./run_training.sh --gpus 0,1 ..., or torchrun --nproc_per_node N -m train.train_sft ...)")
     if config["invalid_examples"] not in ("error", "skip"):
         raise TrainError(f"invalid_examples must be 'error' or 'skip', got '{config['invalid_examples']}'")
     for domain, pair in config["confidence_tokens"].items():
@@ -131,7 +136,7 @@ def build_model(config: dict, tokenizer, device: str, new_token_ids: list[int]):
     model = load_model(config["model_id"], device=device, load_in_4bit=config["load_in_4bit"],
                        dtype=config["torch_dtype"], attn_implementation=config["attn_implementation"],
                        quant_type=config["bnb_4bit_quant_type"], double_quant=config["bnb_4bit_use_double_quant"],
-                       compute_dtype=config["bnb_4bit_compute_dtype"])
+                       compute_dtype=config["bnb_4bit_compute_dtype"], for_sharding=config["fsdp"] != "none")
     grow_embeddings(model, tokenizer, new_token_ids)
     special_ids = tokenizer.convert_tokens_to_ids(all_special_tokens(config))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -174,7 +179,7 @@ def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
         lr_scheduler_type=config["lr_scheduler"], warmup_steps=int(config["warmup_ratio"] * (
             config["max_steps"] if config["max_steps"] > 0 else steps_per_epoch * config["num_epochs"])),
         weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"], optim=config["optimizer"],
-        activation_checkpointing=config["gradient_checkpointing"],
+        activation_checkpointing=config["gradient_checkpointing"] and config["fsdp"] == "none",
         activation_checkpointing_kwargs={"use_reentrant": False} if config["gradient_checkpointing"] else None,
         logging_steps=config["logging_steps"], save_strategy="steps", save_steps=config["save_steps"],
         save_total_limit=config["save_total_limit"], report_to=[] if config["report_to"] == "none" else [config["report_to"]],
@@ -183,7 +188,7 @@ def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
         train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         dataloader_num_workers=0, ddp_find_unused_parameters=False if config["use_lora"] else None,
         # off a terminal the Trainer prints one log line per logging_steps instead of a bar per step
-        disable_tqdm=not is_main_process() or not on_terminal(), **eval_kwargs)
+        disable_tqdm=not is_main_process() or not on_terminal(), **eval_kwargs, **fsdp_arguments(config))
 
 
 def latest_complete_checkpoint(output_dir: str) -> str | None:
@@ -217,9 +222,10 @@ def resolve_resume(value, output_dir: str):
 
 
 def trainable_checksum(model) -> float:
-    """A float summarising the trainable weights, to compare ranks after DDP."""
-    return float(sum(p.detach().double().sum().item() * (i + 1)
-                     for i, p in enumerate(p for p in model.parameters() if p.requires_grad)))
+    """A float summarising the trainable weights this rank holds: equal on every rank after DDP; under
+    FSDP each rank's own shards, which add up to the single-process value."""
+    local = (p.to_local() if hasattr(p, "to_local") else p for p in model.parameters() if p.requires_grad)
+    return float(sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(local)))
 
 
 def leave_process_group() -> None:
@@ -253,11 +259,15 @@ def merge_and_save(config: dict, adapter_dir: Path, device: str) -> Path:
     return out
 
 
-def push_to_hub(model, tokenizer, repo_id: str) -> None:
+def push_to_hub(output_dir: Path, repo_id: str) -> None:
+    """The saved output as it is on disk (adapter or model, tokenizer, configs, results): the same files
+    whether one process, DDP or FSDP trained them. Checkpoints, merged/ and logs stay local."""
+    from huggingface_hub import HfApi
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     try:
-        model.push_to_hub(repo_id, token=token, private=True)
-        tokenizer.push_to_hub(repo_id, token=token, private=True)
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=True, exist_ok=True)
+        api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, ignore_patterns=PUSH_IGNORED)
     except Exception as exc:  # network, auth or hub errors: all end the same way for the user
         raise TrainError(f"push to the hub ({repo_id}) failed: {type(exc).__name__}: "
                          f"{redact_secrets(str(exc))[:300]}. The local outputs are kept.") from exc
@@ -320,12 +330,11 @@ def make_callbacks(config: dict, tokenizer, has_eval: bool) -> list:
 
 
 def make_trainer(config: dict, model, tokenizer, device: str, train_examples: list, eval_examples: list):
-    from transformers import Trainer
     callbacks = make_callbacks(config, tokenizer, bool(eval_examples))
-    trainer = Trainer(model=model, args=training_arguments(config, device, len(train_examples), bool(eval_examples)),
-                      train_dataset=train_examples, eval_dataset=eval_examples or None,
-                      data_collator=pick_collator(config, model, tokenizer), processing_class=tokenizer,
-                      callbacks=callbacks)
+    trainer = sharding_trainer(
+        model=model, args=training_arguments(config, device, len(train_examples), bool(eval_examples)),
+        train_dataset=train_examples, eval_dataset=eval_examples or None,
+        data_collator=pick_collator(config, model, tokenizer), processing_class=tokenizer, callbacks=callbacks)
     for callback in callbacks:
         if hasattr(callback, "trainer"):
             callback.trainer = trainer
@@ -366,11 +375,9 @@ def fit(trainer, model, config: dict, device: str, train_set, eval_set) -> dict:
     }
 
 
-def save_outputs(trainer, model, tokenizer, config: dict, results: dict, device: str) -> None:
-    """The adapter (or full model) of the best/last state, its tokenizer, logs and results; merged and
-    pushed on request."""
+def save_outputs(trainer, tokenizer, config: dict, results: dict, device: str) -> None:
+    """Rank 0, after save_final_model: the tokenizer, logs and results; merged and pushed on request."""
     output_dir = Path(config["output_dir"])
-    trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
     atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
@@ -378,7 +385,7 @@ def save_outputs(trainer, model, tokenizer, config: dict, results: dict, device:
         results["merged_dir"] = str(merge_and_save(config, output_dir, device))
         atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
     if config["hub_model_id"]:
-        push_to_hub(model, tokenizer, config["hub_model_id"])
+        push_to_hub(output_dir, config["hub_model_id"])
 
 
 def log_trainable(model, config: dict) -> None:
@@ -397,8 +404,9 @@ def train(config: dict) -> dict:
     log_trainable(model, config)
     trainer = make_trainer(config, model, tokenizer, device, train_set[0], eval_set[0])
     results = fit(trainer, model, config, device, train_set, eval_set)
+    save_final_model(trainer, config["output_dir"])
     if trainer.is_world_process_zero():
-        save_outputs(trainer, model, tokenizer, config, results, device)
+        save_outputs(trainer, tokenizer, config, results, device)
     return results
 
 

@@ -49,6 +49,12 @@ use_packing = True                       # padding-free batches (no cross-exampl
                                          # under SDPA length-grouped padded batches are faster and used instead
 group_by_length = True                   # batch examples of similar length (less padding, faster)
 
+# --- several GPUs (torchrun: ./run_training.sh --gpus 0,1, or several nodes) ---------------------
+fsdp = "none"                            # "none" = DDP (a whole copy per GPU); "full_shard" = FSDP2 shards weights,
+                                         # gradients and optimizer state (ZeRO-3); "shard_grad_op" = gradients
+                                         # and optimizer state only (ZeRO-2, faster, more memory)
+fsdp_cpu_offload = False                 # FSDP: keep the shards in CPU memory between uses (slow, least GPU memory)
+
 # --- LoRA --------------------------------------------------------------------------------------
 use_lora = True                          # False = full fine-tuning in torch_dtype (no 4-bit)
 lora_r = 16                              # adapter rank
