@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from data_io import DataError, read_records
 from extraction import extract_label
-from prompts import encode_prompt, example_messages, get_task, normalize_label
+from prompts import encode_prompt, get_task
 from sft_formats import CHAT_FORMATS, detect_format, example_segments
 
 
@@ -30,7 +30,7 @@ def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     first_trained = next(i for i, (_, trained) in enumerate(segments) if trained)
     prompt = [t for ids, _ in segments[:first_trained] for t in ids]
     reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
-    if get_task(task).get("free_text"):
+    if get_task(task).free_text:
         return prompt, reference
     return prompt, extract_label(reference, task)[0]
 
@@ -55,14 +55,14 @@ def _sft_messages_and_label(record: dict, task: str, where: str):
         raise DataError(f"{where}: no prompt before an assistant answer")
     reference = turns[first_answer].get("content")
     reference = reference if isinstance(reference, str) else ""
-    label = reference if get_task(task).get("free_text") else extract_label(reference, task)[0]
+    label = reference if get_task(task).free_text else extract_label(reference, task)[0]
     return [{"role": t["role"], "content": t["content"]} for t in turns[:first_answer]], label
 
 
 def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None) -> tuple[list[EvalItem], bool]:
     """(items, has_labels). Raw rows need the task's input fields; a label, when present, must be in
     the task's label set. Ids come from an `id` column, else the row number; duplicates are errors."""
-    spec = get_task(task)
+    task = get_task(task)
     records = read_records(path)
     if limit:
         records = records[:limit]
@@ -77,8 +77,7 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         if item_id in seen:
             raise DataError(f"{where}: field 'id': duplicate id {item_id}")
         seen.add(item_id)
-        has_inputs = bool(spec["input_fields"]) and all(record.get(name) not in (None, "")
-                                                        for name in spec["input_fields"])
+        has_inputs = bool(task.input_fields) and all(record.get(name) not in (None, "") for name in task.input_fields)
         if not has_inputs and detect_format(record) in CHAT_FORMATS:
             if tokenizer is None:
                 messages, label = _sft_messages_and_label(record, task, where)
@@ -87,25 +86,25 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
                 prompt, label = _sft_prompt_and_label(record, tokenizer, task, where)
                 items.append(EvalItem(item_id, prompt, label, {}))
             continue
-        if not spec["input_fields"]:
-            raise DataError(f"{where}: the {task} task reads prompt/completion, prompt/response, messages or "
+        if not task.input_fields:
+            raise DataError(f"{where}: the {task.name} task reads prompt/completion, prompt/response, messages or "
                             "text rows; this row is none of them")
-        for name in spec["input_fields"]:
+        for name in task.input_fields:
             value = record.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataError(f"{where}: missing field '{name}' (the {task} task needs "
-                                f"{', '.join(spec['input_fields'])})")
+                raise DataError(f"{where}: missing field '{name}' (the {task.name} task needs "
+                                f"{', '.join(task.input_fields)})")
             if not isinstance(value, str):
                 raise DataError(f"{where}: field '{name}' must be text, got {type(value).__name__}")
         label = None
-        raw_label = record.get(spec["true_label_field"], record.get("true_label"))
+        raw_label = record.get(task.true_label_field, record.get("true_label"))
         if raw_label not in (None, ""):
-            label = normalize_label(raw_label, task)
+            label = task.normalize_label(raw_label)
             if label is None:
-                raise DataError(f"{where}: field '{spec['true_label_field']}': {raw_label!r} is not in the "
-                                f"label set {spec['labels']}")
-        inputs = {name: record[name] for name in spec["input_fields"]}
-        messages = example_messages(record, task)
+                raise DataError(f"{where}: field '{task.true_label_field}': {raw_label!r} is not in the "
+                                f"label set {list(task.labels)}")
+        inputs = {name: record[name] for name in task.input_fields}
+        messages = task.messages(record)
         prompt = encode_prompt(tokenizer, messages) if tokenizer is not None else []
         items.append(EvalItem(item_id, prompt, label, inputs, messages=messages))
     labelled = [item.true_label is not None for item in items]

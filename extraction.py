@@ -14,7 +14,7 @@ Policy, in order:
 import json
 import re
 
-from prompts import get_task, normalize_label  # noqa: F401 (re-exported)
+from prompts import get_task
 
 
 def _closing_brace(text: str, start: int) -> int | None:
@@ -86,10 +86,11 @@ def count_json_objects(text: str) -> int:
 
 
 def _phrase_pattern(task) -> re.Pattern:
-    spec = get_task(task)
-    words = sorted([str(label) for label in spec["labels"]] + list(spec["label_names"]), key=len, reverse=True)
+    task = get_task(task)
+    names = [name for name in task.label_names if isinstance(name, str)]
+    words = sorted([str(label) for label in task.labels] + names, key=len, reverse=True)
     choices = "|".join(re.escape(w) for w in words)
-    field = re.escape(spec["label_field"])
+    field = re.escape(task.label_field)
     return re.compile(
         rf"(?:\"{field}\"\s*:\s*|(?:final|predicted)[ _]label\s*(?:is|:|=)\s*)[\"'*]*({choices})\b[\"'*]*",
         re.IGNORECASE)
@@ -110,19 +111,19 @@ def extract_label(generated_text: str, task="nli"):
     A complete JSON object that holds the label field decides: the first valid label wins, and when
     every such object holds an invalid value ("0 or 1", 1.5, null) the answer is None, never read
     again by the phrase fallback. Phrases count only outside complete JSON objects."""
-    spec = get_task(task)
-    field = spec["label_field"]
+    task = get_task(task)
+    field = task.label_field
     spans = list(iter_json_spans(generated_text))
     with_field = [obj for _, _, obj in spans if field in obj]
     for obj in with_field:
-        label = normalize_label(obj[field], task)
+        label = task.normalize_label(obj[field])
         if label is not None:
             return label, "json"
     if with_field:
         return None, "none"
     match = _phrase_pattern(task).search(_outside_json(generated_text, spans))
     if match:
-        label = normalize_label(match.group(1), task)
+        label = task.normalize_label(match.group(1))
         if label is not None:
             return label, "phrase"
     return None, "none"

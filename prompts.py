@@ -3,11 +3,14 @@
 Training (`train/sft_data.py`) and inference (`evaluate/sample_model.py`) both call `encode_prompt`,
 so the token ids a training example starts with are exactly the ids inference feeds the model.
 
-A *task* is data: which JSON field holds the label, which labels are valid, and what names map to
-them. A new classification task is a new entry in TASKS, not new code.
+A *task* (`Task`) owns everything task-specific: its input fields and prompt, its labels and their
+other names, the answer's JSON fields and schema, and whether it is scored by label or as free text.
+A new task is one more `Task` in TASKS, not new code anywhere else.
 """
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 NLI_USER_TEMPLATE = (
     "Premise: {premise}\nHypothesis: {hypothesis}\n\n"
@@ -29,98 +32,82 @@ HATE_SPEECH_SYSTEM = (
     "contains hate speech targeting protected groups (LGBTQ+, Mexican, Middle Eastern communities)."
 )
 
-TASKS = {
-    # Binary NLI with chain of thought: {"thought_process": str, "predicted_label": 0|1}.
-    "nli": {
-        "label_field": "predicted_label",
-        "reasoning_field": "thought_process",
-        "labels": [0, 1],
-        "label_names": {"entailment": 1, "entailed": 1, "no entailment": 0, "no-entailment": 0,
-                        "not entailment": 0, "non-entailment": 0, "not entailed": 0},
-        "input_fields": ["premise", "hypothesis"],
-        "true_label_field": "label",
-    },
-    # Binary NLI answered with the label only: {"predicted_label": 0|1}.
-    "nli_label": {
-        "label_field": "predicted_label",
-        "reasoning_field": None,
-        "labels": [0, 1],
-        "label_names": {"entailment": 1, "entailed": 1, "no entailment": 0, "no-entailment": 0,
-                        "not entailment": 0, "non-entailment": 0, "not entailed": 0},
-        "input_fields": ["premise", "hypothesis"],
-        "true_label_field": "label",
-        "system_prompt": NLI_LABEL_SYSTEM,  # short: the prompt is most of a CPU training step's tokens
-        "user_template": NLI_LABEL_USER_TEMPLATE,
-    },
-    # Chat-format classification with a JSON answer (hate-speech workflow).
-    "hate_speech": {
-        "label_field": "classification",
-        "reasoning_field": "reasoning",
-        "labels": ["hate_speech", "not_hate"],
-        "label_names": {"hate": "hate_speech", "hatespeech": "hate_speech", "hate speech": "hate_speech",
-                        "normal": "not_hate", "not hate": "not_hate", "non-hate": "not_hate"},
-        "input_fields": ["text"],
-        "true_label_field": "label",
-        "system_prompt": HATE_SPEECH_SYSTEM,
-    },
-    # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
-    "free_text": {"free_text": True, "label_field": None, "reasoning_field": None, "labels": [], "label_names": {},
-                  "input_fields": [], "true_label_field": None},
-}
+@dataclass(frozen=True)
+class Task:
+    """Everything task-specific, in one place: adding a task is one more instance in TASKS below.
 
+    A raw row of the task holds `input_fields` (the prompt is made from them) and a gold label in
+    `true_label_field`; the answer the model writes is one JSON object: `reasoning_field` (when the task
+    has one) then `label_field`. A task with no labels is free text: scored by exact match and ROUGE-L
+    against the reference instead of by label."""
+    name: str
+    labels: tuple = ()                    # the valid labels; () = free text
+    label_field: str | None = None        # the answer's label field
+    reasoning_field: str | None = None    # the answer's reasoning field, written before the label; None = label only
+    label_names: dict = field(default_factory=dict)  # other spellings (lower case) or booleans -> label
+    input_fields: tuple = ()              # the raw row's fields the prompt reads
+    true_label_field: str = "label"       # the raw row's gold label
+    system_prompt: str | None = None      # the system turn, when the task has one
+    user_message: Callable[[dict], str] | None = None  # raw row -> the user turn
 
-def get_task(task) -> dict:
-    """A task dict from its name (or the dict itself)."""
-    if isinstance(task, dict):
-        return task
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task]
+    @property
+    def free_text(self) -> bool:
+        return not self.labels
 
-
-def normalize_label(value, task="nli"):
-    """The task's label for a raw value (int, "0"/"1", a label name), or None when it is not one."""
-    spec = get_task(task)
-    labels = spec["labels"]
-    if isinstance(value, bool) or value is None:
+    def normalize_label(self, value):
+        """The task's label for a raw value (int, "0"/"1", a label name, a boolean), or None when it is not one."""
+        if isinstance(value, bool):
+            return self.label_names.get(value) if any(isinstance(k, bool) for k in self.label_names) else None
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int):
+            return value if value in self.labels else None
+        if isinstance(value, str):
+            word = value.strip().strip(".").strip().lower()
+            for label in self.labels:
+                if word == str(label).lower():
+                    return label
+            return self.label_names.get(word)
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return value if value in labels else None
-    if isinstance(value, str):
-        word = value.strip().strip(".").strip().lower()
-        for label in labels:
-            if word == str(label).lower():
-                return label
-        return spec["label_names"].get(word)
-    return None
+
+    def answer_schema(self) -> dict:
+        """The JSON schema of the answer (for constrained decoding): the label field holding one of the
+        labels, and the reasoning field when the task has one."""
+        if self.free_text:
+            raise ValueError("a free-text task has no JSON answer schema")
+        label_type = "integer" if all(isinstance(label, int) for label in self.labels) else "string"
+        properties = {self.label_field: {"type": label_type, "enum": list(self.labels)}}
+        if self.reasoning_field:
+            properties = {self.reasoning_field: {"type": "string"}, **properties}
+        return {"type": "object", "properties": properties, "required": list(properties)}
+
+    def messages(self, row: dict) -> list[dict]:
+        """The chat messages (without the answer) that ask the model about one raw row."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return system + [{"role": "user", "content": self.user_message(row)}]
+
+    def answer(self, label, reasoning: str | None = None) -> str:
+        """The answer a fine-tuned model should write: one JSON object, reasoning first (when the task has it)."""
+        if self.reasoning_field is None:
+            return json.dumps({self.label_field: label}, ensure_ascii=False)
+        return json.dumps({self.reasoning_field: reasoning, self.label_field: label}, ensure_ascii=False)
+
+    def row_label(self, row: dict) -> tuple[str, object]:
+        """(field, raw value) of a training row's label: the answer's field when the row carries one (a
+        generated thought's label), else the gold label."""
+        name = self.label_field if self.label_field in row else self.true_label_field
+        return name, row.get(name)
+
+    def row_reasoning(self, row: dict) -> tuple[str, object]:
+        """(field, value) of a training row's reasoning: the reasoning field, or a reflection's improved one."""
+        name = self.reasoning_field if self.reasoning_field in row else f"improved_{self.reasoning_field}"
+        return name, row.get(name)
 
 
-def answer_schema(task) -> dict:
-    """The JSON schema of a label task's answer (for constrained decoding): the label field holding one of
-    the task's labels, and the reasoning field when the task has one."""
-    spec = get_task(task)
-    if spec.get("free_text"):
-        raise ValueError("a free-text task has no JSON answer schema")
-    labels = spec["labels"]
-    label_type = "integer" if all(isinstance(label, int) for label in labels) else "string"
-    properties = {spec["label_field"]: {"type": label_type, "enum": list(labels)}}
-    if spec["reasoning_field"]:
-        properties = {spec["reasoning_field"]: {"type": "string"}, **properties}
-    return {"type": "object", "properties": properties, "required": list(properties)}
-
-
-def nli_user_message(premise: str, hypothesis: str, task="nli") -> str:
-    template = get_task(task).get("user_template", NLI_USER_TEMPLATE)
-    return template.format(premise=premise, hypothesis=hypothesis)
-
-
-def nli_completion(thought_process: str | None, label: int, task="nli") -> str:
-    """The answer a fine-tuned model should write: one JSON object, reasoning first (when the task has it)."""
-    if get_task(task)["reasoning_field"] is None:
-        return json.dumps({"predicted_label": int(label)})
-    return json.dumps({"thought_process": thought_process, "predicted_label": int(label)}, ensure_ascii=False)
+def nli_user_message(premise: str, hypothesis: str, template: str = None) -> str:
+    return (template or NLI_USER_TEMPLATE).format(premise=premise, hypothesis=hypothesis)
 
 
 def hate_speech_user_message(text: str, persona: str | None = None) -> str:
@@ -142,15 +129,36 @@ def confidence_user_message(example: dict) -> str:
     return "\n\n".join(parts)
 
 
-def example_messages(example: dict, task="nli") -> list[dict]:
-    """The chat messages (without the answer) that ask the model about one raw example."""
-    spec = get_task(task)
-    if "text" in spec["input_fields"]:
-        user = hate_speech_user_message(example["text"], example.get("persona"))
-    else:
-        user = nli_user_message(example["premise"], example["hypothesis"], task)
-    system = [{"role": "system", "content": spec["system_prompt"]}] if spec.get("system_prompt") else []
-    return system + [{"role": "user", "content": user}]
+NLI_LABEL_NAMES = {"entailment": 1, "entailed": 1, "no entailment": 0, "no-entailment": 0, "not entailment": 0,
+                   "non-entailment": 0, "not entailed": 0}
+TASKS = {task.name: task for task in (
+    # Binary NLI with chain of thought: {"thought_process": str, "predicted_label": 0|1}.
+    Task("nli", labels=(0, 1), label_field="predicted_label", reasoning_field="thought_process",
+         label_names=NLI_LABEL_NAMES, input_fields=("premise", "hypothesis"),
+         user_message=lambda row: nli_user_message(row["premise"], row["hypothesis"])),
+    # Binary NLI answered with the label only: {"predicted_label": 0|1}; a short prompt, since the prompt
+    # is most of a CPU training step's tokens.
+    Task("nli_label", labels=(0, 1), label_field="predicted_label", label_names=NLI_LABEL_NAMES,
+         input_fields=("premise", "hypothesis"), system_prompt=NLI_LABEL_SYSTEM,
+         user_message=lambda row: nli_user_message(row["premise"], row["hypothesis"], NLI_LABEL_USER_TEMPLATE)),
+    # Chat-format classification with a JSON answer (hate-speech workflow; its data's "offensive" is not hate).
+    Task("hate_speech", labels=("hate_speech", "not_hate"), label_field="classification", reasoning_field="reasoning",
+         label_names={"hate": "hate_speech", "hatespeech": "hate_speech", "hate speech": "hate_speech",
+                      "normal": "not_hate", "not hate": "not_hate", "non-hate": "not_hate", "offensive": "not_hate"},
+         input_fields=("text",), system_prompt=HATE_SPEECH_SYSTEM,
+         user_message=lambda row: hate_speech_user_message(row["text"], row.get("persona"))),
+    # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
+    Task("free_text", true_label_field=None),
+)}
+
+
+def get_task(task) -> Task:
+    """A task from its name (or the Task itself)."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[task]
 
 
 # The Mistral `[INST]` format the original project used, for tokenizers without a chat template. A

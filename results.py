@@ -21,7 +21,7 @@ STOPPED = ("eos", "json")  # an answer that ended by itself; "length" ran out, "
 
 def answer_label(text: str, task: str):
     """(label, method) of a generated answer; free-text tasks have no label to extract."""
-    return (None, "free_text") if get_task(task).get("free_text") else extract_label(text, task)
+    return (None, "free_text") if get_task(task).free_text else extract_label(text, task)
 
 
 def score_record(item, result: dict, task: str) -> dict:
@@ -43,8 +43,8 @@ def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
 
 
 def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
-    n = len(records)
-    if get_task(task).get("free_text"):
+    n, task = len(records), get_task(task)
+    if task.free_text:
         metrics = {"n": n, "stop_rate": sum(r["stop_reason"] in STOPPED for r in records) / n,
                    "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
                    "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
@@ -60,7 +60,7 @@ def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
                "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n}
     if has_labels:
         metrics.update(classification_metrics([r["true_label"] for r in records],
-                                               [r["predicted_label"] for r in records], get_task(task)["labels"]))
+                                               [r["predicted_label"] for r in records], list(task.labels)))
     return metrics
 
 

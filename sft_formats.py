@@ -7,21 +7,25 @@ prompt part of a chat-format row as the prompt to answer).
 - `prompt_response`: {"prompt": str, "response": str} (CAL style): the prompt becomes one user turn.
 - `messages`: {"messages": [system?, user, assistant, ...]}: loss on assistant turns only.
 - `text`: the legacy {"text": "<s>[INST] ... [/INST] {json} </s>"}: split at the last `[/INST]`.
-- `nli`: {"premise", "hypothesis", "thought_process", "predicted_label" | "label"}: prompt from prompts.py.
+- `record`: a raw row of a label task: its input fields and label (NLI: {"premise", "hypothesis",
+  "thought_process", "predicted_label" | "label"}); prompt and answer from its `prompts.Task`.
 - `confidence`: {"question", "tagged_response", "dataset"}: only the confidence token is trained.
 """
 
 import re
 
 from data_io import DataError
-from prompts import confidence_user_message, encode_prompt, example_messages, get_task, nli_completion, normalize_label
+from prompts import confidence_user_message, encode_prompt, get_task
 
-FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "nli", "confidence")
+FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "record", "confidence")
+# "nli" is the name `record` had while NLI was the only task with raw rows; configs may still say it
+FORMAT_ALIASES = {"nli": "record"}
 CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "text")  # rows that carry their own prompt
 CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
 
 
-def detect_format(record: dict) -> str | None:
+def detect_format(record: dict, task="nli") -> str | None:
+    """The record's format; a raw row (`record`) is one that holds every input field of `task`."""
     if "tagged_response" in record:
         return "confidence"
     if "messages" in record:
@@ -32,8 +36,9 @@ def detect_format(record: dict) -> str | None:
         return "prompt_response"
     if "text" in record and "[/INST]" in str(record["text"]):
         return "text"
-    if "premise" in record and "hypothesis" in record:
-        return "nli"
+    fields = get_task(task).input_fields
+    if fields and all(name in record for name in fields):
+        return "record"
     return None
 
 
@@ -45,25 +50,23 @@ def _content(message, where: str) -> str:
     return message["content"]
 
 
-def _nli_answer(record: dict, task: str, where: str) -> str:
-    """The answer of an NLI record, refusing what would teach the model a wrong format or label."""
-    spec = get_task(task)
-    for name in spec["input_fields"]:
+def _record_answer(record: dict, task, where: str) -> str:
+    """The answer a raw row of a label task teaches, refusing what would teach a wrong format or label."""
+    for name in task.input_fields:
         value = record.get(name)
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"{where}: field '{name}' must be a non-empty string, got {value!r}"[:300])
-    label_field = "predicted_label" if "predicted_label" in record else "label"
-    label = normalize_label(record.get(label_field), task)
+    label_field, raw_label = task.row_label(record)
+    label = task.normalize_label(raw_label)
     if label is None:
-        raise DataError(f"{where}: field '{label_field}': {record.get(label_field)!r} is not a label of the "
-                        f"{task} task ({', '.join(map(str, spec['labels']))})"[:300])
-    thought = None
-    if spec["reasoning_field"]:
-        thought_field = "thought_process" if "thought_process" in record else "improved_thought_process"
-        thought = record.get(thought_field)
-        if not isinstance(thought, str) or not thought.strip():
-            raise DataError(f"{where}: field '{thought_field}' must be a non-empty string, got {thought!r}"[:300])
-    return nli_completion(thought, label, task)
+        raise DataError(f"{where}: field '{label_field}': {raw_label!r} is not a label of the "
+                        f"{task.name} task ({', '.join(map(str, task.labels))})"[:300])
+    reasoning = None
+    if task.reasoning_field:
+        reasoning_field, reasoning = task.row_reasoning(record)
+        if not isinstance(reasoning, str) or not reasoning.strip():
+            raise DataError(f"{where}: field '{reasoning_field}' must be a non-empty string, got {reasoning!r}"[:300])
+    return task.answer(label, reasoning)
 
 
 def _messages_segments(tokenizer, messages: list, where: str) -> list[tuple[list[int], bool]]:
@@ -99,8 +102,9 @@ def _raw_prompt_ids(tokenizer, prompt: str) -> list[int]:
     return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
 
 
-def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -> list[tuple[list[int], bool]]:
+def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> list[tuple[list[int], bool]]:
     """The example as [(token ids, trained?)] segments, in order."""
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     eos = [tokenizer.eos_token_id]
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     if fmt == "messages":
@@ -133,11 +137,12 @@ def example_segments(tokenizer, record: dict, fmt: str, task: str, where: str) -
         return [(_raw_prompt_ids(tokenizer, text[:cut]), False), (encode(completion) + eos, True)]
     if fmt == "confidence":
         return confidence_segments(tokenizer, record, where)
-    if fmt == "nli":
-        if get_task(task).get("free_text") or "premise" not in get_task(task)["input_fields"]:
-            raise DataError(f"{where}: an NLI record (premise, hypothesis, label) needs an NLI task, not '{task}'")
-        answer = _nli_answer(record, task, where)
-        messages = example_messages(record, task) + [{"role": "assistant", "content": answer}]
+    if fmt == "record":
+        task = get_task(task)
+        if task.free_text or not all(name in record for name in task.input_fields):
+            raise DataError(f"{where}: a raw row of the '{task.name}' task needs its fields "
+                            f"{', '.join(task.input_fields) or '(none: free text reads prompt/response rows)'}")
+        messages = task.messages(record) + [{"role": "assistant", "content": _record_answer(record, task, where)}]
         return _messages_segments(tokenizer, messages, where)
     raise DataError(f"{where}: unknown data format '{fmt}'; use one of {', '.join(FORMATS)}")
 

@@ -28,7 +28,7 @@ from evaluate.sample_model import main as sample_main
 from extraction import extract_label
 from metrics import format_table
 from modeling import load_for_inference
-from prompts import example_messages, render_prompt
+from prompts import get_task, render_prompt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, task: st
     started = time.time()
     predictions = []
     for start in range(0, len(rows), batch_size):
-        texts = [render_prompt(tokenizer, example_messages(r, task)) for r in rows[start:start + batch_size]]
+        texts = [render_prompt(tokenizer, get_task(task).messages(r)) for r in rows[start:start + batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from data_io import read_records
-from prompts import example_messages
+from prompts import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else tiny_adapter(Path(tmp))
-        prompts = [example_messages(r, "nli") for r in read_records(SAMPLE)[:args.requests]]
+        prompts = [TASKS["nli"].messages(r) for r in read_records(SAMPLE)[:args.requests]]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

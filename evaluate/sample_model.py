@@ -36,7 +36,7 @@ from data_io import (
 from eval_inputs import load_eval_items
 from llm_api import PROVIDERS, ApiError
 from modeling import ModelLoadError
-from prompts import TASKS, answer_schema, get_task
+from prompts import TASKS, get_task
 from results import score_record, summarize, write_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf backend: auto = greedy_decode.py where the model allows it (same tokens, "
                         "faster), generate = always transformers' generate")
     p.add_argument("--json_schema", action="store_true",
-                   help="vllm: constrain answers to the task's JSON answer schema (prompts.answer_schema)")
+                   help="vllm: constrain answers to the task's JSON answer schema (prompts.Task.answer_schema)")
     p.add_argument("--device", default="auto")
     p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
     p.add_argument("--dtype", default="auto")
@@ -153,7 +153,7 @@ def load_generator(args, settings: dict):
     if args.backend == "vllm":
         from evaluate.vllm_backend import VllmGenerator
         generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
-                                  json_schema=answer_schema(args.task) if args.json_schema else None)
+                                  json_schema=get_task(args.task).answer_schema() if args.json_schema else None)
 
         def generate(items, on_batch):
             try:
@@ -266,7 +266,7 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
 
 
 def check_backend_args(args) -> None:
-    if args.json_schema and (args.backend != "vllm" or get_task(args.task).get("free_text")):
+    if args.json_schema and (args.backend != "vllm" or get_task(args.task).free_text):
         raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
     if args.backend == "openai":
         if not args.model_name:
@@ -277,7 +277,7 @@ def check_backend_args(args) -> None:
     elif not args.model_id:
         raise DataError(f"--backend {args.backend} needs --model_id (a model folder, adapter, hub id or .gguf)")
     if args.stop_at_json is None:
-        args.stop_at_json = not get_task(args.task).get("free_text", False)
+        args.stop_at_json = not get_task(args.task).free_text
 
 
 def run_settings(args) -> dict:

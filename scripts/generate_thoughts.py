@@ -27,16 +27,18 @@ from llm_api import (
 )
 from prompts import (
     SYSTEM_PROMPTS,
+    TASKS,
     THOUGHT_USER_TEMPLATE,
-    normalize_label,
 )
+
+NLI = TASKS["nli"]
 
 
 def validate_thought(answer: dict) -> dict:
     thought = answer.get("thought_process")
     if not isinstance(thought, str) or not thought.strip():
         raise ValidationError("'thought_process' must be a non-empty string")
-    label = normalize_label(answer.get("predicted_label"))
+    label = NLI.normalize_label(answer.get("predicted_label"))
     if label is None:
         raise ValidationError(f"'predicted_label' must be 0 or 1, got {answer.get('predicted_label')!r}")
     return {"thought_process": thought, "predicted_label": label}  # reasoning kept exactly as written
@@ -52,7 +54,7 @@ def load_items(path, start: int, end: int | None) -> list[dict]:
                 raise DataError(f"{where}: missing field '{name}'")
         label = None
         if str(record.get("label", "")).strip():
-            label = normalize_label(record["label"])
+            label = NLI.normalize_label(record["label"])
             if label is None:
                 raise DataError(f"{where}: field 'label': {record['label']!r} is not 0 or 1")
         raw_id = record.get("id")  # an id of 0 is an id; without one, the 1-based row number as everywhere

@@ -27,15 +27,17 @@ from llm_api import (
 from prompts import (
     REFLECTION_USER_TEMPLATE,
     SYSTEM_PROMPTS,
-    normalize_label,
+    TASKS,
 )
+
+NLI = TASKS["nli"]
 
 
 def validate_reflection(answer: dict) -> dict:
     for name in ("error_analysis", "improved_thought_process"):
         if not isinstance(answer.get(name), str) or not answer[name].strip():
             raise ValidationError(f"'{name}' must be a non-empty string")
-    label = normalize_label(answer.get("predicted_label"))
+    label = NLI.normalize_label(answer.get("predicted_label"))
     if label is None:
         raise ValidationError(f"'predicted_label' must be 0 or 1, got {answer.get('predicted_label')!r}")
     return {"error_analysis": answer["error_analysis"], "improved_thought_process": answer["improved_thought_process"],
@@ -57,7 +59,7 @@ def run(args) -> int:
     require_fields(thoughts, ["id", "premise", "hypothesis", "thought_process"], args.input_thoughts_json)
     items = []
     for row in thoughts:
-        predicted, truth = normalize_label(row.get("predicted_label")), normalize_label(row.get("true_label"))
+        predicted, truth = NLI.normalize_label(row.get("predicted_label")), NLI.normalize_label(row.get("true_label"))
         if predicted is None or truth is None:
             raise DataError(f"{args.input_thoughts_json}: line {row['_line']}: fields 'predicted_label' and "
                             "'true_label' must be 0 or 1")

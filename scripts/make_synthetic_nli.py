@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cli import ArgumentParser
 from data_io import atomic_write_jsonl
-from prompts import nli_completion, nli_user_message
+from prompts import TASKS
 
 SUBJECTS = ["the man", "the woman", "a child", "the dog", "the teacher", "a farmer", "the pilot", "my sister",
             "the doctor", "a student", "the cat", "the old king"]
@@ -34,8 +34,8 @@ def make_example(rng: random.Random, index: int) -> dict:
         hypothesis = f"{subject.capitalize()} does not {base} {obj}."
         thought = "The hypothesis negates the premise, so it is not entailed."
     return {"id": f"syn-{index}", "premise": premise, "hypothesis": hypothesis, "label": label, "source": "synthetic",
-            "prompt": [{"role": "user", "content": nli_user_message(premise, hypothesis)}],
-            "completion": [{"role": "assistant", "content": nli_completion(thought, label)}]}
+            "prompt": TASKS["nli"].messages({"premise": premise, "hypothesis": hypothesis}),
+            "completion": [{"role": "assistant", "content": TASKS["nli"].answer(label, thought)}]}
 
 
 def main(argv=None) -> int:

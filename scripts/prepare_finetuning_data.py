@@ -20,18 +20,17 @@ from pathlib import Path
 
 from cli import ArgumentParser
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
-from prompts import HATE_SPEECH_SYSTEM, hate_speech_user_message
+from prompts import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = {"train": ("unified_train.json", {"train"}), "validation": ("unified_val.json", {"val", "validation"}),
          "test": ("unified_test.json", {"test"})}
-LABELS = {"hate": "hate_speech", "hatespeech": "hate_speech", "hate_speech": "hate_speech",
-          "normal": "not_hate", "not_hate": "not_hate", "offensive": "not_hate"}
+HATE = TASKS["hate_speech"]  # its labels, their other names ("normal", "offensive"), prompt and answer field
 
 
 def assistant_answer(record: dict, where: str) -> str:
-    label = LABELS.get(str(record.get("label_binary", "")).strip().lower())
+    label = HATE.normalize_label(str(record.get("label_binary", "")))
     if label is None:
         raise DataError(f"{where}: field 'label_binary': {record.get('label_binary')!r} is not hate or normal")
     group = record.get("target_group_norm") or None
@@ -47,9 +46,8 @@ def assistant_answer(record: dict, where: str) -> str:
 
 
 def simple_messages(record: dict, answer: str) -> list[dict]:
-    return [{"role": "system", "content": HATE_SPEECH_SYSTEM},
-            {"role": "user", "content": hate_speech_user_message(record["text"], record.get("persona_tag"))},
-            {"role": "assistant", "content": answer}]
+    return HATE.messages({"text": record["text"], "persona": record.get("persona_tag")}) + [
+        {"role": "assistant", "content": answer}]
 
 
 def strategy_messages(record: dict, answer: str, strategy: dict, name: str) -> list[dict]:

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from cli import ArgumentParser
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
-from prompts import example_messages, nli_completion, nli_user_message, normalize_label
+from prompts import TASKS
 
 
 def _label(record: dict, field: str, path) -> int:
-    label = normalize_label(record.get(field))
+    label = TASKS["nli"].normalize_label(record.get(field))
     if label is None:
         raise DataError(f"{path}: row {record.get('_line', '?')}: field '{field}': "
                         f"{record.get(field)!r} is not a label (0 or 1)")
@@ -100,12 +100,12 @@ def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
 
 
 def to_example(row: dict, label: int, source: str, fmt: str, task: str = "nli") -> dict:
-    answer = nli_completion(row.get("thought_process"), label, task)
+    task = TASKS[task]
+    answer = task.answer(label, row.get("thought_process"))
     if fmt == "text":
-        user = nli_user_message(row["premise"], row["hypothesis"], task)
-        return {"id": row["id"], "text": f"<s>[INST] {user} [/INST] {answer} </s>"}
+        return {"id": row["id"], "text": f"<s>[INST] {task.user_message(row)} [/INST] {answer} </s>"}
     return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
-            "label": row["true_label"], "source": source, "prompt": example_messages(row, task),
+            "label": row["true_label"], "source": source, "prompt": task.messages(row),
             "completion": [{"role": "assistant", "content": answer}]}
 
 

@@ -1,7 +1,8 @@
 import pytest
 
-from extraction import count_json_objects, extract_label, normalize_label
+from extraction import count_json_objects, extract_label
 from metrics import classification_metrics
+from prompts import TASKS
 
 GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1}'
 
@@ -51,7 +52,7 @@ def test_other_tasks_plug_in_as_data():
     text = '{"classification": "hate_speech", "confidence": "high", "reasoning": "r"}'
     assert extract_label(text, task="hate_speech") == ("hate_speech", "json")
     assert extract_label('{"classification": "maybe"}', task="hate_speech") == (None, "none")
-    assert normalize_label("normal", task="hate_speech") == "not_hate"
+    assert TASKS["hate_speech"].normalize_label("normal") == "not_hate"
 
 
 def test_count_json_objects():

@@ -82,3 +82,25 @@ def test_a_script_runs_from_anywhere_through_the_installed_package(tmp_path):
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "--ratio" in proc.stdout
+
+
+def test_no_module_but_prompts_branches_on_a_task_name():
+    """A task is one `prompts.Task`: code asks it (task.free_text, task.messages(row), ...) and never
+    compares a task's name, so adding a task is one instance in prompts.py and a config."""
+    from prompts import TASKS
+    names = set(TASKS)
+    offenders = []
+    for module, tree in tracked_modules().items():
+        if module == "prompts":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                constants = {c.value for side in sides for c in ast.walk(side) if isinstance(c, ast.Constant)}
+                mentions_task = any("task" in ast.unparse(side).lower() for side in sides)
+                if mentions_task and constants & names:
+                    offenders.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not offenders, offenders
+    for name, task in TASKS.items():
+        assert task.name == name
+        assert task.free_text or (task.label_field and task.input_fields and task.user_message), name

@@ -10,7 +10,7 @@ from data_io import DataError, atomic_write_json, check_outputs, read_csv
 from evaluate.merge_shards import main as merge
 from evaluate.parse_predictions import main as parse
 from evaluate.sample_model import main as sample_main
-from prompts import answer_schema
+from prompts import TASKS
 from scripts.combine_datasets import main as combine
 from scripts.prepare_confidence_data import main as prepare_confidence
 from scripts.prepare_finetuning_data import main as prepare_chat
@@ -149,13 +149,13 @@ def test_parse_predictions_rescores_free_text_results(tmp_path, capsys):
 
 
 def test_answer_schemas_follow_the_task():
-    assert answer_schema("nli")["required"] == ["thought_process", "predicted_label"]
-    assert answer_schema("nli_label") == {"type": "object", "required": ["predicted_label"],
+    assert TASKS["nli"].answer_schema()["required"] == ["thought_process", "predicted_label"]
+    assert TASKS["nli_label"].answer_schema() == {"type": "object", "required": ["predicted_label"],
                                           "properties": {"predicted_label": {"type": "integer", "enum": [0, 1]}}}
-    hate = answer_schema("hate_speech")["properties"]["classification"]
+    hate = TASKS["hate_speech"].answer_schema()["properties"]["classification"]
     assert hate == {"type": "string", "enum": ["hate_speech", "not_hate"]}
     with pytest.raises(ValueError):
-        answer_schema("free_text")
+        TASKS["free_text"].answer_schema()
 
 
 @pytest.mark.parametrize("args,message", [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from prompts import TASKS, example_messages, get_task, nli_completion, nli_user_message, render_prompt
+from prompts import TASKS, get_task, nli_user_message, render_prompt
 
 
 def test_nli_prompt_matches_the_original_wording():
@@ -12,14 +12,16 @@ def test_nli_prompt_matches_the_original_wording():
 
 
 def test_completion_is_one_json_object_with_reasoning_first():
-    completion = nli_completion("Step 1: x.", 1)
+    completion = TASKS["nli"].answer(1, "Step 1: x.")
     assert list(json.loads(completion)) == ["thought_process", "predicted_label"]
     assert json.loads(completion)["predicted_label"] == 1
 
 
-def test_tasks_are_data():
-    assert get_task("nli")["labels"] == [0, 1]
-    assert get_task(TASKS["hate_speech"])["label_field"] == "classification"
+def test_a_task_is_one_object_that_owns_its_labels_prompt_and_answer():
+    assert get_task("nli").labels == (0, 1)
+    assert get_task(TASKS["hate_speech"]).label_field == "classification"
+    assert TASKS["hate_speech"].normalize_label("Offensive.") == "not_hate"  # the data's word, one map
+    assert TASKS["free_text"].free_text and not TASKS["nli"].free_text
     with pytest.raises(ValueError, match="unknown task"):
         get_task("sentiment")
 
@@ -28,6 +30,7 @@ def test_tokenizer_without_template_gets_the_mistral_inst_format():
     class Bare:
         chat_template = None
         bos_token, eos_token = "<s>", "</s>"
-    messages = [{"role": "system", "content": "Be brief."}] + example_messages({"premise": "p", "hypothesis": "h"})
+    messages = [{"role": "system", "content": "Be brief."}] + TASKS["nli"].messages({"premise": "p", "hypothesis": "h"})
     text = render_prompt(Bare(), messages)
     assert text.startswith("<s>[INST] Be brief.\n\nPremise: p") and text.endswith(" [/INST]")
+

@@ -51,13 +51,13 @@ def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2
 
 def test_pad_is_not_eos_and_eos_is_trained_with_the_real_chat_template(smollm2_gguf):
     from modeling import load_tokenizer
-    from prompts import encode_prompt, example_messages
+    from prompts import TASKS, encode_prompt
     from train.sft_data import IGNORE_INDEX, AnswerWindowCollator, tokenize_example
     tok = load_tokenizer(str(smollm2_gguf))  # a .gguf path works wherever a model goes in
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id  # the GGUF has pad = eos
     row = {"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": 1}
     example = tokenize_example(tok, row, "nli", "nli_label", 512, "drop", "x")
-    prompt = encode_prompt(tok, example_messages(row, "nli_label"))
+    prompt = encode_prompt(tok, TASKS["nli_label"].messages(row))
     assert example["input_ids"][:len(prompt)] == prompt  # training starts with exactly what inference feeds
     assert all(label == IGNORE_INDEX for label in example["labels"][:len(prompt)])
     trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from evaluate.sample_model import main as sample_main
-from prompts import example_messages
+from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 pytest.importorskip("vllm")
@@ -86,7 +86,7 @@ def test_chat_answers_equal_offline_inference(server, adapter, tmp_path):
     offline = hf_records(adapter, tmp_path / "hf.json")
     for record in offline:
         body = {"model": "nli-adapter", "temperature": 0, "max_tokens": NEW_TOKENS,
-                "messages": example_messages(record, "nli")}
+                "messages": TASKS["nli"].messages(record)}
         status, answer = request(f"{server['base']}/chat/completions", body)
         assert status == 200, answer
         # HF decodes a multi-byte character cut at max_tokens as U+FFFD; vLLM leaves the partial bytes out

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from prompts import FALLBACK_CHAT_TEMPLATE, encode_prompt, example_messages, render_prompt
+from prompts import FALLBACK_CHAT_TEMPLATE, TASKS, encode_prompt, render_prompt
 from scripts.serve import lora_rank, plan_server
 from tests.conftest import REPO_ROOT
 
-MESSAGES = [example_messages({"premise": "A man plays a guitar.", "hypothesis": "Someone makes music."}, task)
+MESSAGES = [TASKS[task].messages({"premise": "A man plays a guitar.", "hypothesis": "Someone makes music."})
             for task in ("nli", "nli_label")]
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from data_io import DataError
 from modeling import load_tokenizer
-from prompts import encode_prompt, example_messages
+from prompts import TASKS, encode_prompt
 from sft_formats import detect_format
 from tests.conftest import REPO_ROOT
 from train.sft_data import (
@@ -37,7 +37,7 @@ def write_jsonl(path, records):
 def test_loss_only_on_the_answer_and_its_eos(tokenizers):
     for arch, tok in tokenizers.items():
         ex = tokenize_example(tok, NLI, "nli", "nli", 2048, "drop", "x")
-        prompt = encode_prompt(tok, example_messages(NLI))
+        prompt = encode_prompt(tok, TASKS["nli"].messages(NLI))
         assert ex["input_ids"][:len(prompt)] == prompt, arch  # train/inference parity
         assert all(label == IGNORE_INDEX for label in ex["labels"][:len(prompt)])
         answer = trained_part(ex)
@@ -73,11 +73,10 @@ def test_collated_labels_contain_eos(tokenizers, collator_name):
 
 def test_formats_agree_on_the_prompt(tokenizers):
     tok = tokenizers["qwen2"]
-    from prompts import nli_completion, nli_user_message
-    user = nli_user_message(NLI["premise"], NLI["hypothesis"])
-    completion = nli_completion(NLI["thought_process"], 1)
+    user = TASKS["nli"].user_message(NLI)
+    completion = TASKS["nli"].answer(1, NLI["thought_process"])
     records = {
-        "nli": NLI,
+        "record": NLI,
         "prompt_completion": {"prompt": [{"role": "user", "content": user}],
                               "completion": [{"role": "assistant", "content": completion}]},
         "messages": {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": completion}]},
@@ -85,7 +84,7 @@ def test_formats_agree_on_the_prompt(tokenizers):
     }
     tokenized = {fmt: tokenize_example(tok, r, detect_format(r), "nli", 2048, "drop", fmt) for fmt, r in records.items()}
     assert {detect_format(r) for r in records.values()} == set(records)
-    first = tokenized["nli"]
+    first = tokenized["record"]
     for fmt, ex in tokenized.items():
         assert ex == first, fmt
 

@@ -4,7 +4,7 @@ import torch
 from tokenizers import Tokenizer
 
 from modeling import load_for_inference, load_tokenizer
-from prompts import encode_prompt, example_messages
+from prompts import TASKS, encode_prompt
 from scripts.make_tiny_model import make_tiny_model
 
 PROBE = 'Premise: a cat sat.\nHypothesis: {"thought_process": "step 1", "predicted_label": 1}'
@@ -18,7 +18,7 @@ def test_all_three_architectures_reload_offline_and_generate(tiny_models):
         # ids match the tokenizer trained and saved by make_tiny_model (the qwen2 pitfall)
         saved = Tokenizer.from_file(str(path / "tokenizer.json")).encode(PROBE, add_special_tokens=False).ids
         assert tokenizer(PROBE, add_special_tokens=False)["input_ids"] == saved, arch
-        ids = torch.tensor([encode_prompt(tokenizer, example_messages({"premise": "a", "hypothesis": "b"}))])
+        ids = torch.tensor([encode_prompt(tokenizer, TASKS["nli"].messages({"premise": "a", "hypothesis": "b"}))])
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
         assert out.shape[1] > ids.shape[1]
         assert sum(p.numel() for p in model.parameters()) < 2_000_000

@@ -23,7 +23,7 @@ RANGES = {
 CHOICES = {
     "torch_dtype": DTYPES, "bnb_4bit_compute_dtype": DTYPES, "bnb_4bit_quant_type": ["nf4", "fp4"],
     "mixed_precision": ["auto", "bf16", "no"], "attn_implementation": ["auto", "eager", "sdpa", "flash_attention_2", "kernels-community/flash-attn2"],
-    "data_format": ["auto", "prompt_completion", "prompt_response", "messages", "text", "nli", "confidence"],
+    "data_format": ["auto", "prompt_completion", "prompt_response", "messages", "text", "record", "nli", "confidence"],
     "overlong": ["drop", "trim_prompt"], "invalid_examples": ["error", "skip"], "lr_scheduler": LR_SCHEDULERS,
     "report_to": ["none", "tensorboard", "wandb"], "fsdp": ["none", "full_shard", "shard_grad_op"],
 }

@@ -27,7 +27,7 @@ class GenerationEvalCallback(TrainerCallback):
         model.eval()
         results = generate_answers(model, self.tokenizer, [item.prompt_ids for item in self.items],
                                    batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False,
-                                   stop_at_json=not get_task(self.task).get("free_text", False))
+                                   stop_at_json=not get_task(self.task).free_text)
         if was_training:
             model.train()
         records = [score_record(item, result, self.task) for item, result in zip(self.items, results)]

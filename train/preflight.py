@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_io import DataError, read_jsonl
+from data_io import DataError, read_records
 from model_shape import ShapeError, read_model_shape
 from sft_formats import detect_format
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
@@ -95,12 +95,12 @@ def check_data(path: str, config: dict, tokenizer, limit) -> tuple[LoadReport, s
 
 
 def estimate_lengths(path: str, config: dict, limit) -> LoadReport:
-    records = read_jsonl(path)[:limit or None]
+    records = read_records(path)[:limit or None]
     if not records:
         raise DataError(f"{path}: no examples")
     report = LoadReport(path=path, read=len(records), estimated=True)
     for record in records:
-        if (config["data_format"] if config["data_format"] != "auto" else detect_format(record)) is None:
+        if (config["data_format"] if config["data_format"] != "auto" else detect_format(record, config["task"])) is None:
             raise DataError(f"{path}: line {record['_line']}: unrecognised example (see sft_formats.py)")
         length = math.ceil(len(str({k: v for k, v in record.items() if k != "_line"})) / CHARS_PER_TOKEN)
         if length > config["max_seq_length"]:

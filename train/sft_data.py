@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from data_io import DataError, read_jsonl
+from data_io import DataError, read_records
+from prompts import get_task
 from sft_formats import detect_format, example_segments
 
 IGNORE_INDEX = -100
@@ -61,7 +62,7 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
                       overlong="drop", limit=None, invalid="error") -> tuple[list[dict], LoadReport]:
     """(examples, report). An invalid example is an error naming its file, line and field, or with
     invalid="skip" is skipped and counted."""
-    records = read_jsonl(path)
+    records = read_records(path)
     if limit:
         records = records[:limit]
     if not records:
@@ -70,10 +71,11 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
     examples = []
     for record in records:
         where = f"{path}: line {record['_line']}"
-        fmt = data_format if data_format != "auto" else detect_format(record)
+        fmt = data_format if data_format != "auto" else detect_format(record, task)
         if fmt is None:
             raise DataError(f"{where}: unrecognised example; expected fields prompt/completion, prompt/response, "
-                            "messages, text, or premise/hypothesis/thought_process")
+                            f"messages, text, or the {get_task(task).name} task's raw fields "
+                            f"({', '.join(get_task(task).input_fields) or 'none'} and a label)")
         report.format = report.format if report.format in ("", fmt) else "mixed"
         report.format = report.format or fmt
         try:

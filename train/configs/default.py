@@ -22,9 +22,11 @@ device = "auto"                          # auto = cuda if available, else cpu
 
 # --- data --------------------------------------------------------------------------------------
 task = "nli"                             # label task for prompts and generation eval (see prompts.py)
-train_data = "data/finetune/ablation2_train.jsonl"  # JSONL: prompt/completion, messages, text, or NLI records
+train_data = "data/finetune/ablation2_train.jsonl"  # JSONL (or CSV/JSON): prompt/completion, messages, text,
+                                         # or raw rows of the task
 eval_data = None                         # JSONL of the same kinds; None = no evaluation
-data_format = "auto"                     # auto, prompt_completion, messages, text, nli
+data_format = "auto"                     # auto, prompt_completion, prompt_response, messages, text, confidence,
+                                         # record (a raw row of the task: its input fields and label; nli = old name)
 max_seq_length = 512                     # longer examples are never cut inside the answer (see overlong)
 overlong = "drop"                        # "drop" the example or "trim_prompt" (cut the prompt's start)
 invalid_examples = "error"               # "error": stop at an invalid example (file, line, field); "skip": count it
