@@ -147,6 +147,10 @@ TASKS = {task.name: task for task in (
                       "normal": "not_hate", "not hate": "not_hate", "non-hate": "not_hate", "offensive": "not_hate"},
          input_fields=("text",), system_prompt=HATE_SPEECH_SYSTEM,
          user_message=lambda row: hate_speech_user_message(row["text"], row.get("persona"))),
+    # Yes/no questions as a plain classifier (the confidence data's BoolQ rows: question, correct_answer).
+    Task("boolq", labels=("yes", "no"), label_field="answer", input_fields=("question",),
+         true_label_field="correct_answer", label_names={True: "yes", False: "no", "true": "yes", "false": "no"},
+         user_message=lambda row: f"Question: {row['question']}?\n" 'Answer {"answer": "yes"} or {"answer": "no"}.'),
     # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
     Task("free_text", true_label_field=None),
 )}

@@ -219,3 +219,30 @@ def test_label_only_task_trains_the_short_answer(tokenizers):
     example = tokenize_example(tok, {"premise": "p", "hypothesis": "h", "label": "1"}, "nli", "nli_label", 512,
                                "drop", "x")
     assert tok.decode(trained_part(example), skip_special_tokens=True) == '{"predicted_label": 1}'
+
+
+def test_the_boolq_task_is_one_instance_its_rows_train_and_evaluate(tokenizers, tmp_path):
+    """The third classification task: the confidence data's yes/no questions (a JSON object of rows
+    whose gold label is a boolean), with nothing but its Task in prompts.py and train/configs/boolq.py."""
+    from eval_inputs import load_eval_items
+    from extraction import extract_label
+    from sft_formats import detect_format, example_segments
+    boolq = TASKS["boolq"]
+    rows = {"0": {"question": "is the sun a star", "correct_answer": True, "response": "No", "correct": False},
+            "1": {"question": "can fish fly", "correct_answer": False, "response": "Yes", "correct": False}}
+    path = tmp_path / "boolq.json"
+    path.write_text(json.dumps(rows))
+    assert boolq.messages(rows["0"]) == [{"role": "user", "content": 'Question: is the sun a star?\n'
+                                          'Answer {"answer": "yes"} or {"answer": "no"}.'}]
+    assert boolq.normalize_label(True) == "yes" and boolq.normalize_label("No.") == "no"
+    assert boolq.normalize_label(1) is None  # a boolean gold label is a label, a number is not
+    assert extract_label('{"answer": "no"}', boolq) == ("no", "json")
+    assert boolq.answer_schema()["properties"]["answer"]["enum"] == ["yes", "no"]
+    tok = tokenizers["qwen2"]
+    items, labelled = load_eval_items(path, tok, "boolq")
+    assert labelled and [item.true_label for item in items] == ["yes", "no"]
+    assert detect_format(rows["0"], "boolq") == "record" and detect_format(rows["0"], "nli") is None
+    segments = example_segments(tok, rows["1"], "record", "boolq", "row 1")
+    trained = [ids for ids, is_trained in segments if is_trained]
+    assert tok.decode(trained[0], skip_special_tokens=True) == '{"answer": "no"}'
+    assert segments[0][0] == encode_prompt(tok, boolq.messages(rows["1"]))

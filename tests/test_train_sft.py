@@ -306,3 +306,16 @@ def test_a_gguf_whose_architecture_transformers_cannot_load_exits_2_naming_it(tm
     garbage.write_bytes(b"not a gguf file at all")
     assert convert([str(garbage), "--cache-dir", str(tmp_path / "converted")]) == 2
     assert "garbage.gguf: not a readable GGUF file" in capsys.readouterr().err
+
+
+def test_the_boolq_config_trains_from_a_json_object_of_raw_rows(tiny_mistral, tmp_path):
+    from train.config_loader import load_config
+    config = load_config(["boolq.py"])  # the third task's config: its own task, data and CPU recipe
+    assert config["task"] == "boolq" and config["max_train_examples"] == 912
+    rows = {str(i): {"question": f"is {i} even", "correct_answer": i % 2 == 0} for i in range(16)}
+    data = tmp_path / "boolq.json"
+    data.write_text(json.dumps(rows))
+    code, out = run_train(tiny_mistral, tmp_path / "run", "--task", "boolq", "--max_steps", "2", train_data=data)
+    assert code == 0
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_samples"] == 16 and results["global_step"] == 2
