@@ -132,3 +132,34 @@ def test_keys_defaulting_to_none_keep_their_type(tmp_path):
     config.write_text("tokenizer_id = 3\n")
     with pytest.raises(ConfigError, match="'tokenizer_id' must be str or None, got int 3"):
         load_config([str(config)])
+
+
+def test_configs_derive_from_the_schema_at_most_one_level():
+    """A config builds on the schema's defaults, or on one config that builds on nothing, so editing one
+    recipe changes only the configs that name it."""
+    import ast
+    for path in CONFIG_DIR.glob("*.py"):
+        bases = [node.module for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("train.configs")]
+        assert len(bases) <= 1, path.name
+        for base in bases:
+            base_file = CONFIG_DIR / f"{base.rsplit('.', 1)[1]}.py"
+            assert "import" not in "".join(line.split("#")[0] for line in base_file.read_text().splitlines()), \
+                f"{path.name} builds on {base_file.name}, which builds on another"
+
+
+def test_every_key_is_declared_once_with_a_type_and_a_comment():
+    from train import config_schema
+    from train.config_loader import key_type, schema
+    lines = (REPO_ROOT / "train" / "config_schema.py").read_text().splitlines()
+    for key in schema():
+        line = next(i for i, text in enumerate(lines) if text.startswith(f"{key}: "))
+        assert lines[line - 1].startswith("# "), f"{key} has no comment above it"
+        base, _, optional, choices = key_type(key)
+        default = getattr(config_schema, key)
+        assert (default is None and optional) or isinstance(default, base), key
+        assert choices is None or default in choices, key
+    with pytest.raises(ConfigError, match=r"'eval_steps' must be >= 1, got 0"):
+        load_config(["--eval_steps", "0"])
+    with pytest.raises(ConfigError, match=r"'lora_layers' must be list or None, got str 'top'"):
+        load_config(["--lora_layers", "top"])

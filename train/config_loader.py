@@ -1,8 +1,9 @@
 """Plain-Python training configs with validated command-line overrides.
 
-`train/configs/default.py` declares every key (its value is the default, its type the schema).
-A config file sets only what differs; the command line overrides both. Precedence is always
-default.py < config file < command line, whatever the order of the arguments.
+`train/config_schema.py` declares every key once: its type, allowed values or range, and default.
+A config file sets only what differs (it may build on one other config, never on a chain); the
+command line overrides both. Precedence is always schema defaults < config file < command line,
+whatever the order of the arguments.
 
     python -m train.show_config ablation2.py --learning_rate=1 --use_wandb false   # resolved JSON
     python -m train.show_config --config train/configs/tiny_cpu.py --max_steps 5
@@ -13,20 +14,23 @@ environment is redacted from every dump (`redact_secrets`).
 """
 
 import ast
+import copy
 import difflib
+import functools
 import json
 import os
 import re
 import runpy
 import sys
+import types
 from pathlib import Path
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 from cli import bool_word
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.py"
 PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
 # Command-line habits of the original project: `--no_wandb` means `--use_wandb false`.
 FLAG_ALIASES = {"no_wandb": ("use_wandb", False),
@@ -51,8 +55,30 @@ def _run_config_file(path: Path) -> dict:
         raise ConfigError(f"config file {path} failed to load: {type(exc).__name__}: {exc}") from exc
 
 
+@functools.cache
+def schema() -> dict:
+    """key -> its annotation in train/config_schema.py (Annotated and Literal kept)."""
+    from train import config_schema
+    return get_type_hints(config_schema, include_extras=True)
+
+
 def load_defaults() -> dict:
-    return _run_config_file(DEFAULT_CONFIG)
+    from train import config_schema
+    return {key: copy.deepcopy(getattr(config_schema, key)) for key in schema()}
+
+
+def key_type(key: str) -> tuple[type, object, bool, tuple | None]:
+    """(base type, range constraint or None, whether None is allowed, allowed words or None) of a key."""
+    hint, optional = schema()[key], False
+    if get_origin(hint) in (Union, types.UnionType):
+        optional = type(None) in get_args(hint)
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    constraint = None
+    if get_origin(hint) is Annotated:
+        hint, constraint = get_args(hint)[0], get_args(hint)[1]
+    if get_origin(hint) is Literal:
+        return type(get_args(hint)[0]), constraint, optional, get_args(hint)
+    return hint, constraint, optional, None
 
 
 def resolve_config_path(name: str) -> Path:
@@ -73,41 +99,32 @@ def _unknown_key_error(key: str, known, where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' {where}{hint}")
 
 
-def _type_name(value) -> str:
-    return type(value).__name__
-
-
-def check_type(key: str, value, default, where: str):
-    """Return `value` coerced to the default's type, or raise ConfigError naming the key."""
-    if default is None:  # a key whose default is None accepts any plain value
+def check_type(key: str, value, where: str):
+    """`value` coerced to the key's declared type (an int where a float is declared becomes a float, a
+    tuple a list), or ConfigError naming the key."""
+    base, _, optional, _ = key_type(key)
+    if value is None and optional:
+        return None
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is list and isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, base) and not (isinstance(value, bool) and base is not bool):
         return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, (list, tuple)):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-    elif isinstance(value, type(default)):
-        return value
-    raise ConfigError(f"config key '{key}' {where} must be {_type_name(default)} "
-                      f"(like its default {default!r}), got {_type_name(value)} {value!r}")
+    expected = f"{base.__name__} or None" if optional else f"{base.__name__} (like its default {load_defaults()[key]!r})"
+    raise ConfigError(f"config key '{key}' must be {expected}, got {type(value).__name__} {value!r} ({where})")
 
 
-def parse_cli_value(raw: str, default, key: str = ""):
-    """A command-line string as a Python literal, else as a string; bools take true/false/yes/no/1/0."""
-    from train.config_rules import NONE_DEFAULT_TYPES
-    if default is None and NONE_DEFAULT_TYPES.get(key) is str and raw.lower() != "none":
-        return raw  # --wandb_run_name 2024 is a name, not a number
-    if isinstance(default, bool) and bool_word(raw) is not None:
+def parse_cli_value(raw: str, key: str):
+    """A command-line string as the key's type: a string key takes it as is (--output_dir 1e-4 and
+    --wandb_run_name 2024 stay strings), a bool key true/false/yes/no/1/0, others a Python literal."""
+    base, _, optional, _ = key_type(key)
+    if optional and raw.lower() == "none":
+        return None
+    if base is bool and bool_word(raw) is not None:
         return bool_word(raw)
-    if isinstance(default, str) and raw.lower() != "none":
-        return raw  # a string key never needs quoting: --output_dir 1e-4 stays "1e-4"
+    if base is str:
+        return raw
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -143,10 +160,10 @@ def split_args(argv: list[str]) -> tuple[str | None, list[tuple[str, str | None]
     return config_name, pairs
 
 
-def load_config(argv: list[str] | None = None, defaults: dict | None = None) -> dict:
+def load_config(argv: list[str] | None = None) -> dict:
     """Resolve defaults < config file < command line and validate every key and type."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    defaults = load_defaults() if defaults is None else defaults
+    defaults = load_defaults()
     config_name, overrides = split_args(argv)
     config = dict(defaults)
     if config_name:
@@ -154,31 +171,50 @@ def load_config(argv: list[str] | None = None, defaults: dict | None = None) -> 
         for key, value in _run_config_file(path).items():
             if key not in defaults:
                 raise _unknown_key_error(key, defaults, f"in {path}")
-            config[key] = check_type(key, value, defaults[key], f"in {path}")
+            config[key] = check_type(key, value, f"in {path}")
         config["config_file"] = str(path)
     for key, raw in overrides:
         if key in FLAG_ALIASES and raw is None:
             key, value = FLAG_ALIASES[key]
-        elif key.startswith("no_") and raw is None and isinstance(defaults.get(key[3:]), bool):
+        elif key.startswith("no_") and raw is None and key[3:] in defaults and key_type(key[3:])[0] is bool:
             key, value = key[3:], False
         elif key not in defaults:
             raise _unknown_key_error(key, list(defaults) + list(FLAG_ALIASES), "on the command line")
         elif raw is None:
-            if not isinstance(defaults[key], bool):
+            if key_type(key)[0] is not bool:
                 raise ConfigError(f"--{key} needs a value")
             value = True
         else:
-            value = parse_cli_value(raw, defaults[key], key)
-        config[key] = check_type(key, value, defaults[key], "on the command line")
+            value = parse_cli_value(raw, key)
+        config[key] = check_type(key, value, "on the command line")
     check_values(config)
     return config
 
 
+def declared_problem(key: str, value) -> str | None:
+    """Why `value` is outside the key's declared words or range, or None."""
+    from train.config_schema import Above, AtLeast, Between
+    _, constraint, _, choices = key_type(key)
+    if value is None:
+        return None
+    if choices and value not in choices:
+        return f"must be one of {', '.join(map(str, choices))}; got {value!r}"
+    bounds = {AtLeast: lambda c: (value >= c.low, f">= {c.low}"), Above: lambda c: (value > c.low, f"> {c.low}"),
+              Between: lambda c: (c.low <= value <= c.high, f">= {c.low} and <= {c.high}")}
+    if constraint is not None:
+        ok, wanted = bounds[type(constraint)](constraint)
+        if not ok:
+            return f"must be {wanted}, got {value!r}"
+    return None
+
+
 def check_values(config: dict) -> None:
-    """Ranges, allowed words and rules between keys (train/config_rules.py), before anything loads."""
+    """Declared words and ranges (train/config_schema.py), then the rules types can't say and the rules
+    between keys (train/config_rules.py), before anything loads."""
     from train.config_rules import cross_key_problems, value_problem
     for key, value in config.items():
-        problem = value_problem(key, value)
+        problem = declared_problem(key, value) if key in schema() else None
+        problem = problem or value_problem(key, value)
         if problem:
             raise ConfigError(f"config key '{key}' {problem}")
     problems = cross_key_problems(config)

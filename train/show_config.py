@@ -1,4 +1,4 @@
-"""Print a resolved training config (default.py < CONFIG < overrides) as JSON, validated like a run.
+"""Print a resolved training config (schema defaults < CONFIG < overrides) as JSON, validated like a run.
 
     python -m train.show_config ablation2.py --learning_rate=1e-4 --use_wandb false
     python -m train.show_config --config train/configs/tiny_cpu.py --max_steps 5
@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print("usage: python -m train.show_config [--config] CONFIG [--key value | --key=value ...]")
-        print("Prints the resolved config (default.py < CONFIG < overrides) as JSON.")
+        print("Prints the resolved config (schema defaults < CONFIG < overrides) as JSON.")
         return 0
     try:
         print(config_to_json(load_config(argv)))

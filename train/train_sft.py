@@ -414,7 +414,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print("usage: python -m train.train_sft [--config] CONFIG [--key value ...] "
-              "[--dry_run [--model_params_b N] [--gpu_memory_gb N]]   (keys: train/configs/default.py; "
+              "[--dry_run [--model_params_b N] [--gpu_memory_gb N]]   (keys: train/config_schema.py; "
               "--dry_run: train/preflight.py)")
         return 0
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,

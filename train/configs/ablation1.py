@@ -2,7 +2,6 @@
 #   python scripts/prepare_ft_data.py --ablation 1 --original-thoughts data/generated/thoughts.jsonl \
 #       --output-file data/finetune/ablation1_train.jsonl --holdout 0.05 --holdout-file data/finetune/ablation1_eval.jsonl
 #   ./run_training.sh --config ablation1.py
-from train.configs.default import *  # noqa: F401,F403
 
 train_data = "data/finetune/ablation1_train.jsonl"
 eval_data = "data/finetune/ablation1_eval.jsonl"

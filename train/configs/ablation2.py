@@ -1,7 +1,6 @@
 # Ablation 2: correct teacher thoughts + reflections that reach the true label (the best recipe).
 #   python scripts/prepare_ft_data.py --ablation 2 --output-file data/finetune/ablation2_train.jsonl
 #   ./run_training.sh --config ablation2.py
-from train.configs.default import *  # noqa: F401,F403
 
 train_data = "data/finetune/ablation2_train.jsonl"
 eval_data = "data/finetune/ablation2_eval.jsonl"

@@ -2,7 +2,6 @@
 #   python scripts/prepare_ft_data.py --ablation 3 --original-thoughts data/generated/thoughts.jsonl \
 #       --output-file data/finetune/ablation3_train.jsonl --holdout 0.05 --holdout-file data/finetune/ablation3_eval.jsonl
 #   ./run_training.sh --config ablation3.py
-from train.configs.default import *  # noqa: F401,F403
 
 train_data = "data/finetune/ablation3_train.jsonl"
 eval_data = "data/finetune/ablation3_eval.jsonl"

@@ -5,7 +5,6 @@
 #       --test_file data/boolq/mistral_boolq_incorrect.json --shard 4/5     (the last 227 rows: never trained on)
 # The rows are questions another model got wrong (no passage): a hard set, where always answering "yes"
 # scores 0.54. The prompt, labels, answer and scoring all come from the "boolq" Task in prompts.py.
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "models/SmolLM2-135M-Instruct.Q4_1.gguf"  # the demo's model (scripts/demo.py links the packaged file)
 task = "boolq"                             # {"answer": "yes" | "no"}; gold label: correct_answer (true / false)

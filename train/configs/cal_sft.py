@@ -2,7 +2,6 @@
 #   python scripts/split_dataset.py data/cal/CAL_inference.jsonl --output1 data/cal/DA/train.jsonl --output2 data/cal/DB/train.jsonl
 #   ./run_training.sh --config cal_sft.py --gpu 0
 #   python -m evaluate.sample_model --model_id models/qwen3-4b-cal --test_file data/cal/DB/train.jsonl --task free_text
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "Qwen/Qwen3-4B-Instruct-2507"
 task = "free_text"                     # {prompt, response} rows; scored by exact match and ROUGE-L

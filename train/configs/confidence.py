@@ -3,7 +3,6 @@
 #       --incorrect ../shared/data/confidence/mistral_boolq_incorrect.json --out-dir data/confidence
 #   ./run_training.sh --config confidence.py --gpu 0
 #   python -m evaluate.confidence --model_id models/qwen-confidence --eval_data data/confidence/val.jsonl
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "Qwen/Qwen2.5-7B-Instruct"
 train_data = "data/confidence/train.jsonl"   # {question, tagged_response, dataset}: loss on the token only

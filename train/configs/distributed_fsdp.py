@@ -5,7 +5,6 @@
 #   ./run_training.sh --config distributed_fsdp.py --gpus 0,1 --nnodes 2 --node_rank R --master_addr 10.1.2.3
 # 16 bytes a parameter (float32 master weights, gradients, AdamW) is ~64 GB for 4B: no workstation GPU holds it,
 # so every rank keeps 1/N of it. The output is an ordinary model (from_pretrained on one device).
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "Qwen/Qwen3-4B-Instruct-2507"
 task = "free_text"                     # {prompt, response} rows; scored by exact match and ROUGE-L

@@ -2,7 +2,6 @@
 #   python scripts/prepare_finetuning_data.py --unified_dir data/processed/unified --data_output_dir data/hate/prepared
 #   ./run_training.sh --config hate_speech.py --gpu 0
 #   python -m evaluate.sample_model --model_id models/hate-speech-classifier --test_file data/hate/prepared/validation.jsonl --task hate_speech
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "mistralai/Mistral-7B-Instruct-v0.3"
 task = "hate_speech"                   # label field 'classification', labels hate_speech / not_hate

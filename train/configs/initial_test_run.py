@@ -1,7 +1,6 @@
 # A quick end-to-end check of a GPU setup before a long run: 50 steps of the original recipe.
 #   ./run_training.sh --config initial_test_run.py --gpu 0
 #   python -m train.train_sft --config initial_test_run.py
-from train.configs.default import *  # noqa: F401,F403
 
 train_data = "data/finetune/ablation2_train.jsonl"
 eval_data = "data/finetune/ablation2_eval.jsonl"

@@ -18,7 +18,6 @@
 #   bound; 1e-3 x 200 on the top 20 layers: 0.657 accuracy / 0.640 macro-F1; 1e-3 x 250 on the top 15:
 #   0.630; 2e-3 x 180 (top 20): 0.608, too high. 250 steps at 2e-4 on all layers (0.69 reported in the
 #   issue) takes ~14 minutes of training here, more than the demo's whole budget.
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "models/SmolLM2-135M-Instruct.Q4_1.gguf"  # a link scripts/demo.py makes to the packaged file
 load_in_4bit = False                       # 135M parameters fit in float32; 4-bit on CPU is covered by tests

@@ -2,7 +2,6 @@
 #   python scripts/combine_datasets.py --input textbook=data/stats/qa.jsonl:question_answer \
 #       --input forum=data/stats/forum.jsonl --output data/stats/train.jsonl --holdout 0.1
 #   ./run_training.sh --config stats_qa_chat.py --gpu 0
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "meta-llama/Llama-3.2-3B-Instruct"
 task = "free_text"                     # free-text answers: exact match and ROUGE-L

@@ -3,7 +3,6 @@
 #   ./run_training.sh --local --config tiny_cpu.py
 #   python -m train.train_sft --config tiny_cpu.py --max_steps 20              (a quicker smoke run)
 # It learns the answer format and to stop, not NLI: the real-model demo is smollm2_cpu.py (make demo).
-from train.configs.default import *  # noqa: F401,F403
 
 model_id = "models/tiny-mistral"           # random weights, tokenizer trained on data/sample/
 load_in_4bit = False                       # float32 on CPU; 4-bit on CPU is covered by tests/test_4bit.py
