@@ -1,5 +1,5 @@
-"""Command-line helpers every script shares: one bool parser, and an argument parser that never echoes
-the value of an argument it doesn't know (`--api-key sk-...` must not end up in a terminal log).
+"""Command-line helpers every script shares: one bool parser, end-of-run tables, and an argument parser that
+never echoes the value of an argument it doesn't know (`--api-key sk-...` must not end up in a terminal log).
 
     from cli import ArgumentParser, at_least, parse_bool
 """
@@ -108,3 +108,16 @@ class ArgumentParser(argparse.ArgumentParser):
             flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
             self.error(f"unrecognized arguments: {' '.join(flags) or f'{len(unknown)} extra value(s)'}")
         return parsed
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain-text table (floats to 3 decimals) for end-of-run summaries and comparisons."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return "-" if value is None else str(value)
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from data_io import DataError, read_records
 from extraction import extract_label
 from prompts import encode_prompt, get_task
-from sft_formats import CHAT_FORMATS, detect_format, example_segments
+from sft_formats import CHAT_FORMATS, detect_format, example_segments, question_answer_messages
 
 
 @dataclass
@@ -26,7 +26,7 @@ class EvalItem:
 
 def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     """The tokens before the first trained segment, and the label its reference answer gives."""
-    segments = example_segments(tokenizer, record, detect_format(record), task, where)
+    segments = example_segments(tokenizer, record, detect_format(record, task), task, where)
     first_trained = next(i for i, (_, trained) in enumerate(segments) if trained)
     prompt = [t for ids, _ in segments[:first_trained] for t in ids]
     reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
@@ -37,9 +37,11 @@ def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
 
 def _sft_messages_and_label(record: dict, task: str, where: str):
     """The chat messages before the first answer of a chat-format SFT row, and its reference label."""
-    fmt = detect_format(record)
+    fmt = detect_format(record, task)
     if fmt == "messages":
         turns = record["messages"]
+    elif fmt == "question_answer":
+        turns = question_answer_messages(record, where)
     elif fmt in ("prompt_completion", "prompt_response") and isinstance(record["prompt"], list):
         turns = record["prompt"] + (record["completion"] if isinstance(record.get("completion"), list) else [])
     elif fmt in ("prompt_completion", "prompt_response"):
@@ -78,7 +80,7 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
             raise DataError(f"{where}: field 'id': duplicate id {item_id}")
         seen.add(item_id)
         has_inputs = bool(task.input_fields) and all(record.get(name) not in (None, "") for name in task.input_fields)
-        if not has_inputs and detect_format(record) in CHAT_FORMATS:
+        if not has_inputs and detect_format(record, task) in CHAT_FORMATS:
             if tokenizer is None:
                 messages, label = _sft_messages_and_label(record, task, where)
                 items.append(EvalItem(item_id, [], label, {}, messages=messages))
@@ -87,8 +89,8 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
                 items.append(EvalItem(item_id, prompt, label, {}))
             continue
         if not task.input_fields:
-            raise DataError(f"{where}: the {task.name} task reads prompt/completion, prompt/response, messages or "
-                            "text rows; this row is none of them")
+            raise DataError(f"{where}: the {task.name} task reads prompt/completion, prompt/response, messages, "
+                            "question/answer or text rows; this row is none of them")
         for name in task.input_fields:
             value = record.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):

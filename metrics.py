@@ -55,19 +55,6 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict:
     return {"exact_match": exact / n, "rouge_l": rouge / n}
 
 
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain-text table (floats to 3 decimals) for end-of-run summaries and comparisons."""
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        return "-" if value is None else str(value)
-    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: int = 1000, seed: int = 0,
                         level: float = 0.95) -> dict:
     """Percentile bootstrap intervals of accuracy and macro-F1: {"accuracy": [lo, hi], "f1_macro": [lo, hi]}.

@@ -6,6 +6,7 @@ prompt part of a chat-format row as the prompt to answer).
   A string prompt is used as-is (raw text, bos added once); a message list goes through the chat template.
 - `prompt_response`: {"prompt": str, "response": str} (CAL style): the prompt becomes one user turn.
 - `messages`: {"messages": [system?, user, assistant, ...]}: loss on assistant turns only.
+- `question_answer`: {"question": str, "answer": str | number}: the question becomes one user turn.
 - `text`: the legacy {"text": "<s>[INST] ... [/INST] {json} </s>"}: split at the last `[/INST]`.
 - `record`: a raw row of a label task: its input fields and label (NLI: {"premise", "hypothesis",
   "thought_process", "predicted_label" | "label"}); prompt and answer from its `prompts.Task`.
@@ -17,10 +18,10 @@ import re
 from data_io import DataError
 from prompts import confidence_user_message, encode_prompt, get_task
 
-FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "record", "confidence")
+FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "question_answer", "record", "confidence")
 # "nli" is the name `record` had while NLI was the only task with raw rows; configs may still say it
 FORMAT_ALIASES = {"nli": "record"}
-CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "text")  # rows that carry their own prompt
+CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "question_answer", "text")  # rows that carry their own prompt
 CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
 
 
@@ -39,6 +40,8 @@ def detect_format(record: dict, task="nli") -> str | None:
     fields = get_task(task).input_fields
     if fields and all(name in record for name in fields):
         return "record"
+    if "question" in record and "answer" in record:
+        return "question_answer"
     return None
 
 
@@ -124,6 +127,8 @@ def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> lis
         messages = [{"role": "user", "content": str(record["prompt"])},
                     {"role": "assistant", "content": record["response"]}]
         return _messages_segments(tokenizer, messages, where)
+    if fmt == "question_answer":
+        return _messages_segments(tokenizer, question_answer_messages(record, where), where)
     if fmt == "text":
         text = str(record["text"])
         cut = text.rfind("[/INST]") + len("[/INST]")
@@ -145,6 +150,12 @@ def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> lis
         messages = task.messages(record) + [{"role": "assistant", "content": _record_answer(record, task, where)}]
         return _messages_segments(tokenizer, messages, where)
     raise DataError(f"{where}: unknown data format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
+def question_answer_messages(record: dict, where: str) -> list[dict]:
+    if not isinstance(record.get("question"), str) or record.get("answer") in (None, ""):
+        raise DataError(f"{where}: fields 'question' (text) and 'answer' are required")
+    return [{"role": "user", "content": record["question"]}, {"role": "assistant", "content": str(record["answer"])}]
 
 
 def confidence_segments(tokenizer, record: dict, where: str) -> list[tuple[list[int], bool]]:

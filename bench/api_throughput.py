@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli import ArgumentParser
-from metrics import format_table
+from cli import ArgumentParser, format_table
 from scripts.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from cli import ArgumentParser
+from cli import ArgumentParser, format_table
 from evaluate.sample_model import main as sample_main
 from extraction import extract_label
-from metrics import format_table
 from modeling import load_for_inference
 from prompts import get_task, render_prompt
 

@@ -107,7 +107,7 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from metrics import format_table
+    from cli import format_table
     from scripts.make_tiny_model import make_tiny_model
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if args.real:

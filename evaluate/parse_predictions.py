@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
+from cli import ArgumentParser, format_table
 from data_io import DataError
 from extraction import count_json_objects
-from metrics import format_table
 from results import answer_label, summarize
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]

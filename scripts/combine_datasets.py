@@ -15,25 +15,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cli import ArgumentParser
+from cli import ArgumentParser, format_table
 from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl
-from metrics import format_table
+from sft_formats import detect_format, question_answer_messages
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
 
 
-def detect(record: dict) -> str | None:
-    if "messages" in record:
-        return "messages"
-    if "prompt" in record and ("response" in record or "completion" in record):
-        return "prompt_response"
-    if "question" in record and "answer" in record:
-        return "question_answer"
-    return None
-
-
 def to_messages(record: dict, fmt: str, where: str, system: str | None) -> list[dict]:
-    fmt = detect(record) if fmt == "auto" else fmt
+    fmt = detect_format(record, "free_text") if fmt == "auto" else fmt
+    fmt = "prompt_response" if fmt == "prompt_completion" else fmt  # both: a prompt string and its answer
     if fmt == "messages":
         messages = record.get("messages")
         if not isinstance(messages, list) or not messages or not all(
@@ -47,9 +38,7 @@ def to_messages(record: dict, fmt: str, where: str, system: str | None) -> list[
             raise DataError(f"{where}: fields 'prompt' and 'response' must be strings")
         messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": answer}]
     elif fmt == "question_answer":
-        if not isinstance(record.get("question"), str) or record.get("answer") is None:
-            raise DataError(f"{where}: fields 'question' and 'answer' are required")
-        messages = [{"role": "user", "content": record["question"]}, {"role": "assistant", "content": str(record["answer"])}]
+        messages = question_answer_messages(record, where)
     else:
         raise DataError(f"{where}: cannot tell the format (messages, prompt/response or question/answer)")
     if system and messages[0]["role"] != "system":

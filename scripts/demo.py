@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser
+from cli import ArgumentParser, format_table
 from data_io import atomic_write_json, atomic_write_text
-from metrics import bootstrap_intervals, format_table, majority_baseline
+from metrics import bootstrap_intervals, majority_baseline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

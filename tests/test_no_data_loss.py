@@ -174,7 +174,7 @@ def test_sample_model_refuses_bad_numbers_in_one_line(tiny_mistral, tmp_path, ca
 
 def test_free_text_rows_must_be_in_an_sft_format(tiny_mistral, tmp_path, capsys):
     data = tmp_path / "qa.jsonl"
-    data.write_text('{"question": "q", "answer": "a"}\n')
+    data.write_text('{"query": "q", "reply": "a"}\n')  # question/answer would be a format of its own
     assert sample_main(["--model_id", str(tiny_mistral), "--test_file", str(data), "--task", "free_text",
                         "--output_file", str(tmp_path / "o.json")]) == 2
     assert "row 1: the free_text task reads prompt/completion" in capsys.readouterr().err

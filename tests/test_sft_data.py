@@ -246,3 +246,18 @@ def test_the_boolq_task_is_one_instance_its_rows_train_and_evaluate(tokenizers, 
     trained = [ids for ids, is_trained in segments if is_trained]
     assert tok.decode(trained[0], skip_special_tokens=True) == '{"answer": "no"}'
     assert segments[0][0] == encode_prompt(tok, boolq.messages(rows["1"]))
+
+
+def test_one_format_detector_serves_training_evaluation_and_combine_datasets(tokenizers):
+    """question/answer rows (the statistics Q&A data) are an SFT format of their own, found by the same
+    detector combine_datasets.py uses; a number answer is its text."""
+    from scripts import combine_datasets
+    tok = tokenizers["llama"]
+    row = {"question": "What is the median of 1, 2, 9?", "answer": 2}
+    assert detect_format(row) == "question_answer" and detect_format(row, "boolq") == "record"
+    example = tokenize_example(tok, row, "question_answer", "free_text", 256, "drop", "row 1")
+    assert tok.decode(trained_part(example), skip_special_tokens=True) == "2"
+    assert combine_datasets.to_messages(row, "auto", "row 1", None)[-1] == {"role": "assistant", "content": "2"}
+    assert not hasattr(combine_datasets, "detect")
+    with pytest.raises(DataError, match="'question' \\(text\\) and 'answer' are required"):
+        tokenize_example(tok, {"question": "q", "answer": ""}, "question_answer", "free_text", 256, "drop", "row 2")

@@ -32,7 +32,8 @@ class Between:
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Attention = Literal["auto", "eager", "sdpa", "flash_attention_2", "kernels-community/flash-attn2"]
-DataFormat = Literal["auto", "prompt_completion", "prompt_response", "messages", "text", "record", "nli", "confidence"]
+DataFormat = Literal["auto", "prompt_completion", "prompt_response", "messages", "text", "question_answer", "record",
+                     "nli", "confidence"]
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                     "warmup_stable_decay"]
