@@ -106,7 +106,7 @@ class Task:
         return name, row.get(name)
 
 
-def nli_user_message(premise: str, hypothesis: str, template: str = None) -> str:
+def nli_user_message(premise: str, hypothesis: str, template: str | None = None) -> str:
     return (template or NLI_USER_TEMPLATE).format(premise=premise, hypothesis=hypothesis)
 
 
