@@ -1,34 +1,39 @@
-"""One client for any OpenAI-compatible chat-completions API, and the resumable job runner the
-data-generation scripts share.
+"""One client for any OpenAI-compatible chat-completions API: providers, keys, retries, answer checks.
 
 Providers (`--api`): mistral, openai, deepseek, local (vLLM, Ollama, llama.cpp servers); `--api-base`
 and `--model-name` override the defaults. Keys come from the environment or `.env` and are never
-printed, logged or written: every error message is redacted.
+printed, logged or written: every error message is redacted (`redact`: the key, every credential in the
+environment, and any 8-character fragment of one, as servers echo a truncated key), and a URL is saved
+without its user:password part or secret-looking query parameters (`safe_url`).
 
-Reliability: retries with exponential backoff and jitter on 429, 5xx, connection errors and timeouts,
-honouring Retry-After, a bounded number of attempts, an optional requests-per-minute limit; each answer
-validated and re-asked with the validation error a bounded number of times. `run_jobs` appends one JSONL
-line per finished example (fsynced, by the main thread), skips ids already in the output on a rerun (refusing
-an output generated from other input rows), and
-appends exhausted examples to a failures file, retried on the next run unless --skip-failed.
+One rule classifies failures (`ApiError.kind`): 429, 408, 409, 425, 5xx, timeouts, connection errors and
+malformed bodies are retried with exponential backoff and jitter, honouring Retry-After (clamped to
+[0, backoff_cap]), at most `max_attempts` times, then "exhausted"; 400, 413, 422 refuse this one prompt
+("refused"); any other status (401, 403, 404, ...) ends the run ("fatal"). `--timeout` bounds a whole
+request, and an answer over MAX_ANSWER_BYTES is refused. Setting `client.stop` (Ctrl-C, a fatal error
+elsewhere) makes every worker stop before its next wait or attempt (`Stopped`).
+The job runner that uses it: job_runner.py.
 """
 
+import argparse
+import json
+import math
 import os
 import random
-import sys
+import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
-from cli import above_zero, at_least, progress
-from data_io import DataError, append_jsonl, check_outputs, load_env_file, read_jsonl, repair_torn_tail
+from cli import above_zero, at_least
+from data_io import DataError, load_env_file
 from extraction import iter_json_objects
-from prompts import REASK_TEMPLATE
+from prompts import REASK_TEMPLATE, get_task
 
 PROVIDERS = {
     "mistral": {"base": "https://api.mistral.ai/v1", "key_env": "MISTRAL_API_KEY", "model": "open-mistral-7b"},
@@ -36,19 +41,89 @@ PROVIDERS = {
     "deepseek": {"base": "https://api.deepseek.com/v1", "key_env": "DEEPSEEK_API_KEY", "model": "deepseek-chat"},
     "local": {"base": "http://127.0.0.1:8000/v1", "key_env": "API_KEY", "model": "local-model"},
 }
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+KEY_VARIABLES = sorted({p["key_env"] for p in PROVIDERS.values()} | {"SERVE_API_KEY"})
+RETRYABLE_STATUS = {408, 409, 425, 429}  # and every 5xx
+REFUSED_STATUS = {400, 413, 422}  # this prompt only (too long for the context, invalid for this model)
+MAX_ANSWER_BYTES = 4 * 2**20  # a chat answer is kilobytes; a bigger body is refused, not stored
+MAX_TIMEOUT = 24 * 3600.0
+SECRET_VARIABLE = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.IGNORECASE)
+SECRET_PARAMETER = re.compile(r"key|token|secret|passw|sig|auth|credential", re.IGNORECASE)
+FRAGMENT = 8  # an echoed run of this many characters of a secret is redacted too
 
 
 class ApiError(RuntimeError):
-    """A request that failed for good (after retries, or a non-retryable status)."""
+    """A request that failed for good. `kind`: "refused" (this prompt: 400/413/422, an oversized answer),
+    "exhausted" (retries ran out) or "fatal" (401/403/404 and the like: every prompt would fail)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, kind: str = "fatal"):
         super().__init__(message)
-        self.status = status  # the HTTP status of a refused request; None after retries ran out
+        self.status, self.kind = status, kind
+
+
+class Stopped(Exception):
+    """The run is stopping (Ctrl-C, a fatal error, a failed save): no further attempt or wait."""
 
 
 class ValidationError(ValueError):
     """An answer that does not fit the task's schema; the message is sent back to the model."""
+
+
+def required_text(answer: dict, name: str) -> str:
+    """answer[name] as written, or ValidationError when it is not a non-empty string."""
+    value = answer.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"'{name}' must be a non-empty string")
+    return value
+
+
+def required_label(answer: dict, task="nli", name: str | None = None):
+    """The task's label in answer[name] (default: the task's label field), or ValidationError."""
+    task = get_task(task)
+    name = name or task.label_field
+    label = task.normalize_label(answer.get(name))
+    if label is None:
+        raise ValidationError(f"'{name}' must be {' or '.join(map(str, task.labels))}, got {answer.get(name)!r}")
+    return label
+
+
+def secret_values(extra=()) -> list[str]:
+    """The credentials to keep out of every message and file: the client's key and every credential-named
+    environment variable (longest first, so a key is replaced before any part of it)."""
+    values = {v for k, v in os.environ.items() if SECRET_VARIABLE.search(k) and len(v) >= FRAGMENT and os.sep not in v}
+    values |= {v for v in extra if v and len(v) >= 4}  # the key in use, even a short one
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, extra=()) -> str:
+    """`text` with every credential, and every echoed fragment of FRAGMENT or more characters of one, as ***."""
+    secrets = secret_values(extra)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    hidden = [False] * len(text)
+    for secret in secrets:
+        grams = {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+        for i in range(len(text) - FRAGMENT + 1):
+            if text[i:i + FRAGMENT] in grams:
+                hidden[i:i + FRAGMENT] = [True] * FRAGMENT
+    if not any(hidden):
+        return text
+    return re.sub(r"\x00+", "***", "".join("\x00" if h else ch for ch, h in zip(text, hidden)))
+
+
+def safe_url(url: str) -> str:
+    """The URL to save or print: no user:password@, no secret-looking query parameter, no credential."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not SECRET_PARAMETER.search(k)]
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), "")))
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse type: seconds above 0 and at most a day (1e999 is not a timeout)."""
+    value = above_zero(text)
+    if not value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:.0f} seconds, got {text}")
+    return value
 
 
 def add_api_arguments(parser, default_api="mistral") -> None:
@@ -60,7 +135,7 @@ def add_api_arguments(parser, default_api="mistral") -> None:
     parser.add_argument("--requests-per-minute", type=above_zero, default=None, help="stay under a quota")
     parser.add_argument("--max-attempts", type=at_least(1), default=6, help="HTTP attempts per request (429/5xx/timeouts)")
     parser.add_argument("--max-retries", type=at_least(0), default=2, help="re-asks after an invalid answer")
-    parser.add_argument("--timeout", type=above_zero, default=60.0, help="seconds per HTTP request")
+    parser.add_argument("--timeout", type=timeout_seconds, default=60.0, help="seconds per HTTP request (all of it)")
     parser.add_argument("--skip-failed", action="store_true", help="do not retry ids in the failures file")
     parser.add_argument("--price-in", type=float, default=None, help="price per million prompt tokens")
     parser.add_argument("--price-out", type=float, default=None, help="price per million completion tokens")
@@ -68,19 +143,105 @@ def add_api_arguments(parser, default_api="mistral") -> None:
 
 
 def client_from_args(args) -> "ChatClient":
-    """A client for --api/--api-base/--model-name; a missing key fails here, before any work."""
+    """A client for --api/--api-base/--model-name; a missing key or a bad setting is a DataError here,
+    before any work."""
     load_env_file()
     provider = PROVIDERS[args.api]
     key = os.environ.get(provider["key_env"], "")
     if args.api == "local":  # the server scripts/serve.py runs checks SERVE_API_KEY
         key = key or os.environ.get("SERVE_API_KEY", "")
     if not key and args.api != "local":
-        raise ApiError(f"no API key: set {provider['key_env']} in the environment or in .env "
-                       f"(--api {args.api})")
+        raise DataError(f"no API key: set {provider['key_env']} in the environment or in .env "
+                        f"(--api {args.api})")
+    base = urlsplit(args.api_base or provider["base"])
+    if base.scheme not in ("http", "https") or not base.hostname:
+        raise DataError(f"--api-base {safe_url(args.api_base)}: expected a URL such as http://127.0.0.1:8000/v1")
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        raise DataError(f"--timeout must be above 0 and at most {MAX_TIMEOUT:.0f} seconds, got {args.timeout}")
     return ChatClient(base_url=args.api_base or provider["base"], api_key=key or "EMPTY",
                       model=args.model_name or provider["model"], timeout=args.timeout,
                       max_attempts=args.max_attempts, requests_per_minute=args.requests_per_minute,
                       json_mode=not args.no_json_mode, pool_size=max(args.workers, 1))
+
+
+def _read_within(raw, deadline: float) -> bytes:
+    """The decoded body of a streamed urllib3 response, each socket read bounded by what is left until
+    `deadline` (requests' own timeout bounds each read, so a dripping server could hold a worker for ever)."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks, size = [], 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise requests.Timeout("the whole request took longer than --timeout")
+        if sock is not None:
+            sock.settimeout(remaining)
+        try:
+            chunk = raw.read1(65536, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise requests.Timeout("the whole request took longer than --timeout") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(type(exc).__name__) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ApiError(f"answer over {MAX_ANSWER_BYTES} bytes refused", kind="refused")
+        chunks.append(chunk)
+
+
+class MalformedBody(ValueError):
+    """A 200 whose body is not a chat completion this client can read (retried like a 5xx)."""
+
+
+def message_text(content) -> str:
+    """The answer text of `message.content`: a string, None, or a list of text parts (joined)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = [part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+                 for part in content]
+        if all(isinstance(text, str) for text in texts):
+            return "".join(texts)
+        raise MalformedBody("message content holds parts other than text")
+    raise MalformedBody(f"message content is a {type(content).__name__}")
+
+
+def checked_usage(usage) -> dict:
+    """Token counts as non-negative ints (absent ones 0); any other shape is a malformed body."""
+    if usage is None:
+        return {}
+    if not isinstance(usage, dict):
+        raise MalformedBody(f"usage is a {type(usage).__name__}")
+    checked = {}
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise MalformedBody(f"usage.{name} is {value!r}")
+        checked[name] = int(value)
+    return checked
+
+
+def checked_completion(data) -> dict:
+    """The response with choices[0].message.content as text and usage as ints, or MalformedBody."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise MalformedBody("no choices[0].message") from None
+    if not isinstance(choice, dict) or not isinstance(message, dict):
+        raise MalformedBody("choices[0].message is not an object")
+    fingerprint = data.get("system_fingerprint")
+    return {**data, "choices": [{**choice, "message": {**message, "content": message_text(message.get("content"))}}],
+            "usage": checked_usage(data.get("usage")),
+            "system_fingerprint": fingerprint if isinstance(fingerprint, str) else ""}
+
+
+def chat_url(base_url: str) -> str:
+    """`<base>/chat/completions`, keeping a query string where it belongs (after the path)."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
 
 
 @dataclass
@@ -97,6 +258,7 @@ class ChatClient:
     backoff_cap: float = 60.0
     temperature: float = 0.0
     extra_body: dict = field(default_factory=dict)  # more request fields, e.g. max_tokens
+    stop: threading.Event = field(default_factory=threading.Event)  # set: no further attempt or wait
     _session: requests.Session = field(init=False, repr=False)
     _rate_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _next_slot: float = field(default=0.0, init=False, repr=False)
@@ -108,7 +270,12 @@ class ChatClient:
         self._session.mount("https://", adapter)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key and self.api_key != "EMPTY" else text
+        return redact(text, [self.api_key] if self.api_key != "EMPTY" else [])
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, unless the run is stopping (then at once Stopped)."""
+        if self.stop.wait(max(0.0, seconds)) or self.stop.is_set():
+            raise Stopped()
 
     def _wait_for_rate_slot(self) -> None:
         if not self.requests_per_minute:
@@ -118,24 +285,44 @@ class ChatClient:
             now = time.monotonic()
             slot = max(now, self._next_slot)
             self._next_slot = slot + interval
-        time.sleep(max(0.0, slot - now))
+        self._pause(slot - now)
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.backoff_cap)
-            except ValueError:
-                pass
+        """The wait before the next attempt: Retry-After in seconds when it is a finite number (clamped to
+        [0, backoff_cap]; an HTTP date or NaN is ignored), else exponential with jitter."""
+        try:
+            seconds = float(retry_after) if retry_after else math.nan
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds):
+            return min(max(seconds, 0.0), self.backoff_cap)
         delay = min(self.backoff_base * 2 ** attempt, self.backoff_cap)
         return delay * (0.5 + random.random() / 2)  # jitter: spread retries of many workers
 
     def chat(self, messages: list[dict]) -> tuple[str, dict]:
         """(answer text, usage) for one chat request, retrying what is worth retrying."""
         data = self.completion(messages)
-        return data["choices"][0]["message"]["content"] or "", data.get("usage") or {}
+        return data["choices"][0]["message"]["content"], data["usage"]
+
+    def _post(self, body: dict, headers: dict) -> tuple[int, bytes, dict]:
+        """(status, body, headers) of one POST, all of it within `timeout` (a server that drips its answer is
+        cut at the deadline); a body over MAX_ANSWER_BYTES is refused."""
+        deadline = time.monotonic() + self.timeout
+        response = self._session.post(chat_url(self.base_url), json=body, headers=headers, stream=True,
+                                      timeout=self.timeout)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+                raise ApiError(f"answer of {int(declared)} bytes refused (over {MAX_ANSWER_BYTES})", kind="refused")
+            body = _read_within(response.raw, deadline)
+        except BaseException:
+            response.close()  # a half-read connection is not reused
+            raise
+        response.raw.release_conn()  # read to the end: the connection goes back to the pool (keep-alive)
+        return response.status_code, body, response.headers
 
     def completion(self, messages: list[dict]) -> dict:
-        """The whole chat-completions response (with at least one choice holding a message)."""
+        """The whole chat-completions response, checked (`checked_completion`): content is text, usage ints."""
         body = {"model": self.model, "messages": messages, "temperature": self.temperature, **self.extra_body}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
@@ -143,30 +330,31 @@ class ChatClient:
         last_error = ""
         for attempt in range(self.max_attempts):
             self._wait_for_rate_slot()
+            if self.stop.is_set():
+                raise Stopped()
             retry_after = None
             try:
-                response = self._session.post(f"{self.base_url.rstrip('/')}/chat/completions", json=body,
-                                              headers=headers, timeout=self.timeout)
+                status, raw, response_headers = self._post(body, headers)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error = f"{type(exc).__name__}"
+            except requests.RequestException as exc:  # e.g. a body cut off mid-way
+                last_error = f"{type(exc).__name__}"
             else:
-                if response.status_code == 200:
+                if status == 200:
                     try:
-                        data = response.json()
-                        if isinstance(data["choices"][0]["message"], dict):
-                            return data
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        pass
-                    last_error = "malformed response body"
-                elif response.status_code in RETRYABLE_STATUS:
-                    last_error = f"HTTP {response.status_code}"
-                    retry_after = response.headers.get("Retry-After")
+                        return checked_completion(json.loads(raw))
+                    except (ValueError, MalformedBody) as exc:
+                        last_error = f"malformed response body: {str(exc)[:200]}"
+                elif status in RETRYABLE_STATUS or 500 <= status < 600:
+                    last_error = f"HTTP {status}"
+                    retry_after = response_headers.get("Retry-After")
                 else:
-                    raise ApiError(f"HTTP {response.status_code}: {self._redact(response.text[:300])}",
-                                   status=response.status_code)
+                    kind = "refused" if status in REFUSED_STATUS else "fatal"
+                    message = " ".join(raw[:300].decode("utf-8", "replace").split())  # one line
+                    raise ApiError(f"HTTP {status}: {self._redact(message)}", status=status, kind=kind)
             if attempt + 1 < self.max_attempts:
-                time.sleep(self._backoff(attempt, retry_after))
-        raise ApiError(f"gave up after {self.max_attempts} attempts: {self._redact(last_error)}")
+                self._pause(self._backoff(attempt, retry_after))
+        raise ApiError(f"gave up after {self.max_attempts} attempts: {self._redact(last_error)}", kind="exhausted")
 
 
 def parse_json_answer(content: str) -> dict:
@@ -182,8 +370,8 @@ def ask_validated(client: ChatClient, messages: list[dict], validate, max_retrie
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "reprompts": 0}
     for attempt in range(max_retries + 1):
         content, used = client.chat(messages)
-        usage["prompt_tokens"] += int(used.get("prompt_tokens") or 0)
-        usage["completion_tokens"] += int(used.get("completion_tokens") or 0)
+        usage["prompt_tokens"] += used.get("prompt_tokens", 0)
+        usage["completion_tokens"] += used.get("completion_tokens", 0)
         try:
             return validate(parse_json_answer(content)), usage
         except ValidationError as exc:
@@ -193,142 +381,3 @@ def ask_validated(client: ChatClient, messages: list[dict], validate, max_retrie
             messages += [{"role": "assistant", "content": content},
                          {"role": "user", "content": REASK_TEMPLATE.format(error=exc)}]
     raise AssertionError("unreachable")
-
-
-@dataclass
-class RunSummary:
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    correct: int = 0
-    judged: int = 0
-
-    def line(self, price_in=None, price_out=None) -> str:
-        text = f"{self.done} done, {self.failed} failed, {self.skipped} skipped (already done)"
-        if self.judged:
-            text += f"; teacher accuracy {self.correct / self.judged:.3f} on {self.judged}"
-        text += f"; tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
-        if price_in is not None and price_out is not None:
-            cost = self.prompt_tokens / 1e6 * price_in + self.completion_tokens / 1e6 * price_out
-            text += f"; cost {cost:.4f}"
-        return text
-
-
-def failures_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".failures.jsonl")
-
-
-class JobsInterrupted(KeyboardInterrupt):
-    """Ctrl-C during run_jobs: no new request was sent after it; what finished is saved."""
-
-    def __init__(self, summary: "RunSummary"):
-        super().__init__()
-        self.summary = summary
-
-
-def check_job_files(items: list[dict], source, output: Path, identity_fields) -> set[str]:
-    """The ids already done in `output`, after refusing what would lose or mix up data: an output that
-    is the input, duplicate ids in the input, and an output whose records were generated from other
-    input rows (same id, different premise or hypothesis)."""
-    check_outputs({"input": source}, {"output": output, "failures file": failures_path(output)})
-    by_id = {}
-    for item in items:
-        key = str(item["id"])
-        if key in by_id:
-            raise DataError(f"{source}: {item.get('_where', 'a row')}: field 'id': duplicate id {key}")
-        by_id[key] = item
-    if not items:
-        raise DataError(f"{source}: no rows to process")
-    if not output.exists():
-        return set()
-    repair_torn_tail(output)
-    done = set()
-    for record in read_jsonl(output, tolerate_torn_tail=True):
-        key = str(record.get("id"))
-        item = by_id.get(key)
-        changed = [f for f in identity_fields if item is not None and f in record and record[f] != item.get(f)]
-        if changed:
-            raise DataError(f"{output}: line {record['_line']}: id {key} was generated from another input "
-                            f"('{changed[0]}' differs from {source}); choose another output file, or move "
-                            "this one away to start over")
-        done.add(key)
-    return done
-
-
-def run_jobs(items: list[dict], work, output: Path, *, source, workers: int, skip_failed: bool = False,
-             desc: str = "requests", identity_fields=("premise", "hypothesis")) -> RunSummary:
-    """Run `work(item) -> (record, usage)` for every item whose id is not yet in `output`.
-    Records are appended as they finish; failures go to `<output>.failures.jsonl` with the reason.
-    Ctrl-C sends no further request, saves the answers of the requests in flight, and raises
-    JobsInterrupted."""
-    output = Path(output)
-    done_ids = check_job_files(items, source, output, identity_fields)
-    failures = failures_path(output)
-    failed_ids = set()
-    if skip_failed and failures.exists():
-        failed_ids = {str(r["id"]) for r in read_jsonl(failures, tolerate_torn_tail=True)}
-    todo = [item for item in items if str(item["id"]) not in done_ids | failed_ids]
-    summary = RunSummary(skipped=len(items) - len(todo))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    repair_torn_tail(failures)
-    pool = ThreadPoolExecutor(max_workers=max(workers, 1))
-    with open(output, "a", encoding="utf-8") as out, progress(total=len(todo), desc=desc, unit="ex") as bar:
-        futures = {pool.submit(work, item): item for item in todo}
-        saved = set()
-        try:
-            for future in as_completed(futures):
-                _save_result(future, futures[future], out, failures, summary)
-                saved.add(future)
-                bar.update(1)
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()  # queued requests are never sent
-            running = [f for f in futures if f not in saved and not f.cancelled()]
-            print(f"\ninterrupted: no new requests; saving the {len(running)} in flight "
-                  "(Ctrl-C again to drop them)", file=sys.stderr)
-            try:
-                for future in as_completed(running):
-                    _save_result(future, futures[future], out, failures, summary)
-            except KeyboardInterrupt:
-                pass
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise JobsInterrupted(summary) from None
-    pool.shutdown()
-    return summary
-
-
-def _save_result(future, item: dict, out, failures: Path, summary: RunSummary) -> None:
-    if future.cancelled():
-        return
-    try:
-        record, usage = future.result()
-    except (ApiError, ValidationError) as exc:
-        with open(failures, "a", encoding="utf-8") as fail:  # opened only when something failed
-            append_jsonl(fail, {"id": item["id"], "reason": str(exc), "time": time.strftime("%FT%T")})
-        summary.failed += 1
-        return
-    append_jsonl(out, record)
-    summary.done += 1
-    summary.prompt_tokens += usage.get("prompt_tokens", 0)
-    summary.completion_tokens += usage.get("completion_tokens", 0)
-    if record.get("correct") is not None:
-        summary.judged += 1
-        summary.correct += bool(record["correct"])
-
-
-def run_job_script(name: str, run) -> int:
-    """Exit status of a data-generation script: 2 for bad input, 130 after Ctrl-C (with a summary line)."""
-    try:
-        return run()
-    except (ApiError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # disk full or the output made read-only: what was appended so far is kept
-        print(f"error: cannot write: {exc}", file=sys.stderr)
-        return 1
-    except JobsInterrupted as exc:
-        print(f"{name}: interrupted by Ctrl-C: {exc.summary.line()}; rerun the same command to continue",
-              file=sys.stderr)
-        return 130

@@ -1,69 +1,73 @@
 """`--backend openai` for sample_model.py: any OpenAI-compatible chat-completions endpoint (the model
 `./run_serve.sh` serves, a teacher such as GPT-4o or Mistral's API, a local Ollama), through the
-project's one API client (llm_api.py: retries, Retry-After, rate limit), scored like the local backends.
+project's one API client (llm_api.py: retries, Retry-After, rate limit) and its one job runner
+(job_runner.run_pool: the same stop, cancel and save rules as data generation), scored like the local backends.
 
     python -m evaluate.sample_model --backend openai --api local --api_base http://127.0.0.1:8000/v1 \
         --model_name my-adapter --test_file data/sample/dev_300.csv
     python -m evaluate.sample_model --backend openai --api openai --model_name gpt-4o --test_file ...
 
 Each prompt is sent as chat messages at temperature 0 (the server applies its chat template; the
-model served by run_serve.sh has the one training used). With `stop_at_json` an answer is cut where
-its first JSON object closes, as the local decoders stop there. Each finished answer is handed back
-at once, so a killed run resumes without asking anything twice.
+model served by run_serve.sh has the one training used). With `stop_at_json` an answer is cut right after
+its first complete answer object (valid JSON holding a valid label), as the local decoders stop there;
+prose before it, braces and all, is kept. Each finished answer is handed back at once, so a killed run
+asks again only the prompts that were in flight. A prompt the endpoint refuses (400, 413, 422) or that
+outlasts its retries becomes an error record, asked again on a rerun.
 """
 
-from concurrent.futures import ThreadPoolExecutor, as_completed
-
-from cli import progress
-from extraction import json_close_index
+from extraction import iter_json_spans
+from job_runner import run_pool
 from llm_api import ApiError, ChatClient
-
-# statuses that refuse this one prompt (too long, invalid for this model) rather than the whole run: it is
-# recorded as an error (no answer, a parse failure) and the run goes on
-REFUSED_PROMPT = (400, 413, 422)
+from prompts import get_task
 
 
-def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool) -> dict:
-    """The record fields the local backends give, from one chat-completions choice."""
-    text = (choice.get("message") or {}).get("content") or ""
+def answer_end(text: str, task) -> int | None:
+    """Index just past the first complete JSON object that holds a valid label, or None."""
+    task = get_task(task)
+    for _, end, obj in iter_json_spans(text):
+        if task.label_field in obj and task.normalize_label(obj[task.label_field]) is not None:
+            return end + 1
+    return None
+
+
+def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool, task="nli") -> dict:
+    """The record fields the local backends give, from one checked chat-completions choice."""
+    text = choice["message"]["content"]
     reason = "eos" if choice.get("finish_reason") == "stop" else "length"
-    tokens = int(usage.get("completion_tokens") or 0)
+    tokens = usage.get("completion_tokens", 0)
     if reason == "eos" and str(fingerprint).startswith("vllm"):
-        tokens -= 1  # vLLM counts the eos it stopped on; the local backends don't
+        tokens = max(tokens - 1, 0)  # vLLM counts the eos it stopped on; the local backends don't
     if stop_at_json:
-        close = json_close_index(text)
-        if close is not None:  # a fine-tuned model stops right there; an API that writes on is
-            text, reason = text[:close], "json"  # counted for every token it generated
+        end = answer_end(text, task)
+        if end is not None:  # a fine-tuned model stops right there; an API that writes on is
+            text, reason = text[:end], "json"  # counted for every token it generated
     return {"text": text, "stop_reason": reason, "generated_tokens": tokens}
 
 
+def error_result(exc: ApiError) -> dict:
+    """A prompt the endpoint refused or that outlasted its retries: no answer (a parse failure), the
+    message kept; sample_model asks it again on a rerun."""
+    return {"text": "", "stop_reason": "error", "generated_tokens": 0, "error": str(exc)}
+
+
 class ApiGenerator:
-    def __init__(self, client: ChatClient, *, workers: int, max_new_tokens: int, stop_at_json: bool, progress: bool):
+    def __init__(self, client: ChatClient, *, workers: int, max_new_tokens: int, stop_at_json: bool, progress: bool,
+                 task="nli"):
         self.client, self.workers, self.stop_at_json, self.progress = client, workers, stop_at_json, progress
+        self.task = task
         self.client.extra_body = {"max_tokens": max_new_tokens}
         self.client.json_mode = False  # the model's own answer, as the local backends see it
 
     def _ask(self, messages: list[dict]) -> dict:
-        try:
-            data = self.client.completion(messages)
-        except ApiError as exc:
-            if exc.status not in REFUSED_PROMPT:
-                raise  # the endpoint or the key is wrong, or it is down: every prompt would fail the same way
-            return {"text": "", "stop_reason": "error", "generated_tokens": 0, "error": str(exc)}
-        return answer_result(data["choices"][0], data.get("usage") or {}, data.get("system_fingerprint") or "",
-                             self.stop_at_json)
+        data = self.client.completion(messages)
+        return answer_result(data["choices"][0], data["usage"], data["system_fingerprint"], self.stop_at_json,
+                             self.task)
 
     def generate(self, prompts: list[list[dict]], on_batch) -> None:
-        """Ask every prompt (chat messages), `workers` at a time; `on_batch([(index, result)])` for each
-        answer as it arrives. A prompt the endpoint refuses (REFUSED_PROMPT) is recorded as an error; any
-        other failure that outlasts the retries ends the run, with every answer so far saved."""
-        pool = ThreadPoolExecutor(max_workers=self.workers)
-        futures = {pool.submit(self._ask, messages): index for index, messages in enumerate(prompts)}
-        try:
-            for future in progress(as_completed(futures), total=len(futures), desc="requests", unit="ex",
-                                   disable=not self.progress):
-                on_batch([(futures[future], future.result())])
-        except (KeyboardInterrupt, ApiError):
-            pool.shutdown(wait=False, cancel_futures=True)  # nothing more is sent
-            raise
-        pool.shutdown()
+        """Ask every prompt (chat messages) through `run_pool`; `on_batch([(index, result)])` for each
+        answer or error record as it arrives. The endpoint failing the first prompts, a fatal status
+        (401, 403, 404), Ctrl-C or a failed save end the run with what arrived saved."""
+        run_pool(list(range(len(prompts))), lambda index: self._ask(prompts[index]),
+                 lambda index, result: on_batch([(index, result)]),
+                 lambda index, exc: on_batch([(index, error_result(exc))]),
+                 workers=self.workers, stop=self.client.stop, desc="requests", show_progress=self.progress)

@@ -9,7 +9,11 @@ with the label read from the hypothesis (`[label:0]` markers win, else a stable 
 user message inject failures, counted per message: `[mode:429once]` (429 with Retry-After),
 `[mode:500twice]`, `[mode:slowonce]` (sleeps past a client timeout), `[mode:badjson]` (malformed once), `[mode:echo401]` (401 echoing the key),
 `[mode:badlabel]` (label 7 once), `[mode:alwaysbad]`, `[mode:always500]`, `[mode:toolong]` (400, as for a
-prompt over the context length).
+prompt over the context length). Answer shapes: `[mode:parts]` (content as a list of text parts),
+`[mode:dictcontent]`, `[mode:intcontent]`, `[mode:usagelist]`, `[mode:usagestr]` (malformed, every time),
+`[mode:prose]` (braces in prose before the answer object), `[mode:huge]` (an answer of `huge_bytes`),
+`[mode:drip]` (the body sent in pieces over `slow_seconds`), `[mode:echopartial]` (401 echoing a truncated
+key). `force_mode` applies a mode to every request (an endpoint that refuses everything: "toolong").
 """
 
 import argparse
@@ -24,8 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeChatServer:
-    def __init__(self, port: int = 0, latency: float = 0.0, slow_seconds: float = 3.0, retry_after: str = "1"):
+    def __init__(self, port: int = 0, latency: float = 0.0, slow_seconds: float = 3.0, retry_after: str = "1",
+                 huge_bytes: int = 20 * 2**20):
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
+        self.huge_bytes, self.force_mode = huge_bytes, None
         self.attempts: Counter = Counter()
         self.auth_headers: list[str] = []
         self.requests = 0
@@ -48,6 +54,7 @@ class FakeChatServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 status, payload, headers = server.respond(body, self.headers.get("Authorization", ""))
                 data = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
+                drip = headers.pop("X-Drip-Seconds", None)
                 try:
                     self.send_response(status)
                     for key, value in headers.items():
@@ -55,7 +62,15 @@ class FakeChatServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if drip is None:
+                        self.wfile.write(data)
+                    else:  # a server that keeps the connection busy: one piece every 0.1 s
+                        pieces = max(1, int(float(drip) / 0.1))
+                        size = -(-len(data) // pieces)
+                        for start in range(0, len(data), size):
+                            self.wfile.write(data[start:start + size])
+                            self.wfile.flush()
+                            time.sleep(0.1)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
@@ -107,9 +122,12 @@ class FakeChatServer:
             attempt = self.attempts[user]
         if self.latency:
             time.sleep(self.latency)
-        mode = (re.search(r"\[mode:(\w+)\]", user) or [None, "ok"])[1]
+        mode = self.force_mode or (re.search(r"\[mode:(\w+)\]", user) or [None, "ok"])[1]
         if mode == "echo401":  # a careless server that echoes the credential in its error
             return 401, {"error": f"invalid credential {auth}"}, {}
+        if mode == "echopartial":  # as OpenAI does: the key's head and tail
+            key = auth.removeprefix("Bearer ")
+            return 401, {"error": f"Incorrect API key provided: {key[:12]}****{key[-4:]}"}, {}
         if mode == "toolong":
             return 400, {"error": {"message": "This model's maximum context length is 8192 tokens"}}, {}
         if mode == "429once" and attempt == 1:
@@ -118,6 +136,9 @@ class FakeChatServer:
             return 500, {"error": "server error"}, {}
         if mode == "slowonce" and attempt == 1:
             time.sleep(self.slow_seconds)
+        shaped = self._shaped(mode, system, user)
+        if shaped is not None:
+            return shaped
         bad = None
         if (mode == "badjson" and attempt == 1) or mode == "alwaysbad":
             content = "Sure! Here is my answer: the hypothesis follows"
@@ -125,9 +146,32 @@ class FakeChatServer:
             bad = "label" if mode == "badlabel" and attempt == 1 else None
             content = json.dumps(self._answer(system, user, bad))
         usage = {"prompt_tokens": len((system + user).split()), "completion_tokens": len(content.split())}
-        return 200, {"id": f"cmpl-{attempt}", "object": "chat.completion", "model": body.get("model"),
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                  "finish_reason": "stop"}], "usage": usage}, {}
+        return 200, self._completion(body.get("model"), content, usage), {}
+
+    @staticmethod
+    def _completion(model, content, usage, fingerprint=None) -> dict:
+        return {"id": "cmpl-fake", "object": "chat.completion", "model": model, "system_fingerprint": fingerprint,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "stop"}], "usage": usage}
+
+    def _shaped(self, mode: str, system: str, user: str):
+        """The answers of the shape modes (None for the other modes)."""
+        if mode not in ("parts", "dictcontent", "intcontent", "usagelist", "usagestr", "prose", "huge", "drip"):
+            return None
+        answer = json.dumps(self._answer(system, user, None))
+        usage = {"prompt_tokens": 3, "completion_tokens": 5}
+        shapes = {"parts": lambda: ([{"type": "text", "text": answer[:10]}, {"type": "text", "text": answer[10:]}],
+                                    usage),
+                  "dictcontent": lambda: ({"text": answer}, usage), "intcontent": lambda: (7, usage),
+                  "usagelist": lambda: (answer, [3, 5]), "usagestr": lambda: (answer, {"completion_tokens": "five"}),
+                  "prose": lambda: (f"Premise says {{a dog}}; so the answer is {answer} and {{\"extra\": 1}}", usage),
+                  "huge": lambda: (answer + " " * self.huge_bytes, usage)}
+        if mode in shapes:
+            content, used = shapes[mode]()
+            return 200, self._completion("fake", content, used), {}
+        if mode == "drip":
+            return 200, self._completion("fake", answer, usage), {"X-Drip-Seconds": str(self.slow_seconds)}
+        return None
 
 
 def main() -> int:

@@ -11,20 +11,11 @@ already written; examples that exhaust their attempts go to `<output>.failures.j
 the next run (--skip-failed to not). The key comes from the environment or .env and is never written.
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-from cli import ArgumentParser
 from data_io import DataError, read_records
-from llm_api import (
-    ValidationError,
-    add_api_arguments,
-    ask_validated,
-    client_from_args,
-    run_job_script,
-    run_jobs,
-)
+from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from llm_api import required_label, required_text
 from prompts import (
     SYSTEM_PROMPTS,
     TASKS,
@@ -35,13 +26,8 @@ NLI = TASKS["nli"]
 
 
 def validate_thought(answer: dict) -> dict:
-    thought = answer.get("thought_process")
-    if not isinstance(thought, str) or not thought.strip():
-        raise ValidationError("'thought_process' must be a non-empty string")
-    label = NLI.normalize_label(answer.get("predicted_label"))
-    if label is None:
-        raise ValidationError(f"'predicted_label' must be 0 or 1, got {answer.get('predicted_label')!r}")
-    return {"thought_process": thought, "predicted_label": label}  # reasoning kept exactly as written
+    return {"thought_process": required_text(answer, "thought_process"),  # reasoning kept exactly as written
+            "predicted_label": required_label(answer)}
 
 
 def load_items(path, start: int, end: int | None) -> list[dict]:
@@ -65,36 +51,27 @@ def load_items(path, start: int, end: int | None) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input-csv", required=True, help="CSV/JSONL with premise, hypothesis, optional label and id")
-    p.add_argument("--output-json", required=True, help="output JSONL (appended; rerun to resume)")
+    p = api_job_parser(__doc__, "--input-csv", "CSV/JSONL with premise, hypothesis, optional label and id",
+                       "--output-json", "output JSONL (appended; rerun to resume)")
     p.add_argument("--start-index", type=int, default=0)
     p.add_argument("--end-index", type=int, default=None)
     p.add_argument("--system-prompt", default="initial_generation", choices=sorted(SYSTEM_PROMPTS))
-    add_api_arguments(p)
-    args = p.parse_args(argv)
-    return run_job_script("generate_thoughts", lambda: run(args))
+    return run_job_script("generate_thoughts", lambda: run(p.parse_args(argv)))
 
 
 def run(args) -> int:
-    client = client_from_args(args)
     items = load_items(args.input_csv, args.start_index, args.end_index)
-    system = SYSTEM_PROMPTS[args.system_prompt]
 
-    def work(item):
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": THOUGHT_USER_TEMPLATE.format(**item)}]
-        answer, usage = ask_validated(client, messages, validate_thought, args.max_retries)
+    def to_record(item, answer, usage):
         truth = item["true_label"]
-        record = {"id": item["id"], "premise": item["premise"], "hypothesis": item["hypothesis"], **answer,
-                  "true_label": truth, "correct": None if truth is None else answer["predicted_label"] == truth,
-                  "reprompt_counts": usage["reprompts"], "model": client.model}
-        return record, usage
+        return {"id": item["id"], "premise": item["premise"], "hypothesis": item["hypothesis"], **answer,
+                "true_label": truth, "correct": None if truth is None else answer["predicted_label"] == truth,
+                "reprompt_counts": usage["reprompts"]}
 
-    summary = run_jobs(items, work, Path(args.output_json), source=args.input_csv, workers=args.workers,
-                       skip_failed=args.skip_failed, desc="thoughts")
-    print(f"generate_thoughts: {summary.line(args.price_in, args.price_out)} -> {args.output_json}")
-    return 0 if summary.failed == 0 else 1
+    summary = ask_teacher(args, items, system=SYSTEM_PROMPTS[args.system_prompt],
+                          user_template=THOUGHT_USER_TEMPLATE, validate=validate_thought, to_record=to_record,
+                          output=args.output_json, source=args.input_csv, desc="thoughts")
+    return finish_line("generate_thoughts", summary, args, args.output_json)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,11 @@ disagrees with the true label is flagged (reflection_agrees = false) and counted
 prepare_ft_data.py leaves it out. Resumable like generate_thoughts.py.
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-from cli import ArgumentParser
 from data_io import DataError, read_jsonl, require_fields
-from llm_api import (
-    ValidationError,
-    add_api_arguments,
-    ask_validated,
-    client_from_args,
-    run_job_script,
-    run_jobs,
-)
+from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from llm_api import required_label, required_text
 from prompts import (
     REFLECTION_USER_TEMPLATE,
     SYSTEM_PROMPTS,
@@ -34,27 +25,18 @@ NLI = TASKS["nli"]
 
 
 def validate_reflection(answer: dict) -> dict:
-    for name in ("error_analysis", "improved_thought_process"):
-        if not isinstance(answer.get(name), str) or not answer[name].strip():
-            raise ValidationError(f"'{name}' must be a non-empty string")
-    label = NLI.normalize_label(answer.get("predicted_label"))
-    if label is None:
-        raise ValidationError(f"'predicted_label' must be 0 or 1, got {answer.get('predicted_label')!r}")
-    return {"error_analysis": answer["error_analysis"], "improved_thought_process": answer["improved_thought_process"],
-            "reflection_label": label}
+    return {"error_analysis": required_text(answer, "error_analysis"),
+            "improved_thought_process": required_text(answer, "improved_thought_process"),
+            "reflection_label": required_label(answer)}
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input-thoughts-json", required=True, help="JSONL from generate_thoughts.py")
-    p.add_argument("--output-reflection-json", required=True, help="output JSONL (appended; rerun to resume)")
-    add_api_arguments(p)
-    args = p.parse_args(argv)
-    return run_job_script("generate_thoughts_reflected", lambda: run(args))
+    parser = api_job_parser(__doc__, "--input-thoughts-json", "JSONL from generate_thoughts.py",
+                            "--output-reflection-json", "output JSONL (appended; rerun to resume)")
+    return run_job_script("generate_thoughts_reflected", lambda: run(parser.parse_args(argv)))
 
 
 def run(args) -> int:
-    client = client_from_args(args)
     thoughts = read_jsonl(args.input_thoughts_json)
     require_fields(thoughts, ["id", "premise", "hypothesis", "thought_process"], args.input_thoughts_json)
     items = []
@@ -70,25 +52,21 @@ def run(args) -> int:
         print(f"generate_thoughts_reflected: all {len(thoughts)} thoughts are correct; nothing to reflect on")
         return 0
 
-    def work(item):
-        messages = [{"role": "system", "content": SYSTEM_PROMPTS["reflection"]},
-                    {"role": "user", "content": REFLECTION_USER_TEMPLATE.format(**item)}]
-        answer, usage = ask_validated(client, messages, validate_reflection, args.max_retries)
+    def to_record(item, answer, usage):
         record = {key: item[key] for key in ("id", "premise", "hypothesis", "thought_process", "predicted_label",
                                              "true_label")}
-        record.update(answer, reflection_agrees=answer["reflection_label"] == item["true_label"],
-                      reprompt_counts=usage["reprompts"], model=client.model)
-        return record, usage
+        return {**record, **answer, "reflection_agrees": answer["reflection_label"] == item["true_label"],
+                "reprompt_counts": usage["reprompts"]}
 
-    summary = run_jobs(items, work, Path(args.output_reflection_json), source=args.input_thoughts_json,
-                       workers=args.workers, skip_failed=args.skip_failed, desc="reflections")
+    summary = ask_teacher(args, items, system=SYSTEM_PROMPTS["reflection"],
+                          user_template=REFLECTION_USER_TEMPLATE, validate=validate_reflection, to_record=to_record,
+                          output=args.output_reflection_json, source=args.input_thoughts_json, desc="reflections")
     written = read_jsonl(args.output_reflection_json, tolerate_torn_tail=True)
     disagreeing = [str(r["id"]) for r in written if r.get("reflection_agrees") is False]
     print(f"{len(items)} incorrect of {len(thoughts)} thoughts; {len(disagreeing)} reflections disagree with the "
           f"true label" + (f" (ids {', '.join(disagreeing[:20])}{' ...' if len(disagreeing) > 20 else ''})"
                            if disagreeing else ""))
-    print(f"generate_thoughts_reflected: {summary.line(args.price_in, args.price_out)} -> {args.output_reflection_json}")
-    return 0 if summary.failed == 0 else 1
+    return finish_line("generate_thoughts_reflected", summary, args, args.output_reflection_json)
 
 
 if __name__ == "__main__":

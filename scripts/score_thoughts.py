@@ -7,21 +7,12 @@ Writes {id, premise, hypothesis, thought_process, predicted_label, true_label, s
 improved_thought_process}; prints the score histogram. Resumable like generate_thoughts.py.
 """
 
-import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
-from cli import ArgumentParser
 from data_io import read_jsonl, require_fields, strip_private
-from llm_api import (
-    ValidationError,
-    add_api_arguments,
-    ask_validated,
-    client_from_args,
-    run_job_script,
-    run_jobs,
-)
+from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from llm_api import ValidationError, required_text
 from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS
 
 
@@ -31,44 +22,32 @@ def validate_score(answer: dict) -> dict:
         score = int(score)
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise ValidationError(f"'score' must be an integer from 1 to 5, got {answer.get('score')!r}")
-    improved = answer.get("improved_thought_process")
-    if not isinstance(improved, str) or not improved.strip():
-        raise ValidationError("'improved_thought_process' must be a non-empty string")
     return {"score": score, "judge_reasoning": str(answer.get("judge_reasoning") or ""),
-            "improved_thought_process": improved}
+            "improved_thought_process": required_text(answer, "improved_thought_process")}
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input-thoughts-json", required=True)
-    p.add_argument("--output-json", required=True)
-    add_api_arguments(p)
-    args = p.parse_args(argv)
-    return run_job_script("score_thoughts", lambda: run(args))
+    parser = api_job_parser(__doc__, "--input-thoughts-json", "JSONL from generate_thoughts.py",
+                            "--output-json", "output JSONL (appended; rerun to resume)")
+    return run_job_script("score_thoughts", lambda: run(parser.parse_args(argv)))
 
 
 def run(args) -> int:
-    client = client_from_args(args)
     rows = read_jsonl(args.input_thoughts_json)
     require_fields(rows, ["id", "premise", "hypothesis", "thought_process", "predicted_label"],
                    args.input_thoughts_json)
     items = [{**strip_private(r), "_where": f"line {r['_line']}"} for r in rows]
 
-    def work(item):
-        messages = [{"role": "system", "content": SYSTEM_PROMPTS["scoring"]},
-                    {"role": "user", "content": SCORING_USER_TEMPLATE.format(**item)}]
-        answer, usage = ask_validated(client, messages, validate_score, args.max_retries)
-        record = {key: item.get(key) for key in ("id", "premise", "hypothesis", "thought_process", "predicted_label",
-                                                 "true_label")}
-        record.update(answer, model=client.model)
-        return record, usage
+    def to_record(item, answer, usage):
+        return {**{key: item.get(key) for key in ("id", "premise", "hypothesis", "thought_process", "predicted_label",
+                                                   "true_label")}, **answer}
 
-    summary = run_jobs(items, work, Path(args.output_json), source=args.input_thoughts_json, workers=args.workers,
-                       skip_failed=args.skip_failed, desc="scores")
+    summary = ask_teacher(args, items, system=SYSTEM_PROMPTS["scoring"], user_template=SCORING_USER_TEMPLATE,
+                          validate=validate_score, to_record=to_record, output=args.output_json,
+                          source=args.input_thoughts_json, desc="scores")
     scores = Counter(r["score"] for r in read_jsonl(args.output_json, tolerate_torn_tail=True))
     print("scores: " + ", ".join(f"{s}: {scores.get(s, 0)}" for s in range(1, 6)))
-    print(f"score_thoughts: {summary.line(args.price_in, args.price_out)} -> {args.output_json}")
-    return 0 if summary.failed == 0 else 1
+    return finish_line("score_thoughts", summary, args, args.output_json)
 
 
 if __name__ == "__main__":

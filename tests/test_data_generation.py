@@ -146,14 +146,18 @@ def test_reflection_and_scoring(server, tmp_path, capsys):
     assert all(1 <= r["score"] <= 5 for r in read_jsonl(scored)) and len(read_jsonl(scored)) == 5
 
 
+def script_job(tmp_path, server, n: int, workers: int):
+    """(rows, output, command) of generate_thoughts.py run as a process on n plain rows."""
+    rows = [{"id": f"k{i}", "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(n)]
+    data, out = write_csv(tmp_path / "in.csv", rows), tmp_path / "t.jsonl"
+    return rows, out, [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json",
+                       str(out), "--api-base", server.base_url, "--workers", str(workers), *FAST]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_and_rerun_loses_and_duplicates_nothing(tmp_path):
     with FakeChatServer(latency=0.05) as server:
-        rows = [{"id": f"k{i}", "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(120)]
-        data = write_csv(tmp_path / "in.csv", rows)
-        out = tmp_path / "t.jsonl"
-        cmd = [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json", str(out),
-               "--api-base", server.base_url, "--workers", "4", *FAST]
+        rows, out, cmd = script_job(tmp_path, server, 120, workers=4)
         env = dict(os.environ, API_KEY=KEY)
         for kill_at in (10, 60):
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -204,11 +208,7 @@ def test_resume_is_tied_to_the_input_and_ids_and_paths_are_checked(server, tmp_p
 
 def test_ctrl_c_stops_new_requests_keeps_what_finished_and_exits_130(tmp_path):
     with FakeChatServer(latency=0.3) as server:
-        rows = [{"id": f"c{i}", "premise": f"Premise {i}", "hypothesis": f"H {i}", "label": i % 2} for i in range(60)]
-        data = write_csv(tmp_path / "in.csv", rows)
-        out = tmp_path / "t.jsonl"
-        cmd = [sys.executable, "scripts/generate_thoughts.py", "--input-csv", str(data), "--output-json", str(out),
-               "--api-base", server.base_url, "--workers", "2", *FAST]
+        rows, out, cmd = script_job(tmp_path, server, 60, workers=2)
         # a job started in the background inherits an ignored SIGINT (as under `make test &`): restore Ctrl-C
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, API_KEY=KEY), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
