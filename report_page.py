@@ -1,0 +1,498 @@
+"""The results page: evaluation runs side by side and their examples, in one self-contained HTML file
+(inline CSS and JS, no network), so it opens from disk or from a CI artifact.
+
+    python -m evaluate.report results/a.json results/b.json --output report.html     (the command)
+    from report_page import write_report                                               (a study, the tests)
+    write_report(["results/a.json", "results/b.json"], "results/report.html", title="a vs b")
+
+A run is one sample_model results file (also merged shards, the API backend's, the study's arms) or one
+validation set of an `evaluate.confidence` file. Runs are aligned by example id: the same ids must hold
+the same inputs and gold label. The page data is gzip-compressed and base64-encoded inside the HTML: a
+base64 string cannot close its <script> element, and the page's script puts every string in the DOM as
+text (never as HTML), so a `<script>` in a model's answer shows as text and never runs.
+"""
+
+import base64
+import gzip
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from calibration import adaptive_bins, brier_score, expected_calibration_error
+from cli import progress
+from data_io import DataError, atomic_write_text, check_outputs
+from metrics import bootstrap_intervals, classification_metrics
+from prompts import TASKS
+from results import STOPPED
+
+# record fields that are not the example's inputs
+RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",
+                 "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "label_probs",
+                 "confidence"}
+FREE_TEXT = "free text"  # the "label" of a free-text answer: there is none to parse, so none failed to parse
+
+
+@dataclass
+class Run:
+    """One run's examples, each normalized to: id, inputs, gold, pred, correct, conf, raw, stop."""
+    name: str
+    source: str
+    model: str
+    labels: list
+    samples_per_s: float | None
+    folder: str = ""  # the file's folder: tells apart two runs of the same file name
+    rows: dict = field(default_factory=dict)  # id -> example
+    confusion_rows: list | None = None  # rows of the confusion matrix when they are not the gold labels
+
+
+def read_runs(path: Path) -> list[Run]:
+    """The runs of one results file, or a DataError (one line) saying why it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("settings"), dict) and "records" in data:
+        return [sample_model_run(path, data)]
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "records" in v and "metrics" in v
+                                               for v in data.values()):
+        return [confidence_run(path, eval_set, result) for eval_set, result in data.items()]
+    raise DataError(f"{path}: not a results file (expected sample_model's settings and records, or "
+                    "evaluate.confidence's validation sets)")
+
+
+def checked_records(path, records, where: str) -> list[dict]:
+    if not isinstance(records, list):
+        raise DataError(f"{path}: {where}field 'records' is not a list")
+    if not records:
+        raise DataError(f"{path}: {where}no records (an empty run)")
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or "id" not in record:
+            raise DataError(f"{path}: {where}record {number}: field 'id' missing")
+    return records
+
+
+def label_text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def add_row(run: Run, path, number: int, row: dict) -> None:
+    if row["id"] in run.rows:
+        raise DataError(f"{path}: record {number}: field 'id': {row['id']!r} appears twice")
+    run.rows[row["id"]] = row
+
+
+def sample_model_run(path, data: dict) -> Run:
+    settings, timing = data["settings"], data.get("timing") or {}
+    task = TASKS.get(settings.get("task", "nli"))
+    records = checked_records(path, data["records"], "")
+    run = Run(name=Path(path).stem, source=str(path), model=str(settings.get("model_id") or ""),
+              labels=[str(label) for label in task.labels] if task else [],
+              samples_per_s=timing.get("samples_per_s"), folder=Path(path).parent.name)
+    fields = [f for f in task.input_fields if f in records[0]] if task and task.input_fields else \
+        [k for k in records[0] if k not in RECORD_FIELDS]
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record.get("raw_output"), str):
+            raise DataError(f"{path}: record {number}: field 'raw_output' missing or not a string")
+        add_row(run, path, number, {
+            "id": str(record["id"]), "inputs": {f: str(record.get(f, "")) for f in fields},
+            "gold": label_text(record.get("true_label")),
+            "pred": FREE_TEXT if task and task.free_text else label_text(record.get("predicted_label")),
+            "correct": record.get("correct"),
+            "conf": probability(path, number, record.get("label_probs"), record.get("confidence")),
+            "raw": record["raw_output"], "stop": record.get("stop_reason")})
+    return run
+
+
+def probability(path, number: int, label_probs, value, name="label_probs' or 'confidence") -> float | None:
+    """The probability of the predicted label (the largest of `label_probs`), else `value`; None if neither."""
+    if isinstance(label_probs, dict) and label_probs:
+        value = max(label_probs.values())
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or not 0 <= value <= 1:  # NaN fails too
+        raise DataError(f"{path}: record {number}: field '{name}': {value!r} is not a probability")
+    return float(value)
+
+
+def confidence_run(path, eval_set: str, result: dict) -> Run:
+    """A confidence-token validation set: the label is the token the model appended (C confident, U
+    unsure, none = a parse failure), right = its answer was right, confidence = p(confident)."""
+    where = f"validation set {eval_set}: "
+    run = Run(name=f"{Path(path).stem}:{Path(eval_set).stem}", source=f"{path} ({eval_set})", model="",
+              labels=["C", "U"], samples_per_s=None, folder=Path(path).parent.name, confusion_rows=["C", "U"])
+    for number, record in enumerate(checked_records(path, result["records"], where), start=1):
+        add_row(run, path, number, {
+            "id": str(record["id"]), "inputs": {"domain": str(record.get("domain", ""))}, "gold": None,
+            "expected": record.get("expected_token"), "pred": record.get("predicted_token"),
+            "correct": record.get("answer_correct"),
+            "conf": probability(path, number, None, record.get("p_confident"), "p_confident"),
+            "raw": str(record.get("answer", "")), "stop": None})
+    return run
+
+
+def align(runs: list[Run]) -> tuple[list[str], str]:
+    """(the example ids every run has, in the first run's order; a note when some were left out).
+    Runs whose common ids hold other inputs or gold labels are runs of different data: refused."""
+    common = set(runs[0].rows).intersection(*(run.rows for run in runs[1:]))
+    if not common:
+        raise DataError(f"{runs[-1].source}: no example id in common with {runs[0].source}: runs of different "
+                        "inputs cannot be compared")
+    ids = [i for i in runs[0].rows if i in common]
+    for run in runs[1:]:
+        for i in ids:
+            first, other = runs[0].rows[i], run.rows[i]
+            for key in ("inputs", "gold"):
+                if other[key] and first[key] and other[key] != first[key]:
+                    raise DataError(f"{run.source}: example {i}: field '{key}' differs from {runs[0].source}: "
+                                    "runs of different inputs cannot be aligned")
+    largest = max(len(run.rows) for run in runs)
+    note = "" if len(ids) == largest else \
+        f"aligned by id: {len(ids)} examples are in every run (runs have {', '.join(str(len(r.rows)) for r in runs)})"
+    return ids, note
+
+
+def run_summary(run: Run, ids: list[str], bootstrap: int) -> dict:
+    rows = [run.rows[i] for i in ids]
+    n = len(rows)
+    summary = {"name": run.name, "source": run.source, "model": run.model, "n": n,
+               "parse_rate": None if rows[0]["pred"] == FREE_TEXT else sum(r["pred"] is not None for r in rows) / n,
+               "stop_rate": sum(r["stop"] in STOPPED for r in rows) / n if run.confusion_rows is None else None,
+               "samples_per_s": run.samples_per_s}
+    if run.confusion_rows is not None:  # confidence tokens: expected token (by the answer) vs the token given
+        truth = [r["expected"] for r in rows]
+        summary["accuracy"] = sum(r["correct"] is True for r in rows) / n
+    elif all(r["gold"] is not None for r in rows) and run.labels:
+        truth = [r["gold"] for r in rows]
+    else:
+        truth = None
+    if truth is not None:
+        preds = [r["pred"] for r in rows]
+        metrics = classification_metrics(truth, preds, run.confusion_rows or run.labels)
+        intervals = bootstrap_intervals(truth, preds, run.confusion_rows or run.labels, samples=bootstrap)
+        if run.confusion_rows is None:
+            summary |= {"accuracy": metrics["accuracy"], "accuracy_ci": intervals["accuracy"]}
+        summary |= {"f1_macro": metrics["f1_macro"], "f1_ci": intervals["f1_macro"],
+                    "confusion": {"rows": list(metrics["confusion_matrix"]),
+                                  "cols": list(next(iter(metrics["confusion_matrix"].values()))),
+                                  "counts": [list(row.values()) for row in metrics["confusion_matrix"].values()],
+                                  "of": "token" if run.confusion_rows else "label"}}
+    return summary | calibration_summary(rows)
+
+
+def calibration_summary(rows: list[dict]) -> dict:
+    """ECE, Brier and reliability bins over the examples that have a confidence and a right/wrong."""
+    pairs = [(r["conf"], bool(r["correct"])) for r in rows if r["conf"] is not None and r["correct"] is not None]
+    if not pairs:
+        return {}
+    confidence, correct = zip(*pairs)
+    bins = adaptive_bins(confidence, correct, beta=max(1, len(pairs) // 10))
+    return {"ece": expected_calibration_error(confidence, correct), "brier": brier_score(confidence, correct),
+            "n_confidence": len(pairs),
+            "reliability": [{k: b[k] for k in ("size", "confidence", "accuracy")} for b in bins]}
+
+
+def unique_names(runs: list[Run]) -> None:
+    """Two files of the same name from different folders get their folder in their name."""
+    shared = [run for run in runs if sum(other.name == run.name for other in runs) > 1]
+    for run in shared:
+        run.name = f"{run.folder}/{run.name}"
+
+
+def page_data(runs: list[Run], title: str = "evaluation results", bootstrap: int = 1000) -> dict:
+    """Everything the page shows: run summaries and the examples as columns (one list per run)."""
+    unique_names(runs)
+    ids, note = align(runs)
+    first = runs[0].rows
+    fields = list(first[ids[0]]["inputs"])
+    golds = [next((run.rows[i]["gold"] for run in runs if run.rows[i]["gold"] is not None), None) for i in ids]
+    return {
+        "title": title, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": note,
+        "labels": next((run.labels for run in runs if run.labels and run.confusion_rows is None), []),
+        "input_fields": fields,
+        "runs": [run_summary(run, ids, bootstrap)
+                 for run in progress(runs, total=len(runs), desc="report: run metrics", unit="run")],
+        "examples": {
+            "id": ids, "inputs": [[first[i]["inputs"].get(f, "") for i in ids] for f in fields], "gold": golds,
+            "pred": [[run.rows[i]["pred"] for i in ids] for run in runs],
+            "correct": [[run.rows[i]["correct"] for i in ids] for run in runs],
+            "conf": [[run.rows[i]["conf"] for i in ids] for run in runs],
+            "raw": [[run.rows[i]["raw"] for i in ids] for run in runs],
+            "stop": [[run.rows[i]["stop"] for i in ids] for run in runs]}}
+
+
+def write_report(result_files: list, output, title: str | None = None, bootstrap: int = 1000,
+                 output_name: str = "report") -> dict:
+    """Read result files and write their page to `output` (atomically); the page data. A DataError (one
+    line) for bad input, before anything is written."""
+    check_outputs({f"result {p}": p for p in result_files}, {output_name: output})
+    runs = [run for path in result_files for run in read_runs(Path(path))]
+    data = page_data(runs, title or " vs ".join(run.name for run in runs), bootstrap=bootstrap)
+    atomic_write_text(output, render_page(data))
+    return data
+
+
+def encode_data(data: dict) -> str:
+    return base64.b64encode(gzip.compress(json.dumps(data, ensure_ascii=False).encode(), 6, mtime=0)).decode()
+
+
+def decode_data(page: str) -> dict:
+    """The data embedded in a page render_page wrote (tests read it back)."""
+    start = page.index(DATA_OPEN) + len(DATA_OPEN)
+    return json.loads(gzip.decompress(base64.b64decode(page[start:page.index("</script>", start)])))
+
+
+def render_page(data: dict) -> str:
+    return PAGE.replace("@TITLE@", html.escape(data["title"])).replace("@DATA@", encode_data(data))
+
+
+DATA_OPEN = '<script id="report-data" type="application/octet-stream">'
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<title>@TITLE@</title>
+<style>
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0 1.2em 2em; color: #1d2129; background: #fff; }
+h1 { font-size: 1.35em; margin: .7em 0 .1em; } h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
+.meta, .note { color: #5a6270; font-size: .9em; } .note { color: #8a4b00; }
+table { border-collapse: collapse; } th, td { padding: .25em .5em; text-align: left; vertical-align: top; }
+#runs th, #runs td { border-bottom: 1px solid #e3e6ea; white-space: nowrap; } #runs td.num { text-align: right; }
+.ci { color: #6b7380; font-size: .85em; }
+.cards { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.card-body { display: flex; gap: 1.2em; align-items: flex-start; }
+.card { border: 1px solid #dfe3e8; border-radius: 6px; padding: .5em .8em; }
+.card h3 { font-size: 1em; margin: .2em 0 .4em; }
+.cm td, .cm th { border: 1px solid #dfe3e8; text-align: center; min-width: 3.2em; }
+.controls { position: sticky; top: 0; background: #f6f8fa; border: 1px solid #dfe3e8; border-radius: 6px;
+  padding: .5em .8em; display: flex; flex-wrap: wrap; gap: .4em 1.2em; align-items: center; z-index: 2; }
+.controls label { white-space: nowrap; } select, input, button { font: inherit; }
+input[type=search] { width: 16em; } :focus-visible { outline: 2px solid #1f6feb; outline-offset: 1px; }
+#examples { width: 100%; margin-top: .6em; table-layout: fixed; }
+#examples th { position: sticky; top: 3.2em; background: #fff; border-bottom: 2px solid #d0d7de; }
+#examples td { border-bottom: 1px solid #e3e6ea; overflow-wrap: anywhere; }
+.answer { white-space: pre-wrap; font: 12px/1.35 ui-monospace, monospace; max-height: 9em; overflow: auto;
+  background: #f6f8fa; padding: .2em .4em; margin: .2em 0 0; border-radius: 4px; }
+.badge { display: inline-block; padding: 0 .45em; border-radius: 4px; font-weight: 600; }
+.right { background: #dafbe1; color: #116329; } .wrong { background: #ffebe9; color: #a40e26; }
+.fail { background: #fff1c2; color: #7a4d00; } .nolabel { background: #eef1f4; }
+.small { font-size: .85em; color: #5a6270; }
+.pager { margin: .6em 0; display: flex; gap: .8em; align-items: center; }
+</style></head>
+<body>
+<h1 id="title"></h1><div class="meta" id="meta"></div><div class="note" id="note"></div>
+<h2>Runs</h2><table id="runs"></table>
+<h2>Confusion and calibration</h2><div class="cards" id="cards"></div>
+<h2>Examples</h2>
+<form class="controls" id="controls" role="search" onsubmit="return false">
+ <label>show <select id="show" aria-label="which examples">
+  <option value="all">all</option><option value="wrong-any">wrong in any run</option>
+  <option value="disagree">runs disagree</option><option value="parse-any">parse failure in any run</option>
+ </select></label>
+ <span id="run-filters"></span>
+ <label>gold <select id="gold" aria-label="gold label"><option value="">any</option></select></label>
+ <label>search <input id="q" type="search" placeholder="text, id ... ( / )" aria-label="search text"></label>
+ <label>sort <select id="sort" aria-label="sort"><option value="input">input order</option></select></label>
+ <span id="count" aria-live="polite"></span>
+</form>
+<div class="pager"><button id="prev" type="button">&larr; previous</button><span id="page"></span>
+<button id="next" type="button">next &rarr;</button><span class="small">keys: / search, n / p page</span></div>
+<table id="examples"><thead></thead><tbody></tbody></table>
+""" + DATA_OPEN + """@DATA@</script>
+<script>
+"use strict";
+const PAGE_SIZE = 100;
+let D, N, R, order = [], haystack = null;
+const $ = (id) => document.getElementById(id);
+
+// Every string from the data goes in as text (append / textContent), never as HTML.
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) { if (k === "class") e.className = v; else e.setAttribute(k, v); }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+const fmt = (x, d = 3) => (x === null || x === undefined) ? "\\u2013" : x.toFixed(d);
+const ci = (v) => v ? el("span", {class: "ci"}, ` [${fmt(v[0])}, ${fmt(v[1])}]`) : null;
+
+async function loadData() {
+  const binary = atob($("report-data").textContent.trim()), bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+function header() {
+  $("title").textContent = D.title; document.title = D.title;
+  $("meta").textContent = `${N} examples, ${R} run${R > 1 ? "s" : ""}; written ${D.created}`;
+  $("note").textContent = D.note;
+  const cols = ["run", "model", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse rate", "stop rate", "samples/s", "ECE"];
+  $("runs").append(el("tr", {}, ...cols.map((c) => el("th", {}, c))));
+  for (const r of D.runs) {
+    $("runs").append(el("tr", {}, el("td", {title: r.source}, r.name), el("td", {}, r.model), el("td", {class: "num"}, r.n),
+      el("td", {class: "num"}, fmt(r.accuracy), ci(r.accuracy_ci)), el("td", {class: "num"}, fmt(r.f1_macro), ci(r.f1_ci)),
+      el("td", {class: "num"}, fmt(r.parse_rate)), el("td", {class: "num"}, fmt(r.stop_rate)),
+      el("td", {class: "num"}, fmt(r.samples_per_s, 2)), el("td", {class: "num"}, fmt(r.ece))));
+  }
+  D.runs.forEach((r, k) => $("cards").append(card(r, k)));
+}
+
+function card(r, k) {
+  const box = el("div", {class: "card-body"});
+  if (r.confusion) {
+    const c = r.confusion, t = el("table", {class: "cm"});
+    const what = c.of === "token" ? ["expected token", "token given"] : ["gold", "predicted"];
+    t.append(el("tr", {}, el("th", {}, `${what[0]} \\\\ ${what[1]}`), ...c.cols.map((x) => el("th", {}, x === "null" ? "parse failure" : x))));
+    c.rows.forEach((row, i) => {
+      const total = c.counts[i].reduce((a, b) => a + b, 0) || 1;
+      t.append(el("tr", {}, el("th", {}, row), ...c.counts[i].map((v, j) => {
+        const hue = c.cols[j] === row ? "46,160,67" : "207,34,46", td = el("td", {}, v);
+        td.style.background = `rgba(${hue},${(0.08 + 0.6 * v / total).toFixed(2)})`;
+        return td;
+      })));
+    });
+    box.append(t);
+  }
+  if (r.reliability) box.append(reliability(r));
+  else box.append(el("div", {class: "small"}, "no probabilities in this run:", el("br"), "no reliability diagram"));
+  return el("div", {class: "card"}, el("h3", {}, r.name), box);
+}
+
+function reliability(r) {
+  const ns = "http://www.w3.org/2000/svg", S = 170, P = 26, svg = document.createElementNS(ns, "svg");
+  const node = (tag, attrs, text) => { const e = document.createElementNS(ns, tag);
+    for (const [a, v] of Object.entries(attrs)) e.setAttribute(a, v); if (text) e.textContent = text; svg.append(e); return e; };
+  svg.setAttribute("width", S + P + 8); svg.setAttribute("height", S + P + 18); svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `reliability diagram of ${r.name}`);
+  const x = (v) => P + v * S, y = (v) => 8 + (1 - v) * S;
+  node("rect", {x: P, y: 8, width: S, height: S, fill: "none", stroke: "#c9d1d9"});
+  node("line", {x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#8c959f", "stroke-dasharray": "4 3"});
+  const most = Math.max(...r.reliability.map((b) => b.size));
+  for (const b of r.reliability) node("circle", {cx: x(b.confidence), cy: y(b.accuracy), r: 2 + 4 * Math.sqrt(b.size / most), fill: "#1f6feb", "fill-opacity": 0.7})
+    .append(Object.assign(document.createElementNS(ns, "title"), {textContent: `${b.size} examples: confidence ${fmt(b.confidence)}, accuracy ${fmt(b.accuracy)}`}));
+  node("text", {x: P + S / 2, y: S + P + 14, "text-anchor": "middle", "font-size": 11}, "confidence");
+  node("text", {x: 10, y: 8 + S / 2, "font-size": 11, transform: `rotate(-90 10 ${8 + S / 2})`, "text-anchor": "middle"}, "accuracy");
+  return el("div", {}, el("div", {class: "small"}, `ECE ${fmt(r.ece)}, Brier ${fmt(r.brier)} (${r.n_confidence} examples)`), svg);
+}
+
+function controls() {
+  D.runs.forEach((r, k) => {
+    const s = el("select", {id: `r${k}`, "aria-label": `filter by ${r.name}`});
+    for (const [v, t] of [["any", "any"], ["right", "right"], ["wrong", "wrong"], ["parse", "parse failure"]]) s.append(el("option", {value: v}, t));
+    $("run-filters").append(el("label", {}, `${r.name} `, s), " ");
+    if (D.examples.conf[k].some((c) => c !== null)) {
+      $("sort").append(el("option", {value: `c${k}-asc`}, `${r.name}: least confident first`));
+      $("sort").append(el("option", {value: `c${k}-desc`}, `${r.name}: most confident first`));
+    }
+  });
+  for (const g of D.labels) $("gold").append(el("option", {value: g}, g));
+  for (const id of ["show", "gold", "sort", ...D.runs.map((_, k) => `r${k}`)]) $(id).addEventListener("change", () => { state.page = 1; fromControls(); });
+  let timer; $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => { state.page = 1; fromControls(); }, 150); });
+  $("prev").addEventListener("click", () => turn(-1)); $("next").addEventListener("click", () => turn(1));
+  document.addEventListener("keydown", (e) => {
+    if (e.target.matches("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "/") { e.preventDefault(); $("q").focus(); } else if (e.key === "n") turn(1); else if (e.key === "p") turn(-1);
+  });
+  window.addEventListener("hashchange", () => { readHash(); render(); });
+}
+
+let state = {};
+function readHash() {
+  const h = new URLSearchParams(location.hash.slice(1));
+  state = {show: h.get("show") || "all", gold: h.get("gold") || "", q: h.get("q") || "", sort: h.get("sort") || "input",
+           page: Math.max(1, parseInt(h.get("page") || "1", 10) || 1), runs: D.runs.map((_, k) => h.get(`r${k}`) || "any")};
+  for (const id of ["show", "gold", "q", "sort"]) $(id).value = state[id];
+  state.runs.forEach((v, k) => { $(`r${k}`).value = v; });
+  // a link with a value this page does not offer falls back to the first option
+  for (const id of ["show", "gold", "sort", ...D.runs.map((_, k) => `r${k}`)]) if ($(id).selectedIndex < 0) $(id).selectedIndex = 0;
+  Object.assign(state, {show: $("show").value, gold: $("gold").value, sort: $("sort").value, runs: D.runs.map((_, k) => $(`r${k}`).value)});
+}
+function fromControls() {
+  Object.assign(state, {show: $("show").value, gold: $("gold").value, q: $("q").value, sort: $("sort").value,
+                        runs: D.runs.map((_, k) => $(`r${k}`).value)});
+  writeHash(); render();
+}
+function writeHash() {
+  const h = new URLSearchParams();
+  for (const key of ["show", "gold", "q", "sort"]) if (state[key] && !["all", "input"].includes(state[key])) h.set(key, state[key]);
+  state.runs.forEach((v, k) => { if (v !== "any") h.set(`r${k}`, v); });
+  if (state.page > 1) h.set("page", state.page);
+  history.replaceState(null, "", "#" + h.toString());
+}
+function turn(step) {
+  const pages = Math.max(1, Math.ceil(order.length / PAGE_SIZE)), page = Math.min(pages, Math.max(1, state.page + step));
+  if (page !== state.page) { state.page = page; writeHash(); render(); }
+}
+
+function matches(i) {
+  const E = D.examples;
+  if (state.show === "wrong-any" && !E.correct.some((c) => c[i] === false)) return false;
+  if (state.show === "disagree" && new Set(E.pred.map((p) => p[i])).size < 2) return false;
+  if (state.show === "parse-any" && !E.pred.some((p) => p[i] === null)) return false;
+  for (let k = 0; k < R; k++) {
+    const f = state.runs[k];
+    if ((f === "right" && E.correct[k][i] !== true) || (f === "wrong" && E.correct[k][i] !== false) ||
+        (f === "parse" && E.pred[k][i] !== null)) return false;
+  }
+  if (state.gold && E.gold[i] !== state.gold) return false;
+  if (state.q) {
+    if (!haystack) haystack = E.id.map((id, j) => [id, ...E.inputs.map((c) => c[j]), ...E.raw.map((c) => c[j])].join("\\n").toLowerCase());
+    if (!haystack[i].includes(state.q.toLowerCase())) return false;
+  }
+  return true;
+}
+
+function render() {
+  order = [];
+  for (let i = 0; i < N; i++) if (matches(i)) order.push(i);
+  const m = /^c(\\d+)-(asc|desc)$/.exec(state.sort);
+  if (m && D.examples.conf[+m[1]]) {
+    const conf = D.examples.conf[+m[1]], sign = m[2] === "asc" ? 1 : -1;
+    order.sort((a, b) => (conf[a] === null) - (conf[b] === null) || sign * (conf[a] - conf[b]) || a - b);
+  }
+  const pages = Math.max(1, Math.ceil(order.length / PAGE_SIZE));
+  state.page = Math.min(state.page, pages);
+  const shown = order.slice((state.page - 1) * PAGE_SIZE, state.page * PAGE_SIZE);
+  $("count").textContent = `${order.length} of ${N} examples`;
+  $("count").dataset.count = order.length;
+  $("page").textContent = `page ${state.page} of ${pages}`;
+  $("prev").disabled = state.page <= 1; $("next").disabled = state.page >= pages;
+  const body = el("tbody");
+  for (const i of shown) body.append(row(i));
+  $("examples").tBodies[0].replaceWith(body);
+  // what a test reads: rows matching, rows on this page, and when the page first became usable
+  window.reportState = {count: order.length, shown: shown.length, page: state.page, hash: location.hash,
+                        readyMs: (window.reportState || {}).readyMs || performance.now()};
+  document.body.dataset.ready = "1";
+}
+
+function row(i) {
+  const E = D.examples, tr = el("tr", {class: "example"});
+  tr.append(el("td", {}, E.id[i]), ...E.inputs.map((c) => el("td", {}, c[i])), el("td", {}, E.gold[i] === null ? "\\u2013" : E.gold[i]));
+  for (let k = 0; k < R; k++) {
+    const pred = E.pred[k][i], right = E.correct[k][i], stop = E.stop[k][i], conf = E.conf[k][i];
+    const kind = pred === null ? "fail" : right === true ? "right" : right === false ? "wrong" : "nolabel";
+    const td = el("td", {}, el("span", {class: `badge ${kind}`}, pred === null ? "parse failure" : pred));
+    if (conf !== null) td.append(el("span", {class: "small"}, ` p ${fmt(conf, 2)}`));
+    if (stop === "length" || stop === "error") td.append(el("span", {class: "small"}, stop === "length" ? " (cut at max tokens)" : " (API error)"));
+    td.append(el("pre", {class: "answer"}, E.raw[k][i]));
+    tr.append(td);
+  }
+  return tr;
+}
+
+function tableHead() {
+  const widths = D.input_fields.length ? 36 / D.input_fields.length : 0;
+  const tr = el("tr", {}, el("th", {style: "width:5em"}, "id"),
+    ...D.input_fields.map((f) => el("th", {style: `width:${widths}%`}, f)), el("th", {style: "width:4em"}, "gold"),
+    ...D.runs.map((r) => el("th", {}, r.name)));
+  $("examples").tHead.append(tr);
+}
+
+loadData().then((data) => {
+  D = data; N = D.examples.id.length; R = D.runs.length;
+  header(); controls(); tableHead(); readHash(); render();
+}).catch((err) => { document.body.prepend(el("p", {class: "note"}, `cannot show the report: ${err}`)); throw err; });
+</script></body></html>
+"""
