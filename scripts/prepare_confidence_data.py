@@ -7,7 +7,9 @@
 --incorrect: a JSON object (or array) of {response, question, correct_answer, correct} judged answers;
 each becomes a row tagged with the domain's C or U token by its `correct` field.
 Writes train.jsonl and eval.jsonl (tagged rows, for the loss) and val.jsonl ({question,
-correct_answer, dataset}, for `python -m evaluate.confidence` and the training callback).
+correct_answer, dataset}, for `python -m evaluate.confidence` and the training callback). A file that
+would be empty is not written, and the summary says so: val.jsonl needs --incorrect (tagged rows carry
+no correct answer), eval.jsonl an --eval-share that leaves at least one row.
 """
 
 import argparse
@@ -79,13 +81,31 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     rng.shuffle(rows)
     n_eval = round(len(rows) * args.eval_share)
-    atomic_write_jsonl(out / "train.jsonl", rows[n_eval:])
-    atomic_write_jsonl(out / "eval.jsonl", rows[:n_eval])
-    atomic_write_jsonl(out / "val.jsonl", val)
+    if n_eval == len(rows):
+        print(f"error: --eval-share {args.eval_share} leaves no training row of {len(rows)}", file=sys.stderr)
+        return 2
+    skipped = write_nonempty(out, {"train.jsonl": rows[n_eval:], "eval.jsonl": rows[:n_eval], "val.jsonl": val})
     u = sum("<U_" in r["tagged_response"] for r in rows)
     print(f"prepare_confidence_data: {len(rows)} tagged rows ({len(rows) - u} C, {u} U): {len(rows) - n_eval} train, "
-          f"{n_eval} eval; {len(val)} validation questions -> {out}")
+          f"{n_eval} eval; {len(val)} validation questions -> {out}"
+          + "".join(f"; {name} not written ({why})" for name, why in skipped.items()))
     return 0
+
+
+EMPTY_BECAUSE = {"eval.jsonl": "--eval-share 0: set eval_data = None in the config",
+                 "val.jsonl": "validation questions come from --incorrect: set confidence_eval_data = [] in the config"}
+
+
+def write_nonempty(out: Path, files: dict) -> dict:
+    """Write each file that has rows; {name: why} of those left unwritten (an empty eval file would
+    only fail later, at the first evaluation of a training run)."""
+    skipped = {}
+    for name, rows in files.items():
+        if rows:
+            atomic_write_jsonl(out / name, rows)
+        else:
+            skipped[name] = EMPTY_BECAUSE[name]
+    return skipped
 
 
 if __name__ == "__main__":

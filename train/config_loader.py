@@ -18,12 +18,13 @@ import copy
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import runpy
 import sys
 import types
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 from cli import bool_word
@@ -35,6 +36,8 @@ PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
 # Command-line habits of the original project: `--no_wandb` means `--use_wandb false`.
 FLAG_ALIASES = {"no_wandb": ("use_wandb", False),
                 "no_gradient_checkpointing": ("gradient_checkpointing", False)}
+# list keys that also take one word instead of a list
+KEY_WORDS = {"lora_target_modules": "all-linear"}
 SECRET_ENV_PATTERN = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
 
@@ -42,17 +45,38 @@ class ConfigError(ValueError):
     """A config problem the user must fix; the message names the key or file."""
 
 
-def _plain_values(namespace: dict) -> dict:
-    """The config keys of an executed config file: plain values whose names don't start with `_`."""
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and isinstance(v, PLAIN_TYPES)}
+def _plain_value(key: str, value, path: Path):
+    """A config file's value as plain data: a Path becomes its text and a set its sorted list; any other
+    object is an error naming the key (dropping it would silently train with the default instead)."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            raise ConfigError(f"config key '{key}' in {path}: a set of mixed types {value!r}; use a list") from None
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_value(key, item, path) for item in value)
+    if isinstance(value, dict):
+        return {k: _plain_value(key, v, path) for k, v in value.items()}
+    if isinstance(value, PLAIN_TYPES):
+        return value
+    raise ConfigError(f"config key '{key}' in {path} is a {type(value).__name__} ({value!r}"[:200]
+                      + "); a config value must be text, a number, a bool, None, or a list/dict of those")
+
+
+def _is_config_key(name: str, value) -> bool:
+    """Names a config file defines as settings: not _private, not imported modules, functions or classes."""
+    return not name.startswith("_") and not isinstance(
+        value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))
 
 
 def _run_config_file(path: Path) -> dict:
     try:
-        return _plain_values(runpy.run_path(str(path)))
+        namespace = runpy.run_path(str(path))
     except Exception as exc:  # a config is user code: report which file broke and how
         raise ConfigError(f"config file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    return {k: _plain_value(k, v, path) for k, v in namespace.items() if _is_config_key(k, v)}
 
 
 @functools.cache
@@ -105,6 +129,10 @@ def check_type(key: str, value, where: str):
     base, _, optional, _ = key_type(key)
     if value is None and optional:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r} ({where})")
+    if key in KEY_WORDS and value in (KEY_WORDS[key], [KEY_WORDS[key]]):
+        return KEY_WORDS[key]  # the one word a list key also takes; as a one-item list PEFT would look for a module of that name
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if base is list and isinstance(value, (list, tuple)):
@@ -112,6 +140,7 @@ def check_type(key: str, value, where: str):
     if isinstance(value, base) and not (isinstance(value, bool) and base is not bool):
         return value
     expected = f"{base.__name__} or None" if optional else f"{base.__name__} (like its default {load_defaults()[key]!r})"
+    expected += f" or '{KEY_WORDS[key]}'" if key in KEY_WORDS else ""
     raise ConfigError(f"config key '{key}' must be {expected}, got {type(value).__name__} {value!r} ({where})")
 
 

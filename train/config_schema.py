@@ -89,8 +89,8 @@ max_train_examples: Annotated[int, AtLeast(1)] | None = None
 max_eval_examples: Annotated[int, AtLeast(1)] | None = None
 # adapter, tokenizer, config.json, train_results.json, checkpoints
 output_dir: str = "models/mistral-7b-nli-cot"
-# one seed for data order, LoRA init and dropout
-seed: Annotated[int, AtLeast(0)] = 42
+# one seed for data order, LoRA init and dropout (numpy takes 32 bits)
+seed: Annotated[int, Between(0, 2**32 - 1)] = 42
 
 # --- optimisation ------------------------------------------------------------------------------
 # passes over the training data (ignored when max_steps > 0)
@@ -138,8 +138,9 @@ lora_r: Annotated[int, AtLeast(1)] = 16
 lora_alpha: Annotated[int, Above(0)] = 32
 # dropout on the adapter input
 lora_dropout: Annotated[float, Between(0, 1)] = 0.05
-# the projections that get adapters ("all-linear" = every linear layer but the head)
-lora_target_modules: list = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# the projections that get adapters, or the word "all-linear" (every linear
+# layer but the head)
+lora_target_modules: list | str = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # indexes of the transformer layers that get adapters; None = all.
 # Only the top layers: backpropagation stops below them (faster)
 lora_layers: list | None = None

@@ -4,10 +4,11 @@
     python -m train.train_sft --config ablation2.py --dry_run --model_params_b 7.25 --gpu_memory_gb 24
     ./run_training.sh --dry-run --config ablation2.py --gpu 1     # the container command, then this plan
 
-It resolves the config, checks that the data files exist and parse (tokenized with the model's own
-tokenizer when it is on disk, else estimated at 4 characters a token), reads the model's shape
-(model_shape.py), and prints examples kept and dropped, steps, the effective batch and the memory
-estimate (train/memory_estimate.py). A plan with a problem, or one that does not fit the GPU
+It resolves the config as training does (train/run_config.py: the same `resolve`, launch rules, path
+checks and tokenizer setup), checks that the data files exist and parse (tokenized with the model's own
+tokenizer when it is on disk, else the fields training reads estimated at 4 characters a token), reads
+the model's shape (model_shape.py), and prints examples kept and dropped, steps, the effective batch and
+the memory estimate (train/memory_estimate.py). A plan with a problem, or one that does not fit the GPU
 (`--gpu_memory_gb`, else nvidia-smi's smallest GPU), says so and exits 1.
 """
 
@@ -18,22 +19,30 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_io import DataError, read_records
+from data_io import DataError
 from model_shape import ShapeError, read_model_shape
-from sft_formats import detect_format
+from train.config_loader import ConfigError
+from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
+from train.run_config import (
+    TrainConfig,
+    launch_check,
+    path_problems,
+    resolve,
+    resume_checkpoint,
+    setup_tokenizer,
+    tokenizer_source,
+)
 from train.sft_data import LoadReport, load_sft_examples
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONVERTED_DIR = REPO_ROOT / "models" / "converted"
 CHARS_PER_TOKEN = 4  # English prose under BPE tokenizers: a rough but common rule
 # flags of the dry run itself, not config keys: name -> type
 PREFLIGHT_FLAGS = {"dry_run": None, "model_params_b": float, "gpu_memory_gb": float}
 
 
 def report_line(report: LoadReport, problem: str) -> str:
-    if problem:
-        return f"{report.path}: {problem}"
+    if problem:  # most messages start with the file already
+        return problem if problem.startswith(str(report.path)) else f"{report.path}: {problem}"
     how = "estimated lengths, no tokenizer on disk" if report.estimated else "tokenized"
     return (f"{report.path}: {report.kept} examples kept, {report.dropped_too_long} dropped as too long, "
             f"{report.skipped_invalid} invalid skipped; longest kept {report.longest} tokens ({how})")
@@ -61,54 +70,53 @@ def split_preflight_flags(argv: list[str]) -> tuple[list[str], dict]:
                     flags[name] = kind(raw)
                 except ValueError:
                     raise DataError(f"--{name} needs a number, got '{raw}'") from None
-                if flags[name] <= 0:
-                    raise DataError(f"--{name} must be above 0, got {raw}")
+                if not math.isfinite(flags[name]) or flags[name] <= 0:
+                    raise DataError(f"--{name} must be a finite number above 0, got {raw}")
         else:
             rest.append(argv[i])
         i += 1
     return rest, flags
 
 
-def local_tokenizer(config: dict):
-    """The run's tokenizer when it is on disk (a folder or a converted GGUF); None for a hub id."""
-    source = config["tokenizer_id"] or config["model_id"]
-    if source.lower().endswith(".gguf"):
-        source = str(CONVERTED_DIR / Path(source).stem)
+class EstimateTokenizer:
+    """Stands in for a tokenizer that is not on disk: CHARS_PER_TOKEN characters a token, so the
+    preflight measures exactly the text training would tokenize (the same fields, prompts and template)."""
+    chat_template = None
+    bos_token = bos_token_id = unk_token_id = None
+    eos_token, eos_token_id = "</s>", 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [0] * math.ceil(len(text) / CHARS_PER_TOKEN)}
+
+    def convert_tokens_to_ids(self, token):
+        return 1  # every configured token becomes one token once registered
+
+
+def local_tokenizer(config: TrainConfig):
+    """The run's tokenizer, set up as training sets it up (special and confidence tokens registered),
+    when it is on disk (a folder or a converted GGUF); None for a hub id or an unconverted GGUF."""
+    from gguf_convert import converted_dir_for, is_gguf
+    source = tokenizer_source(config)
+    if is_gguf(source):
+        source = str(converted_dir_for(Path(source)))
     if not (Path(source) / "tokenizer_config.json").is_file() and not (Path(source) / "tokenizer.json").is_file():
         return None
     from modeling import load_tokenizer
-    return load_tokenizer(source)
+    return setup_tokenizer(config, load_tokenizer(source))[0]
 
 
-def check_data(path: str, config: dict, tokenizer, limit) -> tuple[LoadReport, str]:
+def check_data(path: str, config: TrainConfig, tokenizer, limit) -> tuple[LoadReport, str]:
     """(what loading `path` keeps and drops, the problem that stops it or "")."""
     if not Path(path).is_file():
         return LoadReport(path=path), "file not found (the config's first lines give the command that builds it)"
     try:
-        if tokenizer is None:
-            return estimate_lengths(path, config, limit), ""
-        return load_sft_examples(path, tokenizer, data_format=config["data_format"], task=config["task"],
-                                 max_seq_length=config["max_seq_length"], overlong=config["overlong"],
-                                 limit=limit, invalid=config["invalid_examples"])[1], ""
+        report = load_sft_examples(path, tokenizer or EstimateTokenizer(), data_format=config.data_format,
+                                   task=config.task, max_seq_length=config.max_seq_length,
+                                   overlong=config.overlong, limit=limit, invalid=config.invalid_examples)[1]
     except DataError as exc:
         return LoadReport(path=path), str(exc)
-
-
-def estimate_lengths(path: str, config: dict, limit) -> LoadReport:
-    records = read_records(path)[:limit or None]
-    if not records:
-        raise DataError(f"{path}: no examples")
-    report = LoadReport(path=path, read=len(records), estimated=True)
-    for record in records:
-        if (config["data_format"] if config["data_format"] != "auto" else detect_format(record, config["task"])) is None:
-            raise DataError(f"{path}: line {record['_line']}: unrecognised example (see sft_formats.py)")
-        length = math.ceil(len(str({k: v for k, v in record.items() if k != "_line"})) / CHARS_PER_TOKEN)
-        if length > config["max_seq_length"]:
-            report.dropped_too_long += 1
-        else:
-            report.kept += 1
-            report.longest = max(report.longest, length)
-    return report
+    report.estimated = tokenizer is None
+    return report, ""
 
 
 def gpu_memory_bytes(flag_gb: float | None) -> tuple[int | None, str]:
@@ -124,34 +132,44 @@ def gpu_memory_bytes(flag_gb: float | None) -> tuple[int | None, str]:
     return None, "unknown (no nvidia-smi; pass --gpu_memory_gb)"
 
 
-def schedule_lines(config: dict, kept: int | None) -> list[str]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    effective = config["batch_size"] * config["grad_accumulation_steps"] * world
-    lines = [f"effective batch: {effective} = batch_size {config['batch_size']} x grad_accumulation_steps "
-             f"{config['grad_accumulation_steps']} x {world} process(es)"]
-    if config["max_steps"] > 0:
-        return lines + [f"optimizer steps: {config['max_steps']} (max_steps)"]
+def world_size(environ=None) -> int:
+    """Processes of the planned run (WORLD_SIZE, which run_training.sh sets from --gpus)."""
+    raw = (os.environ if environ is None else environ).get("WORLD_SIZE", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise DataError(f"WORLD_SIZE must be a whole number of processes >= 1, got '{raw}' (check --gpus)")
+    return int(raw)
+
+
+def schedule_lines(config: TrainConfig, kept: int | None, world: int) -> list[str]:
+    effective = config.batch_size * config.grad_accumulation_steps * world
+    lines = [f"effective batch: {effective} = batch_size {config.batch_size} x grad_accumulation_steps "
+             f"{config.grad_accumulation_steps} x {world} process(es)"]
+    if config.max_steps > 0:
+        return lines + [f"optimizer steps: {config.max_steps} (max_steps)"]
     if kept is None:
         return lines + ["optimizer steps: unknown until the training data can be read"]
     per_epoch = math.ceil(kept / effective)
-    return lines + [f"optimizer steps: {per_epoch * config['num_epochs']} ({per_epoch} per epoch x "
-                    f"{config['num_epochs']} epochs)"]
+    return lines + [f"optimizer steps: {per_epoch * config.num_epochs} ({per_epoch} per epoch x "
+                    f"{config.num_epochs} epochs)"]
 
 
-def memory_lines(config: dict, flags: dict, longest: int, plan: Plan) -> None:
+def memory_lines(config: TrainConfig, flags: dict, longest: int, plan: Plan, world: int) -> None:
     try:
-        shape = read_model_shape(config["model_id"], flags.get("model_params_b"), CONVERTED_DIR)
+        shape = read_model_shape(config.model_id, flags.get("model_params_b"))
     except ShapeError as exc:
         plan.problems.append(str(exc))
         return
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    problems = shape_problems(config, shape.layers)
+    if problems:  # the estimate of a run that can't start would be meaningless (even negative)
+        plan.problems += problems
+        return
     estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None, world_size=world)
-    quant = "4-bit NF4" if config["use_lora"] and config["load_in_4bit"] else config["torch_dtype"]
+    quant = "4-bit NF4" if config.load_in_4bit else config.torch_dtype
     plan.lines.append(f"model: {shape.params / 1e9:.2f}B parameters, {shape.layers} layers x {shape.hidden} hidden, "
                       f"vocab {shape.vocab}, base in {quant}; from {shape.source}")
     plan.lines.append(f"trainable parameters: {estimate.trainable_params / 1e6:.1f}M")
-    plan.lines.append(f"GPU memory estimate per process of {world} (batch {config['batch_size']} x "
-                      f"{longest or config['max_seq_length']} tokens):")
+    plan.lines.append(f"GPU memory estimate per process of {world} (batch {config.batch_size} x "
+                      f"{longest or config.max_seq_length} tokens):")
     plan.lines += [f"  {name:<32} {size / GIB:6.2f} GiB" for name, size in estimate.parts.items()]
     plan.lines.append(f"  {'total':<32} {estimate.total / GIB:6.2f} GiB")
     plan.lines += [f"  note: {note}" for note in estimate.notes]
@@ -162,7 +180,7 @@ def memory_lines(config: dict, flags: dict, longest: int, plan: Plan) -> None:
     if not gpu:
         return
     needed = gpus_needed(shape, config, gpu, longest or None)
-    if config["fsdp"] != "none":
+    if config.fsdp != "none":
         plan.lines.append(f"GPUs needed with fsdp = full_shard: {needed or 'more than 512'} of {gpu / GIB:.1f} GiB "
                           "(activations and logits don't shard)")
     if estimate.total > FITS * gpu:
@@ -173,23 +191,51 @@ def memory_lines(config: dict, flags: dict, longest: int, plan: Plan) -> None:
                              "lower: " + "; ".join(tips))
 
 
-def make_plan(config: dict, flags: dict) -> Plan:
-    plan = Plan(lines=[f"config: {config.get('config_file', 'defaults')}", f"output_dir: {config['output_dir']}"])
+def planned_device(config: TrainConfig) -> tuple[str, bool]:
+    """(the device the run will use, whether this machine has it): "auto" without a GPU here plans for a
+    CUDA GPU, since a GPU memory plan is what the dry run is for."""
+    import torch
+    if config.device == "cpu":
+        return "cpu", True
+    device = "cuda" if config.device == "auto" else config.device
+    return device, torch.cuda.is_available()
+
+
+def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str]:
+    """The config as training resolves it (run_config.resolve), with its launch and path problems."""
+    from modeling import can_load_4bit
+    device, here = planned_device(config)
+    plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
+    try:
+        config, notes = resolve(config, device, probe_4bit=can_load_4bit if here else None)
+        plan.lines += [f"note: {note}" for note in notes]
+    except ConfigError as exc:
+        plan.problems.append(str(exc))
+    plan.problems += launch_check(config, device, planned=True) + path_problems(config)
+    try:
+        resume_checkpoint(config)
+    except ConfigError as exc:
+        plan.problems.append(str(exc))
+    return config, device
+
+
+def make_plan(config: TrainConfig, flags: dict) -> Plan:
+    plan = Plan(lines=[f"config: {config.config_file or 'defaults'}", f"output_dir: {config.output_dir}"])
+    world = world_size()
+    config, _ = resolved_for_plan(config, plan)
     try:
         tokenizer = local_tokenizer(config)
     except Exception as exc:  # a broken tokenizer folder: the run would fail at the same place
         plan.problems.append(f"tokenizer: {exc}")
         tokenizer = None
-    checks = [check_data(config["train_data"], config, tokenizer, config["max_train_examples"])]
-    if config["eval_data"]:
-        checks.append(check_data(config["eval_data"], config, tokenizer, config["max_eval_examples"]))
+    checks = [check_data(config.train_data, config, tokenizer, config.max_train_examples)]
+    if config.eval_data:
+        checks.append(check_data(config.eval_data, config, tokenizer, config.max_eval_examples))
     plan.lines += [f"data: {report_line(report, problem)}" for report, problem in checks]
     plan.problems += [f"data: {report_line(report, problem)}" for report, problem in checks if problem]
     train_report, train_problem = checks[0]
-    if not train_problem and train_report.kept == 0:
-        plan.problems.append(f"data: {train_report.path}: no example fits max_seq_length={config['max_seq_length']}")
-    plan.lines += schedule_lines(config, None if train_problem else train_report.kept)
-    memory_lines(config, flags, max(report.longest for report, _ in checks), plan)
+    plan.lines += schedule_lines(config, None if train_problem else train_report.kept, world)
+    memory_lines(config, flags, max(report.longest for report, _ in checks), plan, world)
     return plan
 
 

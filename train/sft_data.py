@@ -37,6 +37,12 @@ def tokenize_example(tokenizer, record: dict, fmt: str, task: str, max_len: int,
     return {"input_ids": input_ids, "labels": labels}
 
 
+def record_unit(path) -> str:
+    """What `_line` counts in this file: CSV data rows, JSON records, JSONL lines."""
+    suffix = str(path).lower().rsplit(".", 1)[-1]
+    return {"csv": "row", "json": "record"}.get(suffix, "line")
+
+
 @dataclass
 class LoadReport:
     path: str
@@ -70,7 +76,7 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
     report = LoadReport(path=str(path), read=len(records))
     examples = []
     for record in records:
-        where = f"{path}: line {record['_line']}"
+        where = f"{path}: {record_unit(path)} {record['_line']}"
         fmt = data_format if data_format != "auto" else detect_format(record, task)
         if fmt is None:
             raise DataError(f"{where}: unrecognised example; expected fields prompt/completion, prompt/response, "

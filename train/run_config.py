@@ -1,0 +1,274 @@
+"""One run's config as one frozen, typed object, resolved once for the machine, shared by training and
+the preflight (`--dry_run`), so the plan is the run.
+
+    config = load_run_config(["tiny_cpu.py", "--max_steps", "5"])   # schema < file < command line, checked
+    config, notes = resolve(config, device)     # 4-bit fallback, use_lora => no 4-bit, use_wandb => report_to
+    tokenizer, new_ids = setup_tokenizer(config)      # pad != eos, special and confidence tokens registered
+    check_paths(config); problems = launch_check(config, device, environ)
+
+`TrainConfig` has one attribute per key of train/config_schema.py (plus `config_file`);
+`training_config.json` is `as_dict()` of the resolved object. Each checkpoint carries
+`run_fingerprint.json` (the training data, the base model's files and every setting that changes the
+trained weights), and resuming from a checkpoint of another run is refused.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+from data_io import DataError, atomic_write_json, content_fingerprint, path_fingerprint, read_records
+from train.config_loader import ConfigError, load_config, schema
+
+log = logging.getLogger("train_sft")
+FINGERPRINT_FILE = "run_fingerprint.json"
+# settings that don't change what a resumed run computes: where it writes, what it logs and evaluates,
+# and when it stops (continuing a run for more steps is what resuming is for)
+RESUME_NEUTRAL = {
+    "config_file", "output_dir", "resume_from_checkpoint", "logging_steps", "eval_steps", "save_steps",
+    "save_total_limit", "early_stopping_patience", "load_best_model_at_end", "gen_eval_examples",
+    "gen_eval_max_new_tokens", "confidence_eval_data", "confidence_eval_examples", "confidence_beta",
+    "eval_data", "max_eval_examples", "merge_adapter", "hub_model_id", "report_to", "use_wandb", "wandb_project",
+    "wandb_run_name", "max_steps", "num_epochs", "device", "attn_implementation"}
+
+
+class _ConfigAccess:
+    """Read access by key as well as by attribute, for code that takes a mapping (and `{**config}`)."""
+
+    def __getitem__(self, key):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self)]
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+    def as_dict(self) -> dict:
+        return {key: getattr(self, key) for key in self.keys()}
+
+
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(key, hint) for key, hint in schema().items()] + [("config_file", "str | None", None)],
+    bases=(_ConfigAccess,), frozen=True)
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = "Every key of train/config_schema.py as a typed, frozen attribute, plus config_file."
+
+
+def as_config(config) -> TrainConfig:
+    """A TrainConfig from a TrainConfig or a full mapping of the keys (load_config's dict)."""
+    if isinstance(config, TrainConfig):
+        return config
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{key: value for key, value in dict(config).items() if key in names})
+
+
+def load_run_config(argv=None) -> TrainConfig:
+    return as_config(load_config(argv))
+
+
+def resolve(config, device: str, *, probe_4bit=None) -> tuple[TrainConfig, list[str]]:
+    """(the config as this machine runs it, what changed and why). `probe_4bit(device) -> (ok, why)` tests
+    4-bit loading here; None when planning for a device this machine doesn't have."""
+    config, changes, notes = as_config(config), {}, []
+    if config.load_in_4bit and not config.use_lora:
+        changes["load_in_4bit"] = False
+        notes.append("use_lora = False: full fine-tuning, so the base is loaded unquantized (load_in_4bit ignored)")
+    elif config.load_in_4bit and probe_4bit is not None:
+        ok, why = probe_4bit(device)
+        if not ok and not config.allow_4bit_fallback:
+            raise ConfigError(f"load_in_4bit = True but {why}. Install a bitsandbytes build for this device, "
+                              "or set --allow_4bit_fallback true to train unquantized (more memory)")
+        if not ok:
+            changes["load_in_4bit"] = False
+            notes.append(f"4-bit fallback: {why}; training the base unquantized in {config.torch_dtype}")
+    if config.use_wandb:
+        changes["report_to"] = "wandb"
+    return dataclasses.replace(config, **changes), notes
+
+
+def launch_check(config: TrainConfig, device: str, environ=None, *, planned: bool = False) -> list[str]:
+    """Problems of this launch (config_rules.launch_problems). `planned`: a dry run, which the wrapper
+    starts with WORLD_SIZE but without torchrun."""
+    from transformers.training_args import OptimizerNames
+
+    from train.config_rules import launch_problems
+    environ = os.environ if environ is None else environ
+    under_torchrun = "LOCAL_RANK" in environ or (planned and int(environ.get("WORLD_SIZE", "1") or 0) > 1)
+    return launch_problems(config, device, under_torchrun=under_torchrun,
+                           optimizers={name.value for name in OptimizerNames})
+
+
+def all_special_tokens(config) -> list[str]:
+    tokens = list(config.special_tokens)
+    for pair in config.confidence_tokens.values():
+        tokens += [t for t in pair if t not in tokens]
+    return tokens
+
+
+def register_special_tokens(tokenizer, tokens: list[str]) -> list[int]:
+    """Add tokens to the tokenizer (before any data is tokenized, so each is one token); the new ids."""
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    return tokenizer.convert_tokens_to_ids(new)
+
+
+def tokenizer_source(config) -> str:
+    return config.tokenizer_id or config.model_id
+
+
+def setup_tokenizer(config, tokenizer=None) -> tuple[object, list[int]]:
+    """(the run's tokenizer with every special and confidence token registered, the new token ids): the
+    one setup training and the preflight tokenize with. `tokenizer`: an already loaded one to set up."""
+    if tokenizer is None:
+        from modeling import load_tokenizer
+        tokenizer = load_tokenizer(tokenizer_source(config))  # pad != eos guaranteed
+    return tokenizer, register_special_tokens(tokenizer, all_special_tokens(config))
+
+
+def _model_paths(config) -> dict[str, Path]:
+    """What output_dir must stay clear of: the model and tokenizer folders (or GGUF files and their
+    converted folders) that exist on disk."""
+    from gguf_convert import converted_dir_for, is_gguf
+    paths = {}
+    for key in ("model_id", "tokenizer_id"):
+        value = getattr(config, key)
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if is_gguf(value):
+            paths[f"{key} file"] = path
+            paths[f"{key}'s converted folder"] = converted_dir_for(path)
+        elif path.exists():
+            paths[f"{key} folder"] = path
+    return paths
+
+
+def output_overlap_problem(config) -> str | None:
+    """Why output_dir would write over the model's own files (it is, holds or lies inside one), or None."""
+    out = Path(config.output_dir).expanduser().resolve()
+    for name, path in _model_paths(config).items():
+        target = path.resolve()
+        how = "is" if out == target else "contains" if out in target.parents else \
+            "lies inside" if target in out.parents else None
+        if how:
+            return (f"output_dir {config.output_dir} {how} the {name} {path}: training would write over the "
+                    "model it reads; choose another --output_dir")
+    return None
+
+
+def path_problems(config) -> list[str]:
+    """What on disk stops this run, beyond its data files: an output_dir that is a file or overlaps the
+    model, an empty confidence validation set, a checkpoint to resume that is missing."""
+    problems = []
+    output_dir = Path(config.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        problems.append(f"output_dir {output_dir} is a file, not a folder")
+    problems += [problem for problem in [output_overlap_problem(config)] if problem]
+    for path in config.confidence_eval_data:
+        try:
+            if not read_records(path):  # an empty set would crash the first evaluation, after training started
+                problems.append(f"{path}: no examples (confidence_eval_data)")
+        except DataError as exc:
+            problems.append(f"{exc} (confidence_eval_data)")
+    resume = config.resume_from_checkpoint
+    if resume not in (None, "", "latest") and not Path(resume).is_dir():
+        problems.append(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
+    return problems
+
+
+def check_paths(config) -> None:
+    """Everything on disk a run needs, checked before the model loads and before anything is written."""
+    for key in ("train_data", "eval_data"):
+        if getattr(config, key) and not Path(getattr(config, key)).is_file():
+            raise DataError(f"{getattr(config, key)}: file not found ({key})")
+    problems = path_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def run_fingerprint(config) -> dict:
+    """What a checkpoint's weights were computed from: the settings that change them and the files read."""
+    config = as_config(config)
+    settings = {key: value for key, value in config.as_dict().items() if key not in RESUME_NEUTRAL}
+    files = {"train_data": path_fingerprint(config.train_data), "base model": path_fingerprint(config.model_id)}
+    if config.tokenizer_id:
+        files["tokenizer"] = path_fingerprint(config.tokenizer_id)
+    return {"settings": json.loads(json.dumps(settings)), "settings_hash": content_fingerprint(settings),
+            "files": files}
+
+
+def write_fingerprint(folder, fingerprint: dict) -> None:
+    atomic_write_json(Path(folder) / FINGERPRINT_FILE, fingerprint)
+
+
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last by the Trainer) is whole: a run
+    killed while saving leaves a partial checkpoint dir, which must not be resumed from."""
+    def step(path: Path) -> int:
+        number = path.name.rsplit("-", 1)[1]
+        return int(number) if number.isdigit() else -1
+    for checkpoint in sorted(Path(output_dir).glob("checkpoint-*"), key=step, reverse=True):
+        try:
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("skipping incomplete checkpoint %s (interrupted while saving)", checkpoint)
+            continue
+        if str(state.get("global_step")) == checkpoint.name.rsplit("-", 1)[1]:
+            return str(checkpoint)
+    return None
+
+
+def _saved_fingerprint(checkpoint: Path) -> dict | None:
+    """The checkpoint's fingerprint; for one killed between its save and its fingerprint, that of the run
+    folder holding it."""
+    for candidate in (checkpoint / FINGERPRINT_FILE, checkpoint.parent / FINGERPRINT_FILE):
+        try:
+            return json.loads(candidate.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def resume_checkpoint(config) -> str | None:
+    """The checkpoint to resume from (None: start fresh), refused when it was computed from other data,
+    another base model or other answer-changing settings than this run's."""
+    value, output_dir = config.resume_from_checkpoint, Path(config.output_dir)
+    if value in (None, ""):
+        return None
+    checkpoint = latest_complete_checkpoint(str(output_dir)) if value == "latest" else value
+    if value == "latest":
+        log.info("resume_from_checkpoint = latest: %s", checkpoint or "no checkpoint yet, starting fresh")
+    if checkpoint is None:
+        return None
+    if not Path(checkpoint).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: checkpoint dir not found: {checkpoint}")
+    saved, wanted = _saved_fingerprint(Path(checkpoint)), run_fingerprint(config)
+    if saved is None:
+        raise ConfigError(f"resume_from_checkpoint: {checkpoint} has no {FINGERPRINT_FILE}, so what it was trained "
+                          "from is unknown; start fresh in another --output_dir")
+    changed = sorted(key for key in set(wanted["settings"]) | set(saved.get("settings", {}))
+                     if wanted["settings"].get(key) != saved.get("settings", {}).get(key))
+    changed += [f"{name} files" for name, value in wanted["files"].items() if saved.get("files", {}).get(name) != value]
+    if changed:
+        raise ConfigError(f"resume_from_checkpoint: {checkpoint} was trained with other {', '.join(changed)}; "
+                          "resume with the same data, model and settings, or start fresh in another --output_dir")
+    return checkpoint
+
+
+def fingerprint_writer(fingerprint: dict):
+    """A Trainer callback that saves the run's fingerprint into every checkpoint it writes (rank 0)."""
+    from transformers import TrainerCallback
+
+    class FingerprintWriter(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                write_fingerprint(checkpoint, fingerprint)
+
+    return FingerprintWriter()
