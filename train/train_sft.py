@@ -10,7 +10,8 @@ What it guarantees: loss only on the answer (prompt tokens are -100, the answer 
 trained); pad != eos; prompts encoded by the same function inference uses; no example cut inside its
 answer; 4-bit gradients that stay right on AVX512-BF16 CPUs; every failure exits non-zero with a clear
 message. Outputs in `output_dir`: the adapter + tokenizer, `training_config.json`, `train_results.json`,
-`log_history.json`, checkpoints, and `merged/` on request.
+`log_history.json`, checkpoints, and `merged/` on request; the output, each checkpoint and `merged/` carry
+`model_contract.json` (task, answer format, tokens, chat template: model_contract.py).
 """
 
 import json
@@ -26,21 +27,36 @@ import torch
 from cli import on_terminal
 from data_io import DataError, atomic_write_json, load_env_file
 from gguf_convert import is_gguf
+from model_contract import build_contract, checkpoint_writer, read_contract, write_contract
 from modeling import (
     BASE_SOURCE_FILE,
     ModelLoadError,
     can_load_4bit,
     load_model,
-    load_tokenizer,
     resolve_device,
 )
-from train.config_loader import ConfigError, config_to_json, load_config, redact_secrets
+from train.config_loader import ConfigError, config_to_json, redact_secrets
+from train.config_rules import shape_problems
 from train.preflight import make_plan, print_plan, split_preflight_flags
+from train.run_config import (
+    TrainConfig,
+    all_special_tokens,
+    as_config,
+    check_paths,
+    fingerprint_writer,
+    launch_check,
+    load_run_config,
+    register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
+    resolve,
+    resume_checkpoint,
+    run_fingerprint,
+    setup_tokenizer,
+    write_fingerprint,
+)
 from train.sft_data import AnswerWindowCollator, PaddingFreeCollator, load_sft_examples
 from train.sharding import fsdp_arguments, save_final_model, sharding_trainer
 
 log = logging.getLogger("train_sft")
-CUDA_ONLY_OPTIMIZERS = ("paged_", "8bit")
 PUSH_IGNORED = ["checkpoint-*", "checkpoint-*/**", "merged/**", "runs/**", "training_args.bin"]
 
 
@@ -50,72 +66,6 @@ class TrainError(RuntimeError):
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def check_settings(config: dict, device: str) -> dict:
-    """Resolve settings that depend on the machine, and refuse combinations that can't work."""
-    if not config["use_lora"] and config["load_in_4bit"]:
-        log.info("use_lora = False: full fine-tuning, so the base is loaded unquantized (load_in_4bit ignored)")
-        config["load_in_4bit"] = False
-    if config["load_in_4bit"]:
-        ok, why = can_load_4bit(device)
-        if not ok:
-            if not config["allow_4bit_fallback"]:
-                raise TrainError(f"load_in_4bit = True but {why}. Install a bitsandbytes build for this device, "
-                                 "or set --allow_4bit_fallback true to train unquantized (more memory)")
-            log.warning("4-bit fallback: %s; training the base unquantized in %s", why, config["torch_dtype"])
-            config["load_in_4bit"] = False
-    if device == "cpu" and any(tag in config["optimizer"] for tag in CUDA_ONLY_OPTIMIZERS):
-        raise TrainError(f"optimizer '{config['optimizer']}' needs CUDA; on CPU use --optimizer adamw_torch")
-    if config["overlong"] not in ("drop", "trim_prompt"):
-        raise TrainError(f"overlong must be 'drop' or 'trim_prompt', got '{config['overlong']}'")
-    if config["mixed_precision"] not in ("auto", "bf16", "no"):
-        raise TrainError(f"mixed_precision must be auto, bf16 or no, got '{config['mixed_precision']}'")
-    if config["mixed_precision"] == "bf16" and device == "cpu" and not torch.cpu._is_avx512_bf16_supported():
-        log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: correct but emulated, likely slower")
-    if config["fsdp"] != "none" and "LOCAL_RANK" not in os.environ:
-        raise TrainError(f"fsdp = '{config['fsdp']}' shards the model across processes: launch with torchrun "
-                         "(./run_training.sh --gpus 0,1 ..., or torchrun --nproc_per_node N -m train.train_sft ...)")
-    if config["invalid_examples"] not in ("error", "skip"):
-        raise TrainError(f"invalid_examples must be 'error' or 'skip', got '{config['invalid_examples']}'")
-    for domain, pair in config["confidence_tokens"].items():
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise TrainError(f"confidence_tokens['{domain}'] must be [confident token, unconfident token]")
-    if config["confidence_eval_data"] and not (config["confidence_tokens"] and config["eval_data"]):
-        raise TrainError("confidence_eval_data needs confidence_tokens and eval_data (it runs at each evaluation)")
-    report_to = "wandb" if config["use_wandb"] else config["report_to"]
-    if report_to not in ("none", "tensorboard", "wandb"):
-        raise TrainError(f"report_to must be none, tensorboard or wandb, got '{report_to}'")
-    config["report_to"] = report_to
-    return config
-
-
-def check_paths(config: dict) -> None:
-    """Everything on disk a run needs, checked before the model loads and before anything is written."""
-    output_dir = Path(config["output_dir"])
-    if output_dir.exists() and not output_dir.is_dir():
-        raise TrainError(f"output_dir {output_dir} is a file, not a folder")
-    for key in ("train_data", "eval_data"):
-        if config[key] and not Path(config[key]).is_file():
-            raise DataError(f"{config[key]}: file not found ({key})")
-    resume = config["resume_from_checkpoint"]
-    if resume not in (None, "", "latest") and not Path(resume).is_dir():
-        raise TrainError(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
-
-
-def all_special_tokens(config: dict) -> list[str]:
-    tokens = list(config["special_tokens"])
-    for pair in config["confidence_tokens"].values():
-        tokens += [t for t in pair if t not in tokens]
-    return tokens
-
-
-def register_special_tokens(tokenizer, tokens: list[str]) -> list[int]:
-    """Add tokens to the tokenizer (before any data is tokenized, so each is one token); the new ids."""
-    new = [t for t in tokens if t not in tokenizer.get_vocab()]
-    if new:
-        tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
-    return tokenizer.convert_tokens_to_ids(new)
 
 
 def grow_embeddings(model, tokenizer, new_ids: list[int]) -> None:
@@ -132,93 +82,66 @@ def grow_embeddings(model, tokenizer, new_ids: list[int]) -> None:
             matrix.weight[new_ids] = matrix.weight[:min(new_ids)].mean(dim=0, keepdim=True)
 
 
-def build_model(config: dict, tokenizer, device: str, new_token_ids: list[int]):
-    model = load_model(config["model_id"], device=device, load_in_4bit=config["load_in_4bit"],
-                       dtype=config["torch_dtype"], attn_implementation=config["attn_implementation"],
-                       quant_type=config["bnb_4bit_quant_type"], double_quant=config["bnb_4bit_use_double_quant"],
-                       compute_dtype=config["bnb_4bit_compute_dtype"], for_sharding=config["fsdp"] != "none")
+def build_model(config: TrainConfig, tokenizer, device: str, new_token_ids: list[int]):
+    model = load_model(config.model_id, device=device, load_in_4bit=config.load_in_4bit,
+                       dtype=config.torch_dtype, attn_implementation=config.attn_implementation,
+                       quant_type=config.bnb_4bit_quant_type, double_quant=config.bnb_4bit_use_double_quant,
+                       compute_dtype=config.bnb_4bit_compute_dtype, for_sharding=config.fsdp != "none")
+    problems = shape_problems(config, model.config.get_text_config().num_hidden_layers)
+    if problems:
+        raise ConfigError(problems[0])
     grow_embeddings(model, tokenizer, new_token_ids)
     special_ids = tokenizer.convert_tokens_to_ids(all_special_tokens(config))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False  # no KV cache while training (generation turns it on for itself)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    if not config["use_lora"]:
+    if not config.use_lora:
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    if config["load_in_4bit"]:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config["gradient_checkpointing"])
+    if config.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     token_rows = None
     if special_ids:  # the new rows train on the input side and, unless tied to it, the output side
         token_rows = {"embed_tokens": special_ids}
         if not model.config.tie_word_embeddings:
             token_rows["lm_head"] = special_ids
-    lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-                      target_modules=config["lora_target_modules"], task_type="CAUSAL_LM",
-                      trainable_token_indices=token_rows, layers_to_transform=config["lora_layers"])
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
+                      trainable_token_indices=token_rows, layers_to_transform=config.lora_layers)
     model = get_peft_model(model, lora)
     return model
 
 
-def training_arguments(config: dict, device: str, n_train: int, has_eval: bool):
+def training_arguments(config: TrainConfig, device: str, n_train: int, has_eval: bool):
     from transformers import TrainingArguments
-    bf16 = config["mixed_precision"] == "bf16" or config["mixed_precision"] == "auto" and device.startswith("cuda") and (
-        config["load_in_4bit"] and config["bnb_4bit_compute_dtype"] == "bfloat16" or config["torch_dtype"] == "bfloat16")
-    steps_per_epoch = math.ceil(n_train / (config["batch_size"] * config["grad_accumulation_steps"]
+    bf16 = config.mixed_precision == "bf16" or config.mixed_precision == "auto" and device.startswith("cuda") and (
+        config.load_in_4bit and config.bnb_4bit_compute_dtype == "bfloat16" or config.torch_dtype == "bfloat16")
+    steps_per_epoch = math.ceil(n_train / (config.batch_size * config.grad_accumulation_steps
                                            * int(os.environ.get("WORLD_SIZE", "1"))))
     eval_kwargs = {}
     if has_eval:
-        eval_kwargs = dict(eval_strategy="steps", eval_steps=config["eval_steps"],
-                           load_best_model_at_end=config["load_best_model_at_end"],
+        eval_kwargs = dict(eval_strategy="steps", eval_steps=config.eval_steps,
+                           load_best_model_at_end=config.load_best_model_at_end,
                            metric_for_best_model="eval_loss", greater_is_better=False)
     return TrainingArguments(
-        output_dir=config["output_dir"], seed=config["seed"], data_seed=config["seed"],
-        num_train_epochs=config["num_epochs"], max_steps=config["max_steps"],
-        per_device_train_batch_size=config["batch_size"], per_device_eval_batch_size=config["batch_size"],
-        gradient_accumulation_steps=config["grad_accumulation_steps"], learning_rate=config["learning_rate"],
-        lr_scheduler_type=config["lr_scheduler"], warmup_steps=int(config["warmup_ratio"] * (
-            config["max_steps"] if config["max_steps"] > 0 else steps_per_epoch * config["num_epochs"])),
-        weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"], optim=config["optimizer"],
-        activation_checkpointing=config["gradient_checkpointing"] and config["fsdp"] == "none",
-        activation_checkpointing_kwargs={"use_reentrant": False} if config["gradient_checkpointing"] else None,
-        logging_steps=config["logging_steps"], save_strategy="steps", save_steps=config["save_steps"],
-        save_total_limit=config["save_total_limit"], report_to=[] if config["report_to"] == "none" else [config["report_to"]],
-        run_name=config["wandb_run_name"] or Path(config["output_dir"]).name, bf16=bf16,
+        output_dir=config.output_dir, seed=config.seed, data_seed=config.seed,
+        num_train_epochs=config.num_epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation_steps, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=int(config.warmup_ratio * (
+            config.max_steps if config.max_steps > 0 else steps_per_epoch * config.num_epochs)),
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, optim=config.optimizer,
+        activation_checkpointing=config.gradient_checkpointing and config.fsdp == "none",
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to=[] if config.report_to == "none" else [config.report_to],
+        run_name=config.wandb_run_name or Path(config.output_dir).name, bf16=bf16,
         use_cpu=device == "cpu", remove_unused_columns=False, prediction_loss_only=True,
-        train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
-        dataloader_num_workers=0, ddp_find_unused_parameters=False if config["use_lora"] else None,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=0, ddp_find_unused_parameters=False if config.use_lora else None,
         # off a terminal the Trainer prints one log line per logging_steps instead of a bar per step
         disable_tqdm=not is_main_process() or not on_terminal(), **eval_kwargs, **fsdp_arguments(config))
-
-
-def latest_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint whose trainer_state.json (written last by the Trainer) is whole: a run
-    killed while saving leaves a partial checkpoint dir, which must not be resumed from."""
-    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"),
-                         key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1,
-                         reverse=True)
-    for checkpoint in checkpoints:
-        try:
-            state = json.loads((checkpoint / "trainer_state.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            log.warning("skipping incomplete checkpoint %s (interrupted while saving)", checkpoint)
-            continue
-        if str(state.get("global_step")) == checkpoint.name.rsplit("-", 1)[1]:
-            return str(checkpoint)
-    return None
-
-
-def resolve_resume(value, output_dir: str):
-    """A checkpoint path, or for "latest" the newest complete checkpoint in output_dir (None: start fresh)."""
-    if value in (None, "", False):
-        return None
-    if value == "latest":
-        last = latest_complete_checkpoint(output_dir)
-        log.info("resume_from_checkpoint = latest: %s", last or "no checkpoint yet, starting fresh")
-        return last
-    if not Path(value).is_dir():
-        raise TrainError(f"resume_from_checkpoint: checkpoint dir not found: {value}")
-    return value
 
 
 def trainable_checksum(model) -> float:
@@ -246,16 +169,18 @@ def gather_across_ranks(value):
     return values
 
 
-def merge_and_save(config: dict, adapter_dir: Path, device: str) -> Path:
+def merge_and_save(config: TrainConfig, adapter_dir: Path, device: str) -> Path:
     """A 16-bit merged model made from a non-quantized copy of the base (never from 4-bit weights)."""
     from modeling import load_for_inference
-    dtype = "float16" if config["torch_dtype"] == "float16" else "bfloat16"
+    dtype = "float16" if config.torch_dtype == "float16" else "bfloat16"
     merged, tokenizer, info = load_for_inference(str(adapter_dir), device=device, load_in_4bit=False, dtype=dtype)
     if not info["merged"]:
         raise TrainError(f"{adapter_dir} did not load as a LoRA adapter; nothing to merge")
     out = adapter_dir / "merged"
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if (contract := read_contract(adapter_dir)) is not None:  # the merged model answers as the adapter did
+        write_contract(out, contract)
     return out
 
 
@@ -273,39 +198,49 @@ def push_to_hub(output_dir: Path, repo_id: str) -> None:
                          f"{redact_secrets(str(exc))[:300]}. The local outputs are kept.") from exc
 
 
-def prepare(config: dict) -> tuple[dict, str]:
-    """(the checked config, the device): secrets redacted, settings resolved for this machine, paths checked."""
+def prepare(config) -> tuple[TrainConfig, str, str | None]:
+    """(the config resolved for this machine, the device, the checkpoint to resume from or None): secrets
+    redacted, the launch and the paths checked, the seed set. The preflight resolves the same way."""
     from transformers import set_seed
-    device = resolve_device(config["device"])
-    redacted = redact_secrets(config)
-    if redacted != config:  # a credential pasted into a config value: never let it reach any file
+    config = as_config(config)
+    device = resolve_device(config.device)
+    redacted = redact_secrets(config.as_dict())
+    if redacted != config.as_dict():  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
-        config = redacted
-    config = check_settings(config, device)
+        config = as_config(redacted)
+    config, notes = resolve(config, device, probe_4bit=can_load_4bit)
+    for note in notes:
+        log.warning(note)
+    if config.mixed_precision == "bf16" and device == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+        log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: correct but emulated, likely slower")
+    problems = launch_check(config, device)
+    if problems:
+        raise ConfigError(problems[0])
     check_paths(config)
-    set_seed(config["seed"])
-    if config["report_to"] == "wandb":
-        os.environ.setdefault("WANDB_PROJECT", config["wandb_project"])
-    return config, device
+    resume = resume_checkpoint(config)
+    set_seed(config.seed)
+    if config.report_to == "wandb":
+        os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
+    return config, device, resume
 
 
-def load_data(config: dict, tokenizer) -> tuple[tuple[list, object], tuple[list, object]]:
+def load_data(config: TrainConfig, tokenizer) -> tuple[tuple[list, object], tuple[list, object]]:
     """((train examples, report), (eval examples, report or None)), tokenized as training needs them."""
-    kwargs = dict(data_format=config["data_format"], task=config["task"], max_seq_length=config["max_seq_length"],
-                  overlong=config["overlong"], invalid=config["invalid_examples"])
-    train_set = load_sft_examples(config["train_data"], tokenizer, limit=config["max_train_examples"], **kwargs)
+    kwargs = dict(data_format=config.data_format, task=config.task, max_seq_length=config.max_seq_length,
+                  overlong=config.overlong, invalid=config.invalid_examples)
+    train_set = load_sft_examples(config.train_data, tokenizer, limit=config.max_train_examples, **kwargs)
     log.info(train_set[1].line())
     eval_set = ([], None)
-    if config["eval_data"]:
-        eval_set = load_sft_examples(config["eval_data"], tokenizer, limit=config["max_eval_examples"], **kwargs)
+    if config.eval_data:
+        eval_set = load_sft_examples(config.eval_data, tokenizer, limit=config.max_eval_examples, **kwargs)
         log.info(eval_set[1].line())
     return train_set, eval_set
 
 
-def pick_collator(config: dict, model, tokenizer):
+def pick_collator(config: TrainConfig, model, tokenizer):
     attn = model.config._attn_implementation
-    padding_free = config["use_packing"] and "flash" in attn  # the package's or the hub kernel's varlen path
-    if config["use_packing"] and not padding_free:
+    padding_free = config.use_packing and "flash" in attn  # the package's or the hub kernel's varlen path
+    if config.use_packing and not padding_free:
         # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
         # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
         log.info("use_packing: padding-free batches need flash-attention; with %s, using length-grouped "
@@ -313,23 +248,23 @@ def pick_collator(config: dict, model, tokenizer):
     return PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
 
 
-def make_callbacks(config: dict, tokenizer, has_eval: bool) -> list:
+def make_callbacks(config: TrainConfig, tokenizer, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
     callbacks = []
-    if has_eval and config["early_stopping_patience"] > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
-    if has_eval and config["gen_eval_examples"] > 0:
+    if has_eval and config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    if has_eval and config.gen_eval_examples > 0:
         from train.gen_eval import GenerationEvalCallback
-        callbacks.append(GenerationEvalCallback(tokenizer, config["eval_data"], config["task"],
-                                                config["gen_eval_examples"], config["gen_eval_max_new_tokens"],
-                                                config["batch_size"]))
-    if config["confidence_eval_data"]:
+        callbacks.append(GenerationEvalCallback(tokenizer, config.eval_data, config.task,
+                                                config.gen_eval_examples, config.gen_eval_max_new_tokens,
+                                                config.batch_size))
+    if config.confidence_eval_data:
         from train.confidence_eval import ConfidenceEvalCallback
         callbacks.append(ConfidenceEvalCallback(tokenizer, config))
     return callbacks
 
 
-def make_trainer(config: dict, model, tokenizer, device: str, train_examples: list, eval_examples: list):
+def make_trainer(config: TrainConfig, model, tokenizer, device: str, train_examples: list, eval_examples: list):
     callbacks = make_callbacks(config, tokenizer, bool(eval_examples))
     trainer = sharding_trainer(
         model=model, args=training_arguments(config, device, len(train_examples), bool(eval_examples)),
@@ -341,21 +276,21 @@ def make_trainer(config: dict, model, tokenizer, device: str, train_examples: li
     return trainer
 
 
-def write_run_files(config: dict) -> None:
+def write_run_files(config: TrainConfig) -> None:
     """Only now, on rank 0: a run that fails before training leaves nothing in output_dir."""
     if not is_main_process():
         return
-    output_dir = Path(config["output_dir"])
+    output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
-    if is_gguf(config["model_id"]):  # the adapter's base was converted from this file
-        atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config["model_id"]).resolve())})
+    atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config.as_dict())))
+    write_fingerprint(output_dir, run_fingerprint(config))  # checkpoints of this run carry it too
+    if is_gguf(config.model_id):  # the adapter's base was converted from this file
+        atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config.model_id).resolve())})
 
 
-def fit(trainer, model, config: dict, device: str, train_set, eval_set) -> dict:
+def fit(trainer, model, config: TrainConfig, device: str, train_set, eval_set, resume: str | None) -> dict:
     """Train (resuming when asked), evaluate, and gather what train_results.json records."""
     (train_examples, train_report), (eval_examples, eval_report) = train_set, eval_set
-    resume = resolve_resume(config["resume_from_checkpoint"], config["output_dir"])
     write_run_files(config)
     trained_tokens = sum(sum(label != -100 for label in ex["labels"]) for ex in train_examples)
     started = time.time()
@@ -369,43 +304,54 @@ def fit(trainer, model, config: dict, device: str, train_set, eval_set) -> dict:
         "eval_samples": len(eval_examples), "dropped_too_long": {
             "train": train_report.dropped_too_long, "eval": eval_report.dropped_too_long if eval_report else 0},
         "eval_loss": final_eval.get("eval_loss"), "best_checkpoint": trainer.state.best_model_checkpoint,
-        "trained_tokens_per_epoch": trained_tokens, "load_in_4bit": config["load_in_4bit"],
+        "trained_tokens_per_epoch": trained_tokens, "load_in_4bit": config.load_in_4bit,
         "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
         "resumed_from": resume,
     }
 
 
-def save_outputs(trainer, tokenizer, config: dict, results: dict, device: str) -> None:
+def save_outputs(trainer, tokenizer, config: TrainConfig, results: dict, device: str) -> None:
     """Rank 0, after save_final_model: the tokenizer, logs and results; merged and pushed on request."""
-    output_dir = Path(config["output_dir"])
+    output_dir = Path(config.output_dir)
     tokenizer.save_pretrained(str(output_dir))
     atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
     atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
-    if config["merge_adapter"] and config["use_lora"]:
+    if config.merge_adapter and config.use_lora:
         results["merged_dir"] = str(merge_and_save(config, output_dir, device))
         atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
-    if config["hub_model_id"]:
-        push_to_hub(output_dir, config["hub_model_id"])
+    if config.hub_model_id:
+        push_to_hub(output_dir, config.hub_model_id)
 
 
-def log_trainable(model, config: dict) -> None:
-    if config["use_lora"] and is_main_process():
+def log_trainable(model, config: TrainConfig) -> None:
+    if config.use_lora and is_main_process():
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
 
-def train(config: dict) -> dict:
-    config, device = prepare(config)
-    tokenizer = load_tokenizer(config["tokenizer_id"] or config["model_id"])  # pad != eos guaranteed
-    new_token_ids = register_special_tokens(tokenizer, all_special_tokens(config))  # before any tokenizing
+def training_contract(config: TrainConfig, tokenizer):
+    """What this run trains the model for (model_contract.py), from the tokenizer its prompts are encoded with."""
+    return build_contract(tokenizer, task=config.task, data_format=config.data_format,
+                          special_tokens=config.special_tokens, confidence_tokens=config.confidence_tokens,
+                          confidence_datasets=config.confidence_datasets, max_seq_length=config.max_seq_length,
+                          model_id=config.model_id)
+
+
+def train(config: TrainConfig) -> dict:
+    config, device, resume = prepare(config)
+    tokenizer, new_token_ids = setup_tokenizer(config)  # before any tokenizing
     train_set, eval_set = load_data(config, tokenizer)
     model = build_model(config, tokenizer, device, new_token_ids)
     log_trainable(model, config)
     trainer = make_trainer(config, model, tokenizer, device, train_set[0], eval_set[0])
-    results = fit(trainer, model, config, device, train_set, eval_set)
-    save_final_model(trainer, config["output_dir"])
+    contract = training_contract(config, tokenizer)
+    trainer.add_callback(checkpoint_writer(contract))
+    trainer.add_callback(fingerprint_writer(run_fingerprint(config)))
+    results = fit(trainer, model, config, device, train_set, eval_set, resume)
+    save_final_model(trainer, config.output_dir)
     if trainer.is_world_process_zero():
+        write_contract(config.output_dir, contract)  # before merged/ and the hub push, which carry it
         save_outputs(trainer, tokenizer, config, results, device)
     return results
 
@@ -421,9 +367,10 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     load_env_file()  # HF_TOKEN, WANDB_API_KEY
     sys.argv[:] = redact_secrets(sys.argv)  # W&B stores the command line in its run files
+    config = None
     try:
         argv, preflight_flags = split_preflight_flags(argv)
-        config = load_config(argv)
+        config = load_run_config(argv)
         if preflight_flags.get("dry_run"):
             return print_plan(make_plan(config, preflight_flags))
         results = train(config)
@@ -434,6 +381,10 @@ def main(argv=None) -> int:
     except OSError as exc:  # disk full while saving: the last complete checkpoint is still there
         print(f"error: cannot write: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"train_sft: interrupted; complete checkpoints in {config.output_dir} are kept (resume with "
+              "--resume_from_checkpoint latest)" if config else "train_sft: interrupted", file=sys.stderr)
+        return 130
     except torch.OutOfMemoryError:
         print("error: out of memory. Lower --batch_size (raise --grad_accumulation_steps to keep the effective "
               "batch), lower --max_seq_length, or set --gradient_checkpointing true", file=sys.stderr)
@@ -444,7 +395,7 @@ def main(argv=None) -> int:
               f"train loss {results['train_loss']:.4f}"
               + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
               + f", {results['train_samples']} examples ({results['dropped_too_long']['train']} dropped as too long)"
-              + f" -> {config['output_dir']}")
+              + f" -> {config.output_dir}")
     return 0
 
 

@@ -1,0 +1,193 @@
+"""The model contract (model_contract.py): train_sft writes it with every trained output, and sample_model,
+evaluate.confidence, serve and merge_shards read it. A model without one behaves as before."""
+
+import json
+import shutil
+
+import pytest
+
+from model_contract import (
+    CONTRACT_FILE,
+    ContractError,
+    build_contract,
+    check_same_contract,
+    read_contract,
+    resolve_setting,
+    write_contract,
+)
+from prompts import TASKS
+from tests.conftest import REPO_ROOT, run_train
+
+DEV = REPO_ROOT / "data/sample/dev_300.csv"
+
+
+@pytest.fixture(scope="module")
+def label_adapter(tiny_mistral, tmp_path_factory):
+    """A tiny adapter trained for nli_label (not sample_model's fallback task, nli), with two checkpoints
+    and merged/."""
+    code, out = run_train(tiny_mistral, tmp_path_factory.mktemp("contract") / "run", "--task", "nli_label",
+                          "--max_steps", "4", "--save_steps", "2", "--merge_adapter", "true")
+    assert code == 0
+    return out
+
+
+def adapter_copy(label_adapter, tmp_path, **changes):
+    """The adapter (no checkpoints, no merged/) in a folder of its own, its contract changed as asked."""
+    folder = tmp_path / "adapter"
+    shutil.copytree(label_adapter, folder, ignore=shutil.ignore_patterns("checkpoint-*", "merged"))
+    contract = json.loads((folder / CONTRACT_FILE).read_text()) | changes
+    (folder / CONTRACT_FILE).write_text(json.dumps(contract))
+    return folder
+
+
+def sample(model, tmp_path, *extra, name="out"):
+    from evaluate.sample_model import main
+    output = tmp_path / f"{name}.json"
+    code = main(["--model_id", str(model), "--test_file", str(DEV), "--limit", "4", "--max_new_tokens", "4",
+                 "--output_file", str(output), "--quiet", *extra])
+    return code, output
+
+
+def test_every_trained_output_carries_the_same_contract(label_adapter, tiny_mistral):
+    from modeling import load_tokenizer
+    from prompts import chat_template
+    contract = read_contract(label_adapter)
+    assert contract.task == "nli_label" and contract.answer_format == "label_only"
+    assert contract.max_seq_length == 1024 and contract.confidence_tokens == {}
+    assert contract.base_model == {"model_id": str(tiny_mistral), "local_dir": str(tiny_mistral.resolve())}
+    assert contract.chat_template == chat_template(load_tokenizer(str(label_adapter)))  # what prompts render with
+    for folder in ("checkpoint-2", "checkpoint-4", "merged"):
+        assert read_contract(label_adapter / folder) == contract, folder
+    # no contract: a base model folder, a hub id, a .gguf path, nothing
+    for model in (tiny_mistral, "org/name", str(tiny_mistral / "x.gguf"), None):
+        assert read_contract(model) is None
+
+
+def test_the_contract_says_the_answer_format_and_round_trips(tiny_mistral, tmp_path):
+    from modeling import load_tokenizer
+    tokenizer = load_tokenizer(str(tiny_mistral))
+    settings = dict(data_format="auto", special_tokens=[], confidence_datasets={}, max_seq_length=64,
+                    model_id="org/base")
+    formats = {task: build_contract(tokenizer, task=task, confidence_tokens={}, **settings).answer_format
+               for task in ("nli", "nli_label", "free_text")}
+    assert formats == {"nli": "cot_json", "nli_label": "label_only", "free_text": "free_text"}
+    contract = build_contract(tokenizer, task="nli", confidence_tokens={"READ": ("<C_READ>", "<U_READ>")}, **settings)
+    assert contract.answer_format == "confidence" and contract.base_model["hub_id"] == "org/base"
+    write_contract(tmp_path, contract)
+    assert read_contract(tmp_path) == contract and read_contract(tmp_path).source == str(tmp_path / CONTRACT_FILE)
+
+
+def test_a_flag_that_contradicts_the_contract_is_an_error_naming_both(label_adapter):
+    contract = read_contract(label_adapter)
+    assert resolve_setting(None, "task", None, "nli", "--task") == "nli"  # no contract: as before
+    assert resolve_setting(None, "task", "boolq", "nli", "--task") == "boolq"
+    assert resolve_setting(contract, "task", None, "nli", "--task") == "nli_label"
+    assert resolve_setting(contract, "task", "nli_label", "nli", "--task") == "nli_label"
+    assert resolve_setting(contract, "task", "nli", "nli", "--task", ignore=True) == "nli"
+    with pytest.raises(ContractError, match=r"--task nli contradicts .*model_contract.json.*'nli_label'"):
+        resolve_setting(contract, "task", "nli", "nli", "--task")
+
+
+def test_sample_model_takes_the_task_from_the_contract_and_refuses_another(label_adapter, tiny_mistral, tmp_path,
+                                                                            capsys):
+    code, output = sample(label_adapter, tmp_path)
+    settings = json.loads(output.read_text())["settings"]
+    assert code == 0 and settings["task"] == "nli_label"
+    assert settings["model_contract"] == read_contract(label_adapter).summary()
+    code, output = sample(label_adapter / "checkpoint-2", tmp_path, name="checkpoint")
+    assert code == 0 and json.loads(output.read_text())["settings"]["task"] == "nli_label"
+    capsys.readouterr()
+    code, output = sample(label_adapter, tmp_path, "--task", "nli", name="refused")
+    err = capsys.readouterr().err
+    assert code == 2 and "--task nli contradicts" in err and "'nli_label'" in err and "--ignore_contract" in err
+    assert len(err.strip().splitlines()) == 1 and not output.exists()
+    code, output = sample(label_adapter, tmp_path, "--task", "nli", "--ignore_contract", name="ignored")
+    assert code == 0 and json.loads(output.read_text())["settings"]["task"] == "nli"
+    code, output = sample(tiny_mistral, tmp_path, name="base")  # no contract: the old default
+    settings = json.loads(output.read_text())["settings"]
+    assert code == 0 and settings["task"] == "nli" and settings["model_contract"] is None
+
+
+def test_a_tokenizer_that_differs_from_the_contract_is_refused(label_adapter, tmp_path, capsys):
+    from model_contract import template_sha256
+    other = "{{ messages[0]['content'] }}"
+    folder = adapter_copy(label_adapter, tmp_path, chat_template=other, chat_template_sha256=template_sha256(other),
+                          special_tokens=["<EXTRA>"])
+    code, output = sample(folder, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and "no token <EXTRA>" in err and "chat template" in err and not output.exists()
+    assert sample(folder, tmp_path, "--ignore_contract")[0] == 0
+
+
+@pytest.mark.parametrize("change, field", [({"task": "nope"}, "task"), ({"max_seq_length": "64"}, "max_seq_length"),
+                                           ({"chat_template": "edited"}, "chat_template"),
+                                           ({"format_version": 99}, "format_version")])
+def test_a_malformed_contract_is_one_line_naming_the_file_and_field(label_adapter, tmp_path, capsys, change, field):
+    folder = adapter_copy(label_adapter, tmp_path, **change)
+    code, _ = sample(folder, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and f"{folder / CONTRACT_FILE}: field '{field}'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_merge_shards_refuses_shards_of_models_with_different_contracts(label_adapter, tmp_path, capsys):
+    from evaluate.merge_shards import main as merge
+    shards = [sample(label_adapter, tmp_path, "--shard", f"{i}/2", name=f"x.shard-{i}-of-2")[1] for i in range(2)]
+    assert merge([*map(str, shards), "--output", str(tmp_path / "merged.json")]) == 0
+    data = json.loads(shards[1].read_text())
+    data["settings"]["model_contract"] = dict(data["settings"]["model_contract"], sha256="0" * 64)
+    shards[1].write_text(json.dumps(data))
+    capsys.readouterr()
+    assert merge([*map(str, shards), "--output", str(tmp_path / "refused.json")]) == 2
+    err = capsys.readouterr().err
+    assert str(shards[0]) in err and str(shards[1]) in err and "different models" in err
+    assert not (tmp_path / "refused.json").exists()
+    with pytest.raises(ContractError, match="no contract"):  # results of a base model and of a trained one
+        check_same_contract({"a.json": read_contract(label_adapter).summary(), "b.json": None})
+
+
+def test_confidence_takes_its_tokens_from_the_contract(label_adapter, tmp_path, capsys):
+    from evaluate.confidence import main as confidence
+    data = tmp_path / "val.jsonl"
+    data.write_text(json.dumps({"question": "is water wet", "correct_answer": "yes", "dataset": "boolq"}) + "\n")
+    args = ["--eval_data", str(data), "--output", str(tmp_path / "conf.json")]
+    assert confidence(["--model_id", str(label_adapter), *args]) == 2  # trained for labels, not confidence
+    assert "trained without confidence_tokens (task nli_label" in capsys.readouterr().err
+    folder = adapter_copy(label_adapter, tmp_path, confidence_tokens={"READ": ["<C_R2>", "<U_R2>"]},
+                          confidence_datasets={"boolq": "READ"}, answer_format="confidence")
+    assert confidence(["--model_id", str(folder), *args]) == 2
+    err = capsys.readouterr().err
+    assert "<C_R2>, <U_R2>" in err and "<C_READ>" not in err  # the contract's tokens, not the default list
+
+
+def test_serve_uses_the_contract_template_and_announces_the_task_schema(label_adapter, tmp_path, capsys):
+    from scripts.serve import main as serve_main
+    from scripts.serve import plan_server, schema_line
+    template = tmp_path / "chat_template.jinja"
+    plan = plan_server(str(label_adapter), "127.0.0.1", 8011, template)
+    assert template.read_text() == read_contract(label_adapter).chat_template
+    assert plan.task == "nli_label" and plan.answer_schema == TASKS["nli_label"].answer_schema()
+    assert serve_main(["--model", str(label_adapter), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert schema_line(plan) in out and '"enum": [0, 1]' in out
+    from model_contract import template_sha256
+    other = "{{ messages[0]['content'] }}"
+    folder = adapter_copy(label_adapter, tmp_path, chat_template=other, chat_template_sha256=template_sha256(other))
+    with pytest.raises(ContractError, match="chat template other than"):
+        plan_server(str(folder), "127.0.0.1", 8011, template)
+
+
+def test_the_training_callback_stamps_checkpoints_and_the_confidence_best_models(label_adapter, tmp_path):
+    from types import SimpleNamespace
+
+    from model_contract import checkpoint_writer
+    contract = read_contract(label_adapter)
+    for folder in ("checkpoint-6", "best_accuracy", "checkpoint-9"):
+        (tmp_path / folder).mkdir()
+    writer = checkpoint_writer(contract)
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6, is_world_process_zero=True)
+    writer.on_save(args, state, None)
+    writer.on_evaluate(args, state, None)
+    assert read_contract(tmp_path / "checkpoint-6") == contract and read_contract(tmp_path / "best_accuracy") == contract
+    assert read_contract(tmp_path / "checkpoint-9") is None  # only the checkpoint just saved
+    writer.on_save(args, SimpleNamespace(global_step=9, is_world_process_zero=False), None)  # rank > 0 writes nothing
+    assert read_contract(tmp_path / "checkpoint-9") is None
