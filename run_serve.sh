@@ -4,7 +4,8 @@
 #   ./run_serve.sh --model models/my-adapter --gpu 1              # http://127.0.0.1:8000/v1, model "my-adapter"
 #   ./run_serve.sh --local --model models/my-adapter --port 8001  # on this machine
 #   ./run_serve.sh --dry-run --docker --model models/X --gpus 0,1 # print the command only
-# Options: --model PATH, --port N (8000), --host ADDR (127.0.0.1), --gpu N, --gpus N|0,1, --all-gpus,
+# Options: --model PATH, --port N (8000), --host ADDR (127.0.0.1; ::1 for IPv6), --gpu N (GPU index N),
+#          --gpus 0,1 (indices, tensor parallel; not a count), --all-gpus,
 #          --local, --docker, --dry-run, --image NAME, --help. Others go to scripts/serve.py and vLLM.
 # SERVE_API_KEY (environment or .env) makes the server require that bearer key. Ctrl-C / SIGTERM stop it.
 set -euo pipefail
@@ -12,7 +13,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 model="" port="8000" host="127.0.0.1" args=()
@@ -30,11 +31,16 @@ if [ -z "$model" ]; then echo "error: --model is required (a model dir, LoRA ada
 resolve_mode
 single_node_only
 bind="$host"
+url_host=()
 if [ "$MODE" = "docker" ]; then
-  # inside the container vLLM listens on all its interfaces; the host side of the port stays on --host
+  # inside the container vLLM listens on all its interfaces; the host side of the port stays on --host,
+  # which is also the address serve.py prints and judges (an open 0.0.0.0 inside is not open outside)
   bind="0.0.0.0"
-  DOCKER_ARGS=(-p "$host:$port:$port")
+  url_host=(--url_host "$host")
+  published="$host"
+  if [[ "$host" == *:* && "$host" != \[* ]]; then published="[$host]"; fi  # IPv6: docker wants [::1]:8000:8000
+  DOCKER_ARGS=(-p "$published:$port:$port")
   if [ -n "${SERVE_API_KEY:-}" ]; then DOCKER_ARGS+=(-e SERVE_API_KEY); fi  # by name: the value stays off the command line
 fi
 run_command "$(backend_python vllm)" scripts/serve.py --model "$model" --host "$bind" --port "$port" \
-  --gpus "$(gpu_count)" "${args[@]}"
+  "${url_host[@]}" --gpus "$(gpu_count)" "${args[@]}"

@@ -1,18 +1,17 @@
 """vLLM generation backend for sample_model.py (`--backend vllm`), a GPU dependency imported lazily.
 
-A LoRA adapter dir is served through vLLM's LoRA support on its base model, with the adapter's rank as
-the max LoRA rank. Prompts are the same token ids the HF backend uses, the dtype is resolved the same
-way (float32 on a CPU, where vLLM would pick bfloat16), decoding is greedy, and with `stop_at_json` an
-answer is cut where it closes its JSON object, as the HF backend stops there: so both backends give
-the same records (tests/test_vllm.py, run by `make test-vllm`).
+A LoRA adapter dir is served through vLLM's LoRA support on its base model, with the adapter's rank
+rounded up to a value vLLM accepts as the max LoRA rank (vllm_lora.py, as scripts/serve.py does).
+Prompts are the same token ids the HF backend uses, the dtype is resolved the same way (float32 on a
+CPU, where vLLM would pick bfloat16), decoding is greedy, and with `stop_at_json` an answer is cut where
+it closes its JSON object, as the HF backend stops there: so both backends give the same records
+(tests/test_vllm.py, run by `make test-vllm`).
 """
-
-import json
-from pathlib import Path
 
 from cli import on_terminal
 from generation import JsonCloseTracker, answer_record
 from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+from vllm_lora import LoraRankError, adapter_max_lora_rank
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
                 "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "
@@ -36,7 +35,10 @@ class VllmGenerator:
         kwargs = {}
         if base:
             from vllm.lora.request import LoRARequest
-            rank = json.loads((Path(model_id) / "adapter_config.json").read_text())["r"]
+            try:
+                rank = adapter_max_lora_rank(model_id)  # the value vLLM accepts, as scripts/serve.py passes
+            except LoraRankError as exc:
+                raise ModelLoadError(str(exc)) from exc
             kwargs = {"enable_lora": True, "max_lora_rank": rank}
             self.lora_request = LoRARequest("adapter", 1, str(model_id))
         self.llm = LLM(model=base or model_id, tokenizer=model_id, dtype=dtype, **kwargs)

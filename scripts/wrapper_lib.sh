@@ -24,9 +24,9 @@ wrapper_option() {
     --dry-run) DRY_RUN=1 ;;
     --all-gpus) GPUS="all" ;;
     --gpu|--gpus)
-      if [ -z "${2:-}" ]; then echo "error: $1 needs a GPU index or list, e.g. $1 1 or $1 0,1" >&2; exit 2; fi
-      GPUS="$2"; USED=2 ;;
-    --gpu=*|--gpus=*) GPUS="${1#*=}" ;;
+      if [ -z "${2:-}" ]; then echo "error: $1 needs a GPU index or list, e.g. --gpu 1 or --gpus 0,1" >&2; exit 2; fi
+      check_gpu_selection "$1" "$2"; GPUS="$2"; USED=2 ;;
+    --gpu=*|--gpus=*) check_gpu_selection "${1%%=*}" "${1#*=}"; GPUS="${1#*=}" ;;
     --image) IMAGE="${2:?--image needs a name}"; USED=2 ;;
     --nnodes) NNODES="${2:?--nnodes needs a number}"; USED=2 ;;
     --node_rank|--node-rank) NODE_RANK="${2:?--node_rank needs a number}"; USED=2 ;;
@@ -34,6 +34,16 @@ wrapper_option() {
     --master_port|--master-port) MASTER_PORT="${2:?--master_port needs a port}"; USED=2 ;;
     *) USED=0 ;;
   esac
+}
+
+# --gpu N selects GPU index N; --gpus takes a list of indices (0,1) or "all". A lone number after --gpus
+# is refused: Docker's `--gpus 2` means two GPUs, where a list of one would mean GPU 2.
+check_gpu_selection() {
+  if [ "$1" = "--gpus" ] && [[ "$2" =~ ^[0-9]+$ ]]; then
+    echo "error: --gpus $2 is ambiguous (for Docker it is a count): use --gpu $2 for GPU $2 alone, --gpus 0,1 for" \
+         "a list of GPU indices, or --all-gpus" >&2
+    exit 2
+  fi
 }
 
 gpu_count() {
@@ -95,6 +105,7 @@ backend_python() {
   elif [ "$MODE" = "docker" ]; then echo "/opt/vllm-venv/bin/python"
   else
     if [ -x "$REPO_DIR/.venv-vllm/bin/python" ]; then echo ".venv-vllm/bin/python"
+    elif [ -x /opt/vllm-venv/bin/python ]; then echo "/opt/vllm-venv/bin/python"  # --local inside the image
     else
       echo "note: no .venv-vllm here (make test-vllm builds it); trying the current python" >&2
       echo "python"

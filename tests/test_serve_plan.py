@@ -3,14 +3,16 @@ runs the server itself in .venv-vllm)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from prompts import FALLBACK_CHAT_TEMPLATE, TASKS, encode_prompt, render_prompt
-from scripts.serve import lora_rank, plan_server
+from scripts.serve import client_url, plan_server
 from tests.conftest import REPO_ROOT
+from vllm_lora import LoraRankError, adapter_max_lora_rank
 
 MESSAGES = [TASKS[task].messages({"premise": "A man plays a guitar.", "hypothesis": "Someone makes music."})
             for task in ("nli", "nli_label")]
@@ -23,7 +25,7 @@ def test_an_adapter_is_served_on_its_base_with_its_name_rank_and_training_templa
     base = json.loads((trained_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert command[command.index("--model") + 1] == base and command[command.index("--tokenizer") + 1] == str(trained_adapter)
     assert command[command.index("--lora-modules") + 1] == f"{trained_adapter.name}={trained_adapter}"
-    assert "--enable-lora" in command and command[command.index("--max-lora-rank") + 1] == str(lora_rank(trained_adapter))
+    assert "--enable-lora" in command and command[command.index("--max-lora-rank") + 1] == str(adapter_max_lora_rank(trained_adapter))
     assert command[command.index("--generation-config") + 1] == "vllm"  # not the model's sampling defaults
     assert command[command.index("--dtype") + 1] == "float32"  # what sample_model uses on a CPU
     assert plan.model_name == trained_adapter.name and plan.base_url == "http://127.0.0.1:8011/v1"
@@ -32,9 +34,53 @@ def test_an_adapter_is_served_on_its_base_with_its_name_rank_and_training_templa
 
 
 def test_max_lora_rank_rounds_up_to_a_value_vllm_accepts(tmp_path):
-    for rank, expected in ((4, 8), (8, 8), (12, 16), (64, 64)):
+    for rank, expected in ((4, 8), (8, 8), (12, 16), (24, 32), (64, 64), (300, 320), (512, 512)):
         (tmp_path / "adapter_config.json").write_text(json.dumps({"r": rank}))
-        assert lora_rank(tmp_path) == expected
+        assert adapter_max_lora_rank(tmp_path) == expected
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "rank_pattern": {"q_proj": 24}}))
+    assert adapter_max_lora_rank(tmp_path) == 32  # the largest per-module rank decides
+    for config, message in (({"r": 1024}, "above 512, the largest vLLM can serve"), ({"r": 0}, "whole number"),
+                            ({"alpha": 8}, "no LoRA rank 'r'")):
+        (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+        with pytest.raises(LoraRankError, match=message):
+            adapter_max_lora_rank(tmp_path)
+
+
+def fake_vllm(monkeypatch):
+    """vLLM is not installed in .venv: a stand-in module records what VllmGenerator asks of vllm.LLM."""
+    import types
+    calls = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls.update(kwargs)
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = lambda *args: args
+    modules = {"vllm": types.ModuleType("vllm"), "vllm.lora": types.ModuleType("vllm.lora"), "vllm.lora.request": request}
+    modules["vllm"].LLM = LLM
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+@pytest.mark.parametrize("rank,expected", [(4, 8), (12, 16), (24, 32), (1024, None)])
+def test_the_vllm_backend_passes_the_rank_serve_passes(trained_adapter, tmp_path, monkeypatch, rank, expected):
+    import shutil
+
+    from evaluate.vllm_backend import VllmGenerator
+    from modeling import ModelLoadError
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "r": rank}))
+    calls = fake_vllm(monkeypatch)
+    if expected is None:
+        with pytest.raises(ModelLoadError, match="above 512"):
+            VllmGenerator(str(adapter))
+        return
+    VllmGenerator(str(adapter))
+    command = plan_server(str(adapter), "127.0.0.1", 8000, tmp_path / "t.jinja").command
+    assert calls["max_lora_rank"] == expected == int(command[command.index("--max-lora-rank") + 1])
 
 
 def test_the_fallback_template_renders_through_transformers_as_prompts_render_it(tiny_mistral):
@@ -62,6 +108,25 @@ def test_the_key_never_reaches_a_command_line_and_other_hosts_get_a_warning(trai
     assert missing.returncode == 2 and "models/none" in missing.stderr
 
 
+def test_urls_put_ipv6_in_brackets_and_name_loopback_for_all_interfaces(trained_adapter):
+    assert client_url("::1", 8000) == "http://[::1]:8000/v1" and client_url("[::1]", 8000) == "http://[::1]:8000/v1"
+    assert client_url("0.0.0.0", 8001) == "http://127.0.0.1:8001/v1" and client_url("::", 80) == "http://[::1]:80/v1"
+    assert client_url("10.1.2.3", 8000) == "http://10.1.2.3:8000/v1"
+    env = {k: v for k, v in os.environ.items() if k != "SERVE_API_KEY"}
+    ipv6 = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run", "--host",
+                           "::1"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert "at http://[::1]:8000/v1" in ipv6.stdout and "warning" not in ipv6.stderr
+    # in Docker: vLLM binds 0.0.0.0 inside the container, the port is published on the host's 127.0.0.1 only
+    docker = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run",
+                             "--host", "0.0.0.0", "--url_host", "127.0.0.1"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, env=env)
+    assert "at http://127.0.0.1:8000/v1" in docker.stdout and "warning" not in docker.stderr
+    exposed = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run",
+                              "--host", "0.0.0.0", "--url_host", "10.1.2.3"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, env=env)
+    assert "at http://10.1.2.3:8000/v1" in exposed.stdout and "serving on 10.1.2.3 without SERVE_API_KEY" in exposed.stderr
+
+
 @pytest.mark.parametrize("gpu_args,gpus_flag,count", [(["--gpu", "1"], "--gpus device=1", "1"),
                                                       (["--gpus", "0,1"], '--gpus \'"device=0,1"\'', "2")])
 def test_the_serve_wrapper_publishes_the_port_on_the_host_only_and_passes_the_key_by_name(gpu_args, gpus_flag, count):
@@ -75,7 +140,110 @@ def test_the_serve_wrapper_publishes_the_port_on_the_host_only_and_passes_the_ke
         f"docker run --rm --ipc=host -p 127.0.0.1:8000:8000 -e SERVE_API_KEY {gpus_flag} -v {REPO_ROOT}/data:/app/data "
         f"-v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results -v /hf-cache:/home/app/.cache/huggingface "
         f"nli-finetune:latest /opt/vllm-venv/bin/python scripts/serve.py --model models/X --host 0.0.0.0 --port 8000 "
-        f"--gpus {count} --max-model-len 4096")
+        f"--url_host 127.0.0.1 --gpus {count} --max-model-len 4096")
     assert "s3cret" not in proc.stdout
     missing = subprocess.run(["bash", "run_serve.sh", "--dry-run", "--docker"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "--model is required" in missing.stderr
+
+
+# serve.py's process handling, with a stand-in for vLLM's API server (a few lines of http.server: it lists
+# a model name, writes its pid, and ignores SIGTERM on request); vLLM itself runs in tests/test_serve.py.
+STAND_IN = """
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port, name, mode, pid_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignores_sigterm" else (lambda *_: sys.exit(0)))
+open(pid_file, "w").write(str(os.getpid()))
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": name}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(tmp_path, listed: str, mode: str = "ok", ready_timeout: float = 60, grace: float = 2):
+    """scripts/serve.py's serve() on a plan whose server is the stand-in; (process, port, pid file)."""
+    script, pid_file, port = tmp_path / "stand_in.py", tmp_path / "server.pid", free_port()
+    script.write_text(STAND_IN)
+    plan = [sys.executable, str(script), str(port), listed, mode, str(pid_file)]
+    code = (f"import sys; from scripts.serve import ServePlan, serve; sys.exit(serve(ServePlan({plan!r}, 'm', "
+            f"'http://127.0.0.1:{port}/v1'), {ready_timeout}, {grace}))")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    return process, port, pid_file
+
+
+def wait_ready(process):
+    line = process.stdout.readline()
+    assert "serve: serving 'm'" in line, (line, process.stderr.read() if process.poll() is not None else "")
+
+
+def gone(pid: int, seconds: float = 15) -> bool:
+    import time
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_port_another_process_holds_is_refused_before_anything_starts(trained_adapter):
+    import socket
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--port", str(port)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"cannot listen on 127.0.0.1 port {port}" in proc.stderr
+    assert "serving" not in proc.stdout
+
+
+def test_a_server_that_does_not_list_the_served_name_is_not_reported_as_serving(tmp_path):
+    process, port, _ = start_serve(tmp_path, listed="someone-else", ready_timeout=4)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and "serving" not in out
+    assert "did not list 'm'" in err
+
+
+def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period_and_frees_the_port(tmp_path):
+    process, port, pid_file = start_serve(tmp_path, listed="m", mode="ignores_sigterm", grace=2)
+    wait_ready(process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "stopped by SIGTERM" in out and "sending SIGKILL" in err
+    assert gone(int(pid_file.read_text())) and port_is_free(port)
+
+
+def test_kill_9_of_serve_py_does_not_orphan_the_server(tmp_path):
+    process, port, pid_file = start_serve(tmp_path, listed="m", grace=2)
+    wait_ready(process)
+    process.kill()  # SIGKILL: serve.py runs no handler; its watchdog stops the server's group
+    process.wait()
+    assert gone(int(pid_file.read_text())), "the server outlived serve.py"
+    assert port_is_free(port)

@@ -187,3 +187,16 @@ def test_two_nodes_meet_on_loopback_and_train_as_one_ddp_run(tiny_mistral, tmp_p
     assert results["world_size"] == 2 and results["global_step"] == 4
     first, second = results["rank_param_checksums"]
     assert first == second and first != 0
+
+
+@pytest.mark.parametrize("script", ["run_training.sh", "run_inference.sh", "evaluate/run_inference.sh", "run_serve.sh"])
+def test_a_lone_number_after_gpus_is_refused_as_ambiguous(script):
+    """Docker's `--gpus 2` is a count, ours a list of indices: `--gpus 2` is refused, `--gpu 2` is GPU 2."""
+    for flag in (["--gpus", "2"], ["--gpus=2"]):
+        proc = subprocess.run(["bash", script, "--dry-run", "--local", *flag, "--model", "m", "--config", "x.py"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, PREFLIGHT="0"))
+        assert proc.returncode == 2 and "--gpus 2 is ambiguous" in proc.stderr and "--gpu 2" in proc.stderr
+    single = subprocess.run(["bash", script, "--dry-run", "--local", "--gpu", "2", "--model", "m", "--data", "d.csv",
+                             "--config", "x.py"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, PREFLIGHT="0"))
+    assert "CUDA_VISIBLE_DEVICES=2 " in single.stdout, single.stderr
