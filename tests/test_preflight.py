@@ -128,6 +128,27 @@ def test_the_estimate_agrees_with_torchtunes_published_qlora_figure():
     assert estimate.trainable_params == 32 * 8 * (2 * (4096 + 4096) + (4096 + 1024) + 3 * (4096 + 14336))
 
 
+def test_logits_are_sized_on_the_answer_window_the_collator_computes(tiny_mistral):
+    """The answer-window collator asks the model for logits over the widest answer only, so the
+    estimate's logits term is batch x that window x vocab, not every token; packing keeps every token."""
+    from model_shape import REFERENCE_SHAPES
+    from modeling import load_tokenizer
+    from train.config_loader import load_config
+    from train.memory_estimate import estimate_training_memory
+    from train.sft_data import answer_window, load_sft_examples
+    run = load_config(["tiny_cpu.py", "--max_seq_length", "400"])
+    examples, report = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl",
+                                         load_tokenizer(str(tiny_mistral)), task=run["task"], max_seq_length=400)
+    assert report.longest_answer == max(answer_window(e["labels"]) for e in examples) < report.longest
+    shape = REFERENCE_SHAPES["Llama-3.1-8B"]
+    config = load_config(["default.py"])
+    window = estimate_training_memory(shape, config, tokens_per_sequence=report.longest,
+                                      logit_columns=report.longest_answer)
+    every = estimate_training_memory(shape, config, tokens_per_sequence=report.longest)
+    assert window.parts["logits (loss)"] == config["batch_size"] * report.longest_answer * shape.vocab * 12
+    assert every.parts["logits (loss)"] == config["batch_size"] * report.longest * shape.vocab * 12
+
+
 def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_config_needs():
     from model_shape import REFERENCE_SHAPES
     from train.config_loader import load_config

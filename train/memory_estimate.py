@@ -10,7 +10,9 @@ has the formula and its check against published figures). Every term is in bytes
                    full activations while it is recomputed; without: every layer's full activations;
                    layers below the lowest adapted one (lora_layers) keep nothing.
                    Eager attention adds heads x seq^2 scores per sequence; SDPA and flash keep none.
-    logits         tokens x vocab x 12 B (float32 logits, log-softmax and their gradient for the loss).
+    logits         batch x logit columns x vocab x 12 B (float32 logits, log-softmax and their gradient for
+                   the loss); the answer-window collator computes them only on the widest answer window of
+                   the data (logit_columns), packing on every token.
     CUDA context   0.5 GiB that torch's allocator does not see but the GPU does.
     FSDP           over N ranks, "full_shard" divides the base weights and the trainable terms by N and
                    adds the layer being gathered plus the one prefetched (2 x one layer in compute dtype);
@@ -102,9 +104,10 @@ def base_and_trainable(shape, config: TrainConfig) -> tuple[float, int, float, s
 
 
 def estimate_training_memory(shape, config, *, tokens_per_sequence: int | None = None,
-                             world_size: int = 1) -> MemoryEstimate:
+                             logit_columns: int | None = None, world_size: int = 1) -> MemoryEstimate:
     """Peak GPU memory of one rank for `config` (a resolved TrainConfig, or a mapping of its keys) on a
-    model of `shape`, with `world_size` ranks sharing the shards when config.fsdp asks for FSDP."""
+    model of `shape`, with `world_size` ranks sharing the shards when config.fsdp asks for FSDP.
+    `logit_columns`: the widest answer window when known (else every token of the sequence)."""
     config = as_config(config)
     seq = tokens_per_sequence or config.max_seq_length
     batch = config.batch_size
@@ -126,7 +129,7 @@ def estimate_training_memory(shape, config, *, tokens_per_sequence: int | None =
         "activations": activation_bytes(shape, tokens, seq, batch, compute, checkpointing=config.gradient_checkpointing,
                                         eager=config.attn_implementation == "eager", lora_inputs=lora_inputs,
                                         layers=backprop_layers),
-        "logits (loss)": tokens * shape.vocab * 12,
+        "logits (loss)": batch * min(seq, logit_columns or seq) * shape.vocab * 12,
         "CUDA context": CUDA_CONTEXT,
     }
     if config.fsdp == "full_shard" and world_size > 1:
@@ -142,13 +145,13 @@ def estimate_training_memory(shape, config, *, tokens_per_sequence: int | None =
 
 
 def gpus_needed(shape, config, gpu_bytes: int, tokens_per_sequence: int | None = None,
-                most: int = 512) -> int | None:
+                logit_columns: int | None = None, most: int = 512) -> int | None:
     """The fewest ranks over which `config` with fsdp = "full_shard" fits `gpu_bytes` each, or None when
     even `most` don't (activations and logits don't shard)."""
     sharded = dataclasses.replace(as_config(config), fsdp="full_shard")
     for ranks in range(1, most + 1):
         if estimate_training_memory(shape, sharded, tokens_per_sequence=tokens_per_sequence,
-                                    world_size=ranks).total <= FITS * gpu_bytes:
+                                    logit_columns=logit_columns, world_size=ranks).total <= FITS * gpu_bytes:
             return ranks
     return None
 

@@ -153,7 +153,8 @@ def schedule_lines(config: TrainConfig, kept: int | None, world: int) -> list[st
                     f"{config.num_epochs} epochs)"]
 
 
-def memory_lines(config: TrainConfig, flags: dict, longest: int, plan: Plan, world: int) -> None:
+def memory_lines(config: TrainConfig, flags: dict, longest: int, longest_answer: int, plan: Plan,
+                 world: int) -> None:
     try:
         shape = read_model_shape(config.model_id, flags.get("model_params_b"))
     except ShapeError as exc:
@@ -163,7 +164,10 @@ def memory_lines(config: TrainConfig, flags: dict, longest: int, plan: Plan, wor
     if problems:  # the estimate of a run that can't start would be meaningless (even negative)
         plan.problems += problems
         return
-    estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None, world_size=world)
+    # packing computes logits on every token; the answer-window collator on the widest answer only
+    logit_columns = None if config.use_packing else (longest_answer or None)
+    estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None,
+                                        logit_columns=logit_columns, world_size=world)
     quant = "4-bit NF4" if config.load_in_4bit else config.torch_dtype
     plan.lines.append(f"model: {shape.params / 1e9:.2f}B parameters, {shape.layers} layers x {shape.hidden} hidden, "
                       f"vocab {shape.vocab}, base in {quant}; from {shape.source}")
@@ -173,13 +177,13 @@ def memory_lines(config: TrainConfig, flags: dict, longest: int, plan: Plan, wor
     plan.lines += [f"  {name:<32} {size / GIB:6.2f} GiB" for name, size in estimate.parts.items()]
     plan.lines.append(f"  {'total':<32} {estimate.total / GIB:6.2f} GiB")
     plan.lines += [f"  note: {note}" for note in estimate.notes]
-    plan.lines.append("  note: logits counted over every token (an upper bound: the answer-window collator "
-                      "computes them on the answer only)")
+    plan.lines.append(f"  note: logits counted over {logit_columns} answer columns (the answer-window collator)"
+                      if logit_columns else "  note: logits counted over every token")
     gpu, where = gpu_memory_bytes(flags.get("gpu_memory_gb"))
     plan.lines.append(f"GPU: {where}")
     if not gpu:
         return
-    needed = gpus_needed(shape, config, gpu, longest or None)
+    needed = gpus_needed(shape, config, gpu, longest or None, logit_columns)
     if config.fsdp != "none":
         plan.lines.append(f"GPUs needed with fsdp = full_shard: {needed or 'more than 512'} of {gpu / GIB:.1f} GiB "
                           "(activations and logits don't shard)")
@@ -235,7 +239,8 @@ def make_plan(config: TrainConfig, flags: dict) -> Plan:
     plan.problems += [f"data: {report_line(report, problem)}" for report, problem in checks if problem]
     train_report, train_problem = checks[0]
     plan.lines += schedule_lines(config, None if train_problem else train_report.kept, world)
-    memory_lines(config, flags, max(report.longest for report, _ in checks), plan, world)
+    memory_lines(config, flags, max(report.longest for report, _ in checks),
+                 max(report.longest_answer for report, _ in checks), plan, world)
     return plan
 
 

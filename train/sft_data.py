@@ -54,6 +54,7 @@ class LoadReport:
     trimmed: int = 0
     format: str = ""
     longest: int = 0         # tokens of the longest kept example
+    longest_answer: int = 0  # columns of the widest answer window (where the answer-window collator computes logits)
     estimated: bool = False  # lengths estimated without a tokenizer (the preflight's fallback)
 
     def line(self) -> str:
@@ -100,11 +101,19 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
         examples.append(example)
     report.kept = len(examples)
     report.longest = max((len(example["input_ids"]) for example in examples), default=0)
+    report.longest_answer = max((answer_window(example["labels"]) for example in examples), default=0)
     if not examples:
         why = f"every example is longer than max_seq_length={max_seq_length}" if not report.skipped_invalid \
             else f"no valid example ({report.skipped_invalid} invalid, first: {report.first_invalid})"
         raise DataError(f"{path}: {why}")
     return examples, report
+
+
+def answer_window(labels) -> int:
+    """Columns from one before the first trained label to the end: the positions whose logits the loss
+    reads (the column before the first label is what predicts it)."""
+    first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    return len(labels) - first + 1
 
 
 class PaddingFreeCollator:
@@ -153,11 +162,7 @@ class AnswerWindowCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         width = max(len(f["input_ids"]) for f in features)
-
-        def window(labels) -> int:  # columns from one before the first trained label to the end
-            first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-            return len(labels) - first + 1
-        keep = min(width, max(window(f["labels"]) for f in features))
+        keep = min(width, max(answer_window(f["labels"]) for f in features))
         input_ids, mask, labels, positions = [], [], [], []
         for f in features:
             pad = width - len(f["input_ids"])
