@@ -43,6 +43,9 @@ def judge_option_letter(answer: str, correct_answer) -> bool:
 
 
 JUDGES = {"yes_no": judge_yes_no, "option_letter": judge_option_letter}
+# What a correct answer may be under each rule: anything else would be scored "wrong" for every answer.
+ANSWER_FORMS = {"yes_no": ("yes, no, true or false", lambda truth: truth.lower() in YES | NO),
+                "option_letter": ("an option letter A-E", lambda truth: truth.strip("()")[:1].upper() in tuple("ABCDE"))}
 
 
 def two_way_p(logits: torch.Tensor, c_id: int, u_id: int) -> float:
@@ -62,6 +65,10 @@ def load_items(path, tokenizer, datasets: dict, default_domain: str | None, limi
         domain = datasets.get(str(record.get("dataset", "")).lower(), default_domain)
         if domain is None:
             raise DataError(f"{where}: field 'dataset': {record.get('dataset')!r} maps to no domain; pass --domain")
+        form, valid = ANSWER_FORMS[RULES.get(domain, "yes_no")]
+        if not valid(str(record["correct_answer"]).strip()):
+            raise DataError(f"{where}: field 'correct_answer': {record['correct_answer']!r} is not {form} "
+                            f"(the {domain} domain's rule)"[:300])
         prompt = encode_prompt(tokenizer, [{"role": "user", "content": confidence_user_message(record)}])
         items.append({"id": str(record.get("id", record.get("_line"))), "prompt_ids": prompt, "domain": domain,
                       "correct_answer": record["correct_answer"]})

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,35 @@ def load_env_file(path=".env") -> None:
 
 class DataError(ValueError):
     """Bad input data; the message names the file, row and field."""
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_field(value, name: str = "") -> str | None:
+    """The field holding a lone surrogate ("\\ud800" is valid JSON but not text: it can't be written as
+    UTF-8), such as `messages[0].content`, or None."""
+    if isinstance(value, str):
+        return name if _SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{name}[{key}]" if isinstance(key, int) else f"{name}.{key}" if name else str(key)
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return inner
+        found = _surrogate_field(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_text(record, path, where: str, raw: str) -> None:
+    """Refuse a record with a lone surrogate at load time, before any work is paid for."""
+    if _SURROGATE_ESCAPE.search(raw):  # a surrogate can only come from an escape in the file
+        field = _surrogate_field(record)
+        if field is not None:
+            raise DataError(f"{path}: {where}: field '{field}': a lone surrogate escape (such as \\ud800) is not "
+                            "text; fix or drop it")
 
 
 def read_jsonl(path, tolerate_torn_tail: bool = False) -> list[dict]:
@@ -52,6 +82,7 @@ def read_jsonl(path, tolerate_torn_tail: bool = False) -> list[dict]:
             raise DataError(f"{path}: line {number}: invalid JSON: {exc.msg}") from exc
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
+        _check_text(record, path, f"line {number}", line)
         record["_line"] = number
         records.append(record)
     return records
@@ -80,7 +111,8 @@ def read_csv(path) -> list[dict]:
 
 
 def read_records(path) -> list[dict]:
-    """CSV, JSONL or a JSON array/object-of-records, chosen by extension."""
+    """CSV, JSONL or a JSON array/object-of-records, chosen by extension (the keys of an object of records
+    are their ids, unless a record has its own `id`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -89,14 +121,19 @@ def read_records(path) -> list[dict]:
         return read_csv(path)
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            text = path.read_text(encoding="utf-8-sig")
+            data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: invalid JSON: {exc}") from exc
         items = data if isinstance(data, list) else list(data.values()) if isinstance(data, dict) else None
         if items is None or not all(isinstance(r, dict) for r in items):
             raise DataError(f"{path}: expected a JSON array (or object) of records")
-        for number, record in enumerate(items, start=1):
+        ids = list(data) if isinstance(data, dict) else [None] * len(items)
+        for number, (key, record) in enumerate(zip(ids, items), start=1):
+            _check_text(record, path, f"row {number}", text)
             record["_line"] = number
+            if key is not None:
+                record.setdefault("id", key)  # an object of records keyed by id: the keys are the ids
         return items
     return read_jsonl(path)
 
@@ -125,6 +162,8 @@ def _writable_location(path: Path) -> str | None:
         return "is a folder"
     ancestor = path.parent
     while not ancestor.exists():
+        if ancestor.is_symlink():  # mkdir would fail on it at the end of the run
+            return f"{ancestor} is a symlink to a missing {os.readlink(ancestor)}"
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         return f"{ancestor} is a file, not a folder"
@@ -263,15 +302,17 @@ def _file_digest(path: Path, h) -> None:
         h.update(f.read(2**20))
 
 
-def path_fingerprint(path) -> str:
-    """A short hash of a file's or a folder's content (every file below it, by relative path), used to
-    tie saved progress to what it was computed from. A path that doesn't exist (a hub id) hashes its name."""
+def path_fingerprint(path, include=None) -> str:
+    """A short hash of a file's or a folder's content (every file below it, by relative path, or those
+    whose relative path `include` accepts), used to tie saved progress to what it was computed from.
+    A path that doesn't exist (a hub id) hashes its name."""
     path = Path(path)
     h = hashlib.sha256()
     if path.is_file():
         _file_digest(path, h)
     elif path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(path))):
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(path))
+                           and (include is None or include(p.relative_to(path)))):
             h.update(str(file.relative_to(path)).encode() + b"\0")
             _file_digest(file, h)
     else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from data_io import DataError, read_records
 from extraction import extract_label
 from prompts import encode_prompt, get_task
-from sft_formats import CHAT_FORMATS, detect_format, example_segments, question_answer_messages
+from sft_formats import CHAT_FORMATS, chat_messages, detect_format, example_segments, question_answer_messages
 
 
 @dataclass
@@ -24,41 +24,60 @@ class EvalItem:
     messages: list = field(default_factory=list)  # the prompt as chat messages (API backends)
 
 
+def _reference_label(reference: str, task, where: str, field: str):
+    """The label a chat row's reference answer gives; an answer with no valid label is an error (the row
+    would otherwise count as unlabelled without a word)."""
+    if task.free_text:
+        return reference
+    label = extract_label(reference, task)[0]
+    if label is None:
+        label = task.normalize_label(reference.strip())  # a bare label as the whole answer
+    if label is None:
+        raise DataError(f"{where}: field '{field}': the reference answer {reference!r} holds no valid "
+                        f"'{task.label_field}' (one of {list(task.labels)})"[:400])
+    return label
+
+
+def _reference_field(record: dict, fmt: str, turns: list | None = None) -> str:
+    if fmt == "messages":
+        return f"messages[{next(i for i, t in enumerate(turns) if t['role'] == 'assistant')}].content"
+    return {"prompt_completion": "completion", "prompt_response": "response", "question_answer": "answer"}.get(fmt, fmt)
+
+
 def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     """The tokens before the first trained segment, and the label its reference answer gives."""
-    segments = example_segments(tokenizer, record, detect_format(record, task), task, where)
+    fmt = detect_format(record, task)
+    segments = example_segments(tokenizer, record, fmt, task, where)
     first_trained = next(i for i, (_, trained) in enumerate(segments) if trained)
     prompt = [t for ids, _ in segments[:first_trained] for t in ids]
     reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
-    if get_task(task).free_text:
-        return prompt, reference
-    return prompt, extract_label(reference, task)[0]
+    turns = chat_messages(record["messages"], where) if fmt == "messages" else None
+    return prompt, _reference_label(reference, get_task(task), where, _reference_field(record, fmt, turns))
 
 
 def _sft_messages_and_label(record: dict, task: str, where: str):
     """The chat messages before the first answer of a chat-format SFT row, and its reference label."""
     fmt = detect_format(record, task)
     if fmt == "messages":
-        turns = record["messages"]
+        turns = chat_messages(record["messages"], where)
     elif fmt == "question_answer":
         turns = question_answer_messages(record, where)
     elif fmt in ("prompt_completion", "prompt_response") and isinstance(record["prompt"], list):
-        turns = record["prompt"] + (record["completion"] if isinstance(record.get("completion"), list) else [])
+        completion = record.get("completion")
+        turns = chat_messages(record["prompt"] + (completion if isinstance(completion, list) else
+                                                  [{"role": "assistant", "content": completion}]), where, "prompt")
     elif fmt in ("prompt_completion", "prompt_response"):
         answer = record.get("completion", record.get("response"))
-        turns = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": answer}]
+        turns = chat_messages([{"role": "user", "content": record["prompt"]},
+                               {"role": "assistant", "content": answer}], where, fmt.split("_")[1])
     else:
         raise DataError(f"{where}: an API backend needs raw rows or chat-format rows (messages, prompt/completion, "
                         "prompt/response), not the legacy text format")
-    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-        raise DataError(f"{where}: field 'messages': expected a list of {{role, content}} objects")
-    first_answer = next((i for i, t in enumerate(turns) if t.get("role") == "assistant"), None)
+    first_answer = next((i for i, t in enumerate(turns) if t["role"] == "assistant"), None)
     if not first_answer:
         raise DataError(f"{where}: no prompt before an assistant answer")
-    reference = turns[first_answer].get("content")
-    reference = reference if isinstance(reference, str) else ""
-    label = reference if get_task(task).free_text else extract_label(reference, task)[0]
-    return [{"role": t["role"], "content": t["content"]} for t in turns[:first_answer]], label
+    field = f"messages[{first_answer}].content" if fmt == "messages" else _reference_field(record, fmt)
+    return turns[:first_answer], _reference_label(turns[first_answer]["content"], get_task(task), where, field)
 
 
 def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None) -> tuple[list[EvalItem], bool]:
@@ -112,6 +131,6 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
     labelled = [item.true_label is not None for item in items]
     if any(labelled) and not all(labelled):
         missing = next(i for i, has in enumerate(labelled) if not has)
-        raise DataError(f"{path}: row {records[missing].get('_line', '?')}: field 'label' is missing "
-                        "(label every row or none)")
+        raise DataError(f"{path}: row {records[missing].get('_line', '?')}: field '{task.true_label_field}' is "
+                        "missing (label every row or none)")
     return items, all(labelled)

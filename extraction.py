@@ -2,10 +2,16 @@
 
 Policy, in order:
 1. scan the text with a string-aware JSON scanner (braces inside strings don't count) and take the
-   first complete JSON object whose label field holds a valid label (method "json");
-2. otherwise an explicit phrase such as `final label: 0` or a truncated `"predicted_label": 1`
-   (method "phrase");
+   first complete JSON object whose label field holds a valid label (method "json"); an object that
+   repeats the label field with different values holds no valid label (json would keep the last);
+2. otherwise the label field of a cut-off object (`{"thought_process": "...", "predicted_label": 1`
+   at the end of a truncated answer), or an explicit phrase outside any JSON object such as
+   `final label: 0` (method "phrase"): the value must be exactly one label, so `0 or 1`, `0/1`, `1.5`,
+   `1...` and two phrases that disagree are parse failures;
 3. otherwise the prediction is None (method "none") and counts as a parse failure: never a guess.
+
+The scan is linear in the text (each brace is matched once), so a 20 MB answer full of braces costs
+seconds, not hours.
 
     from extraction import extract_label
     extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
@@ -16,27 +22,79 @@ import re
 
 from prompts import get_task
 
+MAX_NESTING = 100  # an object nested deeper is not an answer (and would exhaust json's recursion)
+_SPECIAL = re.compile(r'[{}"\\]')
 
-def _closing_brace(text: str, start: int) -> int | None:
-    """Index of the brace closing the object opened at text[start], skipping strings (with escapes)."""
-    depth, in_string, escaped = 0, False, False
-    for index in range(start, len(text)):
-        ch = text[index]
+
+class DuplicateKey:
+    """The value of a key an object repeats with different values: json keeps the last one silently;
+    here neither counts (it is no label)."""
+
+    def __init__(self, values: list):
+        self.values = values
+
+    def __repr__(self):
+        return "duplicate key with values " + " / ".join(json.dumps(v, default=repr) for v in self.values)
+
+    def __eq__(self, other):
+        return isinstance(other, DuplicateKey) and self.values == other.values
+
+
+def _object_from_pairs(pairs) -> dict:
+    obj = {}
+    for key, value in pairs:
+        if key in obj and obj[key] != value:
+            previous = obj[key]
+            obj[key] = DuplicateKey((previous.values if isinstance(previous, DuplicateKey) else [previous]) + [value])
+        else:
+            obj[key] = value
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_from_pairs)
+
+
+def _structural_braces(text: str, start: int, stop: int | None = None):
+    """(index, brace) of each brace outside strings in text[start:stop], read from `start` outside any string."""
+    stop = len(text) if stop is None else stop
+    in_string, position = False, start
+    while True:
+        match = _SPECIAL.search(text, position, stop)
+        if match is None:
+            return
+        index, ch = match.start(), match.group()
+        position = index + 1
         if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
+            if ch == "\\":
+                position += 1
             elif ch == '"':
                 in_string = False
         elif ch == '"':
             in_string = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return index
+        elif ch != "\\":
+            yield index, ch
+
+
+def _brace_pairs(text: str, start: int, stop: int) -> tuple[list, list]:
+    """([open, close] of the braces outside strings in text[start:stop], in order of the opening brace;
+    the opening braces still unclosed at `stop`)."""
+    pairs, stack = [], []
+    for index, ch in _structural_braces(text, start, stop):
+        if ch == "{":
+            stack.append(len(pairs))
+            pairs.append([index, None])
+        elif stack:
+            pairs[stack.pop()][1] = index
+    return pairs, [pairs[i][0] for i in stack]
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the brace closing the object opened at text[start], skipping strings (with escapes)."""
+    depth = 0
+    for index, ch in _structural_braces(text, start):
+        depth += 1 if ch == "{" else -1
+        if depth == 0:
+            return index
     return None
 
 
@@ -48,22 +106,80 @@ def json_close_index(text: str) -> int | None:
     return None if end is None else end + 1
 
 
-def _parse_object(text: str) -> dict | None:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
+def _match_braces(text: str, start: int, closes: dict, depths: dict) -> None:
+    """Read from the brace at `start`: record in `closes` the index closing every brace it opens (None
+    when never closed) and in `depths` how deep each one nests. A brace an earlier reading matched is
+    skipped whole (the rest of the text reads the same from there), so each brace is matched once."""
+    stack, in_string, position = [], False, start  # stack: [open index, deepest child]
+    while True:
+        match = _SPECIAL.search(text, position)
+        if match is None:
+            break
+        index, ch = match.start(), match.group()
+        position = index + 1
+        if in_string:
+            if ch == "\\":
+                position += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{" and index in closes:
+            if closes[index] is None:
+                break
+            stack[-1][1] = max(stack[-1][1], depths[index])
+            position = closes[index] + 1
+        elif ch == "{":
+            stack.append([index, 0])
+        elif ch == "}" and stack:
+            opened, child = stack.pop()
+            closes[opened], depths[opened] = index, child + 1
+            if not stack:
+                return
+            stack[-1][1] = max(stack[-1][1], child + 1)
+    for opened, _ in stack:
+        closes[opened] = None
+
+
+def _nested_dicts(obj: dict) -> list:
+    """The objects inside a parsed object, in the order of their opening braces in the text."""
+    found, stack = [], [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            found.append(value)
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list | DuplicateKey):
+            stack.extend(reversed(value if isinstance(value, list) else value.values))
+    return found[1:]
 
 
 def iter_json_spans(text: str):
     """Yield (start, end, object) for every complete JSON object in `text` (outer ones before the ones
     nested in them), in order of the opening brace. Braces inside strings don't open or close anything."""
-    for start in (i for i, ch in enumerate(text) if ch == "{"):
-        end = _closing_brace(text, start)
-        obj = _parse_object(text[start:end + 1]) if end is not None else None
-        if obj is not None:
-            yield start, end, obj
+    closes, depths, settled = {}, {}, {}  # settled: brace -> its span, or None when no object starts there
+    for start in (m.start() for m in re.finditer(r"\{", text)):
+        if start in settled:
+            if settled[start] is not None:
+                yield settled[start]
+            continue
+        if start not in closes:
+            _match_braces(text, start, closes, depths)
+        if closes[start] is None or depths[start] > MAX_NESTING:
+            continue
+        try:
+            obj, stop = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            # the objects still open where the parse failed fail at the same place on their own
+            settled.update((inner, None) for inner in _brace_pairs(text, start, max(exc.pos, start + 1))[1])
+            continue
+        except RecursionError:
+            continue
+        yield start, stop - 1, obj
+        pairs, _ = _brace_pairs(text, start + 1, stop - 1)
+        nested = _nested_dicts(obj)
+        if len(nested) == len(pairs):  # duplicate keys may hide some: then they are parsed on their own
+            settled.update((s, (s, e, inner)) for (s, e), inner in zip(pairs, nested))
 
 
 def iter_json_objects(text: str):
@@ -74,25 +190,23 @@ def iter_json_objects(text: str):
 
 def count_json_objects(text: str) -> int:
     """How many complete top-level JSON objects the text holds (the original model wrote 3.75 per answer)."""
-    count, position = 0, text.find("{")
-    while position != -1:
-        end = _closing_brace(text, position)
-        if end is not None and _parse_object(text[position:end + 1]) is not None:
-            count += 1
-            position = text.find("{", end + 1)
-        else:
-            position = text.find("{", position + 1)
+    count, covered_to = 0, -1
+    for start, end, _ in iter_json_spans(text):
+        if start > covered_to:
+            count, covered_to = count + 1, end
     return count
 
 
 def _phrase_pattern(task) -> re.Pattern:
-    task = get_task(task)
+    """An explicit label phrase whose value is one label and nothing more: not `0/1`, `1.5`, `1...`,
+    `"0 or 1"` or `1 or 0`."""
     names = [name for name in task.label_names if isinstance(name, str)]
     words = sorted([str(label) for label in task.labels] + names, key=len, reverse=True)
     choices = "|".join(re.escape(w) for w in words)
     field = re.escape(task.label_field)
     return re.compile(
-        rf"(?:\"{field}\"\s*:\s*|(?:final|predicted)[ _]label\s*(?:is|:|=)\s*)[\"'*]*({choices})\b[\"'*]*",
+        rf"(?:\"{field}\"\s*:\s*|(?:final|predicted)[ _]label\s*(?:is|:|=)\s*)(?P<quote>[\"'*]*)(?P<label>{choices})"
+        r"(?P=quote)(?=$|[\s,;:)}\]!?]|\.(?![.\d]))(?!\s*(?:(?:or|and)\b|[/|]))",
         re.IGNORECASE)
 
 
@@ -106,11 +220,58 @@ def _outside_json(text: str, spans: list) -> str:
     return "".join(chars)
 
 
+def _cut_off_start(text: str) -> int | None:
+    """Where an object opens that the text never closes (a truncated answer)."""
+    closes, depths = {}, {}
+    for start in (m.start() for m in re.finditer(r"\{", text)):
+        if start not in closes:
+            _match_braces(text, start, closes, depths)
+        if closes[start] is None:
+            return start
+    return None
+
+
+def _cut_off_field_values(text: str, start: int, field: str) -> list:
+    """The values of `field` used as a key (not inside a string) in the cut-off object at text[start]; a
+    value cut off mid-way, or followed by anything but `,` `}` or the end, reads as None."""
+    key = json.dumps(field)
+    values, in_string, position = [], False, start
+    while True:
+        match = _SPECIAL.search(text, position)
+        if match is None:
+            return values
+        index, ch = match.start(), match.group()
+        position = index + 1
+        if in_string:
+            if ch == "\\":
+                position += 1
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch != '"':
+            continue
+        after = re.compile(r"\s*:\s*").match(text, index + len(key))
+        if text.startswith(key, index) and after:
+            values.append(_value_at(text, after.end()))
+            position = after.end()
+        else:
+            in_string = True
+
+
+def _value_at(text: str, index: int):
+    try:
+        value, end = _DECODER.raw_decode(text, index)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return value if re.fullmatch(r"\s*(?:[,}].*)?", text[end:], re.DOTALL) else None
+
+
 def extract_label(generated_text: str, task="nli"):
     """(label or None, method) for one generated answer; method is "json", "phrase" or "none".
     A complete JSON object that holds the label field decides: the first valid label wins, and when
     every such object holds an invalid value ("0 or 1", 1.5, null) the answer is None, never read
-    again by the phrase fallback. Phrases count only outside complete JSON objects."""
+    again by the phrase fallback. Next, a cut-off object's label field decides; phrases count only
+    outside every JSON object, complete or cut off, and must agree."""
     task = get_task(task)
     field = task.label_field
     spans = list(iter_json_spans(generated_text))
@@ -121,9 +282,15 @@ def extract_label(generated_text: str, task="nli"):
             return label, "json"
     if with_field:
         return None, "none"
-    match = _phrase_pattern(task).search(_outside_json(generated_text, spans))
-    if match:
-        label = task.normalize_label(match.group(1))
-        if label is not None:
-            return label, "phrase"
+    outside = _outside_json(generated_text, spans)
+    cut_off = _cut_off_start(outside)
+    if cut_off is not None:
+        values = _cut_off_field_values(outside, cut_off, field)
+        if values:
+            labels = {task.normalize_label(value) for value in values}
+            return (labels.pop(), "phrase") if len(labels) == 1 and None not in labels else (None, "none")
+        outside = outside[:cut_off]
+    labels = {task.normalize_label(m.group("label")) for m in _phrase_pattern(task).finditer(outside)}
+    if len(labels) == 1 and None not in labels:
+        return labels.pop(), "phrase"
     return None, "none"

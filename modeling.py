@@ -8,6 +8,7 @@
 GPU-only packages are imported lazily; when they are missing the error says how to install them.
 """
 
+import fnmatch
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from cli import on_terminal
+from data_io import DataError, check_outputs, path_fingerprint
 from model_shape import looks_local
 
 log = logging.getLogger("modeling")
@@ -273,6 +275,62 @@ def adapter_base(path: str) -> str | None:
         raise ModelLoadError(f"{config_file}: base model '{base}' not found (looked here, in the repo root and in "
                              "the adapter dir); pass --base_model PATH")
     return base  # a hub id
+
+
+# The files that make a model (weights, config, tokenizer, adapter, contract): what its fingerprint hashes
+# and what no output may overwrite. Anything else in its folder (an evaluation saved there) is not the model.
+MODEL_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.model", "*.tiktoken", "*.jinja",
+                       "*config.json", "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                       "vocab.txt", "merges.txt", "*.index.json", "chat_template.json", "model_contract.json",
+                       BASE_SOURCE_FILE)
+
+
+def is_model_file_name(name: str) -> bool:
+    return any(fnmatch.fnmatch(name.lower(), pattern) for pattern in MODEL_FILE_PATTERNS)
+
+
+def model_fingerprint(model_id) -> str:
+    """A short hash of a model's own files (a .gguf file, or the files of its folder MODEL_FILE_PATTERNS
+    names); a hub id hashes its name. Outputs saved in the model folder don't change it."""
+    return path_fingerprint(model_id, include=lambda relative: len(relative.parts) == 1
+                            and is_model_file_name(relative.name))
+
+
+def model_locations(model_id: str | None, base_model: str | None = None) -> list[Path]:
+    """Where a model is read from: its folder or .gguf file, an adapter's base, and a GGUF file's
+    converted folder (hub ids are not local)."""
+    from gguf_convert import converted_dir_for, is_gguf
+    if base_model is None and model_id:
+        try:
+            base_model = adapter_base(model_id)
+        except ModelLoadError:
+            base_model = None  # the load reports it
+    found = []
+    for source in (model_id, base_model):
+        path = Path(source).expanduser() if source else None
+        if path is None or not path.exists() or path in found:
+            continue
+        found.append(path)
+        if is_gguf(source) and path.is_file():
+            found.append(converted_dir_for(path))
+    return found
+
+
+def check_outputs_spare_model(outputs: dict, model_id: str | None, base_model: str | None = None) -> None:
+    """Refuse (DataError) an output that is one of the model's files (after symlinks and hard links) or
+    would add one to a model folder: writing it would change or break the model (issue #22 H4)."""
+    inputs = {}
+    for location in model_locations(model_id, base_model):
+        files = [location] if location.is_file() else [p for p in location.iterdir() if p.is_file()] \
+            if location.is_dir() else []
+        inputs |= {f"model file {file}": file for file in files if is_model_file_name(file.name)}
+        if location.is_dir():
+            for name, output in outputs.items():
+                if output is not None and Path(output).resolve().parent == location.resolve() \
+                        and is_model_file_name(Path(output).name):
+                    raise DataError(f"{name} {output}: a file of that name is part of the model in {location}; "
+                                    "writing it would change the model; choose another output path")
+    check_outputs(inputs, outputs)
 
 
 def load_for_inference(path: str, *, device: str = "auto", load_in_4bit: bool | None = None,

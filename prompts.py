@@ -9,6 +9,7 @@ A new task is one more `Task` in TASKS, not new code anywhere else.
 """
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,7 +66,11 @@ class Task:
         if isinstance(value, int):
             return value if value in self.labels else None
         if isinstance(value, str):
-            word = value.strip().strip(".").strip().lower()
+            word = value.strip().lower()
+            if word.endswith(".") and not word.endswith(".."):
+                word = word[:-1].rstrip()  # "1." ends a sentence; ".1" and "1..." are not labels
+            if re.fullmatch(r"-?\d+\.0+", word):
+                word = word[:word.index(".")]  # a CSV "1.0" reads like JSON's 1.0
             for label in self.labels:
                 if word == str(label).lower():
                     return label

@@ -45,12 +45,42 @@ def detect_format(record: dict, task="nli") -> str | None:
     return None
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def message_text(message, where: str) -> str:
+    """A message's content as text: a string, or a list of text parts (`{"type": "text", "text": ...}` as
+    chat exports write them, or plain strings) joined; anything else is an error naming the field."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        parts = [part if isinstance(part, str) else part.get("text") if isinstance(part, dict)
+                 and part.get("type", "text") == "text" else None for part in content]
+        if all(isinstance(part, str) for part in parts):
+            return "".join(parts)
+    raise DataError(f"{where}: field 'content': expected text or a list of text parts, got {content!r}"[:300])
+
+
+def chat_messages(messages, where: str, field: str = "messages") -> list[dict]:
+    """[{role, content}] with a role word and text content for every message (text parts joined), so the
+    chat template, the tokenizer and an API get plain text; a bad message is an error naming it."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field '{field}' must be a non-empty list of {{role, content}} messages")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            role = message.get("role") if isinstance(message, dict) else message
+            raise DataError(f"{where}: {field}[{i}]: field 'role' must be one of {', '.join(ROLES)}, got {role!r}"[:300])
+        checked.append({"role": message["role"], "content": message_text(message, f"{where}: {field}[{i}]")})
+    return checked
+
+
 def _content(message, where: str) -> str:
-    if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-        raise DataError(f"{where}: expected a message with a string 'content'")
-    if message.get("role") == "assistant" and not message["content"].strip():
+    content = message_text(message, where)
+    if message.get("role") == "assistant" and not content.strip():
         raise DataError(f"{where}: the assistant answer is empty: nothing to train on")
-    return message["content"]
+    return content
 
 
 def _record_answer(record: dict, task, where: str) -> str:
@@ -75,14 +105,11 @@ def _record_answer(record: dict, task, where: str) -> str:
 def _messages_segments(tokenizer, messages: list, where: str) -> list[tuple[list[int], bool]]:
     """[(ids, trained)] for a chat: each assistant turn is trained (content + eos), all else masked.
     Each prefix is rendered by the chat template with the generation prompt, exactly as at inference."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: field 'messages' must be a non-empty list")
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+    messages = chat_messages(messages, where)
+    if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: field 'messages' has no assistant turn to train on")
     segments, ids = [], []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise DataError(f"{where}: messages[{i}] needs a role of system, user or assistant")
         if message["role"] != "assistant":
             continue
         prefix = encode_prompt(tokenizer, messages[:i])
@@ -117,6 +144,9 @@ def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> lis
         if isinstance(prompt, list):
             if isinstance(completion, list):
                 completion = _content(completion[-1] if completion else None, f"{where}: field 'completion'")
+            elif not isinstance(completion, str):
+                raise DataError(f"{where}: field 'completion' must be text or an assistant message list")
+            prompt = chat_messages(prompt, where, "prompt")
             return _messages_segments(tokenizer, prompt + [{"role": "assistant", "content": completion}], where)
         if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():
             raise DataError(f"{where}: fields 'prompt' and 'completion' must be non-empty strings or message lists")

@@ -3,8 +3,9 @@
     python -m evaluate.confidence --model_id models/qwen-confidence --eval_data data/confidence/boolq_val.jsonl
     python -m evaluate.confidence --model_id models/X --eval_data medqa_val.jsonl --domain MED --output results/conf.json
 
-What is measured and how: confidence_tokens.py. Writes the metrics and records per validation set to
-the output JSON and a reliability plot beside it.
+What is measured and how: confidence_tokens.py. The tokens and the dataset -> domain map are the ones the
+model was trained with (its model_contract.json); a model without a contract gets the defaults.
+Writes the metrics and records per validation set to the output JSON and a reliability plot beside it.
 """
 
 import argparse
@@ -21,8 +22,20 @@ from confidence_tokens import (
     load_items,
 )
 from data_io import DataError, atomic_write_json, check_outputs
+from model_contract import read_contract
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def trained_tokens(model_id: str) -> tuple[dict, dict]:
+    """(domain -> [C, U] tokens, dataset -> domain) the model was trained with, else the defaults."""
+    contract = read_contract(model_id)
+    if contract is None:
+        return DEFAULT_TOKENS, DEFAULT_DATASETS
+    if not contract.confidence_tokens:
+        raise DataError(f"{contract.source}: the model was trained without confidence_tokens (task {contract.task}, "
+                        f"{contract.answer_format} answers); train it with train/configs/confidence.py")
+    return contract.confidence_tokens, contract.confidence_datasets or DEFAULT_DATASETS
 
 
 def main(argv=None) -> int:
@@ -43,14 +56,15 @@ def main(argv=None) -> int:
     try:
         check_outputs({f"--eval_data {path}": path for path in args.eval_data},
                       {"--output": output, **{f"plot for {path}": plot for path, plot in plots.items()}})
+        tokens, datasets = trained_tokens(args.model_id)
         model, tokenizer, _ = load_for_inference(args.model_id, device="auto")
         # every file is read and checked before any work, so a bad second file leaves nothing behind
-        all_items = {str(path): load_items(path, tokenizer, DEFAULT_DATASETS, args.domain, args.limit)
+        all_items = {str(path): load_items(path, tokenizer, datasets, args.domain, args.limit)
                      for path in args.eval_data}
-        check_confidence_tokens(tokenizer, DEFAULT_TOKENS, args.model_id, all_items)
+        check_confidence_tokens(tokenizer, tokens, args.model_id, all_items)
         results = {}
         for path, items in all_items.items():
-            records, metrics = evaluate_confidence(model, tokenizer, items, DEFAULT_TOKENS, batch_size=args.batch_size,
+            records, metrics = evaluate_confidence(model, tokenizer, items, tokens, batch_size=args.batch_size,
                                                    max_new_tokens=args.max_new_tokens, beta=args.beta)
             results[str(path)] = {"metrics": metrics, "records": records}
             c = metrics["calibration"]
@@ -59,6 +73,7 @@ def main(argv=None) -> int:
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    output.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no results/ yet
     for path, result in results.items():
         plot_reliability(result["metrics"]["calibration"], plots[path], title=Path(path).stem)
     atomic_write_json(output, results)

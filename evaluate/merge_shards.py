@@ -3,7 +3,9 @@
     python -m evaluate.merge_shards results/X-dev.shard-*-of-4.json --output results/X-dev.json
 
 Shards are ordered by their index (contiguous slices of the input), metrics are recomputed over all
-records, and duplicate or missing shards are errors (exit 2).
+records, and duplicate or missing shards, or shards of models with different contracts
+(model_contract.py), shards of different runs (another setting than the shard, another test file or
+model content) and an id in two shards are errors (exit 2).
 """
 
 import argparse
@@ -14,7 +16,37 @@ from pathlib import Path
 
 from cli import ArgumentParser
 from data_io import check_outputs
+from model_contract import check_same_contract
 from results import summarize, write_outputs
+
+# Free to differ between the shards of one run: the shard itself and how each was loaded and decoded.
+PER_SHARD_SETTINGS = ("shard", "loaded", "decoder", "model_contract")
+
+
+def check_same_run(shards: list) -> None:
+    """Shards of one run share every setting but the shard, and the fingerprints of the test file and
+    the model files (sample_model's settings.fingerprints): shards of two runs don't make one result."""
+    first_path, first = shards[0][0], shards[0][1]["settings"]
+    for path, data in shards[1:]:
+        settings = data["settings"]
+        differ = sorted(k for k in set(first) | set(settings) if k not in PER_SHARD_SETTINGS
+                        and k != "fingerprints" and first.get(k) != settings.get(k))
+        prints = first.get("fingerprints") or {}
+        other = settings.get("fingerprints") or {}
+        differ += [f"fingerprint of the {k.replace('_', ' ')}" for k in sorted(set(prints) | set(other))
+                   if prints.get(k) != other.get(k)]
+        if differ:
+            raise ValueError(f"{path} and {first_path} are shards of different runs (they differ in "
+                             f"{', '.join(differ)}); merge the shards of one run")
+
+
+def check_unique_ids(records: list) -> None:
+    seen = set()
+    for record in records:
+        if record.get("id") in seen:
+            raise ValueError(f"id {record.get('id')} is in more than one shard (overlapping shards); merge the "
+                             "shards of one run")
+        seen.add(record.get("id"))
 
 
 def merge(paths: list[Path]) -> dict:
@@ -27,13 +59,16 @@ def merge(paths: list[Path]) -> dict:
         if not shard:
             raise ValueError(f"{path}: not a shard output (no settings.shard)")
         shards.append((tuple(shard), data))
+    check_same_contract({str(path): data["settings"].get("model_contract") for path, (_, data) in zip(paths, shards)})
     shards.sort(key=lambda s: s[0][0])
     count = shards[0][0][1]
     indices = [s[0][0] for s in shards]
     if any(s[0][1] != count for s in shards) or indices != list(range(count)):
         raise ValueError(f"need shards 0..{count - 1} of {count} exactly once, got {sorted(indices)}")
+    check_same_run([(path, data) for path, (_, data) in zip(paths, shards)])
     settings = dict(shards[0][1]["settings"], shard=None)
     records = [r for _, data in shards for r in data["records"]]
+    check_unique_ids(records)
     seconds = max(data["timing"]["seconds_this_run"] for _, data in shards)  # shards run side by side
     generated = sum(data["timing"]["generated_this_run"] for _, data in shards)
     timing = {"seconds_this_run": seconds, "generated_this_run": generated,

@@ -5,8 +5,8 @@
         --ratio 0.5 --seed 42
 
 Defaults: `<input>_part1.jsonl` and `<input>_part2.jsonl` beside the input. The ratio is the share that
-goes to the first file (strictly between 0 and 1). Lines are copied byte for byte (UTF-8, a BOM on the
-first line, CRLF endings and U+2028 inside strings kept), the input is never touched, missing output
+goes to the first file (strictly between 0 and 1). Lines are copied byte for byte (UTF-8, CRLF endings and
+U+2028 inside strings kept; an input's UTF-8 BOM starts each output, never a shuffled line), the input is never touched, missing output
 folders are created, and both outputs are written atomically: a malformed JSON line is an error naming
 its line number, and then nothing is written.
 """
@@ -38,10 +38,12 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"error: {source}: cannot read: {exc}", file=sys.stderr)
         return 2
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    data = data[len(bom):]  # it marks the file, not its first line: each output starts with it instead
     records = []  # raw lines, each with its own line ending, exactly as in the file
     for number, line in enumerate(data.splitlines(keepends=True), start=1):
         try:
-            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             print(f"error: {source}: line {number}: not UTF-8: {exc}", file=sys.stderr)
             return 2
@@ -67,8 +69,8 @@ def main(argv=None) -> int:
     random.Random(args.seed).shuffle(records)
     cut = round(len(records) * args.ratio)
     first, second = records[:cut], records[cut:]
-    atomic_write_bytes(out1, b"".join(first))
-    atomic_write_bytes(out2, b"".join(second))
+    atomic_write_bytes(out1, bom + b"".join(first))
+    atomic_write_bytes(out2, bom + b"".join(second))
     total = len(records) or 1
     print(f"total lines: {len(records)}")
     print(f"{out1}: {len(first)} lines ({100 * len(first) / total:.1f}%)")

@@ -130,11 +130,12 @@ def test_end_to_end_run_writes_best_checkpoints_reliability_json_and_diagram(tin
     assert reports[-1].with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
     from evaluate.confidence import main as confidence_main
-    result = tmp_path / "conf.json"
+    result = tmp_path / "results" / "conf.json"  # a folder that doesn't exist yet, as in a fresh clone
     assert confidence_main(["--model_id", str(out), "--eval_data", str(val), "--output", str(result),
                             "--max_new_tokens", "16"]) == 0
     offline = json.loads(result.read_text())[str(val)]["metrics"]
     assert offline["n"] == 6 and 0 <= offline["mean_p_confident"] <= 1
+    assert result.with_name(f"conf-{val.stem}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("spare_rows", [0, 8])  # 8: like Qwen, the matrix already has unused rows

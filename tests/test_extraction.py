@@ -85,3 +85,67 @@ def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data()
         assert big[key][1] - big[key][0] < small[key][1] - small[key][0]
     assert small == bootstrap_intervals(truth, pred, [0, 1], samples=400)  # seeded
     assert majority_baseline([1, 1, 0]) == 2 / 3
+
+
+@pytest.mark.parametrize("text", [
+    # issue #22 M6: each of these used to get a label from the phrase fallback
+    '{"thought_process": "t", "predicted_label": "0 or 1',
+    '"predicted_label": "0 or 1',
+    "final label: 1.5",
+    "final label: 0/1",
+    "The predicted label is 1 or 0, hard to say",
+    '{"thought_process": "t", "predicted_label": ".1"}',
+    '{"thought_process": "t", "predicted_label": "1..."}',
+    "final label: .1",
+    "final label: 1...",
+    '{"thought_process": "t", "predicted_label": "1',  # cut off inside the value
+    "final label: 0. On second thought, final label: 1",  # two phrases that disagree
+    # duplicate keys: json keeps the last one; neither is the answer
+    '{"thought_process": "t", "predicted_label": 0, "predicted_label": 1}',
+])
+def test_ambiguous_answers_are_parse_failures(text):
+    assert extract_label(text) == (None, "none")
+
+
+@pytest.mark.parametrize("text,expected", [
+    # in a cut-off object the label field decides, not a phrase inside its reasoning
+    ('{"thought_process": "so the final label: 0 here", "predicted_label": 1', (1, "phrase")),
+    ('{"thought_process": "the final label: 0 it seems", "predicted_label": ', (None, "none")),
+    ('{"thought_process": "t", "predicted_label": 1,', (1, "phrase")),
+    ("final label: 1.", (1, "phrase")),
+    ("Final label: **0**", (0, "phrase")),
+    ('{"thought_process": "t", "predicted_label": 1, "predicted_label": 1}', (1, "json")),
+    ('{"thought_process": "t", "predicted_label": "1.0"}', (1, "json")),  # as JSON's 1.0
+    ("Premise says {a dog}; so the answer is {\"predicted_label\": 1}", (1, "json")),
+])
+def test_unambiguous_answers_still_parse(text, expected):
+    assert extract_label(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "{" * 20000,
+    '{"a": ' * 20000,
+    '{"a":' * 20000 + "1" + "}" * 20000,  # deeper than json's recursion limit
+    '{"a": "' * 20000,
+    "{ x " * 20000,
+])
+def test_extraction_is_linear_in_the_number_of_braces(text):
+    import time
+    started = time.perf_counter()
+    extract_label(text)
+    count_json_objects(text)
+    assert time.perf_counter() - started < 5  # 20,000 braces took 32.9 s when each rescanned the rest
+
+
+def test_nested_objects_are_found_once_each_in_order():
+    from extraction import iter_json_spans
+    text = 'x {"a": {"b": {"c": 1}}, "d": [{"e": 2}]} {"f": "{\\"g\\": 3}"} {"h": 4}'
+    found = [obj for _, _, obj in iter_json_spans(text)]
+    assert [sorted(o)[0] for o in found] == ["a", "b", "c", "e", "f", "h"]
+    assert all(text[s:e + 1].startswith("{") and text[e] == "}" for s, e, _ in iter_json_spans(text))
+
+
+def test_csv_and_json_labels_agree():
+    nli = TASKS["nli"]
+    assert nli.normalize_label("1.0") == nli.normalize_label(1.0) == 1
+    assert nli.normalize_label("0.00") == 0 and nli.normalize_label(".1") is None and nli.normalize_label("1...") is None

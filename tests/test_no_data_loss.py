@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from data_io import DataError, atomic_write_json, check_outputs, read_csv
+from data_io import DataError, atomic_write_json, check_outputs, read_csv, read_jsonl
 from evaluate.merge_shards import main as merge
 from evaluate.parse_predictions import main as parse
 from evaluate.sample_model import main as sample_main
@@ -237,8 +237,11 @@ def test_split_keeps_bytes_bom_crlf_and_u2028_and_refuses_empty_input(tmp_path, 
     lines = [b'\xef\xbb\xbf{"a": "first"}\r\n'] + [f'{{"a": "x\u2028y {i}"}}\r\n'.encode() for i in range(9)]
     source.write_bytes(b"".join(lines))
     assert split([str(source), "--output1", str(tmp_path / "1.jsonl"), "--output2", str(tmp_path / "2.jsonl")]) == 0
-    out = (tmp_path / "1.jsonl").read_bytes() + (tmp_path / "2.jsonl").read_bytes()
-    assert sorted(out.splitlines(keepends=True)) == sorted(lines)
+    bom = b"\xef\xbb\xbf"  # the file's mark starts each output, never a shuffled line (issue #22 M16)
+    outputs = [(tmp_path / name).read_bytes() for name in ("1.jsonl", "2.jsonl")]
+    assert all(out.startswith(bom) and bom not in out[3:] for out in outputs)
+    assert sorted(b"".join(out[3:] for out in outputs).splitlines(keepends=True)) == sorted([lines[0][3:]] + lines[1:])
+    assert all(read_jsonl(tmp_path / name) for name in ("1.jsonl", "2.jsonl"))  # the project's reader takes both
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     assert split([str(empty)]) == 2 and "no lines to split" in capsys.readouterr().err
