@@ -45,6 +45,42 @@ def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
     }
 
 
+def roc_auc(scores: list[float], positive: list[bool]) -> float | None:
+    """Area under the ROC curve: the chance a positive scores above a negative (ties count half);
+    None when one class is absent."""
+    pos = sum(positive)
+    neg = len(positive) - pos
+    if not pos or not neg:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks, i = [0.0] * len(scores), 0
+    while i < len(order):  # average ranks over ties
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, is_pos in zip(ranks, positive) if is_pos)
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def probability_metrics(y_true: list, label_probs: list[dict], labels: list) -> dict:
+    """Calibration of scored labels ({label as str: probability} per example, `label_scoring.py`): ECE and
+    Brier score of the predicted label's probability against being right (calibration.py; for two labels
+    this Brier score is the usual binary one), and ROC AUC (one-vs-rest, averaged over the labels that
+    have both classes; for two labels the plain binary AUC)."""
+    from calibration import brier_score, expected_calibration_error
+    confidence = [max(probs[str(label)] for label in labels) for probs in label_probs]
+    predicted = [max(labels, key=lambda label: probs[str(label)]) for probs in label_probs]
+    correct = [p == t for p, t in zip(predicted, y_true)]
+    aucs = [roc_auc([probs[str(label)] for probs in label_probs], [t == label for t in y_true]) for label in labels]
+    aucs = [a for a in aucs if a is not None]
+    return {"ece": expected_calibration_error(confidence, correct), "brier": brier_score(confidence, correct),
+            "roc_auc": sum(aucs) / len(aucs) if aucs else None,
+            "mean_confidence": sum(confidence) / len(confidence)}
+
+
 def text_metrics(predictions: list[str], references: list[str]) -> dict:
     """Exact match (after trimming whitespace) and mean ROUGE-L F1, computed by the rouge-score package."""
     from rouge_score import rouge_scorer
@@ -71,6 +107,34 @@ def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: in
     tail = (1 - level) / 2
     return {key: [sorted(values)[int(tail * samples)], sorted(values)[min(samples - 1, int((1 - tail) * samples))]]
             for key, values in scores.items()}
+
+
+def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """How much more often B is right than A on the same examples: the accuracy difference (B - A), its
+    paired percentile bootstrap interval (both resampled with the same picks, seeded) and McNemar's
+    exact p (two-sided binomial test on the examples only one of them gets right)."""
+    import random
+    if len(correct_a) != len(correct_b) or not correct_a:
+        raise ValueError(f"paired results need the same examples: {len(correct_a)} vs {len(correct_b)}")
+    n = len(correct_a)
+    delta = [int(bool(b)) - int(bool(a)) for a, b in zip(correct_a, correct_b)]
+    rng = random.Random(seed)
+    diffs = sorted(sum(delta[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    tail = (1 - level) / 2
+    only_b, only_a = delta.count(1), delta.count(-1)
+    return {"difference": sum(delta) / n,
+            "interval": [diffs[int(tail * samples)], diffs[min(samples - 1, int((1 - tail) * samples))]],
+            "mcnemar_p": mcnemar_p(only_a, only_b), "only_baseline_right": only_a, "only_arm_right": only_b}
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p: under no difference the discordant examples split like fair coin flips."""
+    from math import comb
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def majority_baseline(y_true: list) -> float:

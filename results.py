@@ -9,14 +9,15 @@ from pathlib import Path
 
 from data_io import atomic_write_csv, atomic_write_json
 from extraction import count_json_objects, extract_label
-from metrics import classification_metrics, text_metrics
+from metrics import classification_metrics, probability_metrics, text_metrics
 from prompts import get_task
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
               "generated_tokens"]
 
 
-STOPPED = ("eos", "json")  # an answer that ended by itself; "length" ran out, "error" was refused by an API
+STOPPED = ("eos", "json", "scored")  # an answer that ended by itself (or was scored, not generated); "length" ran
+# out, "error" was refused by an API
 
 
 def answer_label(text: str, task: str):
@@ -24,13 +25,21 @@ def answer_label(text: str, task: str):
     return (None, "free_text") if get_task(task).free_text else extract_label(text, task)
 
 
+def best_label(task, label_probs: dict):
+    """The most probable label of scored labels (`label_scoring.py`); a tie goes to the first in label order."""
+    return max(get_task(task).labels, key=lambda label: label_probs[str(label)])
+
+
 def score_record(item, result: dict, task: str) -> dict:
-    label, method = answer_label(result["text"], task)
+    """One result record; a result with `label_probs` (`--scoring logprob`) predicts its most probable label."""
+    scored = "label_probs" in result
+    label, method = (best_label(task, result["label_probs"]), "logprob") if scored else answer_label(result["text"], task)
     return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
             "extraction_method": method, "json_objects": count_json_objects(result["text"]),
             "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
             "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
             "correct": None if item.true_label is None or method == "free_text" else label == item.true_label,
+            **({"label_probs": result["label_probs"]} if scored else {}),
             **({"error": result["error"]} if "error" in result else {})}
 
 
@@ -61,6 +70,9 @@ def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
     if has_labels:
         metrics.update(classification_metrics([r["true_label"] for r in records],
                                                [r["predicted_label"] for r in records], list(task.labels)))
+        if records and all("label_probs" in r for r in records):
+            metrics.update(probability_metrics([r["true_label"] for r in records], [r["label_probs"] for r in records],
+                                               list(task.labels)))
     return metrics
 
 

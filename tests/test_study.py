@@ -1,0 +1,108 @@
+"""The study runner (scripts/study.py): arms run, rerun skips them, a changed arm is redone; its statistics."""
+
+import json
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+CONFIG = '''
+name = "tiny"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {label_lr}}},
+     "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
+    {{"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"],
+     "train": {{"task": "nli", "batch_size": 2, "learning_rate": {cot_lr}}},
+     "eval": {{"task": "nli", "max_new_tokens": 8, "scoring": "logprob"}}}},
+]
+'''
+
+
+def write_config(path, model, label_lr=1e-3, cot_lr=1e-3):
+    path.write_text(CONFIG.format(model=str(model), label_lr=label_lr, cot_lr=cot_lr))
+    return path
+
+
+def run_study(config, out, capsys):
+    from scripts.study import main
+    code = main(["--config", str(config), "--max_steps", "2", "--eval_limit", "6", "--output_dir", str(out)])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    out, config = tmp_path / "study", write_config(tmp_path / "study_config.py", tiny_mistral)
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    table = json.loads((out / "table.json").read_text())
+    assert [row["arm"] for row in table] == ["label_only", "ablation1"]
+    for row in table:
+        assert row["n"] == 6 and row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
+        assert row["tokens_trained"] > 0 and row["train_seconds"] > 0
+    assert "vs_baseline" not in table[0] and -1 <= table[1]["vs_baseline"] <= 1 and 0 < table[1]["mcnemar_p"] <= 1
+    assert table[1]["ece"] is not None and table[0]["ece"] is None  # only the scored arm has a calibration
+    assert (out / "accuracy.png").exists() and (out / "accuracy_vs_tokens.png").exists()
+    assert "ablation1" in (out / "table.md").read_text()
+    trained = (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns
+
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    code, log = run_study(config, out, capsys)
+    assert code == 0 and calls == [], log  # everything skipped: no stage ran
+    assert log.count("skipped") == 6
+    monkeypatch.undo()
+    monkeypatch.chdir(REPO_ROOT)
+
+    write_config(config, tiny_mistral, cot_lr=2e-3)
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm ablation1: train redone (overrides)" in log and "arm ablation1: eval redone" in log
+    assert "arm label_only: train skipped" in log
+    assert (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns == trained
+
+
+def test_paired_difference_and_mcnemar_by_hand():
+    from metrics import mcnemar_p, paired_difference
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(1, 5) == pytest.approx(2 * 7 / 64)  # P(X <= 1) for X ~ Bin(6, 1/2), two-sided
+    base = [True, False, False, True, False, True]
+    arm = [True, True, True, True, False, False]
+    paired = paired_difference(base, arm)
+    assert paired["difference"] == pytest.approx(1 / 6)
+    assert paired["only_arm_right"] == 2 and paired["only_baseline_right"] == 1
+    assert paired["interval"][0] <= 1 / 6 <= paired["interval"][1]
+    assert paired_difference(base, base)["interval"] == [0.0, 0.0]
+
+
+def test_a_bad_study_config_exits_2_naming_it(tmp_path, capsys):
+    from scripts.study import main
+    config = tmp_path / "bad.py"
+    config.write_text('name = "x"\nmodel = "m"\neval_file = "data/sample/dev_300.csv"\ntrain_config = "tiny_cpu.py"\n'
+                      'baseline = "nope"\narms = [{"name": "a", "train": None, "eval": {"task": "nli_label"}}]\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "baseline 'nope' is not an arm" in capsys.readouterr().err
+
+
+def test_an_untrained_arm_is_only_evaluated_and_rerun_skips_it(tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config = tmp_path / "zero_shot.py"
+    config.write_text(f'name = "zero"\nmodel = {str(tiny_mistral)!r}\neval_file = "data/sample/dev_300.csv"\n'
+                      'train_config = "tiny_cpu.py"\nbaseline = "untrained"\narms = [{"name": "untrained", "train": None,'
+                      ' "eval": {"task": "nli_label", "scoring": "logprob"}}]\n')
+    out = tmp_path / "out"
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm untrained: data" not in log and "arm untrained: train" not in log  # evaluated only
+    [row] = json.loads((out / "table.json").read_text())
+    assert row["tokens_trained"] == 0 and row["parse_rate"] == 1.0 and row["ece"] is not None
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished arm ran again"))
+    code, log = run_study(config, out, capsys)
+    assert code == 0 and "arm untrained: eval skipped" in log
