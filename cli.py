@@ -2,13 +2,16 @@
 never echoes the value of an argument it doesn't know (`--api-key sk-...` must not end up in a terminal log).
 
     from cli import ArgumentParser, at_least, parse_bool
+
+The yes/no and true/false words every module accepts are defined here, once (YES_WORDS, TRUE_WORDS, ...).
 """
 
 import argparse
 import sys
 import time
 
-TRUE_WORDS, FALSE_WORDS = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+YES_WORDS, NO_WORDS = frozenset({"yes", "true"}), frozenset({"no", "false"})  # the words of a yes/no answer
+TRUE_WORDS, FALSE_WORDS = YES_WORDS | {"1", "on"}, NO_WORDS | {"0", "off"}  # ... and of a true/false flag or field
 LOGGED_PROGRESS_SECONDS = 30  # off a terminal (a CI log, `docker logs`): one progress line this often
 
 

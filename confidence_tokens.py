@@ -15,6 +15,7 @@ import re
 import torch
 
 from calibration import calibration_report
+from cli import NO_WORDS, YES_WORDS
 from data_io import DataError, read_records
 from greedy_decode import left_pad
 from prompts import confidence_user_message, encode_prompt
@@ -22,17 +23,17 @@ from prompts import confidence_user_message, encode_prompt
 DEFAULT_TOKENS = {"READ": ["<C_READ>", "<U_READ>"], "MED": ["<C_MED>", "<U_MED>"]}
 DEFAULT_DATASETS = {"boolq": "READ", "medqa": "MED"}
 RULES = {"READ": "yes_no", "MED": "option_letter"}
-YES, NO = {"yes", "true"}, {"no", "false"}
+_YES_NO_WORD = re.compile(r"\b(" + "|".join(sorted(YES_WORDS | NO_WORDS)) + r")\b")
 
 
 def judge_yes_no(answer: str, correct_answer) -> bool:
     """BoolQ: the answer's first yes/no (or true/false) word must match the correct answer."""
     truth = str(correct_answer).strip().lower()
-    truth = True if truth in YES else False if truth in NO else None
-    match = re.search(r"\b(yes|no|true|false)\b", answer.lower())
+    truth = True if truth in YES_WORDS else False if truth in NO_WORDS else None
+    match = _YES_NO_WORD.search(answer.lower())
     if truth is None or match is None:
         return False
-    return (match.group(1) in YES) == truth
+    return (match.group(1) in YES_WORDS) == truth
 
 
 def judge_option_letter(answer: str, correct_answer) -> bool:
@@ -44,7 +45,7 @@ def judge_option_letter(answer: str, correct_answer) -> bool:
 
 JUDGES = {"yes_no": judge_yes_no, "option_letter": judge_option_letter}
 # What a correct answer may be under each rule: anything else would be scored "wrong" for every answer.
-ANSWER_FORMS = {"yes_no": ("yes, no, true or false", lambda truth: truth.lower() in YES | NO),
+ANSWER_FORMS = {"yes_no": ("yes, no, true or false", lambda truth: truth.lower() in YES_WORDS | NO_WORDS),
                 "option_letter": ("an option letter A-E", lambda truth: truth.strip("()")[:1].upper() in tuple("ABCDE"))}
 
 

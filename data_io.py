@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import random
 import re
 import tempfile
 from pathlib import Path
@@ -138,13 +139,61 @@ def read_records(path) -> list[dict]:
     return read_jsonl(path)
 
 
+def is_blank(value) -> bool:
+    """A field that is absent, null or only whitespace: missing, wherever a row is read."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def require_fields(records: list[dict], fields, path) -> None:
     """Fail on the first record that lacks one of `fields` (or has it empty)."""
     for record in records:
         for field in fields:
-            value = record.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if is_blank(record.get(field)):
                 raise DataError(f"{path}: row {record.get('_line', '?')}: missing field '{field}'")
+
+
+def row_id(record: dict, prefix: str = "") -> str:
+    """A row's id: its `id` field (0 is an id), else its 1-based row number, after `prefix` where the rows
+    of several files are mixed."""
+    raw = record.get("id")
+    return str(raw) if raw not in (None, "") else f"{prefix}{record.get('_line', '?')}"
+
+
+def check_unique_ids(ids_and_places) -> None:
+    """DataError at the first (id, where) whose id an earlier one had: results are keyed by id."""
+    seen = set()
+    for item_id, where in ids_and_places:
+        if item_id in seen:
+            raise DataError(f"{where}: field 'id': duplicate id {item_id}")
+        seen.add(item_id)
+
+
+def row_text(record: dict, field: str, where: str) -> str:
+    """record[field] as written (a task's input, a thought), or DataError when it is missing or not text."""
+    value = record.get(field)
+    if is_blank(value):
+        raise DataError(f"{where}: missing field '{field}'")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{field}' must be text, got {type(value).__name__}")
+    return value
+
+
+def row_label(record: dict, field: str, task, where: str):
+    """The `task`'s label in record[field] (its other names and 1.0 for 1 included), or DataError."""
+    label = task.normalize_label(record.get(field))
+    if label is None:
+        raise DataError(f"{where}: field '{field}': {record.get(field)!r:.200} is not in the label set "
+                        f"{list(task.labels)}")
+    return label
+
+
+def seeded_split(rows: list, share: float, seed: int) -> tuple[list, list]:
+    """(`share` of the rows, the rest), drawn at random with `seed`: the same inputs and seed always
+    hold out the same rows."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    cut = round(len(rows) * share)
+    return rows[:cut], rows[cut:]
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -8,7 +8,7 @@ tokenizer (an API backend) each item carries the chat messages instead, for the 
 
 from dataclasses import dataclass, field
 
-from data_io import DataError, read_records
+from data_io import DataError, check_unique_ids, is_blank, read_records, row_id, row_label, row_text
 from extraction import extract_label
 from prompts import encode_prompt, get_task
 from sft_formats import CHAT_FORMATS, chat_messages, detect_format, example_segments, question_answer_messages
@@ -89,15 +89,10 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         records = records[:limit]
     if not records:
         raise DataError(f"{path}: no rows")
-    items, seen = [], set()
+    check_unique_ids((row_id(record), f"{path}: row {record.get('_line', '?')}") for record in records)
+    items = []
     for record in records:
-        row = record.get("_line", "?")
-        where = f"{path}: row {row}"
-        raw_id = record.get("id")
-        item_id = str(raw_id) if raw_id not in (None, "") else str(row)
-        if item_id in seen:
-            raise DataError(f"{where}: field 'id': duplicate id {item_id}")
-        seen.add(item_id)
+        where, item_id = f"{path}: row {record.get('_line', '?')}", row_id(record)
         has_inputs = bool(task.input_fields) and all(record.get(name) not in (None, "") for name in task.input_fields)
         if not has_inputs and detect_format(record, task) in CHAT_FORMATS:
             if tokenizer is None:
@@ -110,21 +105,9 @@ def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None
         if not task.input_fields:
             raise DataError(f"{where}: the {task.name} task reads prompt/completion, prompt/response, messages, "
                             "question/answer or text rows; this row is none of them")
-        for name in task.input_fields:
-            value = record.get(name)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataError(f"{where}: missing field '{name}' (the {task.name} task needs "
-                                f"{', '.join(task.input_fields)})")
-            if not isinstance(value, str):
-                raise DataError(f"{where}: field '{name}' must be text, got {type(value).__name__}")
-        label = None
-        raw_label = record.get(task.true_label_field, record.get("true_label"))
-        if raw_label not in (None, ""):
-            label = task.normalize_label(raw_label)
-            if label is None:
-                raise DataError(f"{where}: field '{task.true_label_field}': {raw_label!r} is not in the "
-                                f"label set {list(task.labels)}")
-        inputs = {name: record[name] for name in task.input_fields}
+        inputs = {name: row_text(record, name, where) for name in task.input_fields}
+        label_field = task.true_label_field if task.true_label_field in record else "true_label"
+        label = None if is_blank(record.get(label_field)) else row_label(record, label_field, task, where)
         messages = task.messages(record)
         prompt = encode_prompt(tokenizer, messages) if tokenizer is not None else []
         items.append(EvalItem(item_id, prompt, label, inputs, messages=messages))

@@ -11,7 +11,8 @@ Policy, in order:
 3. otherwise the prediction is None (method "none") and counts as a parse failure: never a guess.
 
 The scan is linear in the text (each brace is matched once), so a 20 MB answer full of braces costs
-seconds, not hours.
+seconds, not hours. Its string/escape state machine, `JsonScanner`, is the only one: the decoders' stop
+at a closed JSON answer (generation.JsonCloseTracker) feeds it one token at a time.
 
     from extraction import extract_label
     extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
@@ -24,6 +25,7 @@ from prompts import get_task
 
 MAX_NESTING = 100  # an object nested deeper is not an answer (and would exhaust json's recursion)
 _SPECIAL = re.compile(r'[{}"\\]')
+_KEY_SEPARATOR = re.compile(r"\s*:\s*")
 
 
 class DuplicateKey:
@@ -54,25 +56,41 @@ def _object_from_pairs(pairs) -> dict:
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_from_pairs)
 
 
+class JsonScanner:
+    """The one string-aware JSON state machine: reads text left to right, whole or a piece at a time
+    (a decoder's tokens), and yields (index, char) for each `{`, `}` and string-opening `"` outside
+    strings; braces and quotes inside a string, or escaped by a backslash, count for nothing."""
+
+    def __init__(self):
+        self.in_string = False
+        self.position = 0
+        self._carry = 0  # 1 when the last piece ended on a backslash inside a string: it escapes the next char
+
+    def scan(self, text: str, start: int = 0, stop: int | None = None):
+        """The events of text[start:stop], read on from the state the previous piece left."""
+        stop = len(text) if stop is None else stop
+        self.position = start + self._carry
+        while (match := _SPECIAL.search(text, self.position, stop)) is not None:
+            index, ch = match.start(), match.group()
+            self.position = index + 1
+            if self.in_string:
+                if ch == "\\":
+                    self.position += 1
+                elif ch == '"':
+                    self.in_string = False
+            elif ch != "\\":
+                self.in_string = ch == '"'
+                yield index, ch
+        self._carry = max(0, self.position - stop)
+
+    def skip_to(self, index: int) -> None:
+        """Go on reading at `index`, known to be outside any string (a caller skips a span it has read)."""
+        self.position, self.in_string = index, False
+
+
 def _structural_braces(text: str, start: int, stop: int | None = None):
     """(index, brace) of each brace outside strings in text[start:stop], read from `start` outside any string."""
-    stop = len(text) if stop is None else stop
-    in_string, position = False, start
-    while True:
-        match = _SPECIAL.search(text, position, stop)
-        if match is None:
-            return
-        index, ch = match.start(), match.group()
-        position = index + 1
-        if in_string:
-            if ch == "\\":
-                position += 1
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch != "\\":
-            yield index, ch
+    return ((index, ch) for index, ch in JsonScanner().scan(text, start, stop) if ch != '"')
 
 
 def _brace_pairs(text: str, start: int, stop: int) -> tuple[list, list]:
@@ -110,25 +128,13 @@ def _match_braces(text: str, start: int, closes: dict, depths: dict) -> None:
     """Read from the brace at `start`: record in `closes` the index closing every brace it opens (None
     when never closed) and in `depths` how deep each one nests. A brace an earlier reading matched is
     skipped whole (the rest of the text reads the same from there), so each brace is matched once."""
-    stack, in_string, position = [], False, start  # stack: [open index, deepest child]
-    while True:
-        match = _SPECIAL.search(text, position)
-        if match is None:
-            break
-        index, ch = match.start(), match.group()
-        position = index + 1
-        if in_string:
-            if ch == "\\":
-                position += 1
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{" and index in closes:
+    stack, scanner = [], JsonScanner()  # stack: [open index, deepest child]
+    for index, ch in scanner.scan(text, start):
+        if ch == "{" and index in closes:
             if closes[index] is None:
                 break
             stack[-1][1] = max(stack[-1][1], depths[index])
-            position = closes[index] + 1
+            scanner.skip_to(closes[index] + 1)
         elif ch == "{":
             stack.append([index, 0])
         elif ch == "}" and stack:
@@ -234,28 +240,13 @@ def _cut_off_start(text: str) -> int | None:
 def _cut_off_field_values(text: str, start: int, field: str) -> list:
     """The values of `field` used as a key (not inside a string) in the cut-off object at text[start]; a
     value cut off mid-way, or followed by anything but `,` `}` or the end, reads as None."""
-    key = json.dumps(field)
-    values, in_string, position = [], False, start
-    while True:
-        match = _SPECIAL.search(text, position)
-        if match is None:
-            return values
-        index, ch = match.start(), match.group()
-        position = index + 1
-        if in_string:
-            if ch == "\\":
-                position += 1
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch != '"':
-            continue
-        after = re.compile(r"\s*:\s*").match(text, index + len(key))
-        if text.startswith(key, index) and after:
+    key, values, scanner = json.dumps(field), [], JsonScanner()
+    for index, ch in scanner.scan(text, start):
+        after = _KEY_SEPARATOR.match(text, index + len(key)) if ch == '"' else None
+        if after and text.startswith(key, index):
             values.append(_value_at(text, after.end()))
-            position = after.end()
-        else:
-            in_string = True
+            scanner.skip_to(after.end())
+    return values
 
 
 def _value_at(text: str, index: int):

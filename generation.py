@@ -13,19 +13,21 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from cli import progress as progress_bar
+from extraction import JsonScanner
 from greedy_decode import greedy_decode, left_pad, unsupported_reason
 
 DECODERS = ("auto", "generate")
 
 
 class JsonCloseTracker:
-    """Per-row brace depth and string state of the generated text, fed one token at a time;
-    `feed` returns True once the row has opened and closed a top-level JSON object."""
+    """Per-row JSON state of the generated text, fed one token at a time through extraction's scanner;
+    `feed` returns True once the row has opened and closed a top-level JSON object (what
+    `extraction.json_close_index` finds in the whole text)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.token_text: dict[int, str] = {}
-        self.state: dict[int, list] = {}  # row -> [depth, in_string, escaped, opened]
+        self.state: dict[int, list] = {}  # row -> [scanner, depth], from the row's first "{"
         self.done: set[int] = set()
 
     def _text(self, token_id: int) -> str:
@@ -36,22 +38,16 @@ class JsonCloseTracker:
     def feed(self, row: int, token_id: int) -> bool:
         if row in self.done:
             return True
-        state = self.state.setdefault(row, [0, False, False, False])
-        for ch in self._text(token_id):
-            depth, in_string, escaped, opened = state
-            if in_string:
-                state[2] = (not escaped) and ch == "\\"
-                if ch == '"' and not escaped:
-                    state[1] = False
-            elif ch == '"' and depth > 0:
-                state[1] = True
-            elif ch == "{":
-                state[0], state[3] = depth + 1, True
-            elif ch == "}" and depth > 0:
-                state[0] = depth - 1
-                if state[0] == 0 and opened:
-                    self.done.add(row)
-                    return True
+        text, state = self._text(token_id), self.state.get(row)
+        if state is None:  # nothing before the first "{" counts, not even a quote
+            if "{" not in text:
+                return False
+            text, state = text[text.index("{"):], self.state.setdefault(row, [JsonScanner(), 0])
+        for _, ch in state[0].scan(text):
+            state[1] += {"{": 1, "}": -1}.get(ch, 0)
+            if state[1] == 0:
+                self.done.add(row)
+                return True
         return False
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli import ArgumentParser, progress
-from data_io import DataError, append_jsonl, check_outputs, read_jsonl, repair_torn_tail
+from data_io import DataError, append_jsonl, check_outputs, check_unique_ids, read_jsonl, repair_torn_tail
 from llm_api import ApiError, Stopped, ValidationError, add_api_arguments, ask_validated, client_from_args, redact
 
 FIRST_K = 5  # the first this many answers all failed at the endpoint: it refuses everything, stop
@@ -185,12 +185,7 @@ class JobsInterrupted(KeyboardInterrupt):
 def check_job_inputs(items: list[dict], source, output: Path) -> None:
     """Refuse an output that is the input, duplicate ids in the input and an empty input."""
     check_outputs({"input": source}, {"output": output, "failures file": failures_path(output)})
-    seen = set()
-    for item in items:
-        key = str(item["id"])
-        if key in seen:
-            raise DataError(f"{source}: {item.get('_where', 'a row')}: field 'id': duplicate id {key}")
-        seen.add(key)
+    check_unique_ids((str(item["id"]), f"{source}: {item.get('_where', 'a row')}") for item in items)
     if not items:
         raise DataError(f"{source}: no rows to process")
 

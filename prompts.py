@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cli import NO_WORDS, YES_WORDS
+
 NLI_USER_TEMPLATE = (
     "Premise: {premise}\nHypothesis: {hypothesis}\n\n"
     "Use chain of thought reasoning to determine if the hypothesis is entailed by the premise. "
@@ -154,7 +156,8 @@ TASKS = {task.name: task for task in (
          user_message=lambda row: hate_speech_user_message(row["text"], row.get("persona"))),
     # Yes/no questions as a plain classifier (the confidence data's BoolQ rows: question, correct_answer).
     Task("boolq", labels=("yes", "no"), label_field="answer", input_fields=("question",),
-         true_label_field="correct_answer", label_names={True: "yes", False: "no", "true": "yes", "false": "no"},
+         true_label_field="correct_answer", label_names={True: "yes", False: "no", **dict.fromkeys(YES_WORDS, "yes"),
+                                                   **dict.fromkeys(NO_WORDS, "no")},
          user_message=lambda row: f"Question: {row['question']}?\n" 'Answer {"answer": "yes"} or {"answer": "no"}.'),
     # Free-text answers (prompt/response SFT): scored by exact match and ROUGE-L against the reference.
     Task("free_text", true_label_field=None),

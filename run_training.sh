@@ -13,10 +13,7 @@ set -euo pipefail
 # shellcheck source=scripts/wrapper_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/wrapper_lib.sh"
 
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-  exit 0
-fi
+help_if_asked "$@"
 train_args=()
 while [ $# -gt 0 ]; do
   wrapper_option "$@"

@@ -15,7 +15,7 @@ prompt part of a chat-format row as the prompt to answer).
 
 import re
 
-from data_io import DataError
+from data_io import DataError, row_label, row_text
 from prompts import confidence_user_message, encode_prompt, get_task
 
 FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "question_answer", "record", "confidence")
@@ -86,19 +86,9 @@ def _content(message, where: str) -> str:
 def _record_answer(record: dict, task, where: str) -> str:
     """The answer a raw row of a label task teaches, refusing what would teach a wrong format or label."""
     for name in task.input_fields:
-        value = record.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{where}: field '{name}' must be a non-empty string, got {value!r}"[:300])
-    label_field, raw_label = task.row_label(record)
-    label = task.normalize_label(raw_label)
-    if label is None:
-        raise DataError(f"{where}: field '{label_field}': {raw_label!r} is not a label of the "
-                        f"{task.name} task ({', '.join(map(str, task.labels))})"[:300])
-    reasoning = None
-    if task.reasoning_field:
-        reasoning_field, reasoning = task.row_reasoning(record)
-        if not isinstance(reasoning, str) or not reasoning.strip():
-            raise DataError(f"{where}: field '{reasoning_field}' must be a non-empty string, got {reasoning!r}"[:300])
+        row_text(record, name, where)
+    label = row_label(record, task.row_label(record)[0], task, where)
+    reasoning = row_text(record, task.row_reasoning(record)[0], where) if task.reasoning_field else None
     return task.answer(label, reasoning)
 
 

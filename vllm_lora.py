@@ -1,4 +1,5 @@
-"""The LoRA rank vLLM is told for an adapter: one rule for `scripts/serve.py` and `--backend vllm`.
+"""What vLLM is told about a model, one rule each for `scripts/serve.py` and `--backend vllm`: the dtype
+(resolved as the HF backend resolves it) and the LoRA rank of an adapter.
 
 vLLM accepts only the values of `vllm.config.lora.MaxLoRARanks` as `max_lora_rank` (0.32.0: 1, 8, 16, 32,
 64, 128, 256, 320, 512), and refuses any other, such as an adapter's own r = 4, 12 or 24. The smallest
@@ -8,7 +9,14 @@ allowed value at or above the adapter's rank serves it unchanged (vLLM pads the 
 import json
 from pathlib import Path
 
+from modeling import resolve_device, resolve_dtype
+
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_dtype(name: str | None = "auto") -> str:
+    """vLLM's `dtype` for a dtype name (None = auto: float32 on a CPU, bfloat16 or float16 on a GPU)."""
+    return str(resolve_dtype(name or "auto", resolve_device("auto"))).replace("torch.", "")
 
 
 class LoraRankError(ValueError):

@@ -11,10 +11,7 @@ set -euo pipefail
 # shellcheck source=scripts/wrapper_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/wrapper_lib.sh"
 
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-  exit 0
-fi
+help_if_asked "$@"
 args=()
 backend="hf"
 while [ $# -gt 0 ]; do

@@ -10,8 +10,8 @@ it closes its JSON object, as the HF backend stops there: so both backends give 
 
 from cli import on_terminal
 from generation import JsonCloseTracker, answer_record
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
-from vllm_lora import LoraRankError, adapter_max_lora_rank
+from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
+from vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
                 "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "
@@ -26,7 +26,7 @@ class VllmGenerator:
             from vllm import LLM
         except ImportError as exc:
             raise ModelLoadError(INSTALL_HINT) from exc
-        dtype = str(resolve_dtype(dtype, resolve_device("auto"))).replace("torch.", "")
+        dtype = vllm_dtype(dtype)
         self.tokenizer = load_tokenizer(model_id)
         base = base_model or adapter_base(model_id)
         base = resolve_model_dir(base) if base else None

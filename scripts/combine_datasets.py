@@ -10,13 +10,12 @@ a system turn to rows that have none. With `--holdout F` a share F of the rows g
 """
 
 import argparse
-import random
 import sys
 from collections import Counter
 from pathlib import Path
 
 from cli import ArgumentParser, format_table
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl, seeded_split
 from sft_formats import detect_format, question_answer_messages
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
@@ -86,17 +85,15 @@ def main(argv=None) -> int:
     if not rows:
         print("error: the inputs hold no rows; nothing written", file=sys.stderr)
         return 2
-    random.Random(args.seed).shuffle(rows)
-    n_holdout = round(len(rows) * args.holdout)
-    held, train = rows[:n_holdout], rows[n_holdout:]
+    held, train = seeded_split(rows, args.holdout, args.seed)
     atomic_write_jsonl(output, train)
-    if n_holdout:
+    if held:
         atomic_write_jsonl(holdout_file, held)
     counts = Counter(r["source"] for r in rows)
     table = [{"source": name, "rows": n, "share": n / len(rows)} for name, n in counts.most_common()]
     print(format_table(table, ["source", "rows", "share"]))
     print(f"combine_datasets: {len(rows)} rows from {len(counts)} sources -> {output} ({len(train)})"
-          + (f" + holdout ({len(held)})" if n_holdout else ""))
+          + (f" + holdout ({len(held)})" if held else ""))
     return 0
 
 

@@ -13,7 +13,7 @@ the next run (--skip-failed to not). The key comes from the environment or .env 
 
 import sys
 
-from data_io import DataError, read_records
+from data_io import is_blank, read_records, row_id, row_label, row_text
 from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
 from llm_api import required_label, required_text
 from prompts import (
@@ -35,17 +35,9 @@ def load_items(path, start: int, end: int | None) -> list[dict]:
     items = []
     for record in read_records(path)[start:end]:
         where = f"{path}: row {record['_line']}"
-        for name in ("premise", "hypothesis"):
-            if not str(record.get(name) or "").strip():
-                raise DataError(f"{where}: missing field '{name}'")
-        label = None
-        if str(record.get("label", "")).strip():
-            label = NLI.normalize_label(record["label"])
-            if label is None:
-                raise DataError(f"{where}: field 'label': {record['label']!r} is not 0 or 1")
-        raw_id = record.get("id")  # an id of 0 is an id; without one, the 1-based row number as everywhere
-        items.append({"id": str(raw_id) if raw_id not in (None, "") else str(record["_line"]),
-                      "premise": record["premise"], "hypothesis": record["hypothesis"], "true_label": label,
+        label = None if is_blank(record.get("label")) else row_label(record, "label", NLI, where)
+        items.append({"id": row_id(record), "premise": row_text(record, "premise", where),
+                      "hypothesis": row_text(record, "hypothesis", where), "true_label": label,
                       "_where": f"row {record['_line']}"})
     return items
 

@@ -358,17 +358,29 @@ def qlora_args(ctx: Context, model: str, output_dir: Path, data: Path, steps: in
 
 
 def train_and_measure(ctx: Context, args: list[str], output_dir: Path, log: Path) -> int | None:
-    """train_sft through its entry point, in this process (so the allocator's peak is this run's);
-    returns the peak (bytes on CUDA, None elsewhere)."""
-    from train.train_sft import main as train_main
+    """train_sft's command line, run in this process as `python -m` runs it (so the allocator's peak is
+    this run's; no script imports another); returns the peak (bytes on CUDA, None elsewhere)."""
     shutil.rmtree(output_dir, ignore_errors=True)  # this check's own scratch folder
     reset_peak(ctx.device)
     with open(log, "a") as out:
         out.write(f"$ python -m train.train_sft {' '.join(args)}\n")
-    code = in_process(train_main, args, log)
+    code = in_process(run_train_sft, args, log)
     if code != 0:
         raise CheckFailed(f"train_sft exited {code}: {tail(log)}")
     return peak_allocated(ctx.device)
+
+
+def run_train_sft(args: list) -> int:
+    """`python -m train.train_sft ARGS` without a new interpreter: its exit code."""
+    import runpy
+    saved_argv, sys.argv = sys.argv, ["train_sft", *map(str, args)]
+    try:
+        runpy.run_module("train.train_sft", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+    return 0
 
 
 def in_process(function, args: list, log: Path) -> int:

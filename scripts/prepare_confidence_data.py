@@ -13,23 +13,21 @@ no correct answer), eval.jsonl an --eval-share that leaves at least one row.
 """
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
+from cli import ArgumentParser, bool_word
 from confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields, seeded_split
 
 
 def parse_correct(value, where: str) -> bool:
     """The judged answer's `correct` field: true/false, 1/0, yes/no; anything else (or nothing) is an error,
     never silently "wrong"."""
-    word = str(value).strip().lower() if value is not None else ""
-    if word in ("true", "1", "yes", "1.0"):
-        return True
-    if word in ("false", "0", "no", "0.0"):
-        return False
+    word = str(value).strip() if value is not None else ""
+    truth = bool_word({"1.0": "1", "0.0": "0"}.get(word, word))  # a CSV column of 0/1 may read as floats
+    if truth is not None:
+        return truth
     raise DataError(f"{where}: field 'correct': {value!r} is not true or false")
 
 
@@ -78,16 +76,14 @@ def main(argv=None) -> int:
     if not rows:
         print("error: the inputs hold no rows", file=sys.stderr)
         return 2
-    rng = random.Random(args.seed)
-    rng.shuffle(rows)
-    n_eval = round(len(rows) * args.eval_share)
-    if n_eval == len(rows):
+    held, train = seeded_split(rows, args.eval_share, args.seed)
+    if not train:
         print(f"error: --eval-share {args.eval_share} leaves no training row of {len(rows)}", file=sys.stderr)
         return 2
-    skipped = write_nonempty(out, {"train.jsonl": rows[n_eval:], "eval.jsonl": rows[:n_eval], "val.jsonl": val})
+    skipped = write_nonempty(out, {"train.jsonl": train, "eval.jsonl": held, "val.jsonl": val})
     u = sum("<U_" in r["tagged_response"] for r in rows)
-    print(f"prepare_confidence_data: {len(rows)} tagged rows ({len(rows) - u} C, {u} U): {len(rows) - n_eval} train, "
-          f"{n_eval} eval; {len(val)} validation questions -> {out}"
+    print(f"prepare_confidence_data: {len(rows)} tagged rows ({len(rows) - u} C, {u} U): {len(train)} train, "
+          f"{len(held)} eval; {len(val)} validation questions -> {out}"
           + "".join(f"; {name} not written ({why})" for name, why in skipped.items()))
     return 0
 

@@ -30,28 +30,20 @@ from collections import Counter
 from pathlib import Path
 
 from cli import ArgumentParser
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, row_id, row_label, row_text
 from prompts import TASKS
 
 
 def _label(record: dict, field: str, path) -> int:
-    label = TASKS["nli"].normalize_label(record.get(field))
-    if label is None:
-        raise DataError(f"{path}: row {record.get('_line', '?')}: field '{field}': "
-                        f"{record.get(field)!r} is not a label (0 or 1)")
-    return label
+    return row_label(record, field, TASKS["nli"], f"{path}: row {record.get('_line', '?')}")
 
 
 def _text(record: dict, field: str, path) -> str:
-    value = record.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{path}: row {record.get('_line', '?')}: missing field '{field}'")
-    return value
+    return row_text(record, field, f"{path}: row {record.get('_line', '?')}")
 
 
 def _id(record: dict, path) -> str:
-    raw = record.get("id")
-    return str(raw) if raw not in (None, "") else f"{Path(path).name}:{record.get('_line')}"
+    return row_id(record, prefix=f"{Path(path).name}:")  # the rows of several files are mixed
 
 
 def load_pairs(path) -> list[dict]:

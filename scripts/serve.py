@@ -47,11 +47,10 @@ from modeling import (
     check_local_model,
     load_tokenizer,
     resolve_device,
-    resolve_dtype,
     resolve_model_dir,
 )
 from prompts import chat_template
-from vllm_lora import LoraRankError, adapter_max_lora_rank
+from vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Stops vLLM's process group once serve.py is gone, however it died: EOF on a pipe only serve.py holds.
@@ -124,7 +123,7 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
         tokenizer = load_tokenizer(model)
         check_tokenizer(contract, tokenizer)
         template_file.write_text(contract.chat_template if contract else chat_template(tokenizer))
-    dtype = dtype or str(resolve_dtype("auto", resolve_device("auto"))).replace("torch.", "")
+    dtype = vllm_dtype(dtype)
     name = served_name(model)
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
                "--dtype", dtype, "--tokenizer", model_dir, "--chat-template", str(template_file),

@@ -13,12 +13,11 @@ its line number, and then nothing is written.
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
 from cli import ArgumentParser
-from data_io import DataError, atomic_write_bytes, check_outputs
+from data_io import DataError, atomic_write_bytes, check_outputs, seeded_split
 
 
 def main(argv=None) -> int:
@@ -66,9 +65,7 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    random.Random(args.seed).shuffle(records)
-    cut = round(len(records) * args.ratio)
-    first, second = records[:cut], records[cut:]
+    first, second = seeded_split(records, args.ratio, args.seed)
     atomic_write_bytes(out1, bom + b"".join(first))
     atomic_write_bytes(out2, bom + b"".join(second))
     total = len(records) or 1

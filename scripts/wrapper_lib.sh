@@ -14,6 +14,14 @@ NODE_RANK=0
 MASTER_ADDR=""
 MASTER_PORT=29500
 
+# -h / --help first: print the wrapper's usage, the comment block under its #! line, and exit.
+help_if_asked() {
+  if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+    exit 0
+  fi
+}
+
 # Parse one wrapper option; sets USED to how many arguments it consumed (0 = not a wrapper option).
 USED=0
 wrapper_option() {

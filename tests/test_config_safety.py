@@ -380,7 +380,7 @@ def test_csv_rows_are_called_rows_and_the_path_is_named_once(tmp_path, tiny_mist
     bad.write_text("premise,hypothesis,label\nA man sleeps.,A person rests.,1\nA dog runs.,,1\n")
     result = tiny_plan(tiny_mistral, tmp_path / "o", "--train_data", bad, "--task", "nli_label")
     problem = next(p for p in result.problems if "pairs.csv" in p)
-    assert "pairs.csv: row 2: field 'hypothesis'" in problem and problem.count(str(bad)) == 1, problem
+    assert "pairs.csv: row 2: missing field 'hypothesis'" in problem and problem.count(str(bad)) == 1, problem
 
 
 # --- issue #24 section 2: one resolved config -------------------------------------------------------------

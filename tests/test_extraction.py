@@ -145,6 +145,21 @@ def test_nested_objects_are_found_once_each_in_order():
     assert all(text[s:e + 1].startswith("{") and text[e] == "}" for s, e, _ in iter_json_spans(text))
 
 
+def test_the_scanner_fed_in_pieces_reads_as_the_whole_text():
+    """The per-token JSON stop (generation.JsonCloseTracker) feeds the scanner a token at a time: an escape
+    or a string cut between two tokens must read as in the whole text."""
+    from extraction import JsonScanner
+    text = '{"a": "b\\"}{", "c": {"d": "\\\\"}, "e": "}"} tail {"f'
+    whole = list(JsonScanner().scan(text))
+    assert "".join(ch for _, ch in whole) == '{"""{""}""}{"'  # the braces and quotes outside strings
+    for pieces in [list(text), *([text[:cut], text[cut:]] for cut in range(len(text)))]:
+        scanner, offset, events = JsonScanner(), 0, []
+        for piece in pieces:
+            events += [(offset + index, ch) for index, ch in scanner.scan(piece)]
+            offset += len(piece)
+        assert events == whole, pieces
+
+
 def test_csv_and_json_labels_agree():
     nli = TASKS["nli"]
     assert nli.normalize_label("1.0") == nli.normalize_label(1.0) == 1

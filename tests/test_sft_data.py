@@ -178,15 +178,15 @@ def test_answer_window_batch_gives_the_same_loss_and_gradients_as_padded(tiny_mo
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"predicted_label": 2}, "field 'predicted_label': 2 is not a label of the nli task"),
-    ({"predicted_label": -1}, "field 'predicted_label': -1 is not a label"),
-    ({"predicted_label": "yes"}, "field 'predicted_label': 'yes' is not a label"),
-    ({"predicted_label": None}, "field 'predicted_label': None is not a label"),
-    ({"premise": None}, "field 'premise' must be a non-empty string"),
-    ({"premise": ["a", "list"]}, "field 'premise' must be a non-empty string"),
-    ({"hypothesis": "  "}, "field 'hypothesis' must be a non-empty string"),
-    ({"thought_process": 42}, "field 'thought_process' must be a non-empty string"),
-    ({"thought_process": ""}, "field 'thought_process' must be a non-empty string"),
+    ({"predicted_label": 2}, r"field 'predicted_label': 2 is not in the label set \[0, 1\]"),
+    ({"predicted_label": -1}, "field 'predicted_label': -1 is not in the label set"),
+    ({"predicted_label": "yes"}, "field 'predicted_label': 'yes' is not in the label set"),
+    ({"predicted_label": None}, "field 'predicted_label': None is not in the label set"),
+    ({"premise": None}, "missing field 'premise'"),
+    ({"premise": ["a", "list"]}, "field 'premise' must be text, got list"),
+    ({"hypothesis": "  "}, "missing field 'hypothesis'"),
+    ({"thought_process": 42}, "field 'thought_process' must be text, got int"),
+    ({"thought_process": ""}, "missing field 'thought_process'"),
 ])
 def test_invalid_nli_records_are_errors_naming_line_and_field(tokenizers, tmp_path, change, message):
     data = write_jsonl(tmp_path / "nli.jsonl", [NLI, {**NLI, **change}])
