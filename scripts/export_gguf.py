@@ -1,0 +1,153 @@
+"""Export a fine-tuned model to one GGUF file for llama.cpp, Ollama and LM Studio (nothing compiled).
+
+    python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli.gguf --outtype q8_0
+    python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli-q4_1.gguf --outtype same
+    python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli-lora.gguf --adapter-only
+    python scripts/export_gguf.py --model models/my-run/merged --outfile my.gguf --outtype q4_k_m   # llama-quantize
+    ollama create nli -f nli.Modelfile && ollama run nli
+
+--model is a LoRA adapter (merged into its base: a hub id, a folder, or the GGUF file it was trained from;
+tokens the adapter added come along) or a merged model folder. --outtype: f16, bf16, q8_0 (and q4_0, q4_1,
+q5_0, q5_1) are written in numpy; `same` re-quantizes to the base GGUF's own types (SmolLM2: Q4_1, its
+embedding Q8_0); K-quants (q4_k_m, ...) are written as f16 and handed to llama.cpp's `llama-quantize` when it
+is on PATH, else the command to run is printed. Beside the file: `<name>.Modelfile` for Ollama (FROM, the
+trained chat template as TEMPLATE, stop token, temperature 0, the task's system line). Bad input (not a
+model, an architecture other than llama/mistral/qwen2/qwen3, an output that exists or is an input) exits 2
+with one line; a full disk exits 1; a failed export leaves no file behind. See docs/gguf.md.
+"""
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli import ArgumentParser, on_terminal
+from data_io import DataError, atomic_write_text, check_outputs
+from gguf_export import (
+    OUTTYPES,
+    ExportError,
+    WriteError,
+    describe,
+    export_adapter,
+    export_model,
+    modelfile_text,
+)
+from modeling import ModelLoadError
+
+K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+
+
+def parse_args(argv):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a fine-tuned output: LoRA adapter folder or merged model folder")
+    p.add_argument("--outfile", required=True, help="the .gguf file to write")
+    p.add_argument("--outtype", default="f16", choices=[*OUTTYPES, *K_QUANTS])
+    p.add_argument("--adapter-only", action="store_true", help="write the LoRA alone (llama.cpp --lora, Ollama ADAPTER)")
+    p.add_argument("--base_model", default=None, help="the adapter's base, when adapter_config.json's can't be found")
+    p.add_argument("--force", action="store_true", help="replace an existing --outfile")
+    return p.parse_args(argv)
+
+
+def check_paths(args, source) -> tuple[Path, Path]:
+    out = Path(args.outfile).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise ExportError(f"--outfile {out}: must end in .gguf")
+    modelfile = out.with_suffix(".Modelfile")
+    for path in (out, modelfile):
+        if path.exists() and not args.force:
+            raise ExportError(f"{path} exists; choose another --outfile or pass --force to replace it")
+    inputs = {"--model": source.path, "the base GGUF": source.base_gguf}
+    inputs.update({f"--model file {f.name}": f for f in source.path.iterdir() if f.is_file()})
+    try:
+        check_outputs(inputs, {"--outfile": out, "Modelfile": modelfile})
+    except DataError as exc:
+        raise ExportError(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out, modelfile
+
+
+def load_merged(args, source):
+    from modeling import load_for_inference
+    model, tokenizer, _ = load_for_inference(str(source.path), device="cpu", load_in_4bit=False, dtype="float32",
+                                             base_model=args.base_model)
+    return model, tokenizer
+
+
+def k_quant_target(outtype: str, source) -> str | None:
+    """llama-quantize's type name when the export needs it: a K-quant asked for, or `same` on a K-quant base."""
+    if outtype in K_QUANTS:
+        return outtype.upper()
+    if outtype == "same" and source.base_gguf is not None:
+        from gguf import GGUFReader, LlamaFileType
+        field = GGUFReader(str(source.base_gguf)).fields.get("general.file_type")
+        name = LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_") if field is not None else ""
+        if "_K" in name:
+            return name
+    return None
+
+
+def quantize_with_llama_cpp(f16_file: Path, out: Path, target: str) -> str:
+    """Run llama-quantize when installed; otherwise keep the f16 file and say the command."""
+    command = ["llama-quantize", str(f16_file), str(out), target]
+    if shutil.which("llama-quantize") is None:
+        return f"{target} needs llama.cpp's llama-quantize (not on PATH); the f16 file is written, run: " \
+               + " ".join(command)
+    subprocess.run(command, check=True)
+    f16_file.unlink()
+    return f"quantized to {target} with llama-quantize"
+
+
+def export(args) -> str:
+    started = time.time()
+    source = describe(args.model, args.base_model)
+    if args.adapter_only and not source.adapter:
+        raise ExportError(f"{source.path}: --adapter-only needs a LoRA adapter folder (adapter_config.json)")
+    out, modelfile = check_paths(args, source)
+    target = k_quant_target(args.outtype, source) if not args.adapter_only else None
+    write_to = out.with_name(out.stem + ".f16.gguf") if target else out
+    note = ""
+    if args.adapter_only:
+        from modeling import load_tokenizer
+        tokenizer = load_tokenizer(str(source.path))
+        summary = export_adapter(source, out, args.outtype, progress=on_terminal())
+    else:
+        if args.outtype == "same" and source.adapter:
+            print("warning: --outtype same re-quantizes the merged weights to the base's 4/5/8-bit blocks, which rounds "
+                  "away much of a LoRA's change (docs/gguf.md); --adapter-only over the base GGUF keeps it exactly",
+                  file=sys.stderr)
+        model, tokenizer = load_merged(args, source)
+        from prompts import chat_template
+        summary = export_model(model, tokenizer, source, write_to, "f16" if target else args.outtype,
+                               chat_template(tokenizer), progress=on_terminal())
+        if target:
+            note = "; " + quantize_with_llama_cpp(write_to, out, target)
+    from prompts import chat_template
+    text = modelfile_text(out.name, tokenizer, chat_template(tokenizer), source.trained.get("system_prompt"),
+                          adapter=out.name if args.adapter_only else None)
+    atomic_write_text(modelfile, text)
+    written = out if out.exists() else write_to
+    types = ", ".join(f"{count} {kind}" for kind, count in summary["tensor_types"].items())
+    return (f"export_gguf: {source.path} -> {written} ({args.outtype}: {types}; "
+            f"{written.stat().st_size / 1e6:.1f} MB, {time.time() - started:.0f}s); {modelfile.name} beside it{note}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        print(export(args))
+    except (ExportError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WriteError as exc:
+        print(f"error: {exc} (is the disk full? nothing was left behind); free some space or choose another "
+              "--outfile", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""GGUF export (scripts/export_gguf.py): the file read back by transformers' own GGUF loader (an independent
+reader) answers like the merged model; `same` keeps the base file's types; the LoRA-only file holds the
+adapter; the Modelfile's template is the trained one; bad input exits 2 and a full disk 1, leaving nothing."""
+
+import json
+import os
+import resource
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, run_train
+
+ADDED_TOKENS = ["<|sure|>", "<|unsure|>"]
+
+
+def export(*args) -> int:
+    from scripts.export_gguf import main
+    return main([str(a) for a in args])
+
+
+def dev_messages(n: int, task: str = "nli"):
+    from data_io import read_csv
+    from prompts import get_task
+    return [get_task(task).messages(row) for row in read_csv(REPO_ROOT / "data/sample/dev_300.csv")[:n]]
+
+
+def fields(path) -> dict:
+    from gguf import GGUFReader
+    reader = GGUFReader(str(path))
+    return {"fields": {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")
+                       and k not in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")},
+            "tensors": {t.name: t for t in reader.tensors}, "n_tokens": len(reader.fields["tokenizer.ggml.tokens"].data)
+            if "tokenizer.ggml.tokens" in reader.fields else 0}
+
+
+@pytest.fixture(scope="module")
+def adapter_with_tokens(tiny_models, tmp_path_factory):
+    """A LoRA adapter on the tiny llama (Q/K permuted in GGUF) that added two special tokens."""
+    code, out = run_train(tiny_models["llama"], tmp_path_factory.mktemp("gguf_adapter") / "run",
+                          "--special_tokens", json.dumps(ADDED_TOKENS), "--max_steps", "6", "--save_steps", "100")
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def gguf_based_adapter(tiny_models, tmp_path_factory):
+    """(adapter dir, base .gguf): the tiny llama as a Q4_1 GGUF file, converted back as training does, and a
+    random (nonzero) LoRA on it, recorded as trained from that file."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from gguf_convert import convert_gguf
+    from modeling import BASE_SOURCE_FILE, load_tokenizer
+    root = tmp_path_factory.mktemp("gguf_base")
+    base_gguf = root / "base.q4_1.gguf"
+    assert export("--model", tiny_models["llama"], "--outfile", base_gguf, "--outtype", "q4_1") == 0
+    base_dir = convert_gguf(base_gguf, cache_dir=root / "converted")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")
+    adapter = root / "adapter"
+    get_peft_model(model, lora).save_pretrained(adapter)
+    load_tokenizer(str(base_dir)).save_pretrained(adapter)
+    (adapter / BASE_SOURCE_FILE).write_text(json.dumps({"gguf_file": str(base_gguf.resolve())}))
+    return adapter, base_gguf
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_f16_export_read_back_by_transformers_answers_like_the_model(tiny_models, arch, tmp_path):
+    from gguf_export import compare_answers, load_exported
+    from modeling import load_for_inference
+    out = tmp_path / f"{arch}.gguf"
+    assert export("--model", tiny_models[arch], "--outfile", out, "--outtype", "f16") == 0
+    reference, tokenizer, _ = load_for_inference(str(tiny_models[arch]), device="cpu", load_in_4bit=False,
+                                                 dtype="float32")
+    exported, exported_tokenizer = load_exported(out)
+    result = compare_answers(reference, tokenizer, exported, exported_tokenizer, dev_messages(8))
+    assert result["identical_prompts"] == 8  # the file's tokenizer and chat template encode as trained
+    assert result["identical_answers"] == 8 and result["max_abs_logit_diff"] < 0.05
+    meta = fields(out)["fields"]
+    assert meta["general.architecture"] == arch
+    assert meta["tokenizer.ggml.padding_token_id"] == tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert meta["tokenizer.chat_template"] == tokenizer.chat_template
+
+
+def test_qwen3_with_its_q_k_norms_round_trips(tiny_models, tmp_path):
+    """Qwen3 (per-head q/k RMS norms, head_dim given apart from hidden/heads) from the tiny Qwen2's tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from gguf_export import compare_answers, load_exported
+    from modeling import load_for_inference, load_tokenizer
+    tokenizer = load_tokenizer(str(tiny_models["qwen2"]))
+    torch.manual_seed(0)
+    # transformers' GGUF reader takes Qwen3's default head_dim (128), so the tiny model uses it too
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=128, tie_word_embeddings=True,
+                         initializer_range=0.2, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model_dir = tmp_path / "tiny-qwen3"
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "qwen3.gguf"
+    assert export("--model", model_dir, "--outfile", out) == 0
+    assert "blk.0.attn_q_norm.weight" in fields(out)["tensors"]
+    reference, tokenizer, _ = load_for_inference(str(model_dir), device="cpu", load_in_4bit=False, dtype="float32")
+    exported, exported_tokenizer = load_exported(out)
+    result = compare_answers(reference, tokenizer, exported, exported_tokenizer, dev_messages(4))
+    assert result["identical_answers"] == 4 and result["max_abs_logit_diff"] < 0.05
+
+
+def test_adapter_with_added_tokens_merges_into_a_grown_vocabulary(adapter_with_tokens, tmp_path):
+    """q8_0: the file answers exactly like the merged model whose weights went through the same Q8_0
+    rounding, so every difference from the float model is the quantization, not the layout."""
+    import torch
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+
+    from gguf_export import compare_answers, load_exported, read_project_metadata
+    from modeling import load_for_inference
+    out = tmp_path / "merged-q8.gguf"
+    assert export("--model", adapter_with_tokens, "--outfile", out, "--outtype", "q8_0") == 0
+    reference, tokenizer, info = load_for_inference(str(adapter_with_tokens), device="cpu", load_in_4bit=False,
+                                                    dtype="float32")
+    assert info["merged"]
+    with torch.no_grad():  # the same Q8_0 rounding the file holds
+        for param in reference.parameters():
+            if param.ndim == 2:
+                q8 = GGMLQuantizationType.Q8_0
+                param.copy_(torch.from_numpy(dequantize(quantize(param.numpy(), q8), q8)))
+    exported, exported_tokenizer = load_exported(out)
+    assert fields(out)["n_tokens"] == reference.config.vocab_size == len(tokenizer)  # 2 rows more than the base
+    assert [exported_tokenizer.convert_tokens_to_ids(t) for t in ADDED_TOKENS] == \
+        [tokenizer.convert_tokens_to_ids(t) for t in ADDED_TOKENS]
+    result = compare_answers(reference, tokenizer, exported, exported_tokenizer, dev_messages(8))
+    assert result["identical_prompts"] == 8 and result["identical_answers"] == 8
+    assert result["max_abs_logit_diff"] < 1e-3
+    meta = read_project_metadata(out)
+    assert meta["task"] == "nli" and json.loads(meta["labels"]) == [0, 1]
+    assert json.loads(meta["answer_format"])["required"] == ["thought_process", "predicted_label"]
+
+
+def test_same_keeps_the_base_gguf_types_tensor_by_tensor(gguf_based_adapter, tiny_models, tmp_path):
+    adapter, base_gguf = gguf_based_adapter
+    out = tmp_path / "same.gguf"
+    assert export("--model", adapter, "--outfile", out, "--outtype", "same") == 0
+    base, exported = fields(base_gguf), fields(out)
+    assert {n: t.tensor_type.name for n, t in exported["tensors"].items()} == \
+        {n: t.tensor_type.name for n, t in base["tensors"].items()}
+    assert exported["fields"]["general.file_type"] == base["fields"]["general.file_type"] == 3  # MOSTLY_Q4_1
+    q = "blk.0.attn_q.weight"  # the LoRA changed the weights, so the re-quantized blocks differ
+    assert not np.array_equal(exported["tensors"][q].data, base["tensors"][q].data)
+    # a base that never was a GGUF has no "same" type to keep
+    assert export("--model", tiny_models["llama"], "--outfile", tmp_path / "x.gguf", "--outtype", "same") == 2
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_adapter_only_file_holds_the_lora_in_llama_cpp_layout(gguf_based_adapter, tmp_path):
+    """B @ A * alpha / r from the file equals the merged-minus-base weight, rope-permuted like llama.cpp's."""
+    from gguf.quants import dequantize
+
+    from gguf_export import permute_for_rope
+    from modeling import load_for_inference
+    adapter, base_gguf = gguf_based_adapter
+    out = tmp_path / "lora.gguf"
+    assert export("--model", adapter, "--outfile", out, "--adapter-only") == 0
+    data = fields(out)
+    assert data["fields"]["general.type"] == "adapter" and data["fields"]["adapter.type"] == "lora"
+    assert data["fields"]["general.architecture"] == "llama"
+    alpha, names = data["fields"]["adapter.lora.alpha"], data["tensors"]
+    assert len(names) == 2 * 4 * 2  # A and B of q, k, v, o in 2 layers
+
+    def matrix(name):
+        t = names[name]
+        return dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape)])
+
+    merged, _, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
+    base, _, _ = load_for_inference(str(base_gguf), device="cpu", load_in_4bit=False, dtype="float32")
+    for proj, gguf_name, heads in (("q_proj", "attn_q", merged.config.num_attention_heads),
+                                   ("k_proj", "attn_k", merged.config.num_key_value_heads)):
+        a, b = matrix(f"blk.1.{gguf_name}.weight.lora_a"), matrix(f"blk.1.{gguf_name}.weight.lora_b")
+        delta = (getattr(merged.model.layers[1].self_attn, proj).weight
+                 - getattr(base.model.layers[1].self_attn, proj).weight).detach().numpy()
+        np.testing.assert_allclose(b @ a * alpha / a.shape[0], permute_for_rope(delta, heads), atol=2e-3)
+    modelfile = out.with_suffix(".Modelfile").read_text()
+    assert "ADAPTER ./lora.gguf" in modelfile
+
+
+def test_an_adapter_that_added_tokens_is_refused_as_lora_only(adapter_with_tokens, tmp_path, capsys):
+    assert export("--model", adapter_with_tokens, "--outfile", tmp_path / "l.gguf", "--adapter-only") == 2
+    assert "trainable_token_indices" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_modelfile_template_renders_the_trained_prompt(adapter_with_tokens, tmp_path):
+    from modeling import load_tokenizer
+    from prompts import get_task, render_prompt
+    out = tmp_path / "m.gguf"
+    assert export("--model", adapter_with_tokens, "--outfile", out, "--outtype", "f16") == 0
+    text = out.with_suffix(".Modelfile").read_text()
+    tokenizer = load_tokenizer(str(adapter_with_tokens))
+    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    messages = get_task("nli").messages({"premise": "A dog runs.", "hypothesis": "An animal moves."})
+    assert template.replace("{{ .Prompt }}", messages[-1]["content"]) == render_prompt(tokenizer, messages)
+    assert text.startswith("FROM ./m.gguf\n") and f'PARAMETER stop "{tokenizer.eos_token}"' in text
+    assert "PARAMETER temperature 0" in text
+
+
+def test_exported_file_loads_where_any_gguf_does(tiny_models, tmp_path):
+    """sample_model / serve take a .gguf through gguf_convert: the export converts and keeps pad != eos."""
+    from gguf_convert import convert_gguf
+    from modeling import load_tokenizer
+    out = tmp_path / "rt.gguf"
+    assert export("--model", tiny_models["qwen2"], "--outfile", out, "--outtype", "bf16") == 0
+    folder = convert_gguf(out, cache_dir=tmp_path / "converted")
+    tokenizer = load_tokenizer(str(folder))
+    original = load_tokenizer(str(tiny_models["qwen2"]))
+    assert tokenizer.pad_token_id == original.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.chat_template == original.chat_template
+
+
+def test_a_k_quant_without_llama_quantize_writes_f16_and_says_the_command(tiny_models, tmp_path, monkeypatch, capsys):
+    from scripts import export_gguf
+    monkeypatch.setattr(export_gguf.shutil, "which", lambda name: None)
+    out = tmp_path / "k.gguf"
+    assert export("--model", tiny_models["llama"], "--outfile", out, "--outtype", "q4_k_m") == 0
+    said = capsys.readouterr().out
+    assert f"llama-quantize {tmp_path / 'k.f16.gguf'} {out} Q4_K_M" in said
+    assert fields(tmp_path / "k.f16.gguf")["fields"]["general.file_type"] == 1  # MOSTLY_F16, ready to quantize
+
+
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tiny_models, tmp_path, capsys):
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    foreign = tmp_path / "gpt2"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    existing = tmp_path / "existing.gguf"
+    existing.write_bytes(b"keep me")
+    cases = [
+        (["--model", tmp_path / "missing", "--outfile", tmp_path / "a.gguf"], "not a folder"),
+        (["--model", not_a_model, "--outfile", tmp_path / "a.gguf"], "not a model"),
+        (["--model", foreign, "--outfile", tmp_path / "a.gguf"], "architecture 'gpt2'"),
+        (["--model", tiny_models["llama"], "--outfile", existing], "exists"),
+        (["--model", tiny_models["llama"], "--outfile", tiny_models["llama"] / "model.safetensors", "--force"],
+         "must end in .gguf"),
+    ]
+    for args, words in cases:
+        assert export(*args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    assert existing.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "existing.gguf", "gpt2"]
+
+
+def test_output_that_is_the_base_input_is_refused(gguf_based_adapter, capsys):
+    adapter, base_gguf = gguf_based_adapter
+    before = base_gguf.read_bytes()
+    assert export("--model", adapter, "--outfile", base_gguf, "--outtype", "same", "--force") == 2
+    assert "same file" in capsys.readouterr().err and base_gguf.read_bytes() == before
+
+
+def test_a_full_disk_exits_1_and_leaves_no_partial_file(tiny_models, tmp_path, capsys):
+    """A real write error: the file size limit (RLIMIT_FSIZE) makes write() fail with EFBIG mid-file."""
+    out = tmp_path / "big.gguf"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    from scripts import export_gguf
+    real_export_model = export_gguf.export_model
+
+    def limited(*args, **kwargs):  # the limit only while the .gguf is written (not while models load)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+        try:
+            return real_export_model(*args, **kwargs)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    try:
+        export_gguf.export_model = limited
+        assert export("--model", tiny_models["llama"], "--outfile", out, "--outtype", "f16") == 1
+    finally:
+        export_gguf.export_model = real_export_model
+        signal.signal(signal.SIGXFSZ, previous)
+    assert "nothing was left behind" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_real_model_parity_on_dev_300(tmp_path):
+    """The demo's adapter (SmolLM2-135M, trained from its Q4_1 GGUF) exported as f16 and q8_0, read back by
+    transformers, against the merged HF model on the 300 held-out pairs."""
+    from data_io import read_csv
+    from extraction import extract_label
+    from gguf_export import compare_answers, load_exported, model_outputs
+    from modeling import load_for_inference
+    from prompts import get_task
+    adapter = Path(os.environ.get("GGUF_PARITY_ADAPTER", REPO_ROOT / "models/smollm2-135m-nli-demo"))
+    if not (adapter / "adapter_config.json").is_file():
+        pytest.skip(f"no demo adapter at {adapter} (make demo, or set GGUF_PARITY_ADAPTER)")
+    rows = read_csv(REPO_ROOT / "data/sample/dev_300.csv")
+    task = get_task("nli_label")
+    reference, tokenizer, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
+    gold = [task.normalize_label(r["label"]) for r in rows]
+    messages = [task.messages(r) for r in rows]
+    outputs = model_outputs(reference, tokenizer, messages, batch_size=16)
+    # `same` (Q4_1) is left out: re-quantizing the merged weights rounds most of a LoRA's change away
+    # (measured 24/60 identical, docs/gguf.md); the LoRA-only file over the base GGUF keeps it exactly
+    floor = {"f16": 1.0, "q8_0": 0.99}
+    for outtype, needed in floor.items():
+        out = tmp_path / f"{outtype}.gguf"
+        assert export("--model", adapter, "--outfile", out, "--outtype", outtype) == 0
+        exported, exported_tokenizer = load_exported(out)
+        result = compare_answers(reference, tokenizer, exported, exported_tokenizer, messages, batch_size=16,
+                                 reference_outputs=outputs)
+        accuracy = [sum(extract_label(a, task)[0] == g for a, g in zip(result[side], gold)) / len(gold)
+                    for side in ("reference_answers", "exported_answers")]
+        print(f"{outtype}: {result['identical_answers']}/300 identical, max |logit diff| "
+              f"{result['max_abs_logit_diff']:.4f}, accuracy {accuracy[0]:.3f} -> {accuracy[1]:.3f}")
+        assert result["identical_prompts"] == 300 and result["agreement"] >= needed
+        assert abs(accuracy[0] - accuracy[1]) <= 0.02
+        del exported
