@@ -142,17 +142,40 @@ quote_arg() {
   fi
 }
 
+# The folders of this checkout a container sees; train/configs too, so a config added on the host needs no rebuild.
+MOUNTED=(data models results train/configs)
+
+# In Docker, refuse a path the container could not see: one outside this checkout (absolute, or ../) that is
+# not under a mounted folder. Paths inside the checkout are the image's copy; /app and /opt are the container's.
+check_mounted_paths() {
+  local arg path dir
+  for arg in "$@"; do
+    path="${arg#--*=}"
+    if [[ "$path" == /app/* || "$path" == /opt/* ]]; then continue; fi
+    if [[ "$path" != /* && "$path" != ../* ]]; then continue; fi
+    [[ "$path" == /* ]] || path="$REPO_DIR/$path"
+    path="$(realpath -m "$path")"
+    for dir in "${MOUNTED[@]}"; do
+      if [[ "$path" == "$REPO_DIR/$dir" || "$path" == "$REPO_DIR/$dir"/* ]]; then continue 2; fi
+    done
+    echo "error: $arg is outside ${MOUNTED[*]/%//}, the folders the container sees; move it under one of" \
+         "them, or run on the host with --local" >&2
+    exit 2
+  done
+}
+
 # Print (dry run) or run the command given as arguments, with Docker or on the host.
 run_command() {
   local cmd=()
   if [ "$MODE" = "docker" ]; then
+    check_mounted_paths "$@"
     cmd=(docker run --rm --ipc=host "${DOCKER_ARGS[@]}")
     if [ "$GPUS" = "all" ]; then cmd+=(--gpus all)
     elif [[ "$GPUS" == *,* ]]; then cmd+=(--gpus "\"device=$GPUS\"")  # docker's syntax for a list
     elif [ -n "$GPUS" ]; then cmd+=(--gpus "device=$GPUS")  # inside the container it is device 0
     fi
     cmd+=(-v "$REPO_DIR/data:/app/data" -v "$REPO_DIR/models:/app/models" -v "$REPO_DIR/results:/app/results"
-          -v "${HF_HOME:-$HOME/.cache/huggingface}:/home/app/.cache/huggingface")
+          -v "$REPO_DIR/train/configs:/app/train/configs:ro" -v "${HF_HOME:-$HOME/.cache/huggingface}:/home/app/.cache/huggingface")
     if [ -f "$REPO_DIR/.env" ]; then cmd+=(--env-file "$REPO_DIR/.env"); fi
     cmd+=("$IMAGE" "$@")
   else

@@ -138,7 +138,8 @@ def test_the_serve_wrapper_publishes_the_port_on_the_host_only_and_passes_the_ke
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
         f"docker run --rm --ipc=host -p 127.0.0.1:8000:8000 -e SERVE_API_KEY {gpus_flag} -v {REPO_ROOT}/data:/app/data "
-        f"-v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results -v /hf-cache:/home/app/.cache/huggingface "
+        f"-v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results "
+        f"-v {REPO_ROOT}/train/configs:/app/train/configs:ro -v /hf-cache:/home/app/.cache/huggingface "
         f"nli-finetune:latest /opt/vllm-venv/bin/python scripts/serve.py --model models/X --host 0.0.0.0 --port 8000 "
         f"--url_host 127.0.0.1 --gpus {count} --max-model-len 4096")
     assert "s3cret" not in proc.stdout

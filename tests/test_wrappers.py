@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 VOLUMES = (f"-v {REPO_ROOT}/data:/app/data -v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results "
-           f"-v /hf-cache:/home/app/.cache/huggingface")
+           f"-v {REPO_ROOT}/train/configs:/app/train/configs:ro -v /hf-cache:/home/app/.cache/huggingface")
 
 
 def dry_run(script, *args):
@@ -200,3 +200,18 @@ def test_a_lone_number_after_gpus_is_refused_as_ambiguous(script):
                              "--config", "x.py"], cwd=REPO_ROOT, capture_output=True, text=True,
                             env=dict(os.environ, PREFLIGHT="0"))
     assert "CUDA_VISIBLE_DEVICES=2 " in single.stdout, single.stderr
+
+
+def test_docker_refuses_a_path_the_container_cannot_see(tmp_path):
+    """Only data/, models/, results/ and train/configs/ are mounted: an outside path (absolute, or relative
+    and existing here) is one line and exit 2 before Docker starts; mounted and container paths pass."""
+    outside = tmp_path / "dev.csv"
+    outside.write_text("premise,hypothesis,label\n")
+    proc = subprocess.run(["bash", str(REPO_ROOT / "evaluate/run_inference.sh"), "--docker", "--dry-run",
+                           "--model", "models/X", "--data", str(outside)], capture_output=True, text=True)
+    assert proc.returncode == 2 and str(outside) in proc.stderr and "--local" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    inside = dry_run("evaluate/run_inference.sh", "--docker", "--model", "models/X", "--data",
+                     str(REPO_ROOT / "data/sample/dev_300.csv"))
+    assert "data/sample/dev_300.csv" in inside
+    assert "-v " + str(REPO_ROOT) + "/train/configs:/app/train/configs:ro" in inside
