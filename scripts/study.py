@@ -24,7 +24,8 @@ Resumable: a stage whose inputs (its options, the files it reads, the stage befo
 it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
 point and rerun redoes only what had not finished (an evaluation resumes from its progress file).
 
-Output in results/study/<name>/ (or --output_dir): table.md / table.csv / table.json (per arm: n, accuracy
+Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
+table.json (per arm: n, accuracy
 and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds,
 tokens trained, evaluation seconds; for every other arm the paired difference from the baseline with its
 paired bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_tokens.png, study.log, and per arm
@@ -48,6 +49,7 @@ from cli import progress as progress_bar
 from data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
 from metrics import bootstrap_intervals, paired_difference
 from prompts import get_task
+from report_page import write_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "train", "eval")
@@ -343,6 +345,8 @@ def write_table(study: dict, states: dict) -> list[dict]:
     atomic_write_text(out / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
                       + markdown_table(rows, study["baseline"]))
     plot(rows, out, study["name"])
+    write_report([out / "arms" / arm["name"] / "eval.json" for arm in study["arms"]], out / "report.html",
+                 title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
     return rows
 
 

@@ -49,6 +49,9 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     assert "vs_baseline" not in table[0] and -1 <= table[1]["vs_baseline"] <= 1 and 0 < table[1]["mcnemar_p"] <= 1
     assert table[1]["ece"] is not None and table[0]["ece"] is None  # only the scored arm has a calibration
     assert (out / "accuracy.png").exists() and (out / "accuracy_vs_tokens.png").exists()
+    from report_page import decode_data
+    page = decode_data((out / "report.html").read_text())  # the results page: one run per arm
+    assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1")]
     assert "ablation1" in (out / "table.md").read_text()
     trained = (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns
 
@@ -103,6 +106,8 @@ def test_an_untrained_arm_is_only_evaluated_and_rerun_skips_it(tiny_mistral, tmp
     assert "arm untrained: data" not in log and "arm untrained: train" not in log  # evaluated only
     [row] = json.loads((out / "table.json").read_text())
     assert row["tokens_trained"] == 0 and row["parse_rate"] == 1.0 and row["ece"] is not None
+    from report_page import decode_data
+    assert decode_data((out / "report.html").read_text())["runs"][0]["n"] == row["n"]
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished arm ran again"))
     code, log = run_study(config, out, capsys)
     assert code == 0 and "arm untrained: eval skipped" in log
