@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cli import NO_WORDS, YES_WORDS
+from nli_finetune.cli import NO_WORDS, YES_WORDS
 
 NLI_USER_TEMPLATE = (
     "Premise: {premise}\nHypothesis: {hypothesis}\n\n"

@@ -3,7 +3,7 @@
     python bench/api_throughput.py
 
 One run each with 1 and 16 workers; the ideal for 16 workers is 16 / 0.2 s = 80 requests/s
-(goal: >= 0.8 x ideal). The server is scripts/fake_chat_server.py on 127.0.0.1. A benchmark, not a test.
+(goal: >= 0.8 x ideal). The server is nli_finetune/testing/fake_chat_server.py on 127.0.0.1. A benchmark, not a test.
 """
 
 import csv
@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, format_table
-from scripts.fake_chat_server import FakeChatServer
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 
 LATENCY = 0.2

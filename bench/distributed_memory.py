@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+
 MB = 1024 ** 2
 
 

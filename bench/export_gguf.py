@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+
 DEMO_ADAPTER = REPO_ROOT / "models/smollm2-135m-nli-demo"
 
 
@@ -29,9 +30,9 @@ def export(adapter: Path, out: Path, outtype: str) -> float:
 
 
 def parity(gguf_file: Path, rows: int, reference) -> dict:
-    from data_io import read_csv
-    from extraction import extract_label
-    from gguf_export import compare_answers, load_exported
+    from nli_finetune.data_io import read_csv
+    from nli_finetune.extraction import extract_label
+    from nli_finetune.gguf_export import compare_answers, load_exported
     from prompts import get_task
     task = get_task("nli_label")
     data = read_csv(REPO_ROOT / "data/sample/dev_300.csv")[:rows]
@@ -55,12 +56,12 @@ def main() -> int:
     adapter = Path(args.adapter)
     if not (adapter / "adapter_config.json").is_file():
         sys.exit(f"error: {adapter}: no adapter there (run `make demo`, or pass --adapter)")
-    from cli import format_table
+    from nli_finetune.cli import format_table
     reference = None
     if args.rows:  # the merged HF model's answers, once for every file
-        from data_io import read_csv
-        from gguf_export import model_outputs
-        from modeling import load_for_inference
+        from nli_finetune.data_io import read_csv
+        from nli_finetune.gguf_export import model_outputs
+        from nli_finetune.modeling import load_for_inference
         from prompts import get_task
         model, tokenizer, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
         task = get_task("nli_label")

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+
 DEMO_ADAPTER = REPO_ROOT / "models/smollm2-135m-nli-demo"
 NEEDED = 0.96
 
@@ -49,8 +50,8 @@ def run_worker(llama_python: str, job: dict, tmp: Path) -> tuple[dict, float]:
 
 
 def hf_reference(adapter: Path, messages: list, max_tokens: int) -> dict:
-    from generation import generate_answers
-    from modeling import load_for_inference
+    from nli_finetune.generation import generate_answers
+    from nli_finetune.modeling import load_for_inference
     from prompts import encode_prompt
     model, tokenizer, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
     prompts = [encode_prompt(tokenizer, m) for m in messages]
@@ -89,9 +90,9 @@ def main() -> int:
     adapter = Path(args.adapter)
     if not (adapter / "adapter_config.json").is_file():
         sys.exit(f"error: {adapter}: no adapter there (run `make demo`, or pass --adapter)")
-    from cli import format_table
-    from data_io import read_csv
-    from gguf_export import describe
+    from nli_finetune.cli import format_table
+    from nli_finetune.data_io import read_csv
+    from nli_finetune.gguf_export import describe
     from prompts import get_task
     task = get_task("nli_label")
     messages = [task.messages(r) for r in read_csv(REPO_ROOT / "data/sample/dev_300.csv")[:args.rows]]

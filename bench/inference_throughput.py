@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
-from cli import ArgumentParser, format_table
 from evaluate.sample_model import main as sample_main
-from extraction import extract_label
-from modeling import load_for_inference
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.extraction import extract_label
+from nli_finetune.modeling import load_for_inference
 from prompts import get_task, render_prompt
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEV = [REPO_ROOT.parent / "shared/data/nli/dev.csv", REPO_ROOT / "data/sample/dev_300.csv"]
 

@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, format_table
-from eval_inputs import load_eval_items
-from generation import generate_answers
-from label_scoring import score_labels
-from modeling import load_for_inference
-from results import best_label, score_record
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.eval_inputs import load_eval_items
+from nli_finetune.generation import generate_answers
+from nli_finetune.label_scoring import score_labels
+from nli_finetune.modeling import load_for_inference
+from nli_finetune.results import best_label, score_record
 
 
 def packaged_smollm2() -> str:

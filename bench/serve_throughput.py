@@ -21,7 +21,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from data_io import read_records
+from nli_finetune.data_io import read_records
 from prompts import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +30,8 @@ SAMPLE = REPO / "data/sample/dev_300.csv"
 
 
 def tiny_adapter(root: Path) -> Path:
+    from nli_finetune.testing.lora import random_lora
     from scripts.make_tiny_model import make_tiny_model
-    from tests.test_vllm import random_lora
     base = make_tiny_model("mistral", root / "mistral", hidden_size=128, head_dim=32)
     return random_lora(base, root / "bench-adapter")
 

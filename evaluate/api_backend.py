@@ -15,9 +15,9 @@ asks again only the prompts that were in flight. A prompt the endpoint refuses (
 outlasts its retries becomes an error record, asked again on a rerun.
 """
 
-from extraction import iter_json_spans
-from job_runner import run_pool
-from llm_api import ApiError, ChatClient
+from nli_finetune.extraction import iter_json_spans
+from nli_finetune.job_runner import run_pool
+from nli_finetune.llm_api import ApiError, ChatClient
 from prompts import get_task
 
 

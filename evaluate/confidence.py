@@ -12,19 +12,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration import plot_reliability
-from cli import ArgumentParser
-from confidence_tokens import (
+from nli_finetune import REPO_ROOT
+from nli_finetune.calibration import plot_reliability
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.confidence_tokens import (
     DEFAULT_DATASETS,
     DEFAULT_TOKENS,
     check_confidence_tokens,
     evaluate_confidence,
     load_items,
 )
-from data_io import DataError, atomic_write_json, check_outputs
-from model_contract import read_contract
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune.data_io import DataError, atomic_write_json, check_outputs
+from nli_finetune.model_contract import read_contract
 
 
 def trained_tokens(model_id: str) -> tuple[dict, dict]:
@@ -39,7 +38,7 @@ def trained_tokens(model_id: str) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> int:
-    from modeling import ModelLoadError, load_for_inference
+    from nli_finetune.modeling import ModelLoadError, load_for_inference
     p = ArgumentParser(prog="python -m evaluate.confidence", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_id", required=True)

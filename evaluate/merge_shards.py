@@ -14,10 +14,10 @@ import re
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import check_outputs
-from model_contract import check_same_contract
-from results import summarize, write_outputs
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import check_outputs
+from nli_finetune.model_contract import check_same_contract
+from nli_finetune.results import summarize, write_outputs
 
 # Free to differ between the shards of one run: the shard itself and how each was loaded and decoded.
 PER_SHARD_SETTINGS = ("shard", "loaded", "decoder", "model_contract")

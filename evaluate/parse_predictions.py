@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser, format_table
-from data_io import DataError
-from extraction import count_json_objects
-from results import answer_label, summarize
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.data_io import DataError
+from nli_finetune.extraction import count_json_objects
+from nli_finetune.results import answer_label, summarize
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
 

@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser, at_least
-from data_io import DataError
-from report_page import write_report
+from nli_finetune.cli import ArgumentParser, at_least
+from nli_finetune.data_io import DataError
+from nli_finetune.report_page import write_report
 
 
 def main(argv=None) -> int:

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, above_zero, at_least, parse_bool
-from data_io import (
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, above_zero, at_least, parse_bool
+from nli_finetune.data_io import (
     DataError,
     append_jsonl,
     atomic_write_json,
@@ -35,15 +36,13 @@ from data_io import (
     strip_private,
     sync_file,
 )
-from eval_inputs import load_eval_items
-from job_runner import output_lock
-from llm_api import PROVIDERS, ApiError, safe_url
-from model_contract import check_tokenizer, read_contract, resolve_setting
-from modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
+from nli_finetune.eval_inputs import load_eval_items
+from nli_finetune.job_runner import output_lock
+from nli_finetune.llm_api import PROVIDERS, ApiError, safe_url
+from nli_finetune.model_contract import check_tokenizer, read_contract, resolve_setting
+from nli_finetune.modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
+from nli_finetune.results import score_record, summarize, write_outputs
 from prompts import TASKS, get_task
-from results import score_record, summarize, write_outputs
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract")  # the contract is one of the model's files
@@ -188,8 +187,8 @@ def load_generator(args, settings: dict):
             finally:
                 generator.close()
         return generate, generator.tokenizer, generator.close
-    from generation import generate_answers
-    from modeling import load_for_inference
+    from nli_finetune.generation import generate_answers
+    from nli_finetune.modeling import load_for_inference
     model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
                                                 dtype=args.dtype, base_model=args.base_model)
     settings["loaded"] = info
@@ -206,7 +205,7 @@ def load_generator(args, settings: dict):
 
 def label_scorer(args, model, tokenizer):
     """generate(items, on_batch) for --scoring logprob: each label's answer scored (label_scoring.py)."""
-    from label_scoring import scored_answers
+    from nli_finetune.label_scoring import scored_answers
 
     def generate(items, on_batch):
         scored_answers(model, tokenizer, [item.prompt_ids for item in items], args.task, batch_size=args.batch_size,
@@ -218,7 +217,7 @@ def label_scorer(args, model, tokenizer):
 def write_reliability_diagram(path: Path, records: list, task: str) -> None:
     """The reliability diagram of scored labels (probability of the predicted label against being right),
     written atomically next to the outputs."""
-    from calibration import calibration_report, plot_reliability
+    from nli_finetune.calibration import calibration_report, plot_reliability
     confidence = [r["label_probs"][str(r["predicted_label"])] for r in records]
     report = calibration_report(confidence, [r["correct"] for r in records], beta=max(1, len(records) // 10))
     partial = path.with_name(f".{path.stem}.partial.png")
@@ -230,7 +229,7 @@ def load_api_generator(args):
     from argparse import Namespace
 
     from evaluate.api_backend import ApiGenerator
-    from llm_api import client_from_args
+    from nli_finetune.llm_api import client_from_args
     try:
         client = client_from_args(Namespace(api=args.api, api_base=args.api_base, model_name=args.model_name,
                                             timeout=args.timeout, max_attempts=args.max_attempts,
@@ -252,7 +251,7 @@ def fingerprints(args, items: list) -> dict:
         return {"inputs": content_fingerprint([[i.id, i.messages, i.true_label, i.inputs] for i in items])}
     base = args.base_model
     if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
-        from modeling import adapter_base
+        from nli_finetune.modeling import adapter_base
         base = adapter_base(args.model_id)
     return {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
             "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}

@@ -8,10 +8,10 @@ it closes its JSON object, as the HF backend stops there: so both backends give 
 (tests/test_vllm.py, run by `make test-vllm`).
 """
 
-from cli import on_terminal
-from generation import JsonCloseTracker, answer_record
-from modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
-from vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
+from nli_finetune.cli import on_terminal
+from nli_finetune.generation import JsonCloseTracker, answer_record
+from nli_finetune.modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
+from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
                 "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "

@@ -8,7 +8,7 @@ HF_TOKEN (environment or .env) is used for gated or private repos. Offline, it f
 import sys
 from pathlib import Path
 
-from hub_download import cli
+from nli_finetune.hub_download import cli
 
 if __name__ == "__main__":
     sys.exit(cli(__doc__, "model", Path(__file__).resolve().parent))

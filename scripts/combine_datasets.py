@@ -14,9 +14,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cli import ArgumentParser, format_table
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl, seeded_split
-from sft_formats import detect_format, question_answer_messages
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl, seeded_split
+from nli_finetune.sft_formats import detect_format, question_answer_messages
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
 

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser
-from gguf_convert import GGUFError, convert_gguf
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.gguf_convert import GGUFError, convert_gguf
 
 
 def main(argv=None) -> int:

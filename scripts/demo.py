@@ -23,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, format_table
-from data_io import atomic_write_json, atomic_write_text
-from metrics import bootstrap_intervals, majority_baseline
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, format_table
+from nli_finetune.data_io import atomic_write_json, atomic_write_text
+from nli_finetune.metrics import bootstrap_intervals, majority_baseline
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, on_terminal
-from data_io import DataError, atomic_write_text, check_outputs
-from gguf_export import (
+from nli_finetune.cli import ArgumentParser, on_terminal
+from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
+from nli_finetune.gguf_export import (
     OUTTYPES,
     ExportError,
     WriteError,
@@ -35,7 +35,7 @@ from gguf_export import (
     export_model,
     modelfile_text,
 )
-from modeling import ModelLoadError
+from nli_finetune.modeling import ModelLoadError
 
 K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
@@ -70,7 +70,7 @@ def check_paths(args, source) -> tuple[Path, Path]:
 
 
 def load_merged(args, source):
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     model, tokenizer, _ = load_for_inference(str(source.path), device="cpu", load_in_4bit=False, dtype="float32",
                                              base_model=args.base_model)
     return model, tokenizer
@@ -110,7 +110,7 @@ def export(args) -> str:
     write_to = out.with_name(out.stem + ".f16.gguf") if target else out
     note = ""
     if args.adapter_only:
-        from modeling import load_tokenizer
+        from nli_finetune.modeling import load_tokenizer
         tokenizer = load_tokenizer(str(source.path))
         summary = export_adapter(source, out, args.outtype, progress=on_terminal())
     else:

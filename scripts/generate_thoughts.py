@@ -13,9 +13,9 @@ the next run (--skip-failed to not). The key comes from the environment or .env 
 
 import sys
 
-from data_io import is_blank, read_records, row_id, row_label, row_text
-from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
-from llm_api import required_label, required_text
+from nli_finetune.data_io import is_blank, read_records, row_id, row_label, row_text
+from nli_finetune.job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from nli_finetune.llm_api import required_label, required_text
 from prompts import (
     SYSTEM_PROMPTS,
     TASKS,

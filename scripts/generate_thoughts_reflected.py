@@ -12,9 +12,9 @@ prepare_ft_data.py leaves it out. Resumable like generate_thoughts.py.
 
 import sys
 
-from data_io import DataError, read_jsonl, require_fields
-from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
-from llm_api import required_label, required_text
+from nli_finetune.data_io import DataError, read_jsonl, require_fields
+from nli_finetune.job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from nli_finetune.llm_api import required_label, required_text
 from prompts import (
     REFLECTION_USER_TEMPLATE,
     SYSTEM_PROMPTS,

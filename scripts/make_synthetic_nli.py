@@ -12,8 +12,8 @@ import random
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import atomic_write_jsonl
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import atomic_write_jsonl
 from prompts import TASKS
 
 SUBJECTS = ["the man", "the woman", "a child", "the dog", "the teacher", "a farmer", "the pilot", "my sister",

@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 MISTRAL_TEMPLATE = (

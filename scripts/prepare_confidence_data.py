@@ -16,9 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser, bool_word
-from confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, require_fields, seeded_split
+from nli_finetune.cli import ArgumentParser, bool_word
+from nli_finetune.confidence_tokens import DEFAULT_DATASETS, DEFAULT_TOKENS
+from nli_finetune.data_io import (
+    DataError,
+    atomic_write_jsonl,
+    check_outputs,
+    read_records,
+    require_fields,
+    seeded_split,
+)
 
 
 def parse_correct(value, where: str) -> bool:

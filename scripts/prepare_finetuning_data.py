@@ -18,11 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records
 from prompts import TASKS
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = {"train": ("unified_train.json", {"train"}), "validation": ("unified_val.json", {"val", "validation"}),
          "test": ("unified_test.json", {"test"})}

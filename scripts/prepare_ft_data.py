@@ -29,8 +29,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import DataError, atomic_write_jsonl, check_outputs, read_records, row_id, row_label, row_text
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records, row_id, row_label, row_text
 from prompts import TASKS
 
 

@@ -10,9 +10,9 @@ improved_thought_process}; prints the score histogram. Resumable like generate_t
 import sys
 from collections import Counter
 
-from data_io import read_jsonl, require_fields, strip_private
-from job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
-from llm_api import ValidationError, required_text
+from nli_finetune.data_io import read_jsonl, require_fields, strip_private
+from nli_finetune.job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
+from nli_finetune.llm_api import ValidationError, required_text
 from prompts import SCORING_USER_TEMPLATE, SYSTEM_PROMPTS
 
 

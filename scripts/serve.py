@@ -39,9 +39,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_io import load_env_file
-from model_contract import ContractError, check_tokenizer, read_contract
-from modeling import (
+from nli_finetune.data_io import load_env_file
+from nli_finetune.model_contract import ContractError, check_tokenizer, read_contract
+from nli_finetune.modeling import (
     ModelLoadError,
     adapter_base,
     check_local_model,
@@ -49,8 +49,8 @@ from modeling import (
     resolve_device,
     resolve_model_dir,
 )
+from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 from prompts import chat_template
-from vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Stops vLLM's process group once serve.py is gone, however it died: EOF on a pipe only serve.py holds.
@@ -114,7 +114,7 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     """vLLM's command for `model`; writes the chat template offline inference uses to `template_file`
     (a dry run writes nothing and converts no GGUF file). `url_host`: the address clients reach the
     server at, when not `host` (Docker: the host side of the published port)."""
-    from gguf_convert import converted_dir_for, is_gguf
+    from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     check_local_model(model)
     contract = read_contract(model)
     base = adapter_base(model)

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import DataError, atomic_write_bytes, check_outputs, seeded_split
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import DataError, atomic_write_bytes, check_outputs, seeded_split
 
 
 def main(argv=None) -> int:

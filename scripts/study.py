@@ -44,14 +44,14 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, at_least, format_table
-from cli import progress as progress_bar
-from data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
-from metrics import bootstrap_intervals, paired_difference
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, at_least, format_table
+from nli_finetune.cli import progress as progress_bar
+from nli_finetune.data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
+from nli_finetune.metrics import bootstrap_intervals, paired_difference
+from nli_finetune.report_page import write_report
 from prompts import get_task
-from report_page import write_report
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "train", "eval")
 REQUIRED = ("name", "model", "eval_file", "train_config", "baseline", "arms")
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from modeling import can_load_4bit, load_model
+from nli_finetune.modeling import can_load_4bit, load_model
 from tests.conftest import run_train
 
 pytestmark = pytest.mark.skipif(not can_load_4bit("cpu")[0], reason="bitsandbytes has no CPU 4-bit backend here")

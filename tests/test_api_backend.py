@@ -1,4 +1,4 @@
-"""`sample_model --backend openai` against a real HTTP server on 127.0.0.1 (scripts/fake_chat_server.py):
+"""`sample_model --backend openai` against a real HTTP server on 127.0.0.1 (nli_finetune/testing/fake_chat_server.py):
 the same records and metrics as the local backends, retries, and resume after kill -9 exactly once."""
 
 import csv
@@ -13,7 +13,7 @@ import pytest
 
 from evaluate.api_backend import answer_result
 from evaluate.sample_model import main as sample_main
-from scripts.fake_chat_server import FakeChatServer
+from nli_finetune.testing.fake_chat_server import FakeChatServer
 from tests.conftest import REPO_ROOT
 
 MARKERS = ["[mode:429once]", "[mode:500twice]", "[mode:slowonce]", "", "", ""]
@@ -39,7 +39,7 @@ def api_args(server, data, out, *extra):
 
 @pytest.fixture
 def fast_retries(monkeypatch):
-    monkeypatch.setattr("llm_api.ChatClient.backoff_base", 0.01)
+    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)
 
 
 def test_an_api_gives_the_records_and_metrics_of_the_local_backends(tmp_path, fast_retries):

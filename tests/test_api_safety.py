@@ -1,5 +1,5 @@
 """The API edges of issue #22 and the one job runner of issue #24 section 3, against a real HTTP server on
-127.0.0.1 (scripts/fake_chat_server.py): data generation and `sample_model --backend openai` stop, save and
+127.0.0.1 (nli_finetune/testing/fake_chat_server.py): data generation and `sample_model --backend openai` stop, save and
 refuse the same way; answers of every legal shape are read; nothing written holds a credential."""
 
 import csv
@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-import job_runner
-from data_io import read_jsonl
 from evaluate.api_backend import answer_result
 from evaluate.sample_model import main as sample_main
-from llm_api import ApiError, ChatClient, redact, safe_url
-from scripts.fake_chat_server import FakeChatServer
+from nli_finetune import job_runner
+from nli_finetune.data_io import read_jsonl
+from nli_finetune.llm_api import ApiError, ChatClient, redact, safe_url
+from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 from tests.conftest import REPO_ROOT
 
@@ -32,7 +32,7 @@ def api_key(monkeypatch):
 
 @pytest.fixture()
 def fast_retries(monkeypatch):
-    monkeypatch.setattr("llm_api.ChatClient.backoff_base", 0.01)
+    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)
 
 
 def pairs_csv(path, n, mode=lambda i: "ok"):

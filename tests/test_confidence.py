@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from calibration import (
+from nli_finetune.calibration import (
     adaptive_bins,
     brier_score,
     calibration_error,
     calibration_report,
     expected_calibration_error,
 )
-from confidence_tokens import judge_option_letter, judge_yes_no, two_way_p
+from nli_finetune.confidence_tokens import judge_option_letter, judge_yes_no, two_way_p
 from scripts.prepare_confidence_data import main as prepare_confidence
 from tests.conftest import run_train, shared_file
 from train.sft_data import IGNORE_INDEX, tokenize_example
@@ -79,7 +79,7 @@ def confidence_data(tmp_path_factory):
 
 
 def test_exactly_one_position_carries_a_label_and_it_is_the_confidence_token(tiny_mistral):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     tok = load_tokenizer(str(tiny_mistral))
     tok.add_special_tokens({"additional_special_tokens": ["<C_READ>", "<U_READ>"]}, replace_extra_special_tokens=False)
     record = {"question": "is the sky blue", "passage": "The sky is blue.", "dataset": "boolq",
@@ -93,7 +93,7 @@ def test_exactly_one_position_carries_a_label_and_it_is_the_confidence_token(tin
 
 @pytest.mark.parametrize("arch", ["mistral", "qwen2"])  # untied and tied embeddings
 def test_tokens_train_on_both_sides_and_reload_without_size_mismatch(tiny_models, confidence_data, tmp_path, arch):
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     code, out = run_train(tiny_models[arch], tmp_path / arch, "--confidence_tokens", TOKENS, "--max_steps", "8",
                           "--learning_rate", "1e-2", train_data=confidence_data / "train_small.jsonl")
     assert code == 0
@@ -142,7 +142,7 @@ def test_end_to_end_run_writes_best_checkpoints_reliability_json_and_diagram(tin
 def test_new_token_rows_start_at_the_mean_of_the_existing_rows(tiny_mistral, spare_rows):
     from transformers import AutoModelForCausalLM
 
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from train.train_sft import grow_embeddings, register_special_tokens
     tok = load_tokenizer(str(tiny_mistral))
     model = AutoModelForCausalLM.from_pretrained(tiny_mistral)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from data_io import DataError
+from nli_finetune.data_io import DataError
 from tests.conftest import REPO_ROOT, run_train, shared_file
 from train.config_loader import CONFIG_DIR, ConfigError, load_config
 from train.preflight import make_plan
@@ -81,7 +81,7 @@ def test_all_linear_is_a_word_and_its_one_item_list_means_the_same(tmp_path):
 
 
 def test_all_linear_trains_through_peft(tiny_mistral, tmp_path):
-    from modeling import resolve_device
+    from nli_finetune.modeling import resolve_device
     from train.run_config import resolve, setup_tokenizer
     from train.train_sft import build_model
     config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--lora_target_modules", "all-linear"])
@@ -165,7 +165,7 @@ def test_output_dir_overlapping_the_model_is_refused_and_nothing_is_written(tiny
 
 
 def test_output_dir_in_the_converted_gguf_folder_is_refused(tmp_path):
-    from gguf_convert import converted_dir_for
+    from nli_finetune.gguf_convert import converted_dir_for
     from train.run_config import output_overlap_problem
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -221,7 +221,7 @@ def test_a_changed_base_model_is_refused_too(tiny_mistral, tmp_path):
 # --- M15 and the GGUF cache ----------------------------------------------------------------------------------
 
 def test_concurrent_conversions_of_one_file_convert_once(tmp_path, monkeypatch):
-    import gguf_convert
+    from nli_finetune import gguf_convert
     calls = []
 
     def slow_dequantize(path, out):
@@ -248,7 +248,7 @@ def test_concurrent_conversions_of_one_file_convert_once(tmp_path, monkeypatch):
 
 
 def test_two_files_with_one_name_get_folders_of_their_own(tmp_path, monkeypatch):
-    import gguf_convert
+    from nli_finetune import gguf_convert
     monkeypatch.setattr(gguf_convert, "_dequantize_into", lambda path, out: (out / "config.json").write_text("{}"))
     monkeypatch.setattr(gguf_convert, "gguf_architecture", lambda path: "llama")
     a, b = tmp_path / "a" / "model.gguf", tmp_path / "b" / "model.gguf"
@@ -263,7 +263,7 @@ def test_two_files_with_one_name_get_folders_of_their_own(tmp_path, monkeypatch)
 
 
 def test_the_cache_advice_names_an_option_that_exists(tmp_path):
-    from gguf_convert import GGUFError, convert_gguf
+    from nli_finetune.gguf_convert import GGUFError, convert_gguf
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     (tmp_path / "converted" / "m").mkdir(parents=True)
@@ -285,7 +285,7 @@ def _write_gguf(path, arch, fields):
 
 
 def test_a_gguf_without_a_tokenizer_or_a_shape_field_is_one_clear_error(tmp_path, capsys):
-    from model_shape import ShapeError, shape_from_gguf
+    from nli_finetune.model_shape import ShapeError, shape_from_gguf
     from scripts.convert_gguf import main as convert
     path = tmp_path / "notok.gguf"
     _write_gguf(path, "llama", {"embedding_length": 8, "block_count": 1, "attention.head_count": 2,
@@ -339,7 +339,7 @@ def test_a_world_size_of_zero_is_one_line(monkeypatch, tiny_mistral, tmp_path):
     ([], "not a model config"),
 ])
 def test_odd_model_configs_are_shape_errors(tmp_path, config, message):
-    from model_shape import ShapeError, read_model_shape
+    from nli_finetune.model_shape import ShapeError, read_model_shape
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ShapeError, match=re.escape(message)):
         read_model_shape(str(tmp_path))

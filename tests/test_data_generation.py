@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from data_io import read_jsonl
-from llm_api import ApiError, ChatClient
-from scripts.fake_chat_server import FakeChatServer
+from nli_finetune.data_io import read_jsonl
+from nli_finetune.llm_api import ApiError, ChatClient
+from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 from scripts.generate_thoughts_reflected import main as reflect
 from scripts.score_thoughts import main as score
@@ -31,7 +31,7 @@ def server():
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("API_KEY", KEY)
-    monkeypatch.setattr("llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
+    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
 
 
 def write_csv(path, rows):

@@ -1,6 +1,6 @@
 import pytest
 
-from data_io import (
+from nli_finetune.data_io import (
     DataError,
     append_jsonl,
     atomic_write_jsonl,

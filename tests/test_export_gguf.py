@@ -22,7 +22,7 @@ def export(*args) -> int:
 
 
 def dev_messages(n: int, task: str = "nli"):
-    from data_io import read_csv
+    from nli_finetune.data_io import read_csv
     from prompts import get_task
     return [get_task(task).messages(row) for row in read_csv(REPO_ROOT / "data/sample/dev_300.csv")[:n]]
 
@@ -53,8 +53,8 @@ def gguf_based_adapter(tiny_models, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from gguf_convert import convert_gguf
-    from modeling import BASE_SOURCE_FILE, load_tokenizer
+    from nli_finetune.gguf_convert import convert_gguf
+    from nli_finetune.modeling import BASE_SOURCE_FILE, load_tokenizer
     root = tmp_path_factory.mktemp("gguf_base")
     base_gguf = root / "base.q4_1.gguf"
     assert export("--model", tiny_models["llama"], "--outfile", base_gguf, "--outtype", "q4_1") == 0
@@ -72,8 +72,8 @@ def gguf_based_adapter(tiny_models, tmp_path_factory):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_f16_export_read_back_by_transformers_answers_like_the_model(tiny_models, arch, tmp_path):
-    from gguf_export import compare_answers, load_exported
-    from modeling import load_for_inference
+    from nli_finetune.gguf_export import compare_answers, load_exported
+    from nli_finetune.modeling import load_for_inference
     out = tmp_path / f"{arch}.gguf"
     assert export("--model", tiny_models[arch], "--outfile", out, "--outtype", "f16") == 0
     reference, tokenizer, _ = load_for_inference(str(tiny_models[arch]), device="cpu", load_in_4bit=False,
@@ -93,8 +93,8 @@ def test_qwen3_with_its_q_k_norms_round_trips(tiny_models, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from gguf_export import compare_answers, load_exported
-    from modeling import load_for_inference, load_tokenizer
+    from nli_finetune.gguf_export import compare_answers, load_exported
+    from nli_finetune.modeling import load_for_inference, load_tokenizer
     tokenizer = load_tokenizer(str(tiny_models["qwen2"]))
     torch.manual_seed(0)
     # transformers' GGUF reader takes Qwen3's default head_dim (128), so the tiny model uses it too
@@ -121,8 +121,8 @@ def test_adapter_with_added_tokens_merges_into_a_grown_vocabulary(adapter_with_t
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize, quantize
 
-    from gguf_export import compare_answers, load_exported, read_project_metadata
-    from modeling import load_for_inference
+    from nli_finetune.gguf_export import compare_answers, load_exported, read_project_metadata
+    from nli_finetune.modeling import load_for_inference
     out = tmp_path / "merged-q8.gguf"
     assert export("--model", adapter_with_tokens, "--outfile", out, "--outtype", "q8_0") == 0
     reference, tokenizer, info = load_for_inference(str(adapter_with_tokens), device="cpu", load_in_4bit=False,
@@ -164,8 +164,8 @@ def test_adapter_only_file_holds_the_lora_in_llama_cpp_layout(gguf_based_adapter
     """B @ A * alpha / r from the file equals the merged-minus-base weight, rope-permuted like llama.cpp's."""
     from gguf.quants import dequantize
 
-    from gguf_export import permute_for_rope
-    from modeling import load_for_inference
+    from nli_finetune.gguf_export import permute_for_rope
+    from nli_finetune.modeling import load_for_inference
     adapter, base_gguf = gguf_based_adapter
     out = tmp_path / "lora.gguf"
     assert export("--model", adapter, "--outfile", out, "--adapter-only") == 0
@@ -198,7 +198,7 @@ def test_an_adapter_that_added_tokens_is_refused_as_lora_only(adapter_with_token
 
 
 def test_modelfile_template_renders_the_trained_prompt(adapter_with_tokens, tmp_path):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from prompts import get_task, render_prompt
     out = tmp_path / "m.gguf"
     assert export("--model", adapter_with_tokens, "--outfile", out, "--outtype", "f16") == 0
@@ -213,8 +213,8 @@ def test_modelfile_template_renders_the_trained_prompt(adapter_with_tokens, tmp_
 
 def test_exported_file_loads_where_any_gguf_does(tiny_models, tmp_path):
     """sample_model / serve take a .gguf through gguf_convert: the export converts and keeps pad != eos."""
-    from gguf_convert import convert_gguf
-    from modeling import load_tokenizer
+    from nli_finetune.gguf_convert import convert_gguf
+    from nli_finetune.modeling import load_tokenizer
     out = tmp_path / "rt.gguf"
     assert export("--model", tiny_models["qwen2"], "--outfile", out, "--outtype", "bf16") == 0
     folder = convert_gguf(out, cache_dir=tmp_path / "converted")
@@ -293,10 +293,10 @@ def test_a_full_disk_exits_1_and_leaves_no_partial_file(tiny_models, tmp_path, c
 def test_real_model_parity_on_dev_300(tmp_path):
     """The demo's adapter (SmolLM2-135M, trained from its Q4_1 GGUF) exported as f16 and q8_0, read back by
     transformers, against the merged HF model on the 300 held-out pairs."""
-    from data_io import read_csv
-    from extraction import extract_label
-    from gguf_export import compare_answers, load_exported, model_outputs
-    from modeling import load_for_inference
+    from nli_finetune.data_io import read_csv
+    from nli_finetune.extraction import extract_label
+    from nli_finetune.gguf_export import compare_answers, load_exported, model_outputs
+    from nli_finetune.modeling import load_for_inference
     from prompts import get_task
     adapter = Path(os.environ.get("GGUF_PARITY_ADAPTER", REPO_ROOT / "models/smollm2-135m-nli-demo"))
     if not (adapter / "adapter_config.json").is_file():

@@ -1,7 +1,7 @@
 import pytest
 
-from extraction import count_json_objects, extract_label
-from metrics import classification_metrics
+from nli_finetune.extraction import count_json_objects, extract_label
+from nli_finetune.metrics import classification_metrics
 from prompts import TASKS
 
 GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1}'
@@ -74,7 +74,7 @@ def test_metrics_on_a_hand_computed_case():
 
 
 def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data():
-    from metrics import bootstrap_intervals, classification_metrics, majority_baseline
+    from nli_finetune.metrics import bootstrap_intervals, classification_metrics, majority_baseline
     truth = [0, 1] * 50
     pred = [t if i % 4 else 1 - t for i, t in enumerate(truth)]  # 75% right
     small = bootstrap_intervals(truth, pred, [0, 1], samples=400)
@@ -138,7 +138,7 @@ def test_extraction_is_linear_in_the_number_of_braces(text):
 
 
 def test_nested_objects_are_found_once_each_in_order():
-    from extraction import iter_json_spans
+    from nli_finetune.extraction import iter_json_spans
     text = 'x {"a": {"b": {"c": 1}}, "d": [{"e": 2}]} {"f": "{\\"g\\": 3}"} {"h": 4}'
     found = [obj for _, _, obj in iter_json_spans(text)]
     assert [sorted(o)[0] for o in found] == ["a", "b", "c", "e", "f", "h"]
@@ -148,7 +148,7 @@ def test_nested_objects_are_found_once_each_in_order():
 def test_the_scanner_fed_in_pieces_reads_as_the_whole_text():
     """The per-token JSON stop (generation.JsonCloseTracker) feeds the scanner a token at a time: an escape
     or a string cut between two tokens must read as in the whole text."""
-    from extraction import JsonScanner
+    from nli_finetune.extraction import JsonScanner
     text = '{"a": "b\\"}{", "c": {"d": "\\\\"}, "e": "}"} tail {"f'
     whole = list(JsonScanner().scan(text))
     assert "".join(ch for _, ch in whole) == '{"""{""}""}{"'  # the braces and quotes outside strings

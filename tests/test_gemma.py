@@ -28,7 +28,7 @@ def gemma_gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def gemma_dir(gemma_gguf) -> Path:
-    from gguf_convert import convert_gguf
+    from nli_finetune.gguf_convert import convert_gguf
     return convert_gguf(gemma_gguf)  # models/converted/gemma-3-270m-q4_k_m, reused by later runs
 
 
@@ -43,7 +43,7 @@ def label_data(tmp_path_factory) -> Path:
 def test_gemma3_text_model_with_its_own_chat_format_and_pad_not_eos(gemma_gguf, gemma_dir):
     from transformers import AutoConfig
 
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from prompts import TASKS, encode_prompt
     from train.sft_data import IGNORE_INDEX, tokenize_example
     config = AutoConfig.from_pretrained(gemma_dir)

@@ -4,9 +4,9 @@ falls back to `generate` whenever the fast path can't promise that."""
 import pytest
 import torch
 
-from generation import JsonCloseTracker, generate_answers, generate_batch
-from greedy_decode import GROW, greedy_decode, unsupported_reason
-from modeling import load_for_inference
+from nli_finetune.generation import JsonCloseTracker, generate_answers, generate_batch
+from nli_finetune.greedy_decode import GROW, greedy_decode, unsupported_reason
+from nli_finetune.modeling import load_for_inference
 
 TEXTS = ["a", "the cat sat on the mat", "premise: two dogs run. hypothesis: animals move.",
          "short", "a much longer prompt " * 6, "{\"thought_process\": \"", "x y z", "entailment or not?"]
@@ -43,7 +43,7 @@ def test_same_tokens_as_generate_with_rows_stopping_at_different_steps(tiny_mode
 
 
 def test_cache_grows_past_its_spare_capacity_and_prefill_runs_in_parts(tiny_mistral, monkeypatch):
-    import greedy_decode as greedy
+    from nli_finetune import greedy_decode as greedy
     monkeypatch.setattr(greedy, "PREFILL_TOKENS", 16)  # one or two rows per prefill forward
     model, tokenizer, _ = load_for_inference(str(tiny_mistral), device="cpu")
     prompts = encoded(tokenizer)
@@ -76,7 +76,7 @@ def test_json_stop_matches_generate(tiny_mistral):
 
 
 def test_json_tracker_stops_after_the_closing_brace_and_ignores_braces_in_strings(tiny_mistral):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     tokenizer = load_tokenizer(str(tiny_mistral))
     tracker = JsonCloseTracker(tokenizer)
     text = '{"thought_process": "a } inside", "predicted_label": 1} trailing'
@@ -97,7 +97,7 @@ def test_unmerged_lora_adapter_gives_the_same_answers(trained_adapter):
 
 
 def test_4bit_model_gives_the_same_answers(tiny_mistral):
-    from modeling import can_load_4bit
+    from nli_finetune.modeling import can_load_4bit
     usable, why = can_load_4bit("cpu")
     if not usable:
         pytest.skip(why)

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from data_io import DataError, check_outputs, read_records
-from eval_inputs import load_eval_items
 from evaluate.merge_shards import main as merge_main
 from evaluate.sample_model import main as sample_main
+from nli_finetune.data_io import DataError, check_outputs, read_records
+from nli_finetune.eval_inputs import load_eval_items
 from tests.conftest import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "data/sample/sample.csv"
@@ -46,7 +46,7 @@ def test_the_adapters_base_and_a_converted_gguf_folder_are_inputs_too(trained_ad
     assert (model_copy / "config.json").read_bytes() == base_config
     assert "is part of the model" in capsys.readouterr().err
 
-    import gguf_convert
+    from nli_finetune import gguf_convert
     monkeypatch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path / "converted")
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -58,7 +58,7 @@ def test_the_adapters_base_and_a_converted_gguf_folder_are_inputs_too(trained_ad
 
 # M7: an output saved inside the model folder changed the model's fingerprint: the rerun was refused
 def test_an_output_inside_the_model_folder_does_not_change_its_fingerprint(model_copy, capsys):
-    from modeling import model_fingerprint
+    from nli_finetune.modeling import model_fingerprint
     before = model_fingerprint(model_copy)
     out = model_copy / "eval" / "dev.json"
     assert infer(model_copy, SAMPLE, out, "--limit", "2") == 0
@@ -136,8 +136,8 @@ PLAIN = {"messages": [{"role": "user", "content": "Premise: a. Hypothesis: b."},
 
 # M9: content as a list of text parts gave tracebacks, and the API backend sent the list as is
 def test_chat_content_parts_are_joined_for_training_inference_and_the_api(tiny_mistral, tmp_path):
-    from modeling import load_tokenizer
-    from sft_formats import example_segments
+    from nli_finetune.modeling import load_tokenizer
+    from nli_finetune.sft_formats import example_segments
     tokenizer = load_tokenizer(str(tiny_mistral))
     for name, record in (("parts", PARTS), ("plain", PLAIN)):
         (tmp_path / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
@@ -156,8 +156,8 @@ def test_chat_content_parts_are_joined_for_training_inference_and_the_api(tiny_m
     ({"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}, "messages[0]: field 'content'"),
 ])
 def test_a_bad_message_is_an_error_naming_it(tiny_mistral, tmp_path, message, error):
-    from modeling import load_tokenizer
-    from sft_formats import example_segments
+    from nli_finetune.modeling import load_tokenizer
+    from nli_finetune.sft_formats import example_segments
     record = {"messages": [message, PLAIN["messages"][1]]}
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(record) + "\n")
@@ -209,8 +209,8 @@ def test_a_prompt_longer_than_the_context_is_counted_and_warned(model_copy, tmp_
     ({"question": "q", "correct_answer": "Z", "dataset": "medqa"}, "'Z' is not an option letter A-E"),
 ])
 def test_a_correct_answer_outside_the_rule_is_refused(tiny_mistral, tmp_path, row, error):
-    from confidence_tokens import DEFAULT_DATASETS, load_items
-    from modeling import load_tokenizer
+    from nli_finetune.confidence_tokens import DEFAULT_DATASETS, load_items
+    from nli_finetune.modeling import load_tokenizer
     path = tmp_path / "val.jsonl"
     path.write_text(json.dumps({"question": "p", "correct_answer": True, "dataset": "boolq"}) + "\n"
                     + json.dumps(row) + "\n")

@@ -27,8 +27,8 @@ def hand_probs(model, tokenizer, prompt: list[int], answers: list[str]) -> list[
 @pytest.mark.parametrize("arch", ["mistral", "qwen2"])
 @pytest.mark.parametrize("task_name", ["nli_label", "hate_speech"])
 def test_scored_probabilities_sum_to_one_and_equal_a_hand_computation(tiny_models, arch, task_name):
-    from label_scoring import score_labels
-    from modeling import load_for_inference
+    from nli_finetune.label_scoring import score_labels
+    from nli_finetune.modeling import load_for_inference
     from prompts import encode_prompt, get_task
 
     model, tokenizer, _ = load_for_inference(str(tiny_models[arch]), device="cpu", load_in_4bit=False,
@@ -50,7 +50,7 @@ def test_scored_probabilities_sum_to_one_and_equal_a_hand_computation(tiny_model
 
 
 def test_roc_auc_and_probability_metrics_by_hand():
-    from metrics import probability_metrics, roc_auc
+    from nli_finetune.metrics import probability_metrics, roc_auc
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
     assert roc_auc([0.5, 0.5], [False, True]) == pytest.approx(0.5)  # a tie counts half
     assert roc_auc([0.1, 0.2], [True, True]) is None
@@ -111,7 +111,7 @@ def test_logprob_scoring_is_refused_where_it_cannot_work(tmp_path, capsys):
 def test_training_time_generation_eval_logs_scored_labels(tiny_mistral):
     from types import SimpleNamespace
 
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     from train.gen_eval import GenerationEvalCallback
 
     model, tokenizer, _ = load_for_inference(str(tiny_mistral), device="cpu", load_in_4bit=False, dtype="float32")

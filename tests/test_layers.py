@@ -1,20 +1,43 @@
-"""Imports flow one way: scripts -> train/ or evaluate/ -> shared top-level modules -> libraries.
-train/ and evaluate/ never import each other, shared modules import neither, and no script imports
-another script (a script: a module with a `__main__` block). Tests and benchmarks drive anything."""
+"""Imports flow one way: scripts -> train/ or evaluate/ -> the shared layer -> libraries.
+The shared layer is one package, `nli_finetune/`, plus `prompts.py` at the root (the design card's place to
+add a task); no other module sits at the root, so `pip install -e .` adds two top-level names, not 17.
+train/ and evaluate/ never import each other, the shared layer imports neither, and no script imports
+another script (a script: a module with a `__main__` block). Tests and benchmarks drive anything; what
+both of them share lives in `nli_finetune.testing`."""
 
 import ast
 import subprocess
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 LAYERED = ("train", "evaluate", "scripts")
+SHARED_PACKAGE = "nli_finetune"
+ROOT_MODULES = {"prompts"}
+# What the repository root may hold: the design card's entries, then docs, tests, benchmarks, locks and
+# the project's own files.
+ROOT_ENTRIES = {"Dockerfile", "run_training.sh", "run_inference.sh", "train", "evaluate", "scripts", "data", "models",
+                "prompts.py", "requirements.txt", SHARED_PACKAGE, "run_serve.sh", "study",
+                "docs", "tests", "bench", "locks", "README.md", "Makefile", "pyproject.toml", ".ci", ".gitignore",
+                ".dockerignore"}
+
+
+def layer_of(module: str) -> str:
+    top = module.split(".")[0]
+    if top in LAYERED:
+        return top
+    if top in ("data", "models"):  # their download scripts
+        return "scripts"
+    assert top == SHARED_PACKAGE or module in ROOT_MODULES, f"{module} is outside every layer"
+    return "shared"
 
 
 def tracked_modules() -> dict[str, ast.Module]:
     files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
     modules = {}
     for path in files:
-        if path.startswith(("tests/", "bench/")) or path.startswith("train/configs/"):
+        if path.startswith(("tests/", "bench/", "study/")) or path.startswith("train/configs/"):  # configs: data
             continue
         name = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         modules[name] = ast.parse((REPO_ROOT / path).read_text(), path)
@@ -42,11 +65,11 @@ def test_imports_flow_one_way():
     scripts = {name for name, tree in modules.items() if is_script(tree)}
     problems = []
     for name, tree in modules.items():
-        layer = name.split(".")[0] if "." in name else "shared"
+        layer = layer_of(name)
         for target in imported(tree):
             if target not in modules or target == name:
                 continue
-            target_layer = target.split(".")[0] if "." in target else "shared"
+            target_layer = layer_of(target)
             if layer == "shared" and target_layer in LAYERED:
                 problems.append(f"shared module {name} imports {target}")
             elif {layer, target_layer} == {"train", "evaluate"}:
@@ -69,9 +92,24 @@ def test_no_module_outside_tests_edits_sys_path_and_the_package_lists_every_modu
     import tomllib
     setup = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     top_level = {f.removesuffix(".py") for f in files if "/" not in f and f.endswith(".py")}
-    assert set(setup["py-modules"]) == top_level
+    assert set(setup["py-modules"]) == top_level == ROOT_MODULES
     folders = {f.rsplit("/", 1)[0].replace("/", ".") for f in files if f.endswith("/__init__.py")}
     assert set(setup["packages"]) == folders - {"tests"}
+
+
+def test_the_root_holds_the_design_cards_entries_and_project_files():
+    files = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    pinned = {f for f in files if f.startswith("requirements-") and f.endswith(".txt")}  # the other environments
+    extra = {f.split("/")[0] for f in files} - ROOT_ENTRIES - pinned
+    assert not extra, f"not a root entry (shared code goes in {SHARED_PACKAGE}/): {sorted(extra)}"
+    assert not (REPO_ROOT / "metrics.py").exists() and (REPO_ROOT / SHARED_PACKAGE / "metrics.py").exists()
+
+
+def test_layer_of_places_every_module():
+    assert layer_of("nli_finetune.metrics") == layer_of("prompts") == "shared"
+    assert layer_of("train.sft_data") == "train" and layer_of("scripts.study") == "scripts"
+    with pytest.raises(AssertionError, match="outside every layer"):
+        layer_of("metrics")
 
 
 def test_a_script_runs_from_anywhere_through_the_installed_package(tmp_path):

@@ -30,7 +30,7 @@ def test_training_and_inference_logs_have_no_progress_bar_updates(tiny_mistral, 
 
 
 def test_line_progress_prints_a_line_now_and_then_and_one_at_the_end(monkeypatch, capsys):
-    import cli
+    from nli_finetune import cli
     monkeypatch.setattr(cli, "on_terminal", lambda: False)
     monkeypatch.setattr(cli, "LOGGED_PROGRESS_SECONDS", 0)  # every update is "30 s later"
     assert list(cli.progress(range(3), total=3, desc="requests", unit="ex")) == [0, 1, 2]

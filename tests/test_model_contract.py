@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from model_contract import (
+from nli_finetune.model_contract import (
     CONTRACT_FILE,
     ContractError,
     build_contract,
@@ -49,7 +49,7 @@ def sample(model, tmp_path, *extra, name="out"):
 
 
 def test_every_trained_output_carries_the_same_contract(label_adapter, tiny_mistral):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from prompts import chat_template
     contract = read_contract(label_adapter)
     assert contract.task == "nli_label" and contract.answer_format == "label_only"
@@ -64,7 +64,7 @@ def test_every_trained_output_carries_the_same_contract(label_adapter, tiny_mist
 
 
 def test_the_contract_says_the_answer_format_and_round_trips(tiny_mistral, tmp_path):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     tokenizer = load_tokenizer(str(tiny_mistral))
     settings = dict(data_format="auto", special_tokens=[], confidence_datasets={}, max_seq_length=64,
                     model_id="org/base")
@@ -109,7 +109,7 @@ def test_sample_model_takes_the_task_from_the_contract_and_refuses_another(label
 
 
 def test_a_tokenizer_that_differs_from_the_contract_is_refused(label_adapter, tmp_path, capsys):
-    from model_contract import template_sha256
+    from nli_finetune.model_contract import template_sha256
     other = "{{ messages[0]['content'] }}"
     folder = adapter_copy(label_adapter, tmp_path, chat_template=other, chat_template_sha256=template_sha256(other),
                           special_tokens=["<EXTRA>"])
@@ -169,7 +169,7 @@ def test_serve_uses_the_contract_template_and_announces_the_task_schema(label_ad
     assert serve_main(["--model", str(label_adapter), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert schema_line(plan) in out and '"enum": [0, 1]' in out
-    from model_contract import template_sha256
+    from nli_finetune.model_contract import template_sha256
     other = "{{ messages[0]['content'] }}"
     folder = adapter_copy(label_adapter, tmp_path, chat_template=other, chat_template_sha256=template_sha256(other))
     with pytest.raises(ContractError, match="chat template other than"):
@@ -179,7 +179,7 @@ def test_serve_uses_the_contract_template_and_announces_the_task_schema(label_ad
 def test_the_training_callback_stamps_checkpoints_and_the_confidence_best_models(label_adapter, tmp_path):
     from types import SimpleNamespace
 
-    from model_contract import checkpoint_writer
+    from nli_finetune.model_contract import checkpoint_writer
     contract = read_contract(label_adapter)
     for folder in ("checkpoint-6", "best_accuracy", "checkpoint-9"):
         (tmp_path / folder).mkdir()

@@ -6,10 +6,10 @@ import stat
 
 import pytest
 
-from data_io import DataError, atomic_write_json, check_outputs, read_csv, read_jsonl
 from evaluate.merge_shards import main as merge
 from evaluate.parse_predictions import main as parse
 from evaluate.sample_model import main as sample_main
+from nli_finetune.data_io import DataError, atomic_write_json, check_outputs, read_csv, read_jsonl
 from prompts import TASKS
 from scripts.combine_datasets import main as combine
 from scripts.prepare_confidence_data import main as prepare_confidence
@@ -259,7 +259,7 @@ def test_api_numbers_are_checked(flag, value, capsys):
 def test_an_adapter_finds_its_relative_base_from_any_folder(trained_adapter, tiny_mistral, tmp_path, monkeypatch):
     import shutil
 
-    from modeling import ModelLoadError, adapter_base
+    from nli_finetune.modeling import ModelLoadError, adapter_base
     adapter = tmp_path / "adapter"
     shutil.copytree(trained_adapter, adapter)
     shutil.copytree(tiny_mistral, adapter / "base")
@@ -278,7 +278,7 @@ def test_an_adapter_finds_its_relative_base_from_any_folder(trained_adapter, tin
 def test_a_finished_vllm_rerun_shuts_its_engine_down(tiny_mistral, tmp_path, monkeypatch):
     """A rerun with nothing left to generate, or one refused for stale progress, must not leave an engine."""
     import evaluate.vllm_backend as vllm_backend
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     closed = []
 
     class FakeVllm:
@@ -303,8 +303,7 @@ def test_a_finished_vllm_rerun_shuts_its_engine_down(tiny_mistral, tmp_path, mon
 def test_a_full_disk_is_one_line_and_keeps_the_progress(tiny_mistral, tmp_path, monkeypatch, capsys):
     import errno
 
-    import results as results
-
+    from nli_finetune import results as results
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(results, "atomic_write_json", full)

@@ -70,7 +70,7 @@ def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_r
     assert f"{config['num_hidden_layers']} layers x {config['hidden_size']} hidden" in out
     assert f"from {model / 'config.json'}" in out and "(tokenized)" in out
 
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from train.config_loader import load_config
     from train.sft_data import load_sft_examples
     run = load_config(["tiny_cpu.py", "--max_seq_length", "200"])
@@ -87,7 +87,7 @@ def test_the_demo_model_shape_comes_from_the_gguf_header():
     assert "0.13B parameters, 30 layers x 576 hidden, vocab 49152" in out
     # from the header, or from the folder an earlier run converted the file into (same numbers)
     assert "(GGUF header)" in out or "models/converted/SmolLM2-135M-Instruct.Q4_1/config.json" in out
-    from model_shape import shape_from_gguf
+    from nli_finetune.model_shape import shape_from_gguf
     assert shape_from_gguf(GGUF).params == 134515008  # SmolLM2-135M, tied embeddings, read off the header
 
 
@@ -111,7 +111,7 @@ def test_the_estimate_agrees_with_torchtunes_published_qlora_figure():
     checkpointing: 7.4 GiB peak on one RTX 4090 (its README). torchtune keeps embeddings and head in
     bf16 and computes the loss in chunks; swap those two terms for its way, drop the CUDA context
     (torch's peak does not count it), and the rest of the formula must land near its measurement."""
-    from model_shape import REFERENCE_SHAPES
+    from nli_finetune.model_shape import REFERENCE_SHAPES
     from train.config_loader import load_config
     from train.memory_estimate import CUDA_CONTEXT, GIB, estimate_training_memory
     shape = REFERENCE_SHAPES["Llama-3.1-8B"]
@@ -131,8 +131,8 @@ def test_the_estimate_agrees_with_torchtunes_published_qlora_figure():
 def test_logits_are_sized_on_the_answer_window_the_collator_computes(tiny_mistral):
     """The answer-window collator asks the model for logits over the widest answer only, so the
     estimate's logits term is batch x that window x vocab, not every token; packing keeps every token."""
-    from model_shape import REFERENCE_SHAPES
-    from modeling import load_tokenizer
+    from nli_finetune.model_shape import REFERENCE_SHAPES
+    from nli_finetune.modeling import load_tokenizer
     from train.config_loader import load_config
     from train.memory_estimate import estimate_training_memory
     from train.sft_data import answer_window, load_sft_examples
@@ -150,7 +150,7 @@ def test_logits_are_sized_on_the_answer_window_the_collator_computes(tiny_mistra
 
 
 def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_config_needs():
-    from model_shape import REFERENCE_SHAPES
+    from nli_finetune.model_shape import REFERENCE_SHAPES
     from train.config_loader import load_config
     from train.memory_estimate import GIB, estimate_training_memory, gpus_needed
     shape = REFERENCE_SHAPES["Qwen3-4B"]

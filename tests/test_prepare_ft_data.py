@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from data_io import read_jsonl
+from nli_finetune.data_io import read_jsonl
 from scripts.prepare_ft_data import main as prepare
 from tests.conftest import REPO_ROOT, shared_file
 
@@ -67,7 +67,7 @@ def test_a_holdout_that_leaves_nothing_is_an_error(tmp_path, capsys):
 def test_leakage_check_drops_pairs_present_in_the_eval_set(tmp_path, capsys):
     code, out = run(tmp_path, "--ablation", "3", "--eval-file", SAMPLE / "trial.csv")
     assert code == 0
-    trial_pairs = {(r["premise"], r["hypothesis"]) for r in __import__("data_io").read_records(SAMPLE / "trial.csv")}
+    trial_pairs = {(r["premise"], r["hypothesis"]) for r in __import__("nli_finetune.data_io", fromlist=["data_io"]).read_records(SAMPLE / "trial.csv")}
     kept = {(r["premise"], r["hypothesis"]) for r in read_jsonl(out)}
     assert not kept & trial_pairs
     dropped = 100 - len(kept)

@@ -24,7 +24,7 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def smollm2_dir(smollm2_gguf) -> Path:
-    from gguf_convert import convert_gguf
+    from nli_finetune.gguf_convert import convert_gguf
     return convert_gguf(smollm2_gguf)  # models/converted/..., reused by the demo and later runs
 
 
@@ -39,7 +39,7 @@ def label_data(tmp_path_factory) -> Path:
 def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2_dir, tmp_path):
     from transformers import AutoConfig
 
-    from gguf_convert import convert_gguf, gguf_source
+    from nli_finetune.gguf_convert import convert_gguf, gguf_source
     assert gguf_source(smollm2_dir) == str(smollm2_gguf.resolve())
     config = AutoConfig.from_pretrained(smollm2_dir)
     assert config.model_type == "llama" and config.vocab_size == 49152 and config.num_hidden_layers == 30
@@ -50,7 +50,7 @@ def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2
 
 
 def test_pad_is_not_eos_and_eos_is_trained_with_the_real_chat_template(smollm2_gguf):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     from prompts import TASKS, encode_prompt
     from train.sft_data import IGNORE_INDEX, AnswerWindowCollator, tokenize_example
     tok = load_tokenizer(str(smollm2_gguf))  # a .gguf path works wherever a model goes in
@@ -76,7 +76,7 @@ def test_a_few_lora_steps_lower_the_loss_and_the_adapter_reloads(smollm2_gguf, s
     losses = [h["loss"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert losses[-1] < losses[0] / 2  # the answer format is learned within a few steps
     assert json.loads((out / "base_model_source.json").read_text())["gguf_file"] == str(smollm2_gguf.resolve())
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     model, tokenizer, info = load_for_inference(str(out), device="cpu")
     assert info["adapter"] and info["merged"] and info["base_model"] == str(smollm2_gguf.resolve())
 

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from calibration import expected_calibration_error
-from data_io import DataError
 from evaluate.report import main as report_main
-from metrics import classification_metrics
-from report_page import decode_data, page_data, read_runs, render_page
-from results import score_record, summarize, write_outputs
+from nli_finetune.calibration import expected_calibration_error
+from nli_finetune.data_io import DataError
+from nli_finetune.metrics import classification_metrics
+from nli_finetune.report_page import decode_data, page_data, read_runs, render_page
+from nli_finetune.results import score_record, summarize, write_outputs
 from tests.conftest import REPO_ROOT
 
 INJECTED = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from data_io import read_records
 from evaluate.merge_shards import main as merge_main
 from evaluate.parse_predictions import main as parse_main
 from evaluate.sample_model import main as sample_main
+from nli_finetune.data_io import read_records
 from tests.conftest import REPO_ROOT, shared_file
 
 SAMPLE = REPO_ROOT / "data/sample/sample.csv"
@@ -184,7 +184,7 @@ def test_vllm_results_are_cut_like_the_hf_backend(tiny_mistral):
     """vLLM runs on past a closed JSON answer and counts the eos: the backend turns its completions
     into the records the HF backend writes (the parity itself: tests/test_vllm.py, `make test-vllm`)."""
     from evaluate.vllm_backend import VllmGenerator
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     generator = object.__new__(VllmGenerator)  # no engine: only the result shaping is under test
     generator.tokenizer = tokenizer = load_tokenizer(str(tiny_mistral))
     answer = tokenizer('{"thought_process": "a } b", "predicted_label": 1}', add_special_tokens=False)["input_ids"]

@@ -20,7 +20,8 @@ from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 pytest.importorskip("vllm")
-from tests.test_vllm import FIELDS, SAMPLE, random_lora  # noqa: E402
+from nli_finetune.testing.lora import random_lora  # noqa: E402
+from tests.test_vllm import FIELDS, SAMPLE  # noqa: E402
 
 KEY = "test-serve-key"
 ROWS = 8

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank
 from prompts import FALLBACK_CHAT_TEMPLATE, TASKS, encode_prompt, render_prompt
 from scripts.serve import client_url, plan_server
 from tests.conftest import REPO_ROOT
-from vllm_lora import LoraRankError, adapter_max_lora_rank
 
 MESSAGES = [TASKS[task].messages({"premise": "A man plays a guitar.", "hypothesis": "Someone makes music."})
             for task in ("nli", "nli_label")]
@@ -29,7 +29,7 @@ def test_an_adapter_is_served_on_its_base_with_its_name_rank_and_training_templa
     assert command[command.index("--generation-config") + 1] == "vllm"  # not the model's sampling defaults
     assert command[command.index("--dtype") + 1] == "float32"  # what sample_model uses on a CPU
     assert plan.model_name == trained_adapter.name and plan.base_url == "http://127.0.0.1:8011/v1"
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     assert template.read_text() == load_tokenizer(str(trained_adapter)).chat_template
 
 
@@ -68,7 +68,7 @@ def test_the_vllm_backend_passes_the_rank_serve_passes(trained_adapter, tmp_path
     import shutil
 
     from evaluate.vllm_backend import VllmGenerator
-    from modeling import ModelLoadError
+    from nli_finetune.modeling import ModelLoadError
     adapter = tmp_path / "adapter"
     shutil.copytree(trained_adapter, adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -84,7 +84,7 @@ def test_the_vllm_backend_passes_the_rank_serve_passes(trained_adapter, tmp_path
 
 
 def test_the_fallback_template_renders_through_transformers_as_prompts_render_it(tiny_mistral):
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     tokenizer = load_tokenizer(str(tiny_mistral))
     tokenizer.chat_template = None  # a tokenizer without a template: the server gets FALLBACK_CHAT_TEMPLATE
     for messages in MESSAGES:

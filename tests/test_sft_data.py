@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from data_io import DataError
-from modeling import load_tokenizer
+from nli_finetune.data_io import DataError
+from nli_finetune.modeling import load_tokenizer
+from nli_finetune.sft_formats import detect_format
 from prompts import TASKS, encode_prompt
-from sft_formats import detect_format
 from tests.conftest import REPO_ROOT
 from train.sft_data import (
     IGNORE_INDEX,
@@ -224,9 +224,9 @@ def test_label_only_task_trains_the_short_answer(tokenizers):
 def test_the_boolq_task_is_one_instance_its_rows_train_and_evaluate(tokenizers, tmp_path):
     """The third classification task: the confidence data's yes/no questions (a JSON object of rows
     whose gold label is a boolean), with nothing but its Task in prompts.py and train/configs/boolq.py."""
-    from eval_inputs import load_eval_items
-    from extraction import extract_label
-    from sft_formats import detect_format, example_segments
+    from nli_finetune.eval_inputs import load_eval_items
+    from nli_finetune.extraction import extract_label
+    from nli_finetune.sft_formats import detect_format, example_segments
     boolq = TASKS["boolq"]
     rows = {"0": {"question": "is the sun a star", "correct_answer": True, "response": "No", "correct": False},
             "1": {"question": "can fish fly", "correct_answer": False, "response": "Yes", "correct": False}}

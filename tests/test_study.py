@@ -49,7 +49,7 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     assert "vs_baseline" not in table[0] and -1 <= table[1]["vs_baseline"] <= 1 and 0 < table[1]["mcnemar_p"] <= 1
     assert table[1]["ece"] is not None and table[0]["ece"] is None  # only the scored arm has a calibration
     assert (out / "accuracy.png").exists() and (out / "accuracy_vs_tokens.png").exists()
-    from report_page import decode_data
+    from nli_finetune.report_page import decode_data
     page = decode_data((out / "report.html").read_text())  # the results page: one run per arm
     assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1")]
     assert "ablation1" in (out / "table.md").read_text()
@@ -72,7 +72,7 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
 
 
 def test_paired_difference_and_mcnemar_by_hand():
-    from metrics import mcnemar_p, paired_difference
+    from nli_finetune.metrics import mcnemar_p, paired_difference
     assert mcnemar_p(0, 0) == 1.0
     assert mcnemar_p(1, 5) == pytest.approx(2 * 7 / 64)  # P(X <= 1) for X ~ Bin(6, 1/2), two-sided
     base = [True, False, False, True, False, True]
@@ -106,7 +106,7 @@ def test_an_untrained_arm_is_only_evaluated_and_rerun_skips_it(tiny_mistral, tmp
     assert "arm untrained: data" not in log and "arm untrained: train" not in log  # evaluated only
     [row] = json.loads((out / "table.json").read_text())
     assert row["tokens_trained"] == 0 and row["parse_rate"] == 1.0 and row["ece"] is not None
-    from report_page import decode_data
+    from nli_finetune.report_page import decode_data
     assert decode_data((out / "report.html").read_text())["runs"][0]["n"] == row["n"]
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished arm ran again"))
     code, log = run_study(config, out, capsys)

@@ -3,7 +3,7 @@ import hashlib
 import torch
 from tokenizers import Tokenizer
 
-from modeling import load_for_inference, load_tokenizer
+from nli_finetune.modeling import load_for_inference, load_tokenizer
 from prompts import TASKS, encode_prompt
 from scripts.make_tiny_model import make_tiny_model
 

@@ -179,8 +179,8 @@ def test_tensorboard_reporting_writes_event_files(tiny_mistral, tmp_path):
 
 
 def test_an_added_pad_token_resizes_and_the_adapter_reloads(tiny_models, tmp_path, monkeypatch):
-    import modeling
-    from modeling import load_for_inference
+    from nli_finetune import modeling
+    from nli_finetune.modeling import load_for_inference
     bare = tmp_path / "no_pad_model"
     import shutil
     shutil.copytree(tiny_models["llama"], bare)  # its vocabulary has no "<pad>"
@@ -215,7 +215,7 @@ def test_wandb_offline_needs_no_network(tiny_mistral, tmp_path, monkeypatch):
 
 
 def test_attention_is_never_requested_blindly():
-    from modeling import ModelLoadError, pick_attn_implementation
+    from nli_finetune.modeling import ModelLoadError, pick_attn_implementation
     assert pick_attn_implementation("auto", "cpu")[0] == "sdpa"
     assert pick_attn_implementation("eager", "cpu")[0] == "eager"
     with pytest.raises(ModelLoadError, match="flash"):
@@ -231,7 +231,7 @@ def test_attention_is_never_requested_blindly():
 def test_cuda_attention_comes_from_the_package_then_the_hub_kernel_then_sdpa(monkeypatch, installed, offline, expected):
     import importlib.util
 
-    import modeling
+    from nli_finetune import modeling
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name in installed else
@@ -246,8 +246,7 @@ def test_cuda_attention_comes_from_the_package_then_the_hub_kernel_then_sdpa(mon
 def test_a_hub_kernel_that_cannot_be_fetched_falls_back_to_sdpa_and_says_so(caplog):
     import types
 
-    import modeling
-
+    from nli_finetune import modeling
     class FakeModel:
         @staticmethod
         def from_pretrained(model_id, **kwargs):

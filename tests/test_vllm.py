@@ -10,26 +10,13 @@ import json
 import pytest
 
 from evaluate.sample_model import main as sample_main
+from nli_finetune.testing.lora import random_lora
 from tests.conftest import REPO_ROOT
 
 pytest.importorskip("vllm")
 
 SAMPLE = REPO_ROOT / "data/sample/sample.csv"
 FIELDS = ("id", "raw_output", "predicted_label", "extraction_method", "stop_reason", "generated_tokens")
-
-
-def random_lora(base, out):
-    """A LoRA adapter with random (non-zero) weights, so it changes what the model writes."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], init_lora_weights=False))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

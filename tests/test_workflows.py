@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from data_io import read_jsonl
 from evaluate.sample_model import main as sample_main
+from nli_finetune.data_io import read_jsonl
 from scripts.combine_datasets import main as combine
 from scripts.prepare_finetuning_data import main as prepare_chat
 from scripts.split_dataset import main as split

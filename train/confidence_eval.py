@@ -9,9 +9,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from calibration import plot_reliability
-from confidence_tokens import evaluate_confidence, load_items
-from data_io import atomic_write_json
+from nli_finetune.calibration import plot_reliability
+from nli_finetune.confidence_tokens import evaluate_confidence, load_items
+from nli_finetune.data_io import atomic_write_json
 
 
 class ConfidenceEvalCallback(TrainerCallback):

@@ -27,9 +27,8 @@ import types
 from pathlib import Path, PurePath
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
-from cli import bool_word
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import bool_word
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)

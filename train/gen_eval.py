@@ -8,12 +8,12 @@ generated reasoning, for chain-of-thought tasks), little next to generating."""
 
 from transformers import TrainerCallback
 
-from eval_inputs import load_eval_items
-from generation import generate_answers
-from label_scoring import reasoning_of, score_labels
-from metrics import probability_metrics
+from nli_finetune.eval_inputs import load_eval_items
+from nli_finetune.generation import generate_answers
+from nli_finetune.label_scoring import reasoning_of, score_labels
+from nli_finetune.metrics import probability_metrics
+from nli_finetune.results import best_label, score_record, summarize
 from prompts import get_task
-from results import best_label, score_record, summarize
 
 LOGGED = {"accuracy": "accuracy", "f1_macro": "f1", "parse_rate": "parse_rate", "single_json_rate": "single_json_rate",
           "stop_rate": "stop_rate", "exact_match": "exact_match", "rouge_l": "rouge_l"}

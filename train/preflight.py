@@ -19,8 +19,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_io import DataError
-from model_shape import ShapeError, read_model_shape
+from nli_finetune.data_io import DataError
+from nli_finetune.model_shape import ShapeError, read_model_shape
 from train.config_loader import ConfigError
 from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
@@ -95,13 +95,13 @@ class EstimateTokenizer:
 def local_tokenizer(config: TrainConfig):
     """The run's tokenizer, set up as training sets it up (special and confidence tokens registered),
     when it is on disk (a folder or a converted GGUF); None for a hub id or an unconverted GGUF."""
-    from gguf_convert import converted_dir_for, is_gguf
+    from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     source = tokenizer_source(config)
     if is_gguf(source):
         source = str(converted_dir_for(Path(source)))
     if not (Path(source) / "tokenizer_config.json").is_file() and not (Path(source) / "tokenizer.json").is_file():
         return None
-    from modeling import load_tokenizer
+    from nli_finetune.modeling import load_tokenizer
     return setup_tokenizer(config, load_tokenizer(source))[0]
 
 
@@ -207,7 +207,7 @@ def planned_device(config: TrainConfig) -> tuple[str, bool]:
 
 def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str]:
     """The config as training resolves it (run_config.resolve), with its launch and path problems."""
-    from modeling import can_load_4bit
+    from nli_finetune.modeling import can_load_4bit
     device, here = planned_device(config)
     plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
     try:

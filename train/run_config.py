@@ -18,7 +18,7 @@ import logging
 import os
 from pathlib import Path
 
-from data_io import DataError, atomic_write_json, content_fingerprint, path_fingerprint, read_records
+from nli_finetune.data_io import DataError, atomic_write_json, content_fingerprint, path_fingerprint, read_records
 from train.config_loader import ConfigError, load_config, schema
 
 log = logging.getLogger("train_sft")
@@ -126,7 +126,7 @@ def setup_tokenizer(config, tokenizer=None) -> tuple[object, list[int]]:
     """(the run's tokenizer with every special and confidence token registered, the new token ids): the
     one setup training and the preflight tokenize with. `tokenizer`: an already loaded one to set up."""
     if tokenizer is None:
-        from modeling import load_tokenizer
+        from nli_finetune.modeling import load_tokenizer
         tokenizer = load_tokenizer(tokenizer_source(config))  # pad != eos guaranteed
     return tokenizer, register_special_tokens(tokenizer, all_special_tokens(config))
 
@@ -134,7 +134,7 @@ def setup_tokenizer(config, tokenizer=None) -> tuple[object, list[int]]:
 def _model_paths(config) -> dict[str, Path]:
     """What output_dir must stay clear of: the model and tokenizer folders (or GGUF files and their
     converted folders) that exist on disk."""
-    from gguf_convert import converted_dir_for, is_gguf
+    from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     paths = {}
     for key in ("model_id", "tokenizer_id"):
         value = getattr(config, key)

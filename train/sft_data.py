@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from data_io import DataError, read_records
+from nli_finetune.data_io import DataError, read_records
+from nli_finetune.sft_formats import detect_format, example_segments
 from prompts import get_task
-from sft_formats import detect_format, example_segments
 
 IGNORE_INDEX = -100
 

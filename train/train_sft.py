@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from cli import on_terminal
-from data_io import DataError, atomic_write_json, load_env_file
-from gguf_convert import is_gguf
-from model_contract import build_contract, checkpoint_writer, read_contract, write_contract
-from modeling import (
+from nli_finetune.cli import on_terminal
+from nli_finetune.data_io import DataError, atomic_write_json, load_env_file
+from nli_finetune.gguf_convert import is_gguf
+from nli_finetune.model_contract import build_contract, checkpoint_writer, read_contract, write_contract
+from nli_finetune.modeling import (
     BASE_SOURCE_FILE,
     ModelLoadError,
     can_load_4bit,
@@ -171,7 +171,7 @@ def gather_across_ranks(value):
 
 def merge_and_save(config: TrainConfig, adapter_dir: Path, device: str) -> Path:
     """A 16-bit merged model made from a non-quantized copy of the base (never from 4-bit weights)."""
-    from modeling import load_for_inference
+    from nli_finetune.modeling import load_for_inference
     dtype = "float16" if config.torch_dtype == "float16" else "bfloat16"
     merged, tokenizer, info = load_for_inference(str(adapter_dir), device=device, load_in_4bit=False, dtype=dtype)
     if not info["merged"]:

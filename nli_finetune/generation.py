@@ -12,9 +12,9 @@ import sys
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from cli import progress as progress_bar
-from extraction import JsonScanner
-from greedy_decode import greedy_decode, left_pad, unsupported_reason
+from nli_finetune.cli import progress as progress_bar
+from nli_finetune.extraction import JsonScanner
+from nli_finetune.greedy_decode import greedy_decode, left_pad, unsupported_reason
 
 DECODERS = ("auto", "generate")
 

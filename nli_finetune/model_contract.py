@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from data_io import DataError, atomic_write_json
+from nli_finetune.data_io import DataError, atomic_write_json
 from prompts import TASKS, chat_template, get_task
 
 CONTRACT_FILE = "model_contract.json"
@@ -83,7 +83,7 @@ def answer_format_of(task: str, confidence_tokens: dict) -> str:
 
 def base_source(model_id: str) -> dict:
     """Where the base came from: a GGUF file, a local folder (both resolved) or a hub id."""
-    from gguf_convert import is_gguf
+    from nli_finetune.gguf_convert import is_gguf
     path = Path(model_id).expanduser()
     if is_gguf(model_id):
         return {"model_id": model_id, "gguf_file": str(path.resolve())}

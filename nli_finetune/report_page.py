@@ -2,7 +2,7 @@
 (inline CSS and JS, no network), so it opens from disk or from a CI artifact.
 
     python -m evaluate.report results/a.json results/b.json --output report.html     (the command)
-    from report_page import write_report                                               (a study, the tests)
+    from nli_finetune.report_page import write_report                                               (a study, the tests)
     write_report(["results/a.json", "results/b.json"], "results/report.html", title="a vs b")
 
 A run is one sample_model results file (also merged shards, the API backend's, the study's arms) or one
@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calibration import adaptive_bins, brier_score, expected_calibration_error
-from cli import progress
-from data_io import DataError, atomic_write_text, check_outputs
-from metrics import bootstrap_intervals, classification_metrics
+from nli_finetune.calibration import adaptive_bins, brier_score, expected_calibration_error
+from nli_finetune.cli import progress
+from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
+from nli_finetune.metrics import bootstrap_intervals, classification_metrics
+from nli_finetune.results import STOPPED
 from prompts import TASKS
-from results import STOPPED
 
 # record fields that are not the example's inputs
 RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",

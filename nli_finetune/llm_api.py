@@ -30,9 +30,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from cli import above_zero, at_least
-from data_io import DataError, load_env_file
-from extraction import iter_json_objects
+from nli_finetune.cli import above_zero, at_least
+from nli_finetune.data_io import DataError, load_env_file
+from nli_finetune.extraction import iter_json_objects
 from prompts import REASK_TEMPLATE, get_task
 
 PROVIDERS = {

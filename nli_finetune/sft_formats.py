@@ -15,7 +15,7 @@ prompt part of a chat-format row as the prompt to answer).
 
 import re
 
-from data_io import DataError, row_label, row_text
+from nli_finetune.data_io import DataError, row_label, row_text
 from prompts import confidence_user_message, encode_prompt, get_task
 
 FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "question_answer", "record", "confidence")

@@ -9,7 +9,7 @@ allowed value at or above the adapter's rank serves it unchanged (vLLM pads the 
 import json
 from pathlib import Path
 
-from modeling import resolve_device, resolve_dtype
+from nli_finetune.modeling import resolve_device, resolve_dtype
 
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from cli import on_terminal
-from data_io import DataError, check_outputs, path_fingerprint
-from model_shape import looks_local
+from nli_finetune import REPO_ROOT
+from nli_finetune.cli import on_terminal
+from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
+from nli_finetune.model_shape import looks_local
 
 log = logging.getLogger("modeling")
 # bitsandbytes announces at import that an optional CPU kernel package from the hub is missing: noise here
@@ -54,13 +55,12 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return DTYPES[name]
 
 
-REPO_ROOT = Path(__file__).resolve().parent
 BASE_SOURCE_FILE = "base_model_source.json"  # in an adapter dir trained from a GGUF file
 
 
 def resolve_model_dir(model_id: str) -> str:
     """The folder to load for `model_id`: itself, or for a `.gguf` file its converted folder."""
-    from gguf_convert import GGUFError, convert_gguf, is_gguf
+    from nli_finetune.gguf_convert import GGUFError, convert_gguf, is_gguf
     if not is_gguf(model_id):
         return model_id
     try:
@@ -72,7 +72,7 @@ def resolve_model_dir(model_id: str) -> str:
 def check_local_model(model_id: str) -> None:
     """A model given as a path must be there: a folder with config.json or adapter_config.json, or a
     .gguf file (hub ids are left to the hub)."""
-    from gguf_convert import is_gguf
+    from nli_finetune.gguf_convert import is_gguf
     path = Path(model_id).expanduser()
     if is_gguf(model_id) and path.is_file():
         return
@@ -299,7 +299,7 @@ def model_fingerprint(model_id) -> str:
 def model_locations(model_id: str | None, base_model: str | None = None) -> list[Path]:
     """Where a model is read from: its folder or .gguf file, an adapter's base, and a GGUF file's
     converted folder (hub ids are not local)."""
-    from gguf_convert import converted_dir_for, is_gguf
+    from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     if base_model is None and model_id:
         try:
             base_model = adapter_base(model_id)

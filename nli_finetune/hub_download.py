@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from cli import ArgumentParser
-from data_io import load_env_file
+from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import load_env_file
 
 
 def download(repo_id: str, out: Path, repo_type: str, revision: str | None = None) -> int:

@@ -1,7 +1,7 @@
 """The one job runner for API work: data generation (scripts/generate_thoughts*.py, score_thoughts.py) and
 `sample_model --backend openai` (evaluate/api_backend.py) both run their requests through `run_pool`.
 
-    from job_runner import run_pool
+    from nli_finetune.job_runner import run_pool
     run_pool(items, work, on_done, on_failed, workers=8, stop=client.stop)
 
 - Items go to `workers` threads through a bounded window (at most 2 x workers submitted ahead), so a
@@ -31,9 +31,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli import ArgumentParser, progress
-from data_io import DataError, append_jsonl, check_outputs, check_unique_ids, read_jsonl, repair_torn_tail
-from llm_api import ApiError, Stopped, ValidationError, add_api_arguments, ask_validated, client_from_args, redact
+from nli_finetune.cli import ArgumentParser, progress
+from nli_finetune.data_io import DataError, append_jsonl, check_outputs, check_unique_ids, read_jsonl, repair_torn_tail
+from nli_finetune.llm_api import (
+    ApiError,
+    Stopped,
+    ValidationError,
+    add_api_arguments,
+    ask_validated,
+    client_from_args,
+    redact,
+)
 
 FIRST_K = 5  # the first this many answers all failed at the endpoint: it refuses everything, stop
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent
+from nli_finetune import REPO_ROOT
 
 
 def looks_local(model_id: str) -> bool:
@@ -193,7 +193,7 @@ def shape_from_size(params_b: float, why: str) -> ModelShape:
 def read_model_shape(model_id: str, params_b: float | None = None, converted_dir: Path | None = None) -> ModelShape:
     path = Path(model_id).expanduser()
     if model_id.lower().endswith(".gguf"):
-        from gguf_convert import converted_dir_for
+        from nli_finetune.gguf_convert import converted_dir_for
         converted = converted_dir_for(path, converted_dir) / "config.json"
         if converted.is_file():
             return shape_from_config(_read_json(converted), str(converted))

@@ -111,8 +111,8 @@ def trained_for(model_dir: Path) -> dict:
 
 def _base_gguf(path: Path, base: str | None) -> Path | None:
     """The GGUF file the weights came from, when they came from one."""
-    from gguf_convert import gguf_source, is_gguf
-    from modeling import BASE_SOURCE_FILE
+    from nli_finetune.gguf_convert import gguf_source, is_gguf
+    from nli_finetune.modeling import BASE_SOURCE_FILE
     if base and is_gguf(base):
         return Path(base)
     for folder in (path, path.parent):  # an adapter dir, or its merged/ folder
@@ -126,7 +126,7 @@ def _base_gguf(path: Path, base: str | None) -> Path | None:
 
 def describe(path, base_model: str | None = None) -> Source:
     """The export's input, checked before any weight is loaded; `base_model` overrides an adapter's base."""
-    from modeling import ModelLoadError, adapter_base
+    from nli_finetune.modeling import ModelLoadError, adapter_base
     path = Path(path).expanduser()
     if not path.is_dir():
         raise ExportError(f"{path}: not a folder (give a fine-tuned output: an adapter or a model folder)")
@@ -459,7 +459,7 @@ def export_adapter(source: Source, out: Path, outtype: str, progress: bool = Fal
                           "can't hold that; export it merged, without --adapter-only")
     if outtype == "same":
         raise ExportError("--adapter-only writes f16, bf16 or q8_0 (a LoRA is small; 'same' is for merged models)")
-    from modeling import resolve_model_dir
+    from nli_finetune.modeling import resolve_model_dir
     base_config = AutoConfig.from_pretrained(resolve_model_dir(source.base))
     arch = ARCHITECTURES.get(base_config.model_type)
     if arch is None:
@@ -528,8 +528,8 @@ def model_outputs(model, tokenizer, messages: list[list[dict]], max_new_tokens: 
     """Prompt ids (the tokenizer's own chat template), greedy answers and last-position logits for each chat."""
     import torch
 
-    from generation import generate_answers
-    from greedy_decode import left_pad
+    from nli_finetune.generation import generate_answers
+    from nli_finetune.greedy_decode import left_pad
     from prompts import encode_prompt
     prompts = [encode_prompt(tokenizer, m) for m in messages]
     answers = generate_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,

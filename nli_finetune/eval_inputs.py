@@ -8,10 +8,16 @@ tokenizer (an API backend) each item carries the chat messages instead, for the 
 
 from dataclasses import dataclass, field
 
-from data_io import DataError, check_unique_ids, is_blank, read_records, row_id, row_label, row_text
-from extraction import extract_label
+from nli_finetune.data_io import DataError, check_unique_ids, is_blank, read_records, row_id, row_label, row_text
+from nli_finetune.extraction import extract_label
+from nli_finetune.sft_formats import (
+    CHAT_FORMATS,
+    chat_messages,
+    detect_format,
+    example_segments,
+    question_answer_messages,
+)
 from prompts import encode_prompt, get_task
-from sft_formats import CHAT_FORMATS, chat_messages, detect_format, example_segments, question_answer_messages
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Classification metrics where a parse failure (prediction None) counts as wrong and is reported too.
 
-    from metrics import classification_metrics
+    from nli_finetune.metrics import classification_metrics
     classification_metrics([1, 0, 1], [1, None, 0], labels=[0, 1])
 """
 
@@ -70,7 +70,7 @@ def probability_metrics(y_true: list, label_probs: list[dict], labels: list) -> 
     Brier score of the predicted label's probability against being right (calibration.py; for two labels
     this Brier score is the usual binary one), and ROC AUC (one-vs-rest, averaged over the labels that
     have both classes; for two labels the plain binary AUC)."""
-    from calibration import brier_score, expected_calibration_error
+    from nli_finetune.calibration import brier_score, expected_calibration_error
     confidence = [max(probs[str(label)] for label in labels) for probs in label_probs]
     predicted = [max(labels, key=lambda label: probs[str(label)]) for probs in label_probs]
     correct = [p == t for p, t in zip(predicted, y_true)]

@@ -1,15 +1,15 @@
 """Result records and their metrics, shared by inference and the offline tools (merge_shards,
 parse_predictions), which use them without loading torch.
 
-    from results import summarize
+    from nli_finetune.results import summarize
     summarize(records, "nli", has_labels=True)
 """
 
 from pathlib import Path
 
-from data_io import atomic_write_csv, atomic_write_json
-from extraction import count_json_objects, extract_label
-from metrics import classification_metrics, probability_metrics, text_metrics
+from nli_finetune.data_io import atomic_write_csv, atomic_write_json
+from nli_finetune.extraction import count_json_objects, extract_label
+from nli_finetune.metrics import classification_metrics, probability_metrics, text_metrics
 from prompts import get_task
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",

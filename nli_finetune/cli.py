@@ -1,7 +1,7 @@
 """Command-line helpers every script shares: one bool parser, end-of-run tables, and an argument parser that
 never echoes the value of an argument it doesn't know (`--api-key sk-...` must not end up in a terminal log).
 
-    from cli import ArgumentParser, at_least, parse_bool
+    from nli_finetune.cli import ArgumentParser, at_least, parse_bool
 
 The yes/no and true/false words every module accepts are defined here, once (YES_WORDS, TRUE_WORDS, ...).
 """

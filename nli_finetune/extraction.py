@@ -14,7 +14,7 @@ The scan is linear in the text (each brace is matched once), so a 20 MB answer f
 seconds, not hours. Its string/escape state machine, `JsonScanner`, is the only one: the decoders' stop
 at a closed JSON answer (generation.JsonCloseTracker) feeds it one token at a time.
 
-    from extraction import extract_label
+    from nli_finetune.extraction import extract_label
     extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
 """
 

@@ -1,6 +1,6 @@
 """Labels scored, not parsed: the probability of each label's answer given the prompt.
 
-    from label_scoring import scored_answers
+    from nli_finetune.label_scoring import scored_answers
     results = scored_answers(model, tokenizer, prompts, "nli_label")   # [{"label_probs": {"0": p, "1": q}, ...}]
 
 A label's answer is the text the task's answer format renders for it (`Task.answer`, e.g.
@@ -21,11 +21,11 @@ as the rest of the answer after that reasoning (`Task.answer(label, reasoning)`)
 
 import torch
 
-from cli import progress as progress_bar
-from extraction import iter_json_objects
-from generation import generate_answers
+from nli_finetune.cli import progress as progress_bar
+from nli_finetune.extraction import iter_json_objects
+from nli_finetune.generation import generate_answers
+from nli_finetune.results import best_label
 from prompts import get_task
-from results import best_label
 
 SCORINGS = ("generate", "logprob")
 

@@ -22,10 +22,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from data_io import atomic_write_json, path_fingerprint
+from nli_finetune import REPO_ROOT
+from nli_finetune.data_io import atomic_write_json, path_fingerprint
 
 log = logging.getLogger("gguf")
-REPO_ROOT = Path(__file__).resolve().parent
+
 CONVERTED_DIR = REPO_ROOT / "models" / "converted"
 SOURCE_FILE = "gguf_source.json"
 

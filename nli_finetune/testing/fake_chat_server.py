@@ -1,6 +1,6 @@
 """A local OpenAI-compatible chat-completions server for tests, benchmarks and dry runs (127.0.0.1 only).
 
-    python scripts/fake_chat_server.py --port 8000 --latency 0.2
+    python -m nli_finetune.testing.fake_chat_server --port 8000 --latency 0.2
     API_KEY=x python scripts/generate_thoughts.py --api local --input-csv data/sample/sample.csv \
         --output-json /tmp/thoughts.jsonl
 

@@ -1,6 +1,6 @@
 """Calibration metrics: does the probability a model puts on "I am right" match how often it is right?
 
-    from calibration import calibration_error
+    from nli_finetune.calibration import calibration_error
     calibration_error([0.9] * 100, [1, 0] * 50, p="2", beta=100)   # -> 0.4
 
 `calibration_error` uses adaptive bins: sort by confidence, cut into bins of `beta` consecutive points
