@@ -30,6 +30,15 @@ NLI_LABEL_USER_TEMPLATE = (
     'Entailed? Answer {{"predicted_label": 1}} for yes, {{"predicted_label": 0}} for no.'
 )
 
+# Step-by-step distillation (Hsieh et al. 2023, arXiv 2305.02301): the same pair under its own task prefix
+# and instruction, answered with the teacher's rationale in prose. It is an auxiliary training target only:
+# the distinct prompt keeps it apart from the label prompt, which inference uses unchanged.
+NLI_RATIONALE_PREFIX = "[rationale]"
+NLI_RATIONALE_USER_TEMPLATE = (
+    NLI_RATIONALE_PREFIX + " Premise: {premise}\nHypothesis: {hypothesis}\n"
+    "Explain step by step whether the hypothesis is entailed by the premise."
+)
+
 HATE_SPEECH_SYSTEM = (
     "You are an expert hate speech detection system. Analyze the given text and determine if it "
     "contains hate speech targeting protected groups (LGBTQ+, Mexican, Middle Eastern communities)."
@@ -148,6 +157,10 @@ TASKS = {task.name: task for task in (
     Task("nli_label", labels=(0, 1), label_field="predicted_label", label_names=NLI_LABEL_NAMES,
          input_fields=("premise", "hypothesis"), system_prompt=NLI_LABEL_SYSTEM,
          user_message=lambda row: nli_user_message(row["premise"], row["hypothesis"], NLI_LABEL_USER_TEMPLATE)),
+    # The rationale of an NLI pair as free text (step-by-step distillation's auxiliary target, written by
+    # prepare_ft_data.py --answer distill); scored as free text when evaluated at all.
+    Task("nli_rationale", input_fields=("premise", "hypothesis"), true_label_field=None, system_prompt=NLI_LABEL_SYSTEM,
+         user_message=lambda row: nli_user_message(row["premise"], row["hypothesis"], NLI_RATIONALE_USER_TEMPLATE)),
     # Chat-format classification with a JSON answer (hate-speech workflow; its data's "offensive" is not hate).
     Task("hate_speech", labels=("hate_speech", "not_hate"), label_field="classification", reasoning_field="reasoning",
          label_names={"hate": "hate_speech", "hatespeech": "hate_speech", "hate speech": "hate_speech",

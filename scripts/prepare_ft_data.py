@@ -20,6 +20,18 @@ eval set (leakage). Originals may be the JSONL of generate_thoughts.py or the te
 `nli_label` task's prompt; it takes labelled pairs (`--pairs`: premise, hypothesis, label) and needs no
 thoughts. `--balance` keeps as many examples of each label (a seeded sample of the larger class).
 Rows without an id get `<file name>:<row>`, so rows of different files never collide.
+
+`--answer distill` is step-by-step distillation (Hsieh et al. 2023, arXiv 2305.02301) from teacher rows:
+
+    python scripts/prepare_ft_data.py --answer distill --original-thoughts data/sample/teacher_cot_1000.csv \
+        --rationale-weight 1.0 --eval-file data/sample/dev_300.csv --output-file data/finetune/distill_train.jsonl
+
+Per pair it writes the label row `--answer label` writes (the nli_label prompt, the true label) and, as an
+auxiliary target, a rationale row: the pair under the `nli_rationale` prompt (its own "[rationale]" prefix
+and instruction) answered with the teacher's thought as plain text, id `<id>:rationale`. Train with
+`--task nli_label`: the label rows are exactly what inference asks, so inference costs what label-only
+costs. `--rationale-weight W` gives a seeded share W (0..1) of the pairs a rationale row; only thoughts
+that reached the true label serve, unless `--no-correct-rationales-only`.
 """
 
 import argparse
@@ -32,6 +44,8 @@ from pathlib import Path
 from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records, row_id, row_label, row_text
 from prompts import TASKS
+
+RATIONALE_SUFFIX = ":rationale"  # a rationale row's id: the pair's id + this, so dedupe keeps both rows
 
 
 def _label(record: dict, field: str, path) -> int:
@@ -107,6 +121,31 @@ def build_label_only(pairs, fmt: str = "prompt_completion"):
     return [to_example(row, row["true_label"], "pair", fmt, "nli_label") for row in pairs], stats, []
 
 
+def rationale_example(row: dict) -> dict:
+    """The auxiliary target: the pair under the nli_rationale prompt, the teacher's thought as the answer."""
+    return {"id": row["id"] + RATIONALE_SUFFIX, "premise": row["premise"], "hypothesis": row["hypothesis"],
+            "label": row["true_label"], "source": "rationale", "prompt": TASKS["nli_rationale"].messages(row),
+            "completion": [{"role": "assistant", "content": row["thought_process"]}]}
+
+
+def build_distill(originals, correct_only: bool):
+    """Label rows for every pair (as --answer label writes them) and a rationale row per usable thought."""
+    examples, stats, _ = build_label_only(originals)
+    for row in originals:
+        correct = row["predicted_label"] == row["true_label"]
+        stats["originals_correct" if correct else "originals_wrong"] += 1
+        if correct or not correct_only:
+            examples.append(rationale_example(row))
+    return examples, stats, []
+
+
+def sample_rationales(examples: list[dict], weight: float, seed: int) -> list[dict]:
+    """All label rows and a seeded share `weight` of the rationale rows (after dedupe and leakage)."""
+    rationales = [e for e in examples if e["source"] == "rationale"]
+    keep = {id(e) for e in random.Random(seed).sample(rationales, round(weight * len(rationales)))}
+    return [e for e in examples if e["source"] != "rationale" or id(e) in keep]
+
+
 def balance(examples: list[dict], seed: int) -> list[dict]:
     """As many examples of each label as the rarest label has (a seeded sample of the others)."""
     by_label = {}
@@ -150,8 +189,9 @@ def build(originals, reflections, ablation: int, fmt: str = "prompt_completion")
 
 def parse_args(argv):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--answer", choices=["cot", "label"], default="cot",
-                   help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs")
+    p.add_argument("--answer", choices=["cot", "label", "distill"], default="cot",
+                   help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs; "
+                        "distill: label rows + rationale rows from --original-thoughts")
     p.add_argument("--original-thoughts", nargs="+", default=[],
                    help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (ids must not collide)")
     p.add_argument("--reflected-thoughts", default=None, help="JSONL from generate_thoughts_reflected.py (ablation 2)")
@@ -163,8 +203,18 @@ def parse_args(argv):
     p.add_argument("--balance", action="store_true", help="as many examples of each label (seeded)")
     p.add_argument("--holdout", type=float, default=0, help="hold out N examples (or a fraction < 1) for eval")
     p.add_argument("--holdout-file", default=None, help="where the held-out examples go")
+    p.add_argument("--rationale-weight", type=float, default=1.0,
+                   help="--answer distill: the share (0..1) of pairs with a usable thought that get a rationale row")
+    p.add_argument("--correct-rationales-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="--answer distill: only thoughts that reached the true label serve as rationales")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
+    if args.answer == "distill" and not args.original_thoughts:
+        p.error("--answer distill needs --original-thoughts (teacher rows with thoughts)")
+    if args.answer == "distill" and (args.format == "text" or args.balance):
+        p.error("--answer distill writes prompt_completion rows and every label row (no --format text, --balance)")
+    if not 0 <= args.rationale_weight <= 1:
+        p.error(f"--rationale-weight must be in [0, 1], got {args.rationale_weight}")
     if args.answer == "cot" and (args.ablation is None or not args.original_thoughts):
         p.error("--answer cot needs --ablation and --original-thoughts")
     if args.answer == "label" and not args.pairs:
@@ -188,6 +238,9 @@ def load_and_build(args):
     if args.answer == "label":
         rows = [row for path in args.pairs for row in load_pairs(path)]
         examples, stats, disagreeing = build_label_only(rows, args.format)
+    elif args.answer == "distill":
+        rows = [row for path in args.original_thoughts for row in load_originals(path)]
+        examples, stats, disagreeing = build_distill(rows, args.correct_rationales_only)
     else:
         originals = [row for path in args.original_thoughts for row in load_originals(path)]
         reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
@@ -198,6 +251,7 @@ def load_and_build(args):
         eval_pairs = {pair_key(_text(r, "premise", args.eval_file), _text(r, "hypothesis", args.eval_file))
                       for r in read_records(args.eval_file)}
     pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in rows}
+    pairs |= {i + RATIONALE_SUFFIX: key for i, key in pairs.items()}  # a rationale row leaks as its pair does
     return examples, stats, disagreeing, pairs, eval_pairs
 
 
@@ -222,6 +276,8 @@ def main(argv=None) -> int:
         kept = dedup_and_check_leakage(examples, stats, pairs, eval_pairs)
         if args.balance:
             kept = balance(kept, args.seed)
+        if args.answer == "distill":
+            kept = sample_rationales(kept, args.rationale_weight, args.seed)
         random.Random(args.seed).shuffle(kept)
         n_holdout = holdout_count(args.holdout, len(kept))
         if n_holdout >= len(kept):
@@ -235,6 +291,10 @@ def main(argv=None) -> int:
         atomic_write_jsonl(args.holdout_file, held_out)
 
     sources = Counter(e.get("source", "original") for e in train)
+    if args.answer == "distill":
+        print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; rationales from "
+              f"{'the correct thoughts' if args.correct_rationales_only else 'every thought'}, weight "
+              f"{args.rationale_weight}")
     if args.answer == "cot":
         print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
               f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
@@ -242,7 +302,8 @@ def main(argv=None) -> int:
     labels = Counter(e.get("label") for e in train)
     print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set"
           + (f"; labels {dict(sorted(labels.items()))}" if None not in labels else ""))
-    what = f"ablation {args.ablation}" if args.answer == "cot" else "label-only answers"
+    what = {"cot": f"ablation {args.ablation}", "label": "label-only answers",
+            "distill": "label + rationale rows (distillation)"}[args.answer]
     print(f"prepare_ft_data: {what}: {len(train)} training examples "
           f"({', '.join(f'{k} {v}' for k, v in sorted(sources.items()))}) -> {args.output_file}"
           + (f"; {len(held_out)} held out -> {args.holdout_file}" if n_holdout else ""))

@@ -14,7 +14,10 @@ train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`,
      "train": {"task": "nli_label", "max_steps": 200},      # --key value overrides of train_config
      "eval": {"task": "nli_label", "scoring": "generate", "max_new_tokens": 12}}   # sample_model options
 
-An arm with "train": None is the model itself, untrained (its zero-shot baseline). Each stage is a
+An arm with "train": None is the model itself, untrained (its zero-shot baseline). An arm with
+"model_of": "<arm>" (and no data or train) evaluates that earlier, trained arm's model with its own eval
+settings, without retraining: {"name": "label_only_scored", "model_of": "label_only", "eval": {...,
+"scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. Each stage is a
 subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <eval_file>` (pairs
 that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
 --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
@@ -26,11 +29,11 @@ point and rerun redoes only what had not finished (an evaluation resumes from it
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
 table.json (per arm: n, accuracy
-and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds,
-tokens trained, evaluation seconds; for every other arm the paired difference from the baseline with its
-paired bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_tokens.png, study.log, and per arm
-arms/<arm>/ (train.jsonl, model/, eval.json, one log per stage). Bad options or config: exit 2; a failed
-stage: exit 1, with the end of its log.
+and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds and
+tokens trained (a model_of arm: its model's), evaluation seconds; for every other arm the paired difference
+from the baseline with its paired bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_tokens.png,
+study.log, and per arm arms/<arm>/ (train.jsonl, model/, eval.json, one log per stage). Bad options or
+config: exit 2; a failed stage: exit 1, with the end of its log.
 """
 
 import argparse
@@ -94,7 +97,9 @@ def load_study(path: str, args) -> dict:
         if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
             raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
         get_task(arm["eval"]["task"])
-        if arm.get("train") is not None and not isinstance(arm.get("data"), list):
+        if "model_of" in arm:
+            check_model_of(arm, study["arms"][:index], where)
+        elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
             raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
     if study["baseline"] not in names:
         raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
@@ -104,12 +109,25 @@ def load_study(path: str, args) -> dict:
         if unknown:
             raise DataError(f"--arms: no arm named {', '.join(unknown)} in {path} (arms: {', '.join(names)})")
         study["arms"] = [arm for arm in study["arms"] if arm["name"] in wanted]
+        for arm in study["arms"]:
+            if arm.get("model_of") and arm["model_of"] not in wanted:
+                raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
     study["model"] = args.model or study["model"]
     if not in_repo(study["eval_file"]).is_file():
         raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     study["config_path"] = path
     return study
+
+
+def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
+    """An arm that evaluates another arm's model: that arm comes earlier (it is trained first) and trains."""
+    if "data" in arm or "train" in arm:
+        raise DataError(f"{where}: an arm with 'model_of' has no 'data' or 'train' of its own")
+    trained = [a["name"] for a in earlier if a.get("train") is not None]
+    if arm["model_of"] not in trained:
+        raise DataError(f"{where}: field 'model_of': {arm['model_of']!r} is not a trained arm listed before it "
+                        f"({', '.join(trained) or 'none'})")
 
 
 def in_repo(path) -> Path:
@@ -126,8 +144,9 @@ def files_in(options: list) -> dict:
     return {str(o): path_fingerprint(in_repo(o)) for o in options if isinstance(o, str) and in_repo(o).is_file()}
 
 
-def stage_inputs(study: dict, arm: dict, args) -> dict:
-    """What each stage is computed from; a stage is redone when its inputs differ from when it finished."""
+def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
+    """What each stage is computed from; a stage is redone when its inputs differ from when it finished.
+    An arm with model_of depends on that arm's finished training (its inputs and its run), from `states`."""
     eval_file = str(study["eval_file"])
     inputs = {}
     if arm.get("train") is not None:
@@ -141,7 +160,8 @@ def stage_inputs(study: dict, arm: dict, args) -> dict:
                            "config_file": path_fingerprint(train_config_path(study["train_config"])),
                            "overrides": overrides}
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
-    inputs["eval"] = {"model": content_fingerprint(inputs["train"] if "train" in inputs else untrained),
+    model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
+    inputs["eval"] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
                       "settings": arm["eval"], "limit": args.eval_limit}
     return inputs
@@ -160,6 +180,8 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
                 "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
                 "--eval_data", "None", *overrides]
     model = str(arm_dir / "model") if "train" in inputs else study["model"]
+    if arm.get("model_of"):
+        model = str(arm_dir.parent / arm["model_of"] / "model")
     options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
     limit = ["--limit", str(inputs["eval"]["limit"])] if inputs["eval"]["limit"] else []
     return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study["eval_file"]),
@@ -209,14 +231,14 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
 
 
-def run_arm(study: dict, arm: dict, args, log) -> dict:
+def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
     arm_dir = study["output_dir"] / "arms" / arm["name"]
     arm_dir.mkdir(parents=True, exist_ok=True)
     try:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    inputs = stage_inputs(study, arm, args)
+    inputs = stage_inputs(study, arm, args, states)
     for stage in STAGES:
         if stage in inputs:
             run_stage(stage, study, arm, inputs, state, arm_dir, log)
@@ -246,11 +268,13 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
     labels = list(get_task(arm["eval"]["task"]).labels)
     intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
                                     labels)
-    train_seconds, tokens = tokens_trained(arm_dir / "model") if "train" in state else (0.0, 0)
+    model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
+    train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
     row = {"arm": arm["name"], "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
-           "scoring": result["settings"].get("scoring", "generate"), "train_seconds": train_seconds,
+           "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
+           "train_seconds": train_seconds,
            "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
     return row, {r["id"]: bool(r["correct"]) for r in records}
 
@@ -370,7 +394,7 @@ def main(argv=None) -> int:
     states = {}
     try:
         for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
-            states[arm["name"]] = run_arm(study, arm, args, log)
+            states[arm["name"]] = run_arm(study, arm, args, log, states)
         rows = write_table(study, states)
     except StageFailed as exc:
         log(str(exc))

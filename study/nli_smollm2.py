@@ -30,6 +30,8 @@ baseline = "label_only"
 LABEL_EVAL = {"task": "nli_label", "scoring": "generate", "max_new_tokens": 12, "batch_size": 32}
 COT_EVAL = {"task": "nli", "scoring": "generate", "max_new_tokens": 256, "batch_size": 16}
 COT_TRAIN = {"task": "nli", "max_seq_length": 768}  # a thought is ~150 tokens; the CoT prompt ~120
+# Label rows ~105 tokens, rationale rows ~240 (at most ~470 on the bundled thoughts): 768 drops none of them.
+DISTILL_TRAIN = {"task": "nli_label", "max_seq_length": 768}
 
 arms = [
     # The model as shipped, its labels scored (label_scoring.py): the honest zero-shot baseline.
@@ -37,6 +39,15 @@ arms = [
     # The label alone, {"predicted_label": N}, on the teacher's pairs: the baseline.
     {"name": "label_only", "data": ["--answer", "label", "--pairs", TEACHER], "train": {"task": "nli_label"},
      "eval": LABEL_EVAL},
+    # Step-by-step distillation (Hsieh et al. 2023, arXiv 2305.02301): label_only's label rows plus, as an
+    # auxiliary target under its own "[rationale]" prompt, the teacher's correct thought for each pair. Rows
+    # are examples: within the same 200 x 8, about 57% of the rows seen are label rows. Answers the label
+    # only, so it is evaluated (and costs at inference) exactly as label_only.
+    {"name": "distill", "data": ["--answer", "distill", "--original-thoughts", TEACHER, "--rationale-weight", "1.0"],
+     "train": DISTILL_TRAIN, "eval": LABEL_EVAL},
+    # label_only's model, not retrained, with its labels scored instead of generated: the target is
+    # an accuracy within 0.01 of label_only's and an ECE <= 0.10.
+    {"name": "label_only_scored", "model_of": "label_only", "eval": {**LABEL_EVAL, "scoring": "logprob"}},
     # Ablation 1: only the teacher's correct thoughts, as chain-of-thought answers.
     {"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", TEACHER], "train": COT_TRAIN,
      "eval": COT_EVAL},

@@ -1,0 +1,185 @@
+"""Step-by-step distillation (issue #23): prepare_ft_data.py --answer distill writes the label rows of
+--answer label plus rationale rows under their own prompt; a model trained on them is a label-task model;
+a study arm with model_of evaluates another arm's model without retraining it."""
+
+import csv
+import json
+
+import pytest
+
+from prompts import NLI_RATIONALE_PREFIX, TASKS, encode_prompt
+from tests.conftest import REPO_ROOT, run_train
+from tests.test_study import run_study
+
+# id, premise, hypothesis, label, prediction (teacher), thoughts: two wrong thoughts, one pair in the eval file
+TEACHER = [
+    ("a1", "A man plays a guitar on stage.", "Someone makes music.", 1, 1, "step 1: playing a guitar makes music."),
+    ("a2", "A dog sleeps on the porch.", "The dog is running.", 0, 0, "step 1: sleeping is not running."),
+    ("a3", "Two kids eat ice cream.", "Children have a snack.", 1, 0, "step 1: ice cream is not food, wrongly."),
+    ("a4", "A woman reads in a library.", "The woman is swimming.", 0, 0, "step 1: reading is not swimming."),
+    ("a5", "The sun sets over the sea.", "It is evening.", 1, 1, "step 1: a sunset happens in the evening."),
+    ("a6", "A chef cuts onions.", "A cook prepares food.", 1, 0, "step 1: cutting is not cooking, wrongly."),
+    ("a7", "A cat climbs a tree.", "An animal is outdoors.", 1, 1, "step 1: trees grow outdoors."),
+]
+LEAKED = "a7"
+
+
+def write_teacher(tmp_path):
+    path, eval_path = tmp_path / "teacher.csv", tmp_path / "eval.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "premise", "hypothesis", "label", "prediction", "correct_prediction", "thoughts"])
+        for i, p, h, label, pred, thought in TEACHER:
+            writer.writerow([i, p, h, label, pred, label == pred, thought])
+    leaked = next(row for row in TEACHER if row[0] == LEAKED)
+    eval_path.write_text(f"id,premise,hypothesis,label\ne1,{leaked[1].upper()},{leaked[2]},{leaked[3]}\n")
+    return path, eval_path
+
+
+def prepare(tmp_path, name, *options):
+    from scripts.prepare_ft_data import main
+    out = tmp_path / f"{name}.jsonl"
+    assert main([*map(str, options), "--output-file", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()], out.read_text().splitlines()
+
+
+def split(rows):
+    return [r for r in rows if r["source"] != "rationale"], [r for r in rows if r["source"] == "rationale"]
+
+
+def test_distill_rows_are_the_label_rows_plus_correct_rationales_under_their_own_prompt(tmp_path):
+    teacher, eval_file = write_teacher(tmp_path)
+    rows, lines = prepare(tmp_path, "distill", "--answer", "distill", "--original-thoughts", teacher,
+                          "--eval-file", eval_file)
+    _, label_lines = prepare(tmp_path, "label", "--answer", "label", "--pairs", teacher, "--eval-file", eval_file)
+    distill_label_lines = [line for line, row in zip(lines, rows) if row["source"] != "rationale"]
+    assert sorted(distill_label_lines) == sorted(label_lines)  # byte for byte what --answer label writes
+    labels, rationales = split(rows)
+    assert {r["id"] for r in labels} == {t[0] for t in TEACHER} - {LEAKED}  # every pair but the leaked one
+    correct = {t[0]: t for t in TEACHER if t[3] == t[4] and t[0] != LEAKED}
+    assert {r["id"] for r in rationales} == {f"{i}:rationale" for i in correct}
+    for r in rationales:
+        pair = correct[r["id"].removesuffix(":rationale")]
+        assert r["prompt"] == TASKS["nli_rationale"].messages({"premise": pair[1], "hypothesis": pair[2]})
+        assert r["prompt"][-1]["content"].startswith(NLI_RATIONALE_PREFIX + " Premise: " + pair[1])
+        assert r["completion"] == [{"role": "assistant", "content": pair[5]}]  # the thought, as written
+        assert r["prompt"] != TASKS["nli_label"].messages({"premise": pair[1], "hypothesis": pair[2]})
+
+
+def test_rationale_weight_and_every_thought_are_honoured_and_seeded(tmp_path):
+    teacher, _ = write_teacher(tmp_path)
+    base = ["--answer", "distill", "--original-thoughts", teacher]
+    every, _ = prepare(tmp_path, "every", *base, "--no-correct-rationales-only")
+    assert len(split(every)[1]) == len(TEACHER)  # the wrong thoughts serve too
+    half, _ = prepare(tmp_path, "half", *base, "--rationale-weight", "0.5")
+    again, _ = prepare(tmp_path, "again", *base, "--rationale-weight", "0.5")
+    n_correct = sum(t[3] == t[4] for t in TEACHER)
+    assert len(split(half)[1]) == round(0.5 * n_correct) and half == again
+    assert len(split(half)[0]) == len(TEACHER)  # the weight never drops a label row
+    none, _ = prepare(tmp_path, "none", *base, "--rationale-weight", "0")
+    assert split(none)[1] == [] and len(none) == len(TEACHER)
+
+
+def test_bad_distill_options_exit_2(tmp_path, capsys):
+    from scripts.prepare_ft_data import main
+    teacher, _ = write_teacher(tmp_path)
+    out = str(tmp_path / "x.jsonl")
+    for options in (["--rationale-weight", "1.5", "--original-thoughts", str(teacher)], ["--pairs", str(teacher)],
+                    ["--balance", "--original-thoughts", str(teacher)]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--answer", "distill", *options, "--output-file", out])
+        assert exit_info.value.code == 2
+    assert "--rationale-weight must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_label_rows_tokenize_as_inference_prompts_and_rationale_rows_train_the_thought(tmp_path, tiny_mistral):
+    from transformers import AutoTokenizer
+
+    from nli_finetune.sft_formats import detect_format, example_segments
+    teacher, _ = write_teacher(tmp_path)
+    rows, _ = prepare(tmp_path, "distill", "--answer", "distill", "--original-thoughts", teacher)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mistral)
+    labels, rationales = split(rows)
+    for row in (labels[0], rationales[0]):
+        assert detect_format(row, "nli_label") == "prompt_completion"
+    (prompt, masked), (answer, trained) = example_segments(tokenizer, labels[0], "prompt_completion", "nli_label", "x")
+    assert prompt == encode_prompt(tokenizer, TASKS["nli_label"].messages(labels[0])) and not masked and trained
+    assert tokenizer.decode(answer, skip_special_tokens=True) == TASKS["nli_label"].answer(labels[0]["label"])
+    (prompt, _), (answer, _) = example_segments(tokenizer, rationales[0], "prompt_completion", "nli_label", "x")
+    assert prompt == encode_prompt(tokenizer, TASKS["nli_rationale"].messages(rationales[0]))
+    assert tokenizer.decode(answer, skip_special_tokens=True) == rationales[0]["completion"][0]["content"]
+
+
+def test_training_on_the_distill_file_makes_a_label_task_model(tmp_path, tiny_mistral):
+    from evaluate.sample_model import main as sample_model
+    rows, _ = prepare(tmp_path, "distill", "--answer", "distill", "--original-thoughts",
+                      REPO_ROOT / "data/sample/teacher_cot_1000.csv")
+    code, out = run_train(tiny_mistral, tmp_path / "run", "--max_steps", "2", "--batch_size", "2", "--task",
+                          "nli_label", "--max_train_examples", "16", train_data=tmp_path / "distill.jsonl")
+    assert code == 0
+    assert {r["source"] for r in rows[:16]} == {"pair", "rationale"}  # both kinds were trained on
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_samples"] == 16 and results["dropped_too_long"]["train"] == 0
+    contract = json.loads((out / "model_contract.json").read_text())
+    assert contract["task"] == "nli_label" and contract["answer_format"] == "label_only"
+    # sample_model without --task takes the label task from the contract
+    result_file = tmp_path / "eval.json"
+    assert sample_model(["--model_id", str(out), "--test_file", "data/sample/dev_300.csv", "--limit", "2",
+                         "--max_new_tokens", "4", "--output_file", str(result_file), "--quiet"]) == 0
+    assert json.loads(result_file.read_text())["settings"]["task"] == "nli_label"
+
+
+STUDY = '''
+name = "tiny_model_of"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {lr}}},
+     "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
+    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+]
+'''
+
+
+@pytest.mark.slow
+def test_a_model_of_arm_evaluates_without_training_is_skipped_and_redone_with_its_model(
+        tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "study.py", tmp_path / "out"
+    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3))
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm label_only_scored: data" not in log and "arm label_only_scored: train" not in log
+    assert not (out / "arms/label_only_scored/model").exists()
+    settings = json.loads((out / "arms/label_only_scored/eval.json").read_text())["settings"]
+    assert settings["model_id"].endswith("arms/label_only/model") and settings["scoring"] == "logprob"
+    base, scored = json.loads((out / "table.json").read_text())
+    assert scored["model_of"] == "label_only" and scored["ece"] is not None and base["ece"] is None
+    assert scored["tokens_trained"] == base["tokens_trained"] > 0 and -1 <= scored["vs_baseline"] <= 1
+
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished stage ran again"))
+    code, log = run_study(config, out, capsys)
+    assert code == 0 and "arm label_only_scored: eval skipped" in log, log
+    monkeypatch.undo()
+    monkeypatch.chdir(REPO_ROOT)
+
+    config.write_text(STUDY.format(model=str(tiny_mistral), lr=2e-3))  # label_only's model changes
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm label_only: train redone (overrides)" in log and "arm label_only_scored: eval redone (model)" in log
+
+
+def test_a_bad_model_of_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
+    from scripts.study import main
+    config = tmp_path / "study.py"
+    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3).replace('"model_of": "label_only"',
+                                                                             '"model_of": "nope"'))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[1]: field 'model_of': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
+    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3))
+    assert main(["--config", str(config), "--arms", "label_only_scored", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "select that arm too" in capsys.readouterr().err
