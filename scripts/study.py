@@ -40,6 +40,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import runpy
 import shutil
 import subprocess
@@ -220,7 +221,9 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
         out.write(" ".join(command) + "\n")
         out.flush()
-        code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        # unbuffered: the stage's progress lines reach its log as they happen, not at exit
+        code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seconds = time.time() - started
     if code != 0:
         tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])

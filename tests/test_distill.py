@@ -9,7 +9,6 @@ import pytest
 
 from prompts import NLI_RATIONALE_PREFIX, TASKS, encode_prompt
 from tests.conftest import REPO_ROOT, run_train
-from tests.test_study import run_study
 
 # id, premise, hypothesis, label, prediction (teacher), thoughts: two wrong thoughts, one pair in the eval file
 TEACHER = [
@@ -127,59 +126,3 @@ def test_training_on_the_distill_file_makes_a_label_task_model(tmp_path, tiny_mi
     assert sample_model(["--model_id", str(out), "--test_file", "data/sample/dev_300.csv", "--limit", "2",
                          "--max_new_tokens", "4", "--output_file", str(result_file), "--quiet"]) == 0
     assert json.loads(result_file.read_text())["settings"]["task"] == "nli_label"
-
-
-STUDY = '''
-name = "tiny_model_of"
-model = {model!r}
-eval_file = "data/sample/dev_300.csv"
-train_config = "tiny_cpu.py"
-baseline = "label_only"
-arms = [
-    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
-     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {lr}}},
-     "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
-    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
-]
-'''
-
-
-@pytest.mark.slow
-def test_a_model_of_arm_evaluates_without_training_is_skipped_and_redone_with_its_model(
-        tiny_mistral, tmp_path, capsys, monkeypatch):
-    import scripts.study as study
-    monkeypatch.chdir(REPO_ROOT)
-    config, out = tmp_path / "study.py", tmp_path / "out"
-    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3))
-    code, log = run_study(config, out, capsys)
-    assert code == 0, log
-    assert "arm label_only_scored: data" not in log and "arm label_only_scored: train" not in log
-    assert not (out / "arms/label_only_scored/model").exists()
-    settings = json.loads((out / "arms/label_only_scored/eval.json").read_text())["settings"]
-    assert settings["model_id"].endswith("arms/label_only/model") and settings["scoring"] == "logprob"
-    base, scored = json.loads((out / "table.json").read_text())
-    assert scored["model_of"] == "label_only" and scored["ece"] is not None and base["ece"] is None
-    assert scored["tokens_trained"] == base["tokens_trained"] > 0 and -1 <= scored["vs_baseline"] <= 1
-
-    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished stage ran again"))
-    code, log = run_study(config, out, capsys)
-    assert code == 0 and "arm label_only_scored: eval skipped" in log, log
-    monkeypatch.undo()
-    monkeypatch.chdir(REPO_ROOT)
-
-    config.write_text(STUDY.format(model=str(tiny_mistral), lr=2e-3))  # label_only's model changes
-    code, log = run_study(config, out, capsys)
-    assert code == 0, log
-    assert "arm label_only: train redone (overrides)" in log and "arm label_only_scored: eval redone (model)" in log
-
-
-def test_a_bad_model_of_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
-    from scripts.study import main
-    config = tmp_path / "study.py"
-    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3).replace('"model_of": "label_only"',
-                                                                             '"model_of": "nope"'))
-    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
-    assert "arms[1]: field 'model_of': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
-    config.write_text(STUDY.format(model=str(tiny_mistral), lr=1e-3))
-    assert main(["--config", str(config), "--arms", "label_only_scored", "--output_dir", str(tmp_path / "o")]) == 2
-    assert "select that arm too" in capsys.readouterr().err

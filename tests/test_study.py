@@ -19,6 +19,7 @@ arms = [
     {{"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"],
      "train": {{"task": "nli", "batch_size": 2, "learning_rate": {cot_lr}}},
      "eval": {{"task": "nli", "max_new_tokens": 8, "scoring": "logprob"}}}},
+    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
 ]
 '''
 
@@ -42,16 +43,25 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     code, log = run_study(config, out, capsys)
     assert code == 0, log
     table = json.loads((out / "table.json").read_text())
-    assert [row["arm"] for row in table] == ["label_only", "ablation1"]
-    for row in table:
+    assert [row["arm"] for row in table] == ["label_only", "ablation1", "label_only_scored"]
+    for row in table[:2]:
         assert row["n"] == 6 and row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
         assert row["tokens_trained"] > 0 and row["train_seconds"] > 0
     assert "vs_baseline" not in table[0] and -1 <= table[1]["vs_baseline"] <= 1 and 0 < table[1]["mcnemar_p"] <= 1
     assert table[1]["ece"] is not None and table[0]["ece"] is None  # only the scored arm has a calibration
+    # model_of: label_only's model evaluated again, scored, without training anything
+    scored = table[2]
+    assert "arm label_only_scored: data" not in log and "arm label_only_scored: train" not in log
+    assert not (out / "arms/label_only_scored/model").exists()
+    settings = json.loads((out / "arms/label_only_scored/eval.json").read_text())["settings"]
+    assert settings["model_id"].endswith("arms/label_only/model") and settings["scoring"] == "logprob"
+    assert scored["model_of"] == "label_only" and scored["ece"] is not None
+    assert scored["tokens_trained"] == table[0]["tokens_trained"] and -1 <= scored["vs_baseline"] <= 1
     assert (out / "accuracy.png").exists() and (out / "accuracy_vs_tokens.png").exists()
     from nli_finetune.report_page import decode_data
     page = decode_data((out / "report.html").read_text())  # the results page: one run per arm
-    assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1")]
+    assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1",
+                                                                                 "label_only_scored")]
     assert "ablation1" in (out / "table.md").read_text()
     trained = (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns
 
@@ -59,7 +69,7 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
     code, log = run_study(config, out, capsys)
     assert code == 0 and calls == [], log  # everything skipped: no stage ran
-    assert log.count("skipped") == 6
+    assert log.count("skipped") == 7
     monkeypatch.undo()
     monkeypatch.chdir(REPO_ROOT)
 
@@ -67,8 +77,25 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     code, log = run_study(config, out, capsys)
     assert code == 0, log
     assert "arm ablation1: train redone (overrides)" in log and "arm ablation1: eval redone" in log
-    assert "arm label_only: train skipped" in log
+    assert "arm label_only: train skipped" in log and "arm label_only_scored: eval skipped" in log
     assert (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns == trained
+
+    write_config(config, tiny_mistral, label_lr=2e-3, cot_lr=2e-3)  # label_only's model changes
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm label_only: train redone (overrides)" in log and "arm label_only_scored: eval redone (model)" in log
+    assert "arm ablation1: train skipped" in log
+
+
+def test_a_bad_model_of_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", tiny_mistral)
+    config.write_text(config.read_text().replace('"model_of": "label_only"', '"model_of": "nope"'))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[2]: field 'model_of': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
+    write_config(config, tiny_mistral)
+    assert main(["--config", str(config), "--arms", "label_only_scored", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "select that arm too" in capsys.readouterr().err
 
 
 def test_paired_difference_and_mcnemar_by_hand():
