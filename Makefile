@@ -60,16 +60,22 @@ STUDY ?= study/nli_smollm2.py
 study: $(VENV)/.installed
 	$(PY) scripts/study.py --config $(STUDY)
 
-# The vLLM parity test first, so the main suite's summary is the last line.
-test: $(VENV)/.installed test-vllm $(BROWSER)
-	$(PY) -m pytest -q
+# Both cores at once: the main suite in two pytest-xdist workers (--dist loadfile: a file's tests share one
+# worker, so its module fixtures are built once), and beside it the vLLM tests in their own venv, whose output
+# is printed (in full if they failed) when both are done. Measured times: docs/benchmarks.md.
+test: $(VENV)/.installed $(BROWSER)
+	@$(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
+	$(PY) -m pytest -q -n 2 --dist loadfile; main=$$?; \
+	wait $$vllm; vllm=$$?; \
+	if [ $$vllm = 0 ]; then echo "make test-vllm: $$(tail -n 1 .test-vllm.log)"; else cat .test-vllm.log; fi; \
+	[ $$main = 0 ] && [ $$vllm = 0 ]
 
 # VLLM_CPU_KVCACHE_SPACE: GiB of KV cache vLLM reserves on a CPU (its default wants most of the RAM).
 test-vllm: $(VLLM_VENV)/.installed
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_serve.py
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
