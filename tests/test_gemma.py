@@ -66,7 +66,7 @@ def test_gemma3_text_model_with_its_own_chat_format_and_pad_not_eos(gemma_gguf, 
 def test_a_few_lora_steps_teach_the_answer_format(gemma_gguf, gemma_dir, label_data, tmp_path):
     code, out = run_train(gemma_gguf, tmp_path / "run", "--max_steps", "8", "--batch_size", "4",
                           "--learning_rate", "1e-3", "--max_train_examples", "32", "--logging_steps", "2",
-                          "--task", "nli_label", "--max_seq_length", "384", "--mixed_precision", "bf16",
+                          "--task", "nli_label", "--max_seq_length", "384", "--mixed_precision", "auto",
                           "--attn_implementation", "eager", "--lora_layers", str(list(range(6, 18))),
                           "--save_steps", "100", train_data=label_data)
     assert code == 0

@@ -70,7 +70,7 @@ def test_pad_is_not_eos_and_eos_is_trained_with_the_real_chat_template(smollm2_g
 def test_a_few_lora_steps_lower_the_loss_and_the_adapter_reloads(smollm2_gguf, smollm2_dir, label_data, tmp_path):
     code, out = run_train(smollm2_gguf, tmp_path / "run", "--max_steps", "12", "--batch_size", "4",
                           "--learning_rate", "5e-4", "--max_train_examples", "48", "--logging_steps", "4",
-                          "--task", "nli_label", "--max_seq_length", "384", "--mixed_precision", "bf16",
+                          "--task", "nli_label", "--max_seq_length", "384", "--mixed_precision", "auto",
                           "--attn_implementation", "eager", "--save_steps", "100", train_data=label_data)
     assert code == 0
     losses = [h["loss"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
@@ -106,7 +106,7 @@ def test_the_cot_recipe_ablation2_learns_the_answer_format_on_the_real_model(smo
                        "--output_dir", str(out), "--eval_data", "None", "--load_in_4bit", "false", "--torch_dtype", "float32",
                        "--device", "cpu", "--optimizer", "adamw_torch", "--max_steps", "16", "--batch_size", "4",
                        "--grad_accumulation_steps", "1", "--learning_rate", "1e-3", "--warmup_ratio", "0.1",
-                       "--max_seq_length", "512", "--mixed_precision", "bf16", "--attn_implementation", "eager",
+                       "--max_seq_length", "512", "--mixed_precision", "auto", "--attn_implementation", "eager",
                        "--gradient_checkpointing", "false", "--save_steps", "1000", "--logging_steps", "4"]) == 0
     result = tmp_path / "cot.json"
     assert sample_main(["--model_id", str(out), "--test_file", str(held), "--max_new_tokens", "200",

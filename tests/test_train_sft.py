@@ -318,3 +318,18 @@ def test_the_boolq_config_trains_from_a_json_object_of_raw_rows(tiny_mistral, tm
     assert code == 0
     results = json.loads((out / "train_results.json").read_text())
     assert results["train_samples"] == 16 and results["global_step"] == 2
+
+
+def test_auto_mixed_precision_uses_bf16_on_a_cpu_only_where_it_is_native(monkeypatch):
+    """Emulated CPU bfloat16 made a 200-step run take hours instead of minutes on an AVX2-only machine."""
+    import train.train_sft as train_sft
+    from train.run_config import load_run_config
+    config = load_run_config(["--config", "smollm2_cpu.py"])
+    assert config.mixed_precision == "auto" and config.torch_dtype == "float32"
+    for native in (True, False):
+        monkeypatch.setattr(train_sft, "cpu_has_native_bf16", lambda native=native: native)
+        assert train_sft.training_arguments(config, "cpu", n_train=8, has_eval=False).bf16 is native
+    gpu = load_run_config(["--config", "default.py", "--mixed_precision", "auto", "--torch_dtype", "bfloat16"])
+    assert train_sft.autocast_pays_off(gpu, "cuda")
+    import dataclasses
+    assert not train_sft.autocast_pays_off(dataclasses.replace(gpu, torch_dtype="float32", load_in_4bit=False), "cuda")

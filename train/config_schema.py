@@ -56,8 +56,8 @@ bnb_4bit_compute_dtype: Dtype = "bfloat16"
 allow_4bit_fallback: bool = False
 # dtype of non-quantized weights: bfloat16, float16, float32, auto
 torch_dtype: Dtype = "bfloat16"
-# autocast: auto = bf16 on CUDA when the compute dtype is bf16, else off;
-# "bf16" also on CPUs with AMX / AVX512-BF16 (see smollm2_cpu.py); "no"
+# autocast: auto = bf16 on CUDA when the compute dtype is bf16, and on CPUs with
+# AMX / AVX512-BF16 (elsewhere a CPU emulates bf16, ~40x slower); "bf16"; "no"
 mixed_precision: Literal["auto", "bf16", "no"] = "auto"
 # auto, on CUDA: the flash-attn package, else the hub's prebuilt kernel
 # (kernels-community/flash-attn2, `kernels` in the image), else sdpa;

@@ -113,10 +113,23 @@ def build_model(config: TrainConfig, tokenizer, device: str, new_token_ids: list
     return model
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them CPU bfloat16 matmuls are emulated, ~40x slower than float32 (measured
+    on a 2-core AVX2 machine: 1.28 s vs 0.03 s for one 800x576x1536 forward and backward)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def autocast_pays_off(config: TrainConfig, device: str) -> bool:
+    """mixed_precision = auto: bf16 autocast on CUDA when the compute dtype is bf16; on a CPU when it has native
+    bf16 (then ~3x faster steps than float32, smollm2_cpu.py), never where it would be emulated."""
+    if device.startswith("cuda"):
+        return config.load_in_4bit and config.bnb_4bit_compute_dtype == "bfloat16" or config.torch_dtype == "bfloat16"
+    return device == "cpu" and cpu_has_native_bf16()
+
+
 def training_arguments(config: TrainConfig, device: str, n_train: int, has_eval: bool):
     from transformers import TrainingArguments
-    bf16 = config.mixed_precision == "bf16" or config.mixed_precision == "auto" and device.startswith("cuda") and (
-        config.load_in_4bit and config.bnb_4bit_compute_dtype == "bfloat16" or config.torch_dtype == "bfloat16")
+    bf16 = config.mixed_precision == "bf16" or config.mixed_precision == "auto" and autocast_pays_off(config, device)
     steps_per_epoch = math.ceil(n_train / (config.batch_size * config.grad_accumulation_steps
                                            * int(os.environ.get("WORLD_SIZE", "1"))))
     eval_kwargs = {}
@@ -211,8 +224,9 @@ def prepare(config) -> tuple[TrainConfig, str, str | None]:
     config, notes = resolve(config, device, probe_4bit=can_load_4bit)
     for note in notes:
         log.warning(note)
-    if config.mixed_precision == "bf16" and device == "cpu" and not torch.cpu._is_avx512_bf16_supported():
-        log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: correct but emulated, likely slower")
+    if config.mixed_precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: emulated, ~40x slower matmuls than "
+                    "float32; mixed_precision = auto uses bf16 only where the CPU has it")
     problems = launch_check(config, device)
     if problems:
         raise ConfigError(problems[0])

@@ -12,7 +12,8 @@
 # - speed per step (batch 8, ~90-token prompts): 8.3 s in float32 with SDPA and logits over every token;
 #   2.6 s with bfloat16 autocast (AMX), eager attention (CPU SDPA's backward is slow) and the LM head on
 #   the answer window only; adapters on the top 20 of 30 layers stop backpropagation a third of the way
-#   up: ~2.0 s (micro-benchmark) / 2.4-2.9 s per real step.
+#   up: ~2.0 s (micro-benchmark) / 2.4-2.9 s per real step. A CPU without AVX512-BF16/AMX emulates
+#   bfloat16 (~40x slower matmuls, ~400 s a step measured), so mixed_precision auto trains float32 there.
 # - learning rate and steps: 2e-4 stayed at chance for 90 steps (stopped); 5e-4 x 150 steps on all layers
 #   (an earlier, longer prompt) reached 0.632 on a set that partly overlapped the training pool, so an upper
 #   bound; 1e-3 x 200 on the top 20 layers: 0.657 accuracy / 0.640 macro-F1; 1e-3 x 250 on the top 15:
@@ -21,8 +22,8 @@
 
 model_id = "models/SmolLM2-135M-Instruct.Q4_1.gguf"  # a link scripts/demo.py makes to the packaged file
 load_in_4bit = False                       # 135M parameters fit in float32; 4-bit on CPU is covered by tests
-torch_dtype = "float32"                    # weights stay float32; the matmuls run in bfloat16 (below)
-mixed_precision = "bf16"                   # autocast: ~3x faster steps on AVX512-BF16/AMX CPUs, same loss curve
+torch_dtype = "float32"                    # weights stay float32; matmuls in bfloat16 where native (below)
+mixed_precision = "auto"                   # bf16 autocast where the CPU has AVX512-BF16/AMX (~3x faster), else float32
 attn_implementation = "eager"              # on a CPU eager attention trains faster than SDPA here (measured)
 device = "cpu"
 task = "nli_label"                         # prompt asks for {"predicted_label": N}; prompts.py, short system line
