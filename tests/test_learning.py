@@ -30,8 +30,9 @@ def test_lora_learns_the_labels_of_a_learnable_synthetic_task(tiny_mistral, tmp_
 
 @pytest.mark.slow
 def test_the_demo_pipeline_runs_end_to_end_on_the_real_model():
-    """The whole `make demo` pipeline with a short training run (the full one is `make demo` itself)."""
-    proc = subprocess.run([sys.executable, "scripts/demo.py", "--max-steps", "40", "--eval-limit", "40"],
+    """The whole `make demo` pipeline with a short training run (the full one is `make demo` itself): 30 steps
+    learn the answer format (the study's label-only loss per answer token is 0.09 by step 20), not the task."""
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--max-steps", "30", "--eval-limit", "40"],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((REPO_ROOT / "results/demo/summary.json").read_text())
