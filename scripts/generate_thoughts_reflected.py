@@ -2,26 +2,31 @@
 
     python scripts/generate_thoughts_reflected.py --input-thoughts-json data/generated/thoughts.jsonl \
         --output-reflection-json data/generated/reflections.jsonl --api openai --model-name gpt-4o --workers 8
+    python scripts/generate_thoughts_reflected.py --input-thoughts-json ../shared/data/nli/dev_teacher_cot.csv \
+        --output-reflection-json data/generated/teacher_reflections.jsonl \
+        --api local --api-base http://127.0.0.1:8000/v1 --model-name <served model name>
 
-Takes the incorrect examples of generate_thoughts.py's output and writes {id, premise, hypothesis,
-thought_process, predicted_label (the original, kept), true_label, error_analysis,
-improved_thought_process, reflection_label, reflection_agrees}. A reflection whose own conclusion
-disagrees with the true label is flagged (reflection_agrees = false) and counted, and
-prepare_ft_data.py leaves it out. Resumable like generate_thoughts.py.
+The input is generate_thoughts.py's JSONL or the teacher-CoT CSV (id, premise, hypothesis, label,
+prediction, correct_prediction, thoughts), read by nli_finetune/teacher_data.py as prepare_ft_data.py
+reads it. Takes its incorrect examples (predicted label != true label) and writes {id, premise,
+hypothesis, thought_process, predicted_label (the original, kept), true_label, error_analysis,
+improved_thought_process, reflection_label, reflection_agrees}. The id is the original row's id as
+written (`<file name>:<row>` for a row without one, as prepare_ft_data.py names it), so prepare_ft_data.py
+--ablation 2 puts each reflection in place of its wrong thought. A reflection whose own conclusion
+disagrees with the true label is flagged (reflection_agrees = false) and counted, and prepare_ft_data.py
+leaves it out. Resumable like generate_thoughts.py.
 """
 
 import sys
 
-from nli_finetune.data_io import DataError, read_jsonl, require_fields
+from nli_finetune.data_io import read_jsonl
 from nli_finetune.job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
 from nli_finetune.llm_api import required_label, required_text
+from nli_finetune.teacher_data import load_originals
 from prompts import (
     REFLECTION_USER_TEMPLATE,
     SYSTEM_PROMPTS,
-    TASKS,
 )
-
-NLI = TASKS["nli"]
 
 
 def validate_reflection(answer: dict) -> dict:
@@ -31,30 +36,25 @@ def validate_reflection(answer: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = api_job_parser(__doc__, "--input-thoughts-json", "JSONL from generate_thoughts.py",
+    parser = api_job_parser(__doc__, "--input-thoughts-json",
+                            "JSONL from generate_thoughts.py, or the teacher-CoT CSV (id, premise, hypothesis, "
+                            "label, prediction, thoughts); its wrong thoughts are reflected on",
                             "--output-reflection-json", "output JSONL (appended; rerun to resume)")
     return run_job_script("generate_thoughts_reflected", lambda: run(parser.parse_args(argv)))
 
 
 def run(args) -> int:
-    thoughts = read_jsonl(args.input_thoughts_json)
-    require_fields(thoughts, ["id", "premise", "hypothesis", "thought_process"], args.input_thoughts_json)
-    items = []
-    for row in thoughts:
-        predicted, truth = NLI.normalize_label(row.get("predicted_label")), NLI.normalize_label(row.get("true_label"))
-        if predicted is None or truth is None:
-            raise DataError(f"{args.input_thoughts_json}: line {row['_line']}: fields 'predicted_label' and "
-                            "'true_label' must be 0 or 1")
-        if predicted != truth:
-            items.append({**{k: v for k, v in row.items() if not k.startswith("_")},
-                          "predicted_label": predicted, "true_label": truth, "_where": f"line {row['_line']}"})
+    thoughts = load_originals(args.input_thoughts_json)  # either layout; bad rows are a DataError (exit 2)
+    items = [{**row, "_where": f"row {row['_line']}"} for row in thoughts
+             if row["predicted_label"] != row["true_label"]]
     if not items and thoughts:
         print(f"generate_thoughts_reflected: all {len(thoughts)} thoughts are correct; nothing to reflect on")
         return 0
 
     def to_record(item, answer, usage):
-        record = {key: item[key] for key in ("id", "premise", "hypothesis", "thought_process", "predicted_label",
-                                             "true_label")}
+        # the id as the input wrote it: prepare_ft_data reads it back as the id of the original thought
+        record = {"id": item["_id_as_written"], **{key: item[key] for key in (
+            "premise", "hypothesis", "thought_process", "predicted_label", "true_label")}}
         return {**record, **answer, "reflection_agrees": answer["reflection_label"] == item["true_label"],
                 "reprompt_counts": usage["reprompts"]}
 

@@ -14,7 +14,8 @@ the true label; 3 = all originals unmodified (wrong labels included). Output is 
 in the conversational format train_sft.py reads (`--format text` writes the legacy `<s>[INST]` lines),
 deduplicated by id, shuffled with --seed. `--eval-file` drops training pairs that also occur in an
 eval set (leakage). Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
-(id, premise, hypothesis, label, prediction, correct_prediction, thoughts).
+(id, premise, hypothesis, label, prediction, correct_prediction, thoughts); nli_finetune/teacher_data.py
+reads both, as generate_thoughts_reflected.py does, so a reflection keeps its original thought's id.
 
 `--answer label` writes short answers instead, `{"predicted_label": N}` with the true label, under the
 `nli_label` task's prompt; it takes labelled pairs (`--pairs`: premise, hypothesis, label) and needs no
@@ -39,66 +40,20 @@ import math
 import random
 import sys
 from collections import Counter
-from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser
-from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records, row_id, row_label, row_text
+from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from nli_finetune.teacher_data import id_of, label_of, load_originals, load_reflections, text_of
 from prompts import TASKS
 
 RATIONALE_SUFFIX = ":rationale"  # a rationale row's id: the pair's id + this, so dedupe keeps both rows
 
 
-def _label(record: dict, field: str, path) -> int:
-    return row_label(record, field, TASKS["nli"], f"{path}: row {record.get('_line', '?')}")
-
-
-def _text(record: dict, field: str, path) -> str:
-    return row_text(record, field, f"{path}: row {record.get('_line', '?')}")
-
-
-def _id(record: dict, path) -> str:
-    return row_id(record, prefix=f"{Path(path).name}:")  # the rows of several files are mixed
-
-
 def load_pairs(path) -> list[dict]:
     """Labelled pairs as {id, premise, hypothesis, true_label} (for --answer label)."""
-    return [{"id": _id(record, path), "premise": _text(record, "premise", path),
-             "hypothesis": _text(record, "hypothesis", path), "true_label": _label(record, "label", path)}
+    return [{"id": id_of(record, path), "premise": text_of(record, "premise", path),
+             "hypothesis": text_of(record, "hypothesis", path), "true_label": label_of(record, "label", path)}
             for record in read_records(path)]
-
-
-def load_originals(path) -> list[dict]:
-    """Teacher thoughts as {id, premise, hypothesis, thought_process, predicted_label, true_label}."""
-    rows = []
-    for record in read_records(path):
-        is_csv_layout = "thoughts" in record and "prediction" in record
-        rows.append({
-            "id": _id(record, path),
-            "premise": _text(record, "premise", path),
-            "hypothesis": _text(record, "hypothesis", path),
-            "thought_process": _text(record, "thoughts" if is_csv_layout else "thought_process", path),
-            "predicted_label": _label(record, "prediction" if is_csv_layout else "predicted_label", path),
-            "true_label": _label(record, "label" if is_csv_layout else "true_label", path),
-        })
-    return rows
-
-
-def load_reflections(path) -> list[dict]:
-    """Reflections as {id, premise, hypothesis, thought_process (improved), reflection_label, true_label}.
-    Files from generate_thoughts_reflected.py carry `reflection_label`; in the original project's files
-    `predicted_label` is the reflection's own label."""
-    rows = []
-    for record in read_records(path):
-        label_field = "reflection_label" if "reflection_label" in record else "predicted_label"
-        rows.append({
-            "id": _id(record, path),
-            "premise": _text(record, "premise", path),
-            "hypothesis": _text(record, "hypothesis", path),
-            "thought_process": _text(record, "improved_thought_process", path),
-            "reflection_label": _label(record, label_field, path),
-            "true_label": _label(record, "true_label", path),
-        })
-    return rows
 
 
 def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
@@ -248,7 +203,7 @@ def load_and_build(args):
         examples, stats, disagreeing = build(originals, reflections, args.ablation, args.format)
     eval_pairs = set()
     if args.eval_file:
-        eval_pairs = {pair_key(_text(r, "premise", args.eval_file), _text(r, "hypothesis", args.eval_file))
+        eval_pairs = {pair_key(text_of(r, "premise", args.eval_file), text_of(r, "hypothesis", args.eval_file))
                       for r in read_records(args.eval_file)}
     pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in rows}
     pairs |= {i + RATIONALE_SUFFIX: key for i, key in pairs.items()}  # a rationale row leaks as its pair does

