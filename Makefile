@@ -116,6 +116,8 @@ endif
 # a venv of its own; the build's seconds are kept in its .installed file.
 LLAMA_CPP_VENV := .venv-llama-cpp
 LLAMA_CPP_PACKAGE := llama-cpp-python==0.3.36
+# the adapter whose exports llama.cpp runs: the demo's, or any other (make llama-cpp-check LLAMA_CPP_ADAPTER=DIR)
+LLAMA_CPP_ADAPTER ?= models/smollm2-135m-nli-demo
 
 $(LLAMA_CPP_VENV)/.installed:
 	test -x $(LLAMA_CPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_CPP_VENV)
@@ -125,7 +127,7 @@ $(LLAMA_CPP_VENV)/.installed:
 
 llama-cpp-check: $(VENV)/.installed $(LLAMA_CPP_VENV)/.installed
 	cat $(LLAMA_CPP_VENV)/.installed
-	$(PY) bench/gguf_llama_cpp.py --llama-python $(LLAMA_CPP_VENV)/bin/python
+	$(PY) bench/gguf_llama_cpp.py --llama-python $(LLAMA_CPP_VENV)/bin/python --adapter $(LLAMA_CPP_ADAPTER)
 
 # Remove both virtual environments (the next make target recreates what it needs).
 clean-venv:

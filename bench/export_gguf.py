@@ -4,6 +4,7 @@ loader against the merged Hugging Face model (identical greedy answers, largest 
     python bench/export_gguf.py                                      # the demo's adapter, 300 dev pairs
     python bench/export_gguf.py --adapter /tmp/run --rows 50 --types f16 q8_0
     python bench/export_gguf.py --rows 0                             # export time and size only
+    python bench/export_gguf.py --types same same:q5_1 same:q4_1      # `same`, changed tensors in another type
 
 The adapter defaults to the demo's (models/smollm2-135m-nli-demo, from `make demo`). Each export runs in
 its own process (scripts/export_gguf.py, as a user runs it), so its time includes loading and merging.
@@ -23,9 +24,12 @@ DEMO_ADAPTER = REPO_ROOT / "models/smollm2-135m-nli-demo"
 
 
 def export(adapter: Path, out: Path, outtype: str) -> float:
+    """`same:q5_1` is `--outtype same --changed-type q5_1` (how the default for changed tensors was chosen)."""
+    outtype, _, changed = outtype.partition(":")
     started = time.time()
     subprocess.run([sys.executable, str(REPO_ROOT / "scripts/export_gguf.py"), "--model", str(adapter),
-                    "--outfile", str(out), "--outtype", outtype], check=True)
+                    "--outfile", str(out), "--outtype", outtype, *(["--changed-type", changed] if changed else [])],
+                   check=True)
     return time.time() - started
 
 
@@ -71,7 +75,7 @@ def main() -> int:
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         for outtype in args.types:
-            out = Path(tmp) / f"{outtype}.gguf"
+            out = Path(tmp) / f"{outtype.replace(':', '-')}.gguf"
             seconds = export(adapter, out, outtype)
             row = {"type": outtype, "export s": seconds, "size MB": out.stat().st_size / 1e6}
             if reference is not None:
@@ -81,6 +85,7 @@ def main() -> int:
                             "accuracy GGUF": r["exported_accuracy"]})
             table.append(row)
             print(row, flush=True)
+            out.unlink()  # one file at a time on disk
     print(format_table(table, list(table[0])))
     return 0
 

@@ -2,11 +2,12 @@
 Hugging Face model: greedy answers on held-out pairs, the prompt built from the chat template in the file.
 
     make llama-cpp-check                       # builds .venv-llama-cpp once (minutes), then runs this
+    make llama-cpp-check LLAMA_CPP_ADAPTER=results/study/nli_smollm2/arms/label_only/model   # another adapter
     python bench/gguf_llama_cpp.py --llama-python .venv-llama-cpp/bin/python --adapter /tmp/run --rows 50
 
 Opt-in, not part of `make test`. The q8_0 merged file must give the same answer as HF on >= 96% of the
 pairs (exit 1 otherwise); the LoRA-only file on the base GGUF it was trained from (`llama.cpp --lora`) and
-the `same` (Q4_1) file are measured too. This file runs twice: in the main venv (export, HF answers,
+the `same` file (the base's Q4_1 where the fine-tune changed nothing, Q8_0 where it did) are measured too. This file runs twice: in the main venv (export, HF answers,
 comparison) and, with --worker, in llama.cpp's venv, which needs nothing but llama_cpp and jinja2.
 """
 
@@ -18,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nli_finetune import REPO_ROOT
-
+# not nli_finetune.REPO_ROOT: the worker runs in llama.cpp's venv, where this project is not installed
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ADAPTER = REPO_ROOT / "models/smollm2-135m-nli-demo"
 NEEDED = 0.96
 
@@ -72,6 +73,10 @@ def compare(name: str, reference: dict, got: dict, seconds: float) -> dict:
     row = {"file": name, "identical answers": f"{same}/{n}", "agreement": same / n,
            "identical prompt ids": f"{prompts}/{n}", "llama.cpp s": seconds}
     print(row, flush=True)
+    for a, b in zip(reference["answers"], got["answers"]):  # the first difference, to see what kind it is
+        if a.strip() != b.strip():
+            print(f"  first different answer: HF {a!r} vs llama.cpp {b!r}", flush=True)
+            break
     return row
 
 
@@ -89,7 +94,9 @@ def main() -> int:
         return 0
     adapter = Path(args.adapter)
     if not (adapter / "adapter_config.json").is_file():
-        sys.exit(f"error: {adapter}: no adapter there (run `make demo`, or pass --adapter)")
+        print(f"error: {adapter}: no adapter there (run `make demo`, or pass --adapter; with make: "
+              "LLAMA_CPP_ADAPTER=DIR)", file=sys.stderr)
+        return 2
     from nli_finetune.cli import format_table
     from nli_finetune.data_io import read_csv
     from nli_finetune.gguf_export import describe
@@ -101,7 +108,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = {"q8_0": ("merged q8_0", ["--outtype", "q8_0"]), "same": ("merged same (Q4_1)", ["--outtype", "same"])}
+        files = {"q8_0": ("merged q8_0", ["--outtype", "q8_0"]), "same": ("merged same (Q4_1 + Q8_0)", ["--outtype", "same"])}
         if base_gguf is not None:
             files["lora"] = ("LoRA f16 on the base GGUF", ["--adapter-only"])
         for key, (name, flags) in files.items():

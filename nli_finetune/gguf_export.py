@@ -40,6 +40,9 @@ LAYER_TO_GGUF = {
 # what the gguf package quantizes in numpy; K-quants it can only read
 WRITABLE = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 OUTTYPES = (*WRITABLE, "same")
+# `same`: the type of the tensors the fine-tune changed (the base's 4/5-bit step is larger than a LoRA's
+# change; measured per candidate type in docs/gguf.md)
+CHANGED_TYPE = "q8_0"
 PRE_TOKENIZERS = {  # llama.cpp's tokenizer.ggml.pre for the pre-tokenizers tokenizer.json can hold
     "\\p{N}": "smollm",
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
@@ -87,26 +90,24 @@ def _config_of(path: Path) -> dict:
 
 
 def trained_for(model_dir: Path) -> dict:
-    """What the output was trained for: task, labels, answer format, system line, added tokens. Read from
-    train_sft's training_config.json (in the folder, or its parent for a merged/ folder); the one place to
-    switch to the model contract."""
+    """What the output was trained for, from its model contract (nli_finetune/model_contract.py, the one
+    reader): task, answer format and its JSON schema, labels, label field, system line, added tokens, base
+    model. {} for a folder without a contract (a base model, or an output older than contracts)."""
+    from nli_finetune.model_contract import ContractError, read_contract
     from prompts import get_task
-    for candidate in (model_dir / "training_config.json", model_dir.parent / "training_config.json"):
-        if candidate.is_file():
-            config = json.loads(candidate.read_text())
-            break
-    else:
-        return {}
-    trained = {"task": config.get("task"), "base_model": config.get("model_id"),
-               "confidence_tokens": config.get("confidence_tokens") or {}}
     try:
-        task = get_task(config.get("task"))
-    except ValueError:
-        return trained
-    trained.update(system_prompt=task.system_prompt, labels=list(task.labels), label_field=task.label_field)
-    if not task.free_text:
-        trained["answer_format"] = json.dumps(task.answer_schema(), ensure_ascii=False)
-    return trained
+        contract = read_contract(model_dir)
+    except ContractError as exc:
+        raise ExportError(str(exc)) from exc
+    if contract is None:
+        return {}
+    task = get_task(contract.task)  # read_contract has checked that the task exists
+    schema = contract.answer_schema()
+    return {"task": contract.task, "answer_format": contract.answer_format,
+            "answer_schema": json.dumps(schema, ensure_ascii=False) if schema else None,
+            "labels": list(task.labels), "label_field": task.label_field, "system_prompt": task.system_prompt,
+            "special_tokens": contract.special_tokens, "confidence_tokens": contract.confidence_tokens,
+            "base_model": contract.base_model.get("model_id"), "contract_sha256": contract.digest()}
 
 
 def _base_gguf(path: Path, base: str | None) -> Path | None:
@@ -190,24 +191,43 @@ def pick_type(gguf_name: str, array: np.ndarray, outtype: str, base_types: dict)
     return wanted
 
 
-def base_tensor_types(gguf_file: Path) -> tuple[dict, int]:
-    """({tensor name: type, "*": the most common 2-D type}, general.file_type) of a GGUF file; refuses a file
-    whose types the gguf package can't write (K-quants), naming them."""
-    from collections import Counter
+def bits_per_weight(kind) -> float:
+    from gguf import GGML_QUANT_SIZES
+    block, size = GGML_QUANT_SIZES[kind]
+    return 8 * size / block
 
-    from gguf import GGMLQuantizationType, GGUFReader
-    reader = GGUFReader(str(gguf_file))
-    types = {t.name: t.tensor_type for t in reader.tensors}
-    writable = {qtype(name) for name in WRITABLE} | {GGMLQuantizationType.F32}
-    foreign = sorted({t.name for t in types.values() if t not in writable})
-    if foreign:
-        raise ExportError(f"{gguf_file}: holds {', '.join(foreign)}, which the gguf package can't write; "
-                          f"export with --outtype f16 and quantize with llama-quantize (see docs/gguf.md), "
-                          f"or choose one of {', '.join(WRITABLE)}")
-    matrices = Counter(t.tensor_type for t in reader.tensors if len(t.shape) > 1)
-    types["*"] = matrices.most_common(1)[0][0]
-    field_ = reader.fields.get("general.file_type")
-    return types, int(field_.contents()) if field_ is not None else file_type_for(types["*"].name.lower())
+
+class BaseFile:
+    """The base GGUF file, for `--outtype same`: each tensor's type and its encoded bytes.
+
+    Why the bytes: the base's weights sit exactly on its quantization grid, so re-quantizing a tensor the
+    fine-tune left alone reproduces the base's blocks bit for bit, while a LoRA's change is mostly smaller
+    than one Q4_1 step and re-quantizing a changed tensor to the base's type would round it back to the
+    base. A tensor whose blocks differ is therefore one the fine-tune changed, and it is written in a finer
+    type (`changed_type`), as llama.cpp's own mixed files (Q4_K_M) keep some tensors at higher precision."""
+
+    def __init__(self, gguf_file: Path):
+        from collections import Counter
+
+        from gguf import GGMLQuantizationType, GGUFReader
+        self.path = Path(gguf_file)
+        reader = GGUFReader(str(gguf_file))  # memory-mapped: the bytes are read only when compared
+        self.tensors = {t.name: t for t in reader.tensors}
+        self.types = {name: t.tensor_type for name, t in self.tensors.items()}
+        writable = {qtype(name) for name in WRITABLE} | {GGMLQuantizationType.F32}
+        foreign = sorted({t.name for t in self.types.values() if t not in writable})
+        if foreign:
+            raise ExportError(f"{gguf_file}: holds {', '.join(foreign)}, which the gguf package can't write; "
+                              f"export with --outtype f16 and quantize with llama-quantize (see docs/gguf.md), "
+                              f"or choose one of {', '.join(WRITABLE)}")
+        matrices = Counter(t.tensor_type for t in reader.tensors if len(t.shape) > 1)
+        self.types["*"] = matrices.most_common(1)[0][0]
+
+    def reproduces(self, gguf_name: str, kind, encoded: np.ndarray) -> bool:
+        """Whether `encoded` (of type `kind`) is exactly the base file's tensor: one the fine-tune left alone."""
+        tensor = self.tensors.get(gguf_name)
+        return tensor is not None and tensor.tensor_type == kind and tensor.data.nbytes == encoded.nbytes \
+            and np.asarray(tensor.data).tobytes() == encoded.tobytes()
 
 
 def encode_tensor(array: np.ndarray, kind) -> np.ndarray:
@@ -381,42 +401,57 @@ def new_writer(arch: str, out: Path, name: str):
     return writer
 
 
-def add_tensors(writer, named_arrays, outtype: str, base_types: dict) -> dict:
-    """Encode and queue every tensor; returns {type name: count} for the summary."""
+def add_tensors(writer, named_arrays, outtype: str, base: BaseFile | None = None,
+                changed_type: str = CHANGED_TYPE) -> dict:
+    """Encode and queue every tensor. With `same` (`base` given) a matrix keeps the base's type when that
+    reproduces the base's blocks, and is written as `changed_type` (or the base's type, if finer) when the
+    fine-tune changed it. Returns {"tensor_types": {type: count}, "changed": [names], "main_type": the
+    type holding most matrix weights}."""
     from collections import Counter
-    counts = Counter()
+    counts, weights, changed = Counter(), Counter(), []
     for gguf_name, array in named_arrays:
-        kind = pick_type(gguf_name, array, outtype, base_types)
-        writer.add_tensor(gguf_name, encode_tensor(array, kind), raw_dtype=kind)
+        kind = pick_type(gguf_name, array, outtype, base.types if base else {})
+        encoded = encode_tensor(array, kind)
+        if base is not None and array.ndim >= 2 and not base.reproduces(gguf_name, kind, encoded):
+            changed.append(gguf_name)
+            finer = pick_type(gguf_name, array, changed_type, {})
+            if bits_per_weight(finer) > bits_per_weight(kind):
+                kind, encoded = finer, encode_tensor(array, finer)
+        writer.add_tensor(gguf_name, encoded, raw_dtype=kind)
         counts[kind.name] += 1
-    return dict(counts)
+        if array.ndim >= 2:
+            weights[kind] += array.size
+    return {"tensor_types": dict(counts), "changed": changed,
+            "main_type": weights.most_common(1)[0][0] if weights else None}
 
 
 def export_model(model, tokenizer, source: Source, out: Path, outtype: str, chat_template: str,
-                 progress: bool = False) -> dict:
-    """The merged model as one GGUF file; returns a summary (tensor types, file type)."""
+                 progress: bool = False, changed_type: str = CHANGED_TYPE) -> dict:
+    """The merged model as one GGUF file; returns a summary (tensor types, file type, and for `same` the
+    tensors the fine-tune changed, written as `changed_type`)."""
     arch = ARCHITECTURES.get(model.config.model_type)
     if arch is None:
         raise ExportError(f"architecture '{model.config.model_type}' can't be exported to GGUF; supported: "
                           f"{', '.join(sorted(ARCHITECTURES))}")
-    base_types, file_type = {}, None
+    base = None
     if outtype == "same":
         if source.base_gguf is None:
             raise ExportError(f"{source.path}: --outtype same needs a base that came from a GGUF file (this one: "
                               f"{source.base or source.path}); choose one of {', '.join(WRITABLE)}")
-        base_types, file_type = base_tensor_types(source.base_gguf)
-    else:
-        file_type = file_type_for(outtype)
+        base = BaseFile(source.base_gguf)
     writer = new_writer(arch, out, source.path.name)
     writer.add_type("model")
     write_hyperparameters(writer, model.config)
-    writer.add_file_type(file_type)
     writer.add_quantization_version(2)
     write_tokenizer(writer, tokenizer, model.config.vocab_size, chat_template, source.base_gguf)
     write_project_metadata(writer, source, outtype)
-    counts = add_tensors(writer, model_tensors(model), outtype, base_types)
+    summary = add_tensors(writer, model_tensors(model), outtype, base, changed_type)
+    # a mixed file is named by the type most of its weights are in, as llama.cpp names Q4_K_M
+    main = summary["main_type"]
+    file_type = file_type_for(main.name.lower() if base is not None and main is not None else outtype)
+    writer.add_file_type(file_type)
     write_atomically(writer, out, progress)
-    return {"tensor_types": counts, "file_type": int(file_type)}
+    return {**summary, "file_type": int(file_type)}
 
 
 # --- LoRA alone ------------------------------------------------------------------------------------------
@@ -472,9 +507,9 @@ def export_adapter(source: Source, out: Path, outtype: str, progress: bool = Fal
     writer.add_string("adapter.type", "lora")
     writer.add_float32("adapter.lora.alpha", alpha)
     write_project_metadata(writer, source, outtype)
-    counts = add_tensors(writer, lora_tensors(source.path, config, base_config), outtype, {})
+    summary = add_tensors(writer, lora_tensors(source.path, config, base_config), outtype)
     write_atomically(writer, out, progress)
-    return {"tensor_types": counts, "lora_alpha": alpha, "rank": config["r"]}
+    return {"tensor_types": summary["tensor_types"], "lora_alpha": alpha, "rank": config["r"]}
 
 
 # --- Ollama ----------------------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
 """Export a fine-tuned model to one GGUF file for llama.cpp, Ollama and LM Studio (nothing compiled).
 
     python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli.gguf --outtype q8_0
-    python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli-q4_1.gguf --outtype same
+    python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli-same.gguf --outtype same
     python scripts/export_gguf.py --model models/smollm2-135m-nli-demo --outfile nli-lora.gguf --adapter-only
     python scripts/export_gguf.py --model models/my-run/merged --outfile my.gguf --outtype q4_k_m   # llama-quantize
     ollama create nli -f nli.Modelfile && ollama run nli
 
 --model is a LoRA adapter (merged into its base: a hub id, a folder, or the GGUF file it was trained from;
 tokens the adapter added come along) or a merged model folder. --outtype: f16, bf16, q8_0 (and q4_0, q4_1,
-q5_0, q5_1) are written in numpy; `same` re-quantizes to the base GGUF's own types (SmolLM2: Q4_1, its
-embedding Q8_0); K-quants (q4_k_m, ...) are written as f16 and handed to llama.cpp's `llama-quantize` when it
-is on PATH, else the command to run is printed. Beside the file: `<name>.Modelfile` for Ollama (FROM, the
+q5_0, q5_1) are written in numpy; `same` keeps the base GGUF's own type (SmolLM2: Q4_1, its embedding
+Q8_0) for every tensor the fine-tune left alone and writes the ones it changed as Q8_0 (--changed-type);
+K-quants (q4_k_m, ...) are written as f16 and handed to llama.cpp's `llama-quantize` when it is on PATH,
+else the command to run is printed. Beside the file: `<name>.Modelfile` for Ollama (FROM, the
 trained chat template as TEMPLATE, stop token, temperature 0, the task's system line). Bad input (not a
 model, an architecture other than llama/mistral/qwen2/qwen3, an output that exists or is an input) exits 2
 with one line; a full disk exits 1; a failed export leaves no file behind. See docs/gguf.md.
@@ -27,7 +28,9 @@ from pathlib import Path
 from nli_finetune.cli import ArgumentParser, on_terminal
 from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
 from nli_finetune.gguf_export import (
+    CHANGED_TYPE,
     OUTTYPES,
+    WRITABLE,
     ExportError,
     WriteError,
     describe,
@@ -37,6 +40,8 @@ from nli_finetune.gguf_export import (
 )
 from nli_finetune.modeling import ModelLoadError
 
+# 4/5-bit types: re-quantizing a merged LoRA to them rounds most of its change back to the base
+COARSE = ("q4_0", "q4_1", "q5_0", "q5_1")
 K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
 
@@ -45,6 +50,8 @@ def parse_args(argv):
     p.add_argument("--model", required=True, help="a fine-tuned output: LoRA adapter folder or merged model folder")
     p.add_argument("--outfile", required=True, help="the .gguf file to write")
     p.add_argument("--outtype", default="f16", choices=[*OUTTYPES, *K_QUANTS])
+    p.add_argument("--changed-type", default=CHANGED_TYPE, choices=WRITABLE,
+                   help="with --outtype same: the type of the tensors the fine-tune changed (default: %(default)s)")
     p.add_argument("--adapter-only", action="store_true", help="write the LoRA alone (llama.cpp --lora, Ollama ADAPTER)")
     p.add_argument("--base_model", default=None, help="the adapter's base, when adapter_config.json's can't be found")
     p.add_argument("--force", action="store_true", help="replace an existing --outfile")
@@ -100,6 +107,17 @@ def quantize_with_llama_cpp(f16_file: Path, out: Path, target: str) -> str:
     return f"quantized to {target} with llama-quantize"
 
 
+def same_note(summary: dict, changed_type: str) -> str:
+    """The one line saying what `same` did: which tensors kept the base's type and which went finer."""
+    changed = len(summary["changed"])
+    kept = sum(summary["tensor_types"].values()) - summary["tensor_types"].get("F32", 0) - changed  # matrices
+    if not changed:
+        return f"same: all {kept} matrices are the base's own blocks (the fine-tune changed none of them)"
+    return (f"same: {kept} matrices the fine-tune left alone keep the base's types; the {changed} it changed are "
+            f"{changed_type.upper()}, because re-quantizing them to the base's 4/5-bit blocks would round the "
+            "fine-tune away (docs/gguf.md)")
+
+
 def export(args) -> str:
     started = time.time()
     source = describe(args.model, args.base_model)
@@ -114,14 +132,15 @@ def export(args) -> str:
         tokenizer = load_tokenizer(str(source.path))
         summary = export_adapter(source, out, args.outtype, progress=on_terminal())
     else:
-        if args.outtype == "same" and source.adapter:
-            print("warning: --outtype same re-quantizes the merged weights to the base's 4/5/8-bit blocks, which rounds "
-                  "away much of a LoRA's change (docs/gguf.md); --adapter-only over the base GGUF keeps it exactly",
-                  file=sys.stderr)
+        if args.outtype in COARSE and source.base_gguf is not None:
+            print(f"warning: --outtype {args.outtype} re-quantizes every merged weight to 4/5-bit blocks, which rounds "
+                  "away much of the fine-tune's change; --outtype same keeps it (docs/gguf.md)", file=sys.stderr)
         model, tokenizer = load_merged(args, source)
         from prompts import chat_template
         summary = export_model(model, tokenizer, source, write_to, "f16" if target else args.outtype,
-                               chat_template(tokenizer), progress=on_terminal())
+                               chat_template(tokenizer), progress=on_terminal(), changed_type=args.changed_type)
+        if args.outtype == "same" and not target:
+            print(same_note(summary, args.changed_type))
         if target:
             note = "; " + quantize_with_llama_cpp(write_to, out, target)
     from prompts import chat_template

@@ -142,19 +142,86 @@ def test_adapter_with_added_tokens_merges_into_a_grown_vocabulary(adapter_with_t
     assert result["max_abs_logit_diff"] < 1e-3
     meta = read_project_metadata(out)
     assert meta["task"] == "nli" and json.loads(meta["labels"]) == [0, 1]
-    assert json.loads(meta["answer_format"])["required"] == ["thought_process", "predicted_label"]
+    assert meta["answer_format"] == "cot_json"
+    assert json.loads(meta["answer_schema"])["required"] == ["thought_process", "predicted_label"]
+    assert json.loads(meta["special_tokens"]) == ADDED_TOKENS
 
 
-def test_same_keeps_the_base_gguf_types_tensor_by_tensor(gguf_based_adapter, tiny_models, tmp_path):
+def test_project_metadata_comes_from_the_model_contract(adapter_with_tokens, tmp_path, capsys):
+    """trained_for reads model_contract.json through the contract's one reader, not training_config.json;
+    a contract edited by hand is one line and exit 2, before any weight loads."""
+    import shutil
+
+    from nli_finetune.gguf_export import trained_for
+    from nli_finetune.model_contract import CONTRACT_FILE, read_contract
+    from prompts import get_task
+    model = tmp_path / "adapter"
+    shutil.copytree(adapter_with_tokens, model)
+    contract = read_contract(model)
+    config = json.loads((model / "training_config.json").read_text())
+    (model / "training_config.json").write_text(json.dumps({**config, "task": "nli_label"}))  # ignored
+    trained = trained_for(model)
+    assert trained["task"] == contract.task == "nli" and trained["answer_format"] == contract.answer_format
+    assert trained["contract_sha256"] == contract.digest() and trained["special_tokens"] == ADDED_TOKENS
+    assert trained["base_model"] == contract.base_model["model_id"]
+    assert trained["labels"] == [0, 1] and trained["system_prompt"] == get_task("nli").system_prompt
+    data = json.loads((model / CONTRACT_FILE).read_text())
+    (model / CONTRACT_FILE).write_text(json.dumps({**data, "task": "no_such_task"}))
+    capsys.readouterr()
+    assert export("--model", model, "--outfile", tmp_path / "c.gguf") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_task" in err and CONTRACT_FILE in err, err
+    assert not (tmp_path / "c.gguf").exists()
+    (model / CONTRACT_FILE).unlink()  # an output without a contract exports without project metadata
+    assert trained_for(model) == {}
+
+
+def test_same_keeps_the_base_types_where_the_fine_tune_changed_nothing(gguf_based_adapter, tiny_models, tmp_path,
+                                                                      capsys):
+    """`same`: a tensor the LoRA left alone is the base file's own blocks, byte for byte, in the base's type;
+    a tensor it changed is Q8_0, since re-quantizing it to Q4_1 would round the change back to the base."""
+    from gguf import GGMLQuantizationType, LlamaFileType
+    from gguf.quants import dequantize
+
+    from nli_finetune.gguf_export import permute_for_rope
+    from nli_finetune.modeling import load_for_inference
     adapter, base_gguf = gguf_based_adapter
     out = tmp_path / "same.gguf"
     assert export("--model", adapter, "--outfile", out, "--outtype", "same") == 0
-    base, exported = fields(base_gguf), fields(out)
-    assert {n: t.tensor_type.name for n, t in exported["tensors"].items()} == \
-        {n: t.tensor_type.name for n, t in base["tensors"].items()}
-    assert exported["fields"]["general.file_type"] == base["fields"]["general.file_type"] == 3  # MOSTLY_Q4_1
-    q = "blk.0.attn_q.weight"  # the LoRA changed the weights, so the re-quantized blocks differ
-    assert not np.array_equal(exported["tensors"][q].data, base["tensors"][q].data)
+    base, exported = fields(base_gguf)["tensors"], fields(out)["tensors"]
+    assert set(exported) == set(base)
+    targets = (".attn_q.weight", ".attn_k.weight", ".attn_v.weight", ".attn_output.weight")  # the LoRA's
+    # and the embedding, grown by the pad token (distinct from eos) the project adds to this tokenizer
+    changed = {name for name in base if name.endswith(targets) or exported[name].shape.tolist() != base[name].shape.tolist()}
+    assert "token_embd.weight" in changed
+    for name, tensor in exported.items():
+        if name in changed:
+            assert tensor.tensor_type == GGMLQuantizationType.Q8_0, name
+        else:
+            assert tensor.tensor_type == base[name].tensor_type and np.array_equal(tensor.data, base[name].data), name
+    assert {base[name].tensor_type.name for name in changed} == {"Q4_1"}  # q4_1: every matrix of the base
+    said = capsys.readouterr().out
+    assert f"keep the base's types; the {len(changed)} it changed are Q8_0" in said and " MB, " in said
+    # the file is named by the type most of its weights are in (the feed-forward matrices stay Q4_1 here)
+    weights = {}
+    for tensor in exported.values():
+        if len(tensor.shape) > 1:
+            weights[tensor.tensor_type] = weights.get(tensor.tensor_type, 0) + int(tensor.n_elements)
+    main = max(weights, key=weights.get)
+    assert fields(out)["fields"]["general.file_type"] == LlamaFileType[f"MOSTLY_{main.name}"]
+    # the Q8_0 blocks keep the fine-tune: much closer to the merged weight than the base's blocks are
+    merged, _, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
+    want = permute_for_rope(merged.model.layers[0].self_attn.q_proj.weight.detach().numpy(),
+                            merged.config.num_attention_heads)
+    q = "blk.0.attn_q.weight"
+    error = {side: np.abs(dequantize(t[q].data, t[q].tensor_type).reshape(want.shape) - want).max()
+             for side, t in (("same", exported), ("base", base))}
+    assert error["same"] < error["base"] / 4, error
+    # an all-Q4_1 file is still there when asked for, with a warning that it rounds the fine-tune away
+    all_q4 = tmp_path / "q4_1.gguf"
+    assert export("--model", adapter, "--outfile", all_q4, "--outtype", "q4_1") == 0
+    assert "rounds away much of the fine-tune" in capsys.readouterr().err
+    assert {t.tensor_type.name for t in fields(all_q4)["tensors"].values() if len(t.shape) > 1} == {"Q4_1"}
     # a base that never was a GGUF has no "same" type to keep
     assert export("--model", tiny_models["llama"], "--outfile", tmp_path / "x.gguf", "--outtype", "same") == 2
     assert not (tmp_path / "x.gguf").exists()
@@ -291,35 +358,54 @@ def test_a_full_disk_exits_1_and_leaves_no_partial_file(tiny_models, tmp_path, c
 
 @pytest.mark.slow
 def test_real_model_parity_on_dev_300(tmp_path):
-    """The demo's adapter (SmolLM2-135M, trained from its Q4_1 GGUF) exported as f16 and q8_0, read back by
-    transformers, against the merged HF model on the 300 held-out pairs."""
+    """The demo's adapter (SmolLM2-135M, trained from its Q4_1 GGUF; GGUF_PARITY_ADAPTER names another) exported
+    as f16, q8_0 and same, read back by transformers, against the merged HF model on the 300 held-out pairs:
+    the issue's floors on identical answers, accuracy within 0.02, and the largest |logit difference| printed."""
+    import time
+
+    from nli_finetune.cli import format_table
     from nli_finetune.data_io import read_csv
     from nli_finetune.extraction import extract_label
     from nli_finetune.gguf_export import compare_answers, load_exported, model_outputs
+    from nli_finetune.model_contract import read_contract
     from nli_finetune.modeling import load_for_inference
     from prompts import get_task
-    adapter = Path(os.environ.get("GGUF_PARITY_ADAPTER", REPO_ROOT / "models/smollm2-135m-nli-demo"))
+    # Opt-in: minutes of CPU, and under `make test` the demo test writes the demo's folder while other files run
+    if "GGUF_PARITY_ADAPTER" not in os.environ:
+        pytest.skip("opt-in: after make demo, GGUF_PARITY_ADAPTER=models/smollm2-135m-nli-demo pytest -m slow ...")
+    adapter = Path(os.environ["GGUF_PARITY_ADAPTER"])
     if not (adapter / "adapter_config.json").is_file():
-        pytest.skip(f"no demo adapter at {adapter} (make demo, or set GGUF_PARITY_ADAPTER)")
+        pytest.fail(f"GGUF_PARITY_ADAPTER={adapter} holds no adapter_config.json")
     rows = read_csv(REPO_ROOT / "data/sample/dev_300.csv")
-    task = get_task("nli_label")
+    contract = read_contract(adapter)
+    task = get_task(contract.task if contract else "nli_label")
     reference, tokenizer, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
     gold = [task.normalize_label(r["label"]) for r in rows]
     messages = [task.messages(r) for r in rows]
     outputs = model_outputs(reference, tokenizer, messages, batch_size=16)
-    # `same` (Q4_1) is left out: re-quantizing the merged weights rounds most of a LoRA's change away
-    # (measured 24/60 identical, docs/gguf.md); the LoRA-only file over the base GGUF keeps it exactly
-    floor = {"f16": 1.0, "q8_0": 0.99}
-    for outtype, needed in floor.items():
+    floor = {"f16": 1.0, "q8_0": 0.99, "same": 0.97}  # the issue's bars
+    table, results = [], {}
+    for outtype in floor:
         out = tmp_path / f"{outtype}.gguf"
+        started = time.time()
         assert export("--model", adapter, "--outfile", out, "--outtype", outtype) == 0
+        seconds = time.time() - started
         exported, exported_tokenizer = load_exported(out)
         result = compare_answers(reference, tokenizer, exported, exported_tokenizer, messages, batch_size=16,
                                  reference_outputs=outputs)
         accuracy = [sum(extract_label(a, task)[0] == g for a, g in zip(result[side], gold)) / len(gold)
                     for side in ("reference_answers", "exported_answers")]
-        print(f"{outtype}: {result['identical_answers']}/300 identical, max |logit diff| "
-              f"{result['max_abs_logit_diff']:.4f}, accuracy {accuracy[0]:.3f} -> {accuracy[1]:.3f}")
-        assert result["identical_prompts"] == 300 and result["agreement"] >= needed
-        assert abs(accuracy[0] - accuracy[1]) <= 0.02
+        results[outtype] = (result, accuracy)
+        table.append({"type": outtype, "identical answers": f"{result['identical_answers']}/{len(rows)}",
+                      "identical prompts": result["identical_prompts"],
+                      "max |logit diff|": round(result["max_abs_logit_diff"], 4),
+                      "accuracy HF": accuracy[0], "accuracy GGUF": accuracy[1],
+                      "MB": round(out.stat().st_size / 1e6, 1), "export s": round(seconds)})
+        print(table[-1], flush=True)
         del exported
+        out.unlink()
+    print(format_table(table, list(table[0])))  # every number first (pytest -s shows them), then the bars
+    for outtype, needed in floor.items():
+        result, accuracy = results[outtype]
+        assert result["identical_prompts"] == len(rows) and result["agreement"] >= needed, outtype
+        assert abs(accuracy[0] - accuracy[1]) <= 0.02, outtype
