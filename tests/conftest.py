@@ -52,3 +52,15 @@ def trained_adapter(tiny_mistral, tmp_path_factory):
     code, out = run_train(tiny_mistral, tmp_path_factory.mktemp("adapter") / "run")
     assert code == 0
     return out
+
+
+# The data-generation scripts against the local fake endpoint: short timeouts, few attempts.
+FAST = ["--api", "local", "--timeout", "1", "--max-attempts", "4", "--max-retries", "2"]
+
+
+@pytest.fixture()
+def server():
+    """A local OpenAI-compatible server (nli_finetune/testing/fake_chat_server.py) on 127.0.0.1."""
+    from nli_finetune.testing.fake_chat_server import FakeChatServer
+    with FakeChatServer(slow_seconds=2.0, retry_after="0") as s:
+        yield s

@@ -12,26 +12,18 @@ import pytest
 
 from nli_finetune.data_io import read_jsonl
 from nli_finetune.teacher_data import load_originals
-from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts_reflected import main as reflect
 from scripts.prepare_ft_data import main as prepare
 from scripts.study import load_study
-from tests.conftest import REPO_ROOT
-
-TEACHER_SAMPLE = REPO_ROOT / "data" / "sample" / "teacher_cot_1000.csv"
-FAST = ["--api", "local", "--timeout", "1", "--max-attempts", "4", "--max-retries", "2"]
-
-
-@pytest.fixture()
-def server():
-    with FakeChatServer(slow_seconds=2.0, retry_after="0") as s:
-        yield s
+from tests.conftest import FAST, REPO_ROOT
 
 
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("API_KEY", "sk-test-ablation2")
     monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
+
+TEACHER_SAMPLE = REPO_ROOT / "data" / "sample" / "teacher_cot_1000.csv"
 
 
 def teacher_rows() -> list[dict]:

@@ -16,16 +16,9 @@ from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 from scripts.generate_thoughts_reflected import main as reflect
 from scripts.score_thoughts import main as score
-from tests.conftest import REPO_ROOT
+from tests.conftest import FAST, REPO_ROOT
 
 KEY = "sk-test-CANARY-4f1d9a7e"
-FAST = ["--api", "local", "--timeout", "1", "--max-attempts", "4", "--max-retries", "2"]
-
-
-@pytest.fixture()
-def server():
-    with FakeChatServer(slow_seconds=2.0, retry_after="0") as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)
