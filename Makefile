@@ -62,9 +62,10 @@ study: $(VENV)/.installed
 
 # Both cores at once: the main suite in two pytest-xdist workers (--dist loadfile: a file's tests share one
 # worker, so its module fixtures are built once), and beside it the vLLM tests in their own venv, whose output
-# is printed (in full if they failed) when both are done. Measured times: docs/benchmarks.md.
+# is printed (in full if they failed) when both are done. Each of the three runs one thread (tests/conftest.py;
+# vLLM unpinned here): OpenMP threads of three processes spinning on two cores cost 2-4x. docs/benchmarks.md.
 test: $(VENV)/.installed $(BROWSER)
-	@$(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
+	@OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind $(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadfile; main=$$?; \
 	wait $$vllm; vllm=$$?; \
 	if [ $$vllm = 0 ]; then echo "make test-vllm: $$(tail -n 1 .test-vllm.log)"; else cat .test-vllm.log; fi; \
