@@ -66,7 +66,7 @@ study: $(VENV)/.installed
 # vLLM unpinned here): OpenMP threads of three processes spinning on two cores cost 2-4x. docs/benchmarks.md.
 test: $(VENV)/.installed $(BROWSER)
 	@OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind $(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
-	$(PY) -m pytest -q -n 2 --dist loadfile; main=$$?; \
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12; main=$$?; \
 	wait $$vllm; vllm=$$?; \
 	if [ $$vllm = 0 ]; then echo "make test-vllm: $$(tail -n 1 .test-vllm.log)"; else cat .test-vllm.log; fi; \
 	[ $$main = 0 ] && [ $$vllm = 0 ]
