@@ -20,6 +20,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ[_var] = "1"
 
 
+# The files that took longest under `make test` (docs/benchmarks.md): the real model trains in both.
+LONGEST_FILES = ("test_learning.py", "test_real_model.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, then the other files holding a `slow` test, then the rest. `--dist loadfile`
+    hands whole files to the two workers in this order, so the minutes-long real-model runs overlap the many
+    short files instead of ending the run alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path.name not in LONGEST_FILES, item.path not in slow_files))  # stable
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """{arch: path} of freshly built tiny models, one per architecture."""
