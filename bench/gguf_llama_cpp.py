@@ -7,7 +7,8 @@ Hugging Face model: greedy answers on held-out pairs, the prompt built from the 
 
 Opt-in, not part of `make test`. The q8_0 merged file must give the same answer as HF on >= 96% of the
 pairs (exit 1 otherwise); the LoRA-only file on the base GGUF it was trained from (`llama.cpp --lora`) and
-the `same` file (the base's Q4_1 where the fine-tune changed nothing, Q8_0 where it did) are measured too. This file runs twice: in the main venv (export, HF answers,
+the merged f16 file and the `same` file (the base's Q4_1 where the fine-tune changed nothing, Q8_0 where it
+did) are measured too. This file runs twice: in the main venv (export, HF answers,
 comparison) and, with --worker, in llama.cpp's venv, which needs nothing but llama_cpp and jinja2.
 """
 
@@ -108,7 +109,9 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = {"q8_0": ("merged q8_0", ["--outtype", "q8_0"]), "same": ("merged same (Q4_1 + Q8_0)", ["--outtype", "same"])}
+        # f16 beside q8_0 tells a quantization effect from an export error: f16 is llama.cpp on the HF weights
+        files = {"q8_0": ("merged q8_0", ["--outtype", "q8_0"]), "f16": ("merged f16", ["--outtype", "f16"]),
+                 "same": ("merged same (Q4_1 + Q8_0)", ["--outtype", "same"])}
         if base_gguf is not None:
             files["lora"] = ("LoRA f16 on the base GGUF", ["--adapter-only"])
         for key, (name, flags) in files.items():
