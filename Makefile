@@ -61,12 +61,14 @@ study: $(VENV)/.installed
 	$(PY) scripts/study.py --config $(STUDY)
 
 # Both cores at once: the main suite in two pytest-xdist workers (--dist loadfile: a file's tests share one
-# worker, so its module fixtures are built once), and beside it the vLLM tests in their own venv, whose output
-# is printed (in full if they failed) when both are done. Each of the three runs one thread (tests/conftest.py;
-# vLLM unpinned here): OpenMP threads of three processes spinning on two cores cost 2-4x. docs/benchmarks.md.
+# worker, so its module fixtures are built once; --no-loadscope-reorder keeps tests/conftest.py's order, longest
+# files first, where xdist would start the files with the most tests), and beside it the vLLM tests in their
+# own venv, whose output is printed (in full if they failed) when both are done. Each of the three runs one
+# thread (tests/conftest.py; vLLM unpinned here): OpenMP threads of three processes spinning on two cores cost
+# 2-4x. Measured times: docs/benchmarks.md.
 test: $(VENV)/.installed $(BROWSER)
 	@OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind $(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12; main=$$?; \
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=12; main=$$?; \
 	wait $$vllm; vllm=$$?; \
 	if [ $$vllm = 0 ]; then echo "make test-vllm: $$(tail -n 1 .test-vllm.log)"; else cat .test-vllm.log; fi; \
 	[ $$main = 0 ] && [ $$vllm = 0 ]
@@ -76,7 +78,7 @@ test-vllm: $(VLLM_VENV)/.installed
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_serve.py
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
