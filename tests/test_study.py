@@ -17,15 +17,15 @@ arms = [
      "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {label_lr}}},
      "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
     {{"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"],
-     "train": {{"task": "nli", "batch_size": 2, "learning_rate": {cot_lr}}},
+     "train": {{"task": "nli", "batch_size": 2, "learning_rate": 1e-3}},
      "eval": {{"task": "nli", "max_new_tokens": 8, "scoring": "logprob"}}}},
     {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
 ]
 '''
 
 
-def write_config(path, model, label_lr=1e-3, cot_lr=1e-3):
-    path.write_text(CONFIG.format(model=str(model), label_lr=label_lr, cot_lr=cot_lr))
+def write_config(path, model, label_lr=1e-3):
+    path.write_text(CONFIG.format(model=str(model), label_lr=label_lr))
     return path
 
 
