@@ -299,10 +299,10 @@ def pre_tokenizer_name(pre_tokenizer: dict | None, base_gguf: Path | None) -> st
     if [s.get("type") for s in steps] == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"
     if base_gguf is not None:  # a split this table doesn't know: the base file's own name for it
-        from gguf import GGUFReader
-        field_ = GGUFReader(str(base_gguf)).fields.get("tokenizer.ggml.pre")
-        if field_ is not None:
-            return field_.contents()
+        from nli_finetune.gguf_header import read_gguf_header
+        name = read_gguf_header(base_gguf).metadata.get("tokenizer.ggml.pre")
+        if name is not None:
+            return name
     raise ExportError(f"tokenizer: pre-tokenizer {json.dumps(pre_tokenizer)[:200]} has no llama.cpp name here")
 
 
@@ -360,9 +360,9 @@ def write_project_metadata(writer, source: Source, outtype: str) -> None:
 
 def read_project_metadata(gguf_file) -> dict:
     """The `nli_finetune.*` keys of an exported file."""
-    from gguf import GGUFReader
-    fields = GGUFReader(str(gguf_file)).fields
-    return {key.split(".", 1)[1]: fields[key].contents() for key in fields if key.startswith(f"{PROJECT_KEY}.")}
+    from nli_finetune.gguf_header import read_gguf_header
+    metadata = read_gguf_header(gguf_file).metadata
+    return {key.split(".", 1)[1]: value for key, value in metadata.items() if key.startswith(f"{PROJECT_KEY}.")}
 
 
 # --- writing ---------------------------------------------------------------------------------------------

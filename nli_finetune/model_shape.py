@@ -112,24 +112,22 @@ def shape_from_config(config: dict, source: str) -> ModelShape:
 
 
 def shape_from_gguf(path: Path) -> ModelShape:
-    from gguf import GGUFReader
+    from nli_finetune.gguf_header import read_gguf_header
     try:
-        reader = GGUFReader(str(path))
-        fields = reader.fields
-        arch = fields["general.architecture"].contents()
-
-        def value(key, default=None):
-            return fields[key].contents() if key in fields else default
-        heads = value(f"{arch}.attention.head_count")
-        tokens = fields.get("tokenizer.ggml.tokens")
-        vocab = value(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None)
-        tied = not any(t.name == "output.weight" for t in reader.tensors)
-        numbers = dict(embedding_length=value(f"{arch}.embedding_length"), block_count=value(f"{arch}.block_count"),
-                       feed_forward_length=value(f"{arch}.feed_forward_length"), head_count=heads,
-                       head_count_kv=value(f"{arch}.attention.head_count_kv", heads), vocab_size=vocab,
-                       head_dim=value(f"{arch}.attention.key_length", 0))
-    except Exception as exc:  # a foreign or truncated file: gguf raises assorted errors
+        header = read_gguf_header(path)
+        meta = header.metadata
+        arch = meta["general.architecture"]
+        heads = meta.get(f"{arch}.attention.head_count")
+        tokens = meta.get("tokenizer.ggml.tokens")
+        vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if tokens is not None else None)
+        numbers = dict(embedding_length=meta.get(f"{arch}.embedding_length"),
+                       block_count=meta.get(f"{arch}.block_count"),
+                       feed_forward_length=meta.get(f"{arch}.feed_forward_length"), head_count=heads,
+                       head_count_kv=meta.get(f"{arch}.attention.head_count_kv", heads), vocab_size=vocab,
+                       head_dim=meta.get(f"{arch}.attention.key_length", 0))
+    except Exception as exc:  # a foreign or truncated file
         raise ShapeError(f"{path}: cannot read the GGUF header ({type(exc).__name__}: {exc})") from exc
+    tied = "output.weight" not in header.tensors
     n = _checked(f"{path} (GGUF header)", **numbers)
     return ModelShape(hidden=n["embedding_length"], layers=n["block_count"], intermediate=n["feed_forward_length"],
                       heads=n["head_count"], kv_heads=n["head_count_kv"], vocab=n["vocab_size"], tied_embeddings=tied,

@@ -88,9 +88,11 @@ def k_quant_target(outtype: str, source) -> str | None:
     if outtype in K_QUANTS:
         return outtype.upper()
     if outtype == "same" and source.base_gguf is not None:
-        from gguf import GGUFReader, LlamaFileType
-        field = GGUFReader(str(source.base_gguf)).fields.get("general.file_type")
-        name = LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_") if field is not None else ""
+        from gguf import LlamaFileType
+
+        from nli_finetune.gguf_header import read_gguf_header
+        file_type = read_gguf_header(source.base_gguf).metadata.get("general.file_type")
+        name = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else ""
         if "_K" in name:
             return name
     return None

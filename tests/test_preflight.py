@@ -182,3 +182,10 @@ def test_the_fsdp_plan_says_how_many_gpus_and_refuses_too_few():
     assert "--fsdp full_shard over 3 GPUs (./run_training.sh --gpus 0,...,2)" in out
     code, out = dry_run(*args, env={"WORLD_SIZE": "4"})
     assert code == 0 and "divided by 4" in out, out
+
+
+def test_the_optimizer_names_read_from_transformers_source_are_its_enum():
+    from transformers.training_args import OptimizerNames
+
+    from train.run_config import optimizer_names
+    assert optimizer_names() == {name.value for name in OptimizerNames} and "adamw_torch" in optimizer_names()

@@ -94,13 +94,29 @@ def resolve(config, device: str, *, probe_4bit=None) -> tuple[TrainConfig, list[
 def launch_check(config: TrainConfig, device: str, environ=None, *, planned: bool = False) -> list[str]:
     """Problems of this launch (config_rules.launch_problems). `planned`: a dry run, which the wrapper
     starts with WORLD_SIZE but without torchrun."""
-    from transformers.training_args import OptimizerNames
-
     from train.config_rules import launch_problems
     environ = os.environ if environ is None else environ
     under_torchrun = "LOCAL_RANK" in environ or (planned and int(environ.get("WORLD_SIZE", "1") or 0) > 1)
-    return launch_problems(config, device, under_torchrun=under_torchrun,
-                           optimizers={name.value for name in OptimizerNames})
+    return launch_problems(config, device, under_torchrun=under_torchrun, optimizers=optimizer_names())
+
+
+def optimizer_names() -> set[str]:
+    """The values of transformers' OptimizerNames, read from its source: importing training_args pulls in
+    accelerate and the rest (~3-5 s), which a dry run would pay for one set of names. Imported after all
+    when the source does not have the shape expected."""
+    import ast
+    import importlib.util
+    try:
+        tree = ast.parse(Path(importlib.util.find_spec("transformers.training_args").origin).read_text())
+        enum = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "OptimizerNames")
+        names = {node.value.value for node in enum.body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)}
+    except (OSError, SyntaxError, StopIteration, AttributeError, TypeError):
+        names = set()
+    if names:
+        return names
+    from transformers.training_args import OptimizerNames
+    return {name.value for name in OptimizerNames}
 
 
 def all_special_tokens(config) -> list[str]:
