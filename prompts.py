@@ -8,6 +8,7 @@ other names, the answer's JSON fields and schema, and whether it is scored by la
 A new task is one more `Task` in TASKS, not new code anywhere else.
 """
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -215,10 +216,15 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     """The prompt text up to where the model starts answering, through `chat_template(tokenizer)`."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(FALLBACK_CHAT_TEMPLATE)
-    return template.render(messages=messages, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+    return _fallback_template().render(messages=messages, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
                            add_generation_prompt=True)
+
+
+@functools.cache
+def _fallback_template():
+    """Compiled once: compiling it took ~10 ms, paid per example (30 s of a 3,000-row dry run)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(FALLBACK_CHAT_TEMPLATE)
 
 
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:

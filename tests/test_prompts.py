@@ -33,4 +33,9 @@ def test_tokenizer_without_template_gets_the_mistral_inst_format():
     messages = [{"role": "system", "content": "Be brief."}] + TASKS["nli"].messages({"premise": "p", "hypothesis": "h"})
     text = render_prompt(Bare(), messages)
     assert text.startswith("<s>[INST] Be brief.\n\nPremise: p") and text.endswith(" [/INST]")
+    import prompts
+    prompts._fallback_template.cache_clear()
+    for _ in range(50):  # compiled once, not per example (compiling cost ~10 ms a row)
+        assert render_prompt(Bare(), messages) == text
+    assert prompts._fallback_template.cache_info().misses == 1
 
