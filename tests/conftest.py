@@ -72,6 +72,20 @@ def trained_adapter(tiny_mistral, tmp_path_factory):
     return out
 
 
+@pytest.fixture()
+def fast_retries(monkeypatch):
+    """ChatClient waits 0.01 s, 0.02 s, ... between attempts instead of 1 s, 2 s, ... backoff_base is a
+    dataclass field, whose default __init__ fixed when the class was made: setting the class attribute
+    changes nothing (it did nothing here for a while, and the API tests waited out real backoffs)."""
+    from nli_finetune.llm_api import ChatClient
+    post_init = ChatClient.__post_init__
+
+    def fast(self):
+        post_init(self)
+        self.backoff_base = min(self.backoff_base, 0.01)
+    monkeypatch.setattr(ChatClient, "__post_init__", fast)
+
+
 # The data-generation scripts against the local fake endpoint: short timeouts, few attempts.
 FAST = ["--api", "local", "--timeout", "1", "--max-attempts", "4", "--max-retries", "2"]
 

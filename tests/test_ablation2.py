@@ -19,9 +19,8 @@ from tests.conftest import FAST, REPO_ROOT
 
 
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch):
+def api_key(monkeypatch, fast_retries):
     monkeypatch.setenv("API_KEY", "sk-test-ablation2")
-    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
 
 TEACHER_SAMPLE = REPO_ROOT / "data" / "sample" / "teacher_cot_1000.csv"
 

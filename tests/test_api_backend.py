@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from evaluate.api_backend import answer_result
 from evaluate.sample_model import main as sample_main
 from nli_finetune.testing.fake_chat_server import FakeChatServer
@@ -35,11 +33,6 @@ def nli_rows(path, n=12):
 def api_args(server, data, out, *extra):
     return ["--backend", "openai", "--api", "local", "--api_base", server.base_url, "--model_name", "teacher",
             "--test_file", str(data), "--output_file", str(out), "--quiet", "--timeout", "1", *map(str, extra)]
-
-
-@pytest.fixture
-def fast_retries(monkeypatch):
-    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)
 
 
 def test_an_api_gives_the_records_and_metrics_of_the_local_backends(tmp_path, fast_retries):

@@ -30,11 +30,6 @@ def api_key(monkeypatch):
     monkeypatch.setenv("API_KEY", KEY)
 
 
-@pytest.fixture()
-def fast_retries(monkeypatch):
-    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)
-
-
 def pairs_csv(path, n, mode=lambda i: "ok"):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["id", "premise", "hypothesis", "label"])

@@ -22,9 +22,8 @@ KEY = "sk-test-CANARY-4f1d9a7e"
 
 
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch):
+def api_key(monkeypatch, fast_retries):
     monkeypatch.setenv("API_KEY", KEY)
-    monkeypatch.setattr("nli_finetune.llm_api.ChatClient.backoff_base", 0.01)  # fast retries in tests
 
 
 def write_csv(path, rows):
