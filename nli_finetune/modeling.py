@@ -14,8 +14,6 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import on_terminal
 from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
@@ -25,7 +23,8 @@ log = logging.getLogger("modeling")
 # bitsandbytes announces at import that an optional CPU kernel package from the hub is missing: noise here
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 SPARE_PAD_TOKENS = ["<pad>", "<|finetune_right_pad_id|>", "<|pad|>", "<|endoftext|>", "<unk>"]
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = ("bfloat16", "float16", "float32")  # torch's names; torch itself is imported where it is used, so
+# the API backend, --help and bad-input errors start without it (~1.5 s)
 
 
 class ModelLoadError(RuntimeError):
@@ -34,6 +33,7 @@ class ModelLoadError(RuntimeError):
 
 def resolve_device(device: str = "auto") -> str:
     """cpu, cuda or cuda:N; under torchrun each process takes the GPU of its LOCAL_RANK."""
+    import torch
     if device == "auto":
         if not torch.cuda.is_available():
             return "cpu"
@@ -44,15 +44,16 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """The dtype for weights; 'auto' is bf16 on CUDA GPUs that support it and float32 elsewhere."""
+def resolve_dtype(name: str, device: str):
+    """The torch dtype for weights; 'auto' is bf16 on CUDA GPUs that support it and float32 elsewhere."""
+    import torch
     if name == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float16 if device.startswith("cuda") else torch.float32
     if name not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{name}'; use one of {', '.join(DTYPES)} or auto")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 BASE_SOURCE_FILE = "base_model_source.json"  # in an adapter dir trained from a GGUF file
@@ -164,13 +165,15 @@ def _require(module: str, install_hint: str):
         raise ModelLoadError(f"'{module}' is not installed: {install_hint}") from exc
 
 
-def bnb_4bit_config(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16, quant_storage=None):
-    """quant_storage: the dtype the packed 4-bit values are stored as; FSDP can shard only floating
-    tensors, so sharded QLoRA stores them as the compute dtype (uint8 otherwise, bitsandbytes' default)."""
+def bnb_4bit_config(quant_type="nf4", double_quant=True, compute_dtype=None, quant_storage=None):
+    """compute_dtype: bf16 unless given. quant_storage: the dtype the packed 4-bit values are stored as; FSDP
+    can shard only floating tensors, so sharded QLoRA stores them as the compute dtype (uint8 otherwise,
+    bitsandbytes' default)."""
+    import torch
     from transformers import BitsAndBytesConfig
     _require("bitsandbytes", "pip install bitsandbytes (see requirements.txt)")
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
-                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
                               bnb_4bit_quant_storage=quant_storage or torch.uint8)
 
 
@@ -181,6 +184,7 @@ def can_load_4bit(device: str) -> tuple[bool, str]:
         from bitsandbytes.functional import quantize_4bit
     except ImportError as exc:
         return False, f"bitsandbytes is not importable ({exc})"
+    import torch
     try:
         weight = torch.randn(64, 64, dtype=torch.bfloat16, device=device)
         quantize_4bit(weight, quant_type="nf4")

@@ -72,8 +72,7 @@ def trained_adapter(tiny_mistral, tmp_path_factory):
     return out
 
 
-@pytest.fixture()
-def fast_retries(monkeypatch):
+def patch_fast_retries(setattr=setattr) -> None:
     """ChatClient waits 0.01 s, 0.02 s, ... between attempts instead of 1 s, 2 s, ... backoff_base is a
     dataclass field, whose default __init__ fixed when the class was made: setting the class attribute
     changes nothing (it did nothing here for a while, and the API tests waited out real backoffs)."""
@@ -83,7 +82,12 @@ def fast_retries(monkeypatch):
     def fast(self):
         post_init(self)
         self.backoff_base = min(self.backoff_base, 0.01)
-    monkeypatch.setattr(ChatClient, "__post_init__", fast)
+    setattr(ChatClient, "__post_init__", fast)
+
+
+@pytest.fixture()
+def fast_retries(monkeypatch):
+    patch_fast_retries(monkeypatch.setattr)
 
 
 # The data-generation scripts against the local fake endpoint: short timeouts, few attempts.

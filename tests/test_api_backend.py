@@ -63,13 +63,19 @@ def test_answers_are_shaped_like_the_local_backends():
     assert answer_result(vllm, {"completion_tokens": 9}, "fp_openai", stop_at_json=False)["stop_reason"] == "eos"
 
 
+# `python -m evaluate.sample_model` in a process of its own, retrying after 0.01 s, 0.02 s, ... (the 500twice
+# and slowonce rows waited out 1-2 s backoffs: 15 s a run)
+SAMPLE_MODEL_FAST_RETRIES = ("import sys; from tests.conftest import patch_fast_retries; patch_fast_retries(); "
+                             "from evaluate.sample_model import main; sys.exit(main(sys.argv[1:]))")
+
+
 def test_a_run_killed_mid_way_resumes_and_asks_each_pair_exactly_once(tmp_path):
     data = nli_rows(tmp_path / "pairs.csv", n=24)
     out = tmp_path / "teacher.json"
     progress = tmp_path / "teacher.json.progress.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    with FakeChatServer(latency=0.15, slow_seconds=2) as server:
-        command = [sys.executable, "-m", "evaluate.sample_model", *api_args(server, data, out, "--workers", "2")]
+    with FakeChatServer(latency=0.15, slow_seconds=2, retry_after="0") as server:
+        command = [sys.executable, "-c", SAMPLE_MODEL_FAST_RETRIES, *api_args(server, data, out, "--workers", "2")]
         proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline and (not progress.exists() or len(progress.read_text().splitlines()) < 6):
