@@ -128,6 +128,27 @@ def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: 
             "mcnemar_p": mcnemar_p(only_a, only_b), "only_baseline_right": only_a, "only_arm_right": only_b}
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (a few seeds are a small sample).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def mean_over_seeds(values: list[float]) -> dict:
+    """Mean, sample standard deviation and 95% t interval of one score measured once per seed: the
+    seed-to-seed spread, not the sampling of examples (a single seed has no interval)."""
+    import math
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to average")
+    mean = sum(values) / n
+    if n == 1:
+        return {"n": 1, "mean": mean, "sd": None, "interval": None}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T_975[max(df for df in T_975 if df <= n - 1)] if n - 1 <= 30 else 1.96
+    half = t * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "interval": [mean - half, mean + half]}
+
+
 def mcnemar_p(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar p: under no difference the discordant examples split like fair coin flips."""
     from math import comb

@@ -5,6 +5,7 @@ would run them, then one table comparing each arm with the baseline arm on the s
     python scripts/study.py --config study/nli_smollm2.py
     python scripts/study.py --config study/nli_smollm2.py --arms label_only,ablation1 --max_steps 20 --eval_limit 100
     python scripts/study.py --config study/nli_smollm2.py --model path/to/other-model.gguf
+    python scripts/study.py --config study/nli_smollm2.py --arms untrained,label_only,distill --seeds 42,2,3
 
 A study config is plain Python (study/*.py) setting `name`, `model`, `eval_file`, `train_config` (a
 train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of dicts:
@@ -22,6 +23,14 @@ subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --ev
 that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
 --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
 evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the same file for every arm.
+
+Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every trained arm once per seed. The
+run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
+results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N. An untrained arm runs once;
+a model_of arm evaluates the model of the same seed. Each run is compared with the baseline's run of the
+same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
+difference, with a 95% t interval over seeds (the spread between seeds, which at 200 steps on 2 CPU cores
+is larger than the spread between pairs).
 
 Resumable: a stage whose inputs (its options, the files it reads, the stage before it) are unchanged since
 it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
@@ -52,7 +61,7 @@ from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser, at_least, format_table
 from nli_finetune.cli import progress as progress_bar
 from nli_finetune.data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
-from nli_finetune.metrics import bootstrap_intervals, paired_difference
+from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
 from nli_finetune.report_page import write_report
 from prompts import get_task
 
@@ -72,8 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_steps", type=at_least(1), default=None, help="cap every arm's training steps")
     p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate only the first N pairs")
     p.add_argument("--model", default=None, help="the model every arm starts from (default: the config's)")
+    p.add_argument("--seeds", type=seed_list, default=None,
+                   help="comma-separated training seeds, e.g. 42,2,3: every trained arm runs once per seed "
+                        "(default: the config's `seeds`, else each arm's own seed)")
     p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
     return p
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct non-negative seeds, e.g. 42,2,3")
+    return seeds
 
 
 # --- the study config ------------------------------------------------------------------------------------
@@ -114,11 +136,56 @@ def load_study(path: str, args) -> dict:
             if arm.get("model_of") and arm["model_of"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
     study["model"] = args.model or study["model"]
+    study["config_path"] = path
+    seeds = args.seeds or values.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds
+                              or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds)):
+        raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers, e.g. [42, 2, 3]")
+    study["arms"] = runs_per_seed(study, seeds)
     if not in_repo(study["eval_file"]).is_file():
         raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
-    study["config_path"] = path
     return study
+
+
+def own_seed(study: dict, arm: dict) -> int:
+    """The seed an arm trains with when none is asked for: its own "train" seed, else its train_config's."""
+    if "seed" in arm["train"]:
+        return arm["train"]["seed"]
+    from train.config_loader import ConfigError, load_config
+    try:
+        return load_config(["--config", str(train_config_path(study["train_config"]))])["seed"]
+    except ConfigError as exc:
+        raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
+
+
+def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
+    """The arms as runs: one per seed for a trained arm (and for a model_of arm, one per seed of its model),
+    one for an untrained arm. Each run is its arm's dict with its own "name", the arm's name as "arm" and
+    its "seed" (None: untrained)."""
+    runs, run_name = [], {}  # run_name[(arm, seed)]
+    by_name = {arm["name"]: arm for arm in study["arms"]}
+    for arm in study["arms"]:
+        trained = by_name.get(arm.get("model_of"), arm)
+        if trained.get("train") is None:
+            runs.append({**arm, "arm": arm["name"], "seed": None})
+            continue
+        own = own_seed(study, trained)
+        for seed in seeds or [own]:
+            run = {**arm, "name": arm["name"] if seed == own else f"{arm['name']}_seed{seed}", "arm": arm["name"],
+                   "seed": seed}
+            if arm.get("model_of"):
+                run["model_of"] = run_name[(arm["model_of"], seed)]
+            elif seed != own:
+                run["train"] = {**arm["train"], "seed": seed}
+            run_name[(arm["name"], seed)] = run["name"]
+            runs.append(run)
+    names = [run["name"] for run in runs]
+    clash = sorted({name for name in names if names.count(name) > 1})
+    if clash:
+        raise DataError(f"{study['config_path']}: with seeds {seeds}, more than one run is named {', '.join(clash)}; "
+                        "rename the arm")
+    return runs
 
 
 def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
@@ -273,7 +340,7 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
                                     labels)
     model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
     train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
-    row = {"arm": arm["name"], "n": metrics["n"], "accuracy": metrics["accuracy"],
+    row = {"arm": arm["name"], "seed": arm["seed"], "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
@@ -282,13 +349,15 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
     return row, {r["id"]: bool(r["correct"]) for r in records}
 
 
-def add_paired_differences(rows: list[dict], correct: dict, baseline: str) -> None:
-    if baseline not in correct:
+def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
+    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first)."""
+    baseline_runs = {run["seed"]: run["name"] for run in runs if run["arm"] == baseline}
+    if not baseline_runs:
         return
-    base = correct[baseline]
-    for row in rows:
-        if row["arm"] == baseline:
+    for row, run in zip(rows, runs):
+        if run["arm"] == baseline:
             continue
+        base = correct[baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))]
         ids = [i for i in base if i in correct[row["arm"]]]
         paired = paired_difference([base[i] for i in ids], [correct[row["arm"]][i] for i in ids])
         row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
@@ -300,16 +369,49 @@ def interval(value, ci) -> str:
 
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
-    header = ["arm", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
+    header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
               f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "train s", "tokens trained", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["arm"], str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
+        cells = [r["arm"], "-" if r["seed"] is None else str(r["seed"]), str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
                  f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
                  "-" if r.get("mcnemar_p") is None else f"{r['mcnemar_p']:.3g}",
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
                  str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, and on how many
+    seeds it beat the baseline's run of the same seed."""
+    summary = []
+    for arm in dict.fromkeys(run["arm"] for run in runs):
+        mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
+        entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
+        for key in ("accuracy", "f1_macro", "ece", "vs_baseline"):
+            values = [row[key] for row in mine if row.get(key) is not None]
+            if values:
+                stats = mean_over_seeds(values)
+                entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
+        if "vs_baseline" in entry:
+            entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
+        summary.append(entry)
+    return summary
+
+
+def seeds_markdown(summary: list[dict], baseline: str) -> str:
+    header = ["arm", "seeds", "accuracy mean [95% t CI]", "sd", "macro-F1 mean", "ECE mean",
+              f"accuracy - {baseline}: mean [95% t CI]", "seeds better"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in summary:
+        seeds = ", ".join("-" if seed is None else str(seed) for seed in e["seeds"])
+        better = f"{e['seeds_better']} of {len(e['seeds'])}" if "seeds_better" in e else "-"
+        cells = [e["arm"], seeds, interval(e["accuracy"], e["accuracy_ci"]),
+                 "-" if e["accuracy_sd"] is None else f"{e['accuracy_sd']:.3f}", f"{e['f1_macro']:.3f}",
+                 f"{e['ece']:.3f}" if "ece" in e else "-", interval(e.get("vs_baseline"), e.get("vs_baseline_ci")),
+                 better]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -360,21 +462,31 @@ def save_figure(fig, path: Path) -> None:
     partial.replace(path)
 
 
-def write_table(study: dict, states: dict) -> list[dict]:
+def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | None]:
+    """table.* (one row per run), seeds.* when an arm ran on several seeds, the plots and the results page."""
     rows, correct = [], {}
     for arm in study["arms"]:
         row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
         rows.append(row)
-    add_paired_differences(rows, correct, study["baseline"])
+    add_paired_differences(rows, study["arms"], correct, study["baseline"])
     out = study["output_dir"]
     atomic_write_json(out / "table.json", rows)
     atomic_write_text(out / "table.csv", csv_text(rows))
     atomic_write_text(out / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
                       + markdown_table(rows, study["baseline"]))
+    summary = None
+    if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
+        summary = seed_summary(rows, study["arms"])
+        atomic_write_json(out / "seeds.json", summary)
+        atomic_write_text(out / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
+                          f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
+    else:  # a rerun with one seed: an older summary no longer describes the table
+        for stale in ("seeds.json", "seeds.md"):
+            (out / stale).unlink(missing_ok=True)
     plot(rows, out, study["name"])
     write_report([out / "arms" / arm["name"] / "eval.json" for arm in study["arms"]], out / "report.html",
                  title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
-    return rows
+    return rows, summary
 
 
 def main(argv=None) -> int:
@@ -393,21 +505,26 @@ def main(argv=None) -> int:
         log_file.write(line + "\n")
         log_file.flush()
 
-    log(f"study {study['name']}: {len(study['arms'])} arms, model {study['model']}, eval {study['eval_file']}")
+    arm_count = len({run["arm"] for run in study["arms"]})
+    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval {study['eval_file']}")
     states = {}
     try:
         for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
             states[arm["name"]] = run_arm(study, arm, args, log, states)
-        rows = write_table(study, states)
+        rows, summary = write_table(study, states)
     except StageFailed as exc:
         log(str(exc))
         return 1
     finally:
         log_file.close()
-    columns = ["arm", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",
+    columns = ["arm", "seed", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",
                "tokens_trained", "eval_seconds"]
     print(format_table(rows, columns))
-    print(f"study: {len(rows)} arms -> {study['output_dir'] / 'table.md'}")
+    if summary:
+        print("\nover seeds (mean; sd; difference from the baseline's run of the same seed):")
+        print(format_table([{**e, "seeds": len(e["seeds"])} for e in summary],
+                           ["arm", "seeds", "accuracy", "accuracy_sd", "f1_macro", "vs_baseline", "seeds_better"]))
+    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / ('seeds.md' if summary else 'table.md')}")
     return 0
 
 

@@ -132,3 +132,91 @@ def test_an_untrained_arm_is_only_evaluated_and_rerun_skips_it(tiny_mistral, tmp
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished arm ran again"))
     code, log = run_study(config, out, capsys)
     assert code == 0 and "arm untrained: eval skipped" in log
+
+
+SEEDED = '''
+name = "seeded"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+seeds = [42, 7]
+arms = [
+    {{"name": "untrained", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2}}, "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
+    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+]
+'''
+
+
+@pytest.mark.slow
+def test_seeds_run_every_trained_arm_per_seed_and_average_them(tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "seeded.py", tmp_path / "out"
+    config.write_text(SEEDED.format(model=str(tiny_mistral)))
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    assert list(rows) == ["untrained", "label_only", "label_only_seed7", "label_only_scored", "label_only_scored_seed7"]
+    # the run at tiny_cpu.py's own seed (42) keeps the arm's name; seed 7 trains with --seed 7
+    for name, seed in (("label_only", 42), ("label_only_seed7", 7)):
+        assert json.loads((out / f"arms/{name}/model/training_config.json").read_text())["seed"] == seed
+        assert rows[name]["seed"] == seed
+    assert rows["untrained"]["seed"] is None and not (out / "arms/untrained_seed7").exists()
+    settings = json.loads((out / "arms/label_only_scored_seed7/eval.json").read_text())["settings"]
+    assert settings["model_id"].endswith("arms/label_only_seed7/model")
+
+    def correct(name):
+        records = json.loads((out / f"arms/{name}/eval.json").read_text())["records"]
+        return {r["id"]: r["correct"] for r in records}
+    # each run is compared with the baseline's run of the same seed; the untrained one with the first
+    for name, base in (("label_only_scored_seed7", "label_only_seed7"), ("label_only_scored", "label_only"),
+                       ("untrained", "label_only")):
+        arm, baseline = correct(name), correct(base)
+        assert rows[name]["vs_baseline"] == pytest.approx(sum(arm[i] - baseline[i] for i in arm) / len(arm))
+    assert "vs_baseline" not in rows["label_only_seed7"]
+
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    assert summary["label_only"]["seeds"] == [42, 7]
+    accuracies = [rows["label_only"]["accuracy"], rows["label_only_seed7"]["accuracy"]]
+    assert summary["label_only"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    scored = [rows["label_only_scored"]["vs_baseline"], rows["label_only_scored_seed7"]["vs_baseline"]]
+    assert summary["label_only_scored"]["vs_baseline"] == pytest.approx(sum(scored) / 2)
+    assert summary["label_only_scored"]["seeds_better"] == sum(d > 0 for d in scored)
+    assert summary["untrained"]["seeds"] == [None] and summary["untrained"]["accuracy_sd"] is None
+    assert "| label_only | 42, 7 |" in (out / "seeds.md").read_text()
+
+    # --seeds 42 on the command line: the seed-42 runs are the finished ones, nothing runs, the summary goes
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished run ran again"))
+    code = study.main(["--config", str(config), "--seeds", "42", "--max_steps", "2", "--eval_limit", "6",
+                       "--output_dir", str(out)])
+    log = capsys.readouterr().err
+    assert code == 0 and log.count("skipped") == 5, log
+    assert not (out / "seeds.md").exists() and len(json.loads((out / "table.json").read_text())) == 3
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seeds = [1, 1]", "field 'seeds' must be a list of distinct non-negative integers"),
+    ("seeds = 3", "field 'seeds' must be a list"),
+    ("seeds = [42, 7]\narms.append(dict(arms[1], name='label_only_seed7'))", "more than one run is named label_only_seed7"),
+])
+def test_bad_seeds_exit_2_naming_them(tmp_path, capsys, tiny_mistral, setting, message):
+    from scripts.study import main
+    config = tmp_path / "seeded.py"
+    config.write_text(SEEDED.format(model=str(tiny_mistral)).replace("seeds = [42, 7]\n", "") + setting + "\n")
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "--seeds", "1,x"])
+    assert exit_.value.code == 2 and "not a comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_mean_over_seeds_by_hand():
+    from nli_finetune.metrics import mean_over_seeds
+    stats = mean_over_seeds([0.1, 0.2, 0.3])
+    assert stats["mean"] == pytest.approx(0.2) and stats["sd"] == pytest.approx(0.1)
+    assert stats["interval"] == pytest.approx([0.2 - 4.303 * 0.1 / 3 ** 0.5, 0.2 + 4.303 * 0.1 / 3 ** 0.5])
+    assert mean_over_seeds([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "interval": None}
+    assert mean_over_seeds([0.4] * 13)["interval"] == pytest.approx([0.4, 0.4])  # df 12: the df-10 quantile
