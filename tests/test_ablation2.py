@@ -125,7 +125,7 @@ def test_the_study_adds_ablation2_only_when_the_reflections_exist(tmp_path):
     config = tmp_path / "study" / "nli_smollm2.py"  # a copy: its REPO is tmp_path, whose data/ we control
     config.parent.mkdir()
     shutil.copy(REPO_ROOT / "study" / "nli_smollm2.py", config)
-    args = Namespace(arms=None, model=None, output_dir=str(tmp_path / "out"))
+    args = Namespace(arms=None, model=None, seeds=None, output_dir=str(tmp_path / "out"))
     without = load_study(str(config), args)  # loadable without the file
     assert "ablation2" not in [arm["name"] for arm in without["arms"]]
 
