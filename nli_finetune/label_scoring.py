@@ -12,7 +12,9 @@ probable label: no parse failure, no guess.
 One forward pass per example: its row is the prompt, the start every label's answer shares, then each
 label's own rest in turn; a custom attention mask lets each label's rest see the prompt, the shared
 start and itself only, and position ids number it as if it followed the shared start alone. So every
-label's answer is scored exactly as if it had been run on its own, for the cost of one row.
+label's answer is scored exactly as if it had been run on its own, for the cost of one row. A batch's
+rows go through the model a few at a time, shortest together (SCORE_TOKENS): the [rows, 1, width, width]
+mask and eager attention's scores stay in the CPU cache, which made scoring ~1.5x faster (docs/inference.md).
 
 Chain-of-thought tasks (a `reasoning_field`): the model first generates its answer (generation.py, the
 same greedy decoding as `--scoring generate`), its reasoning is read from it, and the labels are scored
@@ -28,6 +30,7 @@ from nli_finetune.results import best_label
 from prompts import get_task
 
 SCORINGS = ("generate", "logprob")
+SCORE_TOKENS = 512  # tokens per forward (rows = this // the widest row's length, at least one); measured 256-4096
 
 
 def answer_ids(tokenizer, text: str) -> list[int]:
@@ -106,23 +109,43 @@ def forward_log_probs(model, packed: list[tuple], pad_id: int, keep: int) -> tor
 
 @torch.inference_mode()
 def score_labels(model, tokenizer, prompts: list[list[int]], task, reasonings: list | None = None) -> list[dict]:
-    """{label: probability} (labels as strings, probabilities summing to 1) for each prompt, in one
-    batched forward pass; `reasonings` (chain-of-thought tasks) is the reasoning each answer starts with."""
+    """{label: probability} (labels as strings, probabilities summing to 1) for each prompt, a forward
+    pass per few rows (forward_chunks); `reasonings` (chain-of-thought tasks) is the reasoning each answer starts with."""
     task = get_task(task)
     packed = []
     for index, prompt in enumerate(prompts):
         reasoning = reasonings[index] if reasonings is not None else None
         packed.append(pack_example(prompt, [answer_ids(tokenizer, task.answer(label, reasoning))
                                             for label in task.labels]))
+    results: list[dict | None] = [None] * len(packed)
+    for chunk in forward_chunks([len(tokens) for tokens, *_ in packed], SCORE_TOKENS):
+        for index, probs in zip(chunk, label_probs_of(model, [packed[i] for i in chunk], tokenizer.pad_token_id)):
+            results[index] = {str(label): p for label, p in zip(task.labels, probs)}
+    return results
+
+
+def forward_chunks(lengths: list[int], budget: int) -> list[list[int]]:
+    """Row indices grouped shortest first, each group's rows x its widest row <= budget (at least one row)."""
+    chunks: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if chunks and (len(chunks[-1]) + 1) * lengths[index] <= budget:
+            chunks[-1].append(index)
+        else:
+            chunks.append([index])
+    return chunks
+
+
+def label_probs_of(model, packed: list[tuple], pad_id: int) -> list[list[float]]:
+    """Each packed row's label probabilities (in its lookups' order), from one forward pass."""
     keep = max(len(tokens) - position for tokens, _, _, lookups in packed for label in lookups
                for position, _ in label)
-    log_probs = forward_log_probs(model, packed, tokenizer.pad_token_id, keep)
-    results = []
+    log_probs = forward_log_probs(model, packed, pad_id, keep)
+    probs = []
     for row, (tokens, _, _, lookups) in enumerate(packed):
         totals = torch.stack([sum(log_probs[row, keep - (len(tokens) - position), token] for position, token in label)
                               for label in lookups])
-        results.append({str(label): p for label, p in zip(task.labels, torch.softmax(totals, dim=0).tolist())})
-    return results
+        probs.append(torch.softmax(totals, dim=0).tolist())
+    return probs
 
 
 def scored_answers(model, tokenizer, prompts: list[list[int]], task, *, batch_size: int = 8,

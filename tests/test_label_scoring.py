@@ -26,8 +26,12 @@ def hand_probs(model, tokenizer, prompt: list[int], answers: list[str]) -> list[
 
 @pytest.mark.parametrize("arch", ["mistral", "qwen2"])
 @pytest.mark.parametrize("task_name", ["nli_label", "hate_speech"])
-def test_scored_probabilities_sum_to_one_and_equal_a_hand_computation(tiny_models, arch, task_name):
+@pytest.mark.parametrize("tokens_per_forward", [1, 10**6])  # a forward per row / the whole batch, padded
+def test_scored_probabilities_sum_to_one_and_equal_a_hand_computation(tiny_models, arch, task_name,
+                                                                      tokens_per_forward, monkeypatch):
+    from nli_finetune import label_scoring
     from nli_finetune.label_scoring import score_labels
+    monkeypatch.setattr(label_scoring, "SCORE_TOKENS", tokens_per_forward)
     from nli_finetune.modeling import load_for_inference
     from prompts import encode_prompt, get_task
 
@@ -47,6 +51,14 @@ def test_scored_probabilities_sum_to_one_and_equal_a_hand_computation(tiny_model
         answers = [task.answer(label, reasonings[index] if reasonings else None) for label in task.labels]
         expected = hand_probs(model, tokenizer, prompt, answers)
         assert [probs[str(label)] for label in task.labels] == pytest.approx(expected, abs=1e-5)
+
+
+def test_forward_chunks_group_the_shortest_rows_within_the_token_budget():
+    from nli_finetune.label_scoring import forward_chunks
+    # lengths by index: 0:100, 1:30, 2:60, 3:50, 4:300; sorted 1, 3, 2, 0, 4
+    assert forward_chunks([100, 30, 60, 50, 300], 200) == [[1, 3, 2], [0], [4]]  # 3 x 60 <= 200 < 2 x 100
+    assert forward_chunks([100, 30], 10) == [[1], [0]]  # a row longer than the budget still gets a forward
+    assert forward_chunks([], 512) == []
 
 
 def test_roc_auc_and_probability_metrics_by_hand():
