@@ -25,7 +25,7 @@ class LineProgress:
     def __init__(self, iterable=None, *, total=None, desc="", unit="it"):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n, self.started = 0, time.monotonic()
-        self.last = self.started
+        self.last, self.shown, self.closed = self.started, None, False
 
     def __iter__(self):
         for item in self.iterable:
@@ -39,20 +39,23 @@ class LineProgress:
     def __exit__(self, *exc):
         self.close()
 
-    def _line(self) -> str:
+    def _show(self) -> None:
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        return f"{self.desc}: {self.n}/{self.total or '?'} {self.unit}{share} in {time.monotonic() - self.started:.0f}s"
+        print(f"{self.desc}: {self.n}/{self.total or '?'} {self.unit}{share} in {time.monotonic() - self.started:.0f}s",
+              file=sys.stderr, flush=True)
+        self.shown = self.n
 
     def update(self, n: int = 1) -> None:
         self.n += n
         if time.monotonic() - self.last >= LOGGED_PROGRESS_SECONDS:
             self.last = time.monotonic()
-            print(self._line(), file=sys.stderr, flush=True)
+            self._show()
 
     def close(self) -> None:
-        if self.total is None or self.n:
-            print(self._line(), file=sys.stderr, flush=True)
-        self.total, self.n = None, 0  # closing twice prints once
+        """The final count, unless the last line already gave it; closing twice prints once."""
+        if not self.closed and (self.total is None or self.n) and self.shown != self.n:
+            self._show()
+        self.closed = True
 
 
 def progress(iterable=None, *, total=None, desc="", unit="it", disable=False):
