@@ -8,7 +8,9 @@
 # 75.4% correct), or the bundled 1,000 of them where shared/ is absent. Evaluation: dev_eval_1000.csv, 1,000 dev
 # pairs in no training pool (../shared/data/README.md), or the bundled dev_300.csv; prepare_ft_data.py drops any
 # training pair that also occurs in the evaluation file.
-# Every trained arm sees the same number of examples (max_steps x batch_size of smollm2_cpu.py: 200 x 8).
+# Every trained arm sees the same number of examples (max_steps x batch_size of smollm2_cpu.py: 200 x 8);
+# study/nli_smollm2_400.py runs the label and distillation arms at 400 x 8, where label_only learns on every
+# seed tried (docs/study.md).
 
 import importlib.util
 from pathlib import Path
