@@ -14,7 +14,7 @@ label's own rest in turn; a custom attention mask lets each label's rest see the
 start and itself only, and position ids number it as if it followed the shared start alone. So every
 label's answer is scored exactly as if it had been run on its own, for the cost of one row. A batch's
 rows go through the model a few at a time, shortest together (SCORE_TOKENS): the [rows, 1, width, width]
-mask and eager attention's scores stay in the CPU cache, which made scoring ~1.5x faster (docs/inference.md).
+mask and eager attention's scores stay in the CPU cache, which made scoring ~1.6x faster (docs/inference.md).
 
 Chain-of-thought tasks (a `reasoning_field`): the model first generates its answer (generation.py, the
 same greedy decoding as `--scoring generate`), its reasoning is read from it, and the labels are scored
@@ -30,7 +30,7 @@ from nli_finetune.results import best_label
 from prompts import get_task
 
 SCORINGS = ("generate", "logprob")
-SCORE_TOKENS = 512  # tokens per forward (rows = this // the widest row's length, at least one); measured 256-4096
+SCORE_TOKENS = 512  # tokens per forward (forward_chunks); chosen by bench/label_scoring_speed.py --score-tokens
 
 
 def answer_ids(tokenizer, text: str) -> list[int]:

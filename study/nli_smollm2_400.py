@@ -1,7 +1,7 @@
 # The default NLI study (study/nli_smollm2.py: the same data, evaluation file and recipe) with every trained
 # arm at 400 steps x 8 examples instead of 200, on three seeds:
 #   make study STUDY=study/nli_smollm2_400.py
-#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~75 min on 2 cores)
+#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~2 h on 2 cores)
 # Why: at 200 steps most runs stay on the label prior (loss ln 2 / 9 answer tokens) and which label they
 # answer is up to the seed; on the tuning set (dev_300 minus the teacher pool's pairs) label_only at 400 steps
 # left it on both seeds that stayed there at 200 (0.559 -> 0.729, 0.538 -> 0.726; docs/study.md).
@@ -17,7 +17,12 @@ name = "nli_smollm2_400"
 model, eval_file, train_config, baseline = (_default[key] for key in ("model", "eval_file", "train_config", "baseline"))
 seeds = [42, 2, 3]
 _arms = {arm["name"]: arm for arm in _default["arms"]}
+
+
+def _at_steps(arm: dict) -> dict:
+    return {**arm, "train": {**arm["train"], "max_steps": STEPS}}
+
+
 # label_only and its scored evaluation first, then the distillation arms (the half-weight one did better at 200).
-arms = [{**_arms[n], "train": {**_arms[n]["train"], "max_steps": STEPS}} for n in ("label_only",)] \
-    + [_arms["label_only_scored"]] \
-    + [{**_arms[n], "train": {**_arms[n]["train"], "max_steps": STEPS}} for n in ("distill_half", "distill")]
+arms = [_at_steps(_arms["label_only"]), _arms["label_only_scored"], _at_steps(_arms["distill_half"]),
+        _at_steps(_arms["distill"])]
