@@ -32,7 +32,9 @@ auxiliary target, a rationale row: the pair under the `nli_rationale` prompt (it
 and instruction) answered with the teacher's thought as plain text, id `<id>:rationale`. Train with
 `--task nli_label`: the label rows are exactly what inference asks, so inference costs what label-only
 costs. `--rationale-weight W` gives a seeded share W (0..1) of the pairs a rationale row; only thoughts
-that reached the true label serve, unless `--no-correct-rationales-only`.
+that reached the true label serve, unless `--no-correct-rationales-only`. `--rationales-first` writes every
+rationale row before every label row (each part still shuffled): a curriculum, trained in file order with
+`--no_shuffle --no_group_by_length` (train_sft's `shuffle` key).
 """
 
 import argparse
@@ -162,12 +164,16 @@ def parse_args(argv):
                    help="--answer distill: the share (0..1) of pairs with a usable thought that get a rationale row")
     p.add_argument("--correct-rationales-only", action=argparse.BooleanOptionalAction, default=True,
                    help="--answer distill: only thoughts that reached the true label serve as rationales")
+    p.add_argument("--rationales-first", action="store_true",
+                   help="--answer distill: every rationale row before every label row (a curriculum)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     if args.answer == "distill" and not args.original_thoughts:
         p.error("--answer distill needs --original-thoughts (teacher rows with thoughts)")
     if args.answer == "distill" and (args.format == "text" or args.balance):
         p.error("--answer distill writes prompt_completion rows and every label row (no --format text, --balance)")
+    if args.rationales_first and args.answer != "distill":
+        p.error("--rationales-first orders --answer distill's rationale rows; it needs --answer distill")
     if not 0 <= args.rationale_weight <= 1:
         p.error(f"--rationale-weight must be in [0, 1], got {args.rationale_weight}")
     if args.answer == "cot" and (args.ablation is None or not args.original_thoughts):
@@ -241,6 +247,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     held_out, train = kept[:n_holdout], kept[n_holdout:]
+    if args.rationales_first:  # a stable sort: each part keeps its shuffled order
+        train.sort(key=lambda e: e.get("source") != "rationale")
     atomic_write_jsonl(args.output_file, train)
     if n_holdout:
         atomic_write_jsonl(args.holdout_file, held_out)

@@ -220,7 +220,8 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     if arm.get("train") is not None:
         overrides = dict(arm["train"])
         if args.max_steps:
-            overrides["max_steps"] = min(overrides.get("max_steps", args.max_steps), args.max_steps)
+            steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
+            overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
                           "eval_file": path_fingerprint(in_repo(eval_file))}
         inputs["train"] = {"data": content_fingerprint(inputs["data"]), "model": study["model"],

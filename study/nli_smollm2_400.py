@@ -26,3 +26,11 @@ def _at_steps(arm: dict) -> dict:
 # label_only and its scored evaluation first, then the distillation arms (the half-weight one did better at 200).
 arms = [_at_steps(_arms["label_only"]), _arms["label_only_scored"], _at_steps(_arms["distill_half"]),
         _at_steps(_arms["distill"])]
+# distill_half's rows seen once each (4,138 rows: 518 steps), so every label row is seen (3,005, against
+# label_only's 3,200) and the rationale rows come on top instead of in their place:
+_one_epoch = {**_arms["distill_half"]["train"], "max_steps": -1, "num_epochs": 1}
+arms.append({**_arms["distill_half"], "name": "distill_half_epoch", "train": _one_epoch})
+# The same rows as a curriculum: every rationale row first, then every label row, in the file's order.
+arms.append({**_arms["distill_half"], "name": "distill_half_curriculum",
+             "data": [*_arms["distill_half"]["data"], "--rationales-first"],
+             "train": {**_one_epoch, "shuffle": False, "group_by_length": False}})

@@ -49,6 +49,9 @@ def cross_key_problems(config) -> list[str]:
     if config["eval_data"] and config["load_best_model_at_end"] and config["save_steps"] % config["eval_steps"]:
         problems.append(f"load_best_model_at_end needs save_steps ({config['save_steps']}) to be a multiple of "
                         f"eval_steps ({config['eval_steps']}): set --save_steps {config['eval_steps']}")
+    if not config["shuffle"] and config["group_by_length"]:
+        problems.append("shuffle = False keeps the file's row order, which group_by_length would undo: "
+                        "set --group_by_length False too")
     if config["fsdp_cpu_offload"] and config["fsdp"] == "none":
         problems.append("fsdp_cpu_offload offloads FSDP shards: set --fsdp full_shard (or shard_grad_op) too")
     if config["confidence_eval_data"] and not (config["confidence_tokens"] and config["eval_data"]):

@@ -120,6 +120,9 @@ gradient_checkpointing: bool = True
 use_packing: bool = True
 # batch examples of similar length (less padding, faster)
 group_by_length: bool = True
+# False: batches in the training file's row order, one after another (a curriculum, e.g.
+# prepare_ft_data.py --rationales-first); needs group_by_length False, which would reorder them
+shuffle: bool = True
 
 # --- several GPUs (torchrun: ./run_training.sh --gpus 0,1, or several nodes) ---------------------
 # "none" = DDP (a whole copy per GPU); "full_shard" = FSDP2 shards weights,

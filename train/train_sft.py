@@ -127,6 +127,11 @@ def autocast_pays_off(config: TrainConfig, device: str) -> bool:
     return device == "cpu" and cpu_has_native_bf16()
 
 
+def sampling_strategy(config: TrainConfig) -> str:
+    """The Trainer's train sampler: the file's order (a curriculum), length-grouped, or shuffled."""
+    return "sequential" if not config.shuffle else "group_by_length" if config.group_by_length else "random"
+
+
 def training_arguments(config: TrainConfig, device: str, n_train: int, has_eval: bool):
     from transformers import TrainingArguments
     bf16 = config.mixed_precision == "bf16" or config.mixed_precision == "auto" and autocast_pays_off(config, device)
@@ -151,7 +156,7 @@ def training_arguments(config: TrainConfig, device: str, n_train: int, has_eval:
         save_total_limit=config.save_total_limit, report_to=[] if config.report_to == "none" else [config.report_to],
         run_name=config.wandb_run_name or Path(config.output_dir).name, bf16=bf16,
         use_cpu=device == "cpu", remove_unused_columns=False, prediction_loss_only=True,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        train_sampling_strategy=sampling_strategy(config),
         dataloader_num_workers=0, ddp_find_unused_parameters=False if config.use_lora else None,
         # off a terminal the Trainer prints one log line per logging_steps instead of a bar per step
         disable_tqdm=not is_main_process() or not on_terminal(), **eval_kwargs, **fsdp_arguments(config))
