@@ -79,6 +79,21 @@ def test_rationale_weight_and_every_thought_are_honoured_and_seeded(tmp_path):
     assert split(none)[1] == [] and len(none) == len(TEACHER)
 
 
+def test_rationales_first_puts_every_rationale_row_before_every_label_row(tmp_path, capsys):
+    from scripts.prepare_ft_data import main
+    teacher, _ = write_teacher(tmp_path)
+    base = ["--answer", "distill", "--original-thoughts", teacher]
+    shuffled, _ = prepare(tmp_path, "shuffled", *base)
+    curriculum, _ = prepare(tmp_path, "curriculum", *base, "--rationales-first")
+    n_rationales = len(split(curriculum)[1])
+    assert n_rationales and {r["source"] for r in curriculum[:n_rationales]} == {"rationale"}
+    assert "rationale" not in {r["source"] for r in curriculum[n_rationales:]}
+    assert split(curriculum) == split(shuffled)  # the same rows, each part in the seeded shuffle's order
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--answer", "label", "--pairs", str(teacher), "--rationales-first", "--output-file", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "--rationales-first" in capsys.readouterr().err
+
+
 def test_bad_distill_options_exit_2(tmp_path, capsys):
     from scripts.prepare_ft_data import main
     teacher, _ = write_teacher(tmp_path)

@@ -220,3 +220,15 @@ def test_mean_over_seeds_by_hand():
     assert stats["interval"] == pytest.approx([0.2 - 4.303 * 0.1 / 3 ** 0.5, 0.2 + 4.303 * 0.1 / 3 ** 0.5])
     assert mean_over_seeds([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "interval": None}
     assert mean_over_seeds([0.4] * 13)["interval"] == pytest.approx([0.4, 0.4])  # df 12: the df-10 quantile
+
+
+def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tmp_path):
+    from types import SimpleNamespace
+
+    from scripts.study import stage_inputs
+    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py"}
+    for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
+        arm = {"data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
+        for cap, expected in ((20, capped), (None, steps)):
+            inputs = stage_inputs(study, arm, SimpleNamespace(max_steps=cap, eval_limit=None), {})
+            assert inputs["train"]["overrides"].get("max_steps") == expected

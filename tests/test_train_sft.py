@@ -333,3 +333,19 @@ def test_auto_mixed_precision_uses_bf16_on_a_cpu_only_where_it_is_native(monkeyp
     assert train_sft.autocast_pays_off(gpu, "cuda")
     import dataclasses
     assert not train_sft.autocast_pays_off(dataclasses.replace(gpu, torch_dtype="float32", load_in_4bit=False), "cuda")
+
+
+@pytest.mark.parametrize("flags, strategy", [([], "group_by_length"), (["--no_group_by_length"], "random"),
+                                             (["--no_shuffle", "--no_group_by_length"], "sequential")])
+def test_shuffle_false_trains_the_rows_in_the_files_order(flags, strategy):
+    """A curriculum (prepare_ft_data --rationales-first) only holds if the Trainer keeps the file's order."""
+    from transformers import Trainer
+
+    import train.train_sft as train_sft
+    from train.run_config import load_run_config
+    config = load_run_config(["--config", "smollm2_cpu.py", *flags])
+    args = train_sft.training_arguments(config, "cpu", n_train=40, has_eval=False)
+    assert args.train_sampling_strategy == strategy
+    rows = [{"input_ids": [1] * (1 + i % 7)} for i in range(40)]
+    order = list(Trainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=rows)._get_train_sampler())
+    assert sorted(order) == list(range(40)) and (order == list(range(40))) is (strategy == "sequential")
