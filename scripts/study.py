@@ -26,7 +26,8 @@ evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the s
 
 Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every trained arm once per seed. The
 run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
-results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N. An untrained arm runs once;
+results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N (an arm trained in file order,
+"shuffle": False, also has its data written with --seed N, since its sampler shuffles nothing). An untrained arm runs once;
 a model_of arm evaluates the model of the same seed. Each run is compared with the baseline's run of the
 same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
 difference, with a 95% t interval over seeds (the spread between seeds, which at 200 steps on 2 CPU cores
@@ -178,6 +179,8 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
                 run["model_of"] = run_name[(arm["model_of"], seed)]
             elif seed != own:
                 run["train"] = {**arm["train"], "seed": seed}
+                if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
+                    run["data"] = [*arm["data"], "--seed", str(seed)]
             run_name[(arm["name"], seed)] = run["name"]
             runs.append(run)
     names = [run["name"] for run in runs]

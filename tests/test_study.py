@@ -232,3 +232,14 @@ def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tm
         for cap, expected in ((20, capped), (None, steps)):
             inputs = stage_inputs(study, arm, SimpleNamespace(max_steps=cap, eval_limit=None), {})
             assert inputs["train"]["overrides"].get("max_steps") == expected
+
+
+def test_a_seed_reaches_the_data_of_an_arm_trained_in_file_order_only():
+    from scripts.study import runs_per_seed
+    data = ["--answer", "distill", "--rationales-first"]
+    study = {"config_path": "s.py", "train_config": "smollm2_cpu.py", "arms": [
+        {"name": "curriculum", "data": data, "train": {"shuffle": False, "group_by_length": False}, "eval": {}},
+        {"name": "mixed", "data": data[:2], "train": {}, "eval": {}}]}
+    runs = {run["name"]: run for run in runs_per_seed(study, [42, 3])}
+    assert runs["curriculum"]["data"] == data and runs["curriculum_seed3"]["data"] == [*data, "--seed", "3"]
+    assert runs["mixed_seed3"]["data"] == data[:2] and runs["mixed_seed3"]["train"]["seed"] == 3
