@@ -1,7 +1,8 @@
 # The default NLI study (study/nli_smollm2.py: the same data, evaluation file and recipe) with every trained
 # arm at 400 steps x 8 examples instead of 200, on three seeds:
 #   make study STUDY=study/nli_smollm2_400.py
-#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~2 h on 2 cores)
+#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~3 h on 2 cores)
+#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42 --arms label_only,distill_half_curriculum
 # Why: at 200 steps most runs stay on the label prior (loss ln 2 / 9 answer tokens) and which label they
 # answer is up to the seed; on the tuning set (dev_300 minus the teacher pool's pairs) label_only at 400 steps
 # left it on both seeds that stayed there at 200 (0.559 -> 0.729, 0.538 -> 0.726; docs/study.md).
@@ -30,7 +31,8 @@ arms = [_at_steps(_arms["label_only"]), _arms["label_only_scored"], _at_steps(_a
 # label_only's 3,200) and the rationale rows come on top instead of in their place:
 _one_epoch = {**_arms["distill_half"]["train"], "max_steps": -1, "num_epochs": 1}
 arms.append({**_arms["distill_half"], "name": "distill_half_epoch", "train": _one_epoch})
-# The same rows as a curriculum: every rationale row first, then every label row, in the file's order.
+# The same rows as a curriculum: every rationale row first, then every label row, in the file's order (the
+# best distillation arm measured: seed 42 0.746 against label_only's 0.738; shuffled, the same rows 0.587).
 arms.append({**_arms["distill_half"], "name": "distill_half_curriculum",
              "data": [*_arms["distill_half"]["data"], "--rationales-first"],
              "train": {**_one_epoch, "shuffle": False, "group_by_length": False}})
