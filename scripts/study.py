@@ -26,10 +26,10 @@ evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the s
 
 Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every trained arm once per seed. The
 run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
-results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N (an arm trained in file order,
-"shuffle": False, also has its data written with --seed N, since its sampler shuffles nothing). An untrained arm runs once;
-a model_of arm evaluates the model of the same seed. Each run is compared with the baseline's run of the
-same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
+results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N (an arm trained in file
+order, "shuffle": False, also has its data written with --seed N: its sampler shuffles nothing). An
+untrained arm runs once; a model_of arm evaluates the model of the same seed. Each run is compared with
+the baseline's run of the same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
 difference, with a 95% t interval over seeds (the spread between seeds, which at 200 steps on 2 CPU cores
 is larger than the spread between pairs).
 

@@ -262,9 +262,9 @@ def pick_collator(config: TrainConfig, model, tokenizer):
     if config.use_packing and not padding_free:
         # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
         # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
-        log.info("use_packing: padding-free batches need flash-attention; with %s, using %s padded batches "
-                 "(faster there)", attn, "length-grouped" if sampling_strategy(config) == "group_by_length" else
-                 "the sampler's")
+        grouped = "length-grouped " if sampling_strategy(config) == "group_by_length" else ""
+        log.info("use_packing: padding-free batches need flash-attention; with %s, using %spadded batches "
+                 "(faster there)", attn, grouped)
     return PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
 
 
