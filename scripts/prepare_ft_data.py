@@ -34,7 +34,9 @@ and instruction) answered with the teacher's thought as plain text, id `<id>:rat
 costs. `--rationale-weight W` gives a seeded share W (0..1) of the pairs a rationale row; only thoughts
 that reached the true label serve, unless `--no-correct-rationales-only`. `--rationales-first` writes every
 rationale row before every label row (each part still shuffled): a curriculum, trained in file order with
-`--no_shuffle --no_group_by_length` (train_sft's `shuffle` key).
+`--no_shuffle --no_group_by_length` (train_sft's `shuffle` key). `--rationales-only` writes the same
+rationale rows (the same seed and weight pick the same ones) without the label rows: a first training stage,
+which a label-only run then continues (train_sft's `init_adapter`).
 """
 
 import argparse
@@ -166,14 +168,19 @@ def parse_args(argv):
                    help="--answer distill: only thoughts that reached the true label serve as rationales")
     p.add_argument("--rationales-first", action="store_true",
                    help="--answer distill: every rationale row before every label row (a curriculum)")
+    p.add_argument("--rationales-only", action="store_true",
+                   help="--answer distill: the rationale rows alone (a stage before a label-only run)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     if args.answer == "distill" and not args.original_thoughts:
         p.error("--answer distill needs --original-thoughts (teacher rows with thoughts)")
     if args.answer == "distill" and (args.format == "text" or args.balance):
         p.error("--answer distill writes prompt_completion rows and every label row (no --format text, --balance)")
-    if args.rationales_first and args.answer != "distill":
-        p.error("--rationales-first orders --answer distill's rationale rows; it needs --answer distill")
+    for flag in ("rationales_first", "rationales_only"):
+        if getattr(args, flag) and args.answer != "distill":
+            p.error(f"--{flag.replace('_', '-')} picks --answer distill's rationale rows; it needs --answer distill")
+    if args.rationales_first and args.rationales_only:
+        p.error("--rationales-first and --rationales-only: with the rationale rows alone there is no order to set")
     if not 0 <= args.rationale_weight <= 1:
         p.error(f"--rationale-weight must be in [0, 1], got {args.rationale_weight}")
     if args.answer == "cot" and (args.ablation is None or not args.original_thoughts):
@@ -239,6 +246,10 @@ def main(argv=None) -> int:
             kept = balance(kept, args.seed)
         if args.answer == "distill":
             kept = sample_rationales(kept, args.rationale_weight, args.seed)
+        if args.rationales_only:
+            kept = [e for e in kept if e["source"] == "rationale"]
+        if not kept:
+            raise DataError("no training examples are left (after dedupe, leakage and --rationale-weight)")
         random.Random(args.seed).shuffle(kept)
         n_holdout = holdout_count(args.holdout, len(kept))
         if n_holdout >= len(kept):
@@ -266,7 +277,8 @@ def main(argv=None) -> int:
     print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set"
           + (f"; labels {dict(sorted(labels.items()))}" if None not in labels else ""))
     what = {"cot": f"ablation {args.ablation}", "label": "label-only answers",
-            "distill": "label + rationale rows (distillation)"}[args.answer]
+            "distill": "rationale rows (distillation)" if args.rationales_only
+            else "label + rationale rows (distillation)"}[args.answer]
     print(f"prepare_ft_data: {what}: {len(train)} training examples "
           f"({', '.join(f'{k} {v}' for k, v in sorted(sources.items()))}) -> {args.output_file}"
           + (f"; {len(held_out)} held out -> {args.holdout_file}" if n_holdout else ""))

@@ -18,7 +18,10 @@ train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`,
 An arm with "train": None is the model itself, untrained (its zero-shot baseline). An arm with
 "model_of": "<arm>" (and no data or train) evaluates that earlier, trained arm's model with its own eval
 settings, without retraining: {"name": "label_only_scored", "model_of": "label_only", "eval": {...,
-"scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. Each stage is a
+"scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. A trained arm with
+"init_from": "<arm>" starts its training from that earlier trained arm's adapter (train_sft's
+init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds and
+tokens. Each stage is a
 subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <eval_file>` (pairs
 that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
 --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
@@ -28,7 +31,8 @@ Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every train
 run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
 results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N (an arm trained in file
 order, "shuffle": False, also has its data written with --seed N: its sampler shuffles nothing). An
-untrained arm runs once; a model_of arm evaluates the model of the same seed. Each run is compared with
+untrained arm runs once; a model_of arm evaluates the model of the same seed, and an init_from arm
+starts from it. Each run is compared with
 the baseline's run of the same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
 difference, with a 95% t interval over seeds (the spread between seeds, which at 200 steps on 2 CPU cores
 is larger than the spread between pairs).
@@ -125,6 +129,8 @@ def load_study(path: str, args) -> dict:
             check_model_of(arm, study["arms"][:index], where)
         elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
             raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
+        if "init_from" in arm:
+            check_init_from(arm, study["arms"][:index], where)
     if study["baseline"] not in names:
         raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
     if args.arms:
@@ -136,6 +142,9 @@ def load_study(path: str, args) -> dict:
         for arm in study["arms"]:
             if arm.get("model_of") and arm["model_of"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
+            if arm.get("init_from") and arm["init_from"] not in wanted:
+                raise DataError(f"--arms: arm {arm['name']} starts from {arm['init_from']}'s adapter; select that "
+                                "arm too")
     study["model"] = args.model or study["model"]
     study["config_path"] = path
     seeds = args.seeds or values.get("seeds")
@@ -177,7 +186,12 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
                    "seed": seed}
             if arm.get("model_of"):
                 run["model_of"] = run_name[(arm["model_of"], seed)]
-            elif seed != own:
+            if arm.get("init_from"):
+                if (arm["init_from"], seed) not in run_name:
+                    raise DataError(f"{study['config_path']}: arm {arm['name']} trains with seed {seed}, which arm "
+                                    f"{arm['init_from']} (its init_from) has no run of: give both the same seed")
+                run["init_from"] = run_name[(arm["init_from"], seed)]
+            if not arm.get("model_of") and seed != own:
                 run["train"] = {**arm["train"], "seed": seed}
                 if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
                     run["data"] = [*arm["data"], "--seed", str(seed)]
@@ -198,6 +212,16 @@ def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
     trained = [a["name"] for a in earlier if a.get("train") is not None]
     if arm["model_of"] not in trained:
         raise DataError(f"{where}: field 'model_of': {arm['model_of']!r} is not a trained arm listed before it "
+                        f"({', '.join(trained) or 'none'})")
+
+
+def check_init_from(arm: dict, earlier: list[dict], where: str) -> None:
+    """An arm that continues another arm's adapter: it trains, and that arm comes earlier and trains."""
+    if arm.get("train") is None or "model_of" in arm:
+        raise DataError(f"{where}: an arm with 'init_from' trains ('data' and 'train') from that arm's adapter")
+    trained = [a["name"] for a in earlier if a.get("train") is not None]
+    if arm["init_from"] not in trained:
+        raise DataError(f"{where}: field 'init_from': {arm['init_from']!r} is not a trained arm listed before it "
                         f"({', '.join(trained) or 'none'})")
 
 
@@ -231,6 +255,8 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
                            "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
                            "config_file": path_fingerprint(train_config_path(study["train_config"])),
                            "overrides": overrides}
+        if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
+            inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
     inputs["eval"] = {"model": content_fingerprint(model),
@@ -248,6 +274,8 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
                 "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["eval_file"])]
     if stage == "train":
         overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
+        if arm.get("init_from"):
+            overrides += ["--init_adapter", str(arm_dir.parent / arm["init_from"] / "model")]
         return [python, "-m", "train.train_sft", "--config", study["train_config"], "--model_id", study["model"],
                 "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
                 "--eval_data", "None", *overrides]
@@ -348,6 +376,7 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
+           "init_from": arm.get("init_from"),
            "train_seconds": train_seconds,
            "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
     return row, {r["id"]: bool(r["correct"]) for r in records}
@@ -471,6 +500,10 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     rows, correct = [], {}
     for arm in study["arms"]:
         row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
+        start = next((earlier for earlier in rows if earlier["arm"] == arm.get("init_from")), None)
+        if start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
+            row |= {"train_seconds": row["train_seconds"] + start["train_seconds"],
+                    "tokens_trained": row["tokens_trained"] + start["tokens_trained"]}
         rows.append(row)
     add_paired_differences(rows, study["arms"], correct, study["baseline"])
     out = study["output_dir"]

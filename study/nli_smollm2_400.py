@@ -3,6 +3,7 @@
 #   make study STUDY=study/nli_smollm2_400.py
 #   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~3 h on 2 cores)
 #   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42 --arms label_only,distill_half_curriculum
+#   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42 --arms label_only,rationales_half,label_after_rationales
 # Why: at 200 steps most runs stay on the label prior (loss ln 2 / 9 answer tokens) and which label they
 # answer is up to the seed; on the tuning set (dev_300 minus the teacher pool's pairs) label_only at 400 steps
 # left it on both seeds that stayed there at 200 (0.559 -> 0.729, 0.538 -> 0.726; docs/study.md).
@@ -36,3 +37,10 @@ arms.append({**_arms["distill_half"], "name": "distill_half_epoch", "train": _on
 arms.append({**_arms["distill_half"], "name": "distill_half_curriculum",
              "data": [*_arms["distill_half"]["data"], "--rationales-first"],
              "train": {**_one_epoch, "shuffle": False, "group_by_length": False}})
+# The curriculum as two runs: distill_half's rationale rows alone (the same seeded half), then label_only's
+# run exactly (its data, its 400 steps, its schedule and seed) starting from that adapter (init_from), so the
+# difference from label_only is the rationale stage alone. In the single-file curriculum the label rows only
+# get the tail of one cosine schedule. The rationale stage's labels are scored: what it knows before labels.
+arms.append({"name": "rationales_half", "data": [*_arms["distill_half"]["data"], "--rationales-only"],
+             "train": _one_epoch, "eval": _arms["label_only_scored"]["eval"]})
+arms.append({**_at_steps(_arms["label_only"]), "name": "label_after_rationales", "init_from": "rationales_half"})

@@ -118,6 +118,7 @@ def test_secrets_are_redacted_from_dumps(monkeypatch):
     (["--mixed_precision", "fp8"], "'mixed_precision' must be one of auto, bf16, no"),
     (["--eval_data", "e.jsonl", "--eval_steps", "5", "--save_steps", "7"], "save_steps (7) to be a multiple of eval_steps"),
     (["--shuffle", "false"], "shuffle = False keeps the file's row order, which group_by_length would undo"),
+    (["--init_adapter", "models/a", "--use_lora", "false"], "init_adapter continues a LoRA adapter, which use_lora = False"),
 ])
 def test_values_are_checked_against_the_rules(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -94,6 +94,24 @@ def test_rationales_first_puts_every_rationale_row_before_every_label_row(tmp_pa
     assert exit_info.value.code == 2 and "--rationales-first" in capsys.readouterr().err
 
 
+def test_rationales_only_writes_the_rationale_rows_distill_would_and_no_label_row(tmp_path, capsys):
+    from scripts.prepare_ft_data import main
+    teacher, eval_file = write_teacher(tmp_path)
+    base = ["--answer", "distill", "--original-thoughts", str(teacher), "--eval-file", str(eval_file),
+            "--rationale-weight", "0.5"]
+    both, _ = prepare(tmp_path, "both", *base)
+    alone, _ = prepare(tmp_path, "alone", *base, "--rationales-only")
+    assert "rationale rows (distillation): " in capsys.readouterr().out
+    assert alone and {r["source"] for r in alone} == {"rationale"}
+    assert sorted(r["id"] for r in alone) == sorted(r["id"] for r in split(both)[1])  # the same seeded half
+    bad = tmp_path / "bad.jsonl"
+    assert main([*base, "--rationales-only", "--rationale-weight", "0", "--output-file", str(bad)]) == 2
+    assert "no training examples are left" in capsys.readouterr().err and not bad.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--rationales-only", "--rationales-first", "--output-file", str(bad)])
+    assert exit_info.value.code == 2 and "no order to set" in capsys.readouterr().err
+
+
 def test_bad_distill_options_exit_2(tmp_path, capsys):
     from scripts.prepare_ft_data import main
     teacher, _ = write_teacher(tmp_path)

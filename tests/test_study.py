@@ -243,3 +243,65 @@ def test_a_seed_reaches_the_data_of_an_arm_trained_in_file_order_only():
     runs = {run["name"]: run for run in runs_per_seed(study, [42, 3])}
     assert runs["curriculum"]["data"] == data and runs["curriculum_seed3"]["data"] == [*data, "--seed", "3"]
     assert runs["mixed_seed3"]["data"] == data[:2] and runs["mixed_seed3"]["train"]["seed"] == 3
+
+
+TWO_STAGES = '''
+name = "two_stages"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "first"
+arms = [
+    {{"name": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {first_lr}}},
+     "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+    {{"name": "second", "init_from": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": 1e-3}},
+     "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+]
+'''
+
+
+@pytest.mark.slow
+def test_an_init_from_arm_trains_on_from_that_arms_adapter_and_is_redone_with_it(tiny_mistral, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    out, config = tmp_path / "study", tmp_path / "two_stages.py"
+    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3))
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    command = (out / "arms/second/train.log").read_text().splitlines()[0]
+    assert f"--init_adapter {out / 'arms/first/model'}" in command
+    assert "--init_adapter" not in (out / "arms/first/train.log").read_text().splitlines()[0]
+    first, second = json.loads((out / "table.json").read_text())
+    own = json.loads((out / "arms/second/model/train_results.json").read_text())["train_runtime_s"]
+    assert second["init_from"] == "first" and second["train_seconds"] == pytest.approx(own + first["train_seconds"])
+    assert second["tokens_trained"] > first["tokens_trained"] > 0  # both stages' tokens
+
+    code, log = run_study(config, out, capsys)
+    assert code == 0 and log.count("skipped") == 6, log
+    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=2e-3))
+    code, log = run_study(config, out, capsys)
+    assert code == 0, log
+    assert "arm first: train redone (overrides)" in log and "arm second: train redone (init_from)" in log
+
+
+def test_a_bad_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
+    from nli_finetune.data_io import DataError
+    from scripts.study import main, runs_per_seed
+    config = tmp_path / "two_stages.py"
+    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3).replace('"init_from": "first"',
+                                                                                       '"init_from": "nope"'))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[1]: field 'init_from': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
+    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3))
+    assert main(["--config", str(config), "--arms", "second", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "starts from first's adapter; select that arm too" in capsys.readouterr().err
+    study = {"config_path": "s.py", "train_config": "smollm2_cpu.py", "arms": [
+        {"name": "first", "data": [], "train": {}, "eval": {}},
+        {"name": "second", "init_from": "first", "data": [], "train": {}, "eval": {}}]}
+    runs = {run["name"]: run for run in runs_per_seed(study, [42, 3])}
+    assert runs["second"]["init_from"] == "first" and runs["second_seed3"]["init_from"] == "first_seed3"
+    study["arms"][1]["train"] = {"seed": 7}  # its own seed differs from first's: no run of first to start from
+    with pytest.raises(DataError, match="which arm first \\(its init_from\\) has no run of"):
+        runs_per_seed(study, None)

@@ -349,3 +349,25 @@ def test_shuffle_false_trains_the_rows_in_the_files_order(flags, strategy):
     rows = [{"input_ids": [1] * (1 + i % 7)} for i in range(40)]
     order = list(Trainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=rows)._get_train_sampler())
     assert sorted(order) == list(range(40)) and (order == list(range(40))) is (strategy == "sequential")
+
+
+def test_init_adapter_goes_on_training_the_given_adapter_and_refuses_another_shape(trained_adapter, tiny_mistral,
+                                                                                  tmp_path, capsys):
+    start = load_file(trained_adapter / "adapter_model.safetensors")
+    code, out = run_train(tiny_mistral, tmp_path / "next", "--init_adapter", trained_adapter, "--max_steps", "1",
+                          "--learning_rate", "1e-9")
+    assert code == 0
+    after = load_file(out / "adapter_model.safetensors")
+    assert after.keys() == start.keys()
+    lora_b = [k for k in start if "lora_B" in k]
+    assert lora_b and all(start[k].abs().sum() > 0 for k in lora_b)  # a fresh adapter's lora_B is zero
+    for key in start:  # one step at lr 1e-9: the trained weights came through
+        assert torch.allclose(after[key], start[key], atol=1e-6), key
+    assert json.loads((out / "training_config.json").read_text())["init_adapter"] == str(trained_adapter)
+
+    code, _ = run_train(tiny_mistral, tmp_path / "wrong_rank", "--init_adapter", trained_adapter, "--lora_r", "8")
+    err = capsys.readouterr().err
+    assert code == 2 and "lora_r = 16" in err and "--lora_r" in err
+    assert not (tmp_path / "wrong_rank" / "adapter_model.safetensors").exists()
+    code, _ = run_train(tiny_mistral, tmp_path / "none", "--init_adapter", tmp_path)
+    assert code == 2 and "holds no LoRA adapter" in capsys.readouterr().err

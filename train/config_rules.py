@@ -52,6 +52,9 @@ def cross_key_problems(config) -> list[str]:
     if not config["shuffle"] and config["group_by_length"]:
         problems.append("shuffle = False keeps the file's row order, which group_by_length would undo: "
                         "set --group_by_length False too")
+    if config["init_adapter"] and not config["use_lora"]:
+        problems.append("init_adapter continues a LoRA adapter, which use_lora = False does not train: "
+                        "set --use_lora True or drop init_adapter")
     if config["fsdp_cpu_offload"] and config["fsdp"] == "none":
         problems.append("fsdp_cpu_offload offloads FSDP shards: set --fsdp full_shard (or shard_grad_op) too")
     if config["confidence_eval_data"] and not (config["confidence_tokens"] and config["eval_data"]):

@@ -147,6 +147,10 @@ lora_target_modules: list | str = ["q_proj", "k_proj", "v_proj", "o_proj", "gate
 # indexes of the transformer layers that get adapters; None = all.
 # Only the top layers: backpropagation stops below them (faster)
 lora_layers: list | None = None
+# a LoRA adapter (an earlier train_sft output_dir) to start from instead of a fresh one: its
+# weights go on training here, e.g. a label stage after a rationale stage (study/nli_smollm2_400.py);
+# its rank, alpha, targets and layers must equal this config's
+init_adapter: str | None = None
 # extra tokens to add; their input and output embedding rows train
 special_tokens: list = []
 # domain -> [confident, unconfident] tokens, e.g. {"READ": ["<C_READ>", "<U_READ>"]}

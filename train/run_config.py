@@ -192,6 +192,8 @@ def path_problems(config) -> list[str]:
                 problems.append(f"{path}: no examples (confidence_eval_data)")
         except DataError as exc:
             problems.append(f"{exc} (confidence_eval_data)")
+    if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
+        problems.append(f"init_adapter: {config.init_adapter} holds no LoRA adapter (no adapter_config.json)")
     resume = config.resume_from_checkpoint
     if resume not in (None, "", "latest") and not Path(resume).is_dir():
         problems.append(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
@@ -215,6 +217,8 @@ def run_fingerprint(config) -> dict:
     files = {"train_data": path_fingerprint(config.train_data), "base model": path_fingerprint(config.model_id)}
     if config.tokenizer_id:
         files["tokenizer"] = path_fingerprint(config.tokenizer_id)
+    if config.init_adapter:
+        files["init_adapter"] = path_fingerprint(config.init_adapter)
     return {"settings": json.loads(json.dumps(settings)), "settings_hash": content_fingerprint(settings),
             "files": files}
 

@@ -109,8 +109,30 @@ def build_model(config: TrainConfig, tokenizer, device: str, new_token_ids: list
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
                       trainable_token_indices=token_rows, layers_to_transform=config.lora_layers)
-    model = get_peft_model(model, lora)
-    return model
+    if config.init_adapter:
+        return continued_adapter(model, config.init_adapter, lora)
+    return get_peft_model(model, lora)
+
+
+def continued_adapter(model, adapter_dir: str, lora):
+    """The model with the adapter in `adapter_dir` loaded to go on training; its shape must be the config's
+    (`lora`), or the run would silently train another shape than its config and fingerprint say."""
+    from peft import LoraConfig, PeftModel
+    saved = LoraConfig.from_pretrained(adapter_dir)
+    shape = {"lora_r": (saved.r, lora.r), "lora_alpha": (saved.lora_alpha, lora.lora_alpha),
+             "lora_target_modules": (saved.target_modules, lora.target_modules),
+             "lora_layers": (saved.layers_to_transform, lora.layers_to_transform)}
+    for key, (theirs, ours) in shape.items():
+        if ours != "all-linear" and normalised(theirs) != normalised(ours):  # peft saves all-linear resolved
+            raise ConfigError(f"init_adapter {adapter_dir} has {key} = {normalised(theirs)}, this config "
+                              f"{normalised(ours)}: set --{key} to the adapter's")
+    log.info("starting from the adapter in %s", adapter_dir)
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+
+
+def normalised(value):
+    """A LoRA setting compared by content: sets and lists of names or layers as sorted lists."""
+    return sorted(value) if isinstance(value, (list, set, tuple)) else value
 
 
 def cpu_has_native_bf16() -> bool:
