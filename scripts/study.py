@@ -32,10 +32,10 @@ run at the arm's own seed (its "train" seed, else its train_config's) keeps the 
 results stay valid; the others are arms/<arm>_seed<N>/, trained with --seed N (an arm trained in file
 order, "shuffle": False, also has its data written with --seed N: its sampler shuffles nothing). An
 untrained arm runs once; a model_of arm evaluates the model of the same seed, and an init_from arm
-starts from it. Each run is compared with
-the baseline's run of the same seed, and seeds.md / seeds.json give per arm the mean over seeds of accuracy, macro-F1 and the paired
-difference, with a 95% t interval over seeds (the spread between seeds, which at 200 steps on 2 CPU cores
-is larger than the spread between pairs).
+starts from it. Each run is compared with the baseline's run of the same seed, and seeds.md / seeds.json
+give per arm the mean over seeds of accuracy, macro-F1 and the paired difference, with a 95% t interval
+over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is larger than the spread between
+pairs).
 
 Resumable: a stage whose inputs (its options, the files it reads, the stage before it) are unchanged since
 it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
@@ -209,19 +209,21 @@ def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
     """An arm that evaluates another arm's model: that arm comes earlier (it is trained first) and trains."""
     if "data" in arm or "train" in arm:
         raise DataError(f"{where}: an arm with 'model_of' has no 'data' or 'train' of its own")
-    trained = [a["name"] for a in earlier if a.get("train") is not None]
-    if arm["model_of"] not in trained:
-        raise DataError(f"{where}: field 'model_of': {arm['model_of']!r} is not a trained arm listed before it "
-                        f"({', '.join(trained) or 'none'})")
+    check_earlier_trained(arm, "model_of", earlier, where)
 
 
 def check_init_from(arm: dict, earlier: list[dict], where: str) -> None:
     """An arm that continues another arm's adapter: it trains, and that arm comes earlier and trains."""
-    if arm.get("train") is None or "model_of" in arm:
+    if arm.get("train") is None:
         raise DataError(f"{where}: an arm with 'init_from' trains ('data' and 'train') from that arm's adapter")
+    check_earlier_trained(arm, "init_from", earlier, where)
+
+
+def check_earlier_trained(arm: dict, field: str, earlier: list[dict], where: str) -> None:
+    """arm[field] names a trained arm listed before this one."""
     trained = [a["name"] for a in earlier if a.get("train") is not None]
-    if arm["init_from"] not in trained:
-        raise DataError(f"{where}: field 'init_from': {arm['init_from']!r} is not a trained arm listed before it "
+    if arm[field] not in trained:
+        raise DataError(f"{where}: field '{field}': {arm[field]!r} is not a trained arm listed before it "
                         f"({', '.join(trained) or 'none'})")
 
 
