@@ -20,6 +20,9 @@ arms = [
      "train": {{"task": "nli", "batch_size": 2, "learning_rate": 1e-3}},
      "eval": {{"task": "nli", "max_new_tokens": 8, "scoring": "logprob"}}}},
     {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+    {{"name": "label_after", "init_from": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": 1e-3}},
+     "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
 ]
 '''
 
@@ -36,14 +39,15 @@ def run_study(config, out, capsys):
 
 
 @pytest.mark.slow
-def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistral, tmp_path, capsys, monkeypatch):
+def test_a_study_runs_skips_on_rerun_and_redoes_a_changed_arm_and_the_arms_built_on_it(tiny_mistral, tmp_path,
+                                                                                       capsys, monkeypatch):
     import scripts.study as study
     monkeypatch.chdir(REPO_ROOT)
     out, config = tmp_path / "study", write_config(tmp_path / "study_config.py", tiny_mistral)
     code, log = run_study(config, out, capsys)
     assert code == 0, log
     table = json.loads((out / "table.json").read_text())
-    assert [row["arm"] for row in table] == ["label_only", "ablation1", "label_only_scored"]
+    assert [row["arm"] for row in table] == ["label_only", "ablation1", "label_only_scored", "label_after"]
     for row in table[:2]:
         assert row["n"] == 6 and row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
         assert row["tokens_trained"] > 0 and row["train_seconds"] > 0
@@ -61,15 +65,24 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     from nli_finetune.report_page import decode_data
     page = decode_data((out / "report.html").read_text())  # the results page: one run per arm
     assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1",
-                                                                                 "label_only_scored")]
+                                                                                 "label_only_scored", "label_after")]
     assert "ablation1" in (out / "table.md").read_text()
+    # init_from: label_after trains on from label_only's adapter, and its row counts both stages
+    command = (out / "arms/label_after/train.log").read_text().splitlines()[0]
+    assert f"--init_adapter {out / 'arms/label_only/model'}" in command
+    assert "--init_adapter" not in (out / "arms/label_only/train.log").read_text().splitlines()[0]
+    after = table[3]
+    own = json.loads((out / "arms/label_after/model/train_results.json").read_text())["train_runtime_s"]
+    assert after["init_from"] == "label_only"
+    assert after["train_seconds"] == pytest.approx(own + table[0]["train_seconds"])
+    assert after["tokens_trained"] > table[0]["tokens_trained"] > 0
     trained = (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns
 
     calls = []
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
     code, log = run_study(config, out, capsys)
     assert code == 0 and calls == [], log  # everything skipped: no stage ran
-    assert log.count("skipped") == 7
+    assert log.count("skipped") == 10
     monkeypatch.undo()
     monkeypatch.chdir(REPO_ROOT)
 
@@ -77,6 +90,7 @@ def test_a_two_arm_study_runs_skips_on_rerun_and_redoes_a_changed_arm(tiny_mistr
     code, log = run_study(config, out, capsys)
     assert code == 0, log
     assert "arm label_only: train redone (overrides)" in log and "arm label_only_scored: eval redone (model)" in log
+    assert "arm label_after: train redone (init_from)" in log
     assert "arm ablation1: train skipped" in log and "arm ablation1: eval skipped" in log
     assert (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns != trained
 
@@ -90,6 +104,17 @@ def test_a_bad_model_of_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
     write_config(config, tiny_mistral)
     assert main(["--config", str(config), "--arms", "label_only_scored", "--output_dir", str(tmp_path / "o")]) == 2
     assert "select that arm too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO_ROOT / "study").glob("*.py")))
+def test_every_shipped_study_config_loads_and_passes_its_checks(name, monkeypatch):
+    from scripts.study import build_parser, load_study
+    monkeypatch.chdir(REPO_ROOT)
+    study = load_study(f"study/{name}", build_parser().parse_args(["--config", f"study/{name}"]))
+    runs = {run["name"]: run for run in study["arms"]}
+    assert study["baseline"] in runs and study["output_dir"].name == study["name"]
+    for run in runs.values():  # a second stage starts from a run of the same seed that this study trains
+        assert run.get("init_from") is None or runs[run["init_from"]]["train"] is not None
 
 
 def test_paired_difference_and_mcnemar_by_hand():
@@ -245,58 +270,16 @@ def test_a_seed_reaches_the_data_of_an_arm_trained_in_file_order_only():
     assert runs["mixed_seed3"]["data"] == data[:2] and runs["mixed_seed3"]["train"]["seed"] == 3
 
 
-TWO_STAGES = '''
-name = "two_stages"
-model = {model!r}
-eval_file = "data/sample/dev_300.csv"
-train_config = "tiny_cpu.py"
-baseline = "first"
-arms = [
-    {{"name": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
-     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {first_lr}}},
-     "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
-    {{"name": "second", "init_from": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
-     "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": 1e-3}},
-     "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
-]
-'''
-
-
-@pytest.mark.slow
-def test_an_init_from_arm_trains_on_from_that_arms_adapter_and_is_redone_with_it(tiny_mistral, tmp_path, capsys,
-                                                                                monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)
-    out, config = tmp_path / "study", tmp_path / "two_stages.py"
-    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3))
-    code, log = run_study(config, out, capsys)
-    assert code == 0, log
-    command = (out / "arms/second/train.log").read_text().splitlines()[0]
-    assert f"--init_adapter {out / 'arms/first/model'}" in command
-    assert "--init_adapter" not in (out / "arms/first/train.log").read_text().splitlines()[0]
-    first, second = json.loads((out / "table.json").read_text())
-    own = json.loads((out / "arms/second/model/train_results.json").read_text())["train_runtime_s"]
-    assert second["init_from"] == "first" and second["train_seconds"] == pytest.approx(own + first["train_seconds"])
-    assert second["tokens_trained"] > first["tokens_trained"] > 0  # both stages' tokens
-
-    code, log = run_study(config, out, capsys)
-    assert code == 0 and log.count("skipped") == 6, log
-    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=2e-3))
-    code, log = run_study(config, out, capsys)
-    assert code == 0, log
-    assert "arm first: train redone (overrides)" in log and "arm second: train redone (init_from)" in log
-
-
 def test_a_bad_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
     from nli_finetune.data_io import DataError
     from scripts.study import main, runs_per_seed
-    config = tmp_path / "two_stages.py"
-    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3).replace('"init_from": "first"',
-                                                                                       '"init_from": "nope"'))
+    config = write_config(tmp_path / "study.py", tiny_mistral)
+    config.write_text(config.read_text().replace('"init_from": "label_only"', '"init_from": "nope"'))
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
-    assert "arms[1]: field 'init_from': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
-    config.write_text(TWO_STAGES.format(model=str(tiny_mistral), first_lr=1e-3))
-    assert main(["--config", str(config), "--arms", "second", "--output_dir", str(tmp_path / "o")]) == 2
-    assert "starts from first's adapter; select that arm too" in capsys.readouterr().err
+    assert "arms[3]: field 'init_from': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
+    write_config(config, tiny_mistral)
+    assert main(["--config", str(config), "--arms", "label_after", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "starts from label_only's adapter; select that arm too" in capsys.readouterr().err
     study = {"config_path": "s.py", "train_config": "smollm2_cpu.py", "arms": [
         {"name": "first", "data": [], "train": {}, "eval": {}},
         {"name": "second", "init_from": "first", "data": [], "train": {}, "eval": {}}]}
