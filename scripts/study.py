@@ -1,7 +1,7 @@
 """An ablation study as one command: every arm's data assembled, trained and evaluated the way a user
 would run them, then one table comparing each arm with the baseline arm on the same pairs.
 
-    make study                                              # python scripts/study.py --config study/nli_smollm2.py
+    make study                                # python scripts/study.py --config study/nli_smollm2_two_stage.py
     python scripts/study.py --config study/nli_smollm2.py
     python scripts/study.py --config study/nli_smollm2.py --arms label_only,ablation1 --max_steps 20 --eval_limit 100
     python scripts/study.py --config study/nli_smollm2.py --model path/to/other-model.gguf

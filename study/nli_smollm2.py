@@ -1,6 +1,7 @@
-# The default NLI study (issue #23): does training SmolLM2-135M on a teacher's reasoning beat training it on
-# labels alone, on the same pairs?
-#   make study                                          (= python scripts/study.py --config study/nli_smollm2.py)
+# The full NLI study (issue #23): does training SmolLM2-135M on a teacher's reasoning beat training it on
+# labels alone, on the same pairs? Every arm, the chain-of-thought answer arms included (hours on 2 CPU cores;
+# `make study` runs study/nli_smollm2_two_stage.py, the question's answer in about an hour).
+#   make study STUDY=study/nli_smollm2.py               (= python scripts/study.py --config study/nli_smollm2.py)
 #   python scripts/study.py --config study/nli_smollm2.py --arms untrained,label_only --max_steps 20 --eval_limit 100
 # Read by scripts/study.py (its docstring says what every key means). Paths are relative to the repo root.
 #

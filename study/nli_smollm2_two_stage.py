@@ -1,0 +1,24 @@
+# The study's question answered in about an hour on 2 CPU cores: SmolLM2-135M trained on labels alone
+# against the same run preceded by a stage on the teacher's rationales (the recipe that beat label-only on
+# three seeds of study/nli_smollm2_400.py, docs/study.md), next to the untrained model's scored labels.
+#   make study                                     (= python scripts/study.py --config study/nli_smollm2_two_stage.py)
+#   python scripts/study.py --config study/nli_smollm2_two_stage.py --seeds 42,2,3      (three seeds, ~3 h)
+# The arms are study/nli_smollm2_400.py's own (same data, steps, evaluation file), so a result here is a
+# result there; the chain-of-thought answer arms (ablation 1/3, hours each here) are in study/nli_smollm2.py.
+
+import runpy
+from pathlib import Path
+
+_study_400 = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2_400.py"))
+_default = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2.py"))
+_arms = {arm["name"]: arm for arm in [*_default["arms"], *_study_400["arms"]]}  # the 400-step arm wins a name
+
+name = "nli_smollm2_two_stage"
+model, eval_file, train_config, baseline = (_study_400[key] for key in ("model", "eval_file", "train_config",
+                                                                        "baseline"))
+seeds = [42]  # one seed fits the hour; seed 42 is the training config's own, so its runs keep the arms' names
+arms = [_arms[arm_name] for arm_name in ("untrained",            # the model as shipped, labels scored: the zero-shot floor
+                                 "label_only",           # 400 steps x 8 of {"predicted_label": N}: the baseline
+                                 "label_only_scored",    # label_only's model, labels scored: probabilities, ECE
+                                 "rationales_half",      # stage 1: the teacher's correct rationales alone, 1 epoch
+                                 "label_after_rationales")]  # stage 2: label_only's run from stage 1's adapter
