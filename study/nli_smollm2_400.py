@@ -1,4 +1,4 @@
-# The default NLI study (study/nli_smollm2.py: the same data, evaluation file and recipe) with every trained
+# The full NLI study (study/nli_smollm2.py: the same data, evaluation file and recipe) with every trained
 # arm at 400 steps x 8 examples instead of 200, on three seeds:
 #   make study STUDY=study/nli_smollm2_400.py
 #   python scripts/study.py --config study/nli_smollm2_400.py --seeds 42        (one seed, ~3 h on 2 cores)
@@ -37,9 +37,10 @@ arms.append({**_arms["distill_half"], "name": "distill_half_epoch", "train": _on
 arms.append({**_arms["distill_half"], "name": "distill_half_curriculum",
              "data": [*_arms["distill_half"]["data"], "--rationales-first"],
              "train": {**_one_epoch, "shuffle": False, "group_by_length": False}})
-# The curriculum as two runs (the winner: +0.061, +0.030, +0.102 over label_only on seeds 42, 2, 3): distill_half's rationale rows alone (the same seeded half), then label_only's
-# run exactly (its data, its 400 steps, its schedule and seed) starting from that adapter (init_from), so the
-# difference from label_only is the rationale stage alone. In the single-file curriculum the label rows only
+# The curriculum as two runs (the winner: +0.061, +0.030, +0.102 over label_only on seeds 42, 2, 3):
+# distill_half's rationale rows alone (the same seeded half), then label_only's run exactly (its data, its 400
+# steps, its schedule and seed) starting from that adapter (init_from), so the difference from label_only is
+# the rationale stage alone. In the single-file curriculum the label rows only
 # get the tail of one cosine schedule. The rationale stage's labels are scored: what it knows before labels.
 arms.append({"name": "rationales_half", "data": [*_arms["distill_half"]["data"], "--rationales-only"],
              "train": _one_epoch, "eval": _arms["label_only_scored"]["eval"]})

@@ -9,16 +9,19 @@
 import runpy
 from pathlib import Path
 
-_study_400 = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2_400.py"))
-_default = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2.py"))
-_arms = {arm["name"]: arm for arm in [*_default["arms"], *_study_400["arms"]]}  # the 400-step arm wins a name
+_here = Path(__file__).resolve().parent
+_full_arms = runpy.run_path(str(_here / "nli_smollm2.py"))["arms"]
+_study_400 = runpy.run_path(str(_here / "nli_smollm2_400.py"))
+_arms_400 = {arm["name"]: arm for arm in _study_400["arms"]}
 
 name = "nli_smollm2_two_stage"
 model, eval_file, train_config, baseline = (_study_400[key] for key in ("model", "eval_file", "train_config",
                                                                         "baseline"))
 seeds = [42]  # one seed fits the hour; seed 42 is the training config's own, so its runs keep the arms' names
-arms = [_arms[arm_name] for arm_name in ("untrained",            # the model as shipped, labels scored: the zero-shot floor
-                                 "label_only",           # 400 steps x 8 of {"predicted_label": N}: the baseline
-                                 "label_only_scored",    # label_only's model, labels scored: probabilities, ECE
-                                 "rationales_half",      # stage 1: the teacher's correct rationales alone, 1 epoch
-                                 "label_after_rationales")]  # stage 2: label_only's run from stage 1's adapter
+arms = [
+    next(arm for arm in _full_arms if arm["name"] == "untrained"),  # the model as shipped, labels scored
+    _arms_400["label_only"],              # 400 steps x 8 of {"predicted_label": N}: the baseline
+    _arms_400["label_only_scored"],       # label_only's model, labels scored: probabilities, ECE
+    _arms_400["rationales_half"],         # stage 1: the teacher's correct rationales alone, one epoch
+    _arms_400["label_after_rationales"],  # stage 2: label_only's run from stage 1's adapter
+]
