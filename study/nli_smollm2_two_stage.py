@@ -1,6 +1,8 @@
 # The study's question answered in about an hour on 2 CPU cores: SmolLM2-135M trained on labels alone
 # against the same run preceded by a stage on the teacher's rationales (the recipe that beat label-only on
 # three seeds of study/nli_smollm2_400.py, docs/study.md), next to the untrained model's scored labels.
+# Caution (issue #42): that gain is matched by the same two stages on label rows alone (a compute-matched
+# control, docs/study.md), so it measures the extra 142 steps, not the teacher's reasoning.
 #   make study                                     (= python scripts/study.py --config study/nli_smollm2_two_stage.py)
 #   python scripts/study.py --config study/nli_smollm2_two_stage.py --seeds 42,2,3      (three seeds, ~3 h)
 # The arms are study/nli_smollm2_400.py's own (same data, steps, evaluation file), so a result here is a
