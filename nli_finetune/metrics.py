@@ -162,3 +162,78 @@ def majority_baseline(y_true: list) -> float:
     """Accuracy of always answering the most frequent true label."""
     from collections import Counter
     return Counter(y_true).most_common(1)[0][1] / len(y_true) if y_true else 0.0
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order: the smallest raw p times m, the next times
+    m - 1, ..., each at least the one before it (so the order never flips) and at most 1. Comparing many arms
+    with one baseline, an adjusted p below 0.05 keeps the chance of any false claim among them below 0.05."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def pooled_paired_difference(seed_pairs: list[tuple[list[bool], list[bool]]], *, samples: int = 1000,
+                             seed: int = 0, level: float = 0.95) -> dict:
+    """One paired comparison over several seeds, using every seed's examples at once.
+
+    seed_pairs: per seed, (baseline right?, arm right?) on the same examples, aligned (example i of every seed
+    is the same pair). The difference is the mean over seeds of each seed's accuracy difference; its interval
+    is a bootstrap that resamples the examples, the same picks in every seed, so it covers the examples'
+    sampling with the seeds' variation held in. The p is the stratified (Mantel-Haenszel) McNemar test: under
+    no difference every discordant example, in any seed, is a fair coin, so the exact binomial test on the
+    discordant counts summed over seeds (for one seed, McNemar's own)."""
+    import random
+    sizes = {len(a) for a, _ in seed_pairs} | {len(b) for _, b in seed_pairs}
+    if not seed_pairs or len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"every seed needs the same examples: sizes {sorted(sizes)}")
+    n, k = sizes.pop(), len(seed_pairs)
+    delta = [[int(bool(b)) - int(bool(a)) for a, b in zip(base, arm)] for base, arm in seed_pairs]
+    per_example = [sum(d[i] for d in delta) / k for i in range(n)]  # mean over seeds of example i's delta
+    rng = random.Random(seed)
+    diffs = sorted(sum(per_example[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    tail = (1 - level) / 2
+    only_arm = sum(d.count(1) for d in delta)
+    only_baseline = sum(d.count(-1) for d in delta)
+    return {"seeds": k, "n": n, "difference": sum(per_example) / n,
+            "interval": [diffs[int(tail * samples)], diffs[min(samples - 1, int((1 - tail) * samples))]],
+            "mcnemar_p": mcnemar_p(only_baseline, only_arm), "only_baseline_right": only_baseline,
+            "only_arm_right": only_arm}
+
+
+# One-sided 80% quantiles of Student's t by degrees of freedom (for the power of a t test over seeds).
+T_80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879,
+        15: 0.866, 20: 0.860, 30: 0.854}
+
+
+def pairs_needed(effect: float, discordant_rate: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Evaluation pairs needed for a two-sided McNemar test at `alpha` to detect an accuracy difference of
+    `effect` with `power`, when a fraction `discordant_rate` of the pairs is right for one model only
+    (Connor 1987: n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2)."""
+    import math
+    from statistics import NormalDist
+    if not 0 < abs(effect) <= discordant_rate <= 1:
+        raise ValueError(f"need 0 < |effect| <= discordant rate <= 1: effect {effect}, rate {discordant_rate}")
+    z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+    psi, d = discordant_rate, abs(effect)
+    return math.ceil((z_a * math.sqrt(psi) + z_b * math.sqrt(psi - d * d)) ** 2 / (d * d))
+
+
+def seeds_needed(effect: float, seed_sd: float, *, max_seeds: int = 1000) -> int | None:
+    """Seeds needed for a two-sided t test over per-seed differences (alpha 0.05) to detect `effect` with 80%
+    power, when the difference varies from seed to seed with standard deviation `seed_sd`: the smallest k
+    with (t_0.975 + t_0.80, k - 1 degrees of freedom) * sd / sqrt(k) <= effect. None past max_seeds."""
+    import math
+    if seed_sd <= 0:
+        return 2  # no seed-to-seed spread: two seeds already show it (one has no spread estimate)
+    for k in range(2, max_seeds + 1):
+        df = k - 1
+        t_a = T_975[max(d for d in T_975 if d <= df)] if df <= 30 else 1.96
+        t_b = T_80[max(d for d in T_80 if d <= df)] if df <= 30 else 0.842
+        if (t_a + t_b) * seed_sd / math.sqrt(k) <= abs(effect):
+            return k
+    return None
