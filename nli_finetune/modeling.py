@@ -126,11 +126,35 @@ def ensure_pad_token(tokenizer) -> bool:
 HUB_FLASH_KERNEL = "kernels-community/flash-attn2"  # prebuilt flash-attention from the hub (`kernels`)
 
 
-def hub_kernels_usable() -> bool:
-    """Whether transformers can fetch the hub's flash-attention kernel: `kernels` installed, hub not offline."""
+def installed_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def hub_kernel_problem() -> str | None:
+    """Why transformers cannot fetch the hub's flash-attention kernel here, or None when it can. transformers
+    accepts only a `kernels` inside its own version window and otherwise raises at load (which once made
+    every run fall back to SDPA while the log and gpu-check still promised the hub kernel)."""
     import importlib.util
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    return importlib.util.find_spec("kernels") is not None and not offline
+
+    from packaging.version import Version
+    from transformers.utils import import_utils
+    if importlib.util.find_spec("kernels") is None:
+        return "no `kernels` package"
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    low, high = import_utils.KERNELS_MIN_VERSION, import_utils.KERNELS_MAX_VERSION
+    found = installed_version("kernels")
+    if found is None or not Version(low) <= Version(found) < Version(high):
+        return f"kernels {found} is outside transformers' window >={low},<{high}"
+    return None
+
+
+def hub_kernels_usable() -> bool:
+    return hub_kernel_problem() is None
 
 
 def pick_attn_implementation(requested: str, device: str) -> tuple[str, str]:

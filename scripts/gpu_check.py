@@ -302,7 +302,7 @@ def hub_skip_reason(token: str | None, reachable) -> str | None:
 def check_env(ctx: Context) -> CheckResult:
     import torch
 
-    from nli_finetune.modeling import can_load_4bit, pick_attn_implementation
+    from nli_finetune.modeling import can_load_4bit, hub_kernel_problem, pick_attn_implementation
     gpu = ctx.device.startswith("cuda") and cuda_available()
     facts = {"torch": torch.__version__, "torch_cuda_build": torch.version.cuda, "gpu": None, "driver": None}
     if gpu:
@@ -320,6 +320,7 @@ def check_env(ctx: Context) -> CheckResult:
     facts["bnb_4bit_cuda"], facts["bnb_4bit_why"] = can_load_4bit("cuda") if gpu else (False, "no GPU")
     attention, why = pick_attn_implementation("auto", "cuda" if gpu else "cpu")
     facts["attention_auto"] = f"{attention} ({why})"
+    facts["hub_kernel"] = hub_kernel_problem() or "usable"  # a kernels outside transformers' window says so here
     python = ctx.vllm_python
     if python:
         probe = subprocess.run([python, "-c", VLLM_PROBE], capture_output=True, text=True, timeout=150, cwd=REPO_ROOT)

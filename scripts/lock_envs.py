@@ -59,6 +59,45 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
+# Windows a locked package declares for an optional dependency the image never uses that way, with why.
+IGNORED_WINDOWS = {
+    ("huggingface-hub", "mcp"): "vLLM's own tool server pins mcp 2.x; nothing here uses huggingface_hub's MCP client",
+}
+IMAGE_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+                 "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                 "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def window_conflicts(lock: Path, distributions) -> tuple[list[str], int]:
+    """(conflicts, packages read): every locked package whose metadata is at hand (`distributions`, e.g. the
+    installed ones at the locked version) is read for its requirements on the lock's other packages: the
+    plain ones, and those of an extra named after the dependency (transformers[kernels] requires
+    kernels>=0.18.2,<0.19: the window transformers enforces when it imports kernels, which no resolver sees
+    unless the extra is asked for). A locked version outside such a window is a conflict."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+    locked = pins(lock)
+    conflicts, read = [], 0
+    for dist in distributions:
+        name = canonicalize_name(dist.metadata["Name"])
+        if locked.get(name) != dist.version:
+            continue
+        read += 1
+        for raw in dist.requires or []:
+            requirement = Requirement(raw)
+            other = canonicalize_name(requirement.name)
+            if other not in locked or other == name or (name, other) in IGNORED_WINDOWS:
+                continue
+            marker = requirement.marker
+            applies = marker is None or marker.evaluate({**IMAGE_MARKERS, "extra": ""}) \
+                or marker.evaluate({**IMAGE_MARKERS, "extra": other})
+            if applies and not requirement.specifier.contains(Version(locked[other]), prereleases=True):
+                conflicts.append(f"{lock.name}: {name} {dist.version} requires {raw!r}, the lock has "
+                                 f"{other}=={locked[other]}")
+    return conflicts, read
+
+
 def write() -> int:
     for lock, (source, extra) in LOCKS.items():
         result = compile_lock(source, REPO / lock, extra)
@@ -86,6 +125,10 @@ def check() -> int:
                                 + ", ".join(f"{n} {old or '(missing)'} -> {new}" for n, (old, new) in changed.items()))
             else:
                 print(f"{lock}: {len(locked)} pins resolve for x86_64-manylinux_2_28 / CPython 3.12")
+    from importlib.metadata import distributions
+    for lock in LOCKS:
+        conflicts, _ = window_conflicts(REPO / lock, list(distributions()))
+        problems += conflicts
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"check-image: {len(LOCKS) - len(problems)} of {len(LOCKS)} locks resolve")

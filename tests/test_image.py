@@ -51,6 +51,30 @@ def test_the_vllm_lock_is_the_release_and_tokenizer_stack_ci_tests_on_the_cpu():
     assert pins(REPO_ROOT / "locks/vllm-cuda-py312.txt")["vllm"] == cpu["vllm"]
 
 
+@pytest.mark.parametrize("lock", ["locks/train-cuda-py312.txt", "locks/vllm-cuda-py312.txt"])
+def test_no_locked_version_lies_outside_a_window_another_locked_package_declares(lock):
+    """kernels 0.17.2 was locked beside a transformers that takes only >=0.18.2,<0.19 (its `kernels` extra): the
+    image could never load flash-attention (issue #41, item 1). Read from the installed packages' metadata at
+    the locked versions; `make check-image` runs the same check."""
+    from importlib.metadata import distributions
+
+    from scripts.lock_envs import window_conflicts
+    conflicts, read = window_conflicts(REPO_ROOT / lock, list(distributions()))
+    assert read >= 20, f"only {read} locked packages have metadata here"
+    assert not conflicts, conflicts
+
+
+def test_the_window_check_catches_the_kernels_pin_that_broke_flash_attention(tmp_path):
+    from importlib.metadata import distribution
+
+    from scripts.lock_envs import window_conflicts
+    transformers = distribution("transformers")
+    lock = tmp_path / "lock.txt"
+    lock.write_text(f"transformers=={transformers.version} \\\n    --hash=sha256:0\nkernels==0.17.2 \\\n")
+    conflicts, read = window_conflicts(lock, [transformers])
+    assert read == 1 and any("kernels==0.17.2" in c and "kernels<0.19,>=0.18.2" in c for c in conflicts), conflicts
+
+
 def test_locks_are_for_the_images_python_and_cuda():
     version = PLATFORM[PLATFORM.index("--python-version") + 1]
     assert f"python{version}-venv" in DOCKERFILE and f"python{version} -m venv /opt/venv" in DOCKERFILE

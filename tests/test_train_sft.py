@@ -237,6 +237,7 @@ def test_cuda_attention_comes_from_the_package_then_the_hub_kernel_then_sdpa(mon
                         lambda name, *a: object() if name in installed else
                         (None if name in ("flash_attn", "kernels") else real_find_spec(name, *a)))
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(modeling, "installed_version", lambda name: "0.18.3")  # inside transformers' window
     assert modeling.pick_attn_implementation("auto", "cuda") == expected
     if "flash_attn" not in installed and offline == "1":
         with pytest.raises(modeling.ModelLoadError, match="neither the flash-attn package"):
@@ -371,3 +372,23 @@ def test_init_adapter_goes_on_training_the_given_adapter_and_refuses_another_sha
     assert not (tmp_path / "wrong_rank" / "adapter_model.safetensors").exists()
     code, _ = run_train(tiny_mistral, tmp_path / "none", "--init_adapter", tmp_path)
     assert code == 2 and "holds no LoRA adapter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernels_version,usable", [("0.17.2", False), ("0.18.2", True), ("0.18.3", True),
+                                                   ("0.19.1", False)])
+def test_a_kernels_outside_transformers_window_is_not_offered(monkeypatch, kernels_version, usable):
+    """kernels 0.17.2 was locked while transformers takes only >=0.18.2,<0.19: every CUDA run fell back to SDPA
+    while the plan said "hub kernel" (issue #41, item 1)."""
+    import importlib.util
+
+    from nli_finetune import modeling
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "kernels" else
+                        (None if name == "flash_attn" else real_find_spec(name, *a)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(modeling, "installed_version", lambda name: kernels_version)
+    assert modeling.hub_kernels_usable() is usable
+    if not usable:
+        assert f"kernels {kernels_version} is outside transformers' window" in modeling.hub_kernel_problem()
+        assert modeling.pick_attn_implementation("auto", "cuda")[0] == "sdpa"
