@@ -193,6 +193,27 @@ def judge_env(facts: dict, gpu: bool) -> list[str]:
     elif not str(facts["vllm"]).endswith("cuda"):
         problems.append(f"the vLLM environment is not a CUDA build ({facts['vllm']}): .venv-vllm is vLLM's CPU "
                         "build; use the image (/opt/vllm-venv) or install requirements-vllm.txt")
+    problems += cuda_version_problems(facts)
+    return problems
+
+
+def minor_version(text) -> tuple[int, int] | None:
+    parts = str(text or "").split(".")
+    return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else None
+
+
+def cuda_version_problems(facts: dict) -> list[str]:
+    """A driver older than the CUDA the libraries were built for: the runtime (torch's build) and the JIT
+    linker (nvjitlink, whose PTX an older driver cannot load) must not be newer than the driver's CUDA."""
+    driver = minor_version(facts.get("driver_cuda"))
+    if driver is None:
+        return []
+    problems = []
+    for what in ("torch_cuda_build", "nvjitlink"):
+        needed = minor_version(facts.get(what))
+        if needed and needed > driver:
+            problems.append(f"the driver supports CUDA {facts['driver_cuda']} but {what} is {facts[what]}: "
+                            f"update the driver to one for CUDA {needed[0]}.{needed[1]} or newer")
     return problems
 
 
@@ -302,7 +323,7 @@ def hub_skip_reason(token: str | None, reachable) -> str | None:
 def check_env(ctx: Context) -> CheckResult:
     import torch
 
-    from nli_finetune.modeling import can_load_4bit, hub_kernel_problem, pick_attn_implementation
+    from nli_finetune.modeling import can_load_4bit, hub_kernel_problem, installed_version, pick_attn_implementation
     gpu = ctx.device.startswith("cuda") and cuda_available()
     facts = {"torch": torch.__version__, "torch_cuda_build": torch.version.cuda, "gpu": None, "driver": None}
     if gpu:
@@ -317,6 +338,10 @@ def check_env(ctx: Context) -> CheckResult:
         facts["bitsandbytes"] = bitsandbytes.__version__
     except ImportError:
         facts["bitsandbytes"] = None
+    if gpu:  # e.g. 13000 -> "13.0": the newest CUDA this driver runs
+        version = torch._C._cuda_getDriverVersion()
+        facts["driver_cuda"] = f"{version // 1000}.{version % 1000 // 10}"
+    facts["nvjitlink"] = installed_version("nvidia-nvjitlink")
     facts["bnb_4bit_cuda"], facts["bnb_4bit_why"] = can_load_4bit("cuda") if gpu else (False, "no GPU")
     attention, why = pick_attn_implementation("auto", "cuda" if gpu else "cpu")
     facts["attention_auto"] = f"{attention} ({why})"

@@ -6,6 +6,10 @@
 Both need the package registry (uv reads the index; nothing is installed). `check` feeds each lock back
 to the resolver for Linux x86_64 / CPython 3.12: a pin the registry no longer serves for that platform,
 a dependency conflict, or a lock that is not closed (the resolver adds or changes a package) fails it.
+It also fails when a locked version lies outside a window another locked package declares for it (read
+from the installed metadata), and when two wheels of one lock install the same file (their zip listings,
+read from the index with range requests: cuda-python 12.x once put CUDA 12 cuda/bindings/*.so over torch's
+CUDA 13 cuda-bindings).
 The offline side (locks agree with requirements.txt, the Dockerfile installs only locks) is a test:
 tests/test_image.py.
 """
@@ -98,6 +102,112 @@ def window_conflicts(lock: Path, distributions) -> tuple[list[str], int]:
     return conflicts, read
 
 
+def hashes_by_package(lock: Path) -> dict[str, set[str]]:
+    """name -> the sha256 digests the lock accepts for it."""
+    found, current = {}, None
+    for line in lock.read_text().splitlines():
+        match = PIN.match(line.strip())
+        if match:
+            current = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            found[current] = set()
+        elif current and "--hash=sha256:" in line:
+            found[current].add(line.split("--hash=sha256:")[1].split()[0])
+    return found
+
+
+def image_wheel_tags() -> set:
+    from packaging import tags
+    # the image is Ubuntu 24.04 (glibc 2.39): a manylinux_2_31 wheel installs there, as llguidance's does
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(39, 4, -1)] + ["manylinux2014_x86_64",
+                                                                                 "manylinux2010_x86_64",
+                                                                                 "manylinux1_x86_64", "linux_x86_64"]
+    return set(tags.cpython_tags((3, 12), platforms=platforms)) | set(tags.compatible_tags((3, 12), "cp312",
+                                                                                         platforms))
+
+
+def wheel_paths(read_range, size: int) -> list[str]:
+    """The file names a wheel (a zip) holds, read from its central directory alone: `read_range(start, end)`
+    gives bytes start..end-1 of the file, so a 1 GB wheel costs two small reads, not a download."""
+    import struct
+    tail = read_range(max(0, size - 65536), size)
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0:
+        raise ValueError("no zip end record")
+    count, cd_size, cd_offset = struct.unpack("<HII", tail[end + 10:end + 20])
+    if cd_offset == 0xFFFFFFFF or count == 0xFFFF:  # zip64: the real numbers are in the zip64 end record
+        locator = tail.rfind(b"PK\x06\x07", 0, end)
+        record = struct.unpack("<Q", tail[locator + 8:locator + 16])[0]
+        zip64 = read_range(record, record + 56)
+        count, cd_size, cd_offset = struct.unpack("<QQQ", zip64[32:56])
+    directory, names, at = read_range(cd_offset, cd_offset + cd_size), [], 0
+    while at + 46 <= len(directory) and directory[at:at + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack("<HHH", directory[at + 28:at + 34])
+        names.append(directory[at + 46:at + 46 + name_len].decode("utf-8", "replace"))
+        at += 46 + name_len + extra_len + comment_len
+    return names
+
+
+# Files two locked wheels both ship that the image may keep either copy of, with why.
+IGNORED_SHARED = {
+    "build_backend.py": "a stray build helper flashinfer-python and torch-c-dlpack-ext both leave at the top of "
+                        "site-packages; nothing imports it at run time",
+}
+
+
+def shared_files(listings: dict[str, list[str]]) -> dict[str, list[str]]:
+    """path -> the packages that install it, for every installed file (not a folder, not a package's own
+    .dist-info, not a namespace folder's absent __init__) that more than one locked wheel ships."""
+    owners = {}
+    for package, names in listings.items():
+        for name in names:
+            top = name.split("/")[0]
+            if name.endswith("/") or top.endswith((".dist-info", ".data")) or name in IGNORED_SHARED:
+                continue
+            owners.setdefault(name, []).append(package)
+    return {path: sorted(set(who)) for path, who in owners.items() if len(set(who)) > 1}
+
+
+def lock_listings(lock: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """(package -> file names of the wheel the image installs, packages with no such wheel), read from the
+    package index over HTTP range requests (network; `make check-image`)."""
+    import json
+    import urllib.request
+
+    from packaging.utils import parse_wheel_filename
+
+    def get(url: str, headers: dict) -> bytes:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:
+            return response.read()
+
+    supported, listings, missing = image_wheel_tags(), {}, []
+    for package, digests in sorted(hashes_by_package(lock).items()):
+        index = json.loads(get(f"https://pypi.org/simple/{package}/",
+                               {"Accept": "application/vnd.pypi.simple.v1+json"}))
+        wheels = [f for f in index["files"] if f["filename"].endswith(".whl")
+                  and f["hashes"].get("sha256") in digests
+                  and set(parse_wheel_filename(f["filename"])[3]) & supported]
+        if not wheels:
+            missing.append(package)  # an sdist (flash-attn) builds its own file list
+            continue
+        wheel = wheels[0]
+        listings[package] = wheel_paths(
+            lambda start, end, url=wheel["url"]: get(url, {"Range": f"bytes={start}-{end - 1}"}), wheel["size"])
+    return listings, missing
+
+
+def file_conflicts() -> list[str]:
+    problems = []
+    for lock in ("locks/train-cuda-py312.txt", "locks/vllm-cuda-py312.txt"):
+        listings, no_wheel = lock_listings(REPO / lock)
+        shared = shared_files(listings)
+        for path, owners in sorted(shared.items())[:20]:
+            problems.append(f"{lock}: {path} is installed by {' and '.join(owners)}")
+        if not shared:
+            print(f"{lock}: no two of its {len(listings)} wheels install the same file"
+                  + (f" (not read, no wheel for the image: {', '.join(no_wheel)})" if no_wheel else ""))
+    return problems
+
+
 def write() -> int:
     for lock, (source, extra) in LOCKS.items():
         result = compile_lock(source, REPO / lock, extra)
@@ -129,6 +239,7 @@ def check() -> int:
     for lock in LOCKS:
         conflicts, _ = window_conflicts(REPO / lock, list(distributions()))
         problems += conflicts
+    problems += file_conflicts()
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"check-image: {len(LOCKS) - len(problems)} of {len(LOCKS)} locks resolve")

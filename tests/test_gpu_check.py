@@ -90,6 +90,17 @@ def test_env_requires_the_cuda_pieces_only_on_a_gpu():
     assert len(cpu_vllm) == 1 and "not a CUDA build" in cpu_vllm[0]
 
 
+def test_env_fails_a_driver_older_than_the_runtime_or_the_jit_linker():
+    """The vLLM lock once paired a 13.0 runtime with a 13.5 nvjitlink / nvcc, whose PTX a 580-series (CUDA
+    13.0) driver cannot load (issue #41, item 6): the env check compares the driver's CUDA with both."""
+    ready = {"torch_cuda_build": "13.0", "bnb_4bit_cuda": True, "vllm": "0.32.0 cuda"}
+    assert gpu_check.judge_env({**ready, "driver_cuda": "13.0", "nvjitlink": "13.0.88"}, gpu=True) == []
+    problems = gpu_check.judge_env({**ready, "driver_cuda": "13.0", "nvjitlink": "13.5.37"}, gpu=True)
+    assert len(problems) == 1 and "nvjitlink is 13.5.37" in problems[0] and "CUDA 13.5" in problems[0]
+    old_driver = gpu_check.judge_env({**ready, "driver_cuda": "12.8", "nvjitlink": None}, gpu=True)
+    assert len(old_driver) == 1 and "torch_cuda_build is 13.0" in old_driver[0]
+
+
 def history(losses, norm=0.5):
     return [{"loss": loss, "grad_norm": norm, "step": i + 1} for i, loss in enumerate(losses)]
 

@@ -75,6 +75,44 @@ def test_the_window_check_catches_the_kernels_pin_that_broke_flash_attention(tmp
     assert read == 1 and any("kernels==0.17.2" in c and "kernels<0.19,>=0.18.2" in c for c in conflicts), conflicts
 
 
+def test_the_file_check_reads_a_wheels_listing_from_its_central_directory_alone(tmp_path):
+    import zipfile
+
+    from scripts.lock_envs import wheel_paths
+    wheel = tmp_path / "x-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in ("cuda/bindings/driver.so", "cuda/bindings/__init__.py", "x-1.0.dist-info/RECORD"):
+            archive.writestr(name, b"0" * 100_000)
+    data, reads = wheel.read_bytes(), []
+
+    def read_range(start, end):
+        reads.append(end - start)
+        return data[start:end]
+    assert wheel_paths(read_range, len(data)) == ["cuda/bindings/driver.so", "cuda/bindings/__init__.py",
+                                                  "x-1.0.dist-info/RECORD"]
+    assert len(reads) == 2 and sum(reads) < 70_000  # the tail and the directory, never the members
+
+
+def test_two_wheels_installing_one_file_are_a_conflict():
+    """cuda-python 12.6.2.post1 (via flashinfer) and cuda-bindings 13.5.0 (via torch) both installed
+    cuda/bindings/*.so in the vLLM lock (issue #41, item 5); `make check-image` reads the real listings."""
+    from scripts.lock_envs import shared_files
+    listings = {"cuda-bindings": ["cuda/bindings/driver.so", "cuda_bindings-13.5.0.dist-info/RECORD"],
+                "cuda-python": ["cuda/bindings/driver.so", "cuda_python-12.6.2.dist-info/RECORD"],
+                "cuda-core": ["cuda/core/__init__.py"], "a": ["build_backend.py"], "b": ["build_backend.py"]}
+    assert shared_files(listings) == {"cuda/bindings/driver.so": ["cuda-bindings", "cuda-python"]}
+
+
+def test_the_vllm_lock_has_one_cuda_bindings_and_one_cuda_minor_version():
+    locked = pins(REPO_ROOT / "locks/vllm-cuda-py312.txt")
+    assert locked["cuda-python"].split(".")[0] == locked["cuda-bindings"].split(".")[0] == "13"  # a metapackage
+    runtime = locked["nvidia-cuda-runtime"].split(".")[:2]
+    for lock in ("locks/vllm-cuda-py312.txt", "locks/train-cuda-py312.txt"):
+        tools = {name: version for name, version in pins(REPO_ROOT / lock).items()
+                 if name in ("nvidia-nvjitlink", "nvidia-cuda-nvcc", "nvidia-nvvm", "nvidia-cuda-crt")}
+        assert tools and all(v.split(".")[:2] == runtime for v in tools.values()), (lock, runtime, tools)
+
+
 def test_locks_are_for_the_images_python_and_cuda():
     version = PLATFORM[PLATFORM.index("--python-version") + 1]
     assert f"python{version}-venv" in DOCKERFILE and f"python{version} -m venv /opt/venv" in DOCKERFILE
