@@ -149,9 +149,10 @@ def parse_args(argv):
                    help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs; "
                         "distill: label rows + rationale rows from --original-thoughts")
     p.add_argument("--original-thoughts", nargs="+", default=[],
-                   help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (ids must not collide)")
+                   help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (an id two files share is refused)")
     p.add_argument("--reflected-thoughts", default=None, help="JSONL from generate_thoughts_reflected.py (ablation 2)")
-    p.add_argument("--pairs", nargs="+", default=[], help="--answer label: CSV/JSONL with premise, hypothesis, label")
+    p.add_argument("--pairs", nargs="+", default=[],
+                   help="--answer label: CSV/JSONL with premise, hypothesis, label (an id two files share is refused)")
     p.add_argument("--output-file", required=True)
     p.add_argument("--ablation", type=int, choices=[1, 2, 3], default=None, help="--answer cot: which ablation")
     p.add_argument("--format", choices=["prompt_completion", "text"], default="prompt_completion")
