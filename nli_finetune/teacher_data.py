@@ -58,15 +58,16 @@ def load_files(paths, load) -> list[dict]:
         for row in file_rows:
             other, other_line = first_seen.setdefault(row["id"], (str(path), row.get("_line", "?")))
             if other != str(path):
-                raise DataError(f"{path}: row {row.get('_line', '?')}: id {row['id']} is also the id of "
-                                f"{other} row {other_line}: ids must be unique across the input files (a row without an id "
-                                "gets <file name>:<row>; give the rows ids or the files distinct names)")
+                raise DataError(f"{path}: row {row.get('_line', '?')}: id {row['id']} is also the id of {other} "
+                                f"row {other_line}: ids must be unique across the input files (a row without an "
+                                "id gets <file name>:<row>; give the rows ids or the files distinct names)")
         rows += file_rows
     return rows
 
 
-# Space before closing or final punctuation ("sleeps ." and "sleeps."): Unicode's Po, Pe and Pf classes.
-_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+(?=[^\w\s])")
+# A space before a punctuation mark ("sleeps ." for "sleeps."); only closing and final marks (Unicode's Po,
+# Pe and Pf), so an opening quote or bracket keeps the space before it.
+_SPACE_BEFORE_MARK = re.compile(r" (?=[^\w\s])")
 
 
 def match_text(text: str) -> str:
@@ -75,7 +76,7 @@ def match_text(text: str) -> str:
     training text is written as it was read."""
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     text = " ".join(text.split())
-    return _SPACE_BEFORE_PUNCTUATION.sub(
+    return _SPACE_BEFORE_MARK.sub(
         lambda m: "" if unicodedata.category(text[m.end()]) in ("Po", "Pe", "Pf") else m.group(), text)
 
 
