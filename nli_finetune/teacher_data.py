@@ -9,11 +9,15 @@ Teacher thoughts come in two layouts, told apart row by row:
 Reflections: generate_thoughts_reflected.py's JSONL (`reflection_label` is the reflection's own label) or
 the original project's files (there `predicted_label` is).
 
-Ids: a row's `id` (0 is an id), else `<file name>:<row>`, so the rows of several files never collide.
+Ids: a row's `id` (0 is an id), else `<file name>:<row>`. Where several files are read together
+(`load_files`), an id that two files share (two `pairs.csv` in different folders, two files both using 7)
+is refused, naming both files: a shared id would tie one file's row to the other's.
 prepare_ft_data.py --ablation 2 ties a reflection to its original thought by id: both are read here, and
 generate_thoughts_reflected.py writes back `_id_as_written`, which reads back as the original's id.
 """
 
+import re
+import unicodedata
 from pathlib import Path
 
 from nli_finetune.data_io import DataError, read_jsonl, read_records, row_id, row_label, row_text
@@ -36,6 +40,54 @@ def text_of(record: dict, field: str, path) -> str:
 
 def id_of(record: dict, path) -> str:
     return row_id(record, prefix=f"{Path(path).name}:")  # the rows of several files are mixed
+
+
+def load_pairs(path) -> list[dict]:
+    """Labelled pairs as {id, premise, hypothesis, true_label, _line}."""
+    return [{"id": id_of(record, path), "premise": text_of(record, "premise", path),
+             "hypothesis": text_of(record, "hypothesis", path), "true_label": label_of(record, "label", path),
+             "_line": record.get("_line", "?")}
+            for record in read_records(path)]
+
+
+def load_files(paths, load) -> list[dict]:
+    """The rows `load` reads from each of `paths`, in order; DataError when two files share an id."""
+    rows, first_seen = [], {}
+    for path in paths:
+        file_rows = load(path)
+        for row in file_rows:
+            other, other_line = first_seen.setdefault(row["id"], (str(path), row.get("_line", "?")))
+            if other != str(path):
+                raise DataError(f"{path}: row {row.get('_line', '?')}: id {row['id']} is also the id of {other} "
+                                f"row {other_line}: ids must be unique across the input files (a row without an "
+                                "id gets <file name>:<row>; give the rows ids or the files distinct names)")
+        rows += file_rows
+    return rows
+
+
+# A space before a punctuation mark ("sleeps ." for "sleeps."); only closing and final marks (Unicode's Po,
+# Pe and Pf), so an opening quote or bracket keeps the space before it.
+_SPACE_BEFORE_MARK = re.compile(r" (?=[^\w\s])")
+
+
+def match_text(text: str) -> str:
+    """`text` as the leakage check compares it: compatibility-normalised (NFC, NFD and NFKC spellings
+    agree), case-folded, whitespace collapsed and no space before punctuation. Only for comparing: the
+    training text is written as it was read."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    text = " ".join(text.split())
+    return _SPACE_BEFORE_MARK.sub(
+        lambda m: "" if unicodedata.category(text[m.end()]) in ("Po", "Pe", "Pf") else m.group(), text)
+
+
+def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
+    """What makes two pairs the same pair for the leakage check (the one rule every check uses)."""
+    return match_text(premise), match_text(hypothesis)
+
+
+def eval_pair_keys(path) -> set[tuple[str, str]]:
+    """The pair keys of an evaluation file (CSV or JSON records with premise and hypothesis)."""
+    return {pair_key(text_of(r, "premise", path), text_of(r, "hypothesis", path)) for r in read_records(path)}
 
 
 def read_thoughts(path) -> list[dict]:

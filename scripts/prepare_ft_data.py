@@ -12,15 +12,18 @@
 Ablations: 1 = correct originals only; 2 = correct originals + reflections whose own label agrees with
 the true label; 3 = all originals unmodified (wrong labels included). Output is prompt/completion JSONL
 in the conversational format train_sft.py reads (`--format text` writes the legacy `<s>[INST]` lines),
-deduplicated by id, shuffled with --seed. `--eval-file` drops training pairs that also occur in an
-eval set (leakage). Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
+deduplicated by id, shuffled with --seed. `--eval-file` drops training rows whose own pair also occurs
+in an eval set (leakage), compared as nli_finetune/teacher_data.py's `pair_key` does: case, Unicode form
+(NFC/NFD/NFKC), runs of whitespace and a space before punctuation do not hide a pair; the training text
+is written as read. Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
 (id, premise, hypothesis, label, prediction, correct_prediction, thoughts); nli_finetune/teacher_data.py
 reads both, as generate_thoughts_reflected.py does, so a reflection keeps its original thought's id.
 
 `--answer label` writes short answers instead, `{"predicted_label": N}` with the true label, under the
 `nli_label` task's prompt; it takes labelled pairs (`--pairs`: premise, hypothesis, label) and needs no
 thoughts. `--balance` keeps as many examples of each label (a seeded sample of the larger class).
-Rows without an id get `<file name>:<row>`, so rows of different files never collide.
+Rows without an id get `<file name>:<row>`; an id that two input files share is refused (exit 2, naming
+both files), since dedupe by id would otherwise drop one file's row for the other's.
 
 `--answer distill` is step-by-step distillation (Hsieh et al. 2023, arXiv 2305.02301) from teacher rows:
 
@@ -46,38 +49,32 @@ import sys
 from collections import Counter
 
 from nli_finetune.cli import ArgumentParser
-from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records
-from nli_finetune.teacher_data import id_of, label_of, load_originals, load_reflections, text_of
+from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs
+from nli_finetune.teacher_data import eval_pair_keys, load_files, load_originals, load_pairs, load_reflections, pair_key
 from prompts import TASKS
 
 RATIONALE_SUFFIX = ":rationale"  # a rationale row's id: the pair's id + this, so dedupe keeps both rows
 
 
-def load_pairs(path) -> list[dict]:
-    """Labelled pairs as {id, premise, hypothesis, true_label} (for --answer label)."""
-    return [{"id": id_of(record, path), "premise": text_of(record, "premise", path),
-             "hypothesis": text_of(record, "hypothesis", path), "true_label": label_of(record, "label", path)}
-            for record in read_records(path)]
-
-
-def pair_key(premise: str, hypothesis: str) -> tuple[str, str]:
-    return " ".join(premise.lower().split()), " ".join(hypothesis.lower().split())
-
-
-def to_example(row: dict, label: int, source: str, fmt: str, task: str = "nli") -> dict:
+def to_example(row: dict, label: int, source: str, task: str = "nli") -> dict:
+    """A prompt/completion example; it keeps its pair, so leakage is checked on the example's own text."""
     task = TASKS[task]
     answer = task.answer(label, row.get("thought_process"))
-    if fmt == "text":
-        return {"id": row["id"], "text": f"<s>[INST] {task.user_message(row)} [/INST] {answer} </s>"}
     return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
             "label": row["true_label"], "source": source, "prompt": task.messages(row),
             "completion": [{"role": "assistant", "content": answer}]}
 
 
-def build_label_only(pairs, fmt: str = "prompt_completion"):
+def as_text_line(example: dict) -> dict:
+    """--format text: the legacy `<s>[INST] user message [/INST] answer </s>` line of an example."""
+    user, answer = example["prompt"][-1]["content"], example["completion"][0]["content"]
+    return {"id": example["id"], "text": f"<s>[INST] {user} [/INST] {answer} </s>"}
+
+
+def build_label_only(pairs):
     """Short-answer examples: each pair with its true label, under the nli_label prompt."""
     stats = Counter(pairs=len(pairs))
-    return [to_example(row, row["true_label"], "pair", fmt, "nli_label") for row in pairs], stats, []
+    return [to_example(row, row["true_label"], "pair", "nli_label") for row in pairs], stats, []
 
 
 def rationale_example(row: dict) -> dict:
@@ -124,7 +121,7 @@ def holdout_count(value: float, available: int) -> int:
     return int(value) if value >= 1 else round(value * available)
 
 
-def build(originals, reflections, ablation: int, fmt: str = "prompt_completion"):
+def build(originals, reflections, ablation: int):
     """(examples, stats, ids of reflections that disagree with the true label), before dedup/leakage."""
     stats, disagreeing = Counter(), []
     examples = []
@@ -132,9 +129,9 @@ def build(originals, reflections, ablation: int, fmt: str = "prompt_completion")
         correct = row["predicted_label"] == row["true_label"]
         stats["originals_correct" if correct else "originals_wrong"] += 1
         if ablation == 3:
-            examples.append(to_example(row, row["predicted_label"], "original", fmt))
+            examples.append(to_example(row, row["predicted_label"], "original"))
         elif correct:
-            examples.append(to_example(row, row["true_label"], "original", fmt))
+            examples.append(to_example(row, row["true_label"], "original"))
     if ablation == 2:
         for row in reflections:
             if row["reflection_label"] != row["true_label"]:
@@ -142,7 +139,7 @@ def build(originals, reflections, ablation: int, fmt: str = "prompt_completion")
                 disagreeing.append(row["id"])
                 continue
             stats["reflections_used"] += 1
-            examples.append(to_example(row, row["true_label"], "reflection", fmt))
+            examples.append(to_example(row, row["true_label"], "reflection"))
     return examples, stats, disagreeing
 
 
@@ -152,9 +149,10 @@ def parse_args(argv):
                    help="cot: thought + label (ablations); label: {\"predicted_label\": N} from labelled pairs; "
                         "distill: label rows + rationale rows from --original-thoughts")
     p.add_argument("--original-thoughts", nargs="+", default=[],
-                   help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (ids must not collide)")
+                   help="JSONL from generate_thoughts.py and/or teacher-CoT CSVs (an id two files share is refused)")
     p.add_argument("--reflected-thoughts", default=None, help="JSONL from generate_thoughts_reflected.py (ablation 2)")
-    p.add_argument("--pairs", nargs="+", default=[], help="--answer label: CSV/JSONL with premise, hypothesis, label")
+    p.add_argument("--pairs", nargs="+", default=[],
+                   help="--answer label: CSV/JSONL with premise, hypothesis, label (an id two files share is refused)")
     p.add_argument("--output-file", required=True)
     p.add_argument("--ablation", type=int, choices=[1, 2, 3], default=None, help="--answer cot: which ablation")
     p.add_argument("--format", choices=["prompt_completion", "text"], default="prompt_completion")
@@ -197,42 +195,36 @@ def parse_args(argv):
 
 
 def load_and_build(args):
-    """(examples, stats, disagreeing reflection ids, {id: pair key}, eval pair keys)."""
+    """(examples, stats, disagreeing reflection ids, eval pair keys)."""
     inputs = {f"--original-thoughts {path}": path for path in args.original_thoughts}
     inputs.update({f"--pairs {path}": path for path in args.pairs})
     inputs.update({"--reflected-thoughts": args.reflected_thoughts, "--eval-file": args.eval_file})
     check_outputs(inputs, {"--output-file": args.output_file,
                            "--holdout-file": args.holdout_file if args.holdout else None})
     if args.answer == "label":
-        rows = [row for path in args.pairs for row in load_pairs(path)]
-        examples, stats, disagreeing = build_label_only(rows, args.format)
+        examples, stats, disagreeing = build_label_only(load_files(args.pairs, load_pairs))
     elif args.answer == "distill":
-        rows = [row for path in args.original_thoughts for row in load_originals(path)]
-        examples, stats, disagreeing = build_distill(rows, args.correct_rationales_only)
+        examples, stats, disagreeing = build_distill(load_files(args.original_thoughts, load_originals),
+                                                     args.correct_rationales_only)
     else:
-        originals = [row for path in args.original_thoughts for row in load_originals(path)]
+        originals = load_files(args.original_thoughts, load_originals)
         reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
-        rows = originals + reflections
-        examples, stats, disagreeing = build(originals, reflections, args.ablation, args.format)
-    eval_pairs = set()
-    if args.eval_file:
-        eval_pairs = {pair_key(text_of(r, "premise", args.eval_file), text_of(r, "hypothesis", args.eval_file))
-                      for r in read_records(args.eval_file)}
-    pairs = {r["id"]: pair_key(r["premise"], r["hypothesis"]) for r in rows}
-    pairs |= {i + RATIONALE_SUFFIX: key for i, key in pairs.items()}  # a rationale row leaks as its pair does
-    return examples, stats, disagreeing, pairs, eval_pairs
+        examples, stats, disagreeing = build(originals, reflections, args.ablation)
+    return examples, stats, disagreeing, eval_pair_keys(args.eval_file) if args.eval_file else set()
 
 
-def dedup_and_check_leakage(examples, stats, pairs, eval_pairs) -> list[dict]:
+def dedup_and_check_leakage(examples, stats, eval_pairs) -> list[dict]:
+    """The examples whose own pair is not in the eval set, the first of each id. Leakage comes first, so
+    a leaked row never takes an id from a clean one."""
     seen, kept = set(), []
     for example in examples:
+        if pair_key(example["premise"], example["hypothesis"]) in eval_pairs:
+            stats["leakage_dropped"] += 1
+            continue
         if example["id"] in seen:
             stats["duplicates_dropped"] += 1
             continue
         seen.add(example["id"])
-        if pairs[example["id"]] in eval_pairs:
-            stats["leakage_dropped"] += 1
-            continue
         kept.append(example)
     return kept
 
@@ -240,8 +232,8 @@ def dedup_and_check_leakage(examples, stats, pairs, eval_pairs) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        examples, stats, disagreeing, pairs, eval_pairs = load_and_build(args)
-        kept = dedup_and_check_leakage(examples, stats, pairs, eval_pairs)
+        examples, stats, disagreeing, eval_pairs = load_and_build(args)
+        kept = dedup_and_check_leakage(examples, stats, eval_pairs)
         if args.balance:
             kept = balance(kept, args.seed)
         if args.answer == "distill":
@@ -260,11 +252,14 @@ def main(argv=None) -> int:
     held_out, train = kept[:n_holdout], kept[n_holdout:]
     if args.rationales_first:  # a stable sort: each part keeps its shuffled order
         train.sort(key=lambda e: e.get("source") != "rationale")
+    sources = Counter(e["source"] for e in train)
+    labels = Counter(e["label"] for e in train)
+    if args.format == "text":
+        train, held_out = [as_text_line(e) for e in train], [as_text_line(e) for e in held_out]
     atomic_write_jsonl(args.output_file, train)
     if n_holdout:
         atomic_write_jsonl(args.holdout_file, held_out)
 
-    sources = Counter(e.get("source", "original") for e in train)
     if args.answer == "distill":
         print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; rationales from "
               f"{'the correct thoughts' if args.correct_rationales_only else 'every thought'}, weight "
@@ -273,9 +268,8 @@ def main(argv=None) -> int:
         print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
               f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
               f"{stats['reflections_disagreeing']}" + (f" (ids {', '.join(disagreeing)})" if disagreeing else ""))
-    labels = Counter(e.get("label") for e in train)
     print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set"
-          + (f"; labels {dict(sorted(labels.items()))}" if None not in labels else ""))
+          + (f"; labels {dict(sorted(labels.items()))}" if args.format != "text" else ""))
     what = {"cot": f"ablation {args.ablation}", "label": "label-only answers",
             "distill": "rationale rows (distillation)" if args.rationales_only
             else "label + rationale rows (distillation)"}[args.answer]

@@ -1,6 +1,8 @@
+import csv
 import json
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 
@@ -92,3 +94,87 @@ def test_bad_input_names_file_row_field(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "bad.jsonl: row 1: field 'predicted_label'" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# H4 (issue 40): leakage is decided on each row's own pair, ids never collide across files, and an
+# evaluation pair written in another Unicode form or with a space before its punctuation still counts.
+def write_pairs(path, rows, with_id=True):
+    """A labelled-pairs CSV: rows of (id, premise, hypothesis, label), the id column left out on request."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "premise", "hypothesis", "label"] if with_id else ["premise", "hypothesis", "label"])
+        writer.writerows(rows if with_id else [row[1:] for row in rows])
+    return path
+
+
+EVAL_PAIR = ("e1", "A dog sleeps on the porch.", "The dog is running.", 0)
+OTHER_PAIR = ("o1", "A man plays a guitar.", "Someone makes music.", 1)
+
+
+def label_run(tmp_path, pairs, eval_rows=(EVAL_PAIR,)):
+    out = tmp_path / "out" / "train.jsonl"
+    eval_file = write_pairs(tmp_path / "eval.csv", list(eval_rows))
+    code = prepare(["--answer", "label", "--pairs", *map(str, pairs), "--eval-file", str(eval_file),
+                    "--output-file", str(out)])
+    return code, out
+
+
+def test_h4_two_pairs_files_of_one_name_in_two_folders_are_refused_naming_both(tmp_path, capsys):
+    first = write_pairs(tmp_path / "a" / "pairs.csv", [EVAL_PAIR], with_id=False)
+    second = write_pairs(tmp_path / "b" / "pairs.csv", [OTHER_PAIR], with_id=False)
+    code, out = label_run(tmp_path, [first, second])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert str(first) in err and str(second) in err and "pairs.csv:1" in err
+
+
+@pytest.mark.parametrize("answer", ["label", "distill"])
+def test_h4_two_files_that_both_use_id_7_are_refused_naming_both_files_and_the_id(tmp_path, capsys, answer):
+    rows = [("7", *EVAL_PAIR[1:]), ("7", *OTHER_PAIR[1:])]
+    if answer == "label":
+        first, second = (write_pairs(tmp_path / name, [row]) for name, row in zip(("x.csv", "y.csv"), rows))
+        code, out = label_run(tmp_path, [first, second])
+    else:  # teacher-CoT CSVs: id, premise, hypothesis, label, prediction, correct_prediction, thoughts
+        first, second = tmp_path / "x.csv", tmp_path / "y.csv"
+        for path, (i, p, h, label) in zip((first, second), rows):
+            path.write_text(f"id,premise,hypothesis,label,prediction,correct_prediction,thoughts\n"
+                            f"{i},{p},{h},{label},{label},True,step 1.\n")
+        out = tmp_path / "train.jsonl"
+        code = prepare(["--answer", "distill", "--original-thoughts", str(first), str(second),
+                        "--eval-file", str(write_pairs(tmp_path / "eval.csv", [EVAL_PAIR])),
+                        "--output-file", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert str(first) in err and str(second) in err and "id 7 " in err
+
+
+def test_h4_leakage_is_decided_on_each_rows_own_pair_and_the_counts_are_true(tmp_path, capsys):
+    # one file, one id twice: the evaluation pair first, then another pair
+    pairs = write_pairs(tmp_path / "pairs.csv", [("7", *EVAL_PAIR[1:]), ("7", *OTHER_PAIR[1:])])
+    code, out = label_run(tmp_path, [pairs])
+    assert code == 0
+    kept = [(r["premise"], r["hypothesis"]) for r in read_jsonl(out)]
+    assert kept == [OTHER_PAIR[1:3]]  # the evaluation pair is out, the other pair in
+    assert "dropped: 0 duplicate ids, 1 pairs also in the eval set" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("eval_premise,eval_hypothesis", [
+    (unicodedata.normalize("NFD", "Zoë drinks a café au lait."), "Someone drinks coffee."),  # NFD vs NFC
+    ("Zoë drinks a café au lait .", "Someone  drinks\u00a0coffee ."),  # a space before the punctuation
+], ids=["nfd", "space-before-punctuation"])
+def test_h4_an_eval_pair_in_another_unicode_form_or_spacing_is_caught(tmp_path, capsys, eval_premise,
+                                                                     eval_hypothesis):
+    leaked = ("t1", unicodedata.normalize("NFC", "Zoë drinks a café au lait."), "Someone drinks coffee.", 1)
+    kept = ("t2", unicodedata.normalize("NFD", "Zoë reads a book ."), "Zoë  reads.", 1)  # written as it is
+    pairs = write_pairs(tmp_path / "pairs.csv", [leaked, kept])
+    code, out = label_run(tmp_path, [pairs], eval_rows=[("e1", eval_premise, eval_hypothesis, 1)])
+    assert code == 0 and "1 pairs also in the eval set" in capsys.readouterr().out
+    rows = read_jsonl(out)
+    assert [(r["premise"], r["hypothesis"]) for r in rows] == [kept[1:3]]  # the training text as written
+
+
+def test_h4_the_check_text_is_normalised_one_way():
+    from nli_finetune.teacher_data import pair_key
+    assert pair_key("Zoë  sleeps .", "A\u00a0Cat!") == pair_key(unicodedata.normalize("NFD", "ZOË sleeps."), "a cat !")
+    assert pair_key("A man sleeps.", "x") != pair_key("A man sleeps", "x")  # the punctuation itself counts
