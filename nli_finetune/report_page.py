@@ -31,8 +31,8 @@ from prompts import TASKS
 
 # record fields that are not the example's inputs
 RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",
-                 "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "label_probs",
-                 "confidence"}
+                 "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "over_context",
+                 "label_probs", "confidence"}
 FREE_TEXT = "free text"  # the "label" of a free-text answer: there is none to parse, so none failed to parse
 
 
