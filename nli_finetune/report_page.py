@@ -104,6 +104,13 @@ def optional_text(where: str, value) -> str | None:
     return value
 
 
+def stop_of(where: str, record: dict) -> str | None:
+    """The record's stop reason; "context" for a prompt not scored because it ran past the model's context
+    (its stop_reason is "length", which the page would show as "cut at max tokens")."""
+    stop = optional_text(f"{where} 'stop_reason'", record.get("stop_reason"))
+    return "context" if record.get("over_context") else stop
+
+
 def timing_of(path, data: dict) -> float | None:
     timing = data.get("timing")
     if timing is None:
@@ -141,7 +148,7 @@ def sample_model_run(path, data: dict) -> Run:
             "pred": FREE_TEXT if task and task.free_text else label_text(record.get("predicted_label")),
             "correct": right_or_wrong(f"{where} 'correct'", record.get("correct")),
             "conf": probability(path, number, record.get("label_probs"), record.get("confidence")),
-            "raw": record["raw_output"], "stop": optional_text(f"{where} 'stop_reason'", record.get("stop_reason"))})
+            "raw": record["raw_output"], "stop": stop_of(where, record)})
     return run
 
 
@@ -525,7 +532,8 @@ function row(i) {
     const kind = pred === null ? "fail" : right === true ? "right" : right === false ? "wrong" : "nolabel";
     const td = el("td", {}, el("span", {class: `badge ${kind}`}, pred === null ? "parse failure" : pred));
     if (conf !== null) td.append(el("span", {class: "small"}, ` p ${fmt(conf, 2)}`));
-    if (stop === "length" || stop === "error") td.append(el("span", {class: "small"}, stop === "length" ? " (cut at max tokens)" : " (API error)"));
+    const why = {length: " (cut at max tokens)", error: " (API error)", context: " (prompt past the context: not scored)"}[stop];
+    if (why) td.append(el("span", {class: "small"}, why));
     td.append(el("pre", {class: "answer"}, E.raw[k][i]));
     tr.append(td);
   }

@@ -117,6 +117,15 @@ def test_low_a_title_holding_the_placeholders_stays_text_and_the_data_is_written
         render_page(data | {"note": float("nan")})
 
 
+def test_low_a_prompt_not_scored_past_the_context_shows_as_such_not_as_cut_at_max_tokens(tmp_path):
+    record = {"id": "1", "premise": "p", "hypothesis": "h", "raw_output": "", "predicted_label": None,
+              "stop_reason": "length", "true_label": 0, "correct": False, "over_context": "prompt of 40 tokens ..."}
+    (tmp_path / "r.json").write_text(json.dumps({"settings": {"task": "nli_label"}, "records": [record]}))
+    data = page_data(read_runs(tmp_path / "r.json"), bootstrap=10)
+    assert data["examples"]["stop"] == [["context"]] and data["runs"][0]["stop_rate"] == 0
+    assert data["input_fields"] == ["premise", "hypothesis"]
+
+
 def test_runs_align_by_id_and_runs_of_different_inputs_are_refused(tmp_path):
     rows = pairs(12)
     make_run(tmp_path / "a.json", rows, 0.5, seed=1)
