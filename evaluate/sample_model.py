@@ -218,6 +218,7 @@ def write_reliability_diagram(path: Path, records: list, task: str) -> None:
     """The reliability diagram of scored labels (probability of the predicted label against being right),
     written atomically next to the outputs."""
     from nli_finetune.calibration import calibration_report, plot_reliability
+    records = [r for r in records if "label_probs" in r]  # a prompt past the context was not scored
     confidence = [r["label_probs"][str(r["predicted_label"])] for r in records]
     report = calibration_report(confidence, [r["correct"] for r in records], beta=max(1, len(records) // 10))
     partial = path.with_name(f".{path.stem}.partial.png")

@@ -19,6 +19,11 @@ mask and eager attention's scores stay in the CPU cache, which made scoring ~1.6
 Chain-of-thought tasks (a `reasoning_field`): the model first generates its answer (generation.py, the
 same greedy decoding as `--scoring generate`), its reasoning is read from it, and the labels are scored
 as the rest of the answer after that reasoning (`Task.answer(label, reasoning)`).
+
+A prompt whose longest label answer would run past the model's context (`max_position_embeddings`) is not
+scored: probabilities from positions the model was never trained on would read as a confident prediction.
+Its result has no `label_probs`, stop_reason "length" (it ran out of room, as a generated answer cut short
+does) and `over_context` saying why; results.score_record makes it an answer without a label.
 """
 
 import torch
@@ -35,6 +40,27 @@ SCORE_TOKENS = 512  # tokens per forward (forward_chunks); chosen by bench/label
 
 def answer_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def label_answers(tokenizer, task, reasoning: str | None = None) -> list[list[int]]:
+    """Every label's answer as tokens, in label order (after `reasoning` for chain-of-thought tasks)."""
+    return [answer_ids(tokenizer, task.answer(label, reasoning)) for label in task.labels]
+
+
+def over_context(prompt: list[int], answers: list[list[int]], context_length: int | None) -> str | None:
+    """Why the labels can't be scored after `prompt` (its longest answer runs past the context), or None."""
+    needed = len(prompt) + max(map(len, answers))
+    if not context_length or needed <= context_length:
+        return None
+    return (f"prompt of {len(prompt)} tokens + answer of {needed - len(prompt)} run past the model's context of "
+            f"{context_length} tokens: not scored")
+
+
+def not_scored(reason: str, generated: dict | None = None) -> dict:
+    """The result of a prompt that was not scored (over_context): a generated answer keeps its text."""
+    generated = generated or {"text": "", "generated_tokens": 0}
+    return {"text": generated["text"], "stop_reason": "length", "generated_tokens": generated["generated_tokens"],
+            "over_context": reason}
 
 
 def reasoning_of(text: str, task) -> str:
@@ -115,8 +141,7 @@ def score_labels(model, tokenizer, prompts: list[list[int]], task, reasonings: l
     packed = []
     for index, prompt in enumerate(prompts):
         reasoning = reasonings[index] if reasonings is not None else None
-        packed.append(pack_example(prompt, [answer_ids(tokenizer, task.answer(label, reasoning))
-                                            for label in task.labels]))
+        packed.append(pack_example(prompt, label_answers(tokenizer, task, reasoning)))
     results: list[dict | None] = [None] * len(packed)
     for chunk in forward_chunks([len(tokens) for tokens, *_ in packed], SCORE_TOKENS):
         for index, probs in zip(chunk, label_probs_of(model, [packed[i] for i in chunk], tokenizer.pad_token_id)):
@@ -153,11 +178,29 @@ def scored_answers(model, tokenizer, prompts: list[list[int]], task, *, batch_si
     """One result per prompt (same order), the records `generation.generate_answers` gives plus
     `label_probs`. Label-only tasks: "text" is the most probable label's answer, "stop_reason" "scored",
     no generated tokens. Chain-of-thought tasks: the generated answer, its labels scored after its
-    reasoning. `on_batch([(index, result), ...])` is called as each batch finishes."""
+    reasoning. A prompt whose answer runs past the model's context: not scored (not_scored).
+    `on_batch([(index, result), ...])` is called as each batch finishes."""
     task = get_task(task)
     if task.free_text:
         raise ValueError(f"the {task.name} task has no labels to score")
     results: list[dict | None] = [None] * len(prompts)
+    context_length = getattr(model.config, "max_position_embeddings", None)
+
+    def score_fitting(indexes: list[int], reasonings: dict | None, generated: dict) -> list[tuple[int, dict]]:
+        """(index, result) for each of `indexes`: scored where prompt + answer fit the context, else not_scored."""
+        reasons = {i: over_context(prompts[i], label_answers(tokenizer, task, reasonings[i] if reasonings else None),
+                                   context_length) for i in indexes}
+        fits = [i for i in indexes if reasons[i] is None]
+        probs = dict(zip(fits, score_labels(model, tokenizer, [prompts[i] for i in fits], task,
+                                            reasonings=[reasonings[i] for i in fits] if reasonings else None)))
+
+        def result(i: int) -> dict:
+            if reasons[i]:
+                return not_scored(reasons[i], generated.get(i))
+            if i in generated:  # chain of thought: the generated answer, its labels scored after its reasoning
+                return generated[i] | {"label_probs": probs[i]}
+            return label_only_result(task, probs[i])
+        return [(i, result(i)) for i in indexes]
 
     def finish(finished: list[tuple[int, dict]]):
         for index, result in finished:
@@ -169,16 +212,14 @@ def scored_answers(model, tokenizer, prompts: list[list[int]], task, *, batch_si
         bar = progress_bar(total=len(prompts), desc="scoring", unit="ex", disable=not progress)
         for start in range(0, len(prompts), batch_size):
             batch = list(range(start, min(start + batch_size, len(prompts))))
-            probs = score_labels(model, tokenizer, [prompts[i] for i in batch], task)
-            finish([(i, label_only_result(task, p)) for i, p in zip(batch, probs)])
+            finish(score_fitting(batch, None, {}))
             bar.update(len(batch))
         bar.close()
         return results
 
     def score_batch(generated: list[tuple[int, dict]]):
-        probs = score_labels(model, tokenizer, [prompts[i] for i, _ in generated], task,
-                             reasonings=[reasoning_of(result["text"], task) for _, result in generated])
-        finish([(i, result | {"label_probs": p}) for (i, result), p in zip(generated, probs)])
+        reasonings = {i: reasoning_of(result["text"], task) for i, result in generated}
+        finish(score_fitting([i for i, _ in generated], reasonings, dict(generated)))
 
     generate_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                      stop_at_json=True, on_batch=score_batch, progress=progress, sort_by_length=False, decoder=decoder)

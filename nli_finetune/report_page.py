@@ -16,6 +16,8 @@ import base64
 import gzip
 import html
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,8 @@ from prompts import TASKS
 
 # record fields that are not the example's inputs
 RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",
-                 "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "label_probs",
-                 "confidence"}
+                 "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "over_context",
+                 "label_probs", "confidence"}
 FREE_TEXT = "free text"  # the "label" of a free-text answer: there is none to parse, so none failed to parse
 
 
@@ -77,6 +79,47 @@ def label_text(value) -> str | None:
     return None if value is None else str(value)
 
 
+# Every value the page reads is checked here: a NaN or a string where the page expects a number would make
+# the embedded JSON unreadable (the page then shows nothing), so bad input is refused with one line instead.
+def finite_number(where: str, value) -> float | None:
+    """A rate such as samples/s: None, or a finite number >= 0 (not a bool, not a string)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise DataError(f"{where}: {value!r} is not a finite number >= 0")
+    return float(value)
+
+
+def right_or_wrong(where: str, value) -> bool | None:
+    """A record's right/wrong: true, false or null (1, "yes" or NaN would be counted as some other answer)."""
+    if value is not None and not isinstance(value, bool):
+        raise DataError(f"{where}: {value!r} is not true, false or null")
+    return value
+
+
+def optional_text(where: str, value) -> str | None:
+    """A label, token or stop reason: null or a string (a list or an object cannot be a label)."""
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"{where}: {value!r} is not a string or null")
+    return value
+
+
+def stop_of(where: str, record: dict) -> str | None:
+    """The record's stop reason; "context" for a prompt not scored because it ran past the model's context
+    (its stop_reason is "length", which the page would show as "cut at max tokens")."""
+    stop = optional_text(f"{where} 'stop_reason'", record.get("stop_reason"))
+    return "context" if record.get("over_context") else stop
+
+
+def timing_of(path, data: dict) -> float | None:
+    timing = data.get("timing")
+    if timing is None:
+        return None
+    if not isinstance(timing, dict):
+        raise DataError(f"{path}: field 'timing': {timing!r} is not an object")
+    return finite_number(f"{path}: field 'timing.samples_per_s'", timing.get("samples_per_s"))
+
+
 def add_row(run: Run, path, number: int, row: dict) -> None:
     if row["id"] in run.rows:
         raise DataError(f"{path}: record {number}: field 'id': {row['id']!r} appears twice")
@@ -84,34 +127,42 @@ def add_row(run: Run, path, number: int, row: dict) -> None:
 
 
 def sample_model_run(path, data: dict) -> Run:
-    settings, timing = data["settings"], data.get("timing") or {}
-    task = TASKS.get(settings.get("task", "nli"))
+    settings = data["settings"]
+    task_name = settings.get("task", "nli")
+    if not isinstance(task_name, str):
+        raise DataError(f"{path}: field 'settings.task': {task_name!r} is not a task name")
+    task = TASKS.get(task_name)
     records = checked_records(path, data["records"], "")
     run = Run(name=Path(path).stem, source=str(path), model=str(settings.get("model_id") or ""),
               labels=[str(label) for label in task.labels] if task else [],
-              samples_per_s=timing.get("samples_per_s"), folder=Path(path).parent.name)
+              samples_per_s=timing_of(path, data), folder=Path(path).parent.name)
     fields = [f for f in task.input_fields if f in records[0]] if task and task.input_fields else \
         [k for k in records[0] if k not in RECORD_FIELDS]
     for number, record in enumerate(records, start=1):
         if not isinstance(record.get("raw_output"), str):
             raise DataError(f"{path}: record {number}: field 'raw_output' missing or not a string")
+        where = f"{path}: record {number}: field"
         add_row(run, path, number, {
             "id": str(record["id"]), "inputs": {f: str(record.get(f, "")) for f in fields},
             "gold": label_text(record.get("true_label")),
             "pred": FREE_TEXT if task and task.free_text else label_text(record.get("predicted_label")),
-            "correct": record.get("correct"),
+            "correct": right_or_wrong(f"{where} 'correct'", record.get("correct")),
             "conf": probability(path, number, record.get("label_probs"), record.get("confidence")),
-            "raw": record["raw_output"], "stop": record.get("stop_reason")})
+            "raw": record["raw_output"], "stop": stop_of(where, record)})
     return run
 
 
-def probability(path, number: int, label_probs, value, name="label_probs' or 'confidence") -> float | None:
+def probability(path, number: int, label_probs, value, name="confidence") -> float | None:
     """The probability of the predicted label (the largest of `label_probs`), else `value`; None if neither."""
-    if isinstance(label_probs, dict) and label_probs:
-        value = max(label_probs.values())
+    if label_probs is not None:
+        if not isinstance(label_probs, dict):
+            raise DataError(f"{path}: record {number}: field 'label_probs': {label_probs!r} is not an object")
+        # each one checked before max(): a string among numbers would be a TypeError traceback
+        probs = [probability(path, number, None, p, "label_probs") for p in label_probs.values()]
+        value = max(probs, default=value)
     if value is None:
         return None
-    if not isinstance(value, int | float) or not 0 <= value <= 1:  # NaN fails too
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:  # NaN fails too
         raise DataError(f"{path}: record {number}: field '{name}': {value!r} is not a probability")
     return float(value)
 
@@ -123,10 +174,12 @@ def confidence_run(path, eval_set: str, result: dict) -> Run:
     run = Run(name=f"{Path(path).stem}:{Path(eval_set).stem}", source=f"{path} ({eval_set})", model="",
               labels=["C", "U"], samples_per_s=None, folder=Path(path).parent.name, confusion_rows=["C", "U"])
     for number, record in enumerate(checked_records(path, result["records"], where), start=1):
+        place = f"{path}: {where}record {number}: field"
         add_row(run, path, number, {
             "id": str(record["id"]), "inputs": {"domain": str(record.get("domain", ""))}, "gold": None,
-            "expected": record.get("expected_token"), "pred": record.get("predicted_token"),
-            "correct": record.get("answer_correct"),
+            "expected": optional_text(f"{place} 'expected_token'", record.get("expected_token")),
+            "pred": optional_text(f"{place} 'predicted_token'", record.get("predicted_token")),
+            "correct": right_or_wrong(f"{place} 'answer_correct'", record.get("answer_correct")),
             "conf": probability(path, number, None, record.get("p_confident"), "p_confident"),
             "raw": str(record.get("answer", "")), "stop": None})
     return run
@@ -234,7 +287,9 @@ def write_report(result_files: list, output, title: str | None = None, bootstrap
 
 
 def encode_data(data: dict) -> str:
-    return base64.b64encode(gzip.compress(json.dumps(data, ensure_ascii=False).encode(), 6, mtime=0)).decode()
+    # allow_nan=False: a NaN would make the page's JSON.parse fail (the inputs are checked; this is the backstop)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return base64.b64encode(gzip.compress(text.encode(), 6, mtime=0)).decode()
 
 
 def decode_data(page: str) -> dict:
@@ -244,7 +299,9 @@ def decode_data(page: str) -> dict:
 
 
 def render_page(data: dict) -> str:
-    return PAGE.replace("@TITLE@", html.escape(data["title"])).replace("@DATA@", encode_data(data))
+    # one pass: a title holding "@DATA@" stays text (chained replace() would copy the data into <title>)
+    values = {"@TITLE@": html.escape(data["title"]), "@DATA@": encode_data(data)}
+    return re.sub("@TITLE@|@DATA@", lambda m: values[m.group()], PAGE)
 
 
 DATA_OPEN = '<script id="report-data" type="application/octet-stream">'
@@ -475,7 +532,8 @@ function row(i) {
     const kind = pred === null ? "fail" : right === true ? "right" : right === false ? "wrong" : "nolabel";
     const td = el("td", {}, el("span", {class: `badge ${kind}`}, pred === null ? "parse failure" : pred));
     if (conf !== null) td.append(el("span", {class: "small"}, ` p ${fmt(conf, 2)}`));
-    if (stop === "length" || stop === "error") td.append(el("span", {class: "small"}, stop === "length" ? " (cut at max tokens)" : " (API error)"));
+    const why = {length: " (cut at max tokens)", error: " (API error)", context: " (prompt past the context: not scored)"}[stop];
+    if (why) td.append(el("span", {class: "small"}, why));
     td.append(el("pre", {class: "answer"}, E.raw[k][i]));
     tr.append(td);
   }

@@ -33,22 +33,29 @@ def best_label(task, label_probs: dict):
 def score_record(item, result: dict, task: str) -> dict:
     """One result record; a result with `label_probs` (`--scoring logprob`) predicts its most probable label."""
     scored = "label_probs" in result
-    label, method = (best_label(task, result["label_probs"]), "logprob") if scored else answer_label(result["text"], task)
+    if scored:
+        label, method = best_label(task, result["label_probs"]), "logprob"
+    elif "over_context" in result:  # a scoring that did not fit the context (label_scoring): no label, no guess
+        label, method = None, "over_context"
+    else:
+        label, method = answer_label(result["text"], task)
     return {"id": item.id, **item.inputs, "raw_output": result["text"], "predicted_label": label,
             "extraction_method": method, "json_objects": count_json_objects(result["text"]),
             "stop_reason": result["stop_reason"], "generated_tokens": result["generated_tokens"],
             "prompt_tokens_trimmed": result.get("prompt_tokens_trimmed", 0), "true_label": item.true_label,
             "correct": None if item.true_label is None or method == "free_text" else label == item.true_label,
             **({"label_probs": result["label_probs"]} if scored else {}),
-            **({"error": result["error"]} if "error" in result else {})}
+            **({"error": result["error"]} if "error" in result else {}),
+            **({"over_context": result["over_context"]} if "over_context" in result else {})}
 
 
 def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
     """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
     exact match and ROUGE-L against the references instead."""
     errors = sum(r["stop_reason"] == "error" for r in records)
+    over = sum("over_context" in r for r in records)
     metrics = summarize_answers(records, task, has_labels)
-    return metrics | ({"api_errors": errors} if errors else {})
+    return metrics | ({"api_errors": errors} if errors else {}) | ({"over_context": over} if over else {})
 
 
 def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
@@ -70,8 +77,10 @@ def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
     if has_labels:
         metrics.update(classification_metrics([r["true_label"] for r in records],
                                                [r["predicted_label"] for r in records], list(task.labels)))
-        if records and all("label_probs" in r for r in records):
-            metrics.update(probability_metrics([r["true_label"] for r in records], [r["label_probs"] for r in records],
+        # calibration over the scored examples (one not scored, over the context, has no probabilities)
+        scored = [r for r in records if "label_probs" in r]
+        if scored:
+            metrics.update(probability_metrics([r["true_label"] for r in scored], [r["label_probs"] for r in scored],
                                                list(task.labels)))
     return metrics
 

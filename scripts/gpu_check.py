@@ -22,8 +22,8 @@ On one CUDA GPU, with the embedded default model (SmolLM2-135M-Instruct, no hub 
 
 A failing check prints its reason and the others still run. It prints one table and writes the same
 as JSON to results/gpu_check/report.json (each check's log: results/gpu_check/work/<check>.log). The
-exit status is the number of failed checks. Without a CUDA GPU it says so in one line, runs the
-environment report, and exits 0.
+exit status is the number of failed checks (a bad option: one line, exit 2, before any check). Without a
+CUDA GPU it says so in one line, runs the environment report, lists the other checks as skipped, and exits 0.
 """
 
 import importlib.util
@@ -738,14 +738,15 @@ def run_all(names: list[str], ctx: Context, results: list) -> None:
 def parse_args(argv):
     import argparse
 
-    from nli_finetune.cli import ArgumentParser
+    from nli_finetune.cli import ArgumentParser, at_least
+    from nli_finetune.data_io import DataError, check_outputs
     p = ArgumentParser(prog="scripts/gpu_check.py", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(CHECKS), help=f"comma list of checks (default: all of {', '.join(CHECKS)})")
     p.add_argument("--model", default=None, help="the small model (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--larger_model", default=None, help="a larger local model whose estimate is checked too")
-    p.add_argument("--steps", type=int, default=30, help="training steps of the qlora check")
-    p.add_argument("--rows", type=int, default=256, help="held-out pairs of the inference check")
+    p.add_argument("--steps", type=at_least(1), default=30, help="training steps of the qlora check")
+    p.add_argument("--rows", type=at_least(1), default=256, help="held-out pairs of the inference check")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="report folder (report.json; work/ for the checks)")
     p.add_argument("--child", default=None, help="(internal) run one check in this process")
     p.add_argument("--context", default=None, help="(internal) the checks' context file")
@@ -753,6 +754,20 @@ def parse_args(argv):
     unknown = [name for name in args.only.split(",") if name not in CHECKS]
     if unknown:
         p.error(f"--only: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    if args.child:
+        return args
+    # usage errors exit 2 here, before any check: later, the exit status is the number of failed checks
+    for name in ("model", "larger_model"):
+        value = getattr(args, name)
+        if value and not Path(value).exists():
+            p.error(f"--{name} {value}: no such file or folder")
+    try:
+        check_outputs({}, {"--out": Path(args.out) / "report.json"})
+        (Path(args.out) / "work").mkdir(parents=True, exist_ok=True)
+    except DataError as exc:
+        p.error(str(exc))
+    except OSError as exc:
+        p.error(f"--out {args.out}: cannot make its work/ folder: {exc.strerror}")
     return args
 
 
@@ -766,14 +781,16 @@ def main(argv=None) -> int:
         return 0
     started = time.time()
     out = Path(args.out)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    work = out / "work"  # made by parse_args
     gpu = cuda_available()
     names = args.only.split(",")
+    skipped = []
     if not gpu:
         print("gpu_check: no CUDA GPU visible (torch.cuda.is_available() is False): only the environment report "
               "runs, exit 0")
-        names = [name for name in names if name == "env"] or ["env"]
+        # the checks asked for that cannot run are listed as skipped, with the reason, not left out
+        skipped = [CheckResult(name, "skip", "no CUDA GPU visible") for name in names if name != "env"]
+        names = ["env"]
     ctx = Context(workdir=str(work.resolve()), device="cuda" if gpu else "cpu",
                   model=str(Path(args.model).resolve()) if args.model else embedded_model(),
                   larger_model=args.larger_model, steps=args.steps, rows=args.rows, vllm_python=vllm_python())
@@ -784,6 +801,7 @@ def main(argv=None) -> int:
     results = []
     try:
         run_all(names, ctx, results)
+        results += skipped
     except KeyboardInterrupt:
         write_report(out / "report.json", results, gpu, started)
         print(f"gpu_check: interrupted; the {len(results)} finished check(s) are in {out / 'report.json'}",

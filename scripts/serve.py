@@ -119,9 +119,11 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     contract = read_contract(model)
     base = adapter_base(model)
     model_dir = str(converted_dir_for(Path(model))) if dry_run and is_gguf(model) else resolve_model_dir(model)
+    # The contract's check (sample_model's own) runs in a dry run too: "would serve" only for a model serving
+    # accepts. A model with a contract is a folder, so its tokenizer loads without converting any GGUF file.
+    tokenizer = None if dry_run and contract is None else load_tokenizer(model)
+    check_tokenizer(contract, tokenizer)
     if not dry_run:
-        tokenizer = load_tokenizer(model)
-        check_tokenizer(contract, tokenizer)
         template_file.write_text(contract.chat_template if contract else chat_template(tokenizer))
     dtype = vllm_dtype(dtype)
     name = served_name(model)

@@ -10,6 +10,7 @@ at the end runs the real run_serve.sh when .venv-vllm exists.
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,13 +41,15 @@ def test_without_a_gpu_it_says_so_runs_the_environment_report_and_exits_0(tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0].startswith("gpu_check: no CUDA GPU visible")
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["gpu"] is False and [c["name"] for c in report["checks"]] == ["env"]
+    assert report["gpu"] is False and [c["name"] for c in report["checks"]] == list(gpu_check.CHECKS)
+    assert {c["status"] for c in report["checks"][1:]} == {"skip"}  # the others: listed as skipped
     env = report["checks"][0]
     assert env["status"] == "pass" and env["figures"]["torch"] == torch.__version__
     assert "attention_auto" in env["figures"] and "sdpa" in env["figures"]["attention_auto"]
     if (REPO_ROOT / ".venv-vllm/bin/python").exists():
         assert env["figures"]["vllm"].endswith(" cpu")  # vLLM's CPU build, probed in its own environment
-    assert "env    PASS" in proc.stdout  # the table
+    assert re.search(r"^env +PASS", proc.stdout, re.M)  # the table
+    assert re.search(r"^qlora +SKIP .*no CUDA GPU visible", proc.stdout, re.M)
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
@@ -74,6 +77,42 @@ def test_a_check_that_crashes_or_hangs_fails_with_its_reason_and_the_exit_status
     assert crashed.status == "fail" and crashed.reason == "ZeroDivisionError: division by zero"
     hung = gpu_check.run_isolated("serve", ctx, timeout=0.01)  # a real child process, killed at its timeout
     assert hung.status == "fail" and hung.reason.startswith("timed out after 0s")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-5"], "--steps: must be at least 1"),
+    (["--rows", "-1"], "--rows: must be at least 1"),
+    (["--rows", "0"], "--rows: must be at least 1"),
+    (["--model", "/nonexistent.gguf"], "--model /nonexistent.gguf: no such file or folder"),
+    (["--larger_model", "/nonexistent"], "--larger_model /nonexistent: no such file or folder"),
+    (["--out", "FILE"], "is a file, not a folder"),
+    (["--out", "FILE/sub"], "is a file, not a folder"),
+])
+def test_low_bad_options_and_an_out_that_is_a_file_are_one_line_and_exit_2_before_any_check(args, message, tmp_path,
+                                                                                            capsys, monkeypatch):
+    (tmp_path / "file").write_text("mine")
+    args = [a.replace("FILE", str(tmp_path / "file")) for a in args]
+    ran = []
+    monkeypatch.setattr(gpu_check, "run_all", lambda names, ctx, results: ran.append(names))
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main([*args, "--out", str(tmp_path / "out")] if "--out" not in args else args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("scripts/gpu_check.py: error: ")  # argparse's usage + one line
+    assert not ran and (tmp_path / "file").read_text() == "mine"
+
+
+def test_low_without_a_gpu_the_checks_asked_for_are_listed_as_skipped_with_the_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gpu_check, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu_check, "vllm_python", lambda: None)
+    monkeypatch.setattr(gpu_check, "run_isolated", lambda name, ctx, timeout: CheckResult(name, seconds=1.0))
+    assert gpu_check.main(["--only", "qlora,estimate", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(c["name"], c["status"]) for c in report["checks"]] == [("env", "pass"), ("qlora", "skip"),
+                                                                     ("estimate", "skip")]
+    assert all(c["reason"] == "no CUDA GPU visible" for c in report["checks"][1:])
+    assert "qlora" in out and "SKIP" in out and "no CUDA GPU visible" in out
 
 
 # ---------------------------------------------------------------- decisions

@@ -104,6 +104,37 @@ def test_chain_of_thought_labels_are_scored_after_the_generated_reasoning(tiny_m
     assert all(r["extraction_method"] == "logprob" and r["predicted_label"] in (0, 1) for r in records)
 
 
+# LOW: a prompt whose scored answer runs past the model's context was scored anyway: a confident prediction
+# with only a warning on stderr. Now it is recorded as not scored: no label_probs, no label (like an answer
+# generation could not finish), stop_reason "length" and the reason; the metrics count it.
+@pytest.mark.parametrize("task, context, over, scored", [("nli_label", 100, [2, 4, 5], [0, 1, 3]),
+                                                        ("nli", 110, [5], [0])])
+def test_low_a_prompt_past_the_context_is_recorded_as_not_scored(tiny_mistral, tmp_path, capsys, task, context,
+                                                                  over, scored):
+    import shutil
+    model = shutil.copytree(tiny_mistral, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"max_position_embeddings": context}))
+    out = tmp_path / "scored.json"
+    assert run_sample(model, out, "--task", task, "--scoring", "logprob") == 0
+    assert "reach the model's context" in capsys.readouterr().err
+    result = json.loads(out.read_text())
+    records = result["records"]
+    for index in over:
+        record = records[index]
+        assert "label_probs" not in record and record["predicted_label"] is None and record["correct"] is False
+        assert record["stop_reason"] == "length" and record["extraction_method"] == "over_context"
+        assert f"the model's context of {context} tokens" in record["over_context"]
+    for index in scored:
+        assert "label_probs" in records[index] and "over_context" not in records[index]
+    n_over = sum("over_context" in r for r in records)  # a generated reasoning may push more past the context
+    assert n_over == len(over) or (task == "nli" and n_over >= len(over))
+    metrics = result["metrics"]
+    assert metrics["over_context"] == n_over and metrics["parse_rate"] == pytest.approx(1 - n_over / 6)
+    assert "ece" in metrics  # over the examples that were scored
+    assert (tmp_path / "scored.reliability.png").is_file()
+
+
 def test_resume_refuses_a_changed_scoring(tiny_mistral, tmp_path, capsys):
     out = tmp_path / "run.json"
     assert run_sample(tiny_mistral, out, "--task", "nli_label") == 0

@@ -19,7 +19,7 @@ from evaluate.report import main as report_main
 from nli_finetune.calibration import expected_calibration_error
 from nli_finetune.data_io import DataError
 from nli_finetune.metrics import classification_metrics
-from nli_finetune.report_page import decode_data, page_data, read_runs, render_page
+from nli_finetune.report_page import DATA_OPEN, decode_data, page_data, read_runs, render_page
 from nli_finetune.results import score_record, summarize, write_outputs
 from tests.conftest import REPO_ROOT
 
@@ -107,6 +107,25 @@ def test_the_page_embeds_its_data_compressed_and_no_answer_can_close_the_script(
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page  # offline
 
 
+def test_low_a_title_holding_the_placeholders_stays_text_and_the_data_is_written_without_nan(two_runs):
+    folder, _, _ = two_runs
+    data = page_data(read_runs(folder / "base.json"), title="a @DATA@ b @TITLE@", bootstrap=10)
+    page = render_page(data)
+    assert "<title>a @DATA@ b @TITLE@</title>" in page and page.count(DATA_OPEN) == 1
+    assert decode_data(page)["title"] == "a @DATA@ b @TITLE@"
+    with pytest.raises(ValueError):  # M5: the backstop: a NaN never reaches the page's JSON.parse
+        render_page(data | {"note": float("nan")})
+
+
+def test_low_a_prompt_not_scored_past_the_context_shows_as_such_not_as_cut_at_max_tokens(tmp_path):
+    record = {"id": "1", "premise": "p", "hypothesis": "h", "raw_output": "", "predicted_label": None,
+              "stop_reason": "length", "true_label": 0, "correct": False, "over_context": "prompt of 40 tokens ..."}
+    (tmp_path / "r.json").write_text(json.dumps({"settings": {"task": "nli_label"}, "records": [record]}))
+    data = page_data(read_runs(tmp_path / "r.json"), bootstrap=10)
+    assert data["examples"]["stop"] == [["context"]] and data["runs"][0]["stop_rate"] == 0
+    assert data["input_fields"] == ["premise", "hypothesis"]
+
+
 def test_runs_align_by_id_and_runs_of_different_inputs_are_refused(tmp_path):
     rows = pairs(12)
     make_run(tmp_path / "a.json", rows, 0.5, seed=1)
@@ -160,11 +179,46 @@ def test_a_free_text_run_has_answers_but_no_labels_to_parse(tmp_path):
     (json.dumps({"settings": {"task": "nli"}, "metrics": {}, "records": []}), "no records (an empty run)"),
     (json.dumps({"settings": {"task": "nli"}, "records": [{"id": 1}]}), "record 1: field 'raw_output'"),
     ('{"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": "", "label_probs": {"0": NaN, "1": 2}}]}',
-     "record 1: field 'label_probs' or 'confidence': nan is not a probability"),
+     "record 1: field 'label_probs': nan is not a probability"),
     (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": ""}, {"id": 1, "raw_output": ""}]}),
      "record 2: field 'id': '1' appears twice"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, content, message):
+    assert_refused_in_one_line(tmp_path, capsys, content, message)
+
+
+@pytest.mark.parametrize("content, message", [
+    # M5: every number the page reads is a finite number of the right type (NaN broke the page's JSON)
+    ('{"settings": {}, "timing": {"samples_per_s": NaN}, "records": [{"id": 1, "raw_output": ""}]}',
+     "field 'timing.samples_per_s': nan is not a finite number"),
+    ('{"settings": {}, "timing": {"samples_per_s": Infinity}, "records": [{"id": 1, "raw_output": ""}]}',
+     "field 'timing.samples_per_s': inf is not a finite number"),
+    (json.dumps({"settings": {}, "timing": {"samples_per_s": "fast"}, "records": [{"id": 1, "raw_output": ""}]}),
+     "field 'timing.samples_per_s': 'fast' is not a finite number"),
+    (json.dumps({"settings": {}, "timing": {"samples_per_s": True}, "records": [{"id": 1, "raw_output": ""}]}),
+     "field 'timing.samples_per_s': True is not a finite number"),
+    (json.dumps({"settings": {}, "timing": {"samples_per_s": -3}, "records": [{"id": 1, "raw_output": ""}]}),
+     "field 'timing.samples_per_s': -3 is not a finite number"),
+    ('{"settings": {}, "records": [{"id": 1, "raw_output": "", "correct": NaN}]}',
+     "record 1: field 'correct': nan is not true, false or null"),
+    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": "", "correct": "yes"}]}),
+     "record 1: field 'correct': 'yes' is not true, false or null"),
+    (json.dumps({"v.jsonl": {"metrics": {}, "records": [{"id": 1, "answer_correct": 1}]}}),
+     "record 1: field 'answer_correct': 1 is not true, false or null"),
+    # LOW: a non-number probability or a timing that is not an object: one line, not a traceback
+    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": "", "label_probs": {"0": "x", "1": 0.5}}]}),
+     "record 1: field 'label_probs': 'x' is not a probability"),
+    (json.dumps({"settings": {}, "timing": [1, 2], "records": [{"id": 1, "raw_output": ""}]}),
+     "field 'timing': [1, 2] is not an object"),
+    (json.dumps({"settings": {"task": ["nli"]}, "records": [{"id": 1, "raw_output": ""}]}),
+     "field 'settings.task': ['nli'] is not a task name"),
+])
+def test_m5_and_low_nan_infinity_strings_and_mistyped_fields_are_one_line_and_exit_2(tmp_path, capsys, content,
+                                                                                     message):
+    assert_refused_in_one_line(tmp_path, capsys, content, message)
+
+
+def assert_refused_in_one_line(tmp_path, capsys, content, message):
     make_run(tmp_path / "good.json", pairs(5), 0.5, seed=1)
     (tmp_path / "bad.json").write_text(content)
     out = tmp_path / "report.html"

@@ -3,6 +3,7 @@ runs the server itself in .venv-vllm)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,26 @@ def test_the_key_never_reaches_a_command_line_and_other_hosts_get_a_warning(trai
     missing = subprocess.run([sys.executable, "scripts/serve.py", "--model", "models/none", "--dry-run"],
                              cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "models/none" in missing.stderr
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_low_the_dry_run_refuses_a_tokenizer_that_no_longer_matches_the_contract_as_serving_does(
+        trained_adapter, tmp_path, capsys, monkeypatch, dry_run):
+    from nli_finetune.model_contract import CONTRACT_FILE, template_sha256
+    from scripts import serve
+    folder = tmp_path / "adapter"
+    shutil.copytree(trained_adapter, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    other = "{{ messages[0]['content'] }}"  # the contract now names a template the tokenizer does not have
+    contract = json.loads((folder / CONTRACT_FILE).read_text())
+    (folder / CONTRACT_FILE).write_text(json.dumps(contract | {"chat_template": other,
+                                                              "chat_template_sha256": template_sha256(other)}))
+    monkeypatch.setattr(serve, "serve", lambda *a, **k: pytest.fail("a refused model must not be served"))
+    monkeypatch.setattr(serve, "port_taken", lambda host, port: None)
+    assert serve.main(["--model", str(folder), *dry_run]) == 2
+    err = capsys.readouterr().err
+    assert "chat template other than the one it was trained with" in err and len(err.strip().splitlines()) == 1
+    assert serve.main(["--model", str(trained_adapter), "--dry-run"]) == 0  # the untouched adapter: would serve
+    assert "would serve" in capsys.readouterr().out
 
 
 def test_urls_put_ipv6_in_brackets_and_name_loopback_for_all_interfaces(trained_adapter):
