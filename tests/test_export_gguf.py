@@ -36,6 +36,15 @@ def fields(path) -> dict:
             if "tokenizer.ggml.tokens" in reader.fields else 0}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def converted_outside_the_checkout(tmp_path_factory):
+    """Loading a GGUF-based adapter converts its base: into a temp folder, not the checkout's models/converted."""
+    from nli_finetune import gguf_convert
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path_factory.mktemp("converted"))
+        yield
+
+
 @pytest.fixture(scope="module")
 def adapter_with_tokens(tiny_models, tmp_path_factory):
     """A LoRA adapter on the tiny llama (Q/K permuted in GGUF) that added two special tokens."""
@@ -427,14 +436,12 @@ def fake_llama_quantize(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def adapter_on_f16_named_base(gguf_based_adapter, tmp_path, monkeypatch):
+def adapter_on_f16_named_base(gguf_based_adapter, tmp_path):
     """(adapter, base .gguf): a copy of the GGUF-based adapter whose base file is `<tmp>/nli.f16.gguf`, the
     name a K-quant export to `<tmp>/nli.gguf` used for its f16 intermediate."""
     import shutil
 
-    from nli_finetune import gguf_convert
     from nli_finetune.modeling import BASE_SOURCE_FILE
-    monkeypatch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path / "converted")  # not the checkout's
     adapter, base_gguf = gguf_based_adapter
     base = tmp_path / "nli.f16.gguf"
     shutil.copyfile(base_gguf, base)
@@ -477,6 +484,38 @@ def test_h1_k_quant_intermediate_is_never_the_base_gguf(adapter_on_f16_named_bas
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_h1_same_on_a_k_quant_base_takes_the_same_checked_path(adapter_on_f16_named_base, tmp_path, monkeypatch,
+                                                               capsys):
+    """A base whose header says Q4_K_M: `same` goes through llama-quantize, so its f16 intermediate is checked
+    (the base's own name refused) or a temp name."""
+    from gguf import GGUFReader, LlamaFileType
+
+    from scripts import export_gguf
+    adapter, base = adapter_on_f16_named_base
+    field = GGUFReader(str(base), "r+").fields["general.file_type"]
+    field.parts[field.data[0]][0] = LlamaFileType.MOSTLY_Q4_K_M  # in place: the tensors stay Q4_1
+    before = base.read_bytes()
+    out = tmp_path / "nli.gguf"
+    with monkeypatch.context() as m:
+        m.setattr(export_gguf.shutil, "which", lambda name: None)
+        assert export("--model", adapter, "--outfile", out, "--outtype", "same", "--force") == 2
+    assert "nli.f16.gguf" in capsys.readouterr().err and base.read_bytes() == before
+    fake_llama_quantize(tmp_path, monkeypatch)
+    assert export("--model", adapter, "--outfile", out, "--outtype", "same") == 0
+    assert "quantized to Q4_K_M with llama-quantize" in capsys.readouterr().out
+    assert base.read_bytes() == before and out.is_file()
+
+
+def test_h1_a_failing_llama_quantize_exits_1_and_leaves_nothing(tiny_models, tmp_path, monkeypatch, capsys):
+    bin_dir = fake_llama_quantize(tmp_path, monkeypatch)
+    (bin_dir / "llama-quantize").write_text('#!/bin/sh\necho "quantize: out of memory" >&2\nexit 3\n')
+    work = tmp_path / "out"
+    work.mkdir()
+    assert export("--model", tiny_models["llama"], "--outfile", work / "k.gguf", "--outtype", "q4_k_m") == 1
+    assert "llama-quantize exited 3" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
 def test_h1_modelfile_names_only_a_file_that_exists(tiny_models, tmp_path, monkeypatch, capsys):
     from scripts import export_gguf
     monkeypatch.setattr(export_gguf.shutil, "which", lambda name: None)
@@ -488,15 +527,13 @@ def test_h1_modelfile_names_only_a_file_that_exists(tiny_models, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.Modelfile", "k.f16.gguf"]
 
 
-def test_m6_outfile_inside_an_input_model_folder_is_refused(gguf_based_adapter, tiny_models, tmp_path, monkeypatch,
-                                                          capsys):
+def test_m6_outfile_inside_an_input_model_folder_is_refused(gguf_based_adapter, tiny_models, tmp_path, capsys):
     """The adapter folder, its base folder, the base GGUF's converted folder, a merged model's folder: an
     output in any of them (or below) would change the model's fingerprint. One line, exit 2, nothing written."""
     import shutil
 
     from nli_finetune import gguf_convert
     from nli_finetune.modeling import BASE_SOURCE_FILE
-    monkeypatch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path / "converted")
     adapter, base_gguf = gguf_based_adapter
     converted = gguf_convert.convert_gguf(base_gguf)  # where loading the adapter's base reads from
     on_folder = tmp_path / "on_folder"  # the same adapter on the converted base as a plain folder
