@@ -600,11 +600,15 @@ def _render_marked(tokenizer, chat_template: str, with_system: bool) -> str:
 
 
 def modelfile_text(gguf_name: str, tokenizer, chat_template: str, system_prompt: str | None,
-                   adapter: str | None = None) -> str:
+                   adapter: str | None = None, base_gguf: Path | None = None) -> str:
+    """The Ollama Modelfile; FROM names the file written (or, for an adapter, the base GGUF it was trained on
+    when there is one: a placeholder only for a base Ollama has to find by name)."""
     stops = [t for t in dict.fromkeys([tokenizer.eos_token]) if t]
-    lines = [f"FROM ./{gguf_name}" if adapter is None else "FROM <the base model's .gguf or Ollama name>"]
-    if adapter is not None:
-        lines.append(f"ADAPTER ./{adapter}")
+    if adapter is None:
+        lines = [f"FROM ./{gguf_name}"]
+    else:
+        base = str(base_gguf.resolve()) if base_gguf else "<the base model's .gguf or Ollama name>"
+        lines = [f"FROM {base}", f"ADAPTER ./{adapter}"]
     template = ollama_template(tokenizer, chat_template, system_prompt)
     lines.append(f'TEMPLATE """{template}"""')
     lines += [f'PARAMETER stop "{stop}"' for stop in stops]

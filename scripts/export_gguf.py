@@ -181,7 +181,7 @@ def export(args) -> str:
             print(same_note(summary, args.changed_type))
     from prompts import chat_template
     text = modelfile_text(written.name, tokenizer, chat_template(tokenizer), source.trained.get("system_prompt"),
-                          adapter=out.name if args.adapter_only else None)
+                          adapter=out.name if args.adapter_only else None, base_gguf=source.base_gguf)
     atomic_write_text(modelfile, text)
     types = ", ".join(f"{count} {kind}" for kind, count in summary["tensor_types"].items())
     return (f"export_gguf: {source.path} -> {written} ({args.outtype}: {types}; "

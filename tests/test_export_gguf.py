@@ -265,6 +265,7 @@ def test_adapter_only_file_holds_the_lora_in_llama_cpp_layout(gguf_based_adapter
         np.testing.assert_allclose(b @ a * alpha / a.shape[0], permute_for_rope(delta, heads), atol=2e-3)
     modelfile = out.with_suffix(".Modelfile").read_text()
     assert "ADAPTER ./lora.gguf" in modelfile
+    assert modelfile.startswith(f"FROM {base_gguf.resolve()}\n")  # the file it was trained on, not a placeholder
 
 
 def test_an_adapter_that_added_tokens_is_refused_as_lora_only(adapter_with_tokens, tmp_path, capsys):
