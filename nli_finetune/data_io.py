@@ -223,6 +223,14 @@ def _writable_location(path: Path) -> str | None:
     return None
 
 
+def path_overlap(output, input_path) -> str | None:
+    """How an output path sits against an input (after resolving symlinks): "is" it, "contains" it or
+    "lies inside" it; None when they are apart. Writing in any of these ways changes the input."""
+    out, target = Path(output).expanduser().resolve(), Path(input_path).expanduser().resolve()
+    return "is" if out == target else "contains" if out in target.parents else \
+        "lies inside" if target in out.parents else None
+
+
 def check_outputs(inputs: dict, outputs: dict) -> None:
     """Refuse, before any work, an output that is one of the inputs or another output (after resolving
     symlinks and hard links), and an output location that can't be written. `inputs` and `outputs` map

@@ -10,11 +10,15 @@ compiled: the `gguf` package writes the file and quantizes in numpy. `--adapter-
 alone (llama.cpp `--lora`, Ollama `ADAPTER`). The file is written to a temp name and renamed.
 """
 
+import fcntl
 import json
 import logging
 import math
 import os
+import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -367,31 +371,77 @@ def read_project_metadata(gguf_file) -> dict:
 
 # --- writing ---------------------------------------------------------------------------------------------
 
+@contextmanager
+def temp_beside(out: Path, folder: bool = False):
+    """A new temp file (or folder) beside `out`, `.<out name>.export-XXXXXXXX.tmp`, locked while this export
+    runs and removed at the end unless renamed: a rerun tells a killed export's leftover (its lock died with
+    it) from one still being written (remove_stale_temps)."""
+    prefix, suffix = f".{out.name}.export-", ".tmp"
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=out.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=out.parent)
+        os.close(fd)
+        tmp = Path(name)
+    lock = os.open(tmp, os.O_RDONLY)  # a lock of its own: the writer opens and closes the file itself
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield tmp
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        os.close(lock)
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove what an export of `out` killed mid-write (kill -9 skips every cleanup) left beside it: the temp
+    files and folders named for `out` (temp_beside's, and the `.<name>.XXXXXXXX.tmp` of earlier versions)
+    that no running export holds locked. Another file's temps, and a live export's, stay."""
+    owned = re.compile(rf"\.{re.escape(out.name)}\.(export-)?[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    for path in out.parent.iterdir() if out.parent.is_dir() else []:
+        if not owned.fullmatch(path.name) or path.is_symlink():
+            continue
+        try:
+            lock = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: an export is writing it now
+        except BlockingIOError:
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(lock)
+    return removed
+
+
 def write_atomically(writer, out: Path, progress: bool = False) -> None:
     """Header, metadata and tensors into a temp file beside `out`, then renamed: an interrupted or failed
     write (a full disk) leaves nothing behind and never touches an existing file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        writer.write_header_to_file(Path(tmp))
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=progress)
-        for handle in writer.fout or []:
-            handle.flush()
-            os.fsync(handle.fileno())
-        writer.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException as exc:
+    with temp_beside(out) as tmp:
         try:
+            writer.write_header_to_file(tmp)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file(progress=progress)
+            for handle in writer.fout or []:
+                handle.flush()
+                os.fsync(handle.fileno())
             writer.close()
-        except OSError:
-            pass  # the close of a file that hit a full disk fails too: the temp file goes anyway
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):  # numpy's short write carries no errno: say what happened
-            raise WriteError(f"writing {out}: {exc.strerror or exc}") from exc
-        raise
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException as exc:
+            try:
+                writer.close()
+            except OSError:
+                pass  # the close of a file that hit a full disk fails too: the temp file goes anyway
+            if isinstance(exc, OSError):  # numpy's short write carries no errno: say what happened
+                raise WriteError(f"writing {out}: {exc.strerror or exc}") from exc
+            raise
 
 
 def new_writer(arch: str, out: Path, name: str):
@@ -492,8 +542,9 @@ def export_adapter(source: Source, out: Path, outtype: str, progress: bool = Fal
     if refused:
         raise ExportError(f"{source.path}/adapter_config.json: {', '.join(refused)} set: llama.cpp's LoRA format "
                           "can't hold that; export it merged, without --adapter-only")
-    if outtype == "same":
-        raise ExportError("--adapter-only writes f16, bf16 or q8_0 (a LoRA is small; 'same' is for merged models)")
+    if outtype not in WRITABLE:
+        raise ExportError(f"--adapter-only writes {', '.join(WRITABLE)}, not {outtype} (a LoRA is small; 'same' "
+                          "and K-quants are for merged models)")
     from nli_finetune.modeling import resolve_model_dir
     base_config = AutoConfig.from_pretrained(resolve_model_dir(source.base))
     arch = ARCHITECTURES.get(base_config.model_type)
@@ -516,10 +567,27 @@ def export_adapter(source: Source, out: Path, outtype: str, progress: bool = Fal
 
 def ollama_template(tokenizer, chat_template: str, system_prompt: str | None) -> str:
     """The chat template as Ollama's Go template: the trained template rendered around placeholders, so
-    the prompt Ollama builds for one system + one user turn is the one training and sample_model build."""
+    the prompt Ollama builds for one system + one user turn is the one training and sample_model build.
+    Without a task system line, Ollama's `.System` is empty unless the user sets one: then the template
+    renders the model's own choice for a lone user turn (some write a default system text, SmolLM2's does)."""
+    from jinja2 import TemplateError
+    if system_prompt:
+        return _render_marked(tokenizer, chat_template, with_system=True)
+    alone = _render_marked(tokenizer, chat_template, with_system=False)
+    try:
+        with_system = _render_marked(tokenizer, chat_template, with_system=True)
+    except TemplateError:  # a template that refuses a system turn
+        return alone
+    if with_system == alone:  # a template that drops it
+        return alone
+    return f"{{{{ if .System }}}}{with_system}{{{{ else }}}}{alone}{{{{ end }}}}"
+
+
+def _render_marked(tokenizer, chat_template: str, with_system: bool) -> str:
+    """One (system +) user turn rendered around Ollama's placeholders."""
     from prompts import render_prompt
     system_mark, prompt_mark = "\x00SYSTEM\x00", "\x00PROMPT\x00"
-    messages = ([{"role": "system", "content": system_mark}] if system_prompt else []) + \
+    messages = ([{"role": "system", "content": system_mark}] if with_system else []) + \
         [{"role": "user", "content": prompt_mark}]
     saved = tokenizer.chat_template
     tokenizer.chat_template = chat_template
@@ -532,11 +600,15 @@ def ollama_template(tokenizer, chat_template: str, system_prompt: str | None) ->
 
 
 def modelfile_text(gguf_name: str, tokenizer, chat_template: str, system_prompt: str | None,
-                   adapter: str | None = None) -> str:
+                   adapter: str | None = None, base_gguf: Path | None = None) -> str:
+    """The Ollama Modelfile; FROM names the file written (or, for an adapter, the base GGUF it was trained on
+    when there is one: a placeholder only for a base Ollama has to find by name)."""
     stops = [t for t in dict.fromkeys([tokenizer.eos_token]) if t]
-    lines = [f"FROM ./{gguf_name}" if adapter is None else "FROM <the base model's .gguf or Ollama name>"]
-    if adapter is not None:
-        lines.append(f"ADAPTER ./{adapter}")
+    if adapter is None:
+        lines = [f"FROM ./{gguf_name}"]
+    else:
+        base = str(base_gguf.resolve()) if base_gguf else "<the base model's .gguf or Ollama name>"
+        lines = [f"FROM {base}", f"ADAPTER ./{adapter}"]
     template = ollama_template(tokenizer, chat_template, system_prompt)
     lines.append(f'TEMPLATE """{template}"""')
     lines += [f'PARAMETER stop "{stop}"' for stop in stops]

@@ -10,15 +10,18 @@
 tokens the adapter added come along) or a merged model folder. --outtype: f16, bf16, q8_0 (and q4_0, q4_1,
 q5_0, q5_1) are written in numpy; `same` keeps the base GGUF's own type (SmolLM2: Q4_1, its embedding
 Q8_0) for every tensor the fine-tune left alone and writes the ones it changed as Q8_0 (--changed-type);
-K-quants (q4_k_m, ...) are written as f16 and handed to llama.cpp's `llama-quantize` when it is on PATH,
-else the command to run is printed. Beside the file: `<name>.Modelfile` for Ollama (FROM, the
-trained chat template as TEMPLATE, stop token, temperature 0, the task's system line). Bad input (not a
-model, an architecture other than llama/mistral/qwen2/qwen3, an output that exists or is an input) exits 2
-with one line; a full disk exits 1; a failed export leaves no file behind. See docs/gguf.md.
+K-quants (q4_k_m, ...) are written as f16 to a temp folder and quantized there by llama.cpp's `llama-quantize`
+when it is on PATH; else `<name>.f16.gguf` is the output and the command to run is printed. Beside the
+file: `<name>.Modelfile` for Ollama (FROM the file written, the trained chat template as TEMPLATE, stop
+token, temperature 0, the task's system line). Bad input (not a model, an architecture other than
+llama/mistral/qwen2/qwen3, an output that exists, is an input or lies in a folder the model is read from)
+exits 2 with one line; a full disk exits 1; a failed export leaves no file behind, and a rerun removes the
+temp files of an export of the same file that was killed. See docs/gguf.md.
 """
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser, on_terminal
-from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
+from nli_finetune.data_io import DataError, atomic_write_text, check_outputs, path_overlap
 from nli_finetune.gguf_export import (
     CHANGED_TYPE,
     OUTTYPES,
@@ -37,6 +40,8 @@ from nli_finetune.gguf_export import (
     export_adapter,
     export_model,
     modelfile_text,
+    remove_stale_temps,
+    temp_beside,
 )
 from nli_finetune.modeling import ModelLoadError
 
@@ -58,22 +63,42 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def check_paths(args, source) -> tuple[Path, Path]:
+def model_folders(args, source) -> list[Path]:
+    """Where the export reads the model from: --model, the adapter's base, the base GGUF's converted folder
+    (made by this export when missing). A file written inside one would change that model (and the
+    fingerprints saved progress is tied to)."""
+    from nli_finetune.gguf_convert import converted_dir_for
+    from nli_finetune.modeling import model_locations
+    folders = model_locations(str(source.path), args.base_model)
+    if source.base_gguf is not None:
+        folders.append(converted_dir_for(source.base_gguf))
+    return folders
+
+
+def check_paths(args, source, keep_f16: bool) -> tuple[Path, Path, Path | None]:
+    """(--outfile, its Modelfile, the f16 file a K-quant export leaves for llama-quantize, or None), all
+    checked before any weight loads: none exists (unless --force), is an input or lies in a model folder."""
     out = Path(args.outfile).expanduser()
     if out.suffix.lower() != ".gguf":
         raise ExportError(f"--outfile {out}: must end in .gguf")
-    modelfile = out.with_suffix(".Modelfile")
-    for path in (out, modelfile):
+    outputs = {"--outfile": out, "Modelfile": out.with_suffix(".Modelfile"),
+               "f16 file for llama-quantize": out.with_name(out.stem + ".f16.gguf") if keep_f16 else None}
+    for path in filter(None, outputs.values()):
         if path.exists() and not args.force:
             raise ExportError(f"{path} exists; choose another --outfile or pass --force to replace it")
     inputs = {"--model": source.path, "the base GGUF": source.base_gguf}
     inputs.update({f"--model file {f.name}": f for f in source.path.iterdir() if f.is_file()})
     try:
-        check_outputs(inputs, {"--outfile": out, "Modelfile": modelfile})
+        check_outputs(inputs, outputs)
     except DataError as exc:
         raise ExportError(str(exc)) from exc
+    for name, path in filter(lambda item: item[1] is not None, outputs.items()):
+        for folder in model_folders(args, source):
+            if path_overlap(path, folder) == "lies inside":
+                raise ExportError(f"{name} {path} lies inside {folder}, which the export reads the model from: "
+                                  "writing there would change that model; choose another --outfile")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return out, modelfile
+    return out, outputs["Modelfile"], outputs["f16 file for llama-quantize"]
 
 
 def load_merged(args, source):
@@ -98,15 +123,14 @@ def k_quant_target(outtype: str, source) -> str | None:
     return None
 
 
-def quantize_with_llama_cpp(f16_file: Path, out: Path, target: str) -> str:
-    """Run llama-quantize when installed; otherwise keep the f16 file and say the command."""
-    command = ["llama-quantize", str(f16_file), str(out), target]
-    if shutil.which("llama-quantize") is None:
-        return f"{target} needs llama.cpp's llama-quantize (not on PATH); the f16 file is written, run: " \
-               + " ".join(command)
-    subprocess.run(command, check=True)
-    f16_file.unlink()
-    return f"quantized to {target} with llama-quantize"
+def quantize_with_llama_cpp(quantizer: str, model, tokenizer, source, out: Path, target: str, **export_options):
+    """The f16 file in a temp folder beside `out` (never an existing file, never an input), quantized there
+    by llama-quantize and renamed to `out`: a failure or a kill leaves nothing a rerun keeps."""
+    with temp_beside(out, folder=True) as work:
+        summary = export_model(model, tokenizer, source, work / "f16.gguf", "f16", **export_options)
+        subprocess.run([quantizer, str(work / "f16.gguf"), str(work / out.name), target], check=True)
+        os.replace(work / out.name, out)
+    return summary
 
 
 def same_note(summary: dict, changed_type: str) -> str:
@@ -125,9 +149,13 @@ def export(args) -> str:
     source = describe(args.model, args.base_model)
     if args.adapter_only and not source.adapter:
         raise ExportError(f"{source.path}: --adapter-only needs a LoRA adapter folder (adapter_config.json)")
-    out, modelfile = check_paths(args, source)
     target = k_quant_target(args.outtype, source) if not args.adapter_only else None
-    write_to = out.with_name(out.stem + ".f16.gguf") if target else out
+    quantizer = shutil.which("llama-quantize") if target else None
+    # without llama-quantize the f16 file is what the user gets (and quantizes): an output like --outfile
+    out, modelfile, kept_f16 = check_paths(args, source, keep_f16=bool(target) and quantizer is None)
+    written = kept_f16 or out
+    for path in {out, written}:  # what an export of these files killed mid-write left
+        remove_stale_temps(path)
     note = ""
     if args.adapter_only:
         from nli_finetune.modeling import load_tokenizer
@@ -139,17 +167,22 @@ def export(args) -> str:
                   "away much of the fine-tune's change; --outtype same keeps it (docs/gguf.md)", file=sys.stderr)
         model, tokenizer = load_merged(args, source)
         from prompts import chat_template
-        summary = export_model(model, tokenizer, source, write_to, "f16" if target else args.outtype,
-                               chat_template(tokenizer), progress=on_terminal(), changed_type=args.changed_type)
+        options = {"chat_template": chat_template(tokenizer), "progress": on_terminal(),
+                   "changed_type": args.changed_type}
+        if quantizer:
+            summary = quantize_with_llama_cpp(quantizer, model, tokenizer, source, out, target, **options)
+            note = f"; quantized to {target} with llama-quantize"
+        else:
+            summary = export_model(model, tokenizer, source, written, "f16" if target else args.outtype, **options)
+        if kept_f16:
+            note = (f"; {target} needs llama.cpp's llama-quantize (not on PATH): the f16 file is written and "
+                    f"{modelfile.name} names it; for {target} run: llama-quantize {kept_f16} {out} {target}")
         if args.outtype == "same" and not target:
             print(same_note(summary, args.changed_type))
-        if target:
-            note = "; " + quantize_with_llama_cpp(write_to, out, target)
     from prompts import chat_template
-    text = modelfile_text(out.name, tokenizer, chat_template(tokenizer), source.trained.get("system_prompt"),
-                          adapter=out.name if args.adapter_only else None)
+    text = modelfile_text(written.name, tokenizer, chat_template(tokenizer), source.trained.get("system_prompt"),
+                          adapter=out.name if args.adapter_only else None, base_gguf=source.base_gguf)
     atomic_write_text(modelfile, text)
-    written = out if out.exists() else write_to
     types = ", ".join(f"{count} {kind}" for kind, count in summary["tensor_types"].items())
     return (f"export_gguf: {source.path} -> {written} ({args.outtype}: {types}; "
             f"{written.stat().st_size / 1e6:.1f} MB, {time.time() - started:.0f}s); {modelfile.name} beside it{note}")
@@ -163,6 +196,10 @@ def main(argv=None) -> int:
     except (ExportError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"error: llama-quantize exited {exc.returncode} (its output is above); nothing was left behind",
+              file=sys.stderr)
+        return 1
     except WriteError as exc:
         print(f"error: {exc} (is the disk full? nothing was left behind); free some space or choose another "
               "--outfile", file=sys.stderr)

@@ -36,6 +36,15 @@ def fields(path) -> dict:
             if "tokenizer.ggml.tokens" in reader.fields else 0}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def converted_outside_the_checkout(tmp_path_factory):
+    """Loading a GGUF-based adapter converts its base: into a temp folder, not the checkout's models/converted."""
+    from nli_finetune import gguf_convert
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path_factory.mktemp("converted"))
+        yield
+
+
 @pytest.fixture(scope="module")
 def adapter_with_tokens(tiny_models, tmp_path_factory):
     """A LoRA adapter on the tiny llama (Q/K permuted in GGUF) that added two special tokens."""
@@ -256,6 +265,7 @@ def test_adapter_only_file_holds_the_lora_in_llama_cpp_layout(gguf_based_adapter
         np.testing.assert_allclose(b @ a * alpha / a.shape[0], permute_for_rope(delta, heads), atol=2e-3)
     modelfile = out.with_suffix(".Modelfile").read_text()
     assert "ADAPTER ./lora.gguf" in modelfile
+    assert modelfile.startswith(f"FROM {base_gguf.resolve()}\n")  # the file it was trained on, not a placeholder
 
 
 def test_an_adapter_that_added_tokens_is_refused_as_lora_only(adapter_with_tokens, tmp_path, capsys):
@@ -273,6 +283,8 @@ def test_modelfile_template_renders_the_trained_prompt(adapter_with_tokens, tmp_
     tokenizer = load_tokenizer(str(adapter_with_tokens))
     template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     messages = get_task("nli").messages({"premise": "A dog runs.", "hypothesis": "An animal moves."})
+    assert len(messages) == 1 and "SYSTEM" not in text  # nli has no system turn: Ollama's .System is empty
+    template = template.split("{{ else }}", 1)[1].removesuffix("{{ end }}")  # the branch without one
     assert template.replace("{{ .Prompt }}", messages[-1]["content"]) == render_prompt(tokenizer, messages)
     assert text.startswith("FROM ./m.gguf\n") and f'PARAMETER stop "{tokenizer.eos_token}"' in text
     assert "PARAMETER temperature 0" in text
@@ -409,3 +421,194 @@ def test_real_model_parity_on_dev_300(tmp_path):
         result, accuracy = results[outtype]
         assert result["identical_prompts"] == len(rows) and result["agreement"] >= needed, outtype
         assert abs(accuracy[0] - accuracy[1]) <= 0.02, outtype
+
+
+# --- issue 40: outputs checked, inputs never written, no leftovers ----------------------------------------
+
+def fake_llama_quantize(tmp_path, monkeypatch) -> Path:
+    """A `llama-quantize` on PATH that copies its input to its output (the K-quant itself is llama.cpp's)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "llama-quantize"
+    tool.write_text('#!/bin/sh\ncp "$1" "$2"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+@pytest.fixture
+def adapter_on_f16_named_base(gguf_based_adapter, tmp_path):
+    """(adapter, base .gguf): a copy of the GGUF-based adapter whose base file is `<tmp>/nli.f16.gguf`, the
+    name a K-quant export to `<tmp>/nli.gguf` used for its f16 intermediate."""
+    import shutil
+
+    from nli_finetune.modeling import BASE_SOURCE_FILE
+    adapter, base_gguf = gguf_based_adapter
+    base = tmp_path / "nli.f16.gguf"
+    shutil.copyfile(base_gguf, base)
+    copy = tmp_path / "adapter"
+    shutil.copytree(adapter, copy)
+    (copy / BASE_SOURCE_FILE).write_text(json.dumps({"gguf_file": str(base)}))
+    return copy, base
+
+
+def test_h1_k_quant_intermediate_never_replaces_an_existing_file(tiny_models, tmp_path, monkeypatch, capsys):
+    from scripts import export_gguf
+    monkeypatch.setattr(export_gguf.shutil, "which", lambda name: None)
+    existing = tmp_path / "k.f16.gguf"
+    existing.write_bytes(b"keep me")
+    assert export("--model", tiny_models["llama"], "--outfile", tmp_path / "k.gguf", "--outtype", "q4_k_m") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "k.f16.gguf exists" in err, err
+    assert existing.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.f16.gguf"]
+
+
+def test_h1_k_quant_intermediate_is_never_the_base_gguf(adapter_on_f16_named_base, tmp_path, monkeypatch, capsys):
+    """Without llama-quantize the f16 file is an output like any other: the base's name is refused even with
+    --force. With llama-quantize it is a temp name: the base stays and only the asked-for file is left."""
+    from scripts import export_gguf
+    adapter, base = adapter_on_f16_named_base
+    before = base.read_bytes()
+    out = tmp_path / "nli.gguf"
+    with monkeypatch.context() as m:
+        m.setattr(export_gguf.shutil, "which", lambda name: None)
+        assert export("--model", adapter, "--outfile", out, "--outtype", "q4_k_m", "--force") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "same file" in err and "nli.f16.gguf" in err, err
+    assert base.read_bytes() == before and not out.exists()
+    fake_llama_quantize(tmp_path, monkeypatch)
+    assert export("--model", adapter, "--outfile", out, "--outtype", "q4_k_m", "--force") == 0
+    assert base.read_bytes() == before
+    assert fields(out)["fields"]["general.file_type"] == 1  # the fake tool copied the f16 file
+    assert out.with_suffix(".Modelfile").read_text().startswith("FROM ./nli.gguf\n")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_h1_same_on_a_k_quant_base_takes_the_same_checked_path(adapter_on_f16_named_base, tmp_path, monkeypatch,
+                                                               capsys):
+    """A base whose header says Q4_K_M: `same` goes through llama-quantize, so its f16 intermediate is checked
+    (the base's own name refused) or a temp name."""
+    from gguf import GGUFReader, LlamaFileType
+
+    from scripts import export_gguf
+    adapter, base = adapter_on_f16_named_base
+    field = GGUFReader(str(base), "r+").fields["general.file_type"]
+    field.parts[field.data[0]][0] = LlamaFileType.MOSTLY_Q4_K_M  # in place: the tensors stay Q4_1
+    before = base.read_bytes()
+    out = tmp_path / "nli.gguf"
+    with monkeypatch.context() as m:
+        m.setattr(export_gguf.shutil, "which", lambda name: None)
+        assert export("--model", adapter, "--outfile", out, "--outtype", "same", "--force") == 2
+    assert "nli.f16.gguf" in capsys.readouterr().err and base.read_bytes() == before
+    fake_llama_quantize(tmp_path, monkeypatch)
+    assert export("--model", adapter, "--outfile", out, "--outtype", "same") == 0
+    assert "quantized to Q4_K_M with llama-quantize" in capsys.readouterr().out
+    assert base.read_bytes() == before and out.is_file()
+
+
+def test_h1_a_failing_llama_quantize_exits_1_and_leaves_nothing(tiny_models, tmp_path, monkeypatch, capsys):
+    bin_dir = fake_llama_quantize(tmp_path, monkeypatch)
+    (bin_dir / "llama-quantize").write_text('#!/bin/sh\necho "quantize: out of memory" >&2\nexit 3\n')
+    work = tmp_path / "out"
+    work.mkdir()
+    assert export("--model", tiny_models["llama"], "--outfile", work / "k.gguf", "--outtype", "q4_k_m") == 1
+    assert "llama-quantize exited 3" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
+def test_h1_modelfile_names_only_a_file_that_exists(tiny_models, tmp_path, monkeypatch, capsys):
+    from scripts import export_gguf
+    monkeypatch.setattr(export_gguf.shutil, "which", lambda name: None)
+    out = tmp_path / "k.gguf"
+    assert export("--model", tiny_models["llama"], "--outfile", out, "--outtype", "q4_k_m") == 0
+    assert not out.exists()
+    named = out.with_suffix(".Modelfile").read_text().splitlines()[0].removeprefix("FROM ./")
+    assert (tmp_path / named).is_file() and named == "k.f16.gguf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.Modelfile", "k.f16.gguf"]
+
+
+def test_m6_outfile_inside_an_input_model_folder_is_refused(gguf_based_adapter, tiny_models, tmp_path, capsys):
+    """The adapter folder, its base folder, the base GGUF's converted folder, a merged model's folder: an
+    output in any of them (or below) would change the model's fingerprint. One line, exit 2, nothing written."""
+    import shutil
+
+    from nli_finetune import gguf_convert
+    from nli_finetune.modeling import BASE_SOURCE_FILE
+    adapter, base_gguf = gguf_based_adapter
+    converted = gguf_convert.convert_gguf(base_gguf)  # where loading the adapter's base reads from
+    on_folder = tmp_path / "on_folder"  # the same adapter on the converted base as a plain folder
+    shutil.copytree(adapter, on_folder)
+    (on_folder / BASE_SOURCE_FILE).unlink()
+    recorded_base = Path(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    capsys.readouterr()
+    cases = [
+        (adapter, adapter / "x.gguf"),
+        (adapter, adapter / "sub" / "x.gguf"),
+        (adapter, converted / "x.gguf"),
+        (on_folder, recorded_base / "x.gguf"),
+        (tiny_models["llama"], tiny_models["llama"] / "x.gguf"),
+    ]
+    for model, out in cases:
+        before = sorted(p.relative_to(out.parent.parent) for p in out.parent.parent.rglob("*"))
+        assert export("--model", model, "--outfile", out, "--force") == 2, out
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "inside" in err and str(out) in err, err
+        assert sorted(p.relative_to(out.parent.parent) for p in out.parent.parent.rglob("*")) == before
+
+
+def test_low_adapter_only_k_quant_is_one_line_exit_2(gguf_based_adapter, tmp_path, capsys):
+    adapter, _ = gguf_based_adapter
+    for outtype in ("q4_k_m", "same"):
+        assert export("--model", adapter, "--outfile", tmp_path / "l.gguf", "--adapter-only",
+                      "--outtype", outtype) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--adapter-only" in err and outtype in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_low_a_rerun_removes_the_temp_files_a_killed_export_left(tiny_models, tmp_path):
+    """kill -9 skips every cleanup: the rerun removes the temp files of its own --outfile that no live export
+    holds, and leaves another file's, or one an export still running holds (locked)."""
+    import fcntl
+    out = tmp_path / "k.gguf"
+    stale = [tmp_path / ".k.gguf.abc123xy.tmp", tmp_path / ".k.gguf.export-abc123xy.tmp"]
+    others = [tmp_path / ".other.gguf.abc123xy.tmp", tmp_path / ".k.gguf.x.gguf.abc123xy.tmp"]
+    live = tmp_path / ".k.gguf.export-live1234.tmp"
+    for path in [*stale, *others, live]:
+        path.write_bytes(b"partial")
+    (tmp_path / ".k.gguf.export-k_quant1.tmp").mkdir()  # a K-quant export's work folder
+    (tmp_path / ".k.gguf.export-k_quant1.tmp" / "f16.gguf").write_bytes(b"partial")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert export("--model", tiny_models["llama"], "--outfile", out, "--outtype", "q8_0") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["k.gguf", "k.Modelfile", live.name,
+                                                                 *(p.name for p in others)])
+
+
+def test_low_modelfile_without_a_contract_keeps_the_models_own_system_behaviour(tiny_models, tmp_path):
+    """No contract, no task system line: the template has a {{ .System }} slot, and without a system line it
+    renders what the model's own chat template renders for a lone user turn (no text hard-coded)."""
+    import shutil
+
+    from nli_finetune.modeling import load_tokenizer
+    from prompts import render_prompt
+    model = tmp_path / "own-default"  # ChatML that writes its own system turn when none is given, as SmolLM2's
+    shutil.copytree(tiny_models["qwen2"], model)
+    tokenizer = load_tokenizer(str(model))
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nI am the default."
+                               "<|im_end|>\n{% endif %}" + tokenizer.chat_template)
+    tokenizer.save_pretrained(model)
+    out = tmp_path / "m.gguf"
+    assert export("--model", model, "--outfile", out) == 0
+    text = out.with_suffix(".Modelfile").read_text()
+    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    assert "SYSTEM" not in text.replace("{{ .System }}", "")
+    assert template.startswith("{{ if .System }}") and template.endswith("{{ end }}"), template
+    with_system, without = template.removeprefix("{{ if .System }}").removesuffix("{{ end }}").split("{{ else }}")
+    user = {"role": "user", "content": "A dog runs."}
+    system = {"role": "system", "content": "Be brief."}
+    assert without.replace("{{ .Prompt }}", user["content"]) == render_prompt(tokenizer, [user])
+    assert "I am the default." in without and "I am the default." not in with_system
+    assert with_system.replace("{{ .System }}", system["content"]).replace("{{ .Prompt }}", user["content"]) == \
+        render_prompt(tokenizer, [system, user])

@@ -18,7 +18,14 @@ import logging
 import os
 from pathlib import Path
 
-from nli_finetune.data_io import DataError, atomic_write_json, content_fingerprint, path_fingerprint, read_records
+from nli_finetune.data_io import (
+    DataError,
+    atomic_write_json,
+    content_fingerprint,
+    path_fingerprint,
+    path_overlap,
+    read_records,
+)
 from train.config_loader import ConfigError, load_config, schema
 
 log = logging.getLogger("train_sft")
@@ -167,11 +174,8 @@ def _model_paths(config) -> dict[str, Path]:
 
 def output_overlap_problem(config) -> str | None:
     """Why output_dir would write over the model's own files (it is, holds or lies inside one), or None."""
-    out = Path(config.output_dir).expanduser().resolve()
     for name, path in _model_paths(config).items():
-        target = path.resolve()
-        how = "is" if out == target else "contains" if out in target.parents else \
-            "lies inside" if target in out.parents else None
+        how = path_overlap(config.output_dir, path)
         if how:
             return (f"output_dir {config.output_dir} {how} the {name} {path}: training would write over the "
                     "model it reads; choose another --output_dir")
