@@ -163,6 +163,69 @@ def test_training_passes_only_in_4bit_on_the_device_with_a_falling_loss_finite_g
         assert len(problems) == 1 and words in problems[0], (words, problems)
 
 
+def test_training_names_the_attention_that_ran_and_needs_8bit_optimizer_state_on_cuda():
+    """Issue #41: a hub kernel that failed to load ran SDPA while the report said flash; an 8-bit optimizer
+    that silently kept 32-bit state passed."""
+    falling = history([2.0, 1.9, 1.5, 1.2, 1.0, 0.9, 0.8, 0.7])
+    ran = {"global_step": 8, "load_in_4bit": True, "device": "cuda:0", "attn_implementation": "sdpa",
+           "optimizer_state": {"dtypes": ["float32", "uint8"], "paged": 0}}
+    figures, problems = gpu_check.judge_training(falling, ran, "cuda", 0.01, True, attention="sdpa", eight_bit=True)
+    assert problems == [] and figures["attention"] == "sdpa" and figures["optimizer_state"] == "float32/uint8"
+    _, problems = gpu_check.judge_training(falling, ran, "cuda", 0.01, True,
+                                           attention="kernels-community/flash-attn2", eight_bit=True)
+    assert problems == ["attention: auto picked kernels-community/flash-attn2 but the model ran sdpa"]
+    full = {**ran, "optimizer_state": {"dtypes": ["float32"], "paged": 0}}
+    _, problems = gpu_check.judge_training(falling, full, "cuda", 0.01, True, attention="sdpa", eight_bit=True)
+    assert problems == ["the 8-bit optimizer kept float32 state, not uint8"]
+
+
+def test_paging_is_proved_on_a_tensor_bitsandbytes_pages():
+    assert gpu_check.judge_paging({"numel": 131072, "state_dtype": "uint8", "paged": True}) == []
+    problems = gpu_check.judge_paging({"numel": 131072, "state_dtype": "float32", "paged": False})
+    assert len(problems) == 2 and "not uint8" in problems[0] and "did not page a 131072-element" in problems[1]
+
+
+def test_the_time_budget_bounds_all_checks_together(tmp_path, monkeypatch):
+    """The per-check timeouts alone added up to 30 minutes against the promised 10 (issue #41)."""
+    clock, given = [0.0], {}
+
+    def fake_run(name, ctx, timeout):
+        given[name] = timeout
+        clock[0] += 400  # each check takes 400 s
+        return CheckResult(name)
+    monkeypatch.setattr(gpu_check, "run_isolated", fake_run)
+    monkeypatch.setattr(gpu_check.time, "time", lambda: clock[0])
+    results = []
+    gpu_check.run_all(["env", "qlora", "estimate", "inference"], Context(workdir=str(tmp_path)), results, budget=900)
+    assert given == {"env": 120, "qlora": 420, "estimate": 100}  # min(its own 150, the 100 s left)
+    assert [r.status for r in results] == ["pass", "pass", "pass", "fail"]
+    assert "budget" in results[-1].reason
+
+
+def test_hf_and_vllm_disagreements_on_near_tied_labels_are_reported_with_their_margin_not_failed():
+    labels = [0, 1] * 128
+    three_differ = [1 - label if i < 3 else label for i, label in enumerate(labels)]
+    tied, clear = {"0": 0.52, "1": 0.48}, {"0": 0.95, "1": 0.05}
+    scored = {"records": [{"id": str(i), "label_probs": tied if i < 3 else clear} for i in range(256)]}
+    figures, problems = gpu_check.judge_agreement(output(labels), output(three_differ), 256, scored)
+    assert problems == [] and figures["agreement"] == 1.0
+    assert figures["disagreements"].startswith("0 (margin 0.08), 1 (margin 0.08)")
+    confident = {"records": [{"id": str(i), "label_probs": clear} for i in range(256)]}
+    _, problems = gpu_check.judge_agreement(output(labels), output(three_differ), 256, confident)
+    assert "agree on 98.8%" in problems[0]
+    assert gpu_check.logit_margin({"0": 0.75, "1": 0.25}) == pytest.approx(1.0986, abs=1e-4)
+    assert gpu_check.logit_margin(None) is None
+
+
+def test_a_gated_hub_model_is_a_skip_and_the_wrappers_need_gpus_user_and_mounts():
+    assert gpu_check.hub_access_denied("huggingface_hub.errors.GatedRepoError: 403 Client Error: Cannot access")
+    assert not gpu_check.hub_access_denied("RuntimeError: CUDA out of memory")
+    good = "docker run --rm --ipc=host --gpus device=0 --user 1000:1000 -v /x/data:/app/data img python -m x"
+    assert gpu_check.judge_wrappers({"training": good}) == []
+    assert gpu_check.judge_wrappers({"training": good.replace("--user 1000:1000 ", ""), "serve": ""}) == \
+        ["training: its docker run line has no --user", "serve: no docker run line"]
+
+
 def test_the_estimate_is_judged_without_the_cuda_context_against_the_allocator_peak():
     gib = 2 ** 30
     figures, problems = gpu_check.judge_estimate(int(1.7 * gib), int(0.5 * gib), peak=int(1.0 * gib))

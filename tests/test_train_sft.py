@@ -27,10 +27,20 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
             assert torch.equal(tensor, reference[clean]), name
     results = json.loads((trained_adapter / "train_results.json").read_text())
     assert results["global_step"] == 12 and results["train_samples"] == 32
+    # what really ran, for gpu_check to judge (issue #41): the attention of the loaded model and the
+    # optimizer's state (AdamW's two float32 moments per LoRA tensor here; uint8 under paged_adamw_8bit)
+    assert results["attn_implementation"] in ("sdpa", "eager")
+    state = results["optimizer_state"]
+    assert state["class"] == "AdamW" and state["dtypes"] == ["float32"] and state["paged"] == 0
+    assert state["state_tensors"] == 2 * sum("lora_" in k for k in adapter_state_keys(trained_adapter))
     saved_config = json.loads((trained_adapter / "training_config.json").read_text())
     assert saved_config["max_steps"] == 12 and saved_config["lora_r"] == 16
     adapter_weights = load_file(trained_adapter / "adapter_model.safetensors")
     assert any("lora_A" in k for k in adapter_weights)
+
+
+def adapter_state_keys(adapter_dir):
+    return list(load_file(adapter_dir / "adapter_model.safetensors"))
 
 
 def test_outputs_never_contain_secrets(tiny_mistral, tmp_path, monkeypatch):

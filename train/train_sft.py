@@ -348,8 +348,23 @@ def fit(trainer, model, config: TrainConfig, device: str, train_set, eval_set, r
         "eval_loss": final_eval.get("eval_loss"), "best_checkpoint": trainer.state.best_model_checkpoint,
         "trained_tokens_per_epoch": trained_tokens, "load_in_4bit": config.load_in_4bit,
         "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
-        "resumed_from": resume,
+        "resumed_from": resume, "attn_implementation": model.config._attn_implementation,
+        "optimizer_state": optimizer_state_summary(trainer.optimizer),
     }
+
+
+def optimizer_state_summary(optimizer) -> dict:
+    """What the optimizer really keeps per parameter: its state tensors' dtypes (uint8 for an 8-bit optimizer)
+    and how many of them bitsandbytes paged (it pages only tensors of >= 100k elements), so a check can tell a
+    requested 8-bit paged optimizer from a silent 32-bit one."""
+    import torch
+    tensors = [value for state in (optimizer.state.values() if optimizer is not None else [])
+               for value in state.values() if isinstance(value, torch.Tensor) and value.dim() > 0]
+    return {"class": type(getattr(optimizer, "optimizer", optimizer)).__name__, "state_tensors": len(tensors),
+            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors}),
+            "paged": sum(bool(getattr(t, "is_paged", False)) for t in tensors),
+            "largest_param": max((p.numel() for group in (optimizer.param_groups if optimizer is not None else [])
+                                  for p in group["params"]), default=0)}
 
 
 def save_outputs(trainer, tokenizer, config: TrainConfig, results: dict, device: str) -> None:
