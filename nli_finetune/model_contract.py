@@ -158,8 +158,11 @@ def read_contract(model) -> ModelContract | None:
     if model is None or not Path(model).expanduser().is_dir():
         return None
     path = Path(model).expanduser() / CONTRACT_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # not "no contract": the adapter would then run as the default task
+        raise ContractError(f"{path}: {'a folder' if path.is_dir() else 'a broken link'}, not a contract file; "
+                            "restore the file train_sft wrote")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -309,3 +309,15 @@ def test_m1_export_merges_the_recorded_base_and_names_the_one_merged(label_adapt
     metadata = read_project_metadata(tmp_path / "c.gguf")
     assert metadata["base_model"] == str(other) and metadata["trained_on_base"] == str(tiny_mistral)
 
+
+def test_low_a_contract_that_is_a_folder_is_refused(label_adapter, tmp_path, capsys):
+    folder = adapter_copy(label_adapter, tmp_path)
+    (folder / CONTRACT_FILE).unlink()
+    (folder / CONTRACT_FILE).mkdir()
+    with pytest.raises(ContractError, match="a folder"):
+        read_contract(folder)
+    capsys.readouterr()
+    code, output = sample(folder, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and str(folder / CONTRACT_FILE) in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
