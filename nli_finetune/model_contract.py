@@ -18,14 +18,14 @@ An adapter is only right on the base it was trained on: `check_base` compares th
 contract's fingerprint, and refuses another unless the caller's override flag allows it.
 """
 
-import fnmatch
 import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nli_finetune.data_io import DataError, atomic_write_json, path_fingerprint
+from nli_finetune.data_io import DataError, atomic_write_json
+from nli_finetune.modeling import base_fingerprint
 from prompts import TASKS, chat_template, get_task
 
 CONTRACT_FILE = "model_contract.json"
@@ -35,8 +35,6 @@ FORMAT_VERSION = 1
 ANSWER_FORMATS = ("label_only", "cot_json", "free_text", "confidence")
 IGNORE_FLAG = "--ignore_contract"
 OTHER_BASE_FLAG = "--allow_other_base"
-# A base is its weights: tokenizer or config files re-saved by another library version are the same base
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 log = logging.getLogger("model_contract")
 
 
@@ -89,14 +87,6 @@ def answer_format_of(task: str, confidence_tokens: dict) -> str:
     if task.free_text:
         return "free_text"
     return "cot_json" if task.reasoning_field else "label_only"
-
-
-def base_fingerprint(model_id: str) -> str:
-    """The base's weights by content (a .gguf file, or the weight files at the top of its folder), the
-    same wherever the base is copied to; a hub id by its name."""
-    def is_weight(relative):
-        return len(relative.parts) == 1 and any(fnmatch.fnmatch(relative.name.lower(), p) for p in WEIGHT_FILES)
-    return path_fingerprint(Path(model_id).expanduser(), include=is_weight, portable=True)
 
 
 def base_source(model_id: str) -> dict:

@@ -9,7 +9,6 @@ import pytest
 from nli_finetune.model_contract import (
     CONTRACT_FILE,
     ContractError,
-    base_fingerprint,
     base_source,
     build_contract,
     check_base,
@@ -18,6 +17,7 @@ from nli_finetune.model_contract import (
     resolve_setting,
     write_contract,
 )
+from nli_finetune.modeling import base_fingerprint
 from prompts import TASKS
 from tests.conftest import REPO_ROOT, run_train
 
