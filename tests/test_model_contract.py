@@ -321,3 +321,15 @@ def test_low_a_contract_that_is_a_folder_is_refused(label_adapter, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and str(folder / CONTRACT_FILE) in err and len(err.strip().splitlines()) == 1
     assert not output.exists()
+
+
+def test_m1_serve_refuses_an_adapter_on_another_base(label_adapter, tiny_mistral, tmp_path, capsys):
+    from scripts.serve import main as serve_main
+    folder = adapter_copy(label_adapter, tmp_path)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    other = other_base(tiny_mistral, tmp_path)
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(other)}))
+    capsys.readouterr()
+    assert serve_main(["--model", str(folder), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and str(tiny_mistral) in err and len(err.strip().splitlines()) == 1, err
