@@ -39,8 +39,8 @@ from nli_finetune.data_io import (
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.job_runner import output_lock
 from nli_finetune.llm_api import PROVIDERS, ApiError, safe_url
-from nli_finetune.model_contract import check_tokenizer, read_contract, resolve_setting
-from nli_finetune.modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
+from nli_finetune.model_contract import OTHER_BASE_FLAG, check_base, check_tokenizer, read_contract, resolve_setting
+from nli_finetune.modeling import ModelLoadError, adapter_base, check_outputs_spare_model, model_fingerprint
 from nli_finetune.results import score_record, summarize, write_outputs
 from prompts import TASKS, get_task
 
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--base_model", default=None, help="override the base named in adapter_config.json")
+    p.add_argument("--allow_other_base", action="store_true",
+                   help="run an adapter on a base other than the one its model_contract.json records (the "
+                        "results then say so in settings.other_base)")
     p.add_argument("--shard", type=parse_shard, default=None, help="i/n: run only shard i of n")
     p.add_argument("--limit", type=at_least(1), default=None, help="only the first N rows")
     p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
@@ -341,7 +344,7 @@ def run_settings(args) -> dict:
                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
                 "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
                 "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder,
-                "scoring": args.scoring}
+                "scoring": args.scoring, "other_base": getattr(args, "other_base", None)}
     if args.backend == "openai":
         settings |= {"api_base": safe_url(args.api_base or PROVIDERS[args.api]["base"]), "model_name": args.model_name}
     return settings
@@ -390,9 +393,14 @@ def finish(args, paths: dict, settings: dict, items: list, pending: list, done: 
 
 
 def apply_contract(args):
-    """The model's contract (model_contract.py), or None: it gives the default --task and refuses another."""
+    """The model's contract (model_contract.py), or None: it gives the default --task and refuses another,
+    and an adapter's base other than the one it was trained on (args.other_base: the allowed one)."""
     contract = read_contract(args.model_id)
     args.task = resolve_setting(contract, "task", args.task, "nli", "--task", args.ignore_contract)
+    base = None
+    if contract is not None and args.backend != "openai":
+        base = args.base_model or adapter_base(args.model_id)
+    args.other_base = check_base(contract, base, OTHER_BASE_FLAG, args.allow_other_base)
     return contract
 
 

@@ -341,37 +341,43 @@ def repair_torn_tail(path) -> None:
 
 
 FULL_HASH_LIMIT = 64 * 2**20  # files up to this size are hashed whole; larger ones by size, mtime and ends
+PORTABLE_BLOCKS = 16  # MiB blocks a portable hash reads of a larger file
 
 
-def _file_digest(path: Path, h) -> None:
+def _file_digest(path: Path, h, portable: bool = False) -> None:
     stat = path.stat()
-    h.update(f"{path.name}\0{stat.st_size}\0".encode())
+    h.update(f"{'' if portable else path.name}\0{stat.st_size}\0".encode())
     with open(path, "rb") as f:
         if stat.st_size <= FULL_HASH_LIMIT:
             for block in iter(lambda: f.read(2**20), b""):
                 h.update(block)
             return
         # multi-GB weights: hashing them whole would cost a minute per run; a retrained or replaced
-        # file changes its mtime, size or first/last MiB
-        h.update(str(stat.st_mtime_ns).encode())
-        h.update(f.read(2**20))
-        f.seek(-2**20, os.SEEK_END)
-        h.update(f.read(2**20))
+        # file changes its mtime, size or first/last MiB. A portable hash can't use the mtime (a copy
+        # changes it): it reads blocks spread over the whole file instead.
+        if not portable:
+            h.update(str(stat.st_mtime_ns).encode())
+        offsets = [0, stat.st_size - 2**20] if not portable else \
+            [(stat.st_size - 2**20) * i // (PORTABLE_BLOCKS - 1) for i in range(PORTABLE_BLOCKS)]
+        for offset in offsets:
+            f.seek(offset)
+            h.update(f.read(2**20))
 
 
-def path_fingerprint(path, include=None) -> str:
+def path_fingerprint(path, include=None, portable: bool = False) -> str:
     """A short hash of a file's or a folder's content (every file below it, by relative path, or those
     whose relative path `include` accepts), used to tie saved progress to what it was computed from.
-    A path that doesn't exist (a hub id) hashes its name."""
+    A path that doesn't exist (a hub id) hashes its name. `portable`: by content alone, so a copied,
+    moved or renamed file hashes the same (no mtime, no file name; the relative paths in a folder count)."""
     path = Path(path)
     h = hashlib.sha256()
     if path.is_file():
-        _file_digest(path, h)
+        _file_digest(path, h, portable)
     elif path.is_dir():
         for file in sorted(p for p in path.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(path))
                            and (include is None or include(p.relative_to(path)))):
             h.update(str(file.relative_to(path)).encode() + b"\0")
-            _file_digest(file, h)
+            _file_digest(file, h, portable)
     else:
         h.update(f"hub:{path}".encode())
     return h.hexdigest()[:16]

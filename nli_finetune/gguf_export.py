@@ -93,14 +93,17 @@ def _config_of(path: Path) -> dict:
         raise ExportError(f"{path}/config.json: unreadable ({exc})") from exc
 
 
-def trained_for(model_dir: Path) -> dict:
+def trained_for(model_dir: Path, base: str | None = None, allow_other_base: bool = False) -> dict:
     """What the output was trained for, from its model contract (nli_finetune/model_contract.py, the one
-    reader): task, answer format and its JSON schema, labels, label field, system line, added tokens, base
-    model. {} for a folder without a contract (a base model, or an output older than contracts)."""
-    from nli_finetune.model_contract import ContractError, read_contract
+    reader): task, answer format and its JSON schema, labels, label field, system line, added tokens, and
+    the base model: `base`, the one an adapter is merged into (refused when it is not the contract's, unless
+    `allow_other_base`), else the recorded one. {} for a folder without a contract (a base model, or an
+    output older than contracts)."""
+    from nli_finetune.model_contract import OTHER_BASE_FLAG, ContractError, check_base, read_contract
     from prompts import get_task
     try:
         contract = read_contract(model_dir)
+        other = check_base(contract, base, OTHER_BASE_FLAG, allow_other_base)
     except ContractError as exc:
         raise ExportError(str(exc)) from exc
     if contract is None:
@@ -111,7 +114,8 @@ def trained_for(model_dir: Path) -> dict:
             "answer_schema": json.dumps(schema, ensure_ascii=False) if schema else None,
             "labels": list(task.labels), "label_field": task.label_field, "system_prompt": task.system_prompt,
             "special_tokens": contract.special_tokens, "confidence_tokens": contract.confidence_tokens,
-            "base_model": contract.base_model.get("model_id"), "contract_sha256": contract.digest()}
+            "base_model": str(base) if base else contract.base_model.get("model_id"),
+            "trained_on_base": other["trained_on"] if other else None, "contract_sha256": contract.digest()}
 
 
 def _base_gguf(path: Path, base: str | None) -> Path | None:
@@ -129,8 +133,9 @@ def _base_gguf(path: Path, base: str | None) -> Path | None:
     return Path(found) if found and Path(found).is_file() else None
 
 
-def describe(path, base_model: str | None = None) -> Source:
-    """The export's input, checked before any weight is loaded; `base_model` overrides an adapter's base."""
+def describe(path, base_model: str | None = None, allow_other_base: bool = False) -> Source:
+    """The export's input, checked before any weight is loaded; `base_model` overrides an adapter's base,
+    which must be the one its contract records unless `allow_other_base`."""
     from nli_finetune.modeling import ModelLoadError, adapter_base
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -148,7 +153,7 @@ def describe(path, base_model: str | None = None) -> Source:
         if model_type not in ARCHITECTURES:
             raise ExportError(f"{config_dir}/config.json: architecture '{model_type}' can't be exported to GGUF; "
                               f"supported: {', '.join(sorted(ARCHITECTURES))}")
-    return Source(path, is_adapter, base, _base_gguf(path, base), trained_for(path))
+    return Source(path, is_adapter, base, _base_gguf(path, base), trained_for(path, base, allow_other_base))
 
 
 # --- tensors ---------------------------------------------------------------------------------------------

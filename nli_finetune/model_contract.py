@@ -7,19 +7,25 @@ everything that uses the model (litgpt saves its prompt style with a checkpoint 
 `train/train_sft.py` writes `model_contract.json` into its output folder, every checkpoint and `merged/`:
 the task (`prompts.Task`) and its answer format, the special and confidence tokens it added, the chat
 template its prompts were rendered with (text and SHA-256), the max sequence length and the base model's
-source. One writer (`write_contract`), one reader (`read_contract`), used by `evaluate/sample_model.py`
+source and content fingerprint. One writer (`write_contract`), one reader (`read_contract`), used by `evaluate/sample_model.py`
 (default `--task`, tokenizer check), `evaluate/confidence.py` (the confidence tokens), `scripts/serve.py`
 (chat template, answer schema) and `evaluate/merge_shards.py` (shards of different models are refused).
 A folder without the file (a base model, a hub id, a `.gguf` file) has no contract: `read_contract`
 returns None and every reader behaves as it did before contracts existed.
+
+An adapter is only right on the base it was trained on: `check_base` compares the base about to be used
+(adapter_config.json's, `--base_model`, the base a continued `init_adapter` is trained on) with the
+contract's fingerprint, and refuses another unless the caller's override flag allows it.
 """
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nli_finetune.data_io import DataError, atomic_write_json
+from nli_finetune.modeling import base_fingerprint
 from prompts import TASKS, chat_template, get_task
 
 CONTRACT_FILE = "model_contract.json"
@@ -28,6 +34,8 @@ FORMAT_VERSION = 1
 # confidence: an answer followed by a confidence token
 ANSWER_FORMATS = ("label_only", "cot_json", "free_text", "confidence")
 IGNORE_FLAG = "--ignore_contract"
+OTHER_BASE_FLAG = "--allow_other_base"
+log = logging.getLogger("model_contract")
 
 
 class ContractError(DataError):
@@ -45,7 +53,7 @@ class ModelContract:
     chat_template: str               # the Jinja text prompts were rendered with (prompts.chat_template)
     chat_template_sha256: str
     max_seq_length: int
-    base_model: dict                 # model_id as configured, and gguf_file, local_dir or hub_id
+    base_model: dict                 # model_id as configured, gguf_file, local_dir or hub_id, and fingerprint
     format_version: int = FORMAT_VERSION
     source: str = field(default="", compare=False)  # the file it was read from (not saved)
 
@@ -82,14 +90,16 @@ def answer_format_of(task: str, confidence_tokens: dict) -> str:
 
 
 def base_source(model_id: str) -> dict:
-    """Where the base came from: a GGUF file, a local folder (both resolved) or a hub id."""
+    """Where the base came from: a GGUF file, a local folder (both resolved) or a hub id, and its fingerprint."""
     from nli_finetune.gguf_convert import is_gguf
     path = Path(model_id).expanduser()
     if is_gguf(model_id):
-        return {"model_id": model_id, "gguf_file": str(path.resolve())}
-    if path.is_dir():
-        return {"model_id": model_id, "local_dir": str(path.resolve())}
-    return {"model_id": model_id, "hub_id": model_id}
+        source = {"model_id": model_id, "gguf_file": str(path.resolve())}
+    elif path.is_dir():
+        source = {"model_id": model_id, "local_dir": str(path.resolve())}
+    else:
+        source = {"model_id": model_id, "hub_id": model_id}
+    return source | {"fingerprint": base_fingerprint(model_id)}
 
 
 def build_contract(tokenizer, *, task: str, data_format: str, special_tokens: list, confidence_tokens: dict,
@@ -138,8 +148,11 @@ def read_contract(model) -> ModelContract | None:
     if model is None or not Path(model).expanduser().is_dir():
         return None
     path = Path(model).expanduser() / CONTRACT_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # not "no contract": the adapter would then run as the default task
+        raise ContractError(f"{path}: {'a folder' if path.is_dir() else 'a broken link'}, not a contract file; "
+                            "restore the file train_sft wrote")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -157,6 +170,35 @@ def resolve_setting(contract: ModelContract | None, name: str, given, default, f
         return trained if given is None else given
     raise ContractError(f"{flag} {given} contradicts {contract.source}: the model was trained with {name} "
                         f"'{trained}'; leave out {flag} to use it, or add {IGNORE_FLAG} to run anyway")
+
+
+_said_unchecked: set = set()  # contracts without a base fingerprint already announced
+
+
+def check_base(contract: ModelContract | None, base: str | None, flag: str | None = OTHER_BASE_FLAG,
+               allow: bool = False) -> dict | None:
+    """Refuse (naming both) an adapter on a base other than the one its contract records: the adapter
+    would silently compute something else. With `allow` (the caller's `flag`), returns what the record
+    says of the other base; None when the base is the recorded one or there is nothing to compare."""
+    if contract is None or not base:
+        return None
+    recorded = contract.base_model.get("fingerprint")
+    if recorded is None:
+        if contract.source not in _said_unchecked:
+            _said_unchecked.add(contract.source)
+            log.warning("%s: written before contracts recorded the base's fingerprint; the base %s is not checked",
+                        contract.source, base)
+        return None
+    used = base_fingerprint(base)
+    if used == recorded:
+        return None
+    trained = contract.base_model.get("model_id")
+    what = (f"{contract.source}: the adapter was trained on the base {trained} (fingerprint {recorded}), "
+            f"not on {base} (fingerprint {used})")
+    if allow:
+        log.warning("%s; using it anyway (%s)", what, flag)
+        return {"trained_on": trained, "trained_fingerprint": recorded, "used": str(base), "used_fingerprint": used}
+    raise ContractError(f"{what}; use the base it was trained on" + (f", or add {flag} to run anyway" if flag else ""))
 
 
 def tokenizer_problems(contract: ModelContract, tokenizer) -> list[str]:

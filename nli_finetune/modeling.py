@@ -324,6 +324,19 @@ def model_fingerprint(model_id) -> str:
                             and is_model_file_name(relative.name))
 
 
+# A base is its weights: tokenizer or config files re-saved by another library version are the same base
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def base_fingerprint(model_id) -> str:
+    """A base model's weights by content (a .gguf file, or the weight files at the top of its folder), the
+    same wherever the base is copied or moved to (what a model contract records); a hub id by its name."""
+    def is_weight(relative: Path) -> bool:
+        return len(relative.parts) == 1 and any(fnmatch.fnmatch(relative.name.lower(), pattern)
+                                                for pattern in WEIGHT_FILE_PATTERNS)
+    return path_fingerprint(Path(model_id).expanduser(), include=is_weight, portable=True)
+
+
 def model_locations(model_id: str | None, base_model: str | None = None) -> list[Path]:
     """Where a model is read from: its folder or .gguf file, an adapter's base, and a GGUF file's
     converted folder (hub ids are not local)."""

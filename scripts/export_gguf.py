@@ -59,6 +59,9 @@ def parse_args(argv):
                    help="with --outtype same: the type of the tensors the fine-tune changed (default: %(default)s)")
     p.add_argument("--adapter-only", action="store_true", help="write the LoRA alone (llama.cpp --lora, Ollama ADAPTER)")
     p.add_argument("--base_model", default=None, help="the adapter's base, when adapter_config.json's can't be found")
+    p.add_argument("--allow_other_base", action="store_true",
+                   help="merge an adapter into a base other than the one its model_contract.json records (the "
+                        "file's metadata then names both)")
     p.add_argument("--force", action="store_true", help="replace an existing --outfile")
     return p.parse_args(argv)
 
@@ -146,7 +149,7 @@ def same_note(summary: dict, changed_type: str) -> str:
 
 def export(args) -> str:
     started = time.time()
-    source = describe(args.model, args.base_model)
+    source = describe(args.model, args.base_model, args.allow_other_base)
     if args.adapter_only and not source.adapter:
         raise ExportError(f"{source.path}: --adapter-only needs a LoRA adapter folder (adapter_config.json)")
     target = k_quant_target(args.outtype, source) if not args.adapter_only else None

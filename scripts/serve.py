@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nli_finetune.data_io import load_env_file
-from nli_finetune.model_contract import ContractError, check_tokenizer, read_contract
+from nli_finetune.model_contract import ContractError, check_base, check_tokenizer, read_contract
 from nli_finetune.modeling import (
     ModelLoadError,
     adapter_base,
@@ -118,6 +118,7 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     check_local_model(model)
     contract = read_contract(model)
     base = adapter_base(model)
+    check_base(contract, base, flag=None)  # an adapter on another base than it was trained on answers wrongly
     model_dir = str(converted_dir_for(Path(model))) if dry_run and is_gguf(model) else resolve_model_dir(model)
     # The contract's check (sample_model's own) runs in a dry run too: "would serve" only for a model serving
     # accepts. A model with a contract is a folder, so its tokenizer loads without converting any GGUF file.

@@ -9,12 +9,15 @@ import pytest
 from nli_finetune.model_contract import (
     CONTRACT_FILE,
     ContractError,
+    base_source,
     build_contract,
+    check_base,
     check_same_contract,
     read_contract,
     resolve_setting,
     write_contract,
 )
+from nli_finetune.modeling import base_fingerprint
 from prompts import TASKS
 from tests.conftest import REPO_ROOT, run_train
 
@@ -54,7 +57,8 @@ def test_every_trained_output_carries_the_same_contract(label_adapter, tiny_mist
     contract = read_contract(label_adapter)
     assert contract.task == "nli_label" and contract.answer_format == "label_only"
     assert contract.max_seq_length == 1024 and contract.confidence_tokens == {}
-    assert contract.base_model == {"model_id": str(tiny_mistral), "local_dir": str(tiny_mistral.resolve())}
+    assert contract.base_model == {"model_id": str(tiny_mistral), "local_dir": str(tiny_mistral.resolve()),
+                                   "fingerprint": base_fingerprint(tiny_mistral)}
     assert contract.chat_template == chat_template(load_tokenizer(str(label_adapter)))  # what prompts render with
     for folder in ("checkpoint-2", "checkpoint-4", "merged"):
         assert read_contract(label_adapter / folder) == contract, folder
@@ -191,3 +195,141 @@ def test_the_training_callback_stamps_checkpoints_and_the_confidence_best_models
     assert read_contract(tmp_path / "checkpoint-9") is None  # only the checkpoint just saved
     writer.on_save(args, SimpleNamespace(global_step=9, is_world_process_zero=False), None)  # rank > 0 writes nothing
     assert read_contract(tmp_path / "checkpoint-9") is None
+
+
+def other_base(tiny_mistral, tmp_path):
+    """A copy of the base with one weight changed: the same architecture and files, another model."""
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "other-base"
+    shutil.copytree(tiny_mistral, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[-1]
+    weights[name] = weights[name] + 0.5
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_m1_the_base_fingerprint_is_its_weights_wherever_they_are(tiny_mistral, tmp_path, monkeypatch):
+    import os
+
+    from nli_finetune import data_io
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_mistral, copy)
+    os.utime(copy / "model.safetensors", (1, 1))
+    (copy / "tokenizer_config.json").write_text((copy / "tokenizer_config.json").read_text() + " ")  # not weights
+    assert base_fingerprint(copy) == base_fingerprint(tiny_mistral) != base_fingerprint(other_base(tiny_mistral, tmp_path))
+    assert base_fingerprint("org/name") != base_fingerprint("org/other")  # a hub id: its name
+    # a file too large to hash whole: a copy (new mtime, new name) is the same, a change inside it is not
+    monkeypatch.setattr(data_io, "FULL_HASH_LIMIT", 2 * 2**20)
+    big = tmp_path / "base.gguf"
+    big.write_bytes(bytes(40 * 2**20))
+    moved = tmp_path / "renamed.gguf"
+    shutil.copyfile(big, moved)
+    os.utime(moved, (1, 1))
+    assert base_fingerprint(moved) == base_fingerprint(big)
+    with open(moved, "r+b") as f:  # inside one of the blocks a portable hash reads (not the first or last)
+        f.seek((40 * 2**20 - 2**20) * 7 // (data_io.PORTABLE_BLOCKS - 1) + 100)
+        f.write(b"x")
+    assert base_fingerprint(moved) != base_fingerprint(big)
+
+
+def test_m1_sample_model_refuses_an_adapter_on_another_base(label_adapter, tiny_mistral, tmp_path, capsys):
+    other = other_base(tiny_mistral, tmp_path)
+    capsys.readouterr()
+    code, output = sample(label_adapter, tmp_path, "--base_model", str(other), name="other")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not output.exists(), err
+    assert str(tiny_mistral) in err and str(other) in err and "--allow_other_base" in err
+    edited = adapter_copy(label_adapter, tmp_path)  # adapter_config.json pointed at another base
+    config = json.loads((edited / "adapter_config.json").read_text())
+    (edited / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(other)}))
+    code, output = sample(edited, tmp_path, name="edited")
+    assert code == 2 and str(other) in capsys.readouterr().err and not output.exists()
+    code, output = sample(label_adapter, tmp_path, "--base_model", str(other), "--allow_other_base", name="allowed")
+    recorded = json.loads(output.read_text())["settings"]["other_base"]
+    assert code == 0 and recorded["trained_on"] == str(tiny_mistral) and recorded["used"] == str(other)
+    copy = tmp_path / "copy"  # the same base elsewhere is the same base
+    shutil.copytree(tiny_mistral, copy)
+    code, output = sample(label_adapter, tmp_path, "--base_model", str(copy), name="copy")
+    assert code == 0 and json.loads(output.read_text())["settings"]["other_base"] is None
+
+
+def test_m1_a_base_gguf_whose_content_changed_is_refused(label_adapter, tmp_path, capsys):
+    from nli_finetune.modeling import BASE_SOURCE_FILE
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(1000))
+    folder = adapter_copy(label_adapter, tmp_path, base_model=base_source(str(gguf)))
+    (folder / BASE_SOURCE_FILE).write_text(json.dumps({"gguf_file": str(gguf)}))
+    assert check_base(read_contract(folder), str(gguf)) is None
+    gguf.write_bytes(b"GGUF" + bytes(999) + b"x")  # re-downloaded, re-quantized, replaced
+    capsys.readouterr()
+    code, output = sample(folder, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and "base.gguf" in err and len(err.strip().splitlines()) == 1 and not output.exists(), err
+
+
+def test_m1_a_contract_without_the_base_fingerprint_still_loads_and_says_so_once(label_adapter, tmp_path, caplog):
+    base = dict(read_contract(label_adapter).base_model)
+    base.pop("fingerprint")
+    folder = adapter_copy(label_adapter, tmp_path, base_model=base)
+    assert sample(folder, tmp_path, name="a")[0] == 0 and sample(folder, tmp_path, name="b")[0] == 0
+    assert caplog.text.count("not checked") == 1
+
+
+def test_m1_an_init_adapter_trained_on_another_base_is_refused(label_adapter, tiny_mistral, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from train.run_config import init_adapter_base_problem
+    other = other_base(tiny_mistral, tmp_path)
+    assert init_adapter_base_problem(SimpleNamespace(init_adapter=str(label_adapter), model_id=str(tiny_mistral))) \
+        is None
+    capsys.readouterr()
+    code, out = run_train(other, tmp_path / "run", "--task", "nli_label", "--init_adapter", label_adapter)
+    err = capsys.readouterr().err
+    assert code == 2 and "init_adapter" in err and str(tiny_mistral) in err and str(other) in err, err
+    assert not out.exists()
+    from train.train_sft import main
+    code = main(["tiny_cpu.py", "--model_id", str(other), "--output_dir", str(tmp_path / "dry"), "--task", "nli_label",
+                 "--init_adapter", str(label_adapter), "--dry_run"])
+    assert code == 1 and "PROBLEM: init_adapter" in capsys.readouterr().out  # the preflight says it too
+
+
+def test_m1_export_merges_the_recorded_base_and_names_the_one_merged(label_adapter, tiny_mistral, tmp_path, capsys):
+    from nli_finetune.gguf_export import read_project_metadata
+    from scripts.export_gguf import main as export
+    other = other_base(tiny_mistral, tmp_path)
+    assert export(["--model", str(label_adapter), "--outfile", str(tmp_path / "a.gguf")]) == 0
+    assert read_project_metadata(tmp_path / "a.gguf")["base_model"] == str(tiny_mistral)
+    capsys.readouterr()
+    assert export(["--model", str(label_adapter), "--outfile", str(tmp_path / "b.gguf"), "--base_model", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and "--allow_other_base" in err and not (tmp_path / "b.gguf").exists()
+    assert export(["--model", str(label_adapter), "--outfile", str(tmp_path / "c.gguf"), "--base_model", str(other),
+                   "--allow_other_base"]) == 0
+    metadata = read_project_metadata(tmp_path / "c.gguf")
+    assert metadata["base_model"] == str(other) and metadata["trained_on_base"] == str(tiny_mistral)
+
+
+def test_low_a_contract_that_is_a_folder_is_refused(label_adapter, tmp_path, capsys):
+    folder = adapter_copy(label_adapter, tmp_path)
+    (folder / CONTRACT_FILE).unlink()
+    (folder / CONTRACT_FILE).mkdir()
+    with pytest.raises(ContractError, match="a folder"):
+        read_contract(folder)
+    capsys.readouterr()
+    code, output = sample(folder, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and str(folder / CONTRACT_FILE) in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def test_m1_serve_refuses_an_adapter_on_another_base(label_adapter, tiny_mistral, tmp_path, capsys):
+    from scripts.serve import main as serve_main
+    folder = adapter_copy(label_adapter, tmp_path)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    other = other_base(tiny_mistral, tmp_path)
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(other)}))
+    capsys.readouterr()
+    assert serve_main(["--model", str(folder), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and str(tiny_mistral) in err and len(err.strip().splitlines()) == 1, err

@@ -198,10 +198,23 @@ def path_problems(config) -> list[str]:
             problems.append(f"{exc} (confidence_eval_data)")
     if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
         problems.append(f"init_adapter: {config.init_adapter} holds no LoRA adapter (no adapter_config.json)")
+    elif config.init_adapter:
+        problems += [problem for problem in [init_adapter_base_problem(config)] if problem]
     resume = config.resume_from_checkpoint
     if resume not in (None, "", "latest") and not Path(resume).is_dir():
         problems.append(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
     return problems
+
+
+def init_adapter_base_problem(config) -> str | None:
+    """Why init_adapter can't go on training on model_id: its contract records another base (the adapter's
+    weights would continue on a model they were not trained for), or None."""
+    from nli_finetune.model_contract import ContractError, check_base, read_contract
+    try:
+        check_base(read_contract(config.init_adapter), config.model_id, flag=None)
+    except ContractError as exc:
+        return f"init_adapter: {exc} as model_id"
+    return None
 
 
 def check_paths(config) -> None:
