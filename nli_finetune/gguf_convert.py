@@ -28,6 +28,9 @@ from nli_finetune.data_io import atomic_write_json, path_fingerprint
 log = logging.getLogger("gguf")
 
 CONVERTED_DIR = REPO_ROOT / "models" / "converted"
+# Another home for the converted folders: the test suite's temp folder (tests never write into the checkout),
+# or a writable place when models/ is not.
+CONVERTED_DIR_ENV = "NLI_FT_CONVERTED_DIR"
 SOURCE_FILE = "gguf_source.json"
 
 # Gemma 3's own chat format (its Hugging Face tokenizer's template, text only), for Gemma 3 GGUF files that
@@ -71,11 +74,17 @@ def gguf_architecture(path: Path) -> str:
         raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
+def default_cache_dir() -> Path:
+    """Where converted folders go unless a caller names a folder: $NLI_FT_CONVERTED_DIR, else models/converted."""
+    configured = os.environ.get(CONVERTED_DIR_ENV)
+    return Path(configured).expanduser() if configured else CONVERTED_DIR
+
+
 def converted_dir_for(path: Path, cache_dir: Path | None = None) -> Path:
     """`<cache>/<stem>`, unless that folder holds the conversion of another file with the same name: then
     `<cache>/<stem>-<this file's fingerprint>`."""
     path = Path(path).expanduser()
-    plain = (cache_dir or CONVERTED_DIR) / path.stem
+    plain = (cache_dir or default_cache_dir()) / path.stem
     made_from = gguf_source(plain)
     if made_from is None or Path(made_from) == path.resolve():
         return plain
@@ -85,7 +94,7 @@ def converted_dir_for(path: Path, cache_dir: Path | None = None) -> Path:
 @contextmanager
 def conversion_lock(path: Path, cache_dir: Path | None = None):
     """Held while one process converts `path`; others block here, then find the folder current."""
-    root = cache_dir or CONVERTED_DIR
+    root = cache_dir or default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".lock.{path.stem}", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -285,7 +285,8 @@ class Browser:
 
 @pytest.fixture
 def browser(tmp_path):
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    # CHROMIUM: the browser `make test CHROMIUM=/path` names (exported by the Makefile), else the one on PATH
+    executable = shutil.which(os.environ.get("CHROMIUM") or "chromium") or shutil.which("chromium-browser")
     if executable is None:
         if os.environ.get("CI"):  # CI must run this test: `make test` installs Debian's chromium first
             pytest.fail("chromium is not installed (make test installs it: make /usr/bin/chromium)")
