@@ -26,7 +26,7 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="module")
 def smollm2_dir(smollm2_gguf) -> Path:
     from nli_finetune.gguf_convert import convert_gguf
-    return convert_gguf(smollm2_gguf)  # models/converted/..., reused by the demo and later runs
+    return convert_gguf(smollm2_gguf)  # into the session's temp folder (tests/conftest.py), not models/
 
 
 def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2_dir, tmp_path):
