@@ -73,11 +73,9 @@ def place_model(source: Path, target: Path) -> None:
     """`target` becomes a real file with `source`'s bytes: a hard link on the same filesystem, else a copy.
     A symlink into the host's .venv (what earlier demos made) dangles inside the container, where models/
     is mounted and the host's .venv is not. Written under a temp name and renamed: never half a file."""
-    if target.is_file() and not target.is_symlink() and os.path.samefile(source, target):
-        return
-    if target.is_file() and not target.is_symlink() and target.stat().st_size == source.stat().st_size \
-            and target.read_bytes() == source.read_bytes():
-        return
+    if target.is_file() and not target.is_symlink() and (
+            os.path.samefile(source, target) or target.read_bytes() == source.read_bytes()):
+        return  # placed by an earlier run
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
