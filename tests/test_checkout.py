@@ -55,7 +55,7 @@ def test_i40_make_n_test_prints_the_suite_and_runs_nothing(tmp_path):
     fake_python = tmp_path / "fake-python"
     fake_python.write_text(f"#!/bin/sh\ntouch {marker}\n")
     fake_python.chmod(0o755)
-    proc = subprocess.run([MAKE, "-n", "test", f"PY={fake_python}", "CHROMIUM=/bin/sh", "BROWSER=/bin/sh"],
+    proc = subprocess.run([MAKE, "-n", "test", f"PY={fake_python}", "CHROMIUM=/bin/sh"],
                           cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"{fake_python} -m pytest -q -n 2" in proc.stdout  # printed ...
