@@ -8,7 +8,7 @@ Wherever a model goes in, a `.gguf` path is dequantized once into an ordinary Hu
 (`models/converted/<file stem>/`, or under `$NLI_FT_CONVERTED_DIR` when set; float32 safetensors +
 tokenizer + chat template) and that folder is used. `gguf_source.json` in it records the file and its fingerprint: the next run reuses the folder,
 a changed file rebuilds it, and another file of the same name (`a/model.gguf`, `b/model.gguf`) gets
-a folder of its own, `<stem>-<its content fingerprint>`. The conversion is written to a temp folder and
+a folder of its own, `<stem>-<its content fingerprint>` (a hard link to a converted file is that file). The conversion is written to a temp folder and
 renamed, so an interrupted one leaves nothing half-written behind; it runs under a file lock, so
 torchrun's ranks or two scripts at once convert a file once and the others wait and reuse it.
 """
@@ -86,9 +86,17 @@ def converted_dir_for(path: Path, cache_dir: Path | None = None) -> Path:
     path = Path(path).expanduser()
     plain = (cache_dir or default_cache_dir()) / path.stem
     made_from = gguf_source(plain)
-    if made_from is None or Path(made_from) == path.resolve():
+    if made_from is None or Path(made_from) == path.resolve() or _same_file(made_from, path):
         return plain
     return plain.with_name(f"{path.stem}-{path_fingerprint(path)}")
+
+
+def _same_file(a, b) -> bool:
+    """One file under two names (a hard link: the demo's models/ copy of the packaged GGUF)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one is gone
+        return False
 
 
 @contextmanager
