@@ -5,12 +5,13 @@
     python -m evaluate.sample_model --model_id path/to/model.gguf --test_file data/sample/dev_300.csv
 
 Wherever a model goes in, a `.gguf` path is dequantized once into an ordinary Hugging Face folder
-(`models/converted/<file stem>/`, or under `$NLI_FT_CONVERTED_DIR` when set; float32 safetensors +
-tokenizer + chat template) and that folder is used. `gguf_source.json` in it records the file and its fingerprint: the next run reuses the folder,
-a changed file rebuilds it, and another file of the same name (`a/model.gguf`, `b/model.gguf`) gets
-a folder of its own, `<stem>-<its content fingerprint>` (a hard link to a converted file is that file). The conversion is written to a temp folder and
-renamed, so an interrupted one leaves nothing half-written behind; it runs under a file lock, so
-torchrun's ranks or two scripts at once convert a file once and the others wait and reuse it.
+(`models/converted/<file stem>/`, or under `$NLI_FT_CONVERTED_DIR` when set; float32 safetensors + tokenizer
++ chat template) and that folder is used. `gguf_source.json` in it records the file and its fingerprint: the
+next run reuses the folder, a changed file rebuilds it, and another file of the same name (`a/model.gguf`,
+`b/model.gguf`) gets a folder of its own, `<stem>-<its content fingerprint>` (a hard link to a converted
+file is that file). The conversion is written to a temp folder and renamed, so an interrupted one leaves
+nothing half-written behind; it runs under a file lock, so torchrun's ranks or two scripts at once convert a
+file once and the others wait and reuse it.
 """
 
 import fcntl
