@@ -290,7 +290,7 @@ def browser(tmp_path):
     if executable is None:
         if os.environ.get("CI"):  # CI must run this test: `make test` installs Debian's chromium first
             pytest.fail("chromium is not installed (make test installs it: make /usr/bin/chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium, or make test)")
+        pytest.skip("chromium is not installed (apt-get install chromium, make test, or CHROMIUM=/path/to/chromium)")
     browser = Browser(executable, tmp_path / "profile")
     yield browser
     browser.close()
