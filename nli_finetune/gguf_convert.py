@@ -5,12 +5,13 @@
     python -m evaluate.sample_model --model_id path/to/model.gguf --test_file data/sample/dev_300.csv
 
 Wherever a model goes in, a `.gguf` path is dequantized once into an ordinary Hugging Face folder
-(`models/converted/<file stem>/`, float32 safetensors + tokenizer + chat template) and that folder is
-used. `gguf_source.json` in it records the file and its fingerprint: the next run reuses the folder,
-a changed file rebuilds it, and another file of the same name (`a/model.gguf`, `b/model.gguf`) gets
-a folder of its own, `<stem>-<its content fingerprint>`. The conversion is written to a temp folder and
-renamed, so an interrupted one leaves nothing half-written behind; it runs under a file lock, so
-torchrun's ranks or two scripts at once convert a file once and the others wait and reuse it.
+(`models/converted/<file stem>/`, or under `$NLI_FT_CONVERTED_DIR` when set; float32 safetensors + tokenizer
++ chat template) and that folder is used. `gguf_source.json` in it records the file and its fingerprint: the
+next run reuses the folder, a changed file rebuilds it, and another file of the same name (`a/model.gguf`,
+`b/model.gguf`) gets a folder of its own, `<stem>-<its content fingerprint>` (a hard link to a converted
+file is that file). The conversion is written to a temp folder and renamed, so an interrupted one leaves
+nothing half-written behind; it runs under a file lock, so torchrun's ranks or two scripts at once convert a
+file once and the others wait and reuse it.
 """
 
 import fcntl
@@ -28,6 +29,9 @@ from nli_finetune.data_io import atomic_write_json, path_fingerprint
 log = logging.getLogger("gguf")
 
 CONVERTED_DIR = REPO_ROOT / "models" / "converted"
+# Another home for the converted folders: the test suite's temp folder (tests never write into the checkout),
+# or a writable place when models/ is not.
+CONVERTED_DIR_ENV = "NLI_FT_CONVERTED_DIR"
 SOURCE_FILE = "gguf_source.json"
 
 # Gemma 3's own chat format (its Hugging Face tokenizer's template, text only), for Gemma 3 GGUF files that
@@ -71,21 +75,35 @@ def gguf_architecture(path: Path) -> str:
         raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
+def default_cache_dir() -> Path:
+    """Where converted folders go unless a caller names a folder: $NLI_FT_CONVERTED_DIR, else models/converted."""
+    configured = os.environ.get(CONVERTED_DIR_ENV)
+    return Path(configured).expanduser() if configured else CONVERTED_DIR
+
+
 def converted_dir_for(path: Path, cache_dir: Path | None = None) -> Path:
     """`<cache>/<stem>`, unless that folder holds the conversion of another file with the same name: then
     `<cache>/<stem>-<this file's fingerprint>`."""
     path = Path(path).expanduser()
-    plain = (cache_dir or CONVERTED_DIR) / path.stem
+    plain = (cache_dir or default_cache_dir()) / path.stem
     made_from = gguf_source(plain)
-    if made_from is None or Path(made_from) == path.resolve():
+    if made_from is None or Path(made_from) == path.resolve() or _same_file(made_from, path):
         return plain
     return plain.with_name(f"{path.stem}-{path_fingerprint(path)}")
+
+
+def _same_file(a, b) -> bool:
+    """One file under two names (a hard link: the demo's models/ copy of the packaged GGUF)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one is gone
+        return False
 
 
 @contextmanager
 def conversion_lock(path: Path, cache_dir: Path | None = None):
     """Held while one process converts `path`; others block here, then find the folder current."""
-    root = cache_dir or CONVERTED_DIR
+    root = cache_dir or default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".lock.{path.stem}", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

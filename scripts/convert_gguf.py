@@ -22,7 +22,7 @@ from nli_finetune.gguf_convert import GGUFError, convert_gguf
 def main(argv=None) -> int:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("gguf_file")
-    p.add_argument("--cache-dir", default=None, help="where converted folders go (default models/converted)")
+    p.add_argument("--cache-dir", default=None, help="where converted folders go (default $NLI_FT_CONVERTED_DIR, else models/converted)")
     p.add_argument("--force", action="store_true", help="convert again even if the folder is up to date")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

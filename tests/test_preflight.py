@@ -87,7 +87,8 @@ def test_the_demo_model_shape_comes_from_the_gguf_header():
     assert "0.13B parameters, 30 layers x 576 hidden, vocab 49152" in out
     # from the header, or from the folder an earlier run converted the file into (same numbers)
     # (that folder is <stem>-<fingerprint> when another file of the same name was converted first)
-    assert "(GGUF header)" in out or re.search(r"models/converted/SmolLM2-135M-Instruct\.Q4_1(-[0-9a-f]+)?/config\.json", out)
+    # (the suite converts into its temp folder's converted/, tests/conftest.py; a user's run into models/converted/)
+    assert "(GGUF header)" in out or re.search(r"converted/SmolLM2-135M-Instruct\.Q4_1(-[0-9a-f]+)?/config\.json", out)
     from nli_finetune.model_shape import shape_from_gguf
     assert shape_from_gguf(GGUF).params == 134515008  # SmolLM2-135M, tied embeddings, read off the header
 

@@ -26,14 +26,15 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="module")
 def smollm2_dir(smollm2_gguf) -> Path:
     from nli_finetune.gguf_convert import convert_gguf
-    return convert_gguf(smollm2_gguf)  # models/converted/..., reused by the demo and later runs
+    return convert_gguf(smollm2_gguf)  # into the session's temp folder (tests/conftest.py), not models/
 
 
 def test_gguf_converts_offline_once_and_is_a_normal_folder(smollm2_gguf, smollm2_dir, tmp_path):
     from transformers import AutoConfig
 
     from nli_finetune.gguf_convert import convert_gguf, gguf_source
-    assert gguf_source(smollm2_dir) == str(smollm2_gguf.resolve())
+    # the packaged file, or the demo test's hard link of it (one file: converted once, by whichever came first)
+    assert Path(gguf_source(smollm2_dir)).samefile(smollm2_gguf)
     config = AutoConfig.from_pretrained(smollm2_dir)
     assert config.model_type == "llama" and config.vocab_size == 49152 and config.num_hidden_layers == 30
     assert not hasattr(config, "quantization_config")  # plain float32 weights, reloadable anywhere

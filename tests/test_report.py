@@ -339,11 +339,12 @@ class Browser:
 
 @pytest.fixture
 def browser(tmp_path):
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    # CHROMIUM: the browser `make test CHROMIUM=/path` names (exported by the Makefile), else the one on PATH
+    executable = shutil.which(os.environ.get("CHROMIUM") or "chromium") or shutil.which("chromium-browser")
     if executable is None:
         if os.environ.get("CI"):  # CI must run this test: `make test` installs Debian's chromium first
             pytest.fail("chromium is not installed (make test installs it: make /usr/bin/chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium, or make test)")
+        pytest.skip("chromium is not installed (apt-get install chromium, make test, or CHROMIUM=/path/to/chromium)")
     browser = Browser(executable, tmp_path / "profile")
     yield browser
     browser.close()

@@ -158,7 +158,9 @@ def test_the_serve_wrapper_publishes_the_port_on_the_host_only_and_passes_the_ke
                            "--max-model-len", "4096"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
-        f"docker run --rm --ipc=host -p 127.0.0.1:8000:8000 -e SERVE_API_KEY {gpus_flag} -v {REPO_ROOT}/data:/app/data "
+        f"docker run --rm --ipc=host --user {os.getuid()}:{os.getgid()} -e HOME=/tmp "
+        "-e HF_HOME=/home/app/.cache/huggingface "  # issue 41: the calling user, whose HOME any uid can write
+        f"-p 127.0.0.1:8000:8000 -e SERVE_API_KEY {gpus_flag} -v {REPO_ROOT}/data:/app/data "
         f"-v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results "
         f"-v {REPO_ROOT}/train/configs:/app/train/configs:ro -v /hf-cache:/home/app/.cache/huggingface "
         f"nli-finetune:latest /opt/vllm-venv/bin/python scripts/serve.py --model models/X --host 0.0.0.0 --port 8000 "

