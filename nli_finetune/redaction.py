@@ -23,19 +23,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
-MIN_SECRET = 8  # shorter environment values ("true", "1", "false") are settings, not credentials
+MIN_SECRET = 8  # shorter values ("false" of TOKENIZERS_PARALLELISM, "1") are settings, not credentials
 FRAGMENT = 8  # an echoed run of this many characters of a secret is redacted too
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
-# settings whose names merely contain a secret word (TOKENIZERS_PARALLELISM contains TOKEN)
-NOT_SECRET_NAMES = {"TOKENIZERS_PARALLELISM"}
 SECRET_PARAMETER = re.compile(r"key|token|secret|passw|sig|auth|credential", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#'\"<>]+@")
 QUERY_PARAMETER = re.compile(r"(?P<name>[?&;][^=&;#\s'\"<>]+=)(?P<value>[^&;#\s'\"<>]*)")
 BEARER = re.compile(r"(?P<word>\bBearer\s+)[^\s'\"<>,]+", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(name)) and name.upper() not in NOT_SECRET_NAMES
 
 
 def secret_values(extra=(), environ=None) -> list[str]:
@@ -43,7 +37,7 @@ def secret_values(extra=(), environ=None) -> list[str]:
     of MIN_SECRET or more characters and the `extra` values of 4 or more (longest first, so a key is
     replaced before any part of it)."""
     environ = os.environ if environ is None else environ
-    values = {v for k, v in environ.items() if is_secret_name(k) and len(v.strip()) >= MIN_SECRET}
+    values = {v for k, v in environ.items() if SECRET_NAME.search(k) and len(v.strip()) >= MIN_SECRET}
     values |= {v for v in extra if v and len(v) >= 4}
     return sorted(values, key=len, reverse=True)
 
