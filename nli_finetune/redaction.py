@@ -51,15 +51,22 @@ def _hide_values(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)
     grams = {s[i:i + FRAGMENT] for s in secrets if not _looks_like_path(s) for i in range(len(s) - FRAGMENT + 1)}
-    if not grams:
+    hidden = []  # (start, end) of every fragment found; str.find keeps a long log fast
+    for gram in grams:
+        start = text.find(gram)
+        while start != -1:
+            hidden.append((start, start + FRAGMENT))
+            start = text.find(gram, start + 1)
+    if not hidden:
         return text
-    hidden = [False] * len(text)
-    for i in range(len(text) - FRAGMENT + 1):
-        if text[i:i + FRAGMENT] in grams:
-            hidden[i:i + FRAGMENT] = [True] * FRAGMENT
-    if not any(hidden):
-        return text
-    return re.sub("\x00+", MASK, "".join("\x00" if h else ch for ch, h in zip(text, hidden)))
+    parts, kept_from = [], 0
+    for start, end in sorted(hidden):
+        if start > kept_from:
+            parts += [text[kept_from:start], MASK]
+        elif not parts:
+            parts.append(MASK)
+        kept_from = max(kept_from, end)
+    return "".join(parts) + text[kept_from:]
 
 
 def _hide_url_secrets(text: str) -> str:
@@ -125,7 +132,10 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_logging() -> None:
-    """Make every handler of the root logger redact what it writes (call after logging.basicConfig)."""
-    for handler in logging.getLogger().handlers:
+    """Make every handler of every logger so far redact what it writes (call after logging.basicConfig);
+    libraries such as transformers log through handlers of their own, not the root's."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for handler in {h for lg in loggers for h in lg.handlers}:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
