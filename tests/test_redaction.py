@@ -112,6 +112,7 @@ def test_redaction_no_writer_writes_or_prints_a_secret(secret_env, tmp_path, tin
     from nli_finetune.llm_api import ApiError, ChatClient
     from scripts import serve, study
     from tests.conftest import run_train
+    from train.show_config import main as show_config
     caplog.set_level(logging.INFO)
     printed = []
 
@@ -121,13 +122,15 @@ def test_redaction_no_writer_writes_or_prints_a_secret(secret_env, tmp_path, tin
 
         # training: a pasted credential in config values and the command line
         argv_before = list(sys.argv)
+        overrides = ["--wandb_project", f"p-{SERVICE_KEY_ID}-{DB_PASSWD}", "--wandb_run_name", f"from {base}"]
         try:
-            code, out = run_train(tiny_model, tmp_path / "train", "--max_steps", "2",
-                                  "--wandb_run_name", f"run-{DB_PASSWD}", "--wandb_project", f"p-{SERVICE_KEY_ID}")
+            sys.argv[:] = ["train/train_sft.py", *overrides]  # as the command line W&B records
+            code, out = run_train(tiny_model, tmp_path / "train", "--max_steps", "2", *overrides)
             assert code == 0
-            assert leaks(" ".join(sys.argv)) == []  # what W&B records
+            assert sys.argv[0] == "train/train_sft.py" and leaks(" ".join(sys.argv)) == []
         finally:
             sys.argv[:] = argv_before
+        assert show_config(["tiny_cpu.py", "--wandb_run_name", message]) == 0
         logging.getLogger("train.train_sft").warning("a log line: %s", message)
 
         # the API client: a server echoing the key in use
