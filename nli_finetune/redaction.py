@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from nli_finetune.data_io import atomic_write_text
+
 MASK = "***"
 MIN_SECRET = 8  # shorter values ("false" of TOKENIZERS_PARALLELISM, "1") are settings, not credentials
 FRAGMENT = 8  # an echoed run of this many characters of a secret is redacted too
@@ -77,9 +79,9 @@ def _hide_url_secrets(text: str) -> str:
     return BEARER.sub(lambda m: m["word"] + MASK, text)
 
 
-def redact(text: str, extra=(), secrets: list[str] | None = None) -> str:
-    """`text` with every secret (see the module docstring) as ***. `extra`: values the caller holds (the
-    API key in use); `secrets`: a precomputed `secret_values()` (redact_data passes it down)."""
+def redact(text, extra=(), secrets: list[str] | None = None) -> str:
+    """`text` (or an exception: its message) with every secret (see the module docstring) as ***. `extra`:
+    values the caller holds (the API key in use); `secrets`: a precomputed `secret_values()`."""
     secrets = secret_values(extra) if secrets is None else secrets
     return _hide_url_secrets(_hide_values(str(text), secrets))
 
@@ -112,7 +114,6 @@ def safe_url(url: str) -> str:
 def redact_file(path) -> None:
     """Rewrite the text file `path` redacted (atomically), when it holds a secret: for what a child process
     wrote there directly (a study stage's own output lines)."""
-    from nli_finetune.data_io import atomic_write_text
     path = Path(path)
     text = path.read_text(encoding="utf-8", errors="replace")
     clean = redact(text)
