@@ -24,6 +24,7 @@ from nli_finetune.confidence_tokens import (
 )
 from nli_finetune.data_io import DataError, atomic_write_json, check_outputs
 from nli_finetune.model_contract import read_contract
+from nli_finetune.redaction import redact
 
 
 def trained_tokens(model_id: str) -> tuple[dict, dict]:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             print(f"{path}: val accuracy {metrics['val_accuracy']:.3f}, answers right {metrics['answer_accuracy']:.3f}, "
                   f"missing tokens {metrics['token_missing']}, l2 {c['l2']:.3f}, ECE {c['ece']:.3f}, Brier {c['brier']:.3f}")
     except (DataError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     output.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no results/ yet
     for path, result in results.items():

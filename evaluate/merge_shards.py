@@ -17,6 +17,7 @@ from pathlib import Path
 from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import check_outputs
 from nli_finetune.model_contract import check_same_contract
+from nli_finetune.redaction import redact
 from nli_finetune.results import summarize, write_outputs
 
 # Free to differ between the shards of one run: the shard itself and how each was loaded and decoded.
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
         check_outputs({f"shard {p}": p for p in args.shards}, {"--output": output, "CSV output": output.with_suffix(".csv")})
         merged = merge([Path(p) for p in args.shards])
     except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     write_outputs(output, output.with_suffix(".csv"), merged["settings"], merged["metrics"], merged["timing"],
                   merged["records"])

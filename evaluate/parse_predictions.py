@@ -15,6 +15,7 @@ from pathlib import Path
 from nli_finetune.cli import ArgumentParser, format_table
 from nli_finetune.data_io import DataError
 from nli_finetune.extraction import count_json_objects
+from nli_finetune.redaction import redact
 from nli_finetune.results import answer_label, summarize
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
@@ -62,8 +63,8 @@ def main(argv=None) -> int:
         try:
             rows.append(rescore(Path(name), args.strict))
         except (DataError, KeyError) as exc:
-            print(f"error: {exc}" if isinstance(exc, DataError) else f"error: {name}: cannot re-score: {exc}",
-                  file=sys.stderr)
+            problem = redact(exc) if isinstance(exc, DataError) else f"{name}: cannot re-score: {redact(exc)}"
+            print(f"error: {problem}", file=sys.stderr)
             return 2
     print(format_table(rows, COLUMNS))
     print(f"parse_predictions: re-scored {len(rows)} file(s){' (strict)' if args.strict else ''}")

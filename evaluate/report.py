@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser, at_least
 from nli_finetune.data_io import DataError
+from nli_finetune.redaction import redact
 from nli_finetune.report_page import write_report
 
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     try:
         data = write_report(args.results, output, args.title, bootstrap=args.bootstrap, output_name="--output")
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     if data["note"]:
         print(f"report: {data['note']}", file=sys.stderr)

@@ -38,9 +38,10 @@ from nli_finetune.data_io import (
 )
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.job_runner import output_lock
-from nli_finetune.llm_api import PROVIDERS, ApiError, safe_url
+from nli_finetune.llm_api import PROVIDERS, ApiError
 from nli_finetune.model_contract import OTHER_BASE_FLAG, check_base, check_tokenizer, read_contract, resolve_setting
 from nli_finetune.modeling import ModelLoadError, adapter_base, check_outputs_spare_model, model_fingerprint
+from nli_finetune.redaction import redact, safe_url
 from nli_finetune.results import score_record, summarize, write_outputs
 from prompts import TASKS, get_task
 
@@ -435,13 +436,13 @@ def main(argv=None) -> int:
     try:
         summary = run(args)
     except (DataError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except ApiError as exc:  # the endpoint failed for good: the answers so far are in the progress file
-        print(f"error: {exc}; rerun the same command to continue", file=sys.stderr)
+        print(f"error: {redact(exc)}; rerun the same command to continue", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, a folder made read-only mid-run: progress so far is kept
-        print(f"error: cannot write: {exc}", file=sys.stderr)
+        print(f"error: cannot write: {redact(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nsample_model: interrupted by Ctrl-C; finished examples are saved in the progress file, rerun the "

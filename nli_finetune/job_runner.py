@@ -40,8 +40,8 @@ from nli_finetune.llm_api import (
     add_api_arguments,
     ask_validated,
     client_from_args,
-    redact,
 )
+from nli_finetune.redaction import redact
 
 FIRST_K = 5  # the first this many answers all failed at the endpoint: it refuses everything, stop
 
@@ -297,13 +297,13 @@ def run_job_script(name: str, run) -> int:
     try:
         return run()
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except ApiError as exc:  # 401/403/404, or every prompt refused: what finished is saved
-        print(f"error: {exc}; rerun the same command to continue", file=sys.stderr)
+        print(f"error: {redact(exc)}; rerun the same command to continue", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full or the output made read-only: what was appended so far is kept
-        print(f"error: cannot write: {exc}", file=sys.stderr)
+        print(f"error: cannot write: {redact(exc)}", file=sys.stderr)
         return 1
     except JobsInterrupted as exc:
         print(f"{name}: interrupted by Ctrl-C: {exc.summary.line()}; rerun the same command to continue",

@@ -2,9 +2,10 @@
 
 Providers (`--api`): mistral, openai, deepseek, local (vLLM, Ollama, llama.cpp servers); `--api-base`
 and `--model-name` override the defaults. Keys come from the environment or `.env` and are never
-printed, logged or written: every error message is redacted (`redact`: the key, every credential in the
-environment, and any 8-character fragment of one, as servers echo a truncated key), and a URL is saved
-without its user:password part or secret-looking query parameters (`safe_url`).
+printed, logged or written: every error message goes through the project's one redaction
+(nli_finetune/redaction.py: the key, every credential in the environment, any 8-character fragment of one,
+as servers echo a truncated key, URL credentials), and a URL is saved without its user:password part or
+secret-looking query parameters (`safe_url`).
 
 One rule classifies failures (`ApiError.kind`): 429, 408, 409, 425, 5xx, timeouts, connection errors and
 malformed bodies are retried with exponential backoff and jitter, honouring Retry-After (clamped to
@@ -20,11 +21,10 @@ import json
 import math
 import os
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -33,6 +33,7 @@ from requests.adapters import HTTPAdapter
 from nli_finetune.cli import above_zero, at_least
 from nli_finetune.data_io import DataError, load_env_file
 from nli_finetune.extraction import iter_json_objects
+from nli_finetune.redaction import redact, safe_url
 from prompts import REASK_TEMPLATE, get_task
 
 PROVIDERS = {
@@ -46,9 +47,6 @@ RETRYABLE_STATUS = {408, 409, 425, 429}  # and every 5xx
 REFUSED_STATUS = {400, 413, 422}  # this prompt only (too long for the context, invalid for this model)
 MAX_ANSWER_BYTES = 4 * 2**20  # a chat answer is kilobytes; a bigger body is refused, not stored
 MAX_TIMEOUT = 24 * 3600.0
-SECRET_VARIABLE = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.IGNORECASE)
-SECRET_PARAMETER = re.compile(r"key|token|secret|passw|sig|auth|credential", re.IGNORECASE)
-FRAGMENT = 8  # an echoed run of this many characters of a secret is redacted too
 
 
 class ApiError(RuntimeError):
@@ -84,38 +82,6 @@ def required_label(answer: dict, task="nli", name: str | None = None):
     if label is None:
         raise ValidationError(f"'{name}' must be {' or '.join(map(str, task.labels))}, got {answer.get(name)!r}")
     return label
-
-
-def secret_values(extra=()) -> list[str]:
-    """The credentials to keep out of every message and file: the client's key and every credential-named
-    environment variable (longest first, so a key is replaced before any part of it)."""
-    values = {v for k, v in os.environ.items() if SECRET_VARIABLE.search(k) and len(v) >= FRAGMENT and os.sep not in v}
-    values |= {v for v in extra if v and len(v) >= 4}  # the key in use, even a short one
-    return sorted(values, key=len, reverse=True)
-
-
-def redact(text: str, extra=()) -> str:
-    """`text` with every credential, and every echoed fragment of FRAGMENT or more characters of one, as ***."""
-    secrets = secret_values(extra)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    hidden = [False] * len(text)
-    for secret in secrets:
-        grams = {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
-        for i in range(len(text) - FRAGMENT + 1):
-            if text[i:i + FRAGMENT] in grams:
-                hidden[i:i + FRAGMENT] = [True] * FRAGMENT
-    if not any(hidden):
-        return text
-    return re.sub(r"\x00+", "***", "".join("\x00" if h else ch for ch, h in zip(text, hidden)))
-
-
-def safe_url(url: str) -> str:
-    """The URL to save or print: no user:password@, no secret-looking query parameter, no credential."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not SECRET_PARAMETER.search(k)]
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), "")))
 
 
 def timeout_seconds(text: str) -> float:

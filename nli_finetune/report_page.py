@@ -26,6 +26,7 @@ from nli_finetune.calibration import adaptive_bins, brier_score, expected_calibr
 from nli_finetune.cli import progress
 from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
 from nli_finetune.metrics import bootstrap_intervals, classification_metrics
+from nli_finetune.redaction import redact_data
 from nli_finetune.results import STOPPED
 from prompts import TASKS
 
@@ -281,7 +282,8 @@ def write_report(result_files: list, output, title: str | None = None, bootstrap
     line) for bad input, before anything is written."""
     check_outputs({f"result {p}": p for p in result_files}, {output_name: output})
     runs = [run for path in result_files for run in read_runs(Path(path))]
-    data = page_data(runs, title or " vs ".join(run.name for run in runs), bootstrap=bootstrap)
+    # the page embeds settings and error messages: one redaction for all of it
+    data = redact_data(page_data(runs, title or " vs ".join(run.name for run in runs), bootstrap=bootstrap))
     atomic_write_text(output, render_page(data))
     return data
 

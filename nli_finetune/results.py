@@ -10,6 +10,7 @@ from pathlib import Path
 from nli_finetune.data_io import atomic_write_csv, atomic_write_json
 from nli_finetune.extraction import count_json_objects, extract_label
 from nli_finetune.metrics import classification_metrics, probability_metrics, text_metrics
+from nli_finetune.redaction import redact_data
 from prompts import get_task
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
@@ -86,5 +87,7 @@ def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
 
 
 def write_outputs(output: Path, output_csv: Path, settings: dict, metrics: dict, timing: dict, records: list):
+    # one redaction for both files: an error message or a setting never carries a credential to disk
+    settings, records = redact_data(settings), redact_data(records)
     atomic_write_json(output, {"settings": settings, "metrics": metrics, "timing": timing, "records": records})
     atomic_write_csv(output_csv, records, CSV_FIELDS)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser, format_table
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl, seeded_split
+from nli_finetune.redaction import redact
 from nli_finetune.sft_formats import detect_format, question_answer_messages
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
                 where = f"{path}: line {record['_line']}"
                 rows.append({"messages": to_messages(record, fmt, where, args.system), "source": name})
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     if not rows:
         print("error: the inputs hold no rows; nothing written", file=sys.stderr)

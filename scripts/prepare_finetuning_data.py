@@ -21,6 +21,7 @@ from pathlib import Path
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_records
+from nli_finetune.redaction import redact
 from prompts import TASKS
 
 ROLES = {"train": ("unified_train.json", {"train"}), "validation": ("unified_val.json", {"val", "validation"}),
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
             hate = sum(json.loads(a)["classification"] == "hate_speech" for a in answers)
             counts.append(f"{role} {len(rows)} ({hate} hate_speech)")
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     for name, rows in files.items():
         atomic_write_jsonl(outputs[name], rows)

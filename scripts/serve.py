@@ -49,6 +49,7 @@ from nli_finetune.modeling import (
     resolve_device,
     resolve_model_dir,
 )
+from nli_finetune.redaction import redact
 from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
 from prompts import chat_template
 
@@ -247,7 +248,7 @@ def run_server(plan: ServePlan, process: subprocess.Popen, env: dict, ready_time
             return 1
         time.sleep(0.5)
     if process.poll() is None and not stopping:
-        print(f"serve: serving '{plan.model_name}' at {plan.base_url} (Ctrl-C or SIGTERM stops it)", flush=True)
+        print(redact(f"serve: serving '{plan.model_name}' at {plan.base_url} (Ctrl-C or SIGTERM stops it)"), flush=True)
         if schema_line(plan):
             print(schema_line(plan), flush=True)
     code = wait_for_exit(process, stopping, stop_grace)
@@ -288,11 +289,11 @@ def main(argv=None) -> int:
             plan = plan_server(args.model, args.host, args.port, Path(tmp) / "chat_template.jinja", args.gpus,
                                args.dtype, extra, dry_run=args.dry_run, url_host=args.url_host)
         except (ModelLoadError, ContractError, LoraRankError, OSError, KeyError, json.JSONDecodeError) as exc:
-            print(f"error: {args.model}: {exc}", file=sys.stderr)
+            print(f"error: {args.model}: {redact(exc)}", file=sys.stderr)
             return 2
         if args.dry_run:
-            print(shlex.join(plan.command))
-            print(f"serve: would serve '{plan.model_name}' at {plan.base_url}")
+            print(redact(shlex.join(plan.command)))  # extra vLLM flags may carry a key
+            print(redact(f"serve: would serve '{plan.model_name}' at {plan.base_url}"))
             if schema_line(plan):
                 print(schema_line(plan))
             return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import DataError, atomic_write_bytes, check_outputs, seeded_split
+from nli_finetune.redaction import redact
 
 
 def main(argv=None) -> int:
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     try:
         check_outputs({"input": source}, {"--output1": out1, "--output2": out2})
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     first, second = seeded_split(records, args.ratio, args.seed)
     atomic_write_bytes(out1, bom + b"".join(first))

@@ -67,6 +67,7 @@ from nli_finetune.cli import ArgumentParser, at_least, format_table
 from nli_finetune.cli import progress as progress_bar
 from nli_finetune.data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
 from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
+from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
 from prompts import get_task
 
@@ -320,11 +321,12 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     atomic_write_json(arm_dir / "stages.json", state)
     started = time.time()
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
-        out.write(" ".join(command) + "\n")
+        out.write(redact(" ".join(command)) + "\n")
         out.flush()
         # unbuffered: the stage's progress lines reach its log as they happen, not at exit
         code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    redact_file(arm_dir / f"{stage}.log")  # the stage's own lines too (they went straight to the file)
     seconds = time.time() - started
     if code != 0:
         tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
@@ -342,7 +344,8 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    inputs = stage_inputs(study, arm, args, states)
+    # stages.json records the inputs redacted (an eval api_base's user:pass): compared redacted too
+    inputs = redact_data(stage_inputs(study, arm, args, states))
     for stage in STAGES:
         if stage in inputs:
             run_stage(stage, study, arm, inputs, state, arm_dir, log)
@@ -533,13 +536,13 @@ def main(argv=None) -> int:
     try:
         study = load_study(args.config, args)
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     study["output_dir"].mkdir(parents=True, exist_ok=True)
     log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
 
     def log(message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
+        line = f"{time.strftime('%H:%M:%S')} {redact(message)}"
         print(line, file=sys.stderr, flush=True)
         log_file.write(line + "\n")
         log_file.flush()

@@ -16,7 +16,8 @@ from evaluate.api_backend import answer_result
 from evaluate.sample_model import main as sample_main
 from nli_finetune import job_runner
 from nli_finetune.data_io import read_jsonl
-from nli_finetune.llm_api import ApiError, ChatClient, redact, safe_url
+from nli_finetune.llm_api import ApiError, ChatClient
+from nli_finetune.redaction import redact, safe_url
 from nli_finetune.testing.fake_chat_server import FakeChatServer
 from scripts.generate_thoughts import main as generate
 from tests.conftest import REPO_ROOT

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from nli_finetune.redaction import redact_data, secret_values
 from tests.conftest import REPO_ROOT
-from train.config_loader import CONFIG_DIR, ConfigError, load_config, load_defaults, redact_secrets, secret_values
+from train.config_loader import CONFIG_DIR, ConfigError, load_config, load_defaults
 
 
 def run_loader(*args, env=None):
@@ -99,7 +100,7 @@ def test_secrets_are_redacted_from_dumps(monkeypatch):
     canary = "sk-canary-1234567890"
     monkeypatch.setenv("OPENAI_API_KEY", canary)
     assert canary in secret_values()
-    assert redact_secrets({"a": [f"token={canary}"], "b": 3}) == {"a": ["token=***"], "b": 3}
+    assert redact_data({"a": [f"token={canary}"], "b": 3}) == {"a": ["token=***"], "b": 3}
     env = dict(__import__("os").environ, HF_TOKEN=canary)
     out = run_loader("--wandb_run_name", f"run-{canary}", env=env)
     assert out.returncode == 0 and canary not in out.stdout and "run-***" in out.stdout

@@ -10,7 +10,7 @@ whatever the order of the arguments.
 
 Unknown keys and wrong types exit with status 2 and one line naming the key (and the closest valid
 key). Secrets never live in configs: anything that looks like an API key or token taken from the
-environment is redacted from every dump (`redact_secrets`).
+environment is redacted from every dump (nli_finetune/redaction.py, the project's one policy).
 """
 
 import ast
@@ -19,8 +19,6 @@ import difflib
 import functools
 import json
 import math
-import os
-import re
 import runpy
 import sys
 import types
@@ -29,6 +27,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hin
 
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import bool_word
+from nli_finetune.redaction import redact_data
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
@@ -37,7 +36,6 @@ FLAG_ALIASES = {"no_wandb": ("use_wandb", False),
                 "no_gradient_checkpointing": ("gradient_checkpointing", False)}
 # list keys that also take one word instead of a list
 KEY_WORDS = {"lora_target_modules": "all-linear"}
-SECRET_ENV_PATTERN = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -250,25 +248,5 @@ def check_values(config: dict) -> None:
         raise ConfigError(problems[0])
 
 
-def secret_values(environ=None) -> list[str]:
-    """Values of environment variables that look like credentials (long enough to be real)."""
-    environ = os.environ if environ is None else environ
-    return [v for k, v in environ.items() if SECRET_ENV_PATTERN.search(k) and len(v) >= 8]
-
-
-def redact_secrets(obj, secrets: list[str] | None = None):
-    """A copy of obj (nested dicts/lists/strings) with every credential value replaced by ***."""
-    secrets = secret_values() if secrets is None else secrets
-    if isinstance(obj, str):
-        for secret in secrets:
-            obj = obj.replace(secret, "***")
-        return obj
-    if isinstance(obj, dict):
-        return {k: redact_secrets(v, secrets) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact_secrets(v, secrets) for v in obj]
-    return obj
-
-
 def config_to_json(config: dict) -> str:
-    return json.dumps(redact_secrets(config), indent=2, sort_keys=True)
+    return json.dumps(redact_data(config), indent=2, sort_keys=True)

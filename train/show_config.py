@@ -6,6 +6,7 @@
 
 import sys
 
+from nli_finetune.redaction import redact
 from train.config_loader import ConfigError, config_to_json, load_config
 
 
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     try:
         print(config_to_json(load_config(argv)))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)  # a bad value may be a pasted key
         return 2
     return 0
 

@@ -35,7 +35,8 @@ from nli_finetune.modeling import (
     load_model,
     resolve_device,
 )
-from train.config_loader import ConfigError, config_to_json, redact_secrets
+from nli_finetune.redaction import redact, redact_data, redact_logging
+from train.config_loader import ConfigError, config_to_json
 from train.config_rules import shape_problems
 from train.preflight import make_plan, print_plan, split_preflight_flags
 from train.run_config import (
@@ -235,7 +236,7 @@ def push_to_hub(output_dir: Path, repo_id: str) -> None:
         api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, ignore_patterns=PUSH_IGNORED)
     except Exception as exc:  # network, auth or hub errors: all end the same way for the user
         raise TrainError(f"push to the hub ({repo_id}) failed: {type(exc).__name__}: "
-                         f"{redact_secrets(str(exc))[:300]}. The local outputs are kept.") from exc
+                         f"{redact(exc)[:300]}. The local outputs are kept.") from exc
 
 
 def prepare(config) -> tuple[TrainConfig, str, str | None]:
@@ -244,7 +245,7 @@ def prepare(config) -> tuple[TrainConfig, str, str | None]:
     from transformers import set_seed
     config = as_config(config)
     device = resolve_device(config.device)
-    redacted = redact_secrets(config.as_dict())
+    redacted = redact_data(config.as_dict())
     if redacted != config.as_dict():  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
         config = as_config(redacted)
@@ -371,11 +372,11 @@ def save_outputs(trainer, tokenizer, config: TrainConfig, results: dict, device:
     """Rank 0, after save_final_model: the tokenizer, logs and results; merged and pushed on request."""
     output_dir = Path(config.output_dir)
     tokenizer.save_pretrained(str(output_dir))
-    atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
-    atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
+    atomic_write_json(output_dir / "log_history.json", redact_data(trainer.state.log_history))
+    atomic_write_json(output_dir / "train_results.json", redact_data(results))
     if config.merge_adapter and config.use_lora:
         results["merged_dir"] = str(merge_and_save(config, output_dir, device))
-        atomic_write_json(output_dir / "train_results.json", redact_secrets(results))
+        atomic_write_json(output_dir / "train_results.json", redact_data(results))
     if config.hub_model_id:
         push_to_hub(output_dir, config.hub_model_id)
 
@@ -422,8 +423,9 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    redact_logging()
     load_env_file()  # HF_TOKEN, WANDB_API_KEY
-    sys.argv[:] = redact_secrets(sys.argv)  # W&B stores the command line in its run files
+    sys.argv[:] = redact_data(sys.argv)  # W&B stores the command line in its run files
     config = None
     try:
         argv, preflight_flags = split_preflight_flags(argv)
@@ -433,10 +435,10 @@ def main(argv=None) -> int:
         results = train(config)
         leave_process_group()
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2 if not isinstance(exc, TrainError) or "push to the hub" not in str(exc) else 1
     except OSError as exc:  # disk full while saving: the last complete checkpoint is still there
-        print(f"error: cannot write: {exc}", file=sys.stderr)
+        print(f"error: cannot write: {redact(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"train_sft: interrupted; complete checkpoints in {config.output_dir} are kept (resume with "
