@@ -199,6 +199,10 @@ run_command() {
     cmd+=(-v "$REPO_DIR/data:/app/data" -v "$REPO_DIR/models:/app/models" -v "$REPO_DIR/results:/app/results"
           -v "$REPO_DIR/train/configs:/app/train/configs:ro" -v "$hf_cache:$CONTAINER_HF_HOME")
     if [ -f "$REPO_DIR/.env" ]; then cmd+=(--env-file "$REPO_DIR/.env"); fi
+    # NCCL's and torch's network settings of the caller (NCCL_SOCKET_IFNAME=eth0 on a multi-NIC node, NCCL_DEBUG,
+    # NCCL_IB_DISABLE, GLOO_SOCKET_IFNAME, TORCH_NCCL_*): `-e NAME` passes the caller's value in, unchanged
+    local name
+    while IFS= read -r name; do cmd+=(-e "$name"); done < <(compgen -e | grep -E '^(NCCL_|TORCH_NCCL_|GLOO_SOCKET_IFNAME$)' | sort)
     cmd+=("$IMAGE" "$@")
   else
     if [ -n "$GPUS" ] && [ "$GPUS" != "all" ]; then cmd=(env "CUDA_VISIBLE_DEVICES=$GPUS"); fi

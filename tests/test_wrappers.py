@@ -16,8 +16,9 @@ VOLUMES = (f"-v {REPO_ROOT}/data:/app/data -v {REPO_ROOT}/models:/app/models -v 
            f"-v {REPO_ROOT}/train/configs:/app/train/configs:ro -v /hf-cache:/home/app/.cache/huggingface")
 
 
-def dry_run(script, *args):
-    env = dict(os.environ, HF_HOME="/hf-cache", PREFLIGHT="0")  # the command only (the plan: below)
+def dry_run(script, *args, **more_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCCL_", "TORCH_NCCL_", "GLOO_"))}
+    env |= dict(HF_HOME="/hf-cache", PREFLIGHT="0", **more_env)  # the command only (the plan: below)
     proc = subprocess.run(["bash", script, "--dry-run", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -284,3 +285,14 @@ def test_i41_make_gpu_check_in_the_image_runs_as_the_caller_with_its_mounts_made
     assert args.startswith(f"run --rm --ipc=host --user {os.getuid()}:{os.getgid()} -e HOME=/tmp ")
     assert "--gpus all" in args and f"-v {tmp_path}/results:/app/results" in args
     assert args.rstrip().endswith("nli-finetune:test python scripts/gpu_check.py --only env")
+
+
+def test_i41_nccl_settings_of_the_caller_reach_the_container():
+    """Multi-GPU and multi-node runs need the caller's NCCL_SOCKET_IFNAME (a node with several NICs) and the
+    like inside the container: passed by name (-e NAME), so the value never shows in a printed command."""
+    if (REPO_ROOT / ".env").exists():
+        pytest.skip("a local .env adds --env-file to the command")
+    command = dry_run("run_training.sh", "--docker", "--config", "distributed.py", "--gpus", "0,1",
+                      NCCL_SOCKET_IFNAME="eth7", NCCL_DEBUG="INFO", GLOO_SOCKET_IFNAME="eth7")
+    assert f"{VOLUMES} -e GLOO_SOCKET_IFNAME -e NCCL_DEBUG -e NCCL_SOCKET_IFNAME nli-finetune:latest torchrun" in command
+    assert "eth7" not in command
