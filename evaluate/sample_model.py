@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf backend, label tasks: logprob = predict the label whose answer the model finds most "
                         "probable (label_scoring.py; label_probs per record, ECE/Brier/ROC AUC and a reliability "
                         "diagram); chain-of-thought tasks generate the reasoning first")
+    p.add_argument("--no_calibration", action="store_true",
+                   help="--scoring logprob: ignore the model's calibration.json (evaluate.calibrate)")
     p.add_argument("--json_schema", action="store_true",
                    help="vllm: constrain answers to the task's JSON answer schema (prompts.Task.answer_schema)")
     p.add_argument("--device", default="auto")
@@ -253,8 +255,19 @@ def fingerprints(args, items: list) -> dict:
     if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
         from nli_finetune.modeling import adapter_base
         base = adapter_base(args.model_id)
-    return {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
-            "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
+    found = {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
+             "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
+    return found | calibration_fingerprints(args)
+
+
+def calibration_fingerprints(args) -> dict:
+    """{"calibration": hash} when scored labels use the model's calibration.json: progress saved under
+    another calibration is refused. Nothing otherwise, so progress saved before calibrations existed resumes."""
+    if args.scoring != "logprob" or getattr(args, "no_calibration", False):
+        return {}
+    from nli_finetune.calibration_file import calibration_fingerprint
+    fingerprint = calibration_fingerprint(args.model_id)
+    return {"calibration": fingerprint} if fingerprint else {}
 
 
 def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
@@ -277,8 +290,12 @@ def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
     wanted = json.loads(json.dumps(resumable))
     settings = [k for k in wanted if k != "fingerprint" and saved.get(k) != wanted[k]]
     changed = [f"settings ({', '.join(settings)})"] if settings else []
-    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files"}
-    changed += [names[k] for k, v in wanted["fingerprint"].items() if (saved.get("fingerprint") or {}).get(k) != v]
+    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files",
+             "calibration": "calibration (calibration.json)"}
+    saved_prints = saved.get("fingerprint") or {}
+    # both sides' keys: a calibration used then but not now (or now but not then) is a change too
+    changed += [names.get(k, k) for k in [*wanted["fingerprint"], *(k for k in saved_prints if k not in wanted["fingerprint"])]
+                if saved_prints.get(k) != wanted["fingerprint"].get(k)]
     if changed:
         raise DataError(f"{progress}: saved progress was computed from other {', '.join(changed)}; "
                         "rerun with --restart to discard it")

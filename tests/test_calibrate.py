@@ -1,5 +1,8 @@
 """Fitted calibration, abstention and risk-coverage (issue #43): calibration.py, evaluate/calibrate.py."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -104,3 +107,116 @@ def test_p1_ece_definitions_equal_width_and_equal_mass():
     # equal mass, 3 bins of 2: sorted 0.15 0.15 | 0.55 0.95 | 0.95 0.95
     assert adaptive_ece(confidence, correct, n_bins=3) == pytest.approx(
         (abs(0.15 - 0.5) + abs(0.75 - 1.0) + abs(0.95 - 0.5)) / 3)
+
+
+# --- part 2: python -m evaluate.calibrate ------------------------------------------------------------
+
+DEV = Path(__file__).resolve().parent.parent / "data/sample/dev_300.csv"
+
+
+def tuning_file(tmp_path, rows=12, name="tune.csv"):
+    """The first `rows` pairs of dev_300 (both labels among them)."""
+    lines = DEV.read_text(encoding="utf-8").splitlines(keepends=True)
+    import csv
+    records = list(csv.DictReader(lines))[:rows]
+    assert len({r["label"] for r in records}) == 2
+    path = tmp_path / name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["premise", "hypothesis", "label"])
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+@pytest.fixture()
+def own_model(tiny_mistral, tmp_path):
+    """A copy of the tiny model: calibration.json is written into the model folder."""
+    import shutil
+    return Path(shutil.copytree(tiny_mistral, tmp_path / "model"))
+
+
+def calibrate(model, calib_file, *extra):
+    from evaluate.calibrate import main
+    return main(["--model", str(model), "--calib_file", str(calib_file), "--task", "nli_label", "--quiet",
+                 "--scores_file", str(Path(calib_file).with_suffix(".scores.json")), *map(str, extra)])
+
+
+def test_p2_calibrate_writes_calibration_json_into_the_model_folder(own_model, tmp_path):
+    from nli_finetune.calibration_file import read_calibration
+    from nli_finetune.data_io import path_fingerprint
+    from nli_finetune.modeling import model_fingerprint
+    tune = tuning_file(tmp_path)
+    assert calibrate(own_model, tune, "--target_accuracy", "0.5") == 0
+    calibration = read_calibration(own_model)
+    assert calibration["method"] == "temperature" and calibration["bias"] is None  # two labels
+    assert calibration["temperature"] > 0 and calibration["labels"] == ["0", "1"]
+    assert calibration["fitted_on"]["fingerprint"] == path_fingerprint(tune)
+    assert calibration["fitted_on"]["size_bytes"] == tune.stat().st_size
+    assert calibration["fitted_on"]["examples"] == 12
+    assert calibration["model_fingerprint"] == model_fingerprint(own_model)
+    before, after = calibration["tuning"]["before"], calibration["tuning"]["after"]
+    assert after["nll"] <= before["nll"] + 1e-12  # fitted by NLL on these examples, T = 1 among the candidates
+    for key in ("nll", "ece", "adaptive_ece", "brier", "accuracy", "aurc"):
+        assert key in before and key in after
+    threshold = calibration["threshold"]
+    assert threshold["target_accuracy"] == 0.5 and threshold["reached"] and threshold["accuracy"] >= 0.5
+    assert not list(own_model.glob(".calibration.json.*"))  # no temp file left behind
+
+
+def test_p2_a_changed_calibration_invalidates_saved_progress(own_model, tmp_path, capsys):
+    import json
+
+    from evaluate.sample_model import main as sample
+    tune, test = tuning_file(tmp_path), tuning_file(tmp_path, rows=6, name="test.csv")
+    assert calibrate(own_model, tune) == 0
+    out = tmp_path / "scored.json"
+    run = ["--model_id", str(own_model), "--test_file", str(test), "--task", "nli_label", "--scoring", "logprob",
+           "--output_file", str(out), "--quiet"]
+    assert sample(run) == 0
+    assert sample(run) == 0  # unchanged: resumes
+    calibration = own_model / "calibration.json"
+    data = json.loads(calibration.read_text())
+    calibration.write_text(json.dumps(data | {"temperature": data["temperature"] * 2}))
+    capsys.readouterr()
+    assert sample(run) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibration" in err and len(err.splitlines()) == 1
+    assert sample([*run, "--no_calibration"]) == 2  # a calibration used then, not now: also a change
+    assert sample([*run, "--restart"]) == 0
+    calibration.unlink()
+    assert sample(run) == 2  # removed: a change too
+
+
+@pytest.mark.parametrize("case", ["one_label", "empty", "header_only", "free_text", "no_labels", "not_a_folder"])
+def test_p2_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case):
+    from evaluate.calibrate import main
+    model = tmp_path / "model"
+    model.mkdir()
+    tune, task = tmp_path / "tune.csv", "nli_label"
+    tune.write_text({"one_label": "premise,hypothesis,label\nA man sleeps.,Someone rests.,1\nA dog.,An animal.,1\n",
+                     "empty": "", "header_only": "premise,hypothesis,label\n",
+                     "no_labels": "premise,hypothesis\nA man sleeps.,Someone rests.\n"}.get(
+        case, "premise,hypothesis,label\nA man sleeps.,Someone rests.,1\nA dog.,A cat.,0\n"))
+    if case == "free_text":
+        task = "free_text"
+    target = str(tmp_path / "hub-id-that-is-no-folder") if case == "not_a_folder" else str(model)
+    assert main(["--model", target, "--calib_file", str(tune), "--task", task, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert list(model.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_p2_a_model_folder_that_is_not_writable_is_refused(tmp_path, capsys):
+    from evaluate.calibrate import main
+    model = tmp_path / "model"
+    model.mkdir()
+    tune = tmp_path / "tune.csv"
+    tune.write_text("premise,hypothesis,label\nA man sleeps.,Someone rests.,1\nA dog.,A cat.,0\n")
+    model.chmod(0o555)
+    try:
+        assert main(["--model", str(model), "--calib_file", str(tune), "--task", "nli_label", "--quiet"]) == 2
+    finally:
+        model.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert "not writable" in err and len(err.splitlines()) == 1
