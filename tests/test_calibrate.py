@@ -19,6 +19,7 @@ from nli_finetune.calibration import (
     selective_report,
     threshold_for_accuracy,
 )
+from tests.test_report import browser  # noqa: F401  (the headless Chromium fixture)
 
 
 def synthetic(n=4000, labels=3, temperature=2.5, shift=None, seed=1):
@@ -220,3 +221,65 @@ def test_p2_a_model_folder_that_is_not_writable_is_refused(tmp_path, capsys):
         model.chmod(0o755)
     err = capsys.readouterr().err.strip()
     assert "not writable" in err and len(err.splitlines()) == 1
+
+
+# --- part 4: the results page draws the risk-coverage curve and reliability before/after calibration ----
+
+def scored_results(path, calibrated=True):
+    """A sample_model results file of five scored pairs: confidences 0.9 0.8 0.8 0.6 0.5, right 1 0 1 1 0."""
+    import json
+    confidences, golds = [0.9, 0.8, 0.8, 0.6, 0.5], [1, 0, 1, 1, 0]
+    records = []
+    for number, (p, gold) in enumerate(zip(confidences, golds)):
+        probs = {"1": p, "0": 1 - p}
+        record = {"id": str(number), "premise": f"premise {number}", "hypothesis": "h", "raw_output": "", "true_label": gold,
+                  "predicted_label": 1, "correct": gold == 1, "extraction_method": "logprob", "stop_reason": "scored",
+                  "generated_tokens": 0, "label_probs": probs}
+        if calibrated:  # a softer calibration: p -> 0.5 + (p - 0.5) / 2
+            record["calibrated_label_probs"] = {"1": 0.5 + (p - 0.5) / 2, "0": 0.5 - (p - 0.5) / 2}
+        records.append(record)
+    path.write_text(json.dumps({"settings": {"task": "nli_label", "model_id": "m"}, "metrics": {}, "timing": {},
+                                "records": records}))
+    return path
+
+
+def test_p4_page_data_has_the_risk_coverage_curve_and_calibrated_reliability(tmp_path):
+    from nli_finetune.report_page import decode_data, write_report
+    page = tmp_path / "report.html"
+    write_report([scored_results(tmp_path / "calibrated.json"), scored_results(tmp_path / "raw.json", False)], page,
+                 bootstrap=20)
+    calibrated, raw = decode_data(page.read_text())["runs"]
+    assert [p["threshold"] for p in calibrated["risk_coverage"]] == [0.5, 0.6, 0.8, 0.9]
+    assert [p["coverage"] for p in calibrated["risk_coverage"]] == pytest.approx([1.0, 0.8, 0.6, 0.2])
+    assert [p["accuracy"] for p in calibrated["risk_coverage"]] == pytest.approx([3 / 5, 3 / 4, 2 / 3, 1.0])
+    assert calibrated["aurc"] == pytest.approx(0.4 / 3 + 0.2 / 4 + 0.2 * 2 / 5)
+    assert calibrated["coverage_at_accuracy"] == {"0.90": 0.2, "0.95": 0.2, "0.99": 0.2}
+    assert calibrated["ece_calibrated"] == pytest.approx(expected_calibration_error([0.7, 0.65, 0.65, 0.55, 0.5],
+                                                                                   [1, 0, 1, 1, 0]))
+    assert sum(b["size"] for b in calibrated["reliability_calibrated"]) == 5
+    assert "reliability_calibrated" not in raw and raw["aurc"] == calibrated["aurc"]
+    html = page.read_text()
+    assert "function riskCoverage" in html and "reliability_calibrated" in html
+
+
+def test_p4_the_curve_drawn_is_thinned_but_keeps_both_ends(tmp_path):
+    from nli_finetune.report_page import CURVE_POINTS, selective_summary
+    rows = [{"conf": i / 1000, "correct": i % 3 != 0} for i in range(1000)]
+    summary = selective_summary(rows)
+    assert len(summary["risk_coverage"]) <= CURVE_POINTS + 1
+    assert summary["risk_coverage"][0]["coverage"] == 1.0 and summary["risk_coverage"][-1]["threshold"] == 0.999
+    assert summary["aurc"] == pytest.approx(aurc(risk_coverage([r["conf"] for r in rows], [r["correct"] for r in rows])))
+
+
+@pytest.mark.slow
+def test_p4_the_page_in_chromium_draws_both_diagrams(tmp_path, browser):  # noqa: F811
+    page = tmp_path / "report.html"
+    from nli_finetune.report_page import write_report
+    write_report([scored_results(tmp_path / "calibrated.json"), scored_results(tmp_path / "raw.json", False)], page,
+                 bootstrap=20)
+    browser.open(page.as_uri())
+    assert browser.evaluate("document.querySelectorAll('svg[aria-label^=\"risk-coverage curve\"]').length") == 2
+    assert browser.evaluate("document.querySelectorAll('polyline.risk-coverage').length") == 2
+    assert browser.evaluate("document.querySelectorAll('rect.calibrated').length") > 0
+    assert "calibrated: ECE" in browser.evaluate("document.getElementById('cards').innerText")
+    assert not browser.errors()
