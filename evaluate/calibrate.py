@@ -134,7 +134,8 @@ def chosen_threshold(log_probs, gold, fit: dict, target: float) -> dict:
 
 def fit_scores(scores: Path, labels: list, folds: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """(the fit, log-probs, gold indices) from sample_model's scored records."""
-    records = json.loads(scores.read_text(encoding="utf-8"))["records"]
+    # a record without label_probs was not scored (a prompt past the model's context): nothing to fit on
+    records = [r for r in json.loads(scores.read_text(encoding="utf-8"))["records"] if r.get("label_probs")]
     if len({str(r["true_label"]) for r in records}) < 2:
         raise DataError(f"{scores}: the scored tuning examples hold one label: calibration needs at least two")
     log_probs = log_prob_rows([r["label_probs"] for r in records], labels)

@@ -283,3 +283,33 @@ def test_p4_the_page_in_chromium_draws_both_diagrams(tmp_path, browser):  # noqa
     assert browser.evaluate("document.querySelectorAll('rect.calibrated').length") > 0
     assert "calibrated: ECE" in browser.evaluate("document.getElementById('cards').innerText")
     assert not browser.errors()
+
+
+def test_p2_fit_skips_records_that_were_not_scored(tmp_path):
+    import json
+
+    from evaluate.calibrate import fit_scores
+    scored = [{"true_label": label, "label_probs": {"0": p, "1": 1 - p}} for label, p in [(0, 0.9), (1, 0.2), (0, 0.6)]]
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"records": [*scored, {"true_label": 1, "label_probs": None}, {"true_label": 0}]}))
+    fit, log_probs, gold = fit_scores(scores, ["0", "1"], folds=5)
+    assert log_probs.shape == (3, 2) and gold.tolist() == [0, 1, 0] and fit["temperature"] > 0
+
+
+@pytest.mark.parametrize("edit", [{"temperature": -1}, {"method": "platt"}, {"bias": {"0": 0.0}}, "not json"])
+def test_p2_a_broken_calibration_file_is_refused_naming_it(tmp_path, edit):
+    """sample_model and the fingerprint read it through read_calibration: a DataError is one line, exit 2."""
+    import json
+
+    from nli_finetune.calibration_file import read_calibration
+    from nli_finetune.data_io import DataError
+    model = tmp_path / "model"
+    model.mkdir()
+    good = {"format_version": 1, "method": "temperature", "labels": ["0", "1"], "temperature": 1.5, "bias": None}
+    assert read_calibration(model) is None
+    (model / "calibration.json").write_text(json.dumps(good))
+    assert read_calibration(model)["temperature"] == 1.5
+    (model / "calibration.json").write_text(edit if isinstance(edit, str) else json.dumps(good | edit))
+    with pytest.raises(DataError) as error:
+        read_calibration(model)
+    assert str(model / "calibration.json") in str(error.value) and "\n" not in str(error.value)
