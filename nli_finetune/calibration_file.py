@@ -79,3 +79,25 @@ def calibration_fingerprint(model) -> str | None:
     calibration = read_calibration(model)
     return None if calibration is None else content_fingerprint({k: v for k, v in calibration.items()
                                                                  if k != "source"})
+
+
+def calibrated_label_probs(calibration: dict, label_probs: dict) -> dict:
+    """A record's scored `label_probs` ({label as str: p}) after the calibration: they sum to 1."""
+    from nli_finetune.calibration import calibrated_probs, log_prob_rows
+    labels = calibration["labels"]
+    bias = [calibration["bias"][label] for label in labels] if calibration["bias"] else None
+    row = calibrated_probs(log_prob_rows([label_probs], labels), calibration["temperature"], bias)[0]
+    return {label: float(p) for label, p in zip(labels, row)}
+
+
+def check_calibration_use(calibration: dict, labels: list, test_file) -> None:
+    """Refuse a calibration fitted for other labels, or on the very file being evaluated (its numbers
+    would be measured on the data the calibration was fitted to)."""
+    from nli_finetune.data_io import path_fingerprint
+    if calibration["labels"] != [str(label) for label in labels]:
+        raise DataError(f"{calibration['source']}: fitted for labels {', '.join(calibration['labels'])}, but the task "
+                        f"has {', '.join(map(str, labels))}; refit it (evaluate.calibrate) or add --no_calibration")
+    fitted_on = calibration.get("fitted_on") or {}
+    if fitted_on.get("fingerprint") == path_fingerprint(test_file):
+        raise DataError(f"--test_file {test_file}: {calibration['source']} was fitted on this very file "
+                        f"({fitted_on.get('file')}); evaluate on another split, or add --no_calibration")

@@ -313,3 +313,115 @@ def test_p2_a_broken_calibration_file_is_refused_naming_it(tmp_path, edit):
     with pytest.raises(DataError) as error:
         read_calibration(model)
     assert str(model / "calibration.json") in str(error.value) and "\n" not in str(error.value)
+
+
+# --- part 3: sample_model on a calibrated model; abstention ------------------------------------------
+
+def dev_rows(tmp_path, start, stop, name):
+    import csv
+    records = list(csv.DictReader(DEV.read_text(encoding="utf-8").splitlines(keepends=True)))[start:stop]
+    path = tmp_path / name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["premise", "hypothesis", "label"])
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+def read_json(path):
+    import json
+    return json.loads(Path(path).read_text())
+
+
+def scored_run(model, test, out, *extra):
+    import json
+
+    from evaluate.sample_model import main as sample
+    code = sample(["--model_id", str(model), "--test_file", str(test), "--task", "nli_label", "--scoring", "logprob",
+                   "--output_file", str(out), "--quiet", "--batch_size", "4", *map(str, extra)])
+    return code, (json.loads(Path(out).read_text()) if code == 0 else None)
+
+
+def test_p3_a_calibrated_model_records_raw_and_calibrated_probabilities_and_metrics_for_both(own_model, tmp_path):
+    tune, test = tuning_file(tmp_path), dev_rows(tmp_path, 12, 20, "test.csv")
+    assert calibrate(own_model, tune, "--target_accuracy", "0.5") == 0
+    stored = read_json(own_model / "calibration.json")
+    code, result = scored_run(own_model, test, tmp_path / "cal.json")
+    assert code == 0
+    for record in result["records"]:
+        assert sum(record["calibrated_label_probs"].values()) == pytest.approx(1.0)
+        assert sum(record["label_probs"].values()) == pytest.approx(1.0)
+        raw, cal = record["label_probs"]["1"], record["calibrated_label_probs"]["1"]
+        logit = np.log(raw / (1 - raw)) / stored["temperature"]
+        assert cal == pytest.approx(1 / (1 + np.exp(-logit)))  # softmax(log p / T) of two labels
+    metrics = result["metrics"]
+    for key in ("ece", "brier", "nll", "calibrated_ece", "calibrated_brier", "calibrated_nll", "aurc",
+                "risk_coverage", "coverage_at_accuracy"):
+        assert key in metrics, key
+    settings = result["settings"]
+    assert settings["calibration"]["temperature"] == stored["temperature"]
+    assert settings["abstain_below"] == stored["threshold"]["threshold"]  # the stored threshold is used
+    assert "coverage" in metrics and "answered_accuracy_ci" in metrics
+    # --no_calibration: raw only (and no stored threshold)
+    code, raw = scored_run(own_model, test, tmp_path / "raw.json", "--no_calibration")
+    assert code == 0 and "calibrated_ece" not in raw["metrics"] and "coverage" not in raw["metrics"]
+    assert not any("calibrated_label_probs" in r for r in raw["records"])
+    assert raw["metrics"]["aurc"] is not None  # every scored run has the risk-coverage numbers
+
+
+def test_p3_a_calibration_fitted_on_the_evaluated_file_is_refused(tmp_path, capsys):
+    import json
+    model = tmp_path / "model"
+    model.mkdir()
+    test = dev_rows(tmp_path, 0, 6, "test.csv")
+    from nli_finetune.data_io import path_fingerprint
+    (model / "calibration.json").write_text(json.dumps(
+        {"format_version": 1, "method": "temperature", "labels": ["0", "1"], "temperature": 1.5, "bias": None,
+         "fitted_on": {"file": str(test), "fingerprint": path_fingerprint(test)}}))
+    code, _ = scored_run(model, test, tmp_path / "out.json")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fitted on this very file" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_p3_abstained_records_are_not_parse_failures_nor_wrong(tiny_mistral, tmp_path):
+    test = dev_rows(tmp_path, 0, 8, "test.csv")
+    code, full = scored_run(tiny_mistral, test, tmp_path / "run.json")
+    assert code == 0 and "coverage" not in full["metrics"]
+    confidences = sorted(max(r["label_probs"].values()) for r in full["records"])
+    threshold = (confidences[3] + confidences[4]) / 2  # the four least confident abstain
+    code, result = scored_run(tiny_mistral, test, tmp_path / "run.json", "--abstain_below", threshold)
+    assert code == 0  # abstention marks finished records: the saved progress is reused
+    records, metrics = result["records"], result["metrics"]
+    assert sum(r["abstained"] for r in records) == 4 == metrics["abstained"]
+    assert all(r["predicted_label"] is not None for r in records)
+    assert metrics["parse_rate"] == 1.0 and metrics["accuracy"] == full["metrics"]["accuracy"]
+    answered = [r for r in records if not r["abstained"]]
+    assert metrics["coverage"] == 0.5
+    assert metrics["answered_accuracy"] == sum(r["correct"] for r in answered) / 4
+    low, high = metrics["answered_accuracy_ci"]
+    assert 0 <= low <= metrics["answered_accuracy"] <= high <= 1
+
+
+def test_p3_abstention_needs_scored_labels(tiny_mistral, tmp_path, capsys):
+    from evaluate.sample_model import main as sample
+    assert sample(["--model_id", str(tiny_mistral), "--test_file", str(DEV), "--task", "nli_label",
+                   "--abstain_below", "0.7", "--output_file", str(tmp_path / "o.json")]) == 2
+    assert "--abstain_below needs --scoring logprob" in capsys.readouterr().err
+
+
+def test_p3_wilson_interval_and_scored_metrics_by_hand():
+    from nli_finetune.metrics import wilson_interval
+    from nli_finetune.results import summarize
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    records = [{"predicted_label": 1, "true_label": gold, "correct": gold == 1, "json_objects": 1,
+                "stop_reason": "scored", "generated_tokens": 0, "label_probs": {"0": 1 - p, "1": p},
+                "abstained": p < 0.7}
+               for p, gold in [(0.9, 1), (0.8, 0), (0.8, 1), (0.6, 1), (0.5, 0)]]
+    metrics = summarize(records, "nli_label", True)
+    assert metrics["parse_rate"] == 1.0 and metrics["accuracy"] == 0.6
+    assert metrics["coverage"] == 0.6 and metrics["answered_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["abstained"] == 2 and metrics["aurc"] == pytest.approx(0.4 / 3 + 0.2 / 4 + 0.2 * 2 / 5)
+    assert metrics["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.6, 0.5])))
