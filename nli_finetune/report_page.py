@@ -30,7 +30,7 @@ from prompts import TASKS
 # record fields that are not the example's inputs
 RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",
                  "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "label_probs",
-                 "confidence", "calibrated_label_probs"}
+                 "confidence", "calibrated_label_probs", "abstained"}
 FREE_TEXT = "free text"  # the "label" of a free-text answer: there is none to parse, so none failed to parse
 
 
@@ -119,8 +119,12 @@ def probability(path, number: int, label_probs, value, name="label_probs' or 'co
 def with_calibrated(run: Run, path, records: list) -> Run:
     """Records of a calibrated model (`calibrated_label_probs` beside the raw `label_probs`, evaluate.calibrate)
     give each example its calibrated confidence and whether the calibrated prediction is right: the
-    reliability diagram after calibration."""
+    reliability diagram after calibration. Records of a run with abstention say whether it `abstained`."""
     for number, record in enumerate(records, start=1):
+        if "abstained" in record:
+            if not isinstance(record["abstained"], bool):
+                raise DataError(f"{path}: record {number}: field 'abstained': {record['abstained']!r} is not true or false")
+            run.rows[str(record["id"])]["abstained"] = record["abstained"]
         probs = record.get("calibrated_label_probs")
         if probs is None:
             continue
@@ -221,9 +225,13 @@ def selective_summary(rows: list[dict]) -> dict:
         return {}
     report = selective_report(*zip(*pairs))
     curve = report["risk_coverage"]
+    answered = [r for r in rows if not r.get("abstained")]
+    abstention = {"coverage": len(answered) / len(rows),
+                  "answered_accuracy": sum(r["correct"] is True for r in answered) / len(answered) if answered else None} \
+        if any("abstained" in r for r in rows) else {}
     step = max(1, -(-len(curve) // CURVE_POINTS))
     kept = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])  # both ends always drawn
-    return {"aurc": report["aurc"], "coverage_at_accuracy": report["coverage_at_accuracy"],
+    return abstention | {"aurc": report["aurc"], "coverage_at_accuracy": report["coverage_at_accuracy"],
             "risk_coverage": [{k: p[k] for k in ("threshold", "coverage", "accuracy")} for p in kept]}
 
 
@@ -263,7 +271,8 @@ def page_data(runs: list[Run], title: str = "evaluation results", bootstrap: int
             "correct": [[run.rows[i]["correct"] for i in ids] for run in runs],
             "conf": [[run.rows[i]["conf"] for i in ids] for run in runs],
             "raw": [[run.rows[i]["raw"] for i in ids] for run in runs],
-            "stop": [[run.rows[i]["stop"] for i in ids] for run in runs]}}
+            "stop": [[run.rows[i]["stop"] for i in ids] for run in runs],
+            "abstained": [[run.rows[i].get("abstained", False) for i in ids] for run in runs]}}
 
 
 def write_report(result_files: list, output, title: str | None = None, bootstrap: int = 1000,
@@ -446,7 +455,9 @@ function riskCoverage(r) {
   node("text", {x: P + S / 2, y: S + P + 14, "text-anchor": "middle", "font-size": 11}, "coverage (share answered)");
   node("text", {x: 10, y: 8 + S / 2, "font-size": 11, transform: `rotate(-90 10 ${8 + S / 2})`, "text-anchor": "middle"}, "accuracy answered");
   const at90 = (r.coverage_at_accuracy || {})["0.90"];
-  return el("div", {}, el("div", {class: "small"}, `AURC ${fmt(r.aurc)}, coverage at 90% accuracy ${at90 === null || at90 === undefined ? "unreachable" : fmt(at90)}`), svg);
+  const caption = el("div", {class: "small"}, `AURC ${fmt(r.aurc)}, coverage at 90% accuracy ${at90 === null || at90 === undefined ? "unreachable" : fmt(at90)}`);
+  if (r.coverage !== undefined) caption.append(el("br"), `abstaining: coverage ${fmt(r.coverage)}, accuracy answered ${fmt(r.answered_accuracy)}`);
+  return el("div", {}, caption, svg);
 }
 
 function controls() {
@@ -547,6 +558,7 @@ function row(i) {
     const pred = E.pred[k][i], right = E.correct[k][i], stop = E.stop[k][i], conf = E.conf[k][i];
     const kind = pred === null ? "fail" : right === true ? "right" : right === false ? "wrong" : "nolabel";
     const td = el("td", {}, el("span", {class: `badge ${kind}`}, pred === null ? "parse failure" : pred));
+    if (E.abstained && E.abstained[k][i]) td.append(el("span", {class: "small abstained"}, " abstained"));
     if (conf !== null) td.append(el("span", {class: "small"}, ` p ${fmt(conf, 2)}`));
     if (stop === "length" || stop === "error") td.append(el("span", {class: "small"}, stop === "length" ? " (cut at max tokens)" : " (API error)"));
     td.append(el("pre", {class: "answer"}, E.raw[k][i]));

@@ -225,7 +225,7 @@ def test_p2_a_model_folder_that_is_not_writable_is_refused(tmp_path, capsys):
 
 # --- part 4: the results page draws the risk-coverage curve and reliability before/after calibration ----
 
-def scored_results(path, calibrated=True):
+def scored_results(path, calibrated=True, abstain_below=None):
     """A sample_model results file of five scored pairs: confidences 0.9 0.8 0.8 0.6 0.5, right 1 0 1 1 0."""
     import json
     confidences, golds = [0.9, 0.8, 0.8, 0.6, 0.5], [1, 0, 1, 1, 0]
@@ -237,6 +237,8 @@ def scored_results(path, calibrated=True):
                   "generated_tokens": 0, "label_probs": probs}
         if calibrated:  # a softer calibration: p -> 0.5 + (p - 0.5) / 2
             record["calibrated_label_probs"] = {"1": 0.5 + (p - 0.5) / 2, "0": 0.5 - (p - 0.5) / 2}
+        if abstain_below is not None:
+            record["abstained"] = p < abstain_below
         records.append(record)
     path.write_text(json.dumps({"settings": {"task": "nli_label", "model_id": "m"}, "metrics": {}, "timing": {},
                                 "records": records}))
@@ -262,6 +264,17 @@ def test_p4_page_data_has_the_risk_coverage_curve_and_calibrated_reliability(tmp
     assert "function riskCoverage" in html and "reliability_calibrated" in html
 
 
+def test_p4_abstained_answers_are_marked_and_summarised_on_the_page(tmp_path):
+    from nli_finetune.report_page import decode_data, write_report
+    page = tmp_path / "report.html"
+    write_report([scored_results(tmp_path / "abstaining.json", abstain_below=0.7)], page, bootstrap=20)
+    data = decode_data(page.read_text())
+    run = data["runs"][0]
+    assert run["coverage"] == pytest.approx(0.6) and run["answered_accuracy"] == pytest.approx(2 / 3)
+    assert run["parse_rate"] == 1.0 and run["accuracy"] == pytest.approx(0.6)  # abstained: not parse failures
+    assert data["examples"]["abstained"] == [[False, False, False, True, True]]
+
+
 def test_p4_the_curve_drawn_is_thinned_but_keeps_both_ends(tmp_path):
     from nli_finetune.report_page import CURVE_POINTS, selective_summary
     rows = [{"conf": i / 1000, "correct": i % 3 != 0} for i in range(1000)]
@@ -275,9 +288,11 @@ def test_p4_the_curve_drawn_is_thinned_but_keeps_both_ends(tmp_path):
 def test_p4_the_page_in_chromium_draws_both_diagrams(tmp_path, browser):  # noqa: F811
     page = tmp_path / "report.html"
     from nli_finetune.report_page import write_report
-    write_report([scored_results(tmp_path / "calibrated.json"), scored_results(tmp_path / "raw.json", False)], page,
-                 bootstrap=20)
+    write_report([scored_results(tmp_path / "calibrated.json", abstain_below=0.7),
+                  scored_results(tmp_path / "raw.json", False)], page, bootstrap=20)
     browser.open(page.as_uri())
+    assert browser.evaluate("document.querySelectorAll('#examples .abstained').length") == 2
+    assert "abstaining: coverage 0.600" in browser.evaluate("document.getElementById('cards').innerText")
     assert browser.evaluate("document.querySelectorAll('svg[aria-label^=\"risk-coverage curve\"]').length") == 2
     assert browser.evaluate("document.querySelectorAll('polyline.risk-coverage').length") == 2
     assert browser.evaluate("document.querySelectorAll('rect.calibrated').length") > 0
