@@ -172,6 +172,8 @@ def check_paths(args, paths: dict) -> None:
     inputs = {"--test_file": args.test_file}
     if args.model_id and Path(args.model_id).is_file():  # a GGUF file
         inputs["--model_id"] = args.model_id
+    from nli_finetune.calibration_file import calibration_path
+    inputs["the model's calibration"] = calibration_path(args.model_id)  # not a model file, but the model's
     check_outputs(inputs, paths)
     if args.backend != "openai":  # nor a file of the model, its base or its converted GGUF folder
         check_outputs_spare_model(paths, args.model_id, args.base_model)

@@ -440,3 +440,14 @@ def test_p3_wilson_interval_and_scored_metrics_by_hand():
     assert metrics["coverage"] == 0.6 and metrics["answered_accuracy"] == pytest.approx(2 / 3)
     assert metrics["abstained"] == 2 and metrics["aurc"] == pytest.approx(0.4 / 3 + 0.2 / 4 + 0.2 * 2 / 5)
     assert metrics["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.6, 0.5])))
+
+
+def test_p2_an_output_over_the_models_calibration_is_refused(tmp_path, capsys):
+    from evaluate.sample_model import main as sample
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "calibration.json").write_text("{}")
+    assert sample(["--model_id", str(model), "--test_file", str(DEV), "--task", "nli_label", "--no_calibration",
+                   "--scoring", "logprob", "--output_file", str(model / "calibration.json")]) == 2
+    assert "is the same file as the model's calibration" in capsys.readouterr().err
+    assert (model / "calibration.json").read_text() == "{}"
