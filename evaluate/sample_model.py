@@ -46,7 +46,8 @@ from nli_finetune.results import score_record, summarize, write_outputs
 from prompts import TASKS, get_task
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
-OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract")  # the contract is one of the model's files
+OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract",  # the contract is one of the model's files
+                        "calibration", "abstain_below")  # applied to finished records; fingerprinted apart
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -57,6 +58,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
     return index, count
+
+
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf backend, label tasks: logprob = predict the label whose answer the model finds most "
                         "probable (label_scoring.py; label_probs per record, ECE/Brier/ROC AUC and a reliability "
                         "diagram); chain-of-thought tasks generate the reasoning first")
+    p.add_argument("--no_calibration", action="store_true",
+                   help="--scoring logprob: ignore the model's calibration.json (evaluate.calibrate)")
+    p.add_argument("--abstain_below", type=unit_interval, default=None,
+                   help="--scoring logprob: mark answers whose (calibrated) probability is below P as abstained "
+                        "(default: the threshold evaluate.calibrate --target_accuracy stored, else none; 0: none)")
     p.add_argument("--json_schema", action="store_true",
                    help="vllm: constrain answers to the task's JSON answer schema (prompts.Task.answer_schema)")
     p.add_argument("--device", default="auto")
@@ -160,6 +176,8 @@ def check_paths(args, paths: dict) -> None:
     inputs = {"--test_file": args.test_file}
     if args.model_id and Path(args.model_id).is_file():  # a GGUF file
         inputs["--model_id"] = args.model_id
+    from nli_finetune.calibration_file import calibration_path
+    inputs["the model's calibration"] = calibration_path(args.model_id)  # not a model file, but the model's
     check_outputs(inputs, paths)
     if args.backend != "openai":  # nor a file of the model, its base or its converted GGUF folder
         check_outputs_spare_model(paths, args.model_id, args.base_model)
@@ -230,6 +248,49 @@ def write_reliability_diagram(path: Path, records: list, task: str) -> None:
     partial.replace(path)
 
 
+def apply_calibration(args) -> dict | None:
+    """The model's calibration.json for --scoring logprob (None: none, --no_calibration, or another scoring),
+    checked against the task and the test file; sets args.abstain_below from its stored threshold."""
+    from nli_finetune.calibration_file import check_calibration_use, read_calibration
+    if args.abstain_below is not None and args.scoring != "logprob":
+        raise DataError("--abstain_below needs --scoring logprob (the probability of each label)")
+    calibration = None if args.scoring != "logprob" or args.no_calibration else read_calibration(args.model_id)
+    if calibration:
+        check_calibration_use(calibration, list(get_task(args.task).labels), args.test_file)
+        stored = (calibration.get("threshold") or {}).get("threshold")
+        if args.abstain_below is None and stored is not None:
+            args.abstain_below = stored
+    if args.abstain_below == 0:
+        args.abstain_below = None  # nothing lies below 0: no abstention
+    return calibration
+
+
+def calibration_setting(calibration: dict | None) -> dict | None:
+    """What the outputs record of the calibration used."""
+    if calibration is None:
+        return None
+    return {k: calibration.get(k) for k in ("source", "method", "temperature", "bias")} | \
+        {"fitted_on": (calibration.get("fitted_on") or {}).get("file")}
+
+
+def annotate(records: list[dict], calibration: dict | None, abstain_below: float | None) -> list[dict]:
+    """Finished records with their calibrated `label_probs` (beside the raw) and, with a threshold, whether
+    the answer is `abstained` (its probability below it): not a parse failure, not wrong; its prediction is
+    kept, so the full-set numbers stay those of answering everything."""
+    from nli_finetune.calibration_file import calibrated_label_probs
+    from nli_finetune.results import answer_confidence
+    annotated = []
+    for record in records:
+        record = dict(record)
+        if calibration and record.get("label_probs"):
+            record["calibrated_label_probs"] = calibrated_label_probs(calibration, record["label_probs"])
+        if abstain_below is not None:
+            confidence = answer_confidence(record)
+            record["abstained"] = confidence is not None and confidence < abstain_below
+        annotated.append(record)
+    return annotated
+
+
 def load_api_generator(args):
     from argparse import Namespace
 
@@ -258,8 +319,19 @@ def fingerprints(args, items: list) -> dict:
     if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
         from nli_finetune.modeling import adapter_base
         base = adapter_base(args.model_id)
-    return {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
-            "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
+    found = {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
+             "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
+    return found | calibration_fingerprints(args)
+
+
+def calibration_fingerprints(args) -> dict:
+    """{"calibration": hash} when scored labels use the model's calibration.json: progress saved under
+    another calibration is refused. Nothing otherwise, so progress saved before calibrations existed resumes."""
+    if args.scoring != "logprob" or getattr(args, "no_calibration", False):
+        return {}
+    from nli_finetune.calibration_file import calibration_fingerprint
+    fingerprint = calibration_fingerprint(args.model_id)
+    return {"calibration": fingerprint} if fingerprint else {}
 
 
 def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
@@ -282,8 +354,12 @@ def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
     wanted = json.loads(json.dumps(resumable))
     settings = [k for k in wanted if k != "fingerprint" and saved.get(k) != wanted[k]]
     changed = [f"settings ({', '.join(settings)})"] if settings else []
-    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files"}
-    changed += [names[k] for k, v in wanted["fingerprint"].items() if (saved.get("fingerprint") or {}).get(k) != v]
+    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files",
+             "calibration": "calibration (calibration.json)"}
+    saved_prints = saved.get("fingerprint") or {}
+    # both sides' keys: a calibration used then but not now (or now but not then) is a change too
+    changed += [names.get(k, k) for k in [*wanted["fingerprint"], *(k for k in saved_prints if k not in wanted["fingerprint"])]
+                if saved_prints.get(k) != wanted["fingerprint"].get(k)]
     if changed:
         raise DataError(f"{progress}: saved progress was computed from other {', '.join(changed)}; "
                         "rerun with --restart to discard it")
@@ -379,7 +455,7 @@ def warn_long_prompts(items: list, context_length: int | None) -> None:
 def finish(args, paths: dict, settings: dict, items: list, pending: list, done: dict, has_labels: bool,
            seconds: float) -> dict:
     """Score every record, time this run, and write the outputs."""
-    records = [done[item.id] for item in items]
+    records = annotate([done[item.id] for item in items], args.calibration, args.abstain_below)
     tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
     settings["has_labels"] = has_labels
     metrics = summarize(records, args.task, has_labels)
@@ -408,9 +484,12 @@ def apply_contract(args):
 def run(args) -> dict:
     contract = apply_contract(args)
     check_backend_args(args)
+    args.calibration = apply_calibration(args)
     paths = output_paths(args)
     check_paths(args, paths)
-    settings = run_settings(args) | {"model_contract": contract.summary() if contract else None}
+    settings = run_settings(args) | {"model_contract": contract.summary() if contract else None,
+                                     "calibration": calibration_setting(args.calibration),
+                                     "abstain_below": args.abstain_below}
     with output_lock(paths["progress file"]):  # a second run on this output is refused
         generate, tokenizer, close = load_generator(args, settings)
         try:
@@ -458,6 +537,11 @@ def main(argv=None) -> int:
         line += f", accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}"
     if "ece" in m:
         line += f", ECE {m['ece']:.3f}, Brier {m['brier']:.3f}"
+    if "calibrated_ece" in m:
+        line += f" (calibrated: ECE {m['calibrated_ece']:.3f}, Brier {m['calibrated_brier']:.3f})"
+    if "coverage" in m:
+        answered = "-" if m["answered_accuracy"] is None else f"{m['answered_accuracy']:.3f}"
+        line += f", coverage {m['coverage']:.3f} at accuracy {answered} answered"
     if t["samples_per_s"]:
         line += f", {t['samples_per_s']:.2f} samples/s"
     print(line + f" -> {summary['output']}")

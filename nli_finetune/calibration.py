@@ -10,6 +10,8 @@ skipped the last bin, so any run with n <= beta scored 0. n < beta is one bin, n
 
 import math
 
+import numpy as np
+
 
 def _validate(confidence, correct) -> tuple[list[float], list[float]]:
     confidence, correct = [float(c) for c in confidence], [float(c) for c in correct]
@@ -94,3 +96,179 @@ def plot_reliability(report: dict, path, title: str = "reliability") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# --- Fitted calibration and selective prediction (issue #43) ------------------------------------------
+#
+# The ECE of this project, one definition: top-label ECE with 10 equal-width bins weighted by count.
+# Each example's confidence is the probability of its predicted (most probable) label; bin b holds the
+# confidences in [b/10, (b+1)/10) (1.0 goes in the last bin); ECE = sum over bins of
+# (examples in the bin / all examples) * |mean confidence - accuracy| (`expected_calibration_error`).
+# Beside it, `adaptive_ece`: the same with 10 equal-mass bins (sorted by confidence, cut into 10 bins of
+# as equal a count as possible), less sensitive to where the confidences happen to cluster.
+#
+# Temperature scaling: calibrated probabilities are softmax(log p / T + b) over a record's labels, where p
+# are the scored label probabilities (label_scoring.py), T > 0 one scalar and b a per-label bias (the
+# first label's bias is 0; None: no bias). Fitted by minimising the negative log-likelihood (NLL) of the
+# gold labels. The NLL is convex in (1/T, b), so Newton's method finds the optimum.
+
+LOG_FLOOR = math.log(1e-12)  # a label probability of 0 (float underflow) counts as 1e-12: finite log-likelihoods
+
+
+def log_prob_rows(label_probs: list[dict], labels: list) -> np.ndarray:
+    """[examples, labels] log-probabilities from `label_probs` records ({label as str: p}), floored at 1e-12."""
+    rows = np.array([[float(probs[str(label)]) for label in labels] for probs in label_probs], dtype=float)
+    return np.maximum(np.log(np.maximum(rows, 0.0), where=rows > 0, out=np.full(rows.shape, LOG_FLOOR)), LOG_FLOOR)
+
+
+def calibrated_probs(log_probs, temperature: float, bias=None) -> np.ndarray:
+    """softmax(log p / T + b) per row: probabilities that sum to 1."""
+    z = np.asarray(log_probs, dtype=float) / temperature + (0.0 if bias is None else np.asarray(bias, dtype=float))
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probs, gold) -> float:
+    """Mean -log p(gold label) over rows of label probabilities (gold: column indices), floored at 1e-12."""
+    probs = np.asarray(probs, dtype=float)
+    picked = probs[np.arange(len(gold)), np.asarray(gold, dtype=int)]
+    return float(-np.mean(np.maximum(np.log(np.maximum(picked, 1e-300)), LOG_FLOOR)))
+
+
+def _features(log_probs, with_bias: bool) -> np.ndarray:
+    """[examples, labels, parameters]: the logit z_ik = theta . phi_ik with theta = (1/T, b_1, ..., b_K-1)."""
+    n, k = log_probs.shape
+    phi = [log_probs[:, :, None]]
+    if with_bias:
+        phi.append(np.broadcast_to(np.eye(k)[None, :, 1:], (n, k, k - 1)))
+    return np.concatenate(phi, axis=2)
+
+
+def _nll_of(theta, phi, gold) -> float:
+    z = phi @ theta
+    z = z - z.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(gold)), gold]))
+
+
+def _newton(phi, gold, iterations: int = 100) -> np.ndarray:
+    """The theta minimising the NLL (convex): Newton steps with backtracking, 1/T kept positive."""
+    theta = np.zeros(phi.shape[2])
+    theta[0] = 1.0  # T = 1, no bias: the raw probabilities
+    rows = np.arange(len(gold))
+    loss = _nll_of(theta, phi, gold)
+    for _ in range(iterations):
+        z = phi @ theta
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        mean_phi = np.einsum("nk,nkd->nd", p, phi)
+        grad = np.mean(mean_phi - phi[rows, gold], axis=0)
+        hess = np.einsum("nk,nkd,nke->de", p, phi, phi) / len(gold) - mean_phi.T @ mean_phi / len(gold)
+        step = np.linalg.solve(hess + 1e-9 * np.eye(len(theta)), grad)
+        scale = 1.0
+        while scale > 1e-10:
+            candidate = theta - scale * step
+            candidate[0] = max(candidate[0], 1e-6)
+            new_loss = _nll_of(candidate, phi, gold)
+            if new_loss <= loss:
+                break
+            scale /= 2
+        else:
+            break
+        theta, improvement, loss = candidate, loss - new_loss, new_loss
+        if improvement < 1e-12:
+            break
+    return theta
+
+
+def fit_temperature(log_probs, gold, with_bias: bool = False) -> dict:
+    """{"temperature": T, "bias": [b per label] or None} minimising the NLL of `gold` (label indices)."""
+    log_probs, gold = np.asarray(log_probs, dtype=float), np.asarray(gold, dtype=int)
+    theta = _newton(_features(log_probs, with_bias), gold)
+    return {"temperature": float(1.0 / theta[0]), "bias": [0.0, *map(float, theta[1:])] if with_bias else None}
+
+
+def cross_validated_nll(log_probs, gold, with_bias: bool, folds: int = 5, seed: int = 0) -> float:
+    """Held-out NLL of a fit: k folds (a seeded shuffle), each scored by the fit on the others."""
+    log_probs, gold = np.asarray(log_probs, dtype=float), np.asarray(gold, dtype=int)
+    order = np.random.default_rng(seed).permutation(len(gold))
+    total = 0.0
+    for held in np.array_split(order, folds):
+        rest = np.setdiff1d(order, held)
+        fit = fit_temperature(log_probs[rest], gold[rest], with_bias)
+        total += len(held) * negative_log_likelihood(calibrated_probs(log_probs[held], fit["temperature"],
+                                                                      fit["bias"]), gold[held])
+    return total / len(gold)
+
+
+def fit_calibration(log_probs, gold, folds: int = 5, seed: int = 0) -> dict:
+    """Temperature scaling fitted by NLL; with more than two labels, a per-label bias as well when it
+    lowers the held-out NLL of a k-fold cross-validation on these examples (else it overfits them).
+    {"method": "temperature" or "temperature+bias", "temperature", "bias", "cv_nll": {method: NLL}}."""
+    log_probs = np.asarray(log_probs, dtype=float)
+    folds = min(folds, len(gold))
+    cv = {}
+    if log_probs.shape[1] > 2 and folds >= 2:
+        cv = {method: cross_validated_nll(log_probs, gold, method == "temperature+bias", folds, seed)
+              for method in ("temperature", "temperature+bias")}
+    method = "temperature+bias" if cv and cv["temperature+bias"] < cv["temperature"] else "temperature"
+    return {"method": method, **fit_temperature(log_probs, gold, method == "temperature+bias"), "cv_nll": cv}
+
+
+def adaptive_ece(confidence, correct, n_bins: int = 10) -> float:
+    """ECE with equal-mass bins: sorted by confidence, cut into `n_bins` bins of as equal a count as
+    possible (fewer when there are fewer examples), weighted by count."""
+    confidence, correct = _validate(confidence, correct)
+    order = sorted(range(len(confidence)), key=lambda i: confidence[i])
+    bins = min(n_bins, len(order))
+    total = 0.0
+    for b in range(bins):
+        members = order[b * len(order) // bins:(b + 1) * len(order) // bins]
+        gap = sum(confidence[i] - correct[i] for i in members) / len(members)
+        total += len(members) / len(order) * abs(gap)
+    return total
+
+
+def risk_coverage(confidence, correct) -> list[dict]:
+    """The risk-coverage curve: for each distinct confidence t (rising), answer the examples whose
+    confidence is >= t and abstain on the rest. Each point: threshold, answered, coverage (answered / all)
+    and accuracy of the answered examples. Tied confidences are answered or abstained together."""
+    confidence, correct = _validate(confidence, correct)
+    order = sorted(range(len(confidence)), key=lambda i: -confidence[i])
+    points, answered, right = [], 0, 0.0
+    for position, i in enumerate(order):
+        answered, right = answered + 1, right + correct[i]
+        if position + 1 == len(order) or confidence[order[position + 1]] != confidence[i]:
+            points.append({"threshold": confidence[i], "answered": answered, "coverage": answered / len(order),
+                           "accuracy": right / answered})
+    return points[::-1]
+
+
+def aurc(curve: list[dict]) -> float:
+    """Area under the risk-coverage curve (risk = 1 - accuracy of the answered): each group of tied
+    confidences adds its share of the examples times the risk once it is answered. Without ties this is
+    the usual mean over k of the error rate of the k most confident examples; lower is better."""
+    total, covered = 0.0, 0.0
+    for point in sorted(curve, key=lambda p: p["coverage"]):
+        total += (point["coverage"] - covered) * (1.0 - point["accuracy"])
+        covered = point["coverage"]
+    return total
+
+
+def threshold_for_accuracy(curve: list[dict], target: float) -> dict | None:
+    """The lowest threshold whose answered examples reach `target` accuracy (the largest coverage that
+    does): {"threshold", "coverage", "accuracy", "answered"}; None when no threshold reaches it."""
+    reached = [point for point in curve if point["accuracy"] >= target]
+    return dict(max(reached, key=lambda p: p["coverage"])) if reached else None
+
+
+COVERAGE_TARGETS = (0.90, 0.95, 0.99)
+
+
+def selective_report(confidence, correct) -> dict:
+    """What every scored run reports of abstention: the risk-coverage curve, AURC, and the coverage at
+    90/95/99% accuracy (None where unreachable)."""
+    curve = risk_coverage(confidence, correct)
+    return {"risk_coverage": curve, "aurc": aurc(curve),
+            "coverage_at_accuracy": {f"{target:.2f}": (threshold_for_accuracy(curve, target) or {}).get("coverage")
+                                     for target in COVERAGE_TARGETS}}

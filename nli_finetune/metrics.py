@@ -4,6 +4,8 @@
     classification_metrics([1, 0, 1], [1, None, 0], labels=[0, 1])
 """
 
+import math
+
 
 def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
     """Accuracy, macro precision/recall/F1, per-class report, confusion matrix, parse-failure rate.
@@ -107,6 +109,16 @@ def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: in
     tail = (1 - level) / 2
     return {key: [sorted(values)[int(tail * samples)], sorted(values)[min(samples - 1, int((1 - tail) * samples))]]
             for key, values in scores.items()}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """The Wilson score interval of a proportion (95% by default); None for n = 0. Used for abstention's
+    coverage and accuracy of the answered examples, where a bootstrap of a share adds nothing."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
 
 
 def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: int = 1000, seed: int = 0,

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nli_finetune.calibration import adaptive_bins, brier_score, expected_calibration_error
+from nli_finetune.calibration import adaptive_bins, brier_score, expected_calibration_error, selective_report
 from nli_finetune.cli import progress
 from nli_finetune.data_io import DataError, atomic_write_text, check_outputs
 from nli_finetune.metrics import bootstrap_intervals, classification_metrics
@@ -33,7 +33,7 @@ from prompts import TASKS
 # record fields that are not the example's inputs
 RECORD_FIELDS = {"id", "raw_output", "predicted_label", "extraction_method", "json_objects", "stop_reason",
                  "generated_tokens", "prompt_tokens_trimmed", "true_label", "correct", "error", "over_context",
-                 "label_probs", "confidence"}
+                 "label_probs", "confidence", "calibrated_label_probs", "abstained"}
 FREE_TEXT = "free text"  # the "label" of a free-text answer: there is none to parse, so none failed to parse
 
 
@@ -57,7 +57,7 @@ def read_runs(path: Path) -> list[Run]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("settings"), dict) and "records" in data:
-        return [sample_model_run(path, data)]
+        return [with_calibrated(sample_model_run(path, data), path, data["records"])]
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "records" in v and "metrics" in v
                                                for v in data.values()):
         return [confidence_run(path, eval_set, result) for eval_set, result in data.items()]
@@ -168,6 +168,27 @@ def probability(path, number: int, label_probs, value, name="confidence") -> flo
     return float(value)
 
 
+def with_calibrated(run: Run, path, records: list) -> Run:
+    """Records of a calibrated model (`calibrated_label_probs` beside the raw `label_probs`, evaluate.calibrate)
+    give each example its calibrated confidence and whether the calibrated prediction is right: the
+    reliability diagram after calibration. Records of a run with abstention say whether it `abstained`."""
+    for number, record in enumerate(records, start=1):
+        if "abstained" in record:
+            if not isinstance(record["abstained"], bool):
+                raise DataError(f"{path}: record {number}: field 'abstained': {record['abstained']!r} is not true or false")
+            run.rows[str(record["id"])]["abstained"] = record["abstained"]
+        probs = record.get("calibrated_label_probs")
+        if probs is None:
+            continue
+        if not isinstance(probs, dict) or not probs:
+            raise DataError(f"{path}: record {number}: field 'calibrated_label_probs': {probs!r} is not an object")
+        row = run.rows[str(record["id"])]
+        predicted = max(probs, key=lambda label: probs[label])
+        row["calibrated"] = (probability(path, number, probs, None, "calibrated_label_probs"),
+                             None if row["gold"] is None else predicted == row["gold"])
+    return run
+
+
 def confidence_run(path, eval_set: str, result: dict) -> Run:
     """A confidence-token validation set: the label is the token the model appended (C confident, U
     unsure, none = a parse failure), right = its answer was right, confidence = p(confident)."""
@@ -232,7 +253,7 @@ def run_summary(run: Run, ids: list[str], bootstrap: int) -> dict:
                                   "cols": list(next(iter(metrics["confusion_matrix"].values()))),
                                   "counts": [list(row.values()) for row in metrics["confusion_matrix"].values()],
                                   "of": "token" if run.confusion_rows else "label"}}
-    return summary | calibration_summary(rows)
+    return summary | calibration_summary(rows) | selective_summary(rows) | calibrated_summary(rows)
 
 
 def calibration_summary(rows: list[dict]) -> dict:
@@ -245,6 +266,37 @@ def calibration_summary(rows: list[dict]) -> dict:
     return {"ece": expected_calibration_error(confidence, correct), "brier": brier_score(confidence, correct),
             "n_confidence": len(pairs),
             "reliability": [{k: b[k] for k in ("size", "confidence", "accuracy")} for b in bins]}
+
+
+CURVE_POINTS = 200  # the most points of a risk-coverage curve the page draws (the AURC uses them all)
+
+
+def selective_summary(rows: list[dict]) -> dict:
+    """The risk-coverage curve (thinned to CURVE_POINTS for drawing), AURC and coverage at 90/95/99%
+    accuracy over the examples that have a confidence and a right/wrong (calibration.selective_report)."""
+    pairs = [(r["conf"], bool(r["correct"])) for r in rows if r["conf"] is not None and r["correct"] is not None]
+    if not pairs:
+        return {}
+    report = selective_report(*zip(*pairs))
+    curve = report["risk_coverage"]
+    answered = [r for r in rows if not r.get("abstained")]
+    abstention = {"coverage": len(answered) / len(rows),
+                  "answered_accuracy": sum(r["correct"] is True for r in answered) / len(answered) if answered else None} \
+        if any("abstained" in r for r in rows) else {}
+    step = max(1, -(-len(curve) // CURVE_POINTS))
+    kept = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])  # both ends always drawn
+    return abstention | {"aurc": report["aurc"], "coverage_at_accuracy": report["coverage_at_accuracy"],
+            "risk_coverage": [{k: p[k] for k in ("threshold", "coverage", "accuracy")} for p in kept]}
+
+
+def calibrated_summary(rows: list[dict]) -> dict:
+    """ECE, Brier and reliability bins after calibration, where the records carry calibrated probabilities."""
+    pairs = [r["calibrated"] for r in rows if r.get("calibrated") and r["calibrated"][1] is not None]
+    if not pairs:
+        return {}
+    after = calibration_summary([{"conf": conf, "correct": right} for conf, right in pairs])
+    return {"ece_calibrated": after["ece"], "brier_calibrated": after["brier"],
+            "reliability_calibrated": after["reliability"]}
 
 
 def unique_names(runs: list[Run]) -> None:
@@ -273,7 +325,8 @@ def page_data(runs: list[Run], title: str = "evaluation results", bootstrap: int
             "correct": [[run.rows[i]["correct"] for i in ids] for run in runs],
             "conf": [[run.rows[i]["conf"] for i in ids] for run in runs],
             "raw": [[run.rows[i]["raw"] for i in ids] for run in runs],
-            "stop": [[run.rows[i]["stop"] for i in ids] for run in runs]}}
+            "stop": [[run.rows[i]["stop"] for i in ids] for run in runs],
+            "abstained": [[run.rows[i].get("abstained", False) for i in ids] for run in runs]}}
 
 
 def write_report(result_files: list, output, title: str | None = None, bootstrap: int = 1000,
@@ -415,6 +468,7 @@ function card(r, k) {
   }
   if (r.reliability) box.append(reliability(r));
   else box.append(el("div", {class: "small"}, "no probabilities in this run:", el("br"), "no reliability diagram"));
+  if (r.risk_coverage) box.append(riskCoverage(r));
   return el("div", {class: "card"}, el("h3", {}, r.name), box);
 }
 
@@ -430,9 +484,39 @@ function reliability(r) {
   const most = Math.max(...r.reliability.map((b) => b.size));
   for (const b of r.reliability) node("circle", {cx: x(b.confidence), cy: y(b.accuracy), r: 2 + 4 * Math.sqrt(b.size / most), fill: "#1f6feb", "fill-opacity": 0.7})
     .append(Object.assign(document.createElementNS(ns, "title"), {textContent: `${b.size} examples: confidence ${fmt(b.confidence)}, accuracy ${fmt(b.accuracy)}`}));
+  // after calibration (evaluate.calibrate): the same bins of the calibrated confidences, in orange
+  for (const b of r.reliability_calibrated || []) node("rect", {x: x(b.confidence) - 3, y: y(b.accuracy) - 3, width: 6, height: 6, fill: "#d4700f", "fill-opacity": 0.8, class: "calibrated"})
+    .append(Object.assign(document.createElementNS(ns, "title"), {textContent: `calibrated, ${b.size} examples: confidence ${fmt(b.confidence)}, accuracy ${fmt(b.accuracy)}`}));
   node("text", {x: P + S / 2, y: S + P + 14, "text-anchor": "middle", "font-size": 11}, "confidence");
   node("text", {x: 10, y: 8 + S / 2, "font-size": 11, transform: `rotate(-90 10 ${8 + S / 2})`, "text-anchor": "middle"}, "accuracy");
-  return el("div", {}, el("div", {class: "small"}, `ECE ${fmt(r.ece)}, Brier ${fmt(r.brier)} (${r.n_confidence} examples)`), svg);
+  const caption = el("div", {class: "small"}, `ECE ${fmt(r.ece)}, Brier ${fmt(r.brier)} (${r.n_confidence} examples)`);
+  if (r.reliability_calibrated) caption.append(el("br"), el("span", {style: "color:#1f6feb"}, "\u25cf raw"), " ",
+    el("span", {style: "color:#d4700f"}, "\u25a0 calibrated"), `: ECE ${fmt(r.ece_calibrated)}, Brier ${fmt(r.brier_calibrated)}`);
+  return el("div", {}, caption, svg);
+}
+
+// Accuracy of the answered examples against the share answered, as the confidence threshold rises
+// (from coverage 1 on the right to the most confident examples alone on the left).
+function riskCoverage(r) {
+  const ns = "http://www.w3.org/2000/svg", S = 170, P = 26, svg = document.createElementNS(ns, "svg");
+  const node = (tag, attrs, text) => { const e = document.createElementNS(ns, tag);
+    for (const [a, v] of Object.entries(attrs)) e.setAttribute(a, v); if (text) e.textContent = text; svg.append(e); return e; };
+  svg.setAttribute("width", S + P + 8); svg.setAttribute("height", S + P + 18); svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `risk-coverage curve of ${r.name}`);
+  const x = (v) => P + v * S, y = (v) => 8 + (1 - v) * S;
+  node("rect", {x: P, y: 8, width: S, height: S, fill: "none", stroke: "#c9d1d9"});
+  const points = [...r.risk_coverage].sort((a, b) => a.coverage - b.coverage);
+  node("polyline", {points: points.map((p) => `${x(p.coverage).toFixed(1)},${y(p.accuracy).toFixed(1)}`).join(" "),
+    fill: "none", stroke: "#1f6feb", "stroke-width": 1.5, class: "risk-coverage"});
+  for (const [target, coverage] of Object.entries(r.coverage_at_accuracy || {})) if (coverage !== null)
+    node("circle", {cx: x(coverage), cy: y(+target), r: 3, fill: "#d4700f"})
+      .append(Object.assign(document.createElementNS(ns, "title"), {textContent: `accuracy ${target} at coverage ${fmt(coverage)}`}));
+  node("text", {x: P + S / 2, y: S + P + 14, "text-anchor": "middle", "font-size": 11}, "coverage (share answered)");
+  node("text", {x: 10, y: 8 + S / 2, "font-size": 11, transform: `rotate(-90 10 ${8 + S / 2})`, "text-anchor": "middle"}, "accuracy answered");
+  const at90 = (r.coverage_at_accuracy || {})["0.90"];
+  const caption = el("div", {class: "small"}, `AURC ${fmt(r.aurc)}, coverage at 90% accuracy ${at90 === null || at90 === undefined ? "unreachable" : fmt(at90)}`);
+  if (r.coverage !== undefined) caption.append(el("br"), `abstaining: coverage ${fmt(r.coverage)}, accuracy answered ${fmt(r.answered_accuracy)}`);
+  return el("div", {}, caption, svg);
 }
 
 function controls() {
@@ -533,6 +617,7 @@ function row(i) {
     const pred = E.pred[k][i], right = E.correct[k][i], stop = E.stop[k][i], conf = E.conf[k][i];
     const kind = pred === null ? "fail" : right === true ? "right" : right === false ? "wrong" : "nolabel";
     const td = el("td", {}, el("span", {class: `badge ${kind}`}, pred === null ? "parse failure" : pred));
+    if (E.abstained && E.abstained[k][i]) td.append(el("span", {class: "small abstained"}, " abstained"));
     if (conf !== null) td.append(el("span", {class: "small"}, ` p ${fmt(conf, 2)}`));
     const why = {length: " (cut at max tokens)", error: " (API error)", context: " (prompt past the context: not scored)"}[stop];
     if (why) td.append(el("span", {class: "small"}, why));

@@ -7,9 +7,11 @@ parse_predictions), which use them without loading torch.
 
 from pathlib import Path
 
+import numpy as np
+
 from nli_finetune.data_io import atomic_write_csv, atomic_write_json
 from nli_finetune.extraction import count_json_objects, extract_label
-from nli_finetune.metrics import classification_metrics, probability_metrics, text_metrics
+from nli_finetune.metrics import classification_metrics, probability_metrics, text_metrics, wilson_interval
 from nli_finetune.redaction import redact_data
 from prompts import get_task
 
@@ -55,7 +57,7 @@ def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
     exact match and ROUGE-L against the references instead."""
     errors = sum(r["stop_reason"] == "error" for r in records)
     over = sum("over_context" in r for r in records)
-    metrics = summarize_answers(records, task, has_labels)
+    metrics = summarize_answers(records, task, has_labels) | scored_metrics(records, task, has_labels)
     return metrics | ({"api_errors": errors} if errors else {}) | ({"over_context": over} if over else {})
 
 
@@ -83,6 +85,42 @@ def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
         if scored:
             metrics.update(probability_metrics([r["true_label"] for r in scored], [r["label_probs"] for r in scored],
                                                list(task.labels)))
+    return metrics
+
+
+def answer_confidence(record: dict) -> float | None:
+    """The probability a scored record gives its predicted label: the calibrated one where the model has a
+    calibration (`calibrated_label_probs`), else the raw; None for a record that was not scored."""
+    probs = record.get("calibrated_label_probs") or record.get("label_probs")
+    return None if not probs or record["predicted_label"] is None else probs[str(record["predicted_label"])]
+
+
+def scored_metrics(records: list[dict], task: str, has_labels: bool) -> dict:
+    """What scored labels add (issue #43): the raw NLL; ECE / Brier / NLL after calibration (calibrated_*)
+    where records carry calibrated probabilities; the risk-coverage curve, AURC and coverage at 90/95/99%
+    accuracy; and with abstention (records marked `abstained`) the coverage and the accuracy of the answered
+    examples, with 95% Wilson intervals, beside the full-set numbers."""
+    from nli_finetune.calibration import log_prob_rows, negative_log_likelihood, selective_report
+    labels = [str(label) for label in get_task(task).labels]
+    scored = [r for r in records if r.get("label_probs") and r["predicted_label"] is not None]
+    if not has_labels or not scored:
+        return {}
+    gold = [labels.index(str(r["true_label"])) for r in scored]
+    metrics = {"nll": negative_log_likelihood(np.exp(log_prob_rows([r["label_probs"] for r in scored], labels)), gold)}
+    if all(r.get("calibrated_label_probs") for r in scored):
+        calibrated = [r["calibrated_label_probs"] for r in scored]
+        metrics |= {f"calibrated_{k}": v for k, v in probability_metrics([r["true_label"] for r in scored], calibrated,
+                                                                          list(get_task(task).labels)).items()}
+        metrics["calibrated_nll"] = negative_log_likelihood(np.exp(log_prob_rows(calibrated, labels)), gold)
+    report = selective_report([answer_confidence(r) for r in scored], [bool(r["correct"]) for r in scored])
+    metrics |= {k: report[k] for k in ("aurc", "coverage_at_accuracy", "risk_coverage")}
+    if any("abstained" in r for r in records):
+        answered = [r for r in records if not r.get("abstained")]
+        right = sum(bool(r["correct"]) for r in answered)
+        metrics |= {"abstained": len(records) - len(answered), "coverage": len(answered) / len(records),
+                    "coverage_ci": wilson_interval(len(answered), len(records)),
+                    "answered_accuracy": right / len(answered) if answered else None,
+                    "answered_accuracy_ci": wilson_interval(right, len(answered))}
     return metrics
 
 
