@@ -65,8 +65,16 @@ from pathlib import Path
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser, at_least, format_table
 from nli_finetune.cli import progress as progress_bar
-from nli_finetune.data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
+from nli_finetune.data_io import (
+    DataError,
+    atomic_write_json,
+    atomic_write_text,
+    content_fingerprint,
+    overlap,
+    path_fingerprint,
+)
 from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
+from nli_finetune.modeling import model_locations
 from nli_finetune.report_page import write_report
 from prompts import get_task
 
@@ -236,9 +244,51 @@ def train_config_path(name: str) -> Path:
     return in_repo(name) if in_repo(name).is_file() else REPO_ROOT / "train" / "configs" / name
 
 
-def files_in(options: list) -> dict:
-    """Fingerprints of the files an option list names (an edited data file redoes the stage)."""
-    return {str(o): path_fingerprint(in_repo(o)) for o in options if isinstance(o, str) and in_repo(o).is_file()}
+def option_paths(options) -> list[str]:
+    """The existing files and folders an option list (or a settings dict's values) names, as a bare value
+    or as --key=PATH (the repo root itself, as "." or "", is no input)."""
+    values = options.values() if isinstance(options, dict) else options
+    found = []
+    for option in (o for o in values if isinstance(o, str)):
+        for value in (option, option.split("=", 1)[1] if option.startswith("-") and "=" in option else None):
+            if value and in_repo(value).exists() and in_repo(value).resolve() != REPO_ROOT.resolve():
+                found.append(value)
+    return found
+
+
+def files_in(options) -> dict:
+    """Fingerprints of the files and folders options name (an edited data file redoes the stage)."""
+    return {path: path_fingerprint(in_repo(path)) for path in option_paths(options)}
+
+
+def study_inputs(study: dict) -> list[tuple[str, Path]]:
+    """(what, path) of everything the study reads that exists on disk: the model (and its base or
+    converted folder), the evaluation file, the training config, and every path an arm's options name."""
+    locations = model_locations(str(in_repo(study["model"])))
+    inputs = [("model" if i == 0 else "folder the model is read from", p) for i, p in enumerate(locations)]
+    inputs += [("evaluation file", in_repo(study["eval_file"])),
+               ("training config", train_config_path(study["train_config"]))]
+    for run in study["arms"]:
+        for field, what in (("data", "data file"), ("train", "training input"), ("eval", "evaluation input")):
+            inputs += [(f"{what}", in_repo(path)) for path in option_paths(run.get(field) or [])]
+    return inputs
+
+
+def check_writes_clear_of_inputs(study: dict) -> None:
+    """Refuse, before any work, an --output_dir or arm folder that is, holds or lies inside an input: a
+    stage replaces its arm's files (train clears <arm>/model), which would destroy the input."""
+    out = study["output_dir"]
+    arm_dirs = [(f"arm {run['name']}'s folder", out / "arms" / run["name"]) for run in study["arms"]]
+    for what, path in study_inputs(study):
+        how = overlap(out, path)
+        if how is None:
+            continue
+        culprit = ("--output_dir", out, how)
+        if how == "contains":  # name the arm whose stages would write over it, where one does
+            culprit = next(((name, folder, overlap(folder, path)) for name, folder in arm_dirs
+                            if overlap(folder, path)), culprit)
+        raise DataError(f"{culprit[0]} {culprit[1]} {culprit[2]} the {what} {path}: the study writes there and "
+                        "would change or delete it; choose another --output_dir")
 
 
 def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
@@ -532,6 +582,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.config, args)
+        check_writes_clear_of_inputs(study)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

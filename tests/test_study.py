@@ -288,3 +288,51 @@ def test_a_bad_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
     study["arms"][1]["train"] = {"seed": 7}  # its own seed differs from first's: no run of first to start from
     with pytest.raises(DataError, match="which arm first \\(its init_from\\) has no run of"):
         runs_per_seed(study, None)
+
+
+def fake_model(folder):
+    """A folder that looks like a model to the path checks (the study loads nothing before its stages)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_text("weights")
+    return folder
+
+
+def no_stage_runs(monkeypatch):
+    """Every stage 'succeeds' without running, so a test sees what the runner itself does to the disk."""
+    import scripts.study as study
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: calls.append(a) or 0)
+    return calls
+
+
+def test_h2_the_study_refuses_a_model_inside_an_arm_folder_it_would_clear(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+    out = tmp_path / "study"
+    model = fake_model(out / "arms" / "label_only" / "model")  # an earlier run's adapter, in the default layout
+    config = write_config(tmp_path / "study.py", model)
+    calls = no_stage_runs(monkeypatch)
+    assert main(["--config", str(config), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"arm label_only's folder {out / 'arms' / 'label_only'} contains the model" in err, err
+    assert calls == [] and (model / "adapter_model.safetensors").read_text() == "weights"
+    assert not (out / "study.log").exists()
+
+
+def test_m7_the_study_refuses_an_output_dir_in_or_at_an_input(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+    model = fake_model(tmp_path / "model")
+    config = write_config(tmp_path / "study.py", model)
+    calls = no_stage_runs(monkeypatch)
+    for out, how in ((model, "is"), (model / "results", "lies inside")):
+        assert main(["--config", str(config), "--output_dir", str(out)]) == 2
+        assert f"--output_dir {out} {how} the model {model}" in capsys.readouterr().err
+    assert calls == [] and sorted(p.name for p in model.iterdir()) == ["adapter_model.safetensors", "config.json"]
+    # a data file in any option form, inside an arm's folder, is refused too
+    pairs = tmp_path / "out" / "arms" / "ablation1" / "pairs.csv"
+    pairs.parent.mkdir(parents=True)
+    pairs.write_text((REPO_ROOT / "data/sample/trial.csv").read_text())
+    config.write_text(config.read_text().replace('"--ablation", "1"', f'"--ablation", "1", "--pairs={pairs}"'))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"arm ablation1's folder {pairs.parent} contains the data file {pairs}" in capsys.readouterr().err
+    assert calls == [] and pairs.exists()
