@@ -37,8 +37,8 @@ give per arm the mean over seeds of accuracy, macro-F1 and the paired difference
 over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is larger than the spread between
 pairs).
 
-Resumable: a stage whose inputs (its options, the files it reads, the stage before it) are unchanged since
-it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
+Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
+project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
 point and rerun redoes only what had not finished (an evaluation resumes from its progress file).
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
@@ -291,29 +291,68 @@ def check_writes_clear_of_inputs(study: dict) -> None:
                         "would change or delete it; choose another --output_dir")
 
 
+# The project's own code each stage runs (with COMMON_SOURCES): an edit redoes the stages that run it.
+# Training configs are not here: the resolved config is fingerprinted instead (an edit to one that no
+# arm uses redoes nothing).
+COMMON_SOURCES = ("prompts.py", "nli_finetune", "data/prompt_templates")
+STAGE_SOURCES = {"data": ("scripts/prepare_ft_data.py",), "train": ("train",), "eval": ("evaluate",)}
+
+
+def source_fingerprint(stage: str) -> str:
+    """A hash of the .py files (and prompt templates) a stage runs."""
+    def is_source(relative: Path) -> bool:
+        return relative.suffix in (".py", ".json") and "__pycache__" not in relative.parts \
+            and relative.parts[0] != "configs"
+    return content_fingerprint({source: path_fingerprint(in_repo(source), include=is_source)
+                                for source in (*COMMON_SOURCES, *STAGE_SOURCES[stage])})
+
+
+def resolved_config_fingerprint(study: dict) -> str:
+    """A hash of the training config as train_sft resolves it (defaults < the file < whatever it imports),
+    so an edit to a config it imports retrains, as an edit to the file itself does."""
+    from train.config_loader import ConfigError, load_config
+    try:
+        config = load_config(["--config", str(train_config_path(study["train_config"]))])
+    except ConfigError as exc:
+        raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
+    return content_fingerprint(config)
+
+
+def train_overrides(arm: dict, args) -> dict:
+    """The arm's "train" options, with --max_steps capping its steps."""
+    overrides = dict(arm["train"])
+    if args.max_steps:
+        steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
+        overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
+    return overrides
+
+
 def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     """What each stage is computed from; a stage is redone when its inputs differ from when it finished.
-    An arm with model_of depends on that arm's finished training (its inputs and its run), from `states`."""
+    Training depends on the content of the train.jsonl the data stage wrote (computed again after that
+    stage ran), not on the data stage's options: an evaluation file's changed gold label redoes the data
+    stage (it filters pairs against that file) and the evaluations, and no training when train.jsonl is
+    unchanged. An arm with model_of depends on that arm's finished training (its inputs and its run), from
+    `states`."""
     eval_file = str(study["eval_file"])
+    arm_dir = study["output_dir"] / "arms" / arm["name"]
     inputs = {}
     if arm.get("train") is not None:
-        overrides = dict(arm["train"])
-        if args.max_steps:
-            steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
-            overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
+        overrides = train_overrides(arm, args)
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
-                          "eval_file": path_fingerprint(in_repo(eval_file))}
-        inputs["train"] = {"data": content_fingerprint(inputs["data"]), "model": study["model"],
+                          "eval_file": path_fingerprint(in_repo(eval_file)), "code": source_fingerprint("data")}
+        inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
                            "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
-                           "config_file": path_fingerprint(train_config_path(study["train_config"])),
-                           "overrides": overrides}
+                           "resolved_config": resolved_config_fingerprint(study), "overrides": overrides,
+                           "files": files_in(overrides), "code": source_fingerprint("train")}
         if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
             inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
     inputs["eval"] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
-                      "settings": arm["eval"], "limit": args.eval_limit}
+                      "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
+                      "code": source_fingerprint("eval")}
     return inputs
 
 
@@ -356,10 +395,11 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     previous = state.get(stage) or stale.get(stage)
     log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
         f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
-    for later in STAGES[STAGES.index(stage):]:
+    # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
+    for later in ("train", "eval") if stage == "train" else (stage,):
         if later in state:
             stale[later] = state.pop(later)
-    if stage != "eval":
+    if stage == "train":
         state.pop("eval_started", None)  # a new model: its evaluation starts over
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
@@ -392,8 +432,8 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    inputs = stage_inputs(study, arm, args, states)
     for stage in STAGES:
+        inputs = stage_inputs(study, arm, args, states)  # after the stage before it ran: its output is an input
         if stage in inputs:
             run_stage(stage, study, arm, inputs, state, arm_dir, log)
     return state

@@ -1,6 +1,7 @@
 """The study runner (scripts/study.py): arms run, rerun skips them, a changed arm is redone; its statistics."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -251,9 +252,10 @@ def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tm
     from types import SimpleNamespace
 
     from scripts.study import stage_inputs
-    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py"}
+    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py",
+             "output_dir": tmp_path / "out", "config_path": "s.py"}
     for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
-        arm = {"data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
+        arm = {"name": "a", "data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
         for cap, expected in ((20, capped), (None, steps)):
             inputs = stage_inputs(study, arm, SimpleNamespace(max_steps=cap, eval_limit=None), {})
             assert inputs["train"]["overrides"].get("max_steps") == expected
@@ -336,3 +338,95 @@ def test_m7_the_study_refuses_an_output_dir_in_or_at_an_input(tmp_path, capsys, 
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
     assert f"arm ablation1's folder {pairs.parent} contains the data file {pairs}" in capsys.readouterr().err
     assert calls == [] and pairs.exists()
+
+
+STALE = '''
+name = "stale"
+model = {model!r}
+eval_file = {eval_file!r}
+train_config = {train_config!r}
+baseline = "label_only"
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs={pairs}"],
+     "train": {{"task": "nli_label", "batch_size": 2}}, "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
+    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+]
+'''
+
+
+@pytest.fixture
+def stale_study(tmp_path, monkeypatch):
+    """A two-arm study whose every input is a temp file, and a `run()` that runs its stages with each
+    subprocess faked (the data stage writes a fixed train.jsonl): returns the log lines."""
+    import shutil
+    import sys
+
+    import scripts.study as study
+    shutil.copy(REPO_ROOT / "data/sample/trial.csv", tmp_path / "pairs.csv")
+    shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tmp_path / "eval.csv")
+    (tmp_path / "base_recipe.py").write_text("from train.configs.tiny_cpu import *  # noqa\nlearning_rate = 1e-3\n")
+    (tmp_path / "recipe.py").write_text("from base_recipe import *  # noqa\n")  # as distributed.py imports
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "stale.py"
+    config.write_text(STALE.format(model=str(fake_model(tmp_path / "model")), eval_file=str(tmp_path / "eval.csv"),
+                                   train_config=str(tmp_path / "recipe.py"), pairs=tmp_path / "pairs.csv"))
+
+    def fake_call(command, **kwargs):
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text('{"same": "train.jsonl"}\n')
+        return 0
+
+    def run():
+        sys.modules.pop("base_recipe", None)  # a new study process imports the file as it is now
+        monkeypatch.setattr(study.subprocess, "call", fake_call)
+        args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+        loaded, states, lines = study.load_study(args.config, args), {}, []
+        for arm in loaded["arms"]:
+            states[arm["name"]] = study.run_arm(loaded, arm, args, lines.append, states)
+        return lines
+    return tmp_path, run
+
+
+def test_h6_an_edited_config_that_the_train_config_imports_retrains(stale_study):
+    tmp_path, run = stale_study
+    run()
+    assert all("skipped" in line for line in run())
+    (tmp_path / "base_recipe.py").write_text("from train.configs.tiny_cpu import *  # noqa\nlearning_rate = 2e-3\n")
+    lines = run()
+    assert "arm label_only: data skipped (finished, inputs unchanged)" in lines
+    assert "arm label_only: train redone (resolved_config)" in lines, lines
+    assert "arm label_only_scored: eval redone (model)" in lines
+
+
+def test_h6_a_data_file_given_as_option_equals_path_is_fingerprinted(stale_study):
+    tmp_path, run = stale_study
+    run()
+    with open(tmp_path / "pairs.csv", "a") as f:
+        f.write("\n")
+    assert "arm label_only: data redone (files)" in run()
+
+
+def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch):
+    import scripts.study as study
+    tmp_path, run = stale_study
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'a'\n")
+    monkeypatch.setattr(study, "COMMON_SOURCES", (*study.COMMON_SOURCES, str(tmp_path / "prompts_copy.py")))
+    run()
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'b'\n")
+    lines = run()
+    for stage in ("data", "train", "eval"):  # (the evaluation's model changed too: it is retrained)
+        assert any(line.startswith(f"arm label_only: {stage} redone (code") for line in lines), lines
+
+
+def test_h6_a_changed_gold_label_redoes_the_evaluations_not_the_training(stale_study):
+    tmp_path, run = stale_study
+    run()
+    eval_file = tmp_path / "eval.csv"
+    lines = eval_file.read_text().splitlines(True)
+    assert lines[1].endswith(",0\n")  # the label is the last column
+    eval_file.write_text("".join([lines[0], lines[1][:-2] + "1\n", *lines[2:]]))
+    lines = run()
+    assert "arm label_only: data redone (eval_file)" in lines  # it drops pairs that occur in the evaluation file
+    assert "arm label_only: train skipped (finished, inputs unchanged)" in lines, lines  # same train.jsonl
+    assert "arm label_only: eval redone (eval_file_content)" in lines
+    assert "arm label_only_scored: eval redone (eval_file_content)" in lines
