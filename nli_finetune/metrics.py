@@ -109,12 +109,15 @@ def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: in
             for key, values in scores.items()}
 
 
-def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict:
+def paired_difference(correct_a: list[bool] | dict, correct_b: list[bool] | dict, *, samples: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> dict:
     """How much more often B is right than A on the same examples: the accuracy difference (B - A), its
     paired percentile bootstrap interval (both resampled with the same picks, seeded) and McNemar's
-    exact p (two-sided binomial test on the examples only one of them gets right)."""
+    exact p (two-sided binomial test on the examples only one of them gets right). Given {id: correct}
+    dicts, both must hold the same ids (a ValueError names the others): pairs of other examples are no pairs."""
     import random
+    if isinstance(correct_a, dict) or isinstance(correct_b, dict):
+        correct_a, correct_b = _paired_by_id(dict(correct_a), dict(correct_b))
     if len(correct_a) != len(correct_b) or not correct_a:
         raise ValueError(f"paired results need the same examples: {len(correct_a)} vs {len(correct_b)}")
     n = len(correct_a)
@@ -126,6 +129,16 @@ def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: 
     return {"difference": sum(delta) / n,
             "interval": [diffs[int(tail * samples)], diffs[min(samples - 1, int((1 - tail) * samples))]],
             "mcnemar_p": mcnemar_p(only_a, only_b), "only_baseline_right": only_a, "only_arm_right": only_b}
+
+
+def _paired_by_id(correct_a: dict, correct_b: dict) -> tuple[list, list]:
+    only_a, only_b = [i for i in correct_a if i not in correct_b], [i for i in correct_b if i not in correct_a]
+    if only_a or only_b:
+        def some(ids):
+            return ", ".join(map(str, ids[:5])) + (f" (and {len(ids) - 5} more)" if len(ids) > 5 else "") or "-"
+        raise ValueError(f"paired results need the same examples: only in the first: {some(only_a)}; "
+                         f"only in the second: {some(only_b)}")
+    return [correct_a[i] for i in correct_a], [correct_b[i] for i in correct_a]
 
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (a few seeds are a small sample).

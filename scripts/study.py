@@ -133,6 +133,7 @@ def load_study(path: str, args) -> dict:
         if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
             raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
         get_task(arm["eval"]["task"])
+        check_runner_keys(arm, where)
         if "model_of" in arm:
             check_model_of(arm, study["arms"][:index], where)
         elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
@@ -211,6 +212,25 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
         raise DataError(f"{study['config_path']}: with seeds {seeds}, more than one run is named {', '.join(clash)}; "
                         "rename the arm")
     return runs
+
+
+# What the study passes each stage itself: an arm setting one too would make the command name two (the
+# last wins), e.g. evaluate another file than the other arms and pair ids of two different files.
+RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "train_data", "output_dir", "eval_data"),
+               "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart")}
+
+
+def check_runner_keys(arm: dict, where: str) -> None:
+    """Refuse an arm option the runner sets itself (any spelling: --key=value, - for _)."""
+    owned = dict(RUNNER_KEYS, train=RUNNER_KEYS["train"] + (("init_adapter",) if arm.get("init_from") else ()))
+    for field, keys in owned.items():
+        given = arm.get(field) or []
+        if field == "data":
+            names = [o.split("=", 1)[0].replace("_", "-") for o in given if isinstance(o, str) and o.startswith("--")]
+        else:
+            names = [str(key).lstrip("-").replace("-", "_") for key in given]
+        for key in (k for k in keys if k in names):
+            raise DataError(f"{where}: field '{field}' sets '{key}', which the study sets itself; remove it")
 
 
 def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
@@ -471,7 +491,10 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
            "init_from": arm.get("init_from"),
            "train_seconds": train_seconds,
            "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
-    return row, {r["id"]: bool(r["correct"]) for r in records}
+    evaluated = {"test_file": result["settings"].get("test_file"),
+                 "content": result["settings"].get("fingerprints", {}).get("test_file"),
+                 "correct": {r["id"]: bool(r["correct"]) for r in records}}
+    return row, evaluated
 
 
 def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
@@ -482,9 +505,16 @@ def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, ba
     for row, run in zip(rows, runs):
         if run["arm"] == baseline:
             continue
-        base = correct[baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))]
-        ids = [i for i in base if i in correct[row["arm"]]]
-        paired = paired_difference([base[i] for i in ids], [correct[row["arm"]][i] for i in ids])
+        base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
+        base, mine = correct[base_name], correct[row["arm"]]
+        if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
+            raise DataError(f"arm {row['arm']} was evaluated on {mine['test_file']}, arm {base_name} on "
+                            f"{base['test_file']}: no paired difference (content {mine['content']} vs "
+                            f"{base['content']}); rerun the study")
+        try:
+            paired = paired_difference(base["correct"], mine["correct"])
+        except ValueError as exc:
+            raise DataError(f"arm {row['arm']} vs {base_name}: {exc}") from None
         row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
                 "mcnemar_p": paired["mcnemar_p"]}
 
@@ -599,23 +629,39 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
         rows.append(row)
     add_paired_differences(rows, study["arms"], correct, study["baseline"])
     out = study["output_dir"]
-    atomic_write_json(out / "table.json", rows)
-    atomic_write_text(out / "table.csv", csv_text(rows))
-    atomic_write_text(out / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
+    partial = out / ".table.partial"  # every file written here first, then all renamed: a failed report
+    shutil.rmtree(partial, ignore_errors=True)  # leaves the last complete tables, never a mix
+    partial.mkdir()
+    try:
+        summary = write_table_files(study, rows, partial)
+        for file in partial.iterdir():
+            file.replace(out / file.name)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    if summary is None:  # a rerun with one seed: an older summary no longer describes the table
+        for stale in ("seeds.json", "seeds.md"):
+            (out / stale).unlink(missing_ok=True)
+    return rows, summary
+
+
+def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict] | None:
+    """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
+    results page, into `folder`."""
+    atomic_write_json(folder / "table.json", rows)
+    atomic_write_text(folder / "table.csv", csv_text(rows))
+    atomic_write_text(folder / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
                       + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
         summary = seed_summary(rows, study["arms"])
-        atomic_write_json(out / "seeds.json", summary)
-        atomic_write_text(out / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
+        atomic_write_json(folder / "seeds.json", summary)
+        atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
                           f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
-    else:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in ("seeds.json", "seeds.md"):
-            (out / stale).unlink(missing_ok=True)
-    plot(rows, out, study["name"])
-    write_report([out / "arms" / arm["name"] / "eval.json" for arm in study["arms"]], out / "report.html",
+    plot(rows, folder, study["name"])
+    arms = study["output_dir"] / "arms"
+    write_report([arms / arm["name"] / "eval.json" for arm in study["arms"]], folder / "report.html",
                  title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
-    return rows, summary
+    return summary
 
 
 def main(argv=None) -> int:
@@ -645,6 +691,9 @@ def main(argv=None) -> int:
     except StageFailed as exc:
         log(str(exc))
         return 1
+    except DataError as exc:
+        log(f"error: {exc}")
+        return 2
     finally:
         log_file.close()
     columns = ["arm", "seed", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",

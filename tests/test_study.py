@@ -430,3 +430,85 @@ def test_h6_a_changed_gold_label_redoes_the_evaluations_not_the_training(stale_s
     assert "arm label_only: train skipped (finished, inputs unchanged)" in lines, lines  # same train.jsonl
     assert "arm label_only: eval redone (eval_file_content)" in lines
     assert "arm label_only_scored: eval redone (eval_file_content)" in lines
+
+
+@pytest.mark.parametrize("field, setting", [
+    ("eval", "test_file"), ("eval", "output_file"), ("eval", "model_id"), ("eval", "limit"),
+    ("train", "model_id"), ("train", "train_data"), ("train", "output_dir"), ("train", "eval_data"),
+])
+def test_m4_an_arm_may_not_set_what_the_runner_sets(tmp_path, capsys, field, setting):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + f'arms[0][{field!r}][{setting!r}] = "data/sample/trial.csv"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"arms[0]: field '{field}' sets '{setting}', which the study sets itself" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_m4_an_arm_may_not_set_the_data_stage_outputs(tmp_path, capsys):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms[0]["data"].append("--output-file=x.jsonl")\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[0]: field 'data' sets '--output-file', which the study sets itself" in capsys.readouterr().err
+
+
+def test_m4_paired_difference_refuses_records_of_other_examples():
+    from nli_finetune.metrics import paired_difference
+    assert paired_difference({"a": True, "b": False}, {"b": True, "a": True})["difference"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="only in the first: c; only in the second: d"):
+        paired_difference({"a": True, "c": False}, {"a": True, "d": True})
+
+
+TWO_UNTRAINED = '''
+name = "two"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "a"
+arms = [{{"name": "a", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+        {{"name": "b", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}}]
+'''
+
+
+def fake_eval(test_file_of=lambda arm, test_file: test_file):
+    """A subprocess.call that writes an eval.json of 4 records (the test file: `test_file_of(arm, given)`)."""
+    def call(command, **kwargs):
+        out = Path(command[command.index("--output_file") + 1])
+        test_file = test_file_of(out.parent.name, command[command.index("--test_file") + 1])
+        records = [{"id": f"dev:{i}", "raw_output": "{}", "true_label": i % 2, "predicted_label": (i + len(out.parent.name)) % 2,
+                    "correct": i % 2 == (i + len(out.parent.name)) % 2} for i in range(4)]
+        metrics = {"n": 4, "accuracy": sum(r["correct"] for r in records) / 4, "f1_macro": 0.3, "parse_rate": 1.0,
+                   "stop_rate": 1.0}
+        out.write_text(json.dumps({"records": records, "metrics": metrics,
+                                   "settings": {"test_file": test_file, "task": "nli_label", "model_id": "m"}}))
+        return 0
+    return call
+
+
+def test_m4_a_report_of_arms_evaluated_on_other_files_exits_2_and_leaves_the_old_tables(tmp_path, capsys,
+                                                                                         monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "two.py", tmp_path / "out"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    out.mkdir()
+    old = {name: f"old {name}" for name in ("table.json", "table.csv", "table.md", "report.html")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    monkeypatch.setattr(study.subprocess, "call", fake_eval(lambda arm, given: "other.csv" if arm == "b" else given))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "arm b was evaluated on other.csv, arm a on data/sample/dev_300.csv: no paired difference" in err, err
+    assert {name: (out / name).read_text() for name in old} == old
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+    # a report that fails at its last file leaves every table as it was too
+    (out / "arms/b/stages.json").unlink()
+    monkeypatch.setattr(study.subprocess, "call", fake_eval())
+    monkeypatch.setattr(study, "write_report", lambda *a, **k: (_ for _ in ()).throw(study.DataError("bad page")))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    assert "bad page" in capsys.readouterr().err
+    assert {name: (out / name).read_text() for name in old} == old
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
