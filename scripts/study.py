@@ -101,13 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_SEED = 2**32 - 1  # train_sft's range (numpy takes 32 bits)
+
+
+def good_seeds(seeds) -> bool:
+    """A non-empty list of distinct ints (not bools) that train_sft accepts."""
+    return isinstance(seeds, list) and bool(seeds) and len(set(seeds)) == len(seeds) and all(
+        type(seed) is int and 0 <= seed <= MAX_SEED for seed in seeds)
+
+
 def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give distinct non-negative seeds, e.g. 42,2,3")
+    if not good_seeds(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds from 0 to {MAX_SEED}, e.g. 42,2,3")
     return seeds
 
 
@@ -132,7 +141,10 @@ def load_study(path: str, args) -> dict:
         names.append(arm["name"])
         if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
             raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
-        get_task(arm["eval"]["task"])
+        try:
+            get_task(arm["eval"]["task"])
+        except ValueError as exc:
+            raise DataError(f"{where}: field 'eval': {exc}") from None
         check_runner_keys(arm, where)
         if "model_of" in arm:
             check_model_of(arm, study["arms"][:index], where)
@@ -157,14 +169,28 @@ def load_study(path: str, args) -> dict:
     study["model"] = args.model or study["model"]
     study["config_path"] = path
     seeds = args.seeds or values.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds)):
-        raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers, e.g. [42, 2, 3]")
+    if seeds is not None and not good_seeds(seeds):
+        raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers up to {MAX_SEED}, "
+                        "e.g. [42, 2, 3]")
     study["arms"] = runs_per_seed(study, seeds)
+    for run in study["arms"]:
+        if run.get("train") is not None:
+            check_train_options(study, run)
     if not in_repo(study["eval_file"]).is_file():
         raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     return study
+
+
+def check_train_options(study: dict, run: dict) -> None:
+    """The run's training options as train_sft will resolve them (unknown keys, types and ranges, its
+    seed included), checked at load: a bad one exits 2 before any stage runs."""
+    from train.config_loader import ConfigError, load_config
+    options = [part for key, value in run["train"].items() for part in (f"--{key}", str(value))]
+    try:
+        load_config(["--config", str(train_config_path(study["train_config"])), *options])
+    except ConfigError as exc:
+        raise DataError(f"{study['config_path']}: run {run['name']}: field 'train': {exc}") from None
 
 
 def own_seed(study: dict, arm: dict) -> int:

@@ -512,3 +512,25 @@ def test_m4_a_report_of_arms_evaluated_on_other_files_exits_2_and_leaves_the_old
     assert "bad page" in capsys.readouterr().err
     assert {name: (out / name).read_text() for name in old} == old
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_low_an_unknown_eval_task_exits_2_naming_it(tmp_path, capsys):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms[1]["eval"]["task"] = "nope"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[1]: field 'eval': unknown task 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["seeds = [True, 2]", "seeds = [42, 2**32]", "seeds = [42, 2.0]",
+                                     "arms[1]['train']['seed'] = 2**32"])
+def test_low_seeds_train_sft_refuses_are_refused_at_load(tmp_path, capsys, setting):
+    from scripts.study import main
+    config = tmp_path / "seeded.py"
+    config.write_text(SEEDED.format(model=str(fake_model(tmp_path / "model"))).replace("seeds = [42, 7]\n", "")
+                      + setting + "\n")
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "seed" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "--seeds", "1,4294967296", "--output_dir", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and "give distinct seeds from 0 to 4294967295" in capsys.readouterr().err
