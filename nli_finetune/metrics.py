@@ -146,9 +146,10 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def mean_over_seeds(values: list[float]) -> dict:
+def mean_over_seeds(values: list[float], bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample standard deviation and 95% t interval of one score measured once per seed: the
-    seed-to-seed spread, not the sampling of examples (a single seed has no interval)."""
+    seed-to-seed spread, not the sampling of examples (a single seed has no interval). `bounds`: the
+    range the score can take (accuracy: 0 to 1), which the interval is clipped to."""
     import math
     n = len(values)
     if n == 0:
@@ -159,7 +160,8 @@ def mean_over_seeds(values: list[float]) -> dict:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     t = T_975[max(df for df in T_975 if df <= n - 1)] if n - 1 <= 30 else 1.96
     half = t * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "interval": [mean - half, mean + half]}
+    low, high = bounds or (-math.inf, math.inf)
+    return {"n": n, "mean": mean, "sd": sd, "interval": [max(low, mean - half), min(high, mean + half)]}
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

@@ -571,10 +571,10 @@ def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
     for arm in dict.fromkeys(run["arm"] for run in runs):
         mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
-        for key in ("accuracy", "f1_macro", "ece", "vs_baseline"):
+        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
             values = [row[key] for row in mine if row.get(key) is not None]
             if values:
-                stats = mean_over_seeds(values)
+                stats = mean_over_seeds(values, bounds)
                 entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)

@@ -534,3 +534,13 @@ def test_low_seeds_train_sft_refuses_are_refused_at_load(tmp_path, capsys, setti
     with pytest.raises(SystemExit) as exit_:
         main(["--config", str(config), "--seeds", "1,4294967296", "--output_dir", str(tmp_path / "o")])
     assert exit_.value.code == 2 and "give distinct seeds from 0 to 4294967295" in capsys.readouterr().err
+
+
+def test_low_seed_intervals_stay_within_what_the_score_can_be():
+    from scripts.study import seed_summary
+    rows = [{"seed": seed, "accuracy": a, "f1_macro": a, "ece": e, "vs_baseline": d}
+            for seed, a, e, d in ((42, 0.05, 0.9, -0.9), (2, 0.95, 0.02, 0.9))]
+    runs = [{"arm": "x", "seed": 42}, {"arm": "x", "seed": 2}]
+    [entry] = seed_summary(rows, runs)
+    for key, (low, high) in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
+        assert entry[f"{key}_ci"] == [low, high], key  # the raw t interval runs past both ends
