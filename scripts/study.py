@@ -39,7 +39,8 @@ pairs).
 
 Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
 project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
-point and rerun redoes only what had not finished (an evaluation resumes from its progress file).
+point and rerun redoes only what had not finished (an evaluation resumes from its progress file); its
+stages die with it (even by SIGKILL, on Linux), and a second study on the same --output_dir is refused.
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
 table.json (per arm: n, accuracy
@@ -73,6 +74,7 @@ from nli_finetune.data_io import (
     overlap,
     path_fingerprint,
 )
+from nli_finetune.job_runner import output_lock
 from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
 from nli_finetune.modeling import model_locations
 from nli_finetune.report_page import write_report
@@ -460,7 +462,7 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
         out.flush()
         # unbuffered: the stage's progress lines reach its log as they happen, not at exit
         code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent(os.getpid()))
     seconds = time.time() - started
     if code != 0:
         tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
@@ -469,6 +471,19 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     stale.pop(stage, None)
     atomic_write_json(arm_dir / "stages.json", state)
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
+
+
+def die_with_parent(parent: int):
+    """A preexec_fn: the stage is killed when the study dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG),
+    so a rerun never finds the last study's training still writing beside its own."""
+    def arm_death_signal() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import signal
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the study died before prctl took effect
+                os._exit(1)
+    return arm_death_signal
 
 
 def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
@@ -698,6 +713,15 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        with output_lock(study["output_dir"]):  # one study writes a folder at a time
+            return run_study(study, args)
+    except DataError as exc:  # the lock is held
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_study(study: dict, args) -> int:
     study["output_dir"].mkdir(parents=True, exist_ok=True)
     log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
 

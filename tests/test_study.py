@@ -544,3 +544,54 @@ def test_low_seed_intervals_stay_within_what_the_score_can_be():
     [entry] = seed_summary(rows, runs)
     for key, (low, high) in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
         assert entry[f"{key}_ci"] == [low, high], key  # the raw t interval runs past both ends
+
+
+def test_m2_a_killed_study_takes_its_stage_with_it_and_a_second_study_is_refused(tmp_path, capsys):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from scripts.study import main
+    config, out = tmp_path / "two.py", tmp_path / "out"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    script = tmp_path / "run_study.py"  # the study, its stage a child that sleeps (and says its pid)
+    script.write_text(f"""import sys
+import scripts.study as study
+study.stage_command = lambda *a: [sys.executable, "-c", "import os, time; print('child', os.getpid(), flush=True); "
+                                  "time.sleep(120)"]
+sys.exit(study.main(["--config", {str(config)!r}, "--output_dir", {str(out)!r}]))
+""")
+    study = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+        except OSError:
+            return False
+
+    child = None
+    try:
+        deadline = time.time() + 120
+        while child is None and time.time() < deadline and study.poll() is None:
+            time.sleep(0.2)
+            log = out / "arms/a/eval.log"
+            found = re.search(r"^child (\d+)$", log.read_text(), re.M) if log.exists() else None
+            child = int(found.group(1)) if found else None
+        assert child and alive(child), "the study's stage never started"
+        assert main(["--config", str(config), "--output_dir", str(out)]) == 2  # a second writer is refused
+        assert "another run is writing it now" in capsys.readouterr().err
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+        deadline = time.time() + 10
+        while alive(child) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not alive(child), "the stage outlived its study"
+    finally:
+        study.kill()
+        study.wait()
+        if child and alive(child):
+            os.kill(child, signal.SIGKILL)
