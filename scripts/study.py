@@ -441,29 +441,37 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
         return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
-    log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
-        f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
+    resumed = stage == "eval" and state.get("eval_started") == inputs["eval"]
+    earlier = earlier_eval_seconds(state, arm_dir / "eval.log") if resumed else 0.0
+    if resumed:  # an evaluation of these inputs was stopped: sample_model resumes its progress file
+        log(f"arm {name}: eval resumed from its progress file ({earlier:.0f} s spent before)")
+    else:
+        log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
+            f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
     # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
     for later in ("train", "eval") if stage == "train" else (stage,):
         if later in state:
             stale[later] = state.pop(later)
-    if stage == "train":
-        state.pop("eval_started", None)  # a new model: its evaluation starts over
+    if stage == "train":  # a new model: its evaluation starts over
+        for key in ("eval_started", "eval_seconds_before", "eval_part_started"):
+            state.pop(key, None)
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
     if stage == "eval" and state.get("eval_started") != inputs["eval"]:
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
     state["eval_started"] = inputs["eval"] if stage == "eval" else state.get("eval_started")
-    atomic_write_json(arm_dir / "stages.json", state)
     started = time.time()
+    if stage == "eval":  # what a stopped part spent is counted when it resumes
+        state |= {"eval_seconds_before": earlier, "eval_part_started": started}
+    atomic_write_json(arm_dir / "stages.json", state)
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
         out.write(" ".join(command) + "\n")
         out.flush()
         # unbuffered: the stage's progress lines reach its log as they happen, not at exit
         code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent(os.getpid()))
-    seconds = time.time() - started
+    seconds = time.time() - started + earlier
     if code != 0:
         tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
         raise StageFailed(f"arm {name}: {stage} failed (exit {code}); the end of {arm_dir / f'{stage}.log'}:\n{tail}")
@@ -471,6 +479,16 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     stale.pop(stage, None)
     atomic_write_json(arm_dir / "stages.json", state)
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
+
+
+def earlier_eval_seconds(state: dict, log_path: Path) -> float:
+    """The seconds the stopped parts of an evaluation spent: each part's until its log's last write (a part
+    killed with the study recorded no end of its own)."""
+    try:
+        last_write = log_path.stat().st_mtime
+    except OSError:
+        return state.get("eval_seconds_before", 0.0)
+    return state.get("eval_seconds_before", 0.0) + max(0.0, last_write - state.get("eval_part_started", last_write))
 
 
 def die_with_parent(parent: int):
@@ -664,7 +682,10 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     for arm in study["arms"]:
         row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
         start = next((earlier for earlier in rows if earlier["arm"] == arm.get("init_from")), None)
-        if start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
+        model_of = next((earlier for earlier in rows if earlier["arm"] == arm.get("model_of")), None)
+        if model_of:  # that arm's model, with what it cost: both stages when it is a second stage
+            row |= {"train_seconds": model_of["train_seconds"], "tokens_trained": model_of["tokens_trained"]}
+        elif start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
             row |= {"train_seconds": row["train_seconds"] + start["train_seconds"],
                     "tokens_trained": row["tokens_trained"] + start["tokens_trained"]}
         rows.append(row)

@@ -595,3 +595,59 @@ sys.exit(study.main(["--config", {str(config)!r}, "--output_dir", {str(out)!r}])
         study.wait()
         if child and alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_low_a_resumed_evaluation_says_so_and_counts_the_seconds_of_every_part(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config = tmp_path / "two.py"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    loaded, lines = study.load_study(args.config, args), []
+    [arm, _] = loaded["arms"]
+    log_file = tmp_path / "out/arms/a/eval.log"
+
+    def killed_after_50_s(command, **kwargs):  # the stage's last line 50 s after it started
+        os.utime(log_file, (time.time() + 50, time.time() + 50))
+        return 137
+    monkeypatch.setattr(study.subprocess, "call", killed_after_50_s)
+    with pytest.raises(study.StageFailed):
+        study.run_arm(loaded, arm, args, lines.append, {})
+    monkeypatch.setattr(study.subprocess, "call", fake_eval())
+    state = study.run_arm(loaded, arm, args, lines.append, {})
+    assert lines[0] == "arm a: eval started (not run before)"
+    assert lines[1].startswith("arm a: eval resumed"), lines
+    assert 50 <= state["eval"]["seconds"] < 60
+
+
+def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms.append({"name": "after_scored", "model_of": "label_after", '
+                                           '"eval": {"task": "nli_label", "scoring": "logprob"}})\n')
+    evaluate = fake_eval()
+
+    def fake_stage(command, **kwargs):
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text("{}\n")
+        elif "train.train_sft" in command:
+            model = Path(command[command.index("--output_dir") + 1])
+            model.mkdir()
+            (model / "train_results.json").write_text(json.dumps(
+                {"global_step": 2, "train_runtime_s": 10.0 + len(model.parent.name), "trained_tokens_per_epoch": 100,
+                 "train_samples": 10}))
+            (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
+        else:
+            return evaluate(command, **kwargs)
+        return 0
+    monkeypatch.setattr(study.subprocess, "call", fake_stage)
+    assert study.main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((tmp_path / "out/table.json").read_text())}
+    both = rows["label_only"]["train_seconds"] + 10.0 + len("label_after")
+    assert rows["label_after"]["train_seconds"] == pytest.approx(both)
+    assert rows["after_scored"]["train_seconds"] == pytest.approx(both)
+    assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
