@@ -38,8 +38,9 @@ over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is large
 pairs).
 
 Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
-project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
-point and rerun redoes only what had not finished (an evaluation resumes from its progress file); its
+project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a
+changed stage is redone, and the log says what changed. A study killed at any point and rerun redoes
+only what had not finished (an evaluation resumes from its progress file); its
 stages die with it (even by SIGKILL, on Linux), and a second study on the same --output_dir is refused.
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
@@ -492,15 +493,19 @@ def earlier_eval_seconds(state: dict, log_path: Path) -> float:
 
 
 def die_with_parent(parent: int):
-    """A preexec_fn: the stage is killed when the study dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG),
-    so a rerun never finds the last study's training still writing beside its own."""
+    """A preexec_fn (None off Linux): the stage is killed when the study dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so a rerun never finds the last study's training still writing beside its own.
+    prctl is looked up here, in the study: the forked child only calls it (no import after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
     def arm_death_signal() -> None:
-        if sys.platform.startswith("linux"):
-            import ctypes
-            import signal
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-            if os.getppid() != parent:  # the study died before prctl took effect
-                os._exit(1)
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the study died before prctl took effect
+            os._exit(1)
     return arm_death_signal
 
 
