@@ -251,6 +251,16 @@ def check_outputs(inputs: dict, outputs: dict) -> None:
             raise DataError(f"{name} {path}: cannot write there: {problem}")
 
 
+def overlap(output, input_path) -> str | None:
+    """How a path a run writes relates to one it reads: "is", "contains" or "lies inside" (after symlinks
+    and hard links), or None when writing one can't touch the other."""
+    output, input_path = Path(output).expanduser(), Path(input_path).expanduser()
+    if _same_file(output, input_path):
+        return "is"
+    out, target = output.resolve(), input_path.resolve()
+    return "contains" if out in target.parents else "lies inside" if target in out.parents else None
+
+
 def strip_private(record: dict) -> dict:
     """The record without bookkeeping keys such as `_line`."""
     return {k: v for k, v in record.items() if not k.startswith("_")}

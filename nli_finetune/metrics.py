@@ -121,12 +121,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | No
     return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
 
 
-def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict:
+def paired_difference(correct_a: list[bool] | dict, correct_b: list[bool] | dict, *, samples: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> dict:
     """How much more often B is right than A on the same examples: the accuracy difference (B - A), its
     paired percentile bootstrap interval (both resampled with the same picks, seeded) and McNemar's
-    exact p (two-sided binomial test on the examples only one of them gets right)."""
+    exact p (two-sided binomial test on the examples only one of them gets right). Given {id: correct}
+    dicts, both must hold the same ids (a ValueError names the others): pairs of other examples are no pairs."""
     import random
+    if isinstance(correct_a, dict) or isinstance(correct_b, dict):
+        correct_a, correct_b = _paired_by_id(dict(correct_a), dict(correct_b))
     if len(correct_a) != len(correct_b) or not correct_a:
         raise ValueError(f"paired results need the same examples: {len(correct_a)} vs {len(correct_b)}")
     n = len(correct_a)
@@ -140,14 +143,25 @@ def paired_difference(correct_a: list[bool], correct_b: list[bool], *, samples: 
             "mcnemar_p": mcnemar_p(only_a, only_b), "only_baseline_right": only_a, "only_arm_right": only_b}
 
 
+def _paired_by_id(correct_a: dict, correct_b: dict) -> tuple[list, list]:
+    only_a, only_b = [i for i in correct_a if i not in correct_b], [i for i in correct_b if i not in correct_a]
+    if only_a or only_b:
+        def some(ids):
+            return ", ".join(map(str, ids[:5])) + (f" (and {len(ids) - 5} more)" if len(ids) > 5 else "") or "-"
+        raise ValueError(f"paired results need the same examples: only in the first: {some(only_a)}; "
+                         f"only in the second: {some(only_b)}")
+    return [correct_a[i] for i in correct_a], [correct_b[i] for i in correct_a]
+
+
 # Two-sided 95% quantiles of Student's t by degrees of freedom (a few seeds are a small sample).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def mean_over_seeds(values: list[float]) -> dict:
+def mean_over_seeds(values: list[float], bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample standard deviation and 95% t interval of one score measured once per seed: the
-    seed-to-seed spread, not the sampling of examples (a single seed has no interval)."""
+    seed-to-seed spread, not the sampling of examples (a single seed has no interval). `bounds`: the
+    range the score can take (accuracy: 0 to 1), which the interval is clipped to."""
     import math
     n = len(values)
     if n == 0:
@@ -158,7 +172,8 @@ def mean_over_seeds(values: list[float]) -> dict:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     t = T_975[max(df for df in T_975 if df <= n - 1)] if n - 1 <= 30 else 1.96
     half = t * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "interval": [mean - half, mean + half]}
+    low, high = bounds or (-math.inf, math.inf)
+    return {"n": n, "mean": mean, "sd": sd, "interval": [max(low, mean - half), min(high, mean + half)]}
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

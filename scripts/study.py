@@ -37,9 +37,11 @@ give per arm the mean over seeds of accuracy, macro-F1 and the paired difference
 over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is larger than the spread between
 pairs).
 
-Resumable: a stage whose inputs (its options, the files it reads, the stage before it) are unchanged since
-it finished is skipped; a changed stage is redone, and the log says what changed. A study killed at any
-point and rerun redoes only what had not finished (an evaluation resumes from its progress file).
+Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
+project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a
+changed stage is redone, and the log says what changed. A study killed at any point and rerun redoes
+only what had not finished (an evaluation resumes from its progress file); its
+stages die with it (even by SIGKILL, on Linux), and a second study on the same --output_dir is refused.
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
 table.json (per arm: n, accuracy
@@ -65,8 +67,17 @@ from pathlib import Path
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser, at_least, format_table
 from nli_finetune.cli import progress as progress_bar
-from nli_finetune.data_io import DataError, atomic_write_json, atomic_write_text, content_fingerprint, path_fingerprint
+from nli_finetune.data_io import (
+    DataError,
+    atomic_write_json,
+    atomic_write_text,
+    content_fingerprint,
+    overlap,
+    path_fingerprint,
+)
+from nli_finetune.job_runner import output_lock
 from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
+from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
 from prompts import get_task
@@ -94,13 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_SEED = 2**32 - 1  # train_sft's range (numpy takes 32 bits)
+
+
+def good_seeds(seeds) -> bool:
+    """A non-empty list of distinct ints (not bools) that train_sft accepts."""
+    return isinstance(seeds, list) and bool(seeds) and len(set(seeds)) == len(seeds) and all(
+        type(seed) is int and 0 <= seed <= MAX_SEED for seed in seeds)
+
+
 def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give distinct non-negative seeds, e.g. 42,2,3")
+    if not good_seeds(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds from 0 to {MAX_SEED}, e.g. 42,2,3")
     return seeds
 
 
@@ -125,7 +145,11 @@ def load_study(path: str, args) -> dict:
         names.append(arm["name"])
         if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
             raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
-        get_task(arm["eval"]["task"])
+        try:
+            get_task(arm["eval"]["task"])
+        except ValueError as exc:
+            raise DataError(f"{where}: field 'eval': {exc}") from None
+        check_runner_keys(arm, where)
         if "model_of" in arm:
             check_model_of(arm, study["arms"][:index], where)
         elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
@@ -149,14 +173,28 @@ def load_study(path: str, args) -> dict:
     study["model"] = args.model or study["model"]
     study["config_path"] = path
     seeds = args.seeds or values.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds)):
-        raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers, e.g. [42, 2, 3]")
+    if seeds is not None and not good_seeds(seeds):
+        raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers up to {MAX_SEED}, "
+                        "e.g. [42, 2, 3]")
     study["arms"] = runs_per_seed(study, seeds)
+    for run in study["arms"]:
+        if run.get("train") is not None:
+            check_train_options(study, run)
     if not in_repo(study["eval_file"]).is_file():
         raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     return study
+
+
+def check_train_options(study: dict, run: dict) -> None:
+    """The run's training options as train_sft will resolve them (unknown keys, types and ranges, its
+    seed included), checked at load: a bad one exits 2 before any stage runs."""
+    from train.config_loader import ConfigError, load_config
+    options = [part for key, value in run["train"].items() for part in (f"--{key}", str(value))]
+    try:
+        load_config(["--config", str(train_config_path(study["train_config"])), *options])
+    except ConfigError as exc:
+        raise DataError(f"{study['config_path']}: run {run['name']}: field 'train': {exc}") from None
 
 
 def own_seed(study: dict, arm: dict) -> int:
@@ -206,6 +244,25 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
     return runs
 
 
+# What the study passes each stage itself: an arm setting one too would make the command name two (the
+# last wins), e.g. evaluate another file than the other arms and pair ids of two different files.
+RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "train_data", "output_dir", "eval_data"),
+               "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart")}
+
+
+def check_runner_keys(arm: dict, where: str) -> None:
+    """Refuse an arm option the runner sets itself (any spelling: --key=value, - for _)."""
+    owned = dict(RUNNER_KEYS, train=RUNNER_KEYS["train"] + (("init_adapter",) if arm.get("init_from") else ()))
+    for field, keys in owned.items():
+        given = arm.get(field) or []
+        if field == "data":
+            names = [o.split("=", 1)[0].replace("_", "-") for o in given if isinstance(o, str) and o.startswith("--")]
+        else:
+            names = [str(key).lstrip("-").replace("-", "_") for key in given]
+        for key in (k for k in keys if k in names):
+            raise DataError(f"{where}: field '{field}' sets '{key}', which the study sets itself; remove it")
+
+
 def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
     """An arm that evaluates another arm's model: that arm comes earlier (it is trained first) and trains."""
     if "data" in arm or "train" in arm:
@@ -237,34 +294,115 @@ def train_config_path(name: str) -> Path:
     return in_repo(name) if in_repo(name).is_file() else REPO_ROOT / "train" / "configs" / name
 
 
-def files_in(options: list) -> dict:
-    """Fingerprints of the files an option list names (an edited data file redoes the stage)."""
-    return {str(o): path_fingerprint(in_repo(o)) for o in options if isinstance(o, str) and in_repo(o).is_file()}
+def option_paths(options) -> list[str]:
+    """The existing files and folders an option list (or a settings dict's values) names, as a bare value
+    or as --key=PATH (the repo root itself, as "." or "", is no input)."""
+    values = options.values() if isinstance(options, dict) else options
+    found = []
+    for option in (o for o in values if isinstance(o, str)):
+        for value in (option, option.split("=", 1)[1] if option.startswith("-") and "=" in option else None):
+            if value and in_repo(value).exists() and in_repo(value).resolve() != REPO_ROOT.resolve():
+                found.append(value)
+    return found
+
+
+def files_in(options) -> dict:
+    """Fingerprints of the files and folders options name (an edited data file redoes the stage)."""
+    return {path: path_fingerprint(in_repo(path)) for path in option_paths(options)}
+
+
+def study_inputs(study: dict) -> list[tuple[str, Path]]:
+    """(what, path) of everything the study reads that exists on disk: the model (and its base or
+    converted folder), the evaluation file, the training config, and every path an arm's options name."""
+    locations = model_locations(str(in_repo(study["model"])))
+    inputs = [("model" if i == 0 else "folder the model is read from", p) for i, p in enumerate(locations)]
+    inputs += [("evaluation file", in_repo(study["eval_file"])),
+               ("training config", train_config_path(study["train_config"]))]
+    for run in study["arms"]:
+        for field, what in (("data", "data file"), ("train", "training input"), ("eval", "evaluation input")):
+            inputs += [(f"{what}", in_repo(path)) for path in option_paths(run.get(field) or [])]
+    return inputs
+
+
+def check_writes_clear_of_inputs(study: dict) -> None:
+    """Refuse, before any work, an --output_dir or arm folder that is, holds or lies inside an input: a
+    stage replaces its arm's files (train clears <arm>/model), which would destroy the input."""
+    out = study["output_dir"]
+    arm_dirs = [(f"arm {run['name']}'s folder", out / "arms" / run["name"]) for run in study["arms"]]
+    for what, path in study_inputs(study):
+        how = overlap(out, path)
+        if how is None:
+            continue
+        culprit = ("--output_dir", out, how)
+        if how == "contains":  # name the arm whose stages would write over it, where one does
+            culprit = next(((name, folder, overlap(folder, path)) for name, folder in arm_dirs
+                            if overlap(folder, path)), culprit)
+        raise DataError(f"{culprit[0]} {culprit[1]} {culprit[2]} the {what} {path}: the study writes there and "
+                        "would change or delete it; choose another --output_dir")
+
+
+# The project's own code each stage runs (with COMMON_SOURCES): an edit redoes the stages that run it.
+# Training configs are not here: the resolved config is fingerprinted instead (an edit to one that no
+# arm uses redoes nothing).
+COMMON_SOURCES = ("prompts.py", "nli_finetune", "data/prompt_templates")
+STAGE_SOURCES = {"data": ("scripts/prepare_ft_data.py",), "train": ("train",), "eval": ("evaluate",)}
+
+
+def source_fingerprint(stage: str) -> str:
+    """A hash of the .py files (and prompt templates) a stage runs."""
+    def is_source(relative: Path) -> bool:
+        return relative.suffix in (".py", ".json") and "__pycache__" not in relative.parts \
+            and relative.parts[0] != "configs"
+    return content_fingerprint({source: path_fingerprint(in_repo(source), include=is_source)
+                                for source in (*COMMON_SOURCES, *STAGE_SOURCES[stage])})
+
+
+def resolved_config_fingerprint(study: dict) -> str:
+    """A hash of the training config as train_sft resolves it (defaults < the file < whatever it imports),
+    so an edit to a config it imports retrains, as an edit to the file itself does."""
+    from train.config_loader import ConfigError, load_config
+    try:
+        config = load_config(["--config", str(train_config_path(study["train_config"]))])
+    except ConfigError as exc:
+        raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
+    return content_fingerprint(config)
+
+
+def train_overrides(arm: dict, args) -> dict:
+    """The arm's "train" options, with --max_steps capping its steps."""
+    overrides = dict(arm["train"])
+    if args.max_steps:
+        steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
+        overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
+    return overrides
 
 
 def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     """What each stage is computed from; a stage is redone when its inputs differ from when it finished.
-    An arm with model_of depends on that arm's finished training (its inputs and its run), from `states`."""
+    Training depends on the content of the train.jsonl the data stage wrote (computed again after that
+    stage ran), not on the data stage's options: an evaluation file's changed gold label redoes the data
+    stage (it filters pairs against that file) and the evaluations, and no training when train.jsonl is
+    unchanged. An arm with model_of depends on that arm's finished training (its inputs and its run), from
+    `states`."""
     eval_file = str(study["eval_file"])
+    arm_dir = study["output_dir"] / "arms" / arm["name"]
     inputs = {}
     if arm.get("train") is not None:
-        overrides = dict(arm["train"])
-        if args.max_steps:
-            steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
-            overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
+        overrides = train_overrides(arm, args)
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
-                          "eval_file": path_fingerprint(in_repo(eval_file))}
-        inputs["train"] = {"data": content_fingerprint(inputs["data"]), "model": study["model"],
+                          "eval_file": path_fingerprint(in_repo(eval_file)), "code": source_fingerprint("data")}
+        inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
                            "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
-                           "config_file": path_fingerprint(train_config_path(study["train_config"])),
-                           "overrides": overrides}
+                           "resolved_config": resolved_config_fingerprint(study), "overrides": overrides,
+                           "files": files_in(overrides), "code": source_fingerprint("train")}
         if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
             inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
     inputs["eval"] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
-                      "settings": arm["eval"], "limit": args.eval_limit}
+                      "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
+                      "code": source_fingerprint("eval")}
     return inputs
 
 
@@ -305,29 +443,38 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
         return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
-    log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
-        f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
-    for later in STAGES[STAGES.index(stage):]:
+    resumed = stage == "eval" and state.get("eval_started") == inputs["eval"]
+    earlier = earlier_eval_seconds(state, arm_dir / "eval.log") if resumed else 0.0
+    if resumed:  # an evaluation of these inputs was stopped: sample_model resumes its progress file
+        log(f"arm {name}: eval resumed from its progress file ({earlier:.0f} s spent before)")
+    else:
+        log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
+            f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
+    # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
+    for later in ("train", "eval") if stage == "train" else (stage,):
         if later in state:
             stale[later] = state.pop(later)
-    if stage != "eval":
-        state.pop("eval_started", None)  # a new model: its evaluation starts over
+    if stage == "train":  # a new model: its evaluation starts over
+        for key in ("eval_started", "eval_seconds_before", "eval_part_started"):
+            state.pop(key, None)
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
     if stage == "eval" and state.get("eval_started") != inputs["eval"]:
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
     state["eval_started"] = inputs["eval"] if stage == "eval" else state.get("eval_started")
-    atomic_write_json(arm_dir / "stages.json", state)
     started = time.time()
+    if stage == "eval":  # what a stopped part spent is counted when it resumes
+        state |= {"eval_seconds_before": earlier, "eval_part_started": started}
+    atomic_write_json(arm_dir / "stages.json", state)
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
         out.write(redact(" ".join(command)) + "\n")
         out.flush()
         # unbuffered: the stage's progress lines reach its log as they happen, not at exit
         code = subprocess.call(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent(os.getpid()))
     redact_file(arm_dir / f"{stage}.log")  # the stage's own lines too (they went straight to the file)
-    seconds = time.time() - started
+    seconds = time.time() - started + earlier
     if code != 0:
         tail = "".join((arm_dir / f"{stage}.log").read_text(encoding="utf-8", errors="replace").splitlines(True)[-15:])
         raise StageFailed(f"arm {name}: {stage} failed (exit {code}); the end of {arm_dir / f'{stage}.log'}:\n{tail}")
@@ -337,6 +484,33 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
 
 
+def earlier_eval_seconds(state: dict, log_path: Path) -> float:
+    """The seconds the stopped parts of an evaluation spent: each part's until its log's last write (a part
+    killed with the study recorded no end of its own)."""
+    try:
+        last_write = log_path.stat().st_mtime
+    except OSError:
+        return state.get("eval_seconds_before", 0.0)
+    return state.get("eval_seconds_before", 0.0) + max(0.0, last_write - state.get("eval_part_started", last_write))
+
+
+def die_with_parent(parent: int):
+    """A preexec_fn (None off Linux): the stage is killed when the study dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so a rerun never finds the last study's training still writing beside its own.
+    prctl is looked up here, in the study: the forked child only calls it (no import after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm_death_signal() -> None:
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the study died before prctl took effect
+            os._exit(1)
+    return arm_death_signal
+
+
 def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
     arm_dir = study["output_dir"] / "arms" / arm["name"]
     arm_dir.mkdir(parents=True, exist_ok=True)
@@ -344,9 +518,10 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    # stages.json records the inputs redacted (an eval api_base's user:pass): compared redacted too
-    inputs = redact_data(stage_inputs(study, arm, args, states))
     for stage in STAGES:
+        # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
+        # eval api_base's user:pass), so they are compared redacted too
+        inputs = redact_data(stage_inputs(study, arm, args, states))
         if stage in inputs:
             run_stage(stage, study, arm, inputs, state, arm_dir, log)
     return state
@@ -384,7 +559,10 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
            "init_from": arm.get("init_from"),
            "train_seconds": train_seconds,
            "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
-    return row, {r["id"]: bool(r["correct"]) for r in records}
+    evaluated = {"test_file": result["settings"].get("test_file"),
+                 "content": result["settings"].get("fingerprints", {}).get("test_file"),
+                 "correct": {r["id"]: bool(r["correct"]) for r in records}}
+    return row, evaluated
 
 
 def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
@@ -395,9 +573,16 @@ def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, ba
     for row, run in zip(rows, runs):
         if run["arm"] == baseline:
             continue
-        base = correct[baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))]
-        ids = [i for i in base if i in correct[row["arm"]]]
-        paired = paired_difference([base[i] for i in ids], [correct[row["arm"]][i] for i in ids])
+        base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
+        base, mine = correct[base_name], correct[row["arm"]]
+        if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
+            raise DataError(f"arm {row['arm']} was evaluated on {mine['test_file']}, arm {base_name} on "
+                            f"{base['test_file']}: no paired difference (content {mine['content']} vs "
+                            f"{base['content']}); rerun the study")
+        try:
+            paired = paired_difference(base["correct"], mine["correct"])
+        except ValueError as exc:
+            raise DataError(f"arm {row['arm']} vs {base_name}: {exc}") from None
         row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
                 "mcnemar_p": paired["mcnemar_p"]}
 
@@ -428,10 +613,10 @@ def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
     for arm in dict.fromkeys(run["arm"] for run in runs):
         mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
-        for key in ("accuracy", "f1_macro", "ece", "vs_baseline"):
+        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
             values = [row[key] for row in mine if row.get(key) is not None]
             if values:
-                stats = mean_over_seeds(values)
+                stats = mean_over_seeds(values, bounds)
                 entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
@@ -506,38 +691,67 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     for arm in study["arms"]:
         row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
         start = next((earlier for earlier in rows if earlier["arm"] == arm.get("init_from")), None)
-        if start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
+        model_of = next((earlier for earlier in rows if earlier["arm"] == arm.get("model_of")), None)
+        if model_of:  # that arm's model, with what it cost: both stages when it is a second stage
+            row |= {"train_seconds": model_of["train_seconds"], "tokens_trained": model_of["tokens_trained"]}
+        elif start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
             row |= {"train_seconds": row["train_seconds"] + start["train_seconds"],
                     "tokens_trained": row["tokens_trained"] + start["tokens_trained"]}
         rows.append(row)
     add_paired_differences(rows, study["arms"], correct, study["baseline"])
     out = study["output_dir"]
-    atomic_write_json(out / "table.json", rows)
-    atomic_write_text(out / "table.csv", csv_text(rows))
-    atomic_write_text(out / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
+    partial = out / ".table.partial"  # every file written here first, then all renamed: a failed report
+    shutil.rmtree(partial, ignore_errors=True)  # leaves the last complete tables, never a mix
+    partial.mkdir()
+    try:
+        summary = write_table_files(study, rows, partial)
+        for file in partial.iterdir():
+            file.replace(out / file.name)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    if summary is None:  # a rerun with one seed: an older summary no longer describes the table
+        for stale in ("seeds.json", "seeds.md"):
+            (out / stale).unlink(missing_ok=True)
+    return rows, summary
+
+
+def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict] | None:
+    """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
+    results page, into `folder`."""
+    atomic_write_json(folder / "table.json", rows)
+    atomic_write_text(folder / "table.csv", csv_text(rows))
+    atomic_write_text(folder / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
                       + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
         summary = seed_summary(rows, study["arms"])
-        atomic_write_json(out / "seeds.json", summary)
-        atomic_write_text(out / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
+        atomic_write_json(folder / "seeds.json", summary)
+        atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
                           f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
-    else:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in ("seeds.json", "seeds.md"):
-            (out / stale).unlink(missing_ok=True)
-    plot(rows, out, study["name"])
-    write_report([out / "arms" / arm["name"] / "eval.json" for arm in study["arms"]], out / "report.html",
+    plot(rows, folder, study["name"])
+    arms = study["output_dir"] / "arms"
+    write_report([arms / arm["name"] / "eval.json" for arm in study["arms"]], folder / "report.html",
                  title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
-    return rows, summary
+    return summary
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.config, args)
+        check_writes_clear_of_inputs(study)
     except DataError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
+    try:
+        with output_lock(study["output_dir"]):  # one study writes a folder at a time
+            return run_study(study, args)
+    except DataError as exc:  # the lock is held
+        print(f"error: {redact(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_study(study: dict, args) -> int:
     study["output_dir"].mkdir(parents=True, exist_ok=True)
     log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
 
@@ -557,6 +771,9 @@ def main(argv=None) -> int:
     except StageFailed as exc:
         log(str(exc))
         return 1
+    except DataError as exc:
+        log(f"error: {exc}")
+        return 2
     finally:
         log_file.close()
     columns = ["arm", "seed", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",

@@ -1,6 +1,7 @@
 """The study runner (scripts/study.py): arms run, rerun skips them, a changed arm is redone; its statistics."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -251,9 +252,10 @@ def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tm
     from types import SimpleNamespace
 
     from scripts.study import stage_inputs
-    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py"}
+    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py",
+             "output_dir": tmp_path / "out", "config_path": "s.py"}
     for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
-        arm = {"data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
+        arm = {"name": "a", "data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
         for cap, expected in ((20, capped), (None, steps)):
             inputs = stage_inputs(study, arm, SimpleNamespace(max_steps=cap, eval_limit=None), {})
             assert inputs["train"]["overrides"].get("max_steps") == expected
@@ -288,3 +290,364 @@ def test_a_bad_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
     study["arms"][1]["train"] = {"seed": 7}  # its own seed differs from first's: no run of first to start from
     with pytest.raises(DataError, match="which arm first \\(its init_from\\) has no run of"):
         runs_per_seed(study, None)
+
+
+def fake_model(folder):
+    """A folder that looks like a model to the path checks (the study loads nothing before its stages)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_text("weights")
+    return folder
+
+
+def no_stage_runs(monkeypatch):
+    """Every stage 'succeeds' without running, so a test sees what the runner itself does to the disk."""
+    import scripts.study as study
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: calls.append(a) or 0)
+    return calls
+
+
+def test_h2_the_study_refuses_a_model_inside_an_arm_folder_it_would_clear(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+    out = tmp_path / "study"
+    model = fake_model(out / "arms" / "label_only" / "model")  # an earlier run's adapter, in the default layout
+    config = write_config(tmp_path / "study.py", model)
+    calls = no_stage_runs(monkeypatch)
+    assert main(["--config", str(config), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"arm label_only's folder {out / 'arms' / 'label_only'} contains the model" in err, err
+    assert calls == [] and (model / "adapter_model.safetensors").read_text() == "weights"
+    assert not (out / "study.log").exists()
+
+
+def test_m7_the_study_refuses_an_output_dir_in_or_at_an_input(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+    model = fake_model(tmp_path / "model")
+    config = write_config(tmp_path / "study.py", model)
+    calls = no_stage_runs(monkeypatch)
+    for out, how in ((model, "is"), (model / "results", "lies inside")):
+        assert main(["--config", str(config), "--output_dir", str(out)]) == 2
+        assert f"--output_dir {out} {how} the model {model}" in capsys.readouterr().err
+    assert calls == [] and sorted(p.name for p in model.iterdir()) == ["adapter_model.safetensors", "config.json"]
+    # a data file in any option form, inside an arm's folder, is refused too
+    pairs = tmp_path / "out" / "arms" / "ablation1" / "pairs.csv"
+    pairs.parent.mkdir(parents=True)
+    pairs.write_text((REPO_ROOT / "data/sample/trial.csv").read_text())
+    config.write_text(config.read_text().replace('"--ablation", "1"', f'"--ablation", "1", "--pairs={pairs}"'))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"arm ablation1's folder {pairs.parent} contains the data file {pairs}" in capsys.readouterr().err
+    assert calls == [] and pairs.exists()
+
+
+STALE = '''
+name = "stale"
+model = {model!r}
+eval_file = {eval_file!r}
+train_config = {train_config!r}
+baseline = "label_only"
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs={pairs}"],
+     "train": {{"task": "nli_label", "batch_size": 2}}, "eval": {{"task": "nli_label", "max_new_tokens": 8}}}},
+    {{"name": "label_only_scored", "model_of": "label_only", "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+]
+'''
+
+
+@pytest.fixture
+def stale_study(tmp_path, monkeypatch):
+    """A two-arm study whose every input is a temp file, and a `run()` that runs its stages with each
+    subprocess faked (the data stage writes a fixed train.jsonl): returns the log lines."""
+    import shutil
+    import sys
+
+    import scripts.study as study
+    shutil.copy(REPO_ROOT / "data/sample/trial.csv", tmp_path / "pairs.csv")
+    shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tmp_path / "eval.csv")
+    (tmp_path / "base_recipe.py").write_text("from train.configs.tiny_cpu import *  # noqa\nlearning_rate = 1e-3\n")
+    (tmp_path / "recipe.py").write_text("from base_recipe import *  # noqa\n")  # as distributed.py imports
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "stale.py"
+    config.write_text(STALE.format(model=str(fake_model(tmp_path / "model")), eval_file=str(tmp_path / "eval.csv"),
+                                   train_config=str(tmp_path / "recipe.py"), pairs=tmp_path / "pairs.csv"))
+
+    def fake_call(command, **kwargs):
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text('{"same": "train.jsonl"}\n')
+        return 0
+
+    def run():
+        sys.modules.pop("base_recipe", None)  # a new study process imports the file as it is now
+        monkeypatch.setattr(study.subprocess, "call", fake_call)
+        args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+        loaded, states, lines = study.load_study(args.config, args), {}, []
+        for arm in loaded["arms"]:
+            states[arm["name"]] = study.run_arm(loaded, arm, args, lines.append, states)
+        return lines
+    return tmp_path, run
+
+
+def test_h6_an_edited_config_that_the_train_config_imports_retrains(stale_study):
+    tmp_path, run = stale_study
+    run()
+    assert all("skipped" in line for line in run())
+    (tmp_path / "base_recipe.py").write_text("from train.configs.tiny_cpu import *  # noqa\nlearning_rate = 2e-3\n")
+    lines = run()
+    assert "arm label_only: data skipped (finished, inputs unchanged)" in lines
+    assert "arm label_only: train redone (resolved_config)" in lines, lines
+    assert "arm label_only_scored: eval redone (model)" in lines
+
+
+def test_h6_a_data_file_given_as_option_equals_path_is_fingerprinted(stale_study):
+    tmp_path, run = stale_study
+    run()
+    with open(tmp_path / "pairs.csv", "a") as f:
+        f.write("\n")
+    assert "arm label_only: data redone (files)" in run()
+
+
+def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch):
+    import scripts.study as study
+    tmp_path, run = stale_study
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'a'\n")
+    monkeypatch.setattr(study, "COMMON_SOURCES", (*study.COMMON_SOURCES, str(tmp_path / "prompts_copy.py")))
+    run()
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'b'\n")
+    lines = run()
+    for stage in ("data", "train", "eval"):  # (the evaluation's model changed too: it is retrained)
+        assert any(line.startswith(f"arm label_only: {stage} redone (code") for line in lines), lines
+
+
+def test_h6_a_changed_gold_label_redoes_the_evaluations_not_the_training(stale_study):
+    tmp_path, run = stale_study
+    run()
+    eval_file = tmp_path / "eval.csv"
+    lines = eval_file.read_text().splitlines(True)
+    assert lines[1].endswith(",0\n")  # the label is the last column
+    eval_file.write_text("".join([lines[0], lines[1][:-2] + "1\n", *lines[2:]]))
+    lines = run()
+    assert "arm label_only: data redone (eval_file)" in lines  # it drops pairs that occur in the evaluation file
+    assert "arm label_only: train skipped (finished, inputs unchanged)" in lines, lines  # same train.jsonl
+    assert "arm label_only: eval redone (eval_file_content)" in lines
+    assert "arm label_only_scored: eval redone (eval_file_content)" in lines
+
+
+@pytest.mark.parametrize("field, setting", [
+    ("eval", "test_file"), ("eval", "output_file"), ("eval", "model_id"), ("eval", "limit"),
+    ("train", "model_id"), ("train", "train_data"), ("train", "output_dir"), ("train", "eval_data"),
+])
+def test_m4_an_arm_may_not_set_what_the_runner_sets(tmp_path, capsys, field, setting):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + f'arms[0][{field!r}][{setting!r}] = "data/sample/trial.csv"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"arms[0]: field '{field}' sets '{setting}', which the study sets itself" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_m4_an_arm_may_not_set_the_data_stage_outputs(tmp_path, capsys):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms[0]["data"].append("--output-file=x.jsonl")\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[0]: field 'data' sets '--output-file', which the study sets itself" in capsys.readouterr().err
+
+
+def test_m4_paired_difference_refuses_records_of_other_examples():
+    from nli_finetune.metrics import paired_difference
+    assert paired_difference({"a": True, "b": False}, {"b": True, "a": True})["difference"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="only in the first: c; only in the second: d"):
+        paired_difference({"a": True, "c": False}, {"a": True, "d": True})
+
+
+TWO_UNTRAINED = '''
+name = "two"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "a"
+arms = [{{"name": "a", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
+        {{"name": "b", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}}]
+'''
+
+
+def fake_eval(test_file_of=lambda arm, test_file: test_file):
+    """A subprocess.call that writes an eval.json of 4 records (the test file: `test_file_of(arm, given)`)."""
+    def call(command, **kwargs):
+        out = Path(command[command.index("--output_file") + 1])
+        test_file = test_file_of(out.parent.name, command[command.index("--test_file") + 1])
+        records = [{"id": f"dev:{i}", "raw_output": "{}", "true_label": i % 2, "predicted_label": (i + len(out.parent.name)) % 2,
+                    "correct": i % 2 == (i + len(out.parent.name)) % 2} for i in range(4)]
+        metrics = {"n": 4, "accuracy": sum(r["correct"] for r in records) / 4, "f1_macro": 0.3, "parse_rate": 1.0,
+                   "stop_rate": 1.0}
+        out.write_text(json.dumps({"records": records, "metrics": metrics,
+                                   "settings": {"test_file": test_file, "task": "nli_label", "model_id": "m"}}))
+        return 0
+    return call
+
+
+def test_m4_a_report_of_arms_evaluated_on_other_files_exits_2_and_leaves_the_old_tables(tmp_path, capsys,
+                                                                                         monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "two.py", tmp_path / "out"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    out.mkdir()
+    old = {name: f"old {name}" for name in ("table.json", "table.csv", "table.md", "report.html")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    monkeypatch.setattr(study.subprocess, "call", fake_eval(lambda arm, given: "other.csv" if arm == "b" else given))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "arm b was evaluated on other.csv, arm a on data/sample/dev_300.csv: no paired difference" in err, err
+    assert {name: (out / name).read_text() for name in old} == old
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+    # a report that fails at its last file leaves every table as it was too
+    (out / "arms/b/stages.json").unlink()
+    monkeypatch.setattr(study.subprocess, "call", fake_eval())
+    monkeypatch.setattr(study, "write_report", lambda *a, **k: (_ for _ in ()).throw(study.DataError("bad page")))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    assert "bad page" in capsys.readouterr().err
+    assert {name: (out / name).read_text() for name in old} == old
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_low_an_unknown_eval_task_exits_2_naming_it(tmp_path, capsys):
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms[1]["eval"]["task"] = "nope"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "arms[1]: field 'eval': unknown task 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["seeds = [True, 2]", "seeds = [42, 2**32]", "seeds = [42, 2.0]",
+                                     "arms[1]['train']['seed'] = 2**32"])
+def test_low_seeds_train_sft_refuses_are_refused_at_load(tmp_path, capsys, setting):
+    from scripts.study import main
+    config = tmp_path / "seeded.py"
+    config.write_text(SEEDED.format(model=str(fake_model(tmp_path / "model"))).replace("seeds = [42, 7]\n", "")
+                      + setting + "\n")
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "seed" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "--seeds", "1,4294967296", "--output_dir", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and "give distinct seeds from 0 to 4294967295" in capsys.readouterr().err
+
+
+def test_low_seed_intervals_stay_within_what_the_score_can_be():
+    from scripts.study import seed_summary
+    rows = [{"seed": seed, "accuracy": a, "f1_macro": a, "ece": e, "vs_baseline": d}
+            for seed, a, e, d in ((42, 0.05, 0.9, -0.9), (2, 0.95, 0.02, 0.9))]
+    runs = [{"arm": "x", "seed": 42}, {"arm": "x", "seed": 2}]
+    [entry] = seed_summary(rows, runs)
+    for key, (low, high) in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
+        assert entry[f"{key}_ci"] == [low, high], key  # the raw t interval runs past both ends
+
+
+def test_m2_a_killed_study_takes_its_stage_with_it_and_a_second_study_is_refused(tmp_path, capsys):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from scripts.study import main
+    config, out = tmp_path / "two.py", tmp_path / "out"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    script = tmp_path / "run_study.py"  # the study, its stage a child that sleeps (and says its pid)
+    script.write_text(f"""import sys
+import scripts.study as study
+study.stage_command = lambda *a: [sys.executable, "-c", "import os, time; print('child', os.getpid(), flush=True); "
+                                  "time.sleep(120)"]
+sys.exit(study.main(["--config", {str(config)!r}, "--output_dir", {str(out)!r}]))
+""")
+    study = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+        except OSError:
+            return False
+
+    child = None
+    try:
+        deadline = time.time() + 120
+        while child is None and time.time() < deadline and study.poll() is None:
+            time.sleep(0.2)
+            log = out / "arms/a/eval.log"
+            found = re.search(r"^child (\d+)$", log.read_text(), re.M) if log.exists() else None
+            child = int(found.group(1)) if found else None
+        assert child and alive(child), "the study's stage never started"
+        assert main(["--config", str(config), "--output_dir", str(out)]) == 2  # a second writer is refused
+        assert "another run is writing it now" in capsys.readouterr().err
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+        deadline = time.time() + 10
+        while alive(child) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not alive(child), "the stage outlived its study"
+    finally:
+        study.kill()
+        study.wait()
+        if child and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_low_a_resumed_evaluation_says_so_and_counts_the_seconds_of_every_part(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config = tmp_path / "two.py"
+    config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
+    args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    loaded, lines = study.load_study(args.config, args), []
+    [arm, _] = loaded["arms"]
+    log_file = tmp_path / "out/arms/a/eval.log"
+
+    def killed_after_50_s(command, **kwargs):  # the stage's last line 50 s after it started
+        os.utime(log_file, (time.time() + 50, time.time() + 50))
+        return 137
+    monkeypatch.setattr(study.subprocess, "call", killed_after_50_s)
+    with pytest.raises(study.StageFailed):
+        study.run_arm(loaded, arm, args, lines.append, {})
+    monkeypatch.setattr(study.subprocess, "call", fake_eval())
+    state = study.run_arm(loaded, arm, args, lines.append, {})
+    assert lines[0] == "arm a: eval started (not run before)"
+    assert lines[1].startswith("arm a: eval resumed"), lines
+    assert 50 <= state["eval"]["seconds"] < 60
+
+
+def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + 'arms.append({"name": "after_scored", "model_of": "label_after", '
+                                           '"eval": {"task": "nli_label", "scoring": "logprob"}})\n')
+    evaluate = fake_eval()
+
+    def fake_stage(command, **kwargs):
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text("{}\n")
+        elif "train.train_sft" in command:
+            model = Path(command[command.index("--output_dir") + 1])
+            model.mkdir()
+            (model / "train_results.json").write_text(json.dumps(
+                {"global_step": 2, "train_runtime_s": 10.0 + len(model.parent.name), "trained_tokens_per_epoch": 100,
+                 "train_samples": 10}))
+            (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
+        else:
+            return evaluate(command, **kwargs)
+        return 0
+    monkeypatch.setattr(study.subprocess, "call", fake_stage)
+    assert study.main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((tmp_path / "out/table.json").read_text())}
+    both = rows["label_only"]["train_seconds"] + 10.0 + len("label_after")
+    assert rows["label_after"]["train_seconds"] == pytest.approx(both)
+    assert rows["after_scored"]["train_seconds"] == pytest.approx(both)
+    assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
