@@ -371,3 +371,34 @@ def test_init_adapter_goes_on_training_the_given_adapter_and_refuses_another_sha
     assert not (tmp_path / "wrong_rank" / "adapter_model.safetensors").exists()
     code, _ = run_train(tiny_mistral, tmp_path / "none", "--init_adapter", tmp_path)
     assert code == 2 and "holds no LoRA adapter" in capsys.readouterr().err
+
+
+def _fake_adapter(folder):
+    """A folder that passes for an adapter until something loads it (the refusals come before)."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{"r": 16}')
+    (folder / "adapter_model.safetensors").write_bytes(b"the starting adapter")
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["same", "checkpoint_inside", "output_inside"])
+def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(tiny_mistral, tmp_path, capsys, layout):
+    """The starting adapter is an input: `--output_dir A` would overwrite it, `out/checkpoint-4` would be
+    rotated away by save_total_limit, and an output inside it would change it."""
+    out = tmp_path / "out"
+    adapter = {"same": out, "checkpoint_inside": out / "checkpoint-4", "output_inside": tmp_path / "adapter"}[layout]
+    _fake_adapter(adapter)
+    if layout == "output_inside":
+        out = adapter / "run"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _ = run_train(tiny_mistral, out, "--init_adapter", adapter, "--save_total_limit", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "init_adapter" in err and str(adapter) in err and "--output_dir" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (adapter / "adapter_model.safetensors").read_bytes() == b"the starting adapter"
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
+                                      "--init_adapter", str(adapter)]), {"dry_run": True})
+    assert any("init_adapter folder" in problem for problem in plan.problems), plan.problems

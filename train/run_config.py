@@ -149,9 +149,12 @@ def setup_tokenizer(config, tokenizer=None) -> tuple[object, list[int]]:
 
 def _model_paths(config) -> dict[str, Path]:
     """What output_dir must stay clear of: the model and tokenizer folders (or GGUF files and their
-    converted folders) that exist on disk."""
+    converted folders) and the adapter training starts from (init_adapter) that exist on disk."""
     from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     paths = {}
+    if config.init_adapter and Path(config.init_adapter).expanduser().exists():
+        # an input like the model: output_dir = A overwrites it, out/checkpoint-N is rotated away
+        paths["init_adapter folder"] = Path(config.init_adapter).expanduser()
     for key in ("model_id", "tokenizer_id"):
         value = getattr(config, key)
         if not value:
