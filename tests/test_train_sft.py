@@ -402,3 +402,18 @@ def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(tiny_
     plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
                                       "--init_adapter", str(adapter)]), {"dry_run": True})
     assert any("init_adapter folder" in problem for problem in plan.problems), plan.problems
+
+
+def test_m2_a_second_run_into_the_same_output_dir_is_refused_at_once(tiny_mistral, tmp_path, capsys):
+    """Two runs into one output_dir left one run's training_config.json beside the other's adapter."""
+    from nli_finetune.job_runner import output_lock
+    out = tmp_path / "run"
+    with output_lock(out.resolve()):  # the first run, still training
+        started = time.time()
+        code, _ = run_train(tiny_mistral, out, "--max_steps", "1")
+        err = capsys.readouterr().err
+        assert code == 2 and "another run is writing it now" in err and str(out) in err, err
+        assert time.time() - started < 30 and not out.exists()  # refused before loading or writing anything
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "1")  # once it ended, a run goes ahead
+    assert code == 0 and (out / "adapter_model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.lock"))  # the lock goes with the run

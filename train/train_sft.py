@@ -14,6 +14,7 @@ message. Outputs in `output_dir`: the adapter + tokenizer, `training_config.json
 `model_contract.json` (task, answer format, tokens, chat template: model_contract.py).
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import torch
 from nli_finetune.cli import on_terminal
 from nli_finetune.data_io import DataError, atomic_write_json, load_env_file
 from nli_finetune.gguf_convert import is_gguf
+from nli_finetune.job_runner import output_lock
 from nli_finetune.model_contract import build_contract, checkpoint_writer, read_contract, write_contract
 from nli_finetune.modeling import (
     BASE_SOURCE_FILE,
@@ -380,6 +382,15 @@ def training_contract(config: TrainConfig, tokenizer):
                           model_id=config.model_id)
 
 
+def output_dir_lock(config: TrainConfig):
+    """Held by rank 0 for the whole run: a second run into the same output_dir is refused at once
+    (DataError) instead of mixing its files with this one's. The lock file sits beside the folder (a
+    refused run leaves nothing in it) and dies with the process, even on SIGKILL."""
+    if not is_main_process():  # the other ranks of this launch write nothing themselves
+        return contextlib.nullcontext()
+    return output_lock(Path(config.output_dir).expanduser().resolve())
+
+
 def train(config: TrainConfig) -> dict:
     config, device, resume = prepare(config)
     tokenizer, new_token_ids = setup_tokenizer(config)  # before any tokenizing
@@ -415,7 +426,8 @@ def main(argv=None) -> int:
         config = load_run_config(argv)
         if preflight_flags.get("dry_run"):
             return print_plan(make_plan(config, preflight_flags))
-        results = train(config)
+        with output_dir_lock(config):
+            results = train(config)
         leave_process_group()
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
