@@ -417,3 +417,45 @@ def test_m2_a_second_run_into_the_same_output_dir_is_refused_at_once(tiny_mistra
     code, _ = run_train(tiny_mistral, out, "--max_steps", "1")  # once it ended, a run goes ahead
     assert code == 0 and (out / "adapter_model.safetensors").is_file()
     assert not list(tmp_path.glob("*.lock"))  # the lock goes with the run
+
+
+@pytest.fixture(scope="module")
+def narrow_base(tmp_path_factory):
+    """A base like tiny_mistral but 32 wide: an adapter of the 64-wide one does not fit it."""
+    from scripts.make_tiny_model import make_tiny_model
+    return make_tiny_model("mistral", tmp_path_factory.mktemp("narrow") / "tiny-narrow", hidden_size=32)
+
+
+def _plan_problems(model, out, *argv):
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    config = load_run_config(["tiny_cpu.py", "--model_id", str(model), "--output_dir", str(out),
+                              "--train_data", str(REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+                              *map(str, argv)])
+    return make_plan(config, {"dry_run": True, "gpu_memory_gb": 80}).problems
+
+
+def test_m3_the_preflight_and_training_refuse_an_init_adapter_of_another_rank_or_base(
+        trained_adapter, tiny_mistral, narrow_base, tmp_path, capsys):
+    """--dry_run said "ready" for these; training then exited 2 (rank) or died on a size-mismatch traceback
+    (another base: hidden size, vocabulary). Both now see the same check, and training names it in one line."""
+    from safetensors.torch import save_file
+    other_vocab = tmp_path / "other_vocab"  # an adapter whose run saved its (resized) embedding rows
+    other_vocab.mkdir()
+    for name in ("adapter_config.json",):
+        (other_vocab / name).write_text((trained_adapter / name).read_text())
+    weights = load_file(trained_adapter / "adapter_model.safetensors")
+    weights["base_model.model.model.embed_tokens.weight"] = torch.zeros(1024, 64)
+    save_file(weights, other_vocab / "adapter_model.safetensors")
+    cases = [(tiny_mistral, trained_adapter, ["--lora_r", "8"], "lora_r = 16"),
+             (narrow_base, trained_adapter, [], "hidden size"),
+             (tiny_mistral, other_vocab, [], "vocabulary")]
+    for model, adapter, extra, message in cases:
+        problems = _plan_problems(model, tmp_path / "planned", "--init_adapter", adapter, *extra)
+        assert any(message in problem and str(adapter) in problem for problem in problems), (message, problems)
+        out = tmp_path / f"run-{message.split()[0]}"
+        code, _ = run_train(model, out, "--init_adapter", adapter, "--max_steps", "1", *extra)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists(), err
+    assert not _plan_problems(tiny_mistral, tmp_path / "planned", "--init_adapter", trained_adapter)

@@ -26,6 +26,7 @@ from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.run_config import (
     TrainConfig,
+    init_adapter_problems,
     launch_check,
     path_problems,
     resolve,
@@ -232,6 +233,7 @@ def make_plan(config: TrainConfig, flags: dict) -> Plan:
     except Exception as exc:  # a broken tokenizer folder: the run would fail at the same place
         plan.problems.append(f"tokenizer: {exc}")
         tokenizer = None
+    plan.problems += init_adapter_problems(config, tokenizer)  # training asks the same before it loads
     checks = [check_data(config.train_data, config, tokenizer, config.max_train_examples)]
     if config.eval_data:
         checks.append(check_data(config.eval_data, config, tokenizer, config.max_eval_examples))

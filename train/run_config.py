@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from nli_finetune.data_io import DataError, atomic_write_json, content_fingerprint, path_fingerprint, read_records
@@ -152,7 +153,7 @@ def _model_paths(config) -> dict[str, Path]:
     converted folders) and the adapter training starts from (init_adapter) that exist on disk."""
     from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     paths = {}
-    if config.init_adapter and Path(config.init_adapter).expanduser().exists():
+    if config.init_adapter and (Path(config.init_adapter).expanduser() / "adapter_config.json").is_file():
         # an input like the model: output_dir = A overwrites it, out/checkpoint-N is rotated away
         paths["init_adapter folder"] = Path(config.init_adapter).expanduser()
     for key in ("model_id", "tokenizer_id"):
@@ -201,6 +202,94 @@ def path_problems(config) -> list[str]:
     if resume not in (None, "", "latest") and not Path(resume).is_dir():
         problems.append(f"resume_from_checkpoint: checkpoint dir not found: {resume}")
     return problems
+
+
+# LoRA settings an init_adapter must share with the config: config key -> adapter_config.json key
+ADAPTER_SETTINGS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_target_modules": "target_modules",
+                    "lora_layers": "layers_to_transform"}
+LORA_TENSOR = re.compile(r"\.layers\.(\d+)\..*?(\w+)\.lora_([AB])\.weight$")
+
+
+def normalised(value):
+    """A LoRA setting compared by content: sets and lists of names or layers as sorted lists."""
+    return sorted(value) if isinstance(value, (list, set, tuple)) else value
+
+
+def embedding_rows(shape, tokenizer) -> int | None:
+    """The rows the run's embedding matrix will have: the base's, grown to the tokenizer's length once
+    the run's tokens are registered (train_sft.grow_embeddings); None when the tokenizer is unknown."""
+    return None if tokenizer is None else max(shape.vocab, len(tokenizer))
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} from a .safetensors file's header: no weight read, no torch."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
+def init_adapter_problems(config, tokenizer=None) -> list[str]:
+    """Why the run can't go on training init_adapter: LoRA settings other than the config's (the run
+    would silently train another shape than its config and fingerprint say), or tensors of another base
+    than model_id (hidden size, layers; vocabulary when the run's `tokenizer` is known). Read from
+    adapter_config.json, the weights' header and the base's config, nothing loaded: the preflight and
+    training both ask here, so `--dry_run` refuses what the run refuses."""
+    from nli_finetune.model_shape import ShapeError, read_model_shape
+    if not config.init_adapter:
+        return []
+    try:
+        shape = read_model_shape(config.model_id)
+    except ShapeError:
+        shape = None  # a hub id not in the cache: its tensors are checked when peft loads them
+    return _adapter_problems(config, shape, embedding_rows(shape, tokenizer) if shape else None)
+
+
+def _adapter_problems(config, shape, rows: int | None) -> list[str]:
+    folder = Path(config.init_adapter)
+    try:
+        saved = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return []  # no adapter at all is path_problems' to say
+    if not config.use_lora or not isinstance(saved, dict):
+        return []
+    for key, theirs_key in ADAPTER_SETTINGS.items():
+        ours, theirs = getattr(config, key), saved.get(theirs_key)
+        if ours != "all-linear" and normalised(theirs) != normalised(ours):  # peft saves all-linear resolved
+            return [f"init_adapter {folder} has {key} = {normalised(theirs)}, this config {normalised(ours)}: "
+                    f"set --{key} to the adapter's"]
+    weights = folder / "adapter_model.safetensors"
+    if shape is None or not weights.is_file():
+        return []
+    try:
+        tensors = safetensors_shapes(weights)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"init_adapter {folder}: {weights.name} is unreadable ({type(exc).__name__}: {exc})"]
+    problem = _tensor_misfit(tensors, shape, rows)
+    return [f"init_adapter {folder} was trained on another base than model_id {config.model_id}: {problem}"] \
+        if problem else []
+
+
+def _tensor_misfit(tensors: dict, shape, rows: int | None) -> str | None:
+    """The first adapter tensor that does not fit a base of `shape`, said in the base's terms."""
+    dims = shape.linear_dims()
+    for name, size in sorted(tensors.items()):
+        match = LORA_TENSOR.search(name)
+        if match:
+            layer, module, side = int(match[1]), match[2], match[3]
+            if layer >= shape.layers:
+                return f"{name} is for layer {layer}, the model has {shape.layers} layers"
+            wanted = dims.get(module, (None, None))[0 if side == "A" else 1]
+            got = size[1] if side == "A" else size[0]
+            if wanted is not None and got != wanted:
+                return (f"{name} has {got} {'inputs' if side == 'A' else 'outputs'}, the model's {module} "
+                        f"{wanted} (hidden size {shape.hidden})")
+        elif name.endswith(("embed_tokens.weight", "lm_head.weight", "trainable_tokens_delta")):
+            if size[-1] != shape.hidden:
+                return f"{name} is {size[-1]} wide, the model's hidden size {shape.hidden}"
+            if rows is not None and not name.endswith("trainable_tokens_delta") and size[0] != rows:
+                return f"{name} has {size[0]} rows, the model's vocabulary {rows} (with this run's tokens)"
+    return None
 
 
 def check_paths(config) -> None:

@@ -46,6 +46,7 @@ from train.run_config import (
     as_config,
     check_paths,
     fingerprint_writer,
+    init_adapter_problems,
     launch_check,
     load_run_config,
     register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
@@ -112,29 +113,24 @@ def build_model(config: TrainConfig, tokenizer, device: str, new_token_ids: list
                       target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
                       trainable_token_indices=token_rows, layers_to_transform=config.lora_layers)
     if config.init_adapter:
-        return continued_adapter(model, config.init_adapter, lora)
+        return continued_adapter(model, config.init_adapter)
     return get_peft_model(model, lora)
 
 
-def continued_adapter(model, adapter_dir: str, lora):
-    """The model with the adapter in `adapter_dir` loaded to go on training; its shape must be the config's
-    (`lora`), or the run would silently train another shape than its config and fingerprint say."""
-    from peft import LoraConfig, PeftModel
-    saved = LoraConfig.from_pretrained(adapter_dir)
-    shape = {"lora_r": (saved.r, lora.r), "lora_alpha": (saved.lora_alpha, lora.lora_alpha),
-             "lora_target_modules": (saved.target_modules, lora.target_modules),
-             "lora_layers": (saved.layers_to_transform, lora.layers_to_transform)}
-    for key, (theirs, ours) in shape.items():
-        if ours != "all-linear" and normalised(theirs) != normalised(ours):  # peft saves all-linear resolved
-            raise ConfigError(f"init_adapter {adapter_dir} has {key} = {normalised(theirs)}, this config "
-                              f"{normalised(ours)}: set --{key} to the adapter's")
+def continued_adapter(model, adapter_dir: str):
+    """The model with the adapter in `adapter_dir` loaded to go on training. Its settings and shape were
+    checked before anything loaded (run_config.init_adapter_problems); a misfit that check could not see
+    (a hub base not in the cache) is one line here too, never peft's size-mismatch traceback."""
+    from peft import PeftModel
     log.info("starting from the adapter in %s", adapter_dir)
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
-
-
-def normalised(value):
-    """A LoRA setting compared by content: sets and lists of names or layers as sorted lists."""
-    return sorted(value) if isinstance(value, (list, set, tuple)) else value
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ConfigError(f"init_adapter {adapter_dir} does not fit model_id (trained on another base?): "
+                          f"{first}") from None
 
 
 def cpu_has_native_bf16() -> bool:
@@ -394,6 +390,9 @@ def output_dir_lock(config: TrainConfig):
 def train(config: TrainConfig) -> dict:
     config, device, resume = prepare(config)
     tokenizer, new_token_ids = setup_tokenizer(config)  # before any tokenizing
+    problems = init_adapter_problems(config, tokenizer)  # the preflight's check, before any weight loads
+    if problems:
+        raise ConfigError(problems[0])
     train_set, eval_set = load_data(config, tokenizer)
     model = build_model(config, tokenizer, device, new_token_ids)
     log_trainable(model, config)
