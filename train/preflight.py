@@ -21,11 +21,13 @@ from pathlib import Path
 
 from nli_finetune.data_io import DataError
 from nli_finetune.model_shape import ShapeError, read_model_shape
+from nli_finetune.modeling import ModelLoadError
 from train.config_loader import ConfigError
 from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.run_config import (
     TrainConfig,
+    batching,
     init_adapter_problems,
     launch_check,
     path_problems,
@@ -154,8 +156,22 @@ def schedule_lines(config: TrainConfig, kept: int | None, world: int) -> list[st
                     f"{config.num_epochs} epochs)"]
 
 
+def batching_lines(config: TrainConfig, device: str, plan: Plan) -> bool:
+    """The attention and collator the run will use (run_config.batching, as training decides them);
+    whether its batches are padding-free."""
+    try:
+        decided = batching(config, device)
+    except ModelLoadError as exc:  # flash_attention_2 asked where it can't run: the load would stop here
+        plan.problems.append(f"attn_implementation: {exc}")
+        return False
+    plan.lines.append(f"attention: {decided.attention} ({decided.source}); batches: {decided.collator} collator"
+                      + (" (use_packing needs flash attention)" if config.use_packing and not decided.padding_free
+                         else ""))
+    return decided.padding_free
+
+
 def memory_lines(config: TrainConfig, flags: dict, longest: int, longest_answer: int, plan: Plan,
-                 world: int) -> None:
+                 world: int, padding_free: bool) -> None:
     try:
         shape = read_model_shape(config.model_id, flags.get("model_params_b"))
     except ShapeError as exc:
@@ -165,8 +181,8 @@ def memory_lines(config: TrainConfig, flags: dict, longest: int, longest_answer:
     if problems:  # the estimate of a run that can't start would be meaningless (even negative)
         plan.problems += problems
         return
-    # packing computes logits on every token; the answer-window collator on the widest answer only
-    logit_columns = None if config.use_packing else (longest_answer or None)
+    # padding-free batches compute logits on every token; the answer-window collator on the widest answer only
+    logit_columns = None if padding_free else (longest_answer or None)
     estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None,
                                         logit_columns=logit_columns, world_size=world)
     quant = "4-bit NF4" if config.load_in_4bit else config.torch_dtype
@@ -227,7 +243,8 @@ def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str
 def make_plan(config: TrainConfig, flags: dict) -> Plan:
     plan = Plan(lines=[f"config: {config.config_file or 'defaults'}", f"output_dir: {config.output_dir}"])
     world = world_size()
-    config, _ = resolved_for_plan(config, plan)
+    config, device = resolved_for_plan(config, plan)
+    padding_free = batching_lines(config, device, plan)
     try:
         tokenizer = local_tokenizer(config)
     except Exception as exc:  # a broken tokenizer folder: the run would fail at the same place
@@ -242,7 +259,7 @@ def make_plan(config: TrainConfig, flags: dict) -> Plan:
     train_report, train_problem = checks[0]
     plan.lines += schedule_lines(config, None if train_problem else train_report.kept, world)
     memory_lines(config, flags, max(report.longest for report, _ in checks),
-                 max(report.longest_answer for report, _ in checks), plan, world)
+                 max(report.longest_answer for report, _ in checks), plan, world, padding_free)
     return plan
 
 

@@ -120,6 +120,33 @@ def optimizer_names() -> set[str]:
     return {name.value for name in OptimizerNames}
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How a run batches its examples: the attention that runs and the collator that goes with it."""
+    attention: str        # the implementation (as loaded, or as load_model will pick it)
+    source: str           # where it comes from: "loaded", "auto: not on CUDA", "flash-attn package", ...
+    padding_free: bool    # PaddingFreeCollator (use_packing under flash attention), else AnswerWindowCollator
+
+    @property
+    def collator(self) -> str:
+        return "padding-free" if self.padding_free else "answer-window"
+
+
+def batching(config, device: str = "cpu", loaded_attention: str | None = None) -> Batching:
+    """The one decision of attention and collator, shared by the run and the preflight so the memory
+    plan counts what the run computes. Padding-free batches only under a flash variant (the package's or
+    the hub kernel's varlen path): SDPA and eager compute the whole masked square over a flattened batch,
+    slower than padded length-grouped batches, so there use_packing falls back to the answer-window
+    collator. Training passes the attention its loaded model really runs (a hub kernel may have fallen
+    back to SDPA); the preflight gets what load_model will pick on `device` (ModelLoadError as the load would)."""
+    if loaded_attention is None:
+        from nli_finetune.modeling import pick_attn_implementation
+        attention, source = pick_attn_implementation(config.attn_implementation, device)
+    else:
+        attention, source = loaded_attention, "loaded"
+    return Batching(attention, source, padding_free=bool(config.use_packing) and "flash" in attention)
+
+
 def all_special_tokens(config) -> list[str]:
     tokens = list(config.special_tokens)
     for pair in config.confidence_tokens.values():

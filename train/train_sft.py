@@ -44,6 +44,7 @@ from train.run_config import (
     TrainConfig,
     all_special_tokens,
     as_config,
+    batching,
     check_paths,
     fingerprint_writer,
     init_adapter_problems,
@@ -277,15 +278,13 @@ def load_data(config: TrainConfig, tokenizer) -> tuple[tuple[list, object], tupl
 
 
 def pick_collator(config: TrainConfig, model, tokenizer):
-    attn = model.config._attn_implementation
-    padding_free = config.use_packing and "flash" in attn  # the package's or the hub kernel's varlen path
-    if config.use_packing and not padding_free:
-        # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
-        # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
+    """The collator run_config.batching decides for the attention the loaded model really runs."""
+    plan = batching(config, loaded_attention=model.config._attn_implementation)
+    if config.use_packing and not plan.padding_free:
         grouped = "length-grouped " if sampling_strategy(config) == "group_by_length" else ""
         log.info("use_packing: padding-free batches need flash-attention; with %s, using %spadded batches "
-                 "(faster there)", attn, grouped)
-    return PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
+                 "(faster there)", plan.attention, grouped)
+    return PaddingFreeCollator() if plan.padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
 
 
 def make_callbacks(config: TrainConfig, tokenizer, has_eval: bool) -> list:
