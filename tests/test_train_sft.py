@@ -459,3 +459,28 @@ def test_m3_the_preflight_and_training_refuse_an_init_adapter_of_another_rank_or
         assert code == 2 and message in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1 and not out.exists(), err
     assert not _plan_problems(tiny_mistral, tmp_path / "planned", "--init_adapter", trained_adapter)
+
+
+def test_low_resuming_with_another_max_steps_is_refused_naming_both(tiny_mistral, tmp_path, capsys):
+    """A checkpoint of a 6-step cosine run resumed with --max_steps 12 ran a schedule that matched neither
+    run (the rate laid out over 6 steps, stretched mid-way to 12)."""
+    out = tmp_path / "run"
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--save_steps", "6")
+    assert code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for resume in ("latest", out / "checkpoint-6"):
+        code, _ = run_train(tiny_mistral, out, "--max_steps", "12", "--resume_from_checkpoint", resume)
+        err = capsys.readouterr().err
+        assert code == 2 and "max_steps = 6" in err and "max_steps = 12" in err and "--max_steps 6" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing trained or written
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
+                                      "--train_data", str(REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+                                      "--eval_data", "None", "--max_train_examples", "32", "--batch_size", "4",
+                                      "--learning_rate", "3e-3", "--max_steps", "12",
+                                      "--resume_from_checkpoint", "latest"]), {"dry_run": True})
+    assert any("max_steps = 6" in problem for problem in plan.problems), plan.problems
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
+    assert code == 0  # the same schedule resumes (here: nothing left to do)

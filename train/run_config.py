@@ -25,7 +25,7 @@ from train.config_loader import ConfigError, load_config, schema
 log = logging.getLogger("train_sft")
 FINGERPRINT_FILE = "run_fingerprint.json"
 # settings that don't change what a resumed run computes: where it writes, what it logs and evaluates,
-# and when it stops (continuing a run for more steps is what resuming is for)
+# and its length (max_steps, num_epochs), which must instead equal the checkpoint run's (schedule_problem)
 RESUME_NEUTRAL = {
     "config_file", "output_dir", "resume_from_checkpoint", "logging_steps", "eval_steps", "save_steps",
     "save_total_limit", "early_stopping_patience", "load_best_model_at_end", "gen_eval_examples",
@@ -397,7 +397,31 @@ def resume_checkpoint(config) -> str | None:
     if changed:
         raise ConfigError(f"resume_from_checkpoint: {checkpoint} was trained with other {', '.join(changed)}; "
                           "resume with the same data, model and settings, or start fresh in another --output_dir")
+    problem = schedule_problem(config, Path(checkpoint))
+    if problem:
+        raise ConfigError(problem)
     return checkpoint
+
+
+def schedule_problem(config, checkpoint: Path) -> str | None:
+    """Why resuming `checkpoint` with this config's length would give a run that matches neither: the
+    checkpoint's learning-rate schedule (and warmup) was laid out over its run's steps, which the Trainer
+    records in trainer_state.json; a longer or shorter resume bends it mid-way (a cosine restarted)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # latest_complete_checkpoint skips such a checkpoint; an explicit one fails in the Trainer
+    if config.max_steps > 0:
+        key, ours, theirs = "max_steps", config.max_steps, state.get("max_steps")
+    else:
+        key, ours, theirs = "num_epochs", config.num_epochs, state.get("num_train_epochs")
+    if not theirs or ours == theirs:  # a state without the number: nothing to compare
+        return None
+    further = f"--init_adapter {checkpoint} " if config.use_lora else ""
+    return (f"resume_from_checkpoint: {checkpoint} is from a run of {key} = {theirs}, this run has {key} = {ours}; "
+            f"its {config.lr_scheduler} learning-rate schedule was laid out over the checkpoint's run, so the result "
+            f"would match neither: resume with --{key} {theirs}, or train on in a new run "
+            f"({further}--output_dir <another folder>)")
 
 
 def fingerprint_writer(fingerprint: dict):
