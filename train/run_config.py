@@ -293,8 +293,8 @@ def _adapter_problems(config, shape, rows: int | None) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"init_adapter {folder}: {weights.name} is unreadable ({type(exc).__name__}: {exc})"]
     problem = _tensor_misfit(tensors, shape, rows)
-    return [f"init_adapter {folder} was trained on another base than model_id {config.model_id}: {problem}"] \
-        if problem else []
+    return [f"init_adapter {folder} does not fit model_id {config.model_id} (an adapter of another base "
+            f"model?): {problem}"] if problem else []
 
 
 def _tensor_misfit(tensors: dict, shape, rows: int | None) -> str | None:
