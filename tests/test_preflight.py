@@ -199,6 +199,8 @@ def test_i41_4_the_preflight_plans_the_collator_and_attention_the_run_uses(tiny_
     import importlib.util
     import types
 
+    import torch
+
     import nli_finetune.modeling as modeling
     from train.preflight import make_plan
     from train.run_config import load_run_config
@@ -209,7 +211,8 @@ def test_i41_4_the_preflight_plans_the_collator_and_attention_the_run_uses(tiny_
                               "--device", "cuda", "--use_packing", "true"])
     real_find_spec = importlib.util.find_spec
 
-    def plan_text(flash_installed: bool) -> str:
+    def plan_text(flash_installed: bool, gpu_here: bool = True) -> str:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_here)
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: (
             (object() if flash_installed else None) if name == "flash_attn" else real_find_spec(name, *args)))
         text = "\n".join(make_plan(config, {"dry_run": True, "gpu_memory_gb": 80}).lines)
@@ -220,6 +223,10 @@ def test_i41_4_the_preflight_plans_the_collator_and_attention_the_run_uses(tiny_
     assert "answer columns (the answer-window collator)" in sdpa and "attention: sdpa" in sdpa, sdpa
     flash = plan_text(flash_installed=True)
     assert "logits counted over every token" in flash and "attention: flash_attention_2" in flash, flash
+    # planned for a GPU this machine lacks, whose packages it can't see: the larger plan, said so
+    elsewhere = plan_text(flash_installed=False, gpu_here=False)
+    assert "logits counted over every token" in elsewhere and "assumed: no GPU here" in elsewhere, elsewhere
+    monkeypatch.undo()
     # the run decides with the attention its loaded model really runs, through the same function
     from train.run_config import batching
     for attention in ("sdpa", "eager", "flash_attention_2", modeling.HUB_FLASH_KERNEL):

@@ -156,11 +156,11 @@ def schedule_lines(config: TrainConfig, kept: int | None, world: int) -> list[st
                     f"{config.num_epochs} epochs)"]
 
 
-def batching_lines(config: TrainConfig, device: str, plan: Plan) -> bool:
+def batching_lines(config: TrainConfig, device: str, here: bool, plan: Plan) -> bool:
     """The attention and collator the run will use (run_config.batching, as training decides them);
     whether its batches are padding-free."""
     try:
-        decided = batching(config, device)
+        decided = batching(config, device, device_here=here)
     except ModelLoadError as exc:  # flash_attention_2 asked where it can't run: the load would stop here
         plan.problems.append(f"attn_implementation: {exc}")
         return False
@@ -222,8 +222,9 @@ def planned_device(config: TrainConfig) -> tuple[str, bool]:
     return device, torch.cuda.is_available()
 
 
-def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str]:
-    """The config as training resolves it (run_config.resolve), with its launch and path problems."""
+def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str, bool]:
+    """(the config as training resolves it (run_config.resolve), the device, whether this machine has it),
+    with its launch and path problems."""
     from nli_finetune.modeling import can_load_4bit
     device, here = planned_device(config)
     plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
@@ -237,14 +238,14 @@ def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str
         resume_checkpoint(config)
     except ConfigError as exc:
         plan.problems.append(str(exc))
-    return config, device
+    return config, device, here
 
 
 def make_plan(config: TrainConfig, flags: dict) -> Plan:
     plan = Plan(lines=[f"config: {config.config_file or 'defaults'}", f"output_dir: {config.output_dir}"])
     world = world_size()
-    config, device = resolved_for_plan(config, plan)
-    padding_free = batching_lines(config, device, plan)
+    config, device, here = resolved_for_plan(config, plan)
+    padding_free = batching_lines(config, device, here, plan)
     try:
         tokenizer = local_tokenizer(config)
     except Exception as exc:  # a broken tokenizer folder: the run would fail at the same place

@@ -132,18 +132,23 @@ class Batching:
         return "padding-free" if self.padding_free else "answer-window"
 
 
-def batching(config, device: str = "cpu", loaded_attention: str | None = None) -> Batching:
+def batching(config, device: str = "cpu", loaded_attention: str | None = None, *,
+             device_here: bool = True) -> Batching:
     """The one decision of attention and collator, shared by the run and the preflight so the memory
     plan counts what the run computes. Padding-free batches only under a flash variant (the package's or
     the hub kernel's varlen path): SDPA and eager compute the whole masked square over a flattened batch,
     slower than padded length-grouped batches, so there use_packing falls back to the answer-window
     collator. Training passes the attention its loaded model really runs (a hub kernel may have fallen
-    back to SDPA); the preflight gets what load_model will pick on `device` (ModelLoadError as the load would)."""
-    if loaded_attention is None:
+    back to SDPA); the preflight gets what load_model will pick on `device` (ModelLoadError as the load
+    would), or, planning for a GPU this machine lacks (`device_here` False), whose packages it can't see,
+    a flash variant wherever one may run: the larger of the two plans."""
+    if loaded_attention is not None:
+        attention, source = loaded_attention, "loaded"
+    elif not device_here and device.startswith("cuda") and config.attn_implementation in ("auto", "flash_attention_2"):
+        attention, source = "flash_attention_2", "assumed: no GPU here to tell; with sdpa the plan is smaller"
+    else:
         from nli_finetune.modeling import pick_attn_implementation
         attention, source = pick_attn_implementation(config.attn_implementation, device)
-    else:
-        attention, source = loaded_attention, "loaded"
     return Batching(attention, source, padding_free=bool(config.use_packing) and "flash" in attention)
 
 
