@@ -130,8 +130,8 @@ def continued_adapter(model, adapter_dir: str):
         if "size mismatch" not in str(exc):
             raise
         first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise ConfigError(f"init_adapter {adapter_dir} does not fit model_id (trained on another base?): "
-                          f"{first}") from None
+        raise ConfigError(f"init_adapter {adapter_dir} does not fit model_id (an adapter of another base "
+                          f"model?): {first}") from None
 
 
 def cpu_has_native_bf16() -> bool:
