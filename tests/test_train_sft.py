@@ -484,3 +484,15 @@ def test_low_resuming_with_another_max_steps_is_refused_naming_both(tiny_mistral
     assert any("max_steps = 6" in problem for problem in plan.problems), plan.problems
     code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
     assert code == 0  # the same schedule resumes (here: nothing left to do)
+
+
+def test_m3_a_misfit_the_early_check_cannot_see_is_one_line_too(trained_adapter, narrow_base, tmp_path, capsys,
+                                                                monkeypatch):
+    """A hub base not in the cache has no shape to check before loading: peft's size mismatch is then
+    still one line, exit 2, not a traceback."""
+    import train.train_sft as train_sft
+    monkeypatch.setattr(train_sft, "init_adapter_problems", lambda config, tokenizer=None: [])
+    code, _ = run_train(narrow_base, tmp_path / "run", "--init_adapter", trained_adapter, "--max_steps", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "does not fit model_id" in err and "size mismatch" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
