@@ -414,6 +414,13 @@ def test_m2_a_second_run_into_the_same_output_dir_is_refused_at_once(tiny_mistra
         err = capsys.readouterr().err
         assert code == 2 and "another run is writing it now" in err and str(out) in err, err
         assert time.time() - started < 30 and not out.exists()  # refused before loading or writing anything
+        from train.preflight import make_plan
+        from train.run_config import load_run_config
+        config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out)])
+        plan = make_plan(config, {"dry_run": True})
+        assert any("another run is writing it now" in problem for problem in plan.problems), plan.problems
+    assert not any("another run" in problem for problem in make_plan(config, {"dry_run": True}).problems)
+    assert not list(tmp_path.glob("*.lock"))  # the preflight's probe creates nothing
     code, _ = run_train(tiny_mistral, out, "--max_steps", "1")  # once it ended, a run goes ahead
     assert code == 0 and (out / "adapter_model.safetensors").is_file()
     assert not list(tmp_path.glob("*.lock"))  # the lock goes with the run

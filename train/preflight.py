@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nli_finetune.data_io import DataError
+from nli_finetune.job_runner import output_locked
 from nli_finetune.model_shape import ShapeError, read_model_shape
 from nli_finetune.modeling import ModelLoadError
 from train.config_loader import ConfigError
@@ -32,6 +33,7 @@ from train.run_config import (
     launch_check,
     path_problems,
     resolve,
+    resolved_output_dir,
     resume_checkpoint,
     setup_tokenizer,
     tokenizer_source,
@@ -234,6 +236,9 @@ def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str
     except ConfigError as exc:
         plan.problems.append(str(exc))
     plan.problems += launch_check(config, device, planned=True) + path_problems(config)
+    if output_locked(resolved_output_dir(config)):  # the run would be refused at once
+        plan.problems.append(f"output_dir {config.output_dir}: another run is writing it now; wait for it to end "
+                             "or choose another --output_dir")
     try:
         resume_checkpoint(config)
     except ConfigError as exc:

@@ -201,6 +201,12 @@ def _model_paths(config) -> dict[str, Path]:
     return paths
 
 
+def resolved_output_dir(config) -> Path:
+    """output_dir after ~ and links: the one name its lock (`<it>.lock`, job_runner.output_lock) is
+    taken under, by the run, and probed under by the preflight."""
+    return Path(config.output_dir).expanduser().resolve()
+
+
 def output_overlap_problem(config) -> str | None:
     """Why output_dir would write over the model's own files (it is, holds or lies inside one), or None."""
     out = Path(config.output_dir).expanduser().resolve()

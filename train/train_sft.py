@@ -52,6 +52,7 @@ from train.run_config import (
     load_run_config,
     register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
     resolve,
+    resolved_output_dir,
     resume_checkpoint,
     run_fingerprint,
     setup_tokenizer,
@@ -383,7 +384,7 @@ def output_dir_lock(config: TrainConfig):
     refused run leaves nothing in it) and dies with the process, even on SIGKILL."""
     if not is_main_process():  # the other ranks of this launch write nothing themselves
         return contextlib.nullcontext()
-    return output_lock(Path(config.output_dir).expanduser().resolve())
+    return output_lock(resolved_output_dir(config))
 
 
 def train(config: TrainConfig) -> dict:
