@@ -373,21 +373,21 @@ def test_init_adapter_goes_on_training_the_given_adapter_and_refuses_another_sha
     assert code == 2 and "holds no LoRA adapter" in capsys.readouterr().err
 
 
-def _fake_adapter(folder):
-    """A folder that passes for an adapter until something loads it (the refusals come before)."""
-    folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text('{"r": 16}')
-    (folder / "adapter_model.safetensors").write_bytes(b"the starting adapter")
+def _copy_adapter(adapter, folder):
+    import shutil
+    shutil.copytree(adapter, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
     return folder
 
 
 @pytest.mark.parametrize("layout", ["same", "checkpoint_inside", "output_inside"])
-def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(tiny_mistral, tmp_path, capsys, layout):
+def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(trained_adapter, tiny_mistral, tmp_path,
+                                                                           capsys, layout):
     """The starting adapter is an input: `--output_dir A` would overwrite it, `out/checkpoint-4` would be
     rotated away by save_total_limit, and an output inside it would change it."""
     out = tmp_path / "out"
     adapter = {"same": out, "checkpoint_inside": out / "checkpoint-4", "output_inside": tmp_path / "adapter"}[layout]
-    _fake_adapter(adapter)
+    _copy_adapter(trained_adapter, adapter)
+    start = (adapter / "adapter_model.safetensors").read_bytes()
     if layout == "output_inside":
         out = adapter / "run"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -396,7 +396,7 @@ def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(tiny_
     assert code == 2 and "init_adapter" in err and str(adapter) in err and "--output_dir" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
-    assert (adapter / "adapter_model.safetensors").read_bytes() == b"the starting adapter"
+    assert (adapter / "adapter_model.safetensors").read_bytes() == start
     from train.preflight import make_plan
     from train.run_config import load_run_config
     plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
