@@ -124,6 +124,23 @@ def _save_in_flight(running: dict, deliver, interrupted: bool) -> None:
         pass
 
 
+def output_locked(path) -> bool:
+    """Whether a run holds `output_lock(path)` now: a probe for plans (`--dry_run`), which write nothing
+    (no lock file is created). Not for a process that holds the lock itself: its own lock counts too."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def output_lock(path):
     """Hold `<path>.lock` while a run writes `path`: a second run on the same output is refused

@@ -190,3 +190,49 @@ def test_the_optimizer_names_read_from_transformers_source_are_its_enum():
 
     from train.run_config import optimizer_names
     assert optimizer_names() == {name.value for name in OptimizerNames} and "adamw_torch" in optimizer_names()
+
+
+def test_i41_4_the_preflight_plans_the_collator_and_attention_the_run_uses(tiny_mistral, tmp_path, monkeypatch):
+    """use_packing is padding-free only under flash attention; under SDPA the run uses the answer-window
+    collator, whose logits cover the widest answer only. The preflight counted every token whenever
+    use_packing was on (1.50 GiB planned vs 0.78 GiB). One function decides for both."""
+    import dataclasses
+    import importlib.util
+    import types
+
+    import torch
+
+    import nli_finetune.modeling as modeling
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    from train.sft_data import PaddingFreeCollator
+    from train.train_sft import pick_collator
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub kernel: SDPA on CUDA without the flash-attn package
+    config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(tmp_path / "out"),
+                              "--device", "cuda", "--use_packing", "true"])
+    real_find_spec = importlib.util.find_spec
+
+    def plan_text(flash_installed: bool, gpu_here: bool = True) -> str:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_here)
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: (
+            (object() if flash_installed else None) if name == "flash_attn" else real_find_spec(name, *args)))
+        text = "\n".join(make_plan(config, {"dry_run": True, "gpu_memory_gb": 80}).lines)
+        monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+        return text
+
+    sdpa = plan_text(flash_installed=False)
+    assert "answer columns (the answer-window collator)" in sdpa and "attention: sdpa" in sdpa, sdpa
+    flash = plan_text(flash_installed=True)
+    assert "logits counted over every token" in flash and "attention: flash_attention_2" in flash, flash
+    # planned for a GPU this machine lacks, whose packages it can't see: the larger plan, said so
+    elsewhere = plan_text(flash_installed=False, gpu_here=False)
+    assert "logits counted over every token" in elsewhere and "assumed: no GPU here" in elsewhere, elsewhere
+    monkeypatch.undo()
+    # the run decides with the attention its loaded model really runs, through the same function
+    from train.run_config import batching
+    for attention in ("sdpa", "eager", "flash_attention_2", modeling.HUB_FLASH_KERNEL):
+        model = types.SimpleNamespace(config=types.SimpleNamespace(_attn_implementation=attention))
+        padding_free = isinstance(pick_collator(config, model, types.SimpleNamespace(pad_token_id=0)),
+                                  PaddingFreeCollator)
+        assert padding_free == batching(config, loaded_attention=attention).padding_free == ("flash" in attention)
+    assert not batching(dataclasses.replace(config, use_packing=False), loaded_attention="flash_attention_2").padding_free

@@ -402,3 +402,135 @@ def test_a_kernels_outside_transformers_window_is_not_offered(monkeypatch, kerne
     if not usable:
         assert f"kernels {kernels_version} is outside transformers' window" in modeling.hub_kernel_problem()
         assert modeling.pick_attn_implementation("auto", "cuda")[0] == "sdpa"
+
+
+def _copy_adapter(adapter, folder):
+    import shutil
+    shutil.copytree(adapter, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["same", "checkpoint_inside", "output_inside"])
+def test_h3_an_init_adapter_that_output_dir_is_holds_or_lies_in_is_refused(trained_adapter, tiny_mistral, tmp_path,
+                                                                           capsys, layout):
+    """The starting adapter is an input: `--output_dir A` would overwrite it, `out/checkpoint-4` would be
+    rotated away by save_total_limit, and an output inside it would change it."""
+    out = tmp_path / "out"
+    adapter = {"same": out, "checkpoint_inside": out / "checkpoint-4", "output_inside": tmp_path / "adapter"}[layout]
+    _copy_adapter(trained_adapter, adapter)
+    start = (adapter / "adapter_model.safetensors").read_bytes()
+    if layout == "output_inside":
+        out = adapter / "run"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _ = run_train(tiny_mistral, out, "--init_adapter", adapter, "--save_total_limit", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "init_adapter" in err and str(adapter) in err and "--output_dir" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (adapter / "adapter_model.safetensors").read_bytes() == start
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
+                                      "--init_adapter", str(adapter)]), {"dry_run": True})
+    assert any("init_adapter folder" in problem for problem in plan.problems), plan.problems
+
+
+def test_m2_a_second_run_into_the_same_output_dir_is_refused_at_once(tiny_mistral, tmp_path, capsys):
+    """Two runs into one output_dir left one run's training_config.json beside the other's adapter."""
+    from nli_finetune.job_runner import output_lock
+    out = tmp_path / "run"
+    with output_lock(out.resolve()):  # the first run, still training
+        started = time.time()
+        code, _ = run_train(tiny_mistral, out, "--max_steps", "1")
+        err = capsys.readouterr().err
+        assert code == 2 and "another run is writing it now" in err and str(out) in err, err
+        assert time.time() - started < 30 and not out.exists()  # refused before loading or writing anything
+        from train.preflight import make_plan
+        from train.run_config import load_run_config
+        config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out)])
+        plan = make_plan(config, {"dry_run": True})
+        assert any("another run is writing it now" in problem for problem in plan.problems), plan.problems
+    assert not any("another run" in problem for problem in make_plan(config, {"dry_run": True}).problems)
+    assert not list(tmp_path.glob("*.lock"))  # the preflight's probe creates nothing
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "1")  # once it ended, a run goes ahead
+    assert code == 0 and (out / "adapter_model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.lock"))  # the lock goes with the run
+
+
+@pytest.fixture(scope="module")
+def narrow_base(tmp_path_factory):
+    """A base like tiny_mistral but 32 wide: an adapter of the 64-wide one does not fit it."""
+    from scripts.make_tiny_model import make_tiny_model
+    return make_tiny_model("mistral", tmp_path_factory.mktemp("narrow") / "tiny-narrow", hidden_size=32)
+
+
+def _plan_problems(model, out, *argv):
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    config = load_run_config(["tiny_cpu.py", "--model_id", str(model), "--output_dir", str(out),
+                              "--train_data", str(REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+                              *map(str, argv)])
+    return make_plan(config, {"dry_run": True, "gpu_memory_gb": 80}).problems
+
+
+def test_m3_the_preflight_and_training_refuse_an_init_adapter_of_another_rank_or_base(
+        trained_adapter, tiny_mistral, narrow_base, tmp_path, capsys):
+    """--dry_run said "ready" for these; training then exited 2 (rank) or died on a size-mismatch traceback
+    (another base: hidden size, vocabulary). Both now see the same check, and training names it in one line."""
+    from safetensors.torch import save_file
+    other_vocab = tmp_path / "other_vocab"  # an adapter whose run saved its (resized) embedding rows
+    other_vocab.mkdir()
+    for name in ("adapter_config.json",):
+        (other_vocab / name).write_text((trained_adapter / name).read_text())
+    weights = load_file(trained_adapter / "adapter_model.safetensors")
+    weights["base_model.model.model.embed_tokens.weight"] = torch.zeros(1024, 64)
+    save_file(weights, other_vocab / "adapter_model.safetensors")
+    cases = [(tiny_mistral, trained_adapter, ["--lora_r", "8"], "lora_r = 16"),
+             (narrow_base, trained_adapter, [], "hidden size"),
+             (tiny_mistral, other_vocab, [], "vocabulary")]
+    for model, adapter, extra, message in cases:
+        problems = _plan_problems(model, tmp_path / "planned", "--init_adapter", adapter, *extra)
+        assert any(message in problem and str(adapter) in problem for problem in problems), (message, problems)
+        out = tmp_path / f"run-{message.split()[0]}"
+        code, _ = run_train(model, out, "--init_adapter", adapter, "--max_steps", "1", *extra)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists(), err
+    assert not _plan_problems(tiny_mistral, tmp_path / "planned", "--init_adapter", trained_adapter)
+
+
+def test_low_resuming_with_another_max_steps_is_refused_naming_both(tiny_mistral, tmp_path, capsys):
+    """A checkpoint of a 6-step cosine run resumed with --max_steps 12 ran a schedule that matched neither
+    run (the rate laid out over 6 steps, stretched mid-way to 12)."""
+    out = tmp_path / "run"
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--save_steps", "6")
+    assert code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for resume in ("latest", out / "checkpoint-6"):
+        code, _ = run_train(tiny_mistral, out, "--max_steps", "12", "--resume_from_checkpoint", resume)
+        err = capsys.readouterr().err
+        assert code == 2 and "max_steps = 6" in err and "max_steps = 12" in err and "--max_steps 6" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing trained or written
+    from train.preflight import make_plan
+    from train.run_config import load_run_config
+    plan = make_plan(load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(out),
+                                      "--train_data", str(REPO_ROOT / "data/sample/sample_thoughts.jsonl"),
+                                      "--eval_data", "None", "--max_train_examples", "32", "--batch_size", "4",
+                                      "--learning_rate", "3e-3", "--max_steps", "12",
+                                      "--resume_from_checkpoint", "latest"]), {"dry_run": True})
+    assert any("max_steps = 6" in problem for problem in plan.problems), plan.problems
+    code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
+    assert code == 0  # the same schedule resumes (here: nothing left to do)
+
+
+def test_m3_a_misfit_the_early_check_cannot_see_is_one_line_too(trained_adapter, narrow_base, tmp_path, capsys,
+                                                                monkeypatch):
+    """A hub base not in the cache has no shape to check before loading: peft's size mismatch is then
+    still one line, exit 2, not a traceback."""
+    import train.train_sft as train_sft
+    monkeypatch.setattr(train_sft, "init_adapter_problems", lambda config, tokenizer=None: [])
+    code, _ = run_train(narrow_base, tmp_path / "run", "--init_adapter", trained_adapter, "--max_steps", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "does not fit model_id" in err and "size mismatch" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -20,15 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nli_finetune.data_io import DataError
+from nli_finetune.job_runner import output_locked
 from nli_finetune.model_shape import ShapeError, read_model_shape
+from nli_finetune.modeling import ModelLoadError
 from train.config_loader import ConfigError
 from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.run_config import (
     TrainConfig,
+    batching,
+    init_adapter_problems,
     launch_check,
     path_problems,
     resolve,
+    resolved_output_dir,
     resume_checkpoint,
     setup_tokenizer,
     tokenizer_source,
@@ -153,8 +158,22 @@ def schedule_lines(config: TrainConfig, kept: int | None, world: int) -> list[st
                     f"{config.num_epochs} epochs)"]
 
 
+def batching_lines(config: TrainConfig, device: str, here: bool, plan: Plan) -> bool:
+    """The attention and collator the run will use (run_config.batching, as training decides them);
+    whether its batches are padding-free."""
+    try:
+        decided = batching(config, device, device_here=here)
+    except ModelLoadError as exc:  # flash_attention_2 asked where it can't run: the load would stop here
+        plan.problems.append(f"attn_implementation: {exc}")
+        return False
+    plan.lines.append(f"attention: {decided.attention} ({decided.source}); batches: {decided.collator} collator"
+                      + (" (use_packing needs flash attention)" if config.use_packing and not decided.padding_free
+                         else ""))
+    return decided.padding_free
+
+
 def memory_lines(config: TrainConfig, flags: dict, longest: int, longest_answer: int, plan: Plan,
-                 world: int) -> None:
+                 world: int, padding_free: bool) -> None:
     try:
         shape = read_model_shape(config.model_id, flags.get("model_params_b"))
     except ShapeError as exc:
@@ -164,8 +183,8 @@ def memory_lines(config: TrainConfig, flags: dict, longest: int, longest_answer:
     if problems:  # the estimate of a run that can't start would be meaningless (even negative)
         plan.problems += problems
         return
-    # packing computes logits on every token; the answer-window collator on the widest answer only
-    logit_columns = None if config.use_packing else (longest_answer or None)
+    # padding-free batches compute logits on every token; the answer-window collator on the widest answer only
+    logit_columns = None if padding_free else (longest_answer or None)
     estimate = estimate_training_memory(shape, config, tokens_per_sequence=longest or None,
                                         logit_columns=logit_columns, world_size=world)
     quant = "4-bit NF4" if config.load_in_4bit else config.torch_dtype
@@ -205,8 +224,9 @@ def planned_device(config: TrainConfig) -> tuple[str, bool]:
     return device, torch.cuda.is_available()
 
 
-def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str]:
-    """The config as training resolves it (run_config.resolve), with its launch and path problems."""
+def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str, bool]:
+    """(the config as training resolves it (run_config.resolve), the device, whether this machine has it),
+    with its launch and path problems."""
     from nli_finetune.modeling import can_load_4bit
     device, here = planned_device(config)
     plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
@@ -216,22 +236,27 @@ def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str
     except ConfigError as exc:
         plan.problems.append(str(exc))
     plan.problems += launch_check(config, device, planned=True) + path_problems(config)
+    if output_locked(resolved_output_dir(config)):  # the run would be refused at once
+        plan.problems.append(f"output_dir {config.output_dir}: another run is writing it now; wait for it to end "
+                             "or choose another --output_dir")
     try:
         resume_checkpoint(config)
     except ConfigError as exc:
         plan.problems.append(str(exc))
-    return config, device
+    return config, device, here
 
 
 def make_plan(config: TrainConfig, flags: dict) -> Plan:
     plan = Plan(lines=[f"config: {config.config_file or 'defaults'}", f"output_dir: {config.output_dir}"])
     world = world_size()
-    config, _ = resolved_for_plan(config, plan)
+    config, device, here = resolved_for_plan(config, plan)
+    padding_free = batching_lines(config, device, here, plan)
     try:
         tokenizer = local_tokenizer(config)
     except Exception as exc:  # a broken tokenizer folder: the run would fail at the same place
         plan.problems.append(f"tokenizer: {exc}")
         tokenizer = None
+    plan.problems += init_adapter_problems(config, tokenizer)  # training asks the same before it loads
     checks = [check_data(config.train_data, config, tokenizer, config.max_train_examples)]
     if config.eval_data:
         checks.append(check_data(config.eval_data, config, tokenizer, config.max_eval_examples))
@@ -240,7 +265,7 @@ def make_plan(config: TrainConfig, flags: dict) -> Plan:
     train_report, train_problem = checks[0]
     plan.lines += schedule_lines(config, None if train_problem else train_report.kept, world)
     memory_lines(config, flags, max(report.longest for report, _ in checks),
-                 max(report.longest_answer for report, _ in checks), plan, world)
+                 max(report.longest_answer for report, _ in checks), plan, world, padding_free)
     return plan
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from nli_finetune.data_io import (
@@ -31,7 +32,7 @@ from train.config_loader import ConfigError, load_config, schema
 log = logging.getLogger("train_sft")
 FINGERPRINT_FILE = "run_fingerprint.json"
 # settings that don't change what a resumed run computes: where it writes, what it logs and evaluates,
-# and when it stops (continuing a run for more steps is what resuming is for)
+# and its length (max_steps, num_epochs), which must instead equal the checkpoint run's (schedule_problem)
 RESUME_NEUTRAL = {
     "config_file", "output_dir", "resume_from_checkpoint", "logging_steps", "eval_steps", "save_steps",
     "save_total_limit", "early_stopping_patience", "load_best_model_at_end", "gen_eval_examples",
@@ -126,6 +127,38 @@ def optimizer_names() -> set[str]:
     return {name.value for name in OptimizerNames}
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How a run batches its examples: the attention that runs and the collator that goes with it."""
+    attention: str        # the implementation (as loaded, or as load_model will pick it)
+    source: str           # where it comes from: "loaded", "auto: not on CUDA", "flash-attn package", ...
+    padding_free: bool    # PaddingFreeCollator (use_packing under flash attention), else AnswerWindowCollator
+
+    @property
+    def collator(self) -> str:
+        return "padding-free" if self.padding_free else "answer-window"
+
+
+def batching(config, device: str = "cpu", loaded_attention: str | None = None, *,
+             device_here: bool = True) -> Batching:
+    """The one decision of attention and collator, shared by the run and the preflight so the memory
+    plan counts what the run computes. Padding-free batches only under a flash variant (the package's or
+    the hub kernel's varlen path): SDPA and eager compute the whole masked square over a flattened batch,
+    slower than padded length-grouped batches, so there use_packing falls back to the answer-window
+    collator. Training passes the attention its loaded model really runs (a hub kernel may have fallen
+    back to SDPA); the preflight gets what load_model will pick on `device` (ModelLoadError as the load
+    would), or, planning for a GPU this machine lacks (`device_here` False), whose packages it can't see,
+    a flash variant wherever one may run: the larger of the two plans."""
+    if loaded_attention is not None:
+        attention, source = loaded_attention, "loaded"
+    elif not device_here and device.startswith("cuda") and config.attn_implementation in ("auto", "flash_attention_2"):
+        attention, source = "flash_attention_2", "assumed: no GPU here to tell; with sdpa the plan is smaller"
+    else:
+        from nli_finetune.modeling import pick_attn_implementation
+        attention, source = pick_attn_implementation(config.attn_implementation, device)
+    return Batching(attention, source, padding_free=bool(config.use_packing) and "flash" in attention)
+
+
 def all_special_tokens(config) -> list[str]:
     tokens = list(config.special_tokens)
     for pair in config.confidence_tokens.values():
@@ -156,9 +189,12 @@ def setup_tokenizer(config, tokenizer=None) -> tuple[object, list[int]]:
 
 def _model_paths(config) -> dict[str, Path]:
     """What output_dir must stay clear of: the model and tokenizer folders (or GGUF files and their
-    converted folders) that exist on disk."""
+    converted folders) and the adapter training starts from (init_adapter) that exist on disk."""
     from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     paths = {}
+    if config.init_adapter and (Path(config.init_adapter).expanduser() / "adapter_config.json").is_file():
+        # an input like the model: output_dir = A overwrites it, out/checkpoint-N is rotated away
+        paths["init_adapter folder"] = Path(config.init_adapter).expanduser()
     for key in ("model_id", "tokenizer_id"):
         value = getattr(config, key)
         if not value:
@@ -170,6 +206,12 @@ def _model_paths(config) -> dict[str, Path]:
         elif path.exists():
             paths[f"{key} folder"] = path
     return paths
+
+
+def resolved_output_dir(config) -> Path:
+    """output_dir after ~ and links: the one name its lock (`<it>.lock`, job_runner.output_lock) is
+    taken under, by the run, and probed under by the preflight."""
+    return Path(config.output_dir).expanduser().resolve()
 
 
 def output_overlap_problem(config) -> str | None:
@@ -214,6 +256,93 @@ def init_adapter_base_problem(config) -> str | None:
         check_base(read_contract(config.init_adapter), config.model_id, flag=None)
     except ContractError as exc:
         return f"init_adapter: {exc} as model_id"
+
+
+# LoRA settings an init_adapter must share with the config: config key -> adapter_config.json key
+ADAPTER_SETTINGS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_target_modules": "target_modules",
+                    "lora_layers": "layers_to_transform"}
+LORA_TENSOR = re.compile(r"\.layers\.(\d+)\..*?(\w+)\.lora_([AB])\.weight$")
+
+
+def normalised(value):
+    """A LoRA setting compared by content: sets and lists of names or layers as sorted lists."""
+    return sorted(value) if isinstance(value, (list, set, tuple)) else value
+
+
+def embedding_rows(shape, tokenizer) -> int | None:
+    """The rows the run's embedding matrix will have: the base's, grown to the tokenizer's length once
+    the run's tokens are registered (train_sft.grow_embeddings); None when the tokenizer is unknown."""
+    return None if tokenizer is None else max(shape.vocab, len(tokenizer))
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} from a .safetensors file's header: no weight read, no torch."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
+def init_adapter_problems(config, tokenizer=None) -> list[str]:
+    """Why the run can't go on training init_adapter: LoRA settings other than the config's (the run
+    would silently train another shape than its config and fingerprint say), or tensors of another base
+    than model_id (hidden size, layers; vocabulary when the run's `tokenizer` is known). Read from
+    adapter_config.json, the weights' header and the base's config, nothing loaded: the preflight and
+    training both ask here, so `--dry_run` refuses what the run refuses."""
+    from nli_finetune.model_shape import ShapeError, read_model_shape
+    if not config.init_adapter:
+        return []
+    try:
+        shape = read_model_shape(config.model_id)
+    except ShapeError:
+        shape = None  # a hub id not in the cache: its tensors are checked when peft loads them
+    return _adapter_problems(config, shape, embedding_rows(shape, tokenizer) if shape else None)
+
+
+def _adapter_problems(config, shape, rows: int | None) -> list[str]:
+    folder = Path(config.init_adapter)
+    try:
+        saved = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return []  # no adapter at all is path_problems' to say
+    if not config.use_lora or not isinstance(saved, dict):
+        return []
+    for key, theirs_key in ADAPTER_SETTINGS.items():
+        ours, theirs = getattr(config, key), saved.get(theirs_key)
+        if ours != "all-linear" and normalised(theirs) != normalised(ours):  # peft saves all-linear resolved
+            return [f"init_adapter {folder} has {key} = {normalised(theirs)}, this config {normalised(ours)}: "
+                    f"set --{key} to the adapter's"]
+    weights = folder / "adapter_model.safetensors"
+    if shape is None or not weights.is_file():
+        return []
+    try:
+        tensors = safetensors_shapes(weights)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"init_adapter {folder}: {weights.name} is unreadable ({type(exc).__name__}: {exc})"]
+    problem = _tensor_misfit(tensors, shape, rows)
+    return [f"init_adapter {folder} does not fit model_id {config.model_id} (an adapter of another base "
+            f"model?): {problem}"] if problem else []
+
+
+def _tensor_misfit(tensors: dict, shape, rows: int | None) -> str | None:
+    """The first adapter tensor that does not fit a base of `shape`, said in the base's terms."""
+    dims = shape.linear_dims()
+    for name, size in sorted(tensors.items()):
+        match = LORA_TENSOR.search(name)
+        if match:
+            layer, module, side = int(match[1]), match[2], match[3]
+            if layer >= shape.layers:
+                return f"{name} is for layer {layer}, the model has {shape.layers} layers"
+            wanted = dims.get(module, (None, None))[0 if side == "A" else 1]
+            got = size[1] if side == "A" else size[0]
+            if wanted is not None and got != wanted:
+                return (f"{name} has {got} {'inputs' if side == 'A' else 'outputs'}, the model's {module} "
+                        f"{wanted} (hidden size {shape.hidden})")
+        elif name.endswith(("embed_tokens.weight", "lm_head.weight", "trainable_tokens_delta")):
+            if size[-1] != shape.hidden:
+                return f"{name} is {size[-1]} wide, the model's hidden size {shape.hidden}"
+            if rows is not None and not name.endswith("trainable_tokens_delta") and size[0] != rows:
+                return f"{name} has {size[0]} rows, the model's vocabulary {rows} (with this run's tokens)"
     return None
 
 
@@ -295,7 +424,31 @@ def resume_checkpoint(config) -> str | None:
     if changed:
         raise ConfigError(f"resume_from_checkpoint: {checkpoint} was trained with other {', '.join(changed)}; "
                           "resume with the same data, model and settings, or start fresh in another --output_dir")
+    problem = schedule_problem(config, Path(checkpoint))
+    if problem:
+        raise ConfigError(problem)
     return checkpoint
+
+
+def schedule_problem(config, checkpoint: Path) -> str | None:
+    """Why resuming `checkpoint` with this config's length would give a run that matches neither: the
+    checkpoint's learning-rate schedule (and warmup) was laid out over its run's steps, which the Trainer
+    records in trainer_state.json; a longer or shorter resume bends it mid-way (a cosine restarted)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # latest_complete_checkpoint skips such a checkpoint; an explicit one fails in the Trainer
+    if config.max_steps > 0:
+        key, ours, theirs = "max_steps", config.max_steps, state.get("max_steps")
+    else:
+        key, ours, theirs = "num_epochs", config.num_epochs, state.get("num_train_epochs")
+    if not theirs or ours == theirs:  # a state without the number: nothing to compare
+        return None
+    further = f"--init_adapter {checkpoint} " if config.use_lora else ""
+    return (f"resume_from_checkpoint: {checkpoint} is from a run of {key} = {theirs}, this run has {key} = {ours}; "
+            f"its {config.lr_scheduler} learning-rate schedule was laid out over the checkpoint's run, so the result "
+            f"would match neither: resume with --{key} {theirs}, or train on in a new run "
+            f"({further}--output_dir <another folder>)")
 
 
 def fingerprint_writer(fingerprint: dict):

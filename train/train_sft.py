@@ -14,6 +14,7 @@ message. Outputs in `output_dir`: the adapter + tokenizer, `training_config.json
 `model_contract.json` (task, answer format, tokens, chat template: model_contract.py).
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import torch
 from nli_finetune.cli import on_terminal
 from nli_finetune.data_io import DataError, atomic_write_json, load_env_file
 from nli_finetune.gguf_convert import is_gguf
+from nli_finetune.job_runner import output_lock
 from nli_finetune.model_contract import build_contract, checkpoint_writer, read_contract, write_contract
 from nli_finetune.modeling import (
     BASE_SOURCE_FILE,
@@ -43,12 +45,15 @@ from train.run_config import (
     TrainConfig,
     all_special_tokens,
     as_config,
+    batching,
     check_paths,
     fingerprint_writer,
+    init_adapter_problems,
     launch_check,
     load_run_config,
     register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
     resolve,
+    resolved_output_dir,
     resume_checkpoint,
     run_fingerprint,
     setup_tokenizer,
@@ -111,29 +116,24 @@ def build_model(config: TrainConfig, tokenizer, device: str, new_token_ids: list
                       target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
                       trainable_token_indices=token_rows, layers_to_transform=config.lora_layers)
     if config.init_adapter:
-        return continued_adapter(model, config.init_adapter, lora)
+        return continued_adapter(model, config.init_adapter)
     return get_peft_model(model, lora)
 
 
-def continued_adapter(model, adapter_dir: str, lora):
-    """The model with the adapter in `adapter_dir` loaded to go on training; its shape must be the config's
-    (`lora`), or the run would silently train another shape than its config and fingerprint say."""
-    from peft import LoraConfig, PeftModel
-    saved = LoraConfig.from_pretrained(adapter_dir)
-    shape = {"lora_r": (saved.r, lora.r), "lora_alpha": (saved.lora_alpha, lora.lora_alpha),
-             "lora_target_modules": (saved.target_modules, lora.target_modules),
-             "lora_layers": (saved.layers_to_transform, lora.layers_to_transform)}
-    for key, (theirs, ours) in shape.items():
-        if ours != "all-linear" and normalised(theirs) != normalised(ours):  # peft saves all-linear resolved
-            raise ConfigError(f"init_adapter {adapter_dir} has {key} = {normalised(theirs)}, this config "
-                              f"{normalised(ours)}: set --{key} to the adapter's")
+def continued_adapter(model, adapter_dir: str):
+    """The model with the adapter in `adapter_dir` loaded to go on training. Its settings and shape were
+    checked before anything loaded (run_config.init_adapter_problems); a misfit that check could not see
+    (a hub base not in the cache) is one line here too, never peft's size-mismatch traceback."""
+    from peft import PeftModel
     log.info("starting from the adapter in %s", adapter_dir)
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
-
-
-def normalised(value):
-    """A LoRA setting compared by content: sets and lists of names or layers as sorted lists."""
-    return sorted(value) if isinstance(value, (list, set, tuple)) else value
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ConfigError(f"init_adapter {adapter_dir} does not fit model_id (an adapter of another base "
+                          f"model?): {first}") from None
 
 
 def cpu_has_native_bf16() -> bool:
@@ -280,15 +280,13 @@ def load_data(config: TrainConfig, tokenizer) -> tuple[tuple[list, object], tupl
 
 
 def pick_collator(config: TrainConfig, model, tokenizer):
-    attn = model.config._attn_implementation
-    padding_free = config.use_packing and "flash" in attn  # the package's or the hub kernel's varlen path
-    if config.use_packing and not padding_free:
-        # SDPA/eager compute the whole (masked) square over a flattened batch, which is slower than
-        # padding length-grouped batches; only flash-attention's varlen kernels make padding-free pay
+    """The collator run_config.batching decides for the attention the loaded model really runs."""
+    plan = batching(config, loaded_attention=model.config._attn_implementation)
+    if config.use_packing and not plan.padding_free:
         grouped = "length-grouped " if sampling_strategy(config) == "group_by_length" else ""
         log.info("use_packing: padding-free batches need flash-attention; with %s, using %spadded batches "
-                 "(faster there)", attn, grouped)
-    return PaddingFreeCollator() if padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
+                 "(faster there)", plan.attention, grouped)
+    return PaddingFreeCollator() if plan.padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
 
 
 def make_callbacks(config: TrainConfig, tokenizer, has_eval: bool) -> list:
@@ -396,9 +394,21 @@ def training_contract(config: TrainConfig, tokenizer):
                           model_id=config.model_id)
 
 
+def output_dir_lock(config: TrainConfig):
+    """Held by rank 0 for the whole run: a second run into the same output_dir is refused at once
+    (DataError) instead of mixing its files with this one's. The lock file sits beside the folder (a
+    refused run leaves nothing in it) and dies with the process, even on SIGKILL."""
+    if not is_main_process():  # the other ranks of this launch write nothing themselves
+        return contextlib.nullcontext()
+    return output_lock(resolved_output_dir(config))
+
+
 def train(config: TrainConfig) -> dict:
     config, device, resume = prepare(config)
     tokenizer, new_token_ids = setup_tokenizer(config)  # before any tokenizing
+    problems = init_adapter_problems(config, tokenizer)  # the preflight's check, before any weight loads
+    if problems:
+        raise ConfigError(problems[0])
     train_set, eval_set = load_data(config, tokenizer)
     model = build_model(config, tokenizer, device, new_token_ids)
     log_trainable(model, config)
@@ -432,7 +442,8 @@ def main(argv=None) -> int:
         config = load_run_config(argv)
         if preflight_flags.get("dry_run"):
             return print_plan(make_plan(config, preflight_flags))
-        results = train(config)
+        with output_dir_lock(config):
+            results = train(config)
         leave_process_group()
     except (ConfigError, DataError, ModelLoadError, TrainError) as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
