@@ -11,7 +11,11 @@
 3. LoRA SFT with train/configs/smollm2_cpu.py through `run_training.sh --local`
 4. `evaluate/run_inference.sh --local` on 300 held-out real pairs (data/sample/dev_300.csv) with the
    trained adapter and with the untrained model, same prompt and settings
-5. print and save the comparison under results/demo/: summary.json, summary.txt, loss_curve.png,
+5. calibrate the fine-tuned model (python -m evaluate.calibrate: temperature scaling and a 90%-accuracy
+   threshold, stored as calibration.json in the adapter) on the bundled pairs that are in neither the
+   training pool nor the evaluation split (sample.csv and trial.csv: 139 pairs), then score its labels on
+   the 300 held-out pairs (--scoring logprob): raw and calibrated ECE, NLL, the risk-coverage curve
+6. print and save the comparison under results/demo/: summary.json, summary.txt, loss_curve.png,
    confusion_matrix.png (accuracy and macro-F1 with 95% bootstrap intervals, the majority baseline) and
    report.html, the results page (python -m evaluate.report; docs/report.md)
 
@@ -19,7 +23,9 @@ Every output goes to the checkout's models/, data/finetune/ and results/demo/ un
 --train-file and --results-dir name other places (the test suite's run writes only into its temp folder).
 """
 
+import csv
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -38,6 +44,9 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"  # under models/: the path train/configs/smollm2_cpu.py names
 ADAPTER_NAME = "smollm2-135m-nli-demo"  # under models/: the config's output_dir
 TRAIN, EVAL = REPO_ROOT / "data/finetune/demo_train.jsonl", "data/sample/dev_300.csv"
+TRAIN_POOL = "data/sample/dev_train_3000.csv"
+CALIBRATION_POOLS = ("data/sample/sample.csv", "data/sample/trial.csv")  # training pools the demo does not train on
+TARGET_ACCURACY = 0.9  # the abstention threshold calibrate picks on the calibration split
 TASK, MAX_NEW_TOKENS = "nli_label", 12  # the answer {"predicted_label": N} is 8 tokens + eos
 COLUMNS = ["model", "accuracy", "accuracy_95ci", "f1", "f1_95ci", "parse_rate", "single_json_rate", "stop_rate",
            "samples_per_s"]
@@ -98,6 +107,37 @@ def summary_row(path: Path, model_dir: str) -> dict:
             "mean_generated_tokens": m["mean_generated_tokens"], "confusion_matrix": m["confusion_matrix"]}
 
 
+def write_calibration_split(path: Path) -> int:
+    """The calibration pairs: sample.csv and trial.csv less every pair also in the training pool or the
+    evaluation split (and repeats), compared as the leakage check compares them. Returns the count."""
+    from nli_finetune.teacher_data import eval_pair_keys, load_pairs, pair_key
+    taken = eval_pair_keys(REPO_ROOT / TRAIN_POOL) | eval_pair_keys(REPO_ROOT / EVAL)
+    rows = []
+    for pool in CALIBRATION_POOLS:
+        for pair in load_pairs(REPO_ROOT / pool):
+            key = pair_key(pair["premise"], pair["hypothesis"])
+            if key not in taken:
+                taken.add(key)
+                rows.append({"premise": pair["premise"], "hypothesis": pair["hypothesis"], "label": pair["true_label"]})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["premise", "hypothesis", "label"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+    return len(rows)
+
+
+def calibration_row(path: Path) -> dict:
+    """What the scored, calibrated run says: raw and calibrated ECE / NLL / Brier, AURC, coverage at 90%
+    accuracy, and the share answered above the stored threshold with the accuracy there."""
+    metrics = json.loads(path.read_text())["metrics"]
+    keys = ("accuracy", "ece", "calibrated_ece", "nll", "calibrated_nll", "brier", "calibrated_brier", "aurc",
+            "coverage", "answered_accuracy")
+    row = {key: metrics.get(key) for key in keys}
+    row["coverage_at_90"] = (metrics.get("coverage_at_accuracy") or {}).get("0.90")
+    return row
+
+
 def table(summary: dict) -> str:
     rows = []
     for name in ("untrained", "fine_tuned"):
@@ -138,6 +178,18 @@ def plot(log_history: list[dict], summary: dict, out: Path) -> list[Path]:
     fig.savefig(out / "confusion_matrix.png", dpi=100)
     plt.close(fig)
     return [out / "loss_curve.png", out / "confusion_matrix.png"]
+
+
+def calibration_line(summary: dict) -> str:
+    c = summary["calibrated"]
+
+    def number(key):
+        return "-" if c.get(key) is None else f"{c[key]:.3f}"
+    return (f"fine-tuned, labels scored: accuracy {number('accuracy')}; ECE {number('ece')} raw -> "
+            f"{number('calibrated_ece')} calibrated on {summary['calibration_pairs']} other pairs; NLL "
+            f"{number('nll')} -> {number('calibrated_nll')}; AURC {number('aurc')}; coverage at 90% accuracy "
+            f"{number('coverage_at_90')}; answered above the stored threshold {number('coverage')} "
+            f"(accuracy there {number('answered_accuracy')})")
 
 
 def targets_line(summary: dict) -> str:
@@ -196,23 +248,35 @@ def main(argv=None) -> int:
                                        "--output", shown(out / "fine_tuned.json"), *inference], env)
     step("4b. inference, untrained", ["bash", "evaluate/run_inference.sh", "--local", "--model", base_dir,
                                       "--output", shown(out / "untrained.json"), *inference], env)
+    calibration_pairs = write_calibration_split(out / "calibration_pairs.csv")
+    step(f"5a. calibrate the fine-tuned model on {calibration_pairs} pairs held out of training",
+         [python, "-m", "evaluate.calibrate", "--model", shown(adapter), "--calib_file",
+          shown(out / "calibration_pairs.csv"), "--target_accuracy", str(TARGET_ACCURACY), "--task", TASK,
+          "--scores_file", shown(out / "calibration_scores.json"), "--restart", "--quiet"], env)
+    step("5b. the fine-tuned model's labels scored, raw and calibrated",
+         ["bash", "evaluate/run_inference.sh", "--local", "--model", shown(adapter), "--scoring", "logprob",
+          "--output", shown(out / "fine_tuned_scored.json"),
+          *[a for a in inference if a not in ("--stop_at_json", "false")]], env)
 
     untrained = summary_row(out / "untrained.json", base_dir)
     truth = [r["true_label"] for r in json.loads((out / "untrained.json").read_text())["records"]]
     summary = {"model": MODEL_NAME, "eval_examples": untrained["n"], "majority_baseline": majority_baseline(truth),
                "max_new_tokens": MAX_NEW_TOKENS, "train_seconds": round(train_seconds),
-               "untrained": untrained, "fine_tuned": summary_row(out / "fine_tuned.json", shown(adapter))}
+               "untrained": untrained, "fine_tuned": summary_row(out / "fine_tuned.json", shown(adapter)),
+               "calibration_pairs": calibration_pairs, "calibrated": calibration_row(out / "fine_tuned_scored.json")}
     text = table(summary)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.txt", text + f"\nmajority baseline accuracy {summary['majority_baseline']:.3f}\n")
     pictures = plot(json.loads((adapter / "log_history.json").read_text()), summary, out)
-    step("5. results page", [python, "-m", "evaluate.report", shown(out / "untrained.json"),
-                             shown(out / "fine_tuned.json"), "--output", shown(out / "report.html"),
+    step("6. results page", [python, "-m", "evaluate.report", shown(out / "untrained.json"),
+                             shown(out / "fine_tuned.json"), shown(out / "fine_tuned_scored.json"),
+                             "--output", shown(out / "report.html"),
                              "--title", f"{MODEL_NAME}: untrained vs fine-tuned"], env)
     print("\n" + text)
     print(f"({summary['eval_examples']} held-out real NLI pairs; always answering the majority label scores "
           f"{summary['majority_baseline']:.3f}; stop_rate = answers ending with eos within {MAX_NEW_TOKENS} tokens; "
           "single_json_rate = exactly one JSON object with a valid label)")
+    print(calibration_line(summary))
     print(targets_line(summary))
     print(f"demo: done in {time.time() - started:.0f}s (training {train_seconds:.0f}s) -> "
           f"{shown(out)}/summary.json, {', '.join(p.name for p in pictures)}")

@@ -65,3 +65,14 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_real_model(tmp_path):
         assert (results / picture).read_bytes()[:4] == b"\x89PNG"
     assert (results / "report.html").is_file()
     assert "fine_tuned" in proc.stdout and "untrained" in proc.stdout and "targets:" in proc.stdout
+    # issue 43: calibrated on pairs in neither the training pool nor the evaluation split, then scored raw and
+    # calibrated; the summary and the page carry both and the risk-coverage curve
+    assert summary["calibration_pairs"] == 139
+    calibration = json.loads((models / "smollm2-135m-nli-demo" / "calibration.json").read_text())
+    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert calibration["threshold"]["target_accuracy"] == 0.9 and calibration["fitted_on"]["examples"] == 139
+    scored = json.loads((results / "fine_tuned_scored.json").read_text())
+    assert all(r["label_probs"] and r["calibrated_label_probs"] for r in scored["records"])
+    for key in ("ece", "calibrated_ece", "nll", "calibrated_nll", "aurc"):
+        assert summary["calibrated"][key] is not None, key
+    assert scored["metrics"]["risk_coverage"] and "fine-tuned, labels scored: accuracy" in proc.stdout
