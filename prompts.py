@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nli_finetune.cli import NO_WORDS, YES_WORDS
+# The words of a yes/no answer (the boolq task's labels' other names, a confidence answer's truth); the
+# package's true/false flag words (nli_finetune/cli.py) build on them.
+YES_WORDS, NO_WORDS = frozenset({"yes", "true"}), frozenset({"no", "false"})
 
 NLI_USER_TEMPLATE = (
     "Premise: {premise}\nHypothesis: {hypothesis}\n\n"

@@ -15,9 +15,12 @@ asks again only the prompts that were in flight. A prompt the endpoint refuses (
 outlasts its retries becomes an error record, asked again on a rerun.
 """
 
+from argparse import Namespace
+
+from nli_finetune.data_io import DataError
 from nli_finetune.extraction import iter_json_spans
 from nli_finetune.job_runner import run_pool
-from nli_finetune.llm_api import ApiError, ChatClient
+from nli_finetune.llm_api import ApiError, client_from_args
 from prompts import get_task
 
 
@@ -50,12 +53,23 @@ def error_result(exc: ApiError) -> dict:
     return {"text": "", "stop_reason": "error", "generated_tokens": 0, "error": str(exc)}
 
 
-class ApiGenerator:
-    def __init__(self, client: ChatClient, *, workers: int, max_new_tokens: int, stop_at_json: bool, progress: bool,
-                 task="nli"):
-        self.client, self.workers, self.stop_at_json, self.progress = client, workers, stop_at_json, progress
-        self.task = task
-        self.client.extra_body = {"max_tokens": max_new_tokens}
+class ApiBackend:
+    """sample_model's backend (inference_run.Backend) for an endpoint: items are sent as chat messages."""
+    tokenizer = None       # the endpoint renders the messages with its own chat template
+    context_length = None  # the endpoint refuses a prompt past its context (an error record)
+    loaded = None
+
+    def __init__(self, run):
+        try:
+            client = client_from_args(Namespace(api=run.api, api_base=run.api_base, model_name=run.model_name,
+                                                timeout=run.timeout, max_attempts=run.max_attempts,
+                                                requests_per_minute=run.requests_per_minute, no_json_mode=True,
+                                                workers=run.workers))
+        except ApiError as exc:  # no key: a setup error, before any request
+            raise DataError(str(exc)) from None
+        self.client, self.workers, self.stop_at_json, self.progress = client, run.workers, run.stop_at_json, not run.quiet
+        self.task = run.task
+        self.client.extra_body = {"max_tokens": run.max_new_tokens}
         self.client.json_mode = False  # the model's own answer, as the local backends see it
 
     def _ask(self, messages: list[dict]) -> dict:
@@ -63,11 +77,19 @@ class ApiGenerator:
         return answer_result(data["choices"][0], data["usage"], data["system_fingerprint"], self.stop_at_json,
                              self.task)
 
-    def generate(self, prompts: list[list[dict]], on_batch) -> None:
-        """Ask every prompt (chat messages) through `run_pool`; `on_batch([(index, result)])` for each
+    def generate(self, items: list, on_batch) -> None:
+        """Ask every item's chat messages through `run_pool`; `on_batch([(index, result)])` for each
         answer or error record as it arrives. The endpoint failing the first prompts, a fatal status
         (401, 403, 404), Ctrl-C or a failed save end the run with what arrived saved."""
+        prompts = [item.messages for item in items]
         run_pool(list(range(len(prompts))), lambda index: self._ask(prompts[index]),
                  lambda index, result: on_batch([(index, result)]),
                  lambda index, exc: on_batch([(index, error_result(exc))]),
                  workers=self.workers, stop=self.client.stop, desc="requests", show_progress=self.progress)
+
+    def score(self, items: list, on_batch) -> None:
+        from evaluate.inference_run import SCORING_NEEDS
+        raise DataError(SCORING_NEEDS)
+
+    def close(self) -> None:
+        """Nothing to stop: each request ends with its answer."""

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from nli_finetune import REPO_ROOT
+from evaluate.inference_run import InferenceRun, load_backend, resolve_run
 from nli_finetune.cli import ArgumentParser, above_zero, at_least, parse_bool
 from nli_finetune.data_io import (
     DataError,
@@ -39,11 +39,11 @@ from nli_finetune.data_io import (
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.job_runner import output_lock
 from nli_finetune.llm_api import PROVIDERS, ApiError
-from nli_finetune.model_contract import OTHER_BASE_FLAG, check_base, check_tokenizer, read_contract, resolve_setting
-from nli_finetune.modeling import ModelLoadError, adapter_base, check_outputs_spare_model, model_fingerprint
+from nli_finetune.model_contract import check_tokenizer
+from nli_finetune.modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
 from nli_finetune.redaction import redact, safe_url
 from nli_finetune.results import score_record, summarize, write_outputs
-from prompts import TASKS, get_task
+from prompts import TASKS
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract",  # the contract is one of the model's files
@@ -128,18 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_label(args) -> str:
-    """What names the model in outputs and settings: its path, or for an API its name there."""
-    return args.model_id or args.model_name
-
-
-def default_output(model_id: str, test_file: str, shard) -> Path:
-    name = f"{Path(model_id.rstrip('/')).name}-{Path(test_file).stem}"
-    if shard:
-        name += f".shard-{shard[0]}-of-{shard[1]}"
-    return REPO_ROOT / "results" / f"{name}.json"
-
-
 def shard_items(items: list, shard) -> list:
     """Contiguous slices, so merging shards in index order restores the input order."""
     if not shard:
@@ -158,82 +146,27 @@ def trim_prompt(ids: list[int], limit: int | None, bos_id) -> tuple[list[int], i
     return ids[:head] + ids[head + cut:], cut
 
 
-def output_paths(args) -> dict:
-    output = Path(args.output_file) if args.output_file else default_output(model_label(args), args.test_file,
-                                                                             args.shard)
-    progress = output.with_name(output.name + ".progress.jsonl")
-    paths = {"--output_file": output,
-             "--output_csv": Path(args.output_csv) if args.output_csv else output.with_suffix(".csv"),
-             "progress file": progress, "progress settings": progress.with_name(progress.name + ".meta.json")}
-    if getattr(args, "scoring", "generate") == "logprob":
-        paths["reliability diagram"] = output.with_suffix(".reliability.png")
-    return paths
-
-
-def check_paths(args, paths: dict) -> None:
+def check_paths(run: InferenceRun) -> None:
     """No output may be an input (or another output): a results table written over the test file
     destroys it. Checked before the model loads."""
-    inputs = {"--test_file": args.test_file}
-    if args.model_id and Path(args.model_id).is_file():  # a GGUF file
-        inputs["--model_id"] = args.model_id
+    inputs = {"--test_file": run.test_file}
+    if run.model_id and Path(run.model_id).is_file():  # a GGUF file
+        inputs["--model_id"] = run.model_id
     from nli_finetune.calibration_file import calibration_path
-    inputs["the model's calibration"] = calibration_path(args.model_id)  # not a model file, but the model's
-    check_outputs(inputs, paths)
-    if args.backend != "openai":  # nor a file of the model, its base or its converted GGUF folder
-        check_outputs_spare_model(paths, args.model_id, args.base_model)
-    check_shard_not_empty(args)
+    inputs["the model's calibration"] = calibration_path(run.model_id)  # not a model file, but the model's
+    check_outputs(inputs, run.paths)
+    if run.backend != "openai":  # nor a file of the model, its base or its converted GGUF folder
+        check_outputs_spare_model(run.paths, run.model_id, run.base_model)
+    check_shard_not_empty(run)
 
 
-def check_shard_not_empty(args) -> None:
+def check_shard_not_empty(run: InferenceRun) -> None:
     """More shards than rows leaves a shard with nothing to do: say so before the model loads."""
-    if args.shard:
-        rows = len(read_records(args.test_file)[:args.limit])
-        if not shard_items(list(range(rows)), args.shard):
-            raise DataError(f"--shard {args.shard[0]}/{args.shard[1]}: this shard is empty ({rows} rows for "
-                            f"{args.shard[1]} shards); use at most {rows} shards")
-
-
-def load_generator(args, settings: dict):
-    """(generate function, tokenizer, close function) for the chosen backend; generate(items, on_batch)."""
-    if args.backend == "openai":
-        return load_api_generator(args)
-    if args.backend == "vllm":
-        from evaluate.vllm_backend import VllmGenerator
-        generator = VllmGenerator(args.model_id, base_model=args.base_model, dtype=args.dtype,
-                                  json_schema=get_task(args.task).answer_schema() if args.json_schema else None)
-
-        def generate(items, on_batch):
-            try:
-                generator.generate([item.prompt_ids for item in items], max_new_tokens=args.max_new_tokens,
-                                   on_batch=on_batch, stop_at_json=args.stop_at_json)
-            finally:
-                generator.close()
-        return generate, generator.tokenizer, generator.close
-    from nli_finetune.generation import generate_answers
-    from nli_finetune.modeling import load_for_inference
-    model, tokenizer, info = load_for_inference(args.model_id, device=args.device, load_in_4bit=args.load_in_4bit,
-                                                dtype=args.dtype, base_model=args.base_model)
-    settings["loaded"] = info
-    args.context_length = getattr(model.config, "max_position_embeddings", None)
-    if args.scoring == "logprob":
-        return label_scorer(args, model, tokenizer), tokenizer, lambda: None
-
-    def generate(items, on_batch):
-        generate_answers(model, tokenizer, [item.prompt_ids for item in items], batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens, stop_at_json=args.stop_at_json, on_batch=on_batch,
-                         progress=not args.quiet, sort_by_length=False, decoder=args.decoder)
-    return generate, tokenizer, lambda: None
-
-
-def label_scorer(args, model, tokenizer):
-    """generate(items, on_batch) for --scoring logprob: each label's answer scored (label_scoring.py)."""
-    from nli_finetune.label_scoring import scored_answers
-
-    def generate(items, on_batch):
-        scored_answers(model, tokenizer, [item.prompt_ids for item in items], args.task, batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, decoder=args.decoder, on_batch=on_batch,
-                       progress=not args.quiet)
-    return generate
+    if run.shard:
+        rows = len(read_records(run.test_file)[:run.limit])
+        if not shard_items(list(range(rows)), run.shard):
+            raise DataError(f"--shard {run.shard[0]}/{run.shard[1]}: this shard is empty ({rows} rows for "
+                            f"{run.shard[1]} shards); use at most {rows} shards")
 
 
 def write_reliability_diagram(path: Path, records: list, task: str) -> None:
@@ -246,23 +179,6 @@ def write_reliability_diagram(path: Path, records: list, task: str) -> None:
     partial = path.with_name(f".{path.stem}.partial.png")
     plot_reliability(report, partial, title=f"{task}, scored labels")
     partial.replace(path)
-
-
-def apply_calibration(args) -> dict | None:
-    """The model's calibration.json for --scoring logprob (None: none, --no_calibration, or another scoring),
-    checked against the task and the test file; sets args.abstain_below from its stored threshold."""
-    from nli_finetune.calibration_file import check_calibration_use, read_calibration
-    if args.abstain_below is not None and args.scoring != "logprob":
-        raise DataError("--abstain_below needs --scoring logprob (the probability of each label)")
-    calibration = None if args.scoring != "logprob" or args.no_calibration else read_calibration(args.model_id)
-    if calibration:
-        check_calibration_use(calibration, list(get_task(args.task).labels), args.test_file)
-        stored = (calibration.get("threshold") or {}).get("threshold")
-        if args.abstain_below is None and stored is not None:
-            args.abstain_below = stored
-    if args.abstain_below == 0:
-        args.abstain_below = None  # nothing lies below 0: no abstention
-    return calibration
 
 
 def calibration_setting(calibration: dict | None) -> dict | None:
@@ -291,46 +207,28 @@ def annotate(records: list[dict], calibration: dict | None, abstain_below: float
     return annotated
 
 
-def load_api_generator(args):
-    from argparse import Namespace
-
-    from evaluate.api_backend import ApiGenerator
-    from nli_finetune.llm_api import client_from_args
-    try:
-        client = client_from_args(Namespace(api=args.api, api_base=args.api_base, model_name=args.model_name,
-                                            timeout=args.timeout, max_attempts=args.max_attempts,
-                                            requests_per_minute=args.requests_per_minute, no_json_mode=True,
-                                            workers=args.workers))
-    except ApiError as exc:  # no key: a setup error, before any request
-        raise DataError(str(exc)) from None
-    generator = ApiGenerator(client, workers=args.workers, max_new_tokens=args.max_new_tokens,
-                             stop_at_json=args.stop_at_json, progress=not args.quiet, task=args.task)
-    return (lambda items, on_batch: generator.generate([item.messages for item in items], on_batch)), None, \
-        lambda: None
-
-
-def fingerprints(args, items: list) -> dict:
+def fingerprints(run: InferenceRun, items: list) -> dict:
     """What the saved progress was computed from: the prompts and labels (so an edited input file or a
     changed chat template is noticed) and the model's files (weights, adapter, tokenizer); for an API,
     the messages sent (its model is named by the settings: api_base, model_name)."""
-    if args.backend == "openai":
+    if run.backend == "openai":
         return {"inputs": content_fingerprint([[i.id, i.messages, i.true_label, i.inputs] for i in items])}
-    base = args.base_model
-    if base is None and (Path(args.model_id) / "adapter_config.json").is_file():
+    base = run.base_model
+    if base is None and (Path(run.model_id) / "adapter_config.json").is_file():
         from nli_finetune.modeling import adapter_base
-        base = adapter_base(args.model_id)
+        base = adapter_base(run.model_id)
     found = {"inputs": content_fingerprint([[i.id, i.prompt_ids, i.true_label, i.inputs] for i in items]),
-             "model": model_fingerprint(args.model_id), "base_model": model_fingerprint(base) if base else None}
-    return found | calibration_fingerprints(args)
+             "model": model_fingerprint(run.model_id), "base_model": model_fingerprint(base) if base else None}
+    return found | calibration_fingerprints(run)
 
 
-def calibration_fingerprints(args) -> dict:
+def calibration_fingerprints(run: InferenceRun) -> dict:
     """{"calibration": hash} when scored labels use the model's calibration.json: progress saved under
     another calibration is refused. Nothing otherwise, so progress saved before calibrations existed resumes."""
-    if args.scoring != "logprob" or getattr(args, "no_calibration", False):
+    if run.scoring != "logprob" or run.no_calibration:
         return {}
     from nli_finetune.calibration_file import calibration_fingerprint
-    fingerprint = calibration_fingerprint(args.model_id)
+    fingerprint = calibration_fingerprint(run.model_id)
     return {"calibration": fingerprint} if fingerprint else {}
 
 
@@ -397,50 +295,34 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
         generate(rerun, save)
 
 
-def check_backend_args(args) -> None:
-    if args.scoring == "logprob" and (args.backend != "hf" or get_task(args.task).free_text):
-        raise DataError("--scoring logprob needs --backend hf and a label task (not free_text); "
-                        "docs/inference.md says what vLLM offers")
-    if args.json_schema and (args.backend != "vllm" or get_task(args.task).free_text):
-        raise DataError("--json_schema needs --backend vllm and a label task (not free_text)")
-    if args.backend == "openai":
-        if not args.model_name:
-            raise DataError("--backend openai needs --model_name (the name the endpoint serves; /v1/models lists it)")
-        if args.max_prompt_tokens:
-            raise DataError("--max_prompt_tokens needs a local tokenizer; not with --backend openai")
-        args.batch_size = 1  # every answer is saved as it arrives: a resumed run asks again only what was in flight
-    elif not args.model_id:
-        raise DataError(f"--backend {args.backend} needs --model_id (a model folder, adapter, hub id or .gguf)")
-    if args.stop_at_json is None:
-        args.stop_at_json = not get_task(args.task).free_text
-
-
-def run_settings(args) -> dict:
+def run_settings(run: InferenceRun) -> dict:
     """What the outputs record of this run; all but OUTPUT_ONLY_SETTINGS must match to resume."""
-    settings = {"model_id": model_label(args), "test_file": args.test_file, "task": args.task,
-                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens,
-                "stop_at_json": args.stop_at_json, "backend": args.backend, "shard": args.shard,
-                "limit": args.limit, "base_model": args.base_model, "decoder": args.decoder,
-                "scoring": args.scoring, "other_base": getattr(args, "other_base", None)}
-    if args.backend == "openai":
-        settings |= {"api_base": safe_url(args.api_base or PROVIDERS[args.api]["base"]), "model_name": args.model_name}
-    return settings
+    settings = {"model_id": run.label, "test_file": run.test_file, "task": run.task,
+                "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens, "max_prompt_tokens": run.max_prompt_tokens,
+                "stop_at_json": run.stop_at_json, "backend": run.backend, "shard": run.shard,
+                "limit": run.limit, "base_model": run.base_model, "decoder": run.decoder,
+                "scoring": run.scoring, "other_base": run.other_base}
+    if run.backend == "openai":
+        settings |= {"api_base": safe_url(run.api_url), "model_name": run.model_name}
+    return settings | {"model_contract": run.contract.summary() if run.contract else None,
+                       "calibration": calibration_setting(run.calibration), "abstain_below": run.abstain_below}
 
 
-def load_items_and_progress(args, tokenizer, settings: dict, paths: dict) -> tuple[list, bool, dict]:
+def load_items_and_progress(run: InferenceRun, backend, settings: dict) -> tuple[list, bool, dict]:
     """(this shard's items with their prompts, whether they are labelled, {id: record} already done)."""
-    items, has_labels = load_eval_items(args.test_file, tokenizer, args.task, args.limit)
-    items = shard_items(items, args.shard)
+    tokenizer = backend.tokenizer
+    items, has_labels = load_eval_items(run.test_file, tokenizer, run.task, run.limit)
+    items = shard_items(items, run.shard)
     if tokenizer is not None:
         for item in items:
-            item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, args.max_prompt_tokens, tokenizer.bos_token_id)
+            item.prompt_ids, item.trimmed = trim_prompt(item.prompt_ids, run.max_prompt_tokens, tokenizer.bos_token_id)
     resumable = {k: v for k, v in settings.items() if k not in OUTPUT_ONLY_SETTINGS}
-    resumable["fingerprint"] = fingerprints(args, items)
+    resumable["fingerprint"] = fingerprints(run, items)
     # merge_shards refuses shards of other inputs or models: the whole test file and the model files
-    settings["fingerprints"] = {"test_file": path_fingerprint(args.test_file),
+    settings["fingerprints"] = {"test_file": path_fingerprint(run.test_file),
                                 **{k: v for k, v in resumable["fingerprint"].items() if k != "inputs"}}
-    warn_long_prompts(items, getattr(args, "context_length", None))
-    return items, has_labels, load_progress(paths, resumable, args.restart)
+    warn_long_prompts(items, backend.context_length)
+    return items, has_labels, load_progress(run.paths, resumable, run.restart)
 
 
 def warn_long_prompts(items: list, context_length: int | None) -> None:
@@ -452,68 +334,56 @@ def warn_long_prompts(items: list, context_length: int | None) -> None:
               "--max_prompt_tokens cuts their start", file=sys.stderr)
 
 
-def finish(args, paths: dict, settings: dict, items: list, pending: list, done: dict, has_labels: bool,
+def finish(run: InferenceRun, settings: dict, items: list, pending: list, done: dict, has_labels: bool,
            seconds: float) -> dict:
     """Score every record, time this run, and write the outputs."""
-    records = annotate([done[item.id] for item in items], args.calibration, args.abstain_below)
+    paths = run.paths
+    records = annotate([done[item.id] for item in items], run.calibration, run.abstain_below)
     tokens_now = sum(done[item.id]["generated_tokens"] for item in pending)
     settings["has_labels"] = has_labels
-    metrics = summarize(records, args.task, has_labels)
+    metrics = summarize(records, run.task, has_labels)
     timing = {"seconds_this_run": seconds, "generated_this_run": len(pending),
               "samples_per_s": len(pending) / seconds if pending and seconds > 0 else None,
               "generated_tokens_per_s": tokens_now / seconds if pending and seconds > 0 else None}
     write_outputs(paths["--output_file"], paths["--output_csv"], settings, metrics, timing, records)
     if "reliability diagram" in paths and has_labels:
-        write_reliability_diagram(paths["reliability diagram"], records, args.task)
+        write_reliability_diagram(paths["reliability diagram"], records, run.task)
     return {"output": str(paths["--output_file"]), "output_csv": str(paths["--output_csv"]), "metrics": metrics,
             "timing": timing}
 
 
-def apply_contract(args):
-    """The model's contract (model_contract.py), or None: it gives the default --task and refuses another,
-    and an adapter's base other than the one it was trained on (args.other_base: the allowed one)."""
-    contract = read_contract(args.model_id)
-    args.task = resolve_setting(contract, "task", args.task, "nli", "--task", args.ignore_contract)
-    base = None
-    if contract is not None and args.backend != "openai":
-        base = args.base_model or adapter_base(args.model_id)
-    args.other_base = check_base(contract, base, OTHER_BASE_FLAG, args.allow_other_base)
-    return contract
-
-
-def run(args) -> dict:
-    contract = apply_contract(args)
-    check_backend_args(args)
-    args.calibration = apply_calibration(args)
-    paths = output_paths(args)
-    check_paths(args, paths)
-    settings = run_settings(args) | {"model_contract": contract.summary() if contract else None,
-                                     "calibration": calibration_setting(args.calibration),
-                                     "abstain_below": args.abstain_below}
-    with output_lock(paths["progress file"]):  # a second run on this output is refused
-        generate, tokenizer, close = load_generator(args, settings)
+def execute(run: InferenceRun) -> dict:
+    """Load the run's backend, answer what the progress file lacks, and write the outputs."""
+    check_paths(run)
+    settings = run_settings(run)
+    with output_lock(run.paths["progress file"]):  # a second run on this output is refused
+        backend = load_backend(run)
+        if backend.loaded is not None:
+            settings["loaded"] = backend.loaded
         try:
-            check_tokenizer(contract, tokenizer, args.ignore_contract)
-            items, has_labels, done = load_items_and_progress(args, tokenizer, settings, paths)
+            check_tokenizer(run.contract, backend.tokenizer, run.ignore_contract)
+            items, has_labels, done = load_items_and_progress(run, backend, settings)
         except BaseException:
-            close()  # a vLLM engine must not outlive a refused run
+            backend.close()  # a vLLM engine must not outlive a refused run
             raise
         pending = [item for item in items if item.id not in done]
         if done:
-            print(f"resuming: {len(done)} done, {len(pending)} to go ({paths['progress file']})", file=sys.stderr)
+            print(f"resuming: {len(done)} done, {len(pending)} to go ({run.paths['progress file']})", file=sys.stderr)
         started = time.time()
-        if pending:
-            generate_missing(generate, items, done, paths["progress file"], args.batch_size, args.task)
-        else:
-            close()
-        return finish(args, paths, settings, items, pending, done, has_labels, time.time() - started)
+        try:
+            if pending:
+                answer = backend.score if run.scoring == "logprob" else backend.generate
+                generate_missing(answer, items, done, run.paths["progress file"], run.batch_size, run.task)
+        finally:
+            backend.close()  # once the answers are in: a vLLM engine's processes must not outlive them
+        return finish(run, settings, items, pending, done, has_labels, time.time() - started)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     load_env_file()  # HF_TOKEN for a gated base model
     try:
-        summary = run(args)
+        summary = execute(resolve_run(args))
     except (DataError, ModelLoadError) as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2

@@ -5,13 +5,16 @@ rounded up to a value vLLM accepts as the max LoRA rank (vllm_lora.py, as script
 Prompts are the same token ids the HF backend uses, the dtype is resolved the same way (float32 on a
 CPU, where vLLM would pick bfloat16), decoding is greedy, and with `stop_at_json` an answer is cut where
 it closes its JSON object, as the HF backend stops there: so both backends give the same records
-(tests/test_vllm.py, run by `make test-vllm`).
+(tests/test_vllm.py, run by `make test-vllm`). `VllmBackend` is sample_model's backend
+(inference_run.Backend) over the engine `VllmGenerator`, which works on token ids.
 """
 
 from nli_finetune.cli import on_terminal
+from nli_finetune.data_io import DataError
 from nli_finetune.generation import JsonCloseTracker, answer_record
 from nli_finetune.modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
 from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
+from prompts import get_task
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
                 "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "
@@ -93,3 +96,25 @@ class VllmGenerator:
             if closed is not None:
                 ids, reason = ids[:closed + 1], "json"
         return answer_record(self.tokenizer, ids, reason)
+
+
+class VllmBackend:
+    context_length = None  # not read from vLLM's engine: the warning on prompts past the context is the HF backend's
+    loaded = None          # vLLM's own log says what it loaded
+
+    def __init__(self, run):
+        self.run = run
+        self.engine = VllmGenerator(run.model_id, base_model=run.base_model, dtype=run.dtype,
+                                    json_schema=get_task(run.task).answer_schema() if run.json_schema else None)
+        self.tokenizer = self.engine.tokenizer
+
+    def generate(self, items: list, on_batch) -> None:
+        self.engine.generate([item.prompt_ids for item in items], max_new_tokens=self.run.max_new_tokens,
+                             on_batch=on_batch, stop_at_json=self.run.stop_at_json)
+
+    def score(self, items: list, on_batch) -> None:
+        from evaluate.inference_run import SCORING_NEEDS
+        raise DataError(SCORING_NEEDS)
+
+    def close(self) -> None:
+        self.engine.close()

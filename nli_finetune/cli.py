@@ -3,15 +3,17 @@ never echoes the value of an argument it doesn't know (`--api-key sk-...` must n
 
     from nli_finetune.cli import ArgumentParser, at_least, parse_bool
 
-The yes/no and true/false words every module accepts are defined here, once (YES_WORDS, TRUE_WORDS, ...).
+The true/false words every flag and field accepts are defined here, once (TRUE_WORDS, FALSE_WORDS), from the
+yes/no words of an answer, which live with the tasks in prompts.py.
 """
 
 import argparse
 import sys
 import time
 
-YES_WORDS, NO_WORDS = frozenset({"yes", "true"}), frozenset({"no", "false"})  # the words of a yes/no answer
-TRUE_WORDS, FALSE_WORDS = YES_WORDS | {"1", "on"}, NO_WORDS | {"0", "off"}  # ... and of a true/false flag or field
+from prompts import NO_WORDS, YES_WORDS
+
+TRUE_WORDS, FALSE_WORDS = YES_WORDS | {"1", "on"}, NO_WORDS | {"0", "off"}  # the words of a true/false flag or field
 LOGGED_PROGRESS_SECONDS = 30  # off a terminal (a CI log, `docker logs`): one progress line this often
 
 

@@ -15,10 +15,9 @@ import re
 import torch
 
 from nli_finetune.calibration import calibration_report
-from nli_finetune.cli import NO_WORDS, YES_WORDS
 from nli_finetune.data_io import DataError, read_records
 from nli_finetune.greedy_decode import left_pad
-from prompts import confidence_user_message, encode_prompt
+from prompts import NO_WORDS, YES_WORDS, confidence_user_message, encode_prompt
 
 DEFAULT_TOKENS = {"READ": ["<C_READ>", "<U_READ>"], "MED": ["<C_MED>", "<U_MED>"]}
 DEFAULT_DATASETS = {"boolq": "READ", "medqa": "MED"}

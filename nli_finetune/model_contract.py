@@ -10,6 +10,8 @@ template its prompts were rendered with (text and SHA-256), the max sequence len
 source and content fingerprint. One writer (`write_contract`), one reader (`read_contract`), used by `evaluate/sample_model.py`
 (default `--task`, tokenizer check), `evaluate/confidence.py` (the confidence tokens), `scripts/serve.py`
 (chat template, answer schema) and `evaluate/merge_shards.py` (shards of different models are refused).
+What it settles for one use of the model (the task, the base an adapter runs on) is resolved once, by
+`resolve_model_use`, for both sample_model (`evaluate/inference_run.py`) and `scripts/serve.py`.
 A folder without the file (a base model, a hub id, a `.gguf` file) has no contract: `read_contract`
 returns None and every reader behaves as it did before contracts existed.
 
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nli_finetune.data_io import DataError, atomic_write_json
-from nli_finetune.modeling import base_fingerprint
+from nli_finetune.modeling import adapter_base, base_fingerprint
 from prompts import TASKS, chat_template, get_task
 
 CONTRACT_FILE = "model_contract.json"
@@ -199,6 +201,27 @@ def check_base(contract: ModelContract | None, base: str | None, flag: str | Non
         log.warning("%s; using it anyway (%s)", what, flag)
         return {"trained_on": trained, "trained_fingerprint": recorded, "used": str(base), "used_fingerprint": used}
     raise ContractError(f"{what}; use the base it was trained on" + (f", or add {flag} to run anyway" if flag else ""))
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """What a model's contract settles for one use of it (a sample_model run, a server)."""
+    contract: ModelContract | None
+    task: str | None         # the given task, else the contract's, else the caller's default
+    other_base: dict | None  # an other base the caller's flag allowed, as check_base records it
+
+
+def resolve_model_use(model_id, *, task=None, default_task=None, base_model=None, local: bool = True,
+                      ignore: bool = False, other_base_flag: str | None = OTHER_BASE_FLAG,
+                      allow_other_base: bool = False) -> ModelUse:
+    """The one resolution of a model's contract that evaluate/inference_run.py and scripts/serve.py share:
+    read it, settle the task (a given one that contradicts it is refused unless `ignore`) and refuse an
+    adapter on another base (`base_model`, else adapter_config.json's) unless `allow_other_base`. `local`:
+    the model's files are used here (not through an API), so its base can be checked."""
+    contract = read_contract(model_id)
+    task = resolve_setting(contract, "task", task, default_task, "--task", ignore)
+    base = (base_model or adapter_base(model_id)) if contract is not None and local else None
+    return ModelUse(contract, task, check_base(contract, base, other_base_flag, allow_other_base))
 
 
 def tokenizer_problems(contract: ModelContract, tokenizer) -> list[str]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nli_finetune.data_io import load_env_file
-from nli_finetune.model_contract import ContractError, check_base, check_tokenizer, read_contract
+from nli_finetune.model_contract import ContractError, check_tokenizer, resolve_model_use
 from nli_finetune.modeling import (
     ModelLoadError,
     adapter_base,
@@ -117,9 +117,10 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     server at, when not `host` (Docker: the host side of the published port)."""
     from nli_finetune.gguf_convert import converted_dir_for, is_gguf
     check_local_model(model)
-    contract = read_contract(model)
-    base = adapter_base(model)
-    check_base(contract, base, flag=None)  # an adapter on another base than it was trained on answers wrongly
+    # sample_model's resolution: the contract's task; an adapter on another base than it was trained on
+    # answers wrongly, so it is refused (no override here)
+    use = resolve_model_use(model, other_base_flag=None)
+    contract, base = use.contract, adapter_base(model)
     model_dir = str(converted_dir_for(Path(model))) if dry_run and is_gguf(model) else resolve_model_dir(model)
     # The contract's check (sample_model's own) runs in a dry run too: "would serve" only for a model serving
     # accepts. A model with a contract is a folder, so its tokenizer loads without converting any GGUF file.
@@ -141,7 +142,7 @@ def plan_server(model: str, host: str, port: int, template_file: Path, gpus: int
     if gpus > 1:
         command += ["--tensor-parallel-size", str(gpus)]
     return ServePlan(command + list(extra or []), name, client_url(url_host or host, port),
-                     contract.task if contract else None, contract.answer_schema() if contract else None)
+                     use.task, contract.answer_schema() if contract else None)
 
 
 def schema_line(plan: ServePlan) -> str | None:

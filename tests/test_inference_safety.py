@@ -108,7 +108,7 @@ def test_merge_refuses_shards_of_other_runs_and_overlapping_ids(tiny_mistral, tm
 # M14: --shard 3/4 on 3 rows gave a ZeroDivisionError after the model loaded
 def test_an_empty_shard_is_refused_before_the_model_loads(tiny_mistral, tmp_path, capsys, monkeypatch):
     import evaluate.sample_model as sample_model
-    monkeypatch.setattr(sample_model, "load_generator", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(sample_model, "load_backend", lambda *a: pytest.fail("the model was loaded"))
     assert infer(tiny_mistral, SAMPLE, tmp_path / "o.json", "--limit", "3", "--shard", "3/4") == 2
     assert "this shard is empty (3 rows for 4 shards)" in capsys.readouterr().err
 

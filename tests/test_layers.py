@@ -1,8 +1,8 @@
 """Imports flow one way: scripts -> train/ or evaluate/ -> the shared layer -> libraries.
 The shared layer is one package, `nli_finetune/`, plus `prompts.py` at the root (the design card's place to
 add a task); no other module sits at the root, so `pip install -e .` adds two top-level names, not 17.
-train/ and evaluate/ never import each other, the shared layer imports neither, and no script imports
-another script (a script: a module with a `__main__` block). Tests and benchmarks drive anything; what
+train/ and evaluate/ never import each other, the shared layer imports neither (and within it, prompts.py
+imports no package module), and no script imports another script (a script: a module with a `__main__` block). Tests and benchmarks drive anything; what
 both of them share lives in `nli_finetune.testing`."""
 
 import ast
@@ -77,6 +77,16 @@ def test_imports_flow_one_way():
             elif target in scripts:
                 problems.append(f"{name} imports the script {target}")
     assert not problems, "\n".join(sorted(problems))
+
+
+def test_p5_prompts_imports_nothing_from_the_package_and_owns_the_yes_no_words():
+    """prompts.py (the tasks, their yes/no words included) is the shared layer's bottom: a package module
+    may import it, it imports no package module (that arrow would run back up)."""
+    import prompts
+    from nli_finetune import cli
+    package = {target for target in imported(tracked_modules()["prompts"]) if target.split(".")[0] == SHARED_PACKAGE}
+    assert not package, sorted(package)
+    assert "YES_WORDS" in vars(prompts) and prompts.YES_WORDS <= cli.TRUE_WORDS and prompts.NO_WORDS <= cli.FALSE_WORDS
 
 
 def test_the_checker_sees_lazy_and_from_imports():

@@ -200,7 +200,8 @@ def test_vllm_results_are_cut_like_the_hf_backend(tiny_mistral):
 
 
 def test_long_prompts_lose_their_start_never_the_instruction_and_names_are_deterministic(tiny_mistral, tmp_path):
-    from evaluate.sample_model import default_output, trim_prompt
+    from evaluate.inference_run import default_output
+    from evaluate.sample_model import trim_prompt
     ids = [1] + list(range(100, 160))
     trimmed, cut = trim_prompt(ids, 20, bos_id=1)
     assert cut == 41 and trimmed == [1] + ids[-19:]  # bos kept, the end (instruction, [/INST]) kept
