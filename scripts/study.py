@@ -76,7 +76,15 @@ from nli_finetune.data_io import (
     path_fingerprint,
 )
 from nli_finetune.job_runner import output_lock
-from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
+from nli_finetune.metrics import (
+    bootstrap_intervals,
+    holm_adjust,
+    mean_over_seeds,
+    paired_difference,
+    pairs_needed,
+    pooled_paired_difference,
+    seeds_needed,
+)
 from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
@@ -93,7 +101,7 @@ class StageFailed(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python scripts/study.py", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a study config (plain Python), e.g. study/nli_smollm2.py")
+    p.add_argument("--config", default=None, help="a study config (plain Python), e.g. study/nli_smollm2.py")
     p.add_argument("--arms", default=None, help="comma-separated arm names: run only these")
     p.add_argument("--max_steps", type=at_least(1), default=None, help="cap every arm's training steps")
     p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate only the first N pairs")
@@ -102,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated training seeds, e.g. 42,2,3: every trained arm runs once per seed "
                         "(default: the config's `seeds`, else each arm's own seed)")
     p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
+    plan = p.add_argument_group("a power plan (--plan: runs nothing)")
+    plan.add_argument("--plan", action="store_true",
+                      help="print the evaluation pairs and seeds needed to detect --effect with 80%% power, from "
+                           "a finished study's table (--config) or from --discordant and --seed_sd")
+    plan.add_argument("--effect", type=float, default=None, help="--plan: the accuracy difference to detect, e.g. 0.03")
+    plan.add_argument("--discordant", type=float, default=None,
+                      help="--plan: the assumed share of pairs only one of the two runs gets right, e.g. 0.12")
+    plan.add_argument("--seed_sd", type=float, default=None,
+                      help="--plan: the assumed seed-to-seed standard deviation of the difference, e.g. 0.02")
     return p
 
 
@@ -552,7 +569,7 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
                                     labels)
     model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
     train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
-    row = {"arm": arm["name"], "seed": arm["seed"], "n": metrics["n"], "accuracy": metrics["accuracy"],
+    row = {"arm": arm["name"], "arm_name": arm["arm"], "seed": arm["seed"], "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
@@ -566,7 +583,9 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
 
 
 def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
-    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first)."""
+    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first), then
+    Holm's correction over every comparison with the same baseline run (`holm_p` beside the raw `mcnemar_p`):
+    with several arms tried, the best one's raw p alone overstates the evidence."""
     baseline_runs = {run["seed"]: run["name"] for run in runs if run["arm"] == baseline}
     if not baseline_runs:
         return
@@ -574,41 +593,67 @@ def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, ba
         if run["arm"] == baseline:
             continue
         base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
-        base, mine = correct[base_name], correct[row["arm"]]
-        if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
-            raise DataError(f"arm {row['arm']} was evaluated on {mine['test_file']}, arm {base_name} on "
-                            f"{base['test_file']}: no paired difference (content {mine['content']} vs "
-                            f"{base['content']}); rerun the study")
-        try:
-            paired = paired_difference(base["correct"], mine["correct"])
-        except ValueError as exc:
-            raise DataError(f"arm {row['arm']} vs {base_name}: {exc}") from None
+        paired = compare(correct, base_name, row["arm"])
         row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
-                "mcnemar_p": paired["mcnemar_p"]}
+                "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
+                "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
+    add_holm(rows)
+
+
+def compare(correct: dict, base_name: str, name: str) -> dict:
+    """paired_difference of run `name` against run `base_name`, both evaluated on the same file."""
+    base, mine = correct[base_name], correct[name]
+    if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
+        raise DataError(f"arm {name} was evaluated on {mine['test_file']}, arm {base_name} on "
+                        f"{base['test_file']}: no paired difference (content {mine['content']} vs "
+                        f"{base['content']}); rerun the study")
+    try:
+        return paired_difference(base["correct"], mine["correct"])
+    except ValueError as exc:
+        raise DataError(f"arm {name} vs {base_name}: {exc}") from None
+
+
+# (p key, Holm key) of each comparison a row can hold: one family per baseline run holds them all.
+TESTS = (("mcnemar_p", "holm_p"),)
+
+
+def add_holm(rows: list[dict]) -> None:
+    """Holm-adjust, per baseline run, every p of the rows compared with it."""
+    for base in dict.fromkeys(row.get("baseline_run") for row in rows if row.get("baseline_run")):
+        family = [(row, p, holm) for row in rows if row.get("baseline_run") == base
+                  for p, holm in TESTS if row.get(p) is not None]
+        for (row, _, holm), value in zip(family, holm_adjust([row[p] for row, p, _ in family])):
+            row[holm] = value
 
 
 def interval(value, ci) -> str:
     return "-" if value is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
+def p_text(p) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
 def markdown_table(rows: list[dict], baseline: str) -> str:
     header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
-              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "train s", "tokens trained", "eval s"]
+              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p", "train s", "tokens trained", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["arm"], "-" if r["seed"] is None else str(r["seed"]), str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
                  f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
-                 "-" if r.get("mcnemar_p") is None else f"{r['mcnemar_p']:.3g}",
+                 p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")),
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
                  str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
-    """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, and on how many
-    seeds it beat the baseline's run of the same seed."""
+def seed_summary(rows: list[dict], runs: list[dict], correct: dict | None = None) -> list[dict]:
+    """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, on how many
+    seeds it beat the baseline's run of the same seed, and the pooled paired comparison over every seed's
+    pairs at once (`vs_baseline_pooled`: the examples resampled alike in every seed, a stratified McNemar p),
+    which with three seeds says far more than a t interval with two degrees of freedom."""
     summary = []
     for arm in dict.fromkeys(run["arm"] for run in runs):
         mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
@@ -620,13 +665,28 @@ def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
                 entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
+        if "vs_baseline" in entry and correct:
+            entry["vs_baseline_pooled"] = pooled(correct, [(row["baseline_run"], row["arm"]) for row in mine])
         summary.append(entry)
     return summary
 
 
+def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
+    """pooled_paired_difference over (baseline run, run) pairs, the examples aligned by id on the first
+    baseline run's order (every run was evaluated on the same file: add_paired_differences checked it)."""
+    ids = list(correct[pairs[0][0]]["correct"])
+    try:
+        return pooled_paired_difference([([correct[base]["correct"][i] for i in ids],
+                                          [correct[name]["correct"][i] for i in ids]) for base, name in pairs])
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"runs {', '.join(name for _, name in pairs)}: no pooled comparison over seeds (the "
+                        f"runs were evaluated on other examples: {exc}); rerun the study") from None
+
+
 def seeds_markdown(summary: list[dict], baseline: str) -> str:
     header = ["arm", "seeds", "accuracy mean [95% t CI]", "sd", "macro-F1 mean", "ECE mean",
-              f"accuracy - {baseline}: mean [95% t CI]", "seeds better"]
+              f"accuracy - {baseline}: mean [95% t CI]", "pooled over seeds [paired 95% CI], stratified McNemar p",
+              "seeds better"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         seeds = ", ".join("-" if seed is None else str(seed) for seed in e["seeds"])
@@ -634,9 +694,15 @@ def seeds_markdown(summary: list[dict], baseline: str) -> str:
         cells = [e["arm"], seeds, interval(e["accuracy"], e["accuracy_ci"]),
                  "-" if e["accuracy_sd"] is None else f"{e['accuracy_sd']:.3f}", f"{e['f1_macro']:.3f}",
                  f"{e['ece']:.3f}" if "ece" in e else "-", interval(e.get("vs_baseline"), e.get("vs_baseline_ci")),
-                 better]
+                 pooled_text(e.get("vs_baseline_pooled")), better]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def pooled_text(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    return f"{interval(result['difference'], result['interval'])}, p {p_text(result['mcnemar_p'])}"
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -704,7 +770,7 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     shutil.rmtree(partial, ignore_errors=True)  # leaves the last complete tables, never a mix
     partial.mkdir()
     try:
-        summary = write_table_files(study, rows, partial)
+        summary = write_table_files(study, rows, correct, partial)
         for file in partial.iterdir():
             file.replace(out / file.name)
     finally:
@@ -715,7 +781,7 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     return rows, summary
 
 
-def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict] | None:
+def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path) -> list[dict] | None:
     """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
     results page, into `folder`."""
     atomic_write_json(folder / "table.json", rows)
@@ -724,7 +790,7 @@ def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict]
                       + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
-        summary = seed_summary(rows, study["arms"])
+        summary = seed_summary(rows, study["arms"], correct)
         atomic_write_json(folder / "seeds.json", summary)
         atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
                           f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
@@ -738,6 +804,10 @@ def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict]
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.plan:
+            return print_plan(args)
+        if args.config is None:
+            raise DataError("--config is required (a study config, e.g. study/nli_smollm2.py)")
         study = load_study(args.config, args)
         check_writes_clear_of_inputs(study)
     except DataError as exc:
@@ -749,6 +819,60 @@ def main(argv=None) -> int:
     except DataError as exc:  # the lock is held
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
+
+
+# --- the power plan (--plan) ---------------------------------------------------------------------------
+
+def print_plan(args) -> int:
+    """Print, per arm compared with the baseline, the evaluation pairs (McNemar, nli_finetune.metrics.pairs_needed)
+    and seeds (t test over per-seed differences, seeds_needed) needed to detect --effect with 80% power: from the
+    assumed --discordant / --seed_sd, else from the finished study's table (its discordant-pair rate against
+    the baseline, and the seed-to-seed sd of the paired difference). Runs nothing; returns 0."""
+    if args.effect is None or not 0 < abs(args.effect) < 1:
+        raise DataError("--plan needs --effect, an accuracy difference between 0 and 1 (e.g. 0.03)")
+    for flag, value in (("--discordant", args.discordant), ("--seed_sd", args.seed_sd)):
+        if value is not None and not 0 <= value <= 1:
+            raise DataError(f"{flag} must be between 0 and 1, got {value}")
+    if args.discordant is not None or args.seed_sd is not None:
+        rates = [{"arm": "(assumed)", "discordant": args.discordant, "seed_sd": args.seed_sd}]
+    elif args.config is None:
+        raise DataError("--plan needs --config (a finished study) or --discordant and/or --seed_sd")
+    else:
+        rates = observed_rates(load_study(args.config, args))
+    plans = [plan_row(rate, args.effect) for rate in rates]
+    print(f"to detect an accuracy difference of {args.effect:+.3f} with 80% power (two-sided, alpha 0.05):")
+    print(format_table(plans, ["arm", "discordant", "pairs_needed", "seed_sd", "seeds_needed"]))
+    return 0
+
+
+def observed_rates(study: dict) -> list[dict]:
+    """Per arm of a finished study: the mean discordant-pair rate against the baseline over its runs, and the
+    sample sd over seeds of its paired difference (None with one seed)."""
+    table = study["output_dir"] / "table.json"
+    try:
+        rows = json.loads(table.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{table}: no finished study to plan from ({exc}); run it first or give --discordant "
+                        "and --seed_sd") from None
+    rates = []
+    for arm in dict.fromkeys(row.get("arm_name", row["arm"]) for row in rows if row.get("discordant") is not None):
+        mine = [row for row in rows if row.get("arm_name", row["arm"]) == arm]
+        sd = mean_over_seeds([row["vs_baseline"] for row in mine])["sd"]
+        rates.append({"arm": arm, "discordant": sum(row["discordant"] for row in mine) / len(mine), "seed_sd": sd})
+    if not rates:
+        raise DataError(f"{table}: no arm compared with the baseline pair by pair (rerun the study to record "
+                        "its discordant pairs)")
+    return rates
+
+
+def plan_row(rate: dict, effect: float) -> dict:
+    row = dict(rate)
+    if rate["discordant"] is not None:
+        row["pairs_needed"] = pairs_needed(effect, rate["discordant"]) if abs(effect) <= rate["discordant"] \
+            else "none (effect > discordant rate)"
+    if rate["seed_sd"] is not None:
+        row["seeds_needed"] = seeds_needed(effect, rate["seed_sd"]) or "over 1000"
+    return row
 
 
 def run_study(study: dict, args) -> int:

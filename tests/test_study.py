@@ -651,3 +651,127 @@ def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, ca
     assert rows["label_after"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
+
+
+# --- issue 42: controls, tune/test split and ledger, Holm and pooled statistics, --plan --------------------
+
+VERDICT = '''
+name = "verdict"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "a", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "b", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+]
+'''
+
+
+def fake_stages(outcome, calls=None):
+    """A subprocess.call for every stage: data writes a train.jsonl, train writes the files the table reads
+    (global_step: --max_steps, or 5 for a run by epochs), eval writes one record per entry of
+    `outcome(run name)` (a list of correct or not). Each command is appended to `calls`."""
+    def call(command, **kwargs):
+        if calls is not None:
+            calls.append(command)
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text('{"row": 1}\n')
+        elif "train.train_sft" in command:
+            model = Path(command[command.index("--output_dir") + 1])
+            model.mkdir()
+            steps = int(command[command.index("--max_steps") + 1]) if "--max_steps" in command else -1
+            (model / "train_results.json").write_text(json.dumps(
+                {"global_step": steps if steps > 0 else 5, "train_runtime_s": 1.0, "trained_tokens_per_epoch": 10,
+                 "train_samples": 10}))
+            (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
+        else:
+            out = Path(command[command.index("--output_file") + 1])
+            right = outcome(out.parent.name)
+            records = [{"id": f"dev:{i}", "raw_output": "{}", "true_label": 1, "predicted_label": int(ok),
+                        "correct": ok} for i, ok in enumerate(right)]
+            metrics = {"n": len(right), "accuracy": sum(right) / len(right), "f1_macro": 0.5, "parse_rate": 1.0,
+                       "stop_rate": 1.0}
+            out.write_text(json.dumps({"records": records, "metrics": metrics, "settings": {
+                "test_file": command[command.index("--test_file") + 1], "task": "nli_label", "model_id": "m"}}))
+        return 0
+    return call
+
+
+def bools(text):
+    return [c == "1" for c in text]
+
+
+def test_h42_holm_and_the_pooled_test_in_the_tables_equal_hand_computations(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "verdict.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    # per run, which of 12 pairs it gets right: a beats the baseline on 8 discordant pairs of 8 (seed 42)
+    outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
+                "label_only_seed7": "000000001111", "a_seed7": "111111001111", "b_seed7": "100000001111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes[run])))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    # seed 42: a: 8 pairs only a gets right, 0 only the baseline: p = 2 / 2^8; b: 1 and 1: p = 1
+    assert rows["a"]["mcnemar_p"] == pytest.approx(2 / 2**8) and rows["b"]["mcnemar_p"] == 1.0
+    # Holm over the two arms compared with label_only (seed 42): the smallest p times 2, then max(., p times 1)
+    assert rows["a"]["holm_p"] == pytest.approx(4 / 2**8) and rows["b"]["holm_p"] == 1.0
+    # seed 7 is its own family: a 6 vs 0 (p 2/64), b 1 vs 0 (p 1)
+    assert rows["a_seed7"]["holm_p"] == pytest.approx(2 * 2 / 2**6) and rows["b_seed7"]["holm_p"] == 1.0
+    assert rows["a"]["discordant"] == pytest.approx(8 / 12)
+    table = (out / "table.md").read_text()
+    assert "| McNemar p | Holm p |" in table and "| 0.00781 | 0.0156 |" in table, table
+    # pooled over seeds: 8 + 6 = 14 pairs only a gets right, none only the baseline: stratified p = 2 / 2^14
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    pooled = summary["a"]["vs_baseline_pooled"]
+    assert pooled["mcnemar_p"] == pytest.approx(2 / 2**14) and pooled["difference"] == pytest.approx(14 / 24)
+    assert pooled["only_arm_right"] == 14 and pooled["only_baseline_right"] == 0
+    assert pooled["interval"][0] <= 14 / 24 <= pooled["interval"][1]
+    # b: seed 42 one each way, seed 7 one only b gets right: 2 vs 1, p = 2 * (1 + 3) / 8 = 1
+    assert summary["b"]["vs_baseline_pooled"]["mcnemar_p"] == 1.0
+    assert "0.583 [" in (out / "seeds.md").read_text() and "p 0.000122" in (out / "seeds.md").read_text()
+
+
+def test_h42_plan_on_fixed_rates_equals_the_closed_form(capsys):
+    import math
+    from statistics import NormalDist
+
+    from scripts.study import main
+    assert main(["--plan", "--effect", "0.03", "--discordant", "0.12", "--seed_sd", "0.02"]) == 0
+    out = capsys.readouterr().out
+    # Connor (1987): n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2
+    z_a, z_b = NormalDist().inv_cdf(0.975), NormalDist().inv_cdf(0.8)
+    pairs = math.ceil((z_a * math.sqrt(0.12) + z_b * math.sqrt(0.12 - 0.03**2)) ** 2 / 0.03**2)
+    # seeds: the smallest k with (t_0.975,k-1 + t_0.80,k-1) sd / sqrt(k) <= 0.03: k = 6 (2.571 + 0.920) * 0.02
+    # / sqrt(6) = 0.0285; k = 5: (2.776 + 0.941) * 0.02 / sqrt(5) = 0.0332
+    assert pairs == 1045  # (1.960 * 0.3464 + 0.8416 * 0.3451)^2 / 0.0009 = 1044.2
+    line = next(line for line in out.splitlines() if line.startswith("(assumed)"))
+    assert line.split() == ["(assumed)", "0.120", str(pairs), "0.020", "6"], out
+    assert main(["--plan", "--effect", "0.03"]) == 2
+    assert "--plan needs --config" in capsys.readouterr().err
+
+
+def test_h42_plan_reads_a_finished_study(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    from nli_finetune.metrics import pairs_needed, seeds_needed
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "verdict.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    assert study.main(["--plan", "--effect", "0.03", "--config", str(config), "--output_dir", str(out)]) == 2
+    assert f"{out / 'table.json'}: no finished study to plan from" in capsys.readouterr().err
+    outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
+                "label_only_seed7": "000000001111", "a_seed7": "111111001111", "b_seed7": "100000001111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes[run])))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("--plan ran a stage"))
+    assert study.main(["--plan", "--effect", "0.03", "--config", str(config), "--output_dir", str(out)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    # b: discordant 2/12 (seed 42) and 1/12 (seed 7); its difference 0 and 1/12: sd = (1/12) / sqrt(2)
+    rate, sd = (2 / 12 + 1 / 12) / 2, (1 / 12) / 2**0.5
+    assert lines["b"] == ["b", f"{rate:.3f}", str(pairs_needed(0.03, rate)), f"{sd:.3f}", str(seeds_needed(0.03, sd))]
+    assert "label_only" not in lines
