@@ -37,6 +37,15 @@ give per arm the mean over seeds of accuracy, macro-F1 and the paired difference
 over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is larger than the spread between
 pairs).
 
+Controls: a trained arm that differs from the baseline in more than its data (other steps or epochs, another
+learning rate, scheduler or warm-up, an init_from stage) is followed by `<arm>__control`, the baseline's data
+and recipe for as many optimizer steps as the arm took (its finished train_results.json), in the same stage
+structure (init_from: `<arm>__control_stage1` for the first stage's steps, then the control from it);
+`controls = False` turns them off, an arm's "control": "<arm>" names its own (None: none). Every run is
+compared with the baseline and with its control, each p Holm-adjusted beside the raw one, and table.md
+opens with a one-line verdict that uses the control where there is one. `--plan --effect 0.03` prints the
+evaluation pairs and seeds needed for 80% power, from a finished study or --discordant / --seed_sd.
+
 Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
 project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a
 changed stage is redone, and the log says what changed. A study killed at any point and rerun redoes
@@ -173,6 +182,12 @@ def load_study(path: str, args) -> dict:
             raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
         if "init_from" in arm:
             check_init_from(arm, study["arms"][:index], where)
+    for index, arm in enumerate(study["arms"]):
+        if arm.get("control") is not None and (arm["control"] not in names or arm["control"] == arm["name"]):
+            raise DataError(f"{path}: arms[{index}]: field 'control': {arm['control']!r} is not another arm "
+                            f"({', '.join(names)})")
+    if values.get("controls", True) not in (True, False):
+        raise DataError(f"{path}: field 'controls' must be True or False")
     if study["baseline"] not in names:
         raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
     if args.arms:
@@ -184,6 +199,9 @@ def load_study(path: str, args) -> dict:
         for arm in study["arms"]:
             if arm.get("model_of") and arm["model_of"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
+            if arm.get("control") and arm["control"] not in wanted:
+                raise DataError(f"--arms: arm {arm['name']} is compared with its control {arm['control']}; select "
+                                "that arm too")
             if arm.get("init_from") and arm["init_from"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} starts from {arm['init_from']}'s adapter; select that "
                                 "arm too")
@@ -193,6 +211,8 @@ def load_study(path: str, args) -> dict:
     if seeds is not None and not good_seeds(seeds):
         raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers up to {MAX_SEED}, "
                         "e.g. [42, 2, 3]")
+    baseline = next(arm for arm in values["arms"] if arm["name"] == study["baseline"])  # its recipe, even unselected
+    study["arms"] = with_controls(study, values.get("controls", True), baseline)
     study["arms"] = runs_per_seed(study, seeds)
     for run in study["arms"]:
         if run.get("train") is not None:
@@ -201,6 +221,48 @@ def load_study(path: str, args) -> dict:
         raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     return study
+
+
+# The training keys that set how much and how an arm trains, beyond its data: an arm that changes one of them
+# (or trains from another arm's adapter) is compared with a control that changes only them.
+SCHEDULE_KEYS = ("max_steps", "num_epochs", "lr_scheduler", "warmup_ratio", "warmup_steps", "learning_rate")
+
+
+def with_controls(study: dict, automatic: bool, base: dict) -> list[dict]:
+    """The arms, each followed by the compute-matched control the runner adds for it (unless the config sets
+    `controls = False` or the arm names its own "control", None for none): for an arm that trains more or
+    fewer steps, or on another schedule, than the baseline, `<arm>__control` is the baseline's data and
+    recipe trained for as many optimizer steps as the arm really took ("steps_of": read from its finished
+    train_results.json, as it may train by epochs); for an init_from arm, `<arm>__control_stage1` (the
+    baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
+    steps the arm's own stage took. So the control differs from the arm in its data alone."""
+    arms = []
+    for arm in study["arms"]:
+        if not automatic or "control" in arm or base.get("train") is None or not needs_control(arm, base):
+            arms.append(arm)
+            continue
+        seed = {"seed": own_seed(study, arm)}  # seeded like its arm: runs of the same seed share a name suffix
+        control = {**base, "train": {**base["train"], **seed}, "name": f"{arm['name']}__control",
+                   "control_for": arm["name"], "steps_of": arm["name"]}
+        control.pop("control", None)
+        stage1 = None
+        if arm.get("init_from"):
+            stage1 = {**control, "name": f"{arm['name']}__control_stage1", "steps_of": arm["init_from"]}
+            control["init_from"] = stage1["name"]
+        arms += [{**arm, "control": control["name"]}, *([stage1] if stage1 else []), control]
+    names = [arm["name"] for arm in arms]
+    clash = sorted({name for name in names if names.count(name) > 1})
+    if clash:
+        raise DataError(f"{study['config_path']}: an arm is named like the control the study adds "
+                        f"({', '.join(clash)}); rename it or set its own \"control\"")
+    return arms
+
+
+def needs_control(arm: dict, base: dict) -> bool:
+    """A trained arm other than the baseline that trains from another adapter or on another schedule."""
+    if arm["name"] == base["name"] or arm.get("train") is None or arm.get("model_of"):
+        return False
+    return bool(arm.get("init_from")) or any(arm["train"].get(key) != base["train"].get(key) for key in SCHEDULE_KEYS)
 
 
 def check_train_options(study: dict, run: dict) -> None:
@@ -247,12 +309,21 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
                     raise DataError(f"{study['config_path']}: arm {arm['name']} trains with seed {seed}, which arm "
                                     f"{arm['init_from']} (its init_from) has no run of: give both the same seed")
                 run["init_from"] = run_name[(arm["init_from"], seed)]
+            if arm.get("steps_of"):  # a control matches the steps of that arm's run of the same seed
+                run["steps_of"] = run_name[(arm["steps_of"], seed)]
             if not arm.get("model_of") and seed != own:
                 run["train"] = {**arm["train"], "seed": seed}
                 if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
                     run["data"] = [*arm["data"], "--seed", str(seed)]
             run_name[(arm["name"], seed)] = run["name"]
             runs.append(run)
+    for run in (run for run in runs if run.get("control")):  # compared with its control's run of the same seed
+        control = run_name.get((run["control"], run["seed"]),
+                               next((r["name"] for r in runs if r["arm"] == run["control"] and r["seed"] is None), None))
+        if control is None:
+            raise DataError(f"{study['config_path']}: arm {run['arm']} runs with seed {run['seed']}, which its control "
+                            f"{run['control']} has no run of: give both the same seed")
+        run["control"] = control
     names = [run["name"] for run in runs]
     clash = sorted({name for name in names if names.count(name) > 1})
     if clash:
@@ -406,6 +477,8 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     inputs = {}
     if arm.get("train") is not None:
         overrides = train_overrides(arm, args)
+        if arm.get("steps_of"):  # a control: as many optimizer steps as that run really took
+            overrides["max_steps"] = steps_taken(study, arm["steps_of"])
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
                           "eval_file": path_fingerprint(in_repo(eval_file)), "code": source_fingerprint("data")}
         inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
@@ -414,6 +487,8 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
                            "files": files_in(overrides), "code": source_fingerprint("train")}
         if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
             inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
+        if arm.get("steps_of"):  # likewise the run whose steps a control matches
+            inputs["train"]["steps_of"] = content_fingerprint(states[arm["steps_of"]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
     inputs["eval"] = {"model": content_fingerprint(model),
@@ -421,6 +496,16 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
                       "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
                       "code": source_fingerprint("eval")}
     return inputs
+
+
+def steps_taken(study: dict, run: str) -> int:
+    """The optimizer steps a finished run took (its train_results.json's global_step)."""
+    results = study["output_dir"] / "arms" / run / "model" / "train_results.json"
+    try:
+        return int(json.loads(results.read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{results}: no finished training of run {run} to match its steps ({exc!r}); rerun the "
+                        "study") from None
 
 
 # --- running the stages ----------------------------------------------------------------------------------
@@ -569,7 +654,8 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
                                     labels)
     model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
     train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
-    row = {"arm": arm["name"], "arm_name": arm["arm"], "seed": arm["seed"], "n": metrics["n"], "accuracy": metrics["accuracy"],
+    row = {"arm": arm["name"], "arm_name": arm["arm"], "seed": arm["seed"], "trained": arm.get("train") is not None,
+           "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
@@ -583,20 +669,24 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
 
 
 def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
-    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first), then
-    Holm's correction over every comparison with the same baseline run (`holm_p` beside the raw `mcnemar_p`):
-    with several arms tried, the best one's raw p alone overstates the evidence."""
+    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first) and,
+    where it has one, against its control's run of the same seed (`vs_control`, `vs_control_p`); then Holm's
+    correction over every comparison with the same baseline run (`holm_p` beside the raw `mcnemar_p`,
+    `vs_control_holm_p`): with several arms tried, the best one's raw p alone overstates the evidence."""
     baseline_runs = {run["seed"]: run["name"] for run in runs if run["arm"] == baseline}
-    if not baseline_runs:
-        return
     for row, run in zip(rows, runs):
-        if run["arm"] == baseline:
-            continue
-        base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
-        paired = compare(correct, base_name, row["arm"])
-        row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
-                "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
-                "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
+        if run["arm"] != baseline and baseline_runs:
+            base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
+            paired = compare(correct, base_name, row["arm"])
+            row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
+                    "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
+                    "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
+        if run.get("control"):
+            paired = compare(correct, run["control"], row["arm"])
+            row |= {"control": run["control"], "vs_control": paired["difference"], "vs_control_ci": paired["interval"],
+                    "vs_control_p": paired["mcnemar_p"]}
+        if run.get("control_for"):
+            row["control_for"] = run["control_for"]
     add_holm(rows)
 
 
@@ -614,12 +704,12 @@ def compare(correct: dict, base_name: str, name: str) -> dict:
 
 
 # (p key, Holm key) of each comparison a row can hold: one family per baseline run holds them all.
-TESTS = (("mcnemar_p", "holm_p"),)
+TESTS = (("mcnemar_p", "holm_p"), ("vs_control_p", "vs_control_holm_p"))
 
 
 def add_holm(rows: list[dict]) -> None:
-    """Holm-adjust, per baseline run, every p of the rows compared with it."""
-    for base in dict.fromkeys(row.get("baseline_run") for row in rows if row.get("baseline_run")):
+    """Holm-adjust, per baseline run, every p of the rows compared with it (vs the baseline and vs a control)."""
+    for base in dict.fromkeys(row.get("baseline_run") for row in rows):
         family = [(row, p, holm) for row in rows if row.get("baseline_run") == base
                   for p, holm in TESTS if row.get(p) is not None]
         for (row, _, holm), value in zip(family, holm_adjust([row[p] for row, p, _ in family])):
@@ -636,17 +726,45 @@ def p_text(p) -> str:
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
     header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
-              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p", "train s", "tokens trained", "eval s"]
+              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p",
+              "accuracy - its control [paired 95% CI]", "Holm p (control)", "train s", "tokens trained", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
+        control = f"{interval(r['vs_control'], r['vs_control_ci'])} ({r['control']})" if r.get("control") else "-"
         cells = [r["arm"], "-" if r["seed"] is None else str(r["seed"]), str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
                  f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
-                 p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")),
+                 p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")), control, p_text(r.get("vs_control_holm_p")),
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
                  str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def verdict(comparisons: list[tuple[str, tuple, tuple | None]], baseline: str) -> str:
+    """One line on the arm that gained most over the baseline, judged against its compute-matched control
+    where it has one (the gain over the baseline alone cannot tell the recipe from the extra training).
+    comparisons: (arm, (difference, interval, Holm p) vs the baseline, the same vs its control or None)."""
+    if not comparisons:
+        return ""
+    arm, vs_baseline, vs_control = max(comparisons, key=lambda c: c[1][0])
+    diff, ci, p = vs_control or vs_baseline
+    if vs_control:
+        against = "its compute-matched control"
+        meaning = "no gain beyond the extra training" if p >= 0.05 else \
+            "a gain beyond the extra training" if diff > 0 else "worse than the extra training alone"
+    else:
+        against = baseline
+        meaning = f"no difference from {baseline} shown" if p >= 0.05 else \
+            f"better than {baseline}" if diff > 0 else f"worse than {baseline}"
+    return f"**Verdict:** {arm} vs {against}: {diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], Holm p {p:.2g}: {meaning}.\n\n"
+
+
+def row_comparisons(rows: list[dict]) -> list[tuple]:
+    """verdict()'s comparisons of the table's trained runs that are no control."""
+    return [(r["arm"], (r["vs_baseline"], r["vs_baseline_ci"], r["holm_p"]),
+             (r["vs_control"], r["vs_control_ci"], r["vs_control_holm_p"]) if r.get("control") else None)
+            for r in rows if r.get("vs_baseline") is not None and r["trained"] and not r.get("control_for")]
 
 
 def seed_summary(rows: list[dict], runs: list[dict], correct: dict | None = None) -> list[dict]:
@@ -658,17 +776,33 @@ def seed_summary(rows: list[dict], runs: list[dict], correct: dict | None = None
     for arm in dict.fromkeys(run["arm"] for run in runs):
         mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
-        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
+        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1)),
+                            ("vs_control", (-1, 1))):
             values = [row[key] for row in mine if row.get(key) is not None]
             if values:
                 stats = mean_over_seeds(values, bounds)
                 entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
-        if "vs_baseline" in entry and correct:
+        entry |= {"trained": mine[0].get("trained"), "control_for": mine[0].get("control_for")}
+        if correct and "vs_baseline" in entry:
             entry["vs_baseline_pooled"] = pooled(correct, [(row["baseline_run"], row["arm"]) for row in mine])
+        if correct and "vs_control" in entry:
+            entry["vs_control_pooled"] = pooled(correct, [(row["control"], row["arm"]) for row in mine])
         summary.append(entry)
+    # Holm over every pooled comparison (each arm against the baseline and against its control)
+    family = [e[key] for e in summary for key in ("vs_baseline_pooled", "vs_control_pooled") if key in e]
+    for result, value in zip(family, holm_adjust([result["mcnemar_p"] for result in family])):
+        result["holm_p"] = value
     return summary
+
+
+def pooled_comparisons(summary: list[dict]) -> list[tuple]:
+    """verdict()'s comparisons over seeds (pooled) of the trained arms that are no control."""
+    def of(result):
+        return result and (result["difference"], result["interval"], result["holm_p"])
+    return [(e["arm"], of(e["vs_baseline_pooled"]), of(e.get("vs_control_pooled"))) for e in summary
+            if "vs_baseline_pooled" in e and e["trained"] and not e["control_for"]]
 
 
 def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
@@ -686,7 +820,7 @@ def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
 def seeds_markdown(summary: list[dict], baseline: str) -> str:
     header = ["arm", "seeds", "accuracy mean [95% t CI]", "sd", "macro-F1 mean", "ECE mean",
               f"accuracy - {baseline}: mean [95% t CI]", "pooled over seeds [paired 95% CI], stratified McNemar p",
-              "seeds better"]
+              "seeds better", "accuracy - its control: mean [95% t CI]", "pooled vs its control"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         seeds = ", ".join("-" if seed is None else str(seed) for seed in e["seeds"])
@@ -694,7 +828,8 @@ def seeds_markdown(summary: list[dict], baseline: str) -> str:
         cells = [e["arm"], seeds, interval(e["accuracy"], e["accuracy_ci"]),
                  "-" if e["accuracy_sd"] is None else f"{e['accuracy_sd']:.3f}", f"{e['f1_macro']:.3f}",
                  f"{e['ece']:.3f}" if "ece" in e else "-", interval(e.get("vs_baseline"), e.get("vs_baseline_ci")),
-                 pooled_text(e.get("vs_baseline_pooled")), better]
+                 pooled_text(e.get("vs_baseline_pooled")), better,
+                 interval(e.get("vs_control"), e.get("vs_control_ci")), pooled_text(e.get("vs_control_pooled"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -702,14 +837,15 @@ def seeds_markdown(summary: list[dict], baseline: str) -> str:
 def pooled_text(result: dict | None) -> str:
     if result is None:
         return "-"
-    return f"{interval(result['difference'], result['interval'])}, p {p_text(result['mcnemar_p'])}"
+    holm = f", Holm p {p_text(result['holm_p'])}" if "holm_p" in result else ""
+    return f"{interval(result['difference'], result['interval'])}, p {p_text(result['mcnemar_p'])}{holm}"
 
 
 def csv_text(rows: list[dict]) -> str:
     flat = []
     for r in rows:
         row = {k: v for k, v in r.items() if not k.endswith("_ci")}
-        for key in ("accuracy", "f1_macro", "vs_baseline"):
+        for key in ("accuracy", "f1_macro", "vs_baseline", "vs_control"):
             ci = r.get(f"{key}_ci")
             row[f"{key}_low"], row[f"{key}_high"] = (ci[0], ci[1]) if ci else (None, None)
         flat.append(row)
@@ -787,13 +923,14 @@ def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path
     atomic_write_json(folder / "table.json", rows)
     atomic_write_text(folder / "table.csv", csv_text(rows))
     atomic_write_text(folder / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
-                      + markdown_table(rows, study["baseline"]))
+                      + verdict(row_comparisons(rows), study["baseline"]) + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
         summary = seed_summary(rows, study["arms"], correct)
         atomic_write_json(folder / "seeds.json", summary)
         atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
-                          f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
+                          f"{study['eval_file']}\n\n" + verdict(pooled_comparisons(summary), study["baseline"])
+                          + seeds_markdown(summary, study["baseline"]))
     plot(rows, folder, study["name"])
     arms = study["output_dir"] / "arms"
     write_report([arms / arm["name"] / "eval.json" for arm in study["arms"]], folder / "report.html",

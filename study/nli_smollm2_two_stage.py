@@ -2,7 +2,9 @@
 # against the same run preceded by a stage on the teacher's rationales (the recipe that beat label-only on
 # three seeds of study/nli_smollm2_400.py, docs/study.md), next to the untrained model's scored labels.
 # Caution (issue #42): that gain is matched by the same two stages on label rows alone (a compute-matched
-# control, docs/study.md), so it measures the extra 142 steps, not the teacher's reasoning.
+# control, docs/study.md), so it measures the extra 142 steps, not the teacher's reasoning. The runner adds
+# those controls itself (rationales_half__control, label_after_rationales__control_stage1 and __control:
+# ~37 min more, ~100 min in all) and the verdict at the top of table.md compares the two stages with them.
 #   make study                                     (= python scripts/study.py --config study/nli_smollm2_two_stage.py)
 #   python scripts/study.py --config study/nli_smollm2_two_stage.py --seeds 42,2,3      (three seeds, ~3 h)
 # The arms are study/nli_smollm2_400.py's own (same data, steps, evaluation file), so a result here is a

@@ -13,6 +13,7 @@ model = {model!r}
 eval_file = "data/sample/dev_300.csv"
 train_config = "tiny_cpu.py"
 baseline = "label_only"
+controls = False  # the compute-matched controls (issue 42) have tests of their own
 arms = [
     {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
      "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {label_lr}}},
@@ -775,3 +776,115 @@ def test_h42_plan_reads_a_finished_study(tmp_path, capsys, monkeypatch):
     rate, sd = (2 / 12 + 1 / 12) / 2, (1 / 12) / 2**0.5
     assert lines["b"] == ["b", f"{rate:.3f}", str(pairs_needed(0.03, rate)), f"{sd:.3f}", str(seeds_needed(0.03, sd))]
     assert "label_only" not in lines
+
+
+CONTROLLED = '''
+name = "controlled"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
+OTHER = ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"]
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "same_schedule", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "longer", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 6}}, "eval": EVAL}},
+    {{"name": "first", "data": OTHER, "train": {{"task": "nli_label", "max_steps": -1, "num_epochs": 1,
+                                                "learning_rate": {first_lr}}}, "eval": EVAL}},
+    {{"name": "second", "init_from": "first", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}},
+     "eval": EVAL}},
+]
+'''
+
+
+def option(command, flag):
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm_and_skips_them_on_rerun(
+        tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "controlled.py", tmp_path / "out"
+    model = fake_model(tmp_path / "model")
+    config.write_text(CONTROLLED.format(model=str(model), first_lr=1e-3) + "seeds = [42, 7]\n")
+    calls = []
+    # second gets 11 of 12 right, its control 12, the baseline 4: the extra training explains the gain
+    outcomes = {"second": "011111111111", "second__control": "111111111111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes.get(run, "000011110000")),
+                                                              calls))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    per_seed = ["label_only", "same_schedule", "longer", "longer__control", "first", "first__control", "second",
+                "second__control_stage1", "second__control"]
+    assert list(rows) == [run for name in per_seed for run in (name, f"{name}_seed7")]
+    trained = {Path(option(c, "--output_dir")).parent.name: c for c in calls if "train.train_sft" in c}
+    # a single-stage control: the baseline's data and recipe at the arm's real step count, seeded like the arm
+    for control, steps in (("longer__control", "6"), ("first__control", "5")):  # first trains by epochs: 5 steps
+        assert option(trained[control], "--max_steps") == steps
+        assert "--learning_rate" not in trained[control] and option(trained[control], "--seed") == "42"
+        assert option(trained[f"{control}_seed7"], "--seed") == "7"
+    data = {Path(option(c, "--output-file")).parent.name: c for c in calls if "--output-file" in c}
+    assert data["longer__control"][2:-4] == data["label_only"][2:-4] == ["--answer", "label", "--pairs",
+                                                                          "data/sample/trial.csv"]
+    # a two-stage control: the baseline's rows for the first stage's steps, then the baseline's run from it
+    assert option(trained["second__control_stage1"], "--max_steps") == "5"
+    assert "--init_adapter" not in trained["second__control_stage1"]
+    assert option(trained["second__control"], "--init_adapter") == str(out / "arms/second__control_stage1/model")
+    assert option(trained["second__control"], "--max_steps") == "4"
+    assert option(trained["second__control_seed7"], "--init_adapter") == str(
+        out / "arms/second__control_stage1_seed7/model")
+    # an arm that differs from the baseline in its data alone has no control
+    assert "same_schedule__control" not in rows and "control" not in rows["same_schedule"]
+    # each arm against the baseline and against its control, the verdict on the control
+    second = rows["second"]
+    assert second["control"] == "second__control" and second["vs_control"] == pytest.approx(-1 / 12)
+    assert second["vs_baseline"] == pytest.approx(7 / 12) and rows["second_seed7"]["control"] == "second__control_seed7"
+    assert second["vs_control_p"] == 1.0 and second["vs_control_holm_p"] == 1.0
+    table = (out / "table.md").read_text()
+    assert table.splitlines()[2].startswith("**Verdict:** second vs its compute-matched control: -0.083 ["), table
+    assert table.splitlines()[2].endswith("Holm p 1: no gain beyond the extra training.")
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    assert summary["second"]["vs_control"] == pytest.approx((-1 / 12 + 0) / 2)  # seed 7: both get the same 4
+    assert summary["second"]["vs_control_pooled"]["only_baseline_right"] == 1
+    assert "**Verdict:** second vs its compute-matched control" in (out / "seeds.md").read_text()
+
+    # rerun: every stage of every arm and control skipped
+    calls.clear()
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    log = capsys.readouterr().err
+    assert calls == [] and log.count("skipped") == 3 * 18, log
+    # the first stage retrained (another learning rate): the two-stage control's stages are redone with it
+    config.write_text(CONTROLLED.format(model=str(model), first_lr=2e-3) + "seeds = [42, 7]\n")
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    log = capsys.readouterr().err
+    assert "arm second__control_stage1: train redone (steps_of)" in log, log
+    assert "arm first__control: train redone (steps_of)" in log
+    assert "arm second__control: train redone (init_from, steps_of)" in log  # second was retrained too
+    assert "arm longer__control: train skipped" in log
+
+
+@pytest.mark.parametrize("setting, controls", [
+    ("controls = False", []),
+    ('arms[2]["control"] = "same_schedule"', ["first__control", "second__control_stage1", "second__control"]),
+    ('arms[2]["control"] = None', ["first__control", "second__control_stage1", "second__control"]),
+])
+def test_h42_a_config_turns_controls_off_or_names_its_own(tmp_path, setting, controls):
+    import scripts.study as study
+    config = tmp_path / "controlled.py"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3) + setting + "\n")
+    args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    runs = {run["name"]: run for run in study.load_study(str(config), args)["arms"]}
+    assert [name for name in runs if "__control" in name] == controls
+    assert runs["longer"].get("control") == ("same_schedule" if "same_schedule" in setting else None)
+
+
+def test_h42_a_control_naming_no_arm_exits_2_naming_it(tmp_path, capsys):
+    from scripts.study import main
+    config = tmp_path / "controlled.py"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+                      + 'arms[2]["control"] = "nope"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "arms[2]: field 'control': 'nope' is not another arm" in capsys.readouterr().err
