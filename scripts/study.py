@@ -7,8 +7,10 @@ would run them, then one table comparing each arm with the baseline arm on the s
     python scripts/study.py --config study/nli_smollm2.py --model path/to/other-model.gguf
     python scripts/study.py --config study/nli_smollm2.py --arms untrained,label_only,distill --seeds 42,2,3
 
-A study config is plain Python (study/*.py) setting `name`, `model`, `eval_file`, `train_config` (a
-train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of dicts:
+A study config is plain Python (study/*.py) setting `name`, `model`, `tune_file` (where recipes are
+compared; `eval_file` is its old name), optionally `test_file` (where they are reported: --report_on test),
+`train_config` (a train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of
+dicts:
 
     {"name": "label_only",
      "data": ["--answer", "label", "--pairs", "data/sample/teacher_cot_1000.csv"],  # prepare_ft_data.py options
@@ -22,10 +24,13 @@ settings, without retraining: {"name": "label_only_scored", "model_of": "label_o
 "init_from": "<arm>" starts its training from that earlier trained arm's adapter (train_sft's
 init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds and
 tokens. Each stage is a
-subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <eval_file>` (pairs
-that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
---model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
-evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the same file for every arm.
+subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <tune_file>
+<test_file>` (pairs that also occur in either file are dropped), `python -m train.train_sft --config
+<train_config> --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
+evaluate.sample_model --model_id <arm>/model --test_file <tune_file> --output_file <arm>/eval.json ...`, the
+same file for every arm. `--report_on test` evaluates on the test file instead (<arm>/eval_test.json,
+table_test.*, seeds_test.*, report_test.html), retraining nothing, and appends each such look to
+<output_dir>/test_ledger.json; the test tables say how many times the test file has been consulted.
 
 Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every trained arm once per seed. The
 run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
@@ -100,7 +105,10 @@ from nli_finetune.report_page import write_report
 from prompts import get_task
 
 STAGES = ("data", "train", "eval")
-REQUIRED = ("name", "model", "eval_file", "train_config", "baseline", "arms")
+REQUIRED = ("name", "model", "train_config", "baseline", "arms")
+# Where each split's evaluation goes: the tune file's in eval.json (stage "eval"), the test file's in
+# eval_test.json (stage "eval_test"), each with its own table.
+SPLIT_STAGE = {"tune": "eval", "test": "eval_test"}
 
 
 class StageFailed(Exception):
@@ -119,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated training seeds, e.g. 42,2,3: every trained arm runs once per seed "
                         "(default: the config's `seeds`, else each arm's own seed)")
     p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
+    p.add_argument("--report_on", choices=("tune", "test"), default="tune",
+                   help="evaluate every arm on the config's tune_file (default: where recipes are compared) or on "
+                        "its test_file (each such look is counted in <output_dir>/test_ledger.json)")
     plan = p.add_argument_group("a power plan (--plan: runs nothing)")
     plan.add_argument("--plan", action="store_true",
                       help="print the evaluation pairs and seeds needed to detect --effect with 80%% power, from "
@@ -160,7 +171,7 @@ def load_study(path: str, args) -> dict:
     missing = [key for key in REQUIRED if key not in values]
     if missing:
         raise DataError(f"{path}: the study config must set {', '.join(missing)}")
-    study = {key: values[key] for key in REQUIRED}
+    study = {key: values[key] for key in REQUIRED} | split_files(path, values, args.report_on)
     names = []
     for index, arm in enumerate(study["arms"]):
         where = f"{path}: arms[{index}]"
@@ -217,8 +228,9 @@ def load_study(path: str, args) -> dict:
     for run in study["arms"]:
         if run.get("train") is not None:
             check_train_options(study, run)
-    if not in_repo(study["eval_file"]).is_file():
-        raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
+    for key in ("tune_file", "test_file"):
+        if study[key] is not None and not in_repo(study[key]).is_file():
+            raise DataError(f"{path}: {key} {study[key]} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     return study
 
@@ -263,6 +275,23 @@ def needs_control(arm: dict, base: dict) -> bool:
     if arm["name"] == base["name"] or arm.get("train") is None or arm.get("model_of"):
         return False
     return bool(arm.get("init_from")) or any(arm["train"].get(key) != base["train"].get(key) for key in SCHEDULE_KEYS)
+
+
+def split_files(path: str, values: dict, report_on: str) -> dict:
+    """The config's tune_file (where recipes are compared; `eval_file` is its old name) and test_file (where
+    the chosen ones are reported), and which one this run evaluates on: eval_file, with its stage's name
+    and the suffix of its outputs (eval_test.json, table_test.md)."""
+    tune, old, test = values.get("tune_file"), values.get("eval_file"), values.get("test_file")
+    if tune is None and old is None:
+        raise DataError(f"{path}: the study config must set tune_file (or its old name, eval_file)")
+    if tune is not None and old is not None and tune != old:
+        raise DataError(f"{path}: tune_file {tune} and eval_file {old} differ: eval_file is tune_file's old name; "
+                        "keep one")
+    if report_on == "test" and test is None:
+        raise DataError(f"{path}: --report_on test needs a test_file in the study config")
+    split = {"tune_file": tune or old, "test_file": test}
+    return split | {"split": report_on, "eval_file": split[f"{report_on}_file"], "eval_stage": SPLIT_STAGE[report_on],
+                    "suffix": "" if report_on == "tune" else "_test"}
 
 
 def check_train_options(study: dict, run: dict) -> None:
@@ -404,7 +433,8 @@ def study_inputs(study: dict) -> list[tuple[str, Path]]:
     converted folder), the evaluation file, the training config, and every path an arm's options name."""
     locations = model_locations(str(in_repo(study["model"])))
     inputs = [("model" if i == 0 else "folder the model is read from", p) for i, p in enumerate(locations)]
-    inputs += [("evaluation file", in_repo(study["eval_file"])),
+    inputs += [(f"{key.replace('_', ' ')}", in_repo(study[key])) for key in ("tune_file", "test_file") if study[key]]
+    inputs += [
                ("training config", train_config_path(study["train_config"]))]
     for run in study["arms"]:
         for field, what in (("data", "data file"), ("train", "training input"), ("eval", "evaluation input")):
@@ -472,7 +502,7 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     stage (it filters pairs against that file) and the evaluations, and no training when train.jsonl is
     unchanged. An arm with model_of depends on that arm's finished training (its inputs and its run), from
     `states`."""
-    eval_file = str(study["eval_file"])
+    eval_file, eval_stage = str(study["eval_file"]), study["eval_stage"]
     arm_dir = study["output_dir"] / "arms" / arm["name"]
     inputs = {}
     if arm.get("train") is not None:
@@ -480,7 +510,9 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
         if arm.get("steps_of"):  # a control: as many optimizer steps as that run really took
             overrides["max_steps"] = steps_taken(study, arm["steps_of"])
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
-                          "eval_file": path_fingerprint(in_repo(eval_file)), "code": source_fingerprint("data")}
+                          "eval_file": path_fingerprint(in_repo(study["tune_file"])), "code": source_fingerprint("data")}
+        if study["test_file"]:  # the data stage drops the pairs of both files, whichever split is evaluated
+            inputs["data"]["test_file"] = path_fingerprint(in_repo(study["test_file"]))
         inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
                            "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
                            "resolved_config": resolved_config_fingerprint(study), "overrides": overrides,
@@ -491,7 +523,7 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
             inputs["train"]["steps_of"] = content_fingerprint(states[arm["steps_of"]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
-    inputs["eval"] = {"model": content_fingerprint(model),
+    inputs[eval_stage] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
                       "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
                       "code": source_fingerprint("eval")}
@@ -514,7 +546,8 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
     python = sys.executable
     if stage == "data":
         return [python, "scripts/prepare_ft_data.py", *map(str, arm["data"]),
-                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["eval_file"])]
+                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["tune_file"]),
+                *([str(study["test_file"])] if study["test_file"] else [])]
     if stage == "train":
         overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
         if arm.get("init_from"):
@@ -526,9 +559,9 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
     if arm.get("model_of"):
         model = str(arm_dir.parent / arm["model_of"] / "model")
     options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
-    limit = ["--limit", str(inputs["eval"]["limit"])] if inputs["eval"]["limit"] else []
+    limit = ["--limit", str(inputs[stage]["limit"])] if inputs[stage]["limit"] else []
     return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study["eval_file"]),
-            "--output_file", str(arm_dir / "eval.json"), "--quiet", *options, *limit]
+            "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
 
 
 def changed_keys(before: dict | None, now: dict) -> str:
@@ -545,29 +578,32 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
         return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
-    resumed = stage == "eval" and state.get("eval_started") == inputs["eval"]
-    earlier = earlier_eval_seconds(state, arm_dir / "eval.log") if resumed else 0.0
+    evaluation = stage in SPLIT_STAGE.values()  # its resume keys: eval_started, eval_test_started, ...
+    resumed = evaluation and state.get(f"{stage}_started") == inputs[stage]
+    earlier = earlier_eval_seconds(state, arm_dir / f"{stage}.log", stage) if resumed else 0.0
     if resumed:  # an evaluation of these inputs was stopped: sample_model resumes its progress file
         log(f"arm {name}: eval resumed from its progress file ({earlier:.0f} s spent before)")
     else:
         log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
             f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
     # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
-    for later in ("train", "eval") if stage == "train" else (stage,):
+    for later in ("train", *SPLIT_STAGE.values()) if stage == "train" else (stage,):
         if later in state:
             stale[later] = state.pop(later)
     if stage == "train":  # a new model: its evaluation starts over
-        for key in ("eval_started", "eval_seconds_before", "eval_part_started"):
+        for key in (f"{split}{end}" for split in SPLIT_STAGE.values()
+                    for end in ("_started", "_seconds_before", "_part_started")):
             state.pop(key, None)
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
-    if stage == "eval" and state.get("eval_started") != inputs["eval"]:
+    if evaluation and state.get(f"{stage}_started") != inputs[stage]:
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
-    state["eval_started"] = inputs["eval"] if stage == "eval" else state.get("eval_started")
+    if evaluation:
+        state[f"{stage}_started"] = inputs[stage]
     started = time.time()
-    if stage == "eval":  # what a stopped part spent is counted when it resumes
-        state |= {"eval_seconds_before": earlier, "eval_part_started": started}
+    if evaluation:  # what a stopped part spent is counted when it resumes
+        state |= {f"{stage}_seconds_before": earlier, f"{stage}_part_started": started}
     atomic_write_json(arm_dir / "stages.json", state)
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
         out.write(redact(" ".join(command)) + "\n")
@@ -586,14 +622,15 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
 
 
-def earlier_eval_seconds(state: dict, log_path: Path) -> float:
+def earlier_eval_seconds(state: dict, log_path: Path, stage: str = "eval") -> float:
     """The seconds the stopped parts of an evaluation spent: each part's until its log's last write (a part
     killed with the study recorded no end of its own)."""
     try:
         last_write = log_path.stat().st_mtime
     except OSError:
-        return state.get("eval_seconds_before", 0.0)
-    return state.get("eval_seconds_before", 0.0) + max(0.0, last_write - state.get("eval_part_started", last_write))
+        return state.get(f"{stage}_seconds_before", 0.0)
+    return state.get(f"{stage}_seconds_before", 0.0) + max(0.0, last_write - state.get(f"{stage}_part_started",
+                                                                                      last_write))
 
 
 def die_with_parent(parent: int):
@@ -620,7 +657,7 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    for stage in STAGES:
+    for stage in ("data", "train", study["eval_stage"]):
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
         inputs = redact_data(stage_inputs(study, arm, args, states))
@@ -647,7 +684,7 @@ def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
 def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
     """(table row, {id: correct}) of one evaluated arm."""
     arm_dir = study["output_dir"] / "arms" / arm["name"]
-    result = json.loads((arm_dir / "eval.json").read_text())
+    result = json.loads((arm_dir / f"{study['eval_stage']}.json").read_text())
     records, metrics = result["records"], result["metrics"]
     labels = list(get_task(arm["eval"]["task"]).labels)
     intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
@@ -661,7 +698,7 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
            "init_from": arm.get("init_from"),
            "train_seconds": train_seconds,
-           "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
+           "tokens_trained": tokens, "eval_seconds": state[study["eval_stage"]]["seconds"]}
     evaluated = {"test_file": result["settings"].get("test_file"),
                  "content": result["settings"].get("fingerprints", {}).get("test_file"),
                  "correct": {r["id"]: bool(r["correct"]) for r in records}}
@@ -857,7 +894,7 @@ def csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def plot(rows: list[dict], out_dir: Path, title: str) -> None:
+def plot(rows: list[dict], out_dir: Path, title: str, suffix: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -870,14 +907,14 @@ def plot(rows: list[dict], out_dir: Path, title: str) -> None:
         ax.errorbar([i], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
     ax.set(xticks=range(len(rows)), xticklabels=[r["arm"] for r in rows], ylabel="accuracy (95% CI)", title=title)
     fig.tight_layout()
-    save_figure(fig, out_dir / "accuracy.png")
+    save_figure(fig, out_dir / f"accuracy{suffix}.png")
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
         ax.errorbar([r["tokens_trained"] or 0], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
         ax.annotate(r["arm"], (r["tokens_trained"] or 0, r["accuracy"]), textcoords="offset points", xytext=(5, 5))
     ax.set(xlabel="answer tokens trained", ylabel="accuracy (95% CI)", title=title)
     fig.tight_layout()
-    save_figure(fig, out_dir / "accuracy_vs_tokens.png")
+    save_figure(fig, out_dir / f"accuracy_vs_tokens{suffix}.png")
     plt.close("all")
 
 
@@ -912,30 +949,63 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if summary is None:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in ("seeds.json", "seeds.md"):
+        for stale in (f"seeds{study['suffix']}.json", f"seeds{study['suffix']}.md"):
             (out / stale).unlink(missing_ok=True)
     return rows, summary
 
 
 def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path) -> list[dict] | None:
     """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
-    results page, into `folder`."""
-    atomic_write_json(folder / "table.json", rows)
-    atomic_write_text(folder / "table.csv", csv_text(rows))
-    atomic_write_text(folder / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
+    results page, into `folder`; the test file's are table_test.* and so on, headed by the ledger's count."""
+    sfx, where = study["suffix"], f"{study['model']} on {study['eval_file']} (the {study['split']} file)"
+    note = study.get("ledger_note", "")
+    atomic_write_json(folder / f"table{sfx}.json", rows)
+    atomic_write_text(folder / f"table{sfx}.csv", csv_text(rows))
+    atomic_write_text(folder / f"table{sfx}.md", f"# Study {study['name']}: {where}\n\n{note}"
                       + verdict(row_comparisons(rows), study["baseline"]) + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
         summary = seed_summary(rows, study["arms"], correct)
-        atomic_write_json(folder / "seeds.json", summary)
-        atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
-                          f"{study['eval_file']}\n\n" + verdict(pooled_comparisons(summary), study["baseline"])
+        atomic_write_json(folder / f"seeds{sfx}.json", summary)
+        atomic_write_text(folder / f"seeds{sfx}.md", f"# Study {study['name']} over seeds: {where}\n\n{note}"
+                          + verdict(pooled_comparisons(summary), study["baseline"])
                           + seeds_markdown(summary, study["baseline"]))
-    plot(rows, folder, study["name"])
+    plot(rows, folder, study["name"], sfx)
     arms = study["output_dir"] / "arms"
-    write_report([arms / arm["name"] / "eval.json" for arm in study["arms"]], folder / "report.html",
+    write_report([arms / arm["name"] / f"{study['eval_stage']}.json" for arm in study["arms"]],
+                 folder / f"report{sfx}.html",
                  title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
     return summary
+
+
+# --- the test ledger ---------------------------------------------------------------------------------------
+
+def record_test_look(study: dict) -> str:
+    """Append this evaluation on the test file to <output_dir>/test_ledger.json (time, runs, the fingerprints
+    of the code and configs) and return the tables' line saying how often, and for which arms, the test
+    file has been consulted: a reader sees how many looks the reported numbers took."""
+    ledger = study["output_dir"] / "test_ledger.json"
+    try:
+        looks = json.loads(ledger.read_text()) if ledger.exists() else []
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{ledger}: not a readable ledger ({exc}); restore it (it counts the looks at the test "
+                        "file) before reporting on the test file again") from None
+    if not isinstance(looks, list):
+        raise DataError(f"{ledger}: not a list of looks; restore it before reporting on the test file again")
+    looks.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "test_file": study["test_file"],
+                  "test_file_content": path_fingerprint(in_repo(study["test_file"])),
+                  "arms": [run["name"] for run in study["arms"]],
+                  "code": {stage: source_fingerprint(stage) for stage in STAGE_SOURCES},
+                  "config": study["config_path"], "config_content": path_fingerprint(Path(study["config_path"])),
+                  "train_config": resolved_config_fingerprint(study)})
+    atomic_write_json(ledger, looks)
+    counts = {}
+    for look in looks:
+        for arm in look["arms"]:
+            counts[arm] = counts.get(arm, 0) + 1
+    arms = ", ".join(f"{arm} {count}x" for arm, count in counts.items())
+    return (f"**The test file has been consulted {len(looks)} time{'s' * (len(looks) != 1)}** "
+            f"(`test_ledger.json`, this report included): {arms}.\n\n")
 
 
 def main(argv=None) -> int:
@@ -985,7 +1055,7 @@ def print_plan(args) -> int:
 def observed_rates(study: dict) -> list[dict]:
     """Per arm of a finished study: the mean discordant-pair rate against the baseline over its runs, and the
     sample sd over seeds of its paired difference (None with one seed)."""
-    table = study["output_dir"] / "table.json"
+    table = study["output_dir"] / f"table{study['suffix']}.json"  # --report_on test: the test file's table
     try:
         rows = json.loads(table.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -1023,11 +1093,13 @@ def run_study(study: dict, args) -> int:
         log_file.flush()
 
     arm_count = len({run["arm"] for run in study["arms"]})
-    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval {study['eval_file']}")
+    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval on the {study['split']} file {study['eval_file']}")
     states = {}
     try:
         for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
             states[arm["name"]] = run_arm(study, arm, args, log, states)
+        if study["split"] == "test":  # every report on the test file is a look, counted (tune ones are not)
+            study["ledger_note"] = record_test_look(study)
         rows, summary = write_table(study, states)
     except StageFailed as exc:
         log(str(exc))
@@ -1044,7 +1116,8 @@ def run_study(study: dict, args) -> int:
         print("\nover seeds (mean; sd; difference from the baseline's run of the same seed):")
         print(format_table([{**e, "seeds": len(e["seeds"])} for e in summary],
                            ["arm", "seeds", "accuracy", "accuracy_sd", "f1_macro", "vs_baseline", "seeds_better"]))
-    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / ('seeds.md' if summary else 'table.md')}")
+    table = f"{'seeds' if summary else 'table'}{study['suffix']}.md"
+    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / table}")
     return 0
 
 

@@ -254,7 +254,8 @@ def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tm
 
     from scripts.study import stage_inputs
     study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py",
-             "output_dir": tmp_path / "out", "config_path": "s.py"}
+             "output_dir": tmp_path / "out", "config_path": "s.py", "tune_file": "data/sample/dev_300.csv",
+             "test_file": None, "eval_stage": "eval"}
     for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
         arm = {"name": "a", "data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
         for cap, expected in ((20, capped), (None, steps)):
@@ -888,3 +889,58 @@ def test_h42_a_control_naming_no_arm_exits_2_naming_it(tmp_path, capsys):
                       + 'arms[2]["control"] = "nope"\n')
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
     assert "arms[2]: field 'control': 'nope' is not another arm" in capsys.readouterr().err
+
+
+def test_h42_tune_then_test_the_ledger_counts_test_evaluations_and_never_tune_ones(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    tune, test = tmp_path / "tune.csv", tmp_path / "test.csv"
+    shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tune)
+    shutil.copy(REPO_ROOT / "data/sample/sample.csv", test)
+    config, out = tmp_path / "split.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))).replace(
+        'eval_file = "data/sample/dev_300.csv"', f"tune_file = {str(tune)!r}\ntest_file = {str(test)!r}"))
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools("0011"), calls))
+    ledger = out / "test_ledger.json"
+
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    data = next(c for c in calls if "--output-file" in c)
+    assert data[data.index("--eval-file") + 1:] == [str(tune), str(test)]  # pairs of either file are dropped
+    assert {option(c, "--test_file") for c in calls if "evaluate.sample_model" in c} == {str(tune)}
+    assert not ledger.exists() and not (out / "arms/a/eval_test.json").exists()
+    tune_table = (out / "table.md").read_text()
+    assert "the tune file" in tune_table and "consulted" not in tune_table
+
+    for looks in (1, 2):  # each report on the test file is a look; the second reuses the finished evaluations
+        calls.clear()
+        assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 0
+        log = capsys.readouterr().err
+        assert all("evaluate.sample_model" in c and option(c, "--test_file") == str(test) for c in calls), calls
+        assert len(calls) == (3 if looks == 1 else 0) and "arm a: train skipped" in log
+        entries = json.loads(ledger.read_text())
+        assert len(entries) == looks and entries[-1]["arms"] == ["label_only", "a", "b"]
+        assert entries[-1]["test_file"] == str(test) and set(entries[-1]["code"]) == {"data", "train", "eval"}
+        assert f"consulted {looks} time{'s' * (looks > 1)}** (`test_ledger.json`, this report included): " \
+               f"label_only {looks}x, a {looks}x, b {looks}x." in (out / "table_test.md").read_text()
+    assert json.loads((out / "arms/a/eval_test.json").read_text())["settings"]["test_file"] == str(test)
+    assert (out / "table.md").read_text() == tune_table and (out / "table_test.json").exists()
+
+    calls.clear()  # a tune run again: nothing to redo, the ledger untouched
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    assert calls == [] and len(json.loads(ledger.read_text())) == 2
+
+    ledger.write_text("{broken")  # a broken ledger is never overwritten: the looks it counted would be lost
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 2
+    assert f"{ledger}: not a readable ledger" in capsys.readouterr().err and ledger.read_text() == "{broken"
+
+
+def test_h42_report_on_test_without_a_test_file_exits_2(tmp_path, capsys):
+    from scripts.study import main
+    config = tmp_path / "verdict.py"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out"), "--report_on", "test"]) == 2
+    assert f"{config}: --report_on test needs a test_file in the study config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
