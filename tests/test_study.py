@@ -944,3 +944,53 @@ def test_h42_report_on_test_without_a_test_file_exits_2(tmp_path, capsys):
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "out"), "--report_on", "test"]) == 2
     assert f"{config}: --report_on test needs a test_file in the study config" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+TINY_CONTROLLED = '''
+name = "tiny_controlled"
+model = {model!r}
+tune_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
+    {{"name": "first", "data": ["--answer", "label", "--pairs", {six!r}],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": -1, "num_epochs": 1}}, "eval": EVAL}},
+    {{"name": "second", "init_from": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
+]
+'''
+
+
+@pytest.mark.slow
+def test_h42_tiny_controls_train_the_arms_real_step_count_in_its_stage_structure_and_skip_on_rerun(
+        tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    six = tmp_path / "six.csv"  # 6 pairs: one epoch of batches of 2 is 3 steps, which no config says
+    six.write_text("".join((REPO_ROOT / "data/sample/sample.csv").read_text(encoding="utf-8").splitlines(True)[:7]))
+    config, out = tmp_path / "tiny.py", tmp_path / "out"
+    config.write_text(TINY_CONTROLLED.format(model=str(tiny_mistral), six=str(six)))
+    assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0, \
+        capsys.readouterr().err
+
+    def trained(run):
+        model = out / "arms" / run / "model"
+        return (json.loads((model / "train_results.json").read_text())["global_step"],
+                json.loads((model / "training_config.json").read_text()))
+    assert trained("first")[0] == 3 and trained("label_only")[0] == trained("second")[0] == 2
+    steps, recipe = trained("first__control")  # label_only's rows and recipe for first's 3 steps
+    assert steps == 3 and recipe["train_data"].endswith("arms/first__control/train.jsonl")
+    assert (out / "arms/first__control/train.jsonl").read_text() == (out / "arms/label_only/train.jsonl").read_text()
+    assert trained("second__control_stage1")[0] == 3  # the first stage's steps, on label_only's rows
+    steps, recipe = trained("second__control")
+    assert steps == 2 and recipe["init_adapter"] == str(out / "arms/second__control_stage1/model")
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    assert rows["second"]["control"] == "second__control" and -1 <= rows["second"]["vs_control"] <= 1
+    assert "**Verdict:** " in (out / "table.md").read_text()
+
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished control ran again"))
+    assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0
+    assert capsys.readouterr().err.count("skipped") == 3 * 6
