@@ -46,7 +46,8 @@ Controls: a trained arm that differs from the baseline in more than its data (ot
 learning rate, scheduler or warm-up, an init_from stage) is followed by `<arm>__control`, the baseline's data
 and recipe for as many optimizer steps as the arm took (its finished train_results.json), in the same stage
 structure (init_from: `<arm>__control_stage1` for the first stage's steps, then the control from it);
-`controls = False` turns them off, an arm's "control": "<arm>" names its own (None: none). Every run is
+`controls = False` turns them off, an arm's "control": "<arm>" names its own (None: none), its
+"control_match": "tokens" matches answer tokens instead of steps (for longer rows). Every run is
 compared with the baseline and with its control, each p Holm-adjusted beside the raw one, and table.md
 opens with a one-line verdict that uses the control where there is one. `--plan --effect 0.03` prints the
 evaluation pairs and seeds needed for 80% power, from a finished study or --discordant / --seed_sd.
@@ -194,6 +195,9 @@ def load_study(path: str, args) -> dict:
         if "init_from" in arm:
             check_init_from(arm, study["arms"][:index], where)
     for index, arm in enumerate(study["arms"]):
+        if arm.get("control_match", "steps") not in ("steps", "tokens"):
+            raise DataError(f"{path}: arms[{index}]: field 'control_match' must be \"steps\" or \"tokens\", got "
+                            f"{arm['control_match']!r}")
         if arm.get("control") is not None and (arm["control"] not in names or arm["control"] == arm["name"]):
             raise DataError(f"{path}: arms[{index}]: field 'control': {arm['control']!r} is not another arm "
                             f"({', '.join(names)})")
@@ -247,7 +251,9 @@ def with_controls(study: dict, automatic: bool, base: dict) -> list[dict]:
     recipe trained for as many optimizer steps as the arm really took ("steps_of": read from its finished
     train_results.json, as it may train by epochs); for an init_from arm, `<arm>__control_stage1` (the
     baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
-    steps the arm's own stage took. So the control differs from the arm in its data alone."""
+    steps the arm's own stage took. So the control differs from the arm in its data alone. An arm with
+    "control_match": "tokens" (rows longer than the baseline's) gets a control trained on as many answer
+    tokens as it, stage by stage, instead: the steps the baseline's rows need for them."""
     arms = []
     for arm in study["arms"]:
         if not automatic or "control" in arm or base.get("train") is None or not needs_control(arm, base):
@@ -257,6 +263,9 @@ def with_controls(study: dict, automatic: bool, base: dict) -> list[dict]:
         control = {**base, "train": {**base["train"], **seed}, "name": f"{arm['name']}__control",
                    "control_for": arm["name"], "steps_of": arm["name"]}
         control.pop("control", None)
+        control.pop("control_match", None)
+        if arm.get("control_match") == "tokens":  # as many answer tokens as the arm, at the baseline's per step
+            control["tokens_per_step_of"] = base["name"]
         stage1 = None
         if arm.get("init_from"):
             stage1 = {**control, "name": f"{arm['name']}__control_stage1", "steps_of": arm["init_from"]}
@@ -340,6 +349,11 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
                 run["init_from"] = run_name[(arm["init_from"], seed)]
             if arm.get("steps_of"):  # a control matches the steps of that arm's run of the same seed
                 run["steps_of"] = run_name[(arm["steps_of"], seed)]
+            if arm.get("tokens_per_step_of"):  # ... or its tokens, at the baseline run's tokens per step
+                if (arm["tokens_per_step_of"], seed) not in run_name:
+                    raise DataError(f"{study['config_path']}: {arm['control_for']}'s \"control_match\": \"tokens\" "
+                                    f"needs the baseline {arm['tokens_per_step_of']} run before it, with seed {seed}")
+                run["tokens_per_step_of"] = run_name[(arm["tokens_per_step_of"], seed)]
             if not arm.get("model_of") and seed != own:
                 run["train"] = {**arm["train"], "seed": seed}
                 if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
@@ -509,6 +523,8 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
         overrides = train_overrides(arm, args)
         if arm.get("steps_of"):  # a control: as many optimizer steps as that run really took
             overrides["max_steps"] = steps_taken(study, arm["steps_of"])
+        if arm.get("tokens_per_step_of"):  # or as many answer tokens
+            overrides["max_steps"] = steps_for_tokens(study, arm["steps_of"], arm["tokens_per_step_of"])
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
                           "eval_file": path_fingerprint(in_repo(study["tune_file"])), "code": source_fingerprint("data")}
         if study["test_file"]:  # the data stage drops the pairs of both files, whichever split is evaluated
@@ -519,8 +535,9 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
                            "files": files_in(overrides), "code": source_fingerprint("train")}
         if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
             inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
-        if arm.get("steps_of"):  # likewise the run whose steps a control matches
-            inputs["train"]["steps_of"] = content_fingerprint(states[arm["steps_of"]]["train"])
+        for run in ("steps_of", "tokens_per_step_of"):  # likewise the runs whose steps a control matches
+            if arm.get(run):
+                inputs["train"][run] = content_fingerprint(states[arm[run]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
     inputs[eval_stage] = {"model": content_fingerprint(model),
@@ -538,6 +555,17 @@ def steps_taken(study: dict, run: str) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{results}: no finished training of run {run} to match its steps ({exc!r}); rerun the "
                         "study") from None
+
+
+def steps_for_tokens(study: dict, run: str, per_step_of: str) -> int:
+    """The steps the baseline's recipe needs to train as many answer tokens as run's own stage did: that
+    run's tokens over the tokens per step of the baseline run `per_step_of` (the control's rows are its)."""
+    arms = study["output_dir"] / "arms"
+    _, tokens = tokens_trained(arms / run / "model")
+    _, base_tokens = tokens_trained(arms / per_step_of / "model")
+    if not tokens or not base_tokens:
+        raise DataError(f"runs {run} and {per_step_of}: no finished training to count their tokens; rerun the study")
+    return max(1, round(tokens / (base_tokens / steps_taken(study, per_step_of))))
 
 
 # --- running the stages ----------------------------------------------------------------------------------

@@ -673,10 +673,11 @@ arms = [
 '''
 
 
-def fake_stages(outcome, calls=None):
+def fake_stages(outcome, calls=None, tokens=lambda run: 10):
     """A subprocess.call for every stage: data writes a train.jsonl, train writes the files the table reads
-    (global_step: --max_steps, or 5 for a run by epochs), eval writes one record per entry of
-    `outcome(run name)` (a list of correct or not). Each command is appended to `calls`."""
+    (global_step: --max_steps, or 5 for a run by epochs; `tokens(run name)` answer tokens in an epoch of 10
+    examples), eval writes one record per entry of `outcome(run name)` (a list of correct or not). Each
+    command is appended to `calls`."""
     def call(command, **kwargs):
         if calls is not None:
             calls.append(command)
@@ -687,8 +688,8 @@ def fake_stages(outcome, calls=None):
             model.mkdir()
             steps = int(command[command.index("--max_steps") + 1]) if "--max_steps" in command else -1
             (model / "train_results.json").write_text(json.dumps(
-                {"global_step": steps if steps > 0 else 5, "train_runtime_s": 1.0, "trained_tokens_per_epoch": 10,
-                 "train_samples": 10}))
+                {"global_step": steps if steps > 0 else 5, "train_runtime_s": 1.0,
+                 "trained_tokens_per_epoch": tokens(model.parent.name), "train_samples": 10}))
             (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
         else:
             out = Path(command[command.index("--output_file") + 1])
@@ -994,3 +995,27 @@ def test_h42_tiny_controls_train_the_arms_real_step_count_in_its_stage_structure
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished control ran again"))
     assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0
     assert capsys.readouterr().err.count("skipped") == 3 * 6
+
+
+def test_h42_a_token_matched_control_trains_as_many_answer_tokens_as_its_arm(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "controlled.py", tmp_path / "out"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+                      + 'arms[2]["control_match"] = "tokens"\narms[4]["control_match"] = "tokens"\n')
+    calls = []
+    # longer's and first's rows are 4 answer tokens an example, label_only's 1 (batches of 2)
+    wordy = {"longer", "first"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools("0011"), calls,
+                                                              tokens=lambda run: 40 if run in wordy else 10))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    trained = {Path(option(c, "--output_dir")).parent.name: c for c in calls if "train.train_sft" in c}
+    # longer: 6 steps x 2 examples x 4 tokens = 48 tokens; label_only's recipe trains 2 a step: 24 steps
+    assert option(trained["longer__control"], "--max_steps") == "24"
+    # second's stages: first's 5 steps x 8 tokens = 40 -> 20 steps; then second's own 4 steps x 2 -> 4 steps
+    assert option(trained["second__control_stage1"], "--max_steps") == "20"
+    assert option(trained["second__control"], "--max_steps") == "4"
+    assert option(trained["first__control"], "--max_steps") == "5"  # first matches steps (no control_match)
+    config.write_text(config.read_text() + 'arms[2]["control_match"] = "words"\n')
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    assert "arms[2]: field 'control_match' must be \"steps\" or \"tokens\", got 'words'" in capsys.readouterr().err
