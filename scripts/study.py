@@ -172,7 +172,8 @@ def load_study(path: str, args) -> dict:
     missing = [key for key in REQUIRED if key not in values]
     if missing:
         raise DataError(f"{path}: the study config must set {', '.join(missing)}")
-    study = {key: values[key] for key in REQUIRED} | split_files(path, values, args.report_on)
+    # a caller building its own args (tests, scripts) may leave report_on out: the tune file
+    study = {key: values[key] for key in REQUIRED} | split_files(path, values, getattr(args, "report_on", "tune"))
     names = []
     for index, arm in enumerate(study["arms"]):
         where = f"{path}: arms[{index}]"
