@@ -71,7 +71,9 @@ demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
 # The ablation study (scripts/study.py): every arm trained and evaluated, one table. The default is the
-# two-stage study (about an hour on 2 CPU cores); STUDY=study/nli_smollm2.py has every arm the issue lists,
+# two-stage study with its compute-matched controls, on the tune file (~80 min on 2 CPU cores, estimated;
+# `$(PY) scripts/study.py --config $(STUDY) --report_on test` then reports on the test file, counted in its
+# ledger); STUDY=study/nli_smollm2.py has every arm the issue lists,
 # the chain-of-thought answer arms included (hours here).
 STUDY ?= study/nli_smollm2_two_stage.py
 study: $(VENV)/.installed

@@ -12,7 +12,7 @@
 Ablations: 1 = correct originals only; 2 = correct originals + reflections whose own label agrees with
 the true label; 3 = all originals unmodified (wrong labels included). Output is prompt/completion JSONL
 in the conversational format train_sft.py reads (`--format text` writes the legacy `<s>[INST]` lines),
-deduplicated by id, shuffled with --seed. `--eval-file` drops training rows whose own pair also occurs
+deduplicated by id, shuffled with --seed. `--eval-file` (one or more files) drops training rows whose own pair also occurs
 in an eval set (leakage), compared as nli_finetune/teacher_data.py's `pair_key` does: case, Unicode form
 (NFC/NFD/NFKC), runs of whitespace and a space before punctuation do not hide a pair; the training text
 is written as read. Originals may be the JSONL of generate_thoughts.py or the teacher-CoT CSV
@@ -156,7 +156,9 @@ def parse_args(argv):
     p.add_argument("--output-file", required=True)
     p.add_argument("--ablation", type=int, choices=[1, 2, 3], default=None, help="--answer cot: which ablation")
     p.add_argument("--format", choices=["prompt_completion", "text"], default="prompt_completion")
-    p.add_argument("--eval-file", default=None, help="drop training pairs whose premise+hypothesis occur here")
+    p.add_argument("--eval-file", nargs="+", default=[],
+                   help="drop training pairs whose premise+hypothesis occur in any of these files (a study's "
+                        "tune and test files)")
     p.add_argument("--balance", action="store_true", help="as many examples of each label (seeded)")
     p.add_argument("--holdout", type=float, default=0, help="hold out N examples (or a fraction < 1) for eval")
     p.add_argument("--holdout-file", default=None, help="where the held-out examples go")
@@ -198,7 +200,8 @@ def load_and_build(args):
     """(examples, stats, disagreeing reflection ids, eval pair keys)."""
     inputs = {f"--original-thoughts {path}": path for path in args.original_thoughts}
     inputs.update({f"--pairs {path}": path for path in args.pairs})
-    inputs.update({"--reflected-thoughts": args.reflected_thoughts, "--eval-file": args.eval_file})
+    inputs.update({f"--eval-file {path}": path for path in args.eval_file})
+    inputs["--reflected-thoughts"] = args.reflected_thoughts
     check_outputs(inputs, {"--output-file": args.output_file,
                            "--holdout-file": args.holdout_file if args.holdout else None})
     if args.answer == "label":
@@ -210,7 +213,7 @@ def load_and_build(args):
         originals = load_files(args.original_thoughts, load_originals)
         reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
         examples, stats, disagreeing = build(originals, reflections, args.ablation)
-    return examples, stats, disagreeing, eval_pair_keys(args.eval_file) if args.eval_file else set()
+    return examples, stats, disagreeing, set().union(*(eval_pair_keys(path) for path in args.eval_file))
 
 
 def dedup_and_check_leakage(examples, stats, eval_pairs) -> list[dict]:

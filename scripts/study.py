@@ -7,8 +7,10 @@ would run them, then one table comparing each arm with the baseline arm on the s
     python scripts/study.py --config study/nli_smollm2.py --model path/to/other-model.gguf
     python scripts/study.py --config study/nli_smollm2.py --arms untrained,label_only,distill --seeds 42,2,3
 
-A study config is plain Python (study/*.py) setting `name`, `model`, `eval_file`, `train_config` (a
-train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of dicts:
+A study config is plain Python (study/*.py) setting `name`, `model`, `tune_file` (where recipes are
+compared; `eval_file` is its old name), optionally `test_file` (where they are reported: --report_on test),
+`train_config` (a train/configs/ file every arm starts from), `baseline` (an arm name) and `arms`, a list of
+dicts:
 
     {"name": "label_only",
      "data": ["--answer", "label", "--pairs", "data/sample/teacher_cot_1000.csv"],  # prepare_ft_data.py options
@@ -22,10 +24,13 @@ settings, without retraining: {"name": "label_only_scored", "model_of": "label_o
 "init_from": "<arm>" starts its training from that earlier trained arm's adapter (train_sft's
 init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds and
 tokens. Each stage is a
-subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <eval_file>` (pairs
-that also occur in the evaluation file are dropped), `python -m train.train_sft --config <train_config>
---model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
-evaluate.sample_model --model_id <arm>/model --test_file <eval_file> ...`, the same file for every arm.
+subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <tune_file>
+<test_file>` (pairs that also occur in either file are dropped), `python -m train.train_sft --config
+<train_config> --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
+evaluate.sample_model --model_id <arm>/model --test_file <tune_file> --output_file <arm>/eval.json ...`, the
+same file for every arm. `--report_on test` evaluates on the test file instead (<arm>/eval_test.json,
+table_test.*, seeds_test.*, report_test.html), retraining nothing, and appends each such look to
+<output_dir>/test_ledger.json; the test tables say how many times the test file has been consulted.
 
 Seeds: `seeds = [42, 2, 3]` in the config (or --seeds 42,2,3) trains every trained arm once per seed. The
 run at the arm's own seed (its "train" seed, else its train_config's) keeps the arm's name, so its finished
@@ -36,6 +41,16 @@ starts from it. Each run is compared with the baseline's run of the same seed, a
 give per arm the mean over seeds of accuracy, macro-F1 and the paired difference, with a 95% t interval
 over seeds (the spread between seeds, which at 200 steps on 2 CPU cores is larger than the spread between
 pairs).
+
+Controls: a trained arm that differs from the baseline in more than its data (other steps or epochs, another
+learning rate, scheduler or warm-up, an init_from stage) is followed by `<arm>__control`, the baseline's data
+and recipe for as many optimizer steps as the arm took (its finished train_results.json), in the same stage
+structure (init_from: `<arm>__control_stage1` for the first stage's steps, then the control from it);
+`controls = False` turns them off, an arm's "control": "<arm>" names its own (None: none), its
+"control_match": "tokens" matches answer tokens instead of steps (for longer rows). Every run is
+compared with the baseline and with its control, each p Holm-adjusted beside the raw one, and table.md
+opens with a one-line verdict that uses the control where there is one. `--plan --effect 0.03` prints the
+evaluation pairs and seeds needed for 80% power, from a finished study or --discordant / --seed_sd.
 
 Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
 project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a
@@ -76,14 +91,25 @@ from nli_finetune.data_io import (
     path_fingerprint,
 )
 from nli_finetune.job_runner import output_lock
-from nli_finetune.metrics import bootstrap_intervals, mean_over_seeds, paired_difference
+from nli_finetune.metrics import (
+    bootstrap_intervals,
+    holm_adjust,
+    mean_over_seeds,
+    paired_difference,
+    pairs_needed,
+    pooled_paired_difference,
+    seeds_needed,
+)
 from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
 from prompts import get_task
 
 STAGES = ("data", "train", "eval")
-REQUIRED = ("name", "model", "eval_file", "train_config", "baseline", "arms")
+REQUIRED = ("name", "model", "train_config", "baseline", "arms")
+# Where each split's evaluation goes: the tune file's in eval.json (stage "eval"), the test file's in
+# eval_test.json (stage "eval_test"), each with its own table.
+SPLIT_STAGE = {"tune": "eval", "test": "eval_test"}
 
 
 class StageFailed(Exception):
@@ -93,7 +119,7 @@ class StageFailed(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python scripts/study.py", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a study config (plain Python), e.g. study/nli_smollm2.py")
+    p.add_argument("--config", default=None, help="a study config (plain Python), e.g. study/nli_smollm2.py")
     p.add_argument("--arms", default=None, help="comma-separated arm names: run only these")
     p.add_argument("--max_steps", type=at_least(1), default=None, help="cap every arm's training steps")
     p.add_argument("--eval_limit", type=at_least(1), default=None, help="evaluate only the first N pairs")
@@ -102,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated training seeds, e.g. 42,2,3: every trained arm runs once per seed "
                         "(default: the config's `seeds`, else each arm's own seed)")
     p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
+    p.add_argument("--report_on", choices=("tune", "test"), default="tune",
+                   help="evaluate every arm on the config's tune_file (default: where recipes are compared) or on "
+                        "its test_file (each such look is counted in <output_dir>/test_ledger.json)")
+    plan = p.add_argument_group("a power plan (--plan: runs nothing)")
+    plan.add_argument("--plan", action="store_true",
+                      help="print the evaluation pairs and seeds needed to detect --effect with 80%% power, from "
+                           "a finished study's table (--config) or from --discordant and --seed_sd")
+    plan.add_argument("--effect", type=float, default=None, help="--plan: the accuracy difference to detect, e.g. 0.03")
+    plan.add_argument("--discordant", type=float, default=None,
+                      help="--plan: the assumed share of pairs only one of the two runs gets right, e.g. 0.12")
+    plan.add_argument("--seed_sd", type=float, default=None,
+                      help="--plan: the assumed seed-to-seed standard deviation of the difference, e.g. 0.02")
     return p
 
 
@@ -134,7 +172,8 @@ def load_study(path: str, args) -> dict:
     missing = [key for key in REQUIRED if key not in values]
     if missing:
         raise DataError(f"{path}: the study config must set {', '.join(missing)}")
-    study = {key: values[key] for key in REQUIRED}
+    # a caller building its own args (tests, scripts) may leave report_on out: the tune file
+    study = {key: values[key] for key in REQUIRED} | split_files(path, values, getattr(args, "report_on", "tune"))
     names = []
     for index, arm in enumerate(study["arms"]):
         where = f"{path}: arms[{index}]"
@@ -156,6 +195,15 @@ def load_study(path: str, args) -> dict:
             raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
         if "init_from" in arm:
             check_init_from(arm, study["arms"][:index], where)
+    for index, arm in enumerate(study["arms"]):
+        if arm.get("control_match", "steps") not in ("steps", "tokens"):
+            raise DataError(f"{path}: arms[{index}]: field 'control_match' must be \"steps\" or \"tokens\", got "
+                            f"{arm['control_match']!r}")
+        if arm.get("control") is not None and (arm["control"] not in names or arm["control"] == arm["name"]):
+            raise DataError(f"{path}: arms[{index}]: field 'control': {arm['control']!r} is not another arm "
+                            f"({', '.join(names)})")
+    if values.get("controls", True) not in (True, False):
+        raise DataError(f"{path}: field 'controls' must be True or False")
     if study["baseline"] not in names:
         raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
     if args.arms:
@@ -167,6 +215,9 @@ def load_study(path: str, args) -> dict:
         for arm in study["arms"]:
             if arm.get("model_of") and arm["model_of"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
+            if arm.get("control") and arm["control"] not in wanted:
+                raise DataError(f"--arms: arm {arm['name']} is compared with its control {arm['control']}; select "
+                                "that arm too")
             if arm.get("init_from") and arm["init_from"] not in wanted:
                 raise DataError(f"--arms: arm {arm['name']} starts from {arm['init_from']}'s adapter; select that "
                                 "arm too")
@@ -176,14 +227,81 @@ def load_study(path: str, args) -> dict:
     if seeds is not None and not good_seeds(seeds):
         raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers up to {MAX_SEED}, "
                         "e.g. [42, 2, 3]")
+    baseline = next(arm for arm in values["arms"] if arm["name"] == study["baseline"])  # its recipe, even unselected
+    study["arms"] = with_controls(study, values.get("controls", True), baseline)
     study["arms"] = runs_per_seed(study, seeds)
     for run in study["arms"]:
         if run.get("train") is not None:
             check_train_options(study, run)
-    if not in_repo(study["eval_file"]).is_file():
-        raise DataError(f"{path}: eval_file {study['eval_file']} does not exist")
+    for key in ("tune_file", "test_file"):
+        if study[key] is not None and not in_repo(study[key]).is_file():
+            raise DataError(f"{path}: {key} {study[key]} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
     return study
+
+
+# The training keys that set how much and how an arm trains, beyond its data: an arm that changes one of them
+# (or trains from another arm's adapter) is compared with a control that changes only them.
+SCHEDULE_KEYS = ("max_steps", "num_epochs", "lr_scheduler", "warmup_ratio", "warmup_steps", "learning_rate")
+
+
+def with_controls(study: dict, automatic: bool, base: dict) -> list[dict]:
+    """The arms, each followed by the compute-matched control the runner adds for it (unless the config sets
+    `controls = False` or the arm names its own "control", None for none): for an arm that trains more or
+    fewer steps, or on another schedule, than the baseline, `<arm>__control` is the baseline's data and
+    recipe trained for as many optimizer steps as the arm really took ("steps_of": read from its finished
+    train_results.json, as it may train by epochs); for an init_from arm, `<arm>__control_stage1` (the
+    baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
+    steps the arm's own stage took. So the control differs from the arm in its data alone. An arm with
+    "control_match": "tokens" (rows longer than the baseline's) gets a control trained on as many answer
+    tokens as it, stage by stage, instead: the steps the baseline's rows need for them."""
+    arms = []
+    for arm in study["arms"]:
+        if not automatic or "control" in arm or base.get("train") is None or not needs_control(arm, base):
+            arms.append(arm)
+            continue
+        seed = {"seed": own_seed(study, arm)}  # seeded like its arm: runs of the same seed share a name suffix
+        control = {**base, "train": {**base["train"], **seed}, "name": f"{arm['name']}__control",
+                   "control_for": arm["name"], "steps_of": arm["name"]}
+        control.pop("control", None)
+        control.pop("control_match", None)
+        if arm.get("control_match") == "tokens":  # as many answer tokens as the arm, at the baseline's per step
+            control["tokens_per_step_of"] = base["name"]
+        stage1 = None
+        if arm.get("init_from"):
+            stage1 = {**control, "name": f"{arm['name']}__control_stage1", "steps_of": arm["init_from"]}
+            control["init_from"] = stage1["name"]
+        arms += [{**arm, "control": control["name"]}, *([stage1] if stage1 else []), control]
+    names = [arm["name"] for arm in arms]
+    clash = sorted({name for name in names if names.count(name) > 1})
+    if clash:
+        raise DataError(f"{study['config_path']}: an arm is named like the control the study adds "
+                        f"({', '.join(clash)}); rename it or set its own \"control\"")
+    return arms
+
+
+def needs_control(arm: dict, base: dict) -> bool:
+    """A trained arm other than the baseline that trains from another adapter or on another schedule."""
+    if arm["name"] == base["name"] or arm.get("train") is None or arm.get("model_of"):
+        return False
+    return bool(arm.get("init_from")) or any(arm["train"].get(key) != base["train"].get(key) for key in SCHEDULE_KEYS)
+
+
+def split_files(path: str, values: dict, report_on: str) -> dict:
+    """The config's tune_file (where recipes are compared; `eval_file` is its old name) and test_file (where
+    the chosen ones are reported), and which one this run evaluates on: eval_file, with its stage's name
+    and the suffix of its outputs (eval_test.json, table_test.md)."""
+    tune, old, test = values.get("tune_file"), values.get("eval_file"), values.get("test_file")
+    if tune is None and old is None:
+        raise DataError(f"{path}: the study config must set tune_file (or its old name, eval_file)")
+    if tune is not None and old is not None and tune != old:
+        raise DataError(f"{path}: tune_file {tune} and eval_file {old} differ: eval_file is tune_file's old name; "
+                        "keep one")
+    if report_on == "test" and test is None:
+        raise DataError(f"{path}: --report_on test needs a test_file in the study config")
+    split = {"tune_file": tune or old, "test_file": test}
+    return split | {"split": report_on, "eval_file": split[f"{report_on}_file"], "eval_stage": SPLIT_STAGE[report_on],
+                    "suffix": "" if report_on == "tune" else "_test"}
 
 
 def check_train_options(study: dict, run: dict) -> None:
@@ -230,12 +348,26 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
                     raise DataError(f"{study['config_path']}: arm {arm['name']} trains with seed {seed}, which arm "
                                     f"{arm['init_from']} (its init_from) has no run of: give both the same seed")
                 run["init_from"] = run_name[(arm["init_from"], seed)]
+            if arm.get("steps_of"):  # a control matches the steps of that arm's run of the same seed
+                run["steps_of"] = run_name[(arm["steps_of"], seed)]
+            if arm.get("tokens_per_step_of"):  # ... or its tokens, at the baseline run's tokens per step
+                if (arm["tokens_per_step_of"], seed) not in run_name:
+                    raise DataError(f"{study['config_path']}: {arm['control_for']}'s \"control_match\": \"tokens\" "
+                                    f"needs the baseline {arm['tokens_per_step_of']} run before it, with seed {seed}")
+                run["tokens_per_step_of"] = run_name[(arm["tokens_per_step_of"], seed)]
             if not arm.get("model_of") and seed != own:
                 run["train"] = {**arm["train"], "seed": seed}
                 if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
                     run["data"] = [*arm["data"], "--seed", str(seed)]
             run_name[(arm["name"], seed)] = run["name"]
             runs.append(run)
+    for run in (run for run in runs if run.get("control")):  # compared with its control's run of the same seed
+        control = run_name.get((run["control"], run["seed"]),
+                               next((r["name"] for r in runs if r["arm"] == run["control"] and r["seed"] is None), None))
+        if control is None:
+            raise DataError(f"{study['config_path']}: arm {run['arm']} runs with seed {run['seed']}, which its control "
+                            f"{run['control']} has no run of: give both the same seed")
+        run["control"] = control
     names = [run["name"] for run in runs]
     clash = sorted({name for name in names if names.count(name) > 1})
     if clash:
@@ -316,7 +448,8 @@ def study_inputs(study: dict) -> list[tuple[str, Path]]:
     converted folder), the evaluation file, the training config, and every path an arm's options name."""
     locations = model_locations(str(in_repo(study["model"])))
     inputs = [("model" if i == 0 else "folder the model is read from", p) for i, p in enumerate(locations)]
-    inputs += [("evaluation file", in_repo(study["eval_file"])),
+    inputs += [(f"{key.replace('_', ' ')}", in_repo(study[key])) for key in ("tune_file", "test_file") if study[key]]
+    inputs += [
                ("training config", train_config_path(study["train_config"]))]
     for run in study["arms"]:
         for field, what in (("data", "data file"), ("train", "training input"), ("eval", "evaluation input")):
@@ -384,26 +517,56 @@ def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
     stage (it filters pairs against that file) and the evaluations, and no training when train.jsonl is
     unchanged. An arm with model_of depends on that arm's finished training (its inputs and its run), from
     `states`."""
-    eval_file = str(study["eval_file"])
+    eval_file, eval_stage = str(study["eval_file"]), study["eval_stage"]
     arm_dir = study["output_dir"] / "arms" / arm["name"]
     inputs = {}
     if arm.get("train") is not None:
         overrides = train_overrides(arm, args)
+        if arm.get("steps_of"):  # a control: as many optimizer steps as that run really took
+            overrides["max_steps"] = steps_taken(study, arm["steps_of"])
+        if arm.get("tokens_per_step_of"):  # or as many answer tokens
+            overrides["max_steps"] = steps_for_tokens(study, arm["steps_of"], arm["tokens_per_step_of"])
         inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
-                          "eval_file": path_fingerprint(in_repo(eval_file)), "code": source_fingerprint("data")}
+                          "eval_file": path_fingerprint(in_repo(study["tune_file"])), "code": source_fingerprint("data")}
+        if study["test_file"]:  # the data stage drops the pairs of both files, whichever split is evaluated
+            inputs["data"]["test_file"] = path_fingerprint(in_repo(study["test_file"]))
         inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
                            "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
                            "resolved_config": resolved_config_fingerprint(study), "overrides": overrides,
                            "files": files_in(overrides), "code": source_fingerprint("train")}
         if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
             inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
+        for run in ("steps_of", "tokens_per_step_of"):  # likewise the runs whose steps a control matches
+            if arm.get(run):
+                inputs["train"][run] = content_fingerprint(states[arm[run]]["train"])
     untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
     model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
-    inputs["eval"] = {"model": content_fingerprint(model),
+    inputs[eval_stage] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
                       "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
                       "code": source_fingerprint("eval")}
     return inputs
+
+
+def steps_taken(study: dict, run: str) -> int:
+    """The optimizer steps a finished run took (its train_results.json's global_step)."""
+    results = study["output_dir"] / "arms" / run / "model" / "train_results.json"
+    try:
+        return int(json.loads(results.read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{results}: no finished training of run {run} to match its steps ({exc!r}); rerun the "
+                        "study") from None
+
+
+def steps_for_tokens(study: dict, run: str, per_step_of: str) -> int:
+    """The steps the baseline's recipe needs to train as many answer tokens as run's own stage did: that
+    run's tokens over the tokens per step of the baseline run `per_step_of` (the control's rows are its)."""
+    arms = study["output_dir"] / "arms"
+    _, tokens = tokens_trained(arms / run / "model")
+    _, base_tokens = tokens_trained(arms / per_step_of / "model")
+    if not tokens or not base_tokens:
+        raise DataError(f"runs {run} and {per_step_of}: no finished training to count their tokens; rerun the study")
+    return max(1, round(tokens / (base_tokens / steps_taken(study, per_step_of))))
 
 
 # --- running the stages ----------------------------------------------------------------------------------
@@ -412,7 +575,8 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
     python = sys.executable
     if stage == "data":
         return [python, "scripts/prepare_ft_data.py", *map(str, arm["data"]),
-                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["eval_file"])]
+                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["tune_file"]),
+                *([str(study["test_file"])] if study["test_file"] else [])]
     if stage == "train":
         overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
         if arm.get("init_from"):
@@ -424,9 +588,9 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
     if arm.get("model_of"):
         model = str(arm_dir.parent / arm["model_of"] / "model")
     options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
-    limit = ["--limit", str(inputs["eval"]["limit"])] if inputs["eval"]["limit"] else []
+    limit = ["--limit", str(inputs[stage]["limit"])] if inputs[stage]["limit"] else []
     return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study["eval_file"]),
-            "--output_file", str(arm_dir / "eval.json"), "--quiet", *options, *limit]
+            "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
 
 
 def changed_keys(before: dict | None, now: dict) -> str:
@@ -443,29 +607,32 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
         return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
-    resumed = stage == "eval" and state.get("eval_started") == inputs["eval"]
-    earlier = earlier_eval_seconds(state, arm_dir / "eval.log") if resumed else 0.0
+    evaluation = stage in SPLIT_STAGE.values()  # its resume keys: eval_started, eval_test_started, ...
+    resumed = evaluation and state.get(f"{stage}_started") == inputs[stage]
+    earlier = earlier_eval_seconds(state, arm_dir / f"{stage}.log", stage) if resumed else 0.0
     if resumed:  # an evaluation of these inputs was stopped: sample_model resumes its progress file
         log(f"arm {name}: eval resumed from its progress file ({earlier:.0f} s spent before)")
     else:
         log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
             f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
     # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
-    for later in ("train", "eval") if stage == "train" else (stage,):
+    for later in ("train", *SPLIT_STAGE.values()) if stage == "train" else (stage,):
         if later in state:
             stale[later] = state.pop(later)
     if stage == "train":  # a new model: its evaluation starts over
-        for key in ("eval_started", "eval_seconds_before", "eval_part_started"):
+        for key in (f"{split}{end}" for split in SPLIT_STAGE.values()
+                    for end in ("_started", "_seconds_before", "_part_started")):
             state.pop(key, None)
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
-    if stage == "eval" and state.get("eval_started") != inputs["eval"]:
+    if evaluation and state.get(f"{stage}_started") != inputs[stage]:
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
-    state["eval_started"] = inputs["eval"] if stage == "eval" else state.get("eval_started")
+    if evaluation:
+        state[f"{stage}_started"] = inputs[stage]
     started = time.time()
-    if stage == "eval":  # what a stopped part spent is counted when it resumes
-        state |= {"eval_seconds_before": earlier, "eval_part_started": started}
+    if evaluation:  # what a stopped part spent is counted when it resumes
+        state |= {f"{stage}_seconds_before": earlier, f"{stage}_part_started": started}
     atomic_write_json(arm_dir / "stages.json", state)
     with open(arm_dir / f"{stage}.log", "w", encoding="utf-8") as out:
         out.write(redact(" ".join(command)) + "\n")
@@ -484,14 +651,15 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
 
 
-def earlier_eval_seconds(state: dict, log_path: Path) -> float:
+def earlier_eval_seconds(state: dict, log_path: Path, stage: str = "eval") -> float:
     """The seconds the stopped parts of an evaluation spent: each part's until its log's last write (a part
     killed with the study recorded no end of its own)."""
     try:
         last_write = log_path.stat().st_mtime
     except OSError:
-        return state.get("eval_seconds_before", 0.0)
-    return state.get("eval_seconds_before", 0.0) + max(0.0, last_write - state.get("eval_part_started", last_write))
+        return state.get(f"{stage}_seconds_before", 0.0)
+    return state.get(f"{stage}_seconds_before", 0.0) + max(0.0, last_write - state.get(f"{stage}_part_started",
+                                                                                      last_write))
 
 
 def die_with_parent(parent: int):
@@ -518,7 +686,7 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    for stage in STAGES:
+    for stage in ("data", "train", study["eval_stage"]):
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
         inputs = redact_data(stage_inputs(study, arm, args, states))
@@ -545,20 +713,21 @@ def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
 def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
     """(table row, {id: correct}) of one evaluated arm."""
     arm_dir = study["output_dir"] / "arms" / arm["name"]
-    result = json.loads((arm_dir / "eval.json").read_text())
+    result = json.loads((arm_dir / f"{study['eval_stage']}.json").read_text())
     records, metrics = result["records"], result["metrics"]
     labels = list(get_task(arm["eval"]["task"]).labels)
     intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
                                     labels)
     model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
     train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
-    row = {"arm": arm["name"], "seed": arm["seed"], "n": metrics["n"], "accuracy": metrics["accuracy"],
+    row = {"arm": arm["name"], "arm_name": arm["arm"], "seed": arm["seed"], "trained": arm.get("train") is not None,
+           "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
            "init_from": arm.get("init_from"),
            "train_seconds": train_seconds,
-           "tokens_trained": tokens, "eval_seconds": state["eval"]["seconds"]}
+           "tokens_trained": tokens, "eval_seconds": state[study["eval_stage"]]["seconds"]}
     evaluated = {"test_file": result["settings"].get("test_file"),
                  "content": result["settings"].get("fingerprints", {}).get("test_file"),
                  "correct": {r["id"]: bool(r["correct"]) for r in records}}
@@ -566,67 +735,158 @@ def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
 
 
 def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
-    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first)."""
+    """Each run against the baseline's run of the same seed (an untrained run: the baseline's first) and,
+    where it has one, against its control's run of the same seed (`vs_control`, `vs_control_p`); then Holm's
+    correction over every comparison with the same baseline run (`holm_p` beside the raw `mcnemar_p`,
+    `vs_control_holm_p`): with several arms tried, the best one's raw p alone overstates the evidence."""
     baseline_runs = {run["seed"]: run["name"] for run in runs if run["arm"] == baseline}
-    if not baseline_runs:
-        return
     for row, run in zip(rows, runs):
-        if run["arm"] == baseline:
-            continue
-        base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
-        base, mine = correct[base_name], correct[row["arm"]]
-        if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
-            raise DataError(f"arm {row['arm']} was evaluated on {mine['test_file']}, arm {base_name} on "
-                            f"{base['test_file']}: no paired difference (content {mine['content']} vs "
-                            f"{base['content']}); rerun the study")
-        try:
-            paired = paired_difference(base["correct"], mine["correct"])
-        except ValueError as exc:
-            raise DataError(f"arm {row['arm']} vs {base_name}: {exc}") from None
-        row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
-                "mcnemar_p": paired["mcnemar_p"]}
+        if run["arm"] != baseline and baseline_runs:
+            base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
+            paired = compare(correct, base_name, row["arm"])
+            row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
+                    "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
+                    "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
+        if run.get("control"):
+            paired = compare(correct, run["control"], row["arm"])
+            row |= {"control": run["control"], "vs_control": paired["difference"], "vs_control_ci": paired["interval"],
+                    "vs_control_p": paired["mcnemar_p"]}
+        if run.get("control_for"):
+            row["control_for"] = run["control_for"]
+    add_holm(rows)
+
+
+def compare(correct: dict, base_name: str, name: str) -> dict:
+    """paired_difference of run `name` against run `base_name`, both evaluated on the same file."""
+    base, mine = correct[base_name], correct[name]
+    if (base["test_file"], base["content"]) != (mine["test_file"], mine["content"]):
+        raise DataError(f"arm {name} was evaluated on {mine['test_file']}, arm {base_name} on "
+                        f"{base['test_file']}: no paired difference (content {mine['content']} vs "
+                        f"{base['content']}); rerun the study")
+    try:
+        return paired_difference(base["correct"], mine["correct"])
+    except ValueError as exc:
+        raise DataError(f"arm {name} vs {base_name}: {exc}") from None
+
+
+# (p key, Holm key) of each comparison a row can hold: one family per baseline run holds them all.
+TESTS = (("mcnemar_p", "holm_p"), ("vs_control_p", "vs_control_holm_p"))
+
+
+def add_holm(rows: list[dict]) -> None:
+    """Holm-adjust, per baseline run, every p of the rows compared with it (vs the baseline and vs a control)."""
+    for base in dict.fromkeys(row.get("baseline_run") for row in rows):
+        family = [(row, p, holm) for row in rows if row.get("baseline_run") == base
+                  for p, holm in TESTS if row.get(p) is not None]
+        for (row, _, holm), value in zip(family, holm_adjust([row[p] for row, p, _ in family])):
+            row[holm] = value
 
 
 def interval(value, ci) -> str:
     return "-" if value is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
+def p_text(p) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
 def markdown_table(rows: list[dict], baseline: str) -> str:
     header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
-              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "train s", "tokens trained", "eval s"]
+              f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p",
+              "accuracy - its control [paired 95% CI]", "Holm p (control)", "train s", "tokens trained", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
+        control = f"{interval(r['vs_control'], r['vs_control_ci'])} ({r['control']})" if r.get("control") else "-"
         cells = [r["arm"], "-" if r["seed"] is None else str(r["seed"]), str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
                  f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
-                 "-" if r.get("mcnemar_p") is None else f"{r['mcnemar_p']:.3g}",
+                 p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")), control, p_text(r.get("vs_control_holm_p")),
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
                  str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def seed_summary(rows: list[dict], runs: list[dict]) -> list[dict]:
-    """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, and on how many
-    seeds it beat the baseline's run of the same seed."""
+def verdict(comparisons: list[tuple[str, tuple, tuple | None]], baseline: str) -> str:
+    """One line on the arm that gained most over the baseline, judged against its compute-matched control
+    where it has one (the gain over the baseline alone cannot tell the recipe from the extra training).
+    comparisons: (arm, (difference, interval, Holm p) vs the baseline, the same vs its control or None)."""
+    if not comparisons:
+        return ""
+    arm, vs_baseline, vs_control = max(comparisons, key=lambda c: c[1][0])
+    diff, ci, p = vs_control or vs_baseline
+    if vs_control:
+        against = "its compute-matched control"
+        meaning = "no gain beyond the extra training" if p >= 0.05 else \
+            "a gain beyond the extra training" if diff > 0 else "worse than the extra training alone"
+    else:
+        against = baseline
+        meaning = f"no difference from {baseline} shown" if p >= 0.05 else \
+            f"better than {baseline}" if diff > 0 else f"worse than {baseline}"
+    return f"**Verdict:** {arm} vs {against}: {diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], Holm p {p:.2g}: {meaning}.\n\n"
+
+
+def row_comparisons(rows: list[dict]) -> list[tuple]:
+    """verdict()'s comparisons of the table's trained runs that are no control."""
+    return [(r["arm"], (r["vs_baseline"], r["vs_baseline_ci"], r["holm_p"]),
+             (r["vs_control"], r["vs_control_ci"], r["vs_control_holm_p"]) if r.get("control") else None)
+            for r in rows if r.get("vs_baseline") is not None and r["trained"] and not r.get("control_for")]
+
+
+def seed_summary(rows: list[dict], runs: list[dict], correct: dict | None = None) -> list[dict]:
+    """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, on how many
+    seeds it beat the baseline's run of the same seed, and the pooled paired comparison over every seed's
+    pairs at once (`vs_baseline_pooled`: the examples resampled alike in every seed, a stratified McNemar p),
+    which with three seeds says far more than a t interval with two degrees of freedom."""
     summary = []
     for arm in dict.fromkeys(run["arm"] for run in runs):
         mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
-        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
+        for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1)),
+                            ("vs_control", (-1, 1))):
             values = [row[key] for row in mine if row.get(key) is not None]
             if values:
                 stats = mean_over_seeds(values, bounds)
                 entry |= {key: stats["mean"], f"{key}_sd": stats["sd"], f"{key}_ci": stats["interval"]}
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
+        entry |= {"trained": mine[0].get("trained"), "control_for": mine[0].get("control_for")}
+        if correct and "vs_baseline" in entry:
+            entry["vs_baseline_pooled"] = pooled(correct, [(row["baseline_run"], row["arm"]) for row in mine])
+        if correct and "vs_control" in entry:
+            entry["vs_control_pooled"] = pooled(correct, [(row["control"], row["arm"]) for row in mine])
         summary.append(entry)
+    # Holm over every pooled comparison (each arm against the baseline and against its control)
+    family = [e[key] for e in summary for key in ("vs_baseline_pooled", "vs_control_pooled") if key in e]
+    for result, value in zip(family, holm_adjust([result["mcnemar_p"] for result in family])):
+        result["holm_p"] = value
     return summary
+
+
+def pooled_comparisons(summary: list[dict]) -> list[tuple]:
+    """verdict()'s comparisons over seeds (pooled) of the trained arms that are no control."""
+    def of(result):
+        return result and (result["difference"], result["interval"], result["holm_p"])
+    return [(e["arm"], of(e["vs_baseline_pooled"]), of(e.get("vs_control_pooled"))) for e in summary
+            if "vs_baseline_pooled" in e and e["trained"] and not e["control_for"]]
+
+
+def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
+    """pooled_paired_difference over (baseline run, run) pairs, the examples aligned by id on the first
+    baseline run's order (every run was evaluated on the same file: add_paired_differences checked it)."""
+    ids = list(correct[pairs[0][0]]["correct"])
+    try:
+        return pooled_paired_difference([([correct[base]["correct"][i] for i in ids],
+                                          [correct[name]["correct"][i] for i in ids]) for base, name in pairs])
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"runs {', '.join(name for _, name in pairs)}: no pooled comparison over seeds (the "
+                        f"runs were evaluated on other examples: {exc}); rerun the study") from None
 
 
 def seeds_markdown(summary: list[dict], baseline: str) -> str:
     header = ["arm", "seeds", "accuracy mean [95% t CI]", "sd", "macro-F1 mean", "ECE mean",
-              f"accuracy - {baseline}: mean [95% t CI]", "seeds better"]
+              f"accuracy - {baseline}: mean [95% t CI]", "pooled over seeds [paired 95% CI], stratified McNemar p",
+              "seeds better", "accuracy - its control: mean [95% t CI]", "pooled vs its control"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         seeds = ", ".join("-" if seed is None else str(seed) for seed in e["seeds"])
@@ -634,16 +894,24 @@ def seeds_markdown(summary: list[dict], baseline: str) -> str:
         cells = [e["arm"], seeds, interval(e["accuracy"], e["accuracy_ci"]),
                  "-" if e["accuracy_sd"] is None else f"{e['accuracy_sd']:.3f}", f"{e['f1_macro']:.3f}",
                  f"{e['ece']:.3f}" if "ece" in e else "-", interval(e.get("vs_baseline"), e.get("vs_baseline_ci")),
-                 better]
+                 pooled_text(e.get("vs_baseline_pooled")), better,
+                 interval(e.get("vs_control"), e.get("vs_control_ci")), pooled_text(e.get("vs_control_pooled"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def pooled_text(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    holm = f", Holm p {p_text(result['holm_p'])}" if "holm_p" in result else ""
+    return f"{interval(result['difference'], result['interval'])}, p {p_text(result['mcnemar_p'])}{holm}"
 
 
 def csv_text(rows: list[dict]) -> str:
     flat = []
     for r in rows:
         row = {k: v for k, v in r.items() if not k.endswith("_ci")}
-        for key in ("accuracy", "f1_macro", "vs_baseline"):
+        for key in ("accuracy", "f1_macro", "vs_baseline", "vs_control"):
             ci = r.get(f"{key}_ci")
             row[f"{key}_low"], row[f"{key}_high"] = (ci[0], ci[1]) if ci else (None, None)
         flat.append(row)
@@ -655,7 +923,7 @@ def csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def plot(rows: list[dict], out_dir: Path, title: str) -> None:
+def plot(rows: list[dict], out_dir: Path, title: str, suffix: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -668,14 +936,14 @@ def plot(rows: list[dict], out_dir: Path, title: str) -> None:
         ax.errorbar([i], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
     ax.set(xticks=range(len(rows)), xticklabels=[r["arm"] for r in rows], ylabel="accuracy (95% CI)", title=title)
     fig.tight_layout()
-    save_figure(fig, out_dir / "accuracy.png")
+    save_figure(fig, out_dir / f"accuracy{suffix}.png")
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
         ax.errorbar([r["tokens_trained"] or 0], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
         ax.annotate(r["arm"], (r["tokens_trained"] or 0, r["accuracy"]), textcoords="offset points", xytext=(5, 5))
     ax.set(xlabel="answer tokens trained", ylabel="accuracy (95% CI)", title=title)
     fig.tight_layout()
-    save_figure(fig, out_dir / "accuracy_vs_tokens.png")
+    save_figure(fig, out_dir / f"accuracy_vs_tokens{suffix}.png")
     plt.close("all")
 
 
@@ -704,40 +972,78 @@ def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | Non
     shutil.rmtree(partial, ignore_errors=True)  # leaves the last complete tables, never a mix
     partial.mkdir()
     try:
-        summary = write_table_files(study, rows, partial)
+        summary = write_table_files(study, rows, correct, partial)
         for file in partial.iterdir():
             file.replace(out / file.name)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if summary is None:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in ("seeds.json", "seeds.md"):
+        for stale in (f"seeds{study['suffix']}.json", f"seeds{study['suffix']}.md"):
             (out / stale).unlink(missing_ok=True)
     return rows, summary
 
 
-def write_table_files(study: dict, rows: list[dict], folder: Path) -> list[dict] | None:
+def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path) -> list[dict] | None:
     """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
-    results page, into `folder`."""
-    atomic_write_json(folder / "table.json", rows)
-    atomic_write_text(folder / "table.csv", csv_text(rows))
-    atomic_write_text(folder / "table.md", f"# Study {study['name']}: {study['model']} on {study['eval_file']}\n\n"
-                      + markdown_table(rows, study["baseline"]))
+    results page, into `folder`; the test file's are table_test.* and so on, headed by the ledger's count."""
+    sfx, where = study["suffix"], f"{study['model']} on {study['eval_file']} (the {study['split']} file)"
+    note = study.get("ledger_note", "")
+    atomic_write_json(folder / f"table{sfx}.json", rows)
+    atomic_write_text(folder / f"table{sfx}.csv", csv_text(rows))
+    atomic_write_text(folder / f"table{sfx}.md", f"# Study {study['name']}: {where}\n\n{note}"
+                      + verdict(row_comparisons(rows), study["baseline"]) + markdown_table(rows, study["baseline"]))
     summary = None
     if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
-        summary = seed_summary(rows, study["arms"])
-        atomic_write_json(folder / "seeds.json", summary)
-        atomic_write_text(folder / "seeds.md", f"# Study {study['name']} over seeds: {study['model']} on "
-                          f"{study['eval_file']}\n\n" + seeds_markdown(summary, study["baseline"]))
-    plot(rows, folder, study["name"])
+        summary = seed_summary(rows, study["arms"], correct)
+        atomic_write_json(folder / f"seeds{sfx}.json", summary)
+        atomic_write_text(folder / f"seeds{sfx}.md", f"# Study {study['name']} over seeds: {where}\n\n{note}"
+                          + verdict(pooled_comparisons(summary), study["baseline"])
+                          + seeds_markdown(summary, study["baseline"]))
+    plot(rows, folder, study["name"], sfx)
     arms = study["output_dir"] / "arms"
-    write_report([arms / arm["name"] / "eval.json" for arm in study["arms"]], folder / "report.html",
+    write_report([arms / arm["name"] / f"{study['eval_stage']}.json" for arm in study["arms"]],
+                 folder / f"report{sfx}.html",
                  title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
     return summary
+
+
+# --- the test ledger ---------------------------------------------------------------------------------------
+
+def record_test_look(study: dict) -> str:
+    """Append this evaluation on the test file to <output_dir>/test_ledger.json (time, runs, the fingerprints
+    of the code and configs) and return the tables' line saying how often, and for which arms, the test
+    file has been consulted: a reader sees how many looks the reported numbers took."""
+    ledger = study["output_dir"] / "test_ledger.json"
+    try:
+        looks = json.loads(ledger.read_text()) if ledger.exists() else []
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{ledger}: not a readable ledger ({exc}); restore it (it counts the looks at the test "
+                        "file) before reporting on the test file again") from None
+    if not isinstance(looks, list):
+        raise DataError(f"{ledger}: not a list of looks; restore it before reporting on the test file again")
+    looks.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "test_file": study["test_file"],
+                  "test_file_content": path_fingerprint(in_repo(study["test_file"])),
+                  "arms": [run["name"] for run in study["arms"]],
+                  "code": {stage: source_fingerprint(stage) for stage in STAGE_SOURCES},
+                  "config": study["config_path"], "config_content": path_fingerprint(Path(study["config_path"])),
+                  "train_config": resolved_config_fingerprint(study)})
+    atomic_write_json(ledger, looks)
+    counts = {}
+    for look in looks:
+        for arm in look["arms"]:
+            counts[arm] = counts.get(arm, 0) + 1
+    arms = ", ".join(f"{arm} {count}x" for arm, count in counts.items())
+    return (f"**The test file has been consulted {len(looks)} time{'s' * (len(looks) != 1)}** "
+            f"(`test_ledger.json`, this report included): {arms}.\n\n")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.plan:
+            return print_plan(args)
+        if args.config is None:
+            raise DataError("--config is required (a study config, e.g. study/nli_smollm2.py)")
         study = load_study(args.config, args)
         check_writes_clear_of_inputs(study)
     except DataError as exc:
@@ -751,6 +1057,60 @@ def main(argv=None) -> int:
         return 2
 
 
+# --- the power plan (--plan) ---------------------------------------------------------------------------
+
+def print_plan(args) -> int:
+    """Print, per arm compared with the baseline, the evaluation pairs (McNemar, nli_finetune.metrics.pairs_needed)
+    and seeds (t test over per-seed differences, seeds_needed) needed to detect --effect with 80% power: from the
+    assumed --discordant / --seed_sd, else from the finished study's table (its discordant-pair rate against
+    the baseline, and the seed-to-seed sd of the paired difference). Runs nothing; returns 0."""
+    if args.effect is None or not 0 < abs(args.effect) < 1:
+        raise DataError("--plan needs --effect, an accuracy difference between 0 and 1 (e.g. 0.03)")
+    for flag, value in (("--discordant", args.discordant), ("--seed_sd", args.seed_sd)):
+        if value is not None and not 0 <= value <= 1:
+            raise DataError(f"{flag} must be between 0 and 1, got {value}")
+    if args.discordant is not None or args.seed_sd is not None:
+        rates = [{"arm": "(assumed)", "discordant": args.discordant, "seed_sd": args.seed_sd}]
+    elif args.config is None:
+        raise DataError("--plan needs --config (a finished study) or --discordant and/or --seed_sd")
+    else:
+        rates = observed_rates(load_study(args.config, args))
+    plans = [plan_row(rate, args.effect) for rate in rates]
+    print(f"to detect an accuracy difference of {args.effect:+.3f} with 80% power (two-sided, alpha 0.05):")
+    print(format_table(plans, ["arm", "discordant", "pairs_needed", "seed_sd", "seeds_needed"]))
+    return 0
+
+
+def observed_rates(study: dict) -> list[dict]:
+    """Per arm of a finished study: the mean discordant-pair rate against the baseline over its runs, and the
+    sample sd over seeds of its paired difference (None with one seed)."""
+    table = study["output_dir"] / f"table{study['suffix']}.json"  # --report_on test: the test file's table
+    try:
+        rows = json.loads(table.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{table}: no finished study to plan from ({exc}); run it first or give --discordant "
+                        "and --seed_sd") from None
+    rates = []
+    for arm in dict.fromkeys(row.get("arm_name", row["arm"]) for row in rows if row.get("discordant") is not None):
+        mine = [row for row in rows if row.get("arm_name", row["arm"]) == arm]
+        sd = mean_over_seeds([row["vs_baseline"] for row in mine])["sd"]
+        rates.append({"arm": arm, "discordant": sum(row["discordant"] for row in mine) / len(mine), "seed_sd": sd})
+    if not rates:
+        raise DataError(f"{table}: no arm compared with the baseline pair by pair (rerun the study to record "
+                        "its discordant pairs)")
+    return rates
+
+
+def plan_row(rate: dict, effect: float) -> dict:
+    row = dict(rate)
+    if rate["discordant"] is not None:
+        row["pairs_needed"] = pairs_needed(effect, rate["discordant"]) if abs(effect) <= rate["discordant"] \
+            else "none (effect > discordant rate)"
+    if rate["seed_sd"] is not None:
+        row["seeds_needed"] = seeds_needed(effect, rate["seed_sd"]) or "over 1000"
+    return row
+
+
 def run_study(study: dict, args) -> int:
     study["output_dir"].mkdir(parents=True, exist_ok=True)
     log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
@@ -762,11 +1122,13 @@ def run_study(study: dict, args) -> int:
         log_file.flush()
 
     arm_count = len({run["arm"] for run in study["arms"]})
-    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval {study['eval_file']}")
+    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval on the {study['split']} file {study['eval_file']}")
     states = {}
     try:
         for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
             states[arm["name"]] = run_arm(study, arm, args, log, states)
+        if study["split"] == "test":  # every report on the test file is a look, counted (tune ones are not)
+            study["ledger_note"] = record_test_look(study)
         rows, summary = write_table(study, states)
     except StageFailed as exc:
         log(str(exc))
@@ -783,7 +1145,8 @@ def run_study(study: dict, args) -> int:
         print("\nover seeds (mean; sd; difference from the baseline's run of the same seed):")
         print(format_table([{**e, "seeds": len(e["seeds"])} for e in summary],
                            ["arm", "seeds", "accuracy", "accuracy_sd", "f1_macro", "vs_baseline", "seeds_better"]))
-    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / ('seeds.md' if summary else 'table.md')}")
+    table = f"{'seeds' if summary else 'table'}{study['suffix']}.md"
+    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / table}")
     return 0
 
 

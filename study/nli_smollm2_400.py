@@ -16,7 +16,8 @@ _default = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2.py"
 
 STEPS = 400
 name = "nli_smollm2_400"
-model, eval_file, train_config, baseline = (_default[key] for key in ("model", "eval_file", "train_config", "baseline"))
+model, tune_file, test_file, train_config, baseline = (_default[key] for key in ("model", "tune_file", "test_file",
+                                                                                  "train_config", "baseline"))
 seeds = [42, 2, 3]
 _arms = {arm["name"]: arm for arm in _default["arms"]}
 

@@ -178,3 +178,15 @@ def test_h4_the_check_text_is_normalised_one_way():
     from nli_finetune.teacher_data import pair_key
     assert pair_key("Zoë  sleeps .", "A\u00a0Cat!") == pair_key(unicodedata.normalize("NFD", "ZOË sleeps."), "a cat !")
     assert pair_key("A man sleeps.", "x") != pair_key("A man sleeps", "x")  # the punctuation itself counts
+
+
+def test_h42_eval_file_takes_several_files_and_drops_pairs_found_in_either(tmp_path, capsys):
+    # a study's tune file and test file: a training pair in either one is leakage
+    pairs = write_pairs(tmp_path / "pairs.csv", [EVAL_PAIR, OTHER_PAIR, ("t1", "A cat naps.", "A cat sleeps.", 1)])
+    tune = write_pairs(tmp_path / "tune.csv", [EVAL_PAIR])
+    test = write_pairs(tmp_path / "test.csv", [OTHER_PAIR])
+    out = tmp_path / "train.jsonl"
+    assert prepare(["--answer", "label", "--pairs", str(pairs), "--eval-file", str(tune), str(test),
+                    "--output-file", str(out)]) == 0
+    assert [r["premise"] for r in read_jsonl(out)] == ["A cat naps."]
+    assert "2 pairs also in the eval set" in capsys.readouterr().out

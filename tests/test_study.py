@@ -13,6 +13,7 @@ model = {model!r}
 eval_file = "data/sample/dev_300.csv"
 train_config = "tiny_cpu.py"
 baseline = "label_only"
+controls = False  # the compute-matched controls (issue 42) have tests of their own
 arms = [
     {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
      "train": {{"task": "nli_label", "batch_size": 2, "learning_rate": {label_lr}}},
@@ -253,7 +254,8 @@ def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tm
 
     from scripts.study import stage_inputs
     study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py",
-             "output_dir": tmp_path / "out", "config_path": "s.py"}
+             "output_dir": tmp_path / "out", "config_path": "s.py", "tune_file": "data/sample/dev_300.csv",
+             "test_file": None, "eval_stage": "eval"}
     for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
         arm = {"name": "a", "data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
         for cap, expected in ((20, capped), (None, steps)):
@@ -651,3 +653,369 @@ def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, ca
     assert rows["label_after"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
+
+
+# --- issue 42: controls, tune/test split and ledger, Holm and pooled statistics, --plan --------------------
+
+VERDICT = '''
+name = "verdict"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "a", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "b", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+]
+'''
+
+
+def fake_stages(outcome, calls=None, tokens=lambda run: 10):
+    """A subprocess.call for every stage: data writes a train.jsonl, train writes the files the table reads
+    (global_step: --max_steps, or 5 for a run by epochs; `tokens(run name)` answer tokens in an epoch of 10
+    examples), eval writes one record per entry of `outcome(run name)` (a list of correct or not). Each
+    command is appended to `calls`."""
+    def call(command, **kwargs):
+        if calls is not None:
+            calls.append(command)
+        if "--output-file" in command:
+            Path(command[command.index("--output-file") + 1]).write_text('{"row": 1}\n')
+        elif "train.train_sft" in command:
+            model = Path(command[command.index("--output_dir") + 1])
+            model.mkdir()
+            steps = int(command[command.index("--max_steps") + 1]) if "--max_steps" in command else -1
+            (model / "train_results.json").write_text(json.dumps(
+                {"global_step": steps if steps > 0 else 5, "train_runtime_s": 1.0,
+                 "trained_tokens_per_epoch": tokens(model.parent.name), "train_samples": 10}))
+            (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
+        else:
+            out = Path(command[command.index("--output_file") + 1])
+            right = outcome(out.parent.name)
+            records = [{"id": f"dev:{i}", "raw_output": "{}", "true_label": 1, "predicted_label": int(ok),
+                        "correct": ok} for i, ok in enumerate(right)]
+            metrics = {"n": len(right), "accuracy": sum(right) / len(right), "f1_macro": 0.5, "parse_rate": 1.0,
+                       "stop_rate": 1.0}
+            out.write_text(json.dumps({"records": records, "metrics": metrics, "settings": {
+                "test_file": command[command.index("--test_file") + 1], "task": "nli_label", "model_id": "m"}}))
+        return 0
+    return call
+
+
+def bools(text):
+    return [c == "1" for c in text]
+
+
+def test_h42_holm_and_the_pooled_test_in_the_tables_equal_hand_computations(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "verdict.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    # per run, which of 12 pairs it gets right: a beats the baseline on 8 discordant pairs of 8 (seed 42)
+    outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
+                "label_only_seed7": "000000001111", "a_seed7": "111111001111", "b_seed7": "100000001111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes[run])))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    # seed 42: a: 8 pairs only a gets right, 0 only the baseline: p = 2 / 2^8; b: 1 and 1: p = 1
+    assert rows["a"]["mcnemar_p"] == pytest.approx(2 / 2**8) and rows["b"]["mcnemar_p"] == 1.0
+    # Holm over the two arms compared with label_only (seed 42): the smallest p times 2, then max(., p times 1)
+    assert rows["a"]["holm_p"] == pytest.approx(4 / 2**8) and rows["b"]["holm_p"] == 1.0
+    # seed 7 is its own family: a 6 vs 0 (p 2/64), b 1 vs 0 (p 1)
+    assert rows["a_seed7"]["holm_p"] == pytest.approx(2 * 2 / 2**6) and rows["b_seed7"]["holm_p"] == 1.0
+    assert rows["a"]["discordant"] == pytest.approx(8 / 12)
+    table = (out / "table.md").read_text()
+    assert "| McNemar p | Holm p |" in table and "| 0.00781 | 0.0156 |" in table, table
+    # pooled over seeds: 8 + 6 = 14 pairs only a gets right, none only the baseline: stratified p = 2 / 2^14
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    pooled = summary["a"]["vs_baseline_pooled"]
+    assert pooled["mcnemar_p"] == pytest.approx(2 / 2**14) and pooled["difference"] == pytest.approx(14 / 24)
+    assert pooled["only_arm_right"] == 14 and pooled["only_baseline_right"] == 0
+    assert pooled["interval"][0] <= 14 / 24 <= pooled["interval"][1]
+    # b: seed 42 one each way, seed 7 one only b gets right: 2 vs 1, p = 2 * (1 + 3) / 8 = 1
+    assert summary["b"]["vs_baseline_pooled"]["mcnemar_p"] == 1.0
+    assert "0.583 [" in (out / "seeds.md").read_text() and "p 0.000122" in (out / "seeds.md").read_text()
+
+
+def test_h42_plan_on_fixed_rates_equals_the_closed_form(capsys):
+    import math
+    from statistics import NormalDist
+
+    from scripts.study import main
+    assert main(["--plan", "--effect", "0.03", "--discordant", "0.12", "--seed_sd", "0.02"]) == 0
+    out = capsys.readouterr().out
+    # Connor (1987): n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2
+    z_a, z_b = NormalDist().inv_cdf(0.975), NormalDist().inv_cdf(0.8)
+    pairs = math.ceil((z_a * math.sqrt(0.12) + z_b * math.sqrt(0.12 - 0.03**2)) ** 2 / 0.03**2)
+    # seeds: the smallest k with (t_0.975,k-1 + t_0.80,k-1) sd / sqrt(k) <= 0.03: k = 6 (2.571 + 0.920) * 0.02
+    # / sqrt(6) = 0.0285; k = 5: (2.776 + 0.941) * 0.02 / sqrt(5) = 0.0332
+    assert pairs == 1045  # (1.960 * 0.3464 + 0.8416 * 0.3451)^2 / 0.0009 = 1044.2
+    line = next(line for line in out.splitlines() if line.startswith("(assumed)"))
+    assert line.split() == ["(assumed)", "0.120", str(pairs), "0.020", "6"], out
+    assert main(["--plan", "--effect", "0.03"]) == 2
+    assert "--plan needs --config" in capsys.readouterr().err
+
+
+def test_h42_plan_reads_a_finished_study(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    from nli_finetune.metrics import pairs_needed, seeds_needed
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "verdict.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    assert study.main(["--plan", "--effect", "0.03", "--config", str(config), "--output_dir", str(out)]) == 2
+    assert f"{out / 'table.json'}: no finished study to plan from" in capsys.readouterr().err
+    outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
+                "label_only_seed7": "000000001111", "a_seed7": "111111001111", "b_seed7": "100000001111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes[run])))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("--plan ran a stage"))
+    assert study.main(["--plan", "--effect", "0.03", "--config", str(config), "--output_dir", str(out)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    # b: discordant 2/12 (seed 42) and 1/12 (seed 7); its difference 0 and 1/12: sd = (1/12) / sqrt(2)
+    rate, sd = (2 / 12 + 1 / 12) / 2, (1 / 12) / 2**0.5
+    assert lines["b"] == ["b", f"{rate:.3f}", str(pairs_needed(0.03, rate)), f"{sd:.3f}", str(seeds_needed(0.03, sd))]
+    assert "label_only" not in lines
+
+
+CONTROLLED = '''
+name = "controlled"
+model = {model!r}
+eval_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
+OTHER = ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"]
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "same_schedule", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
+    {{"name": "longer", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 6}}, "eval": EVAL}},
+    {{"name": "first", "data": OTHER, "train": {{"task": "nli_label", "max_steps": -1, "num_epochs": 1,
+                                                "learning_rate": {first_lr}}}, "eval": EVAL}},
+    {{"name": "second", "init_from": "first", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}},
+     "eval": EVAL}},
+]
+'''
+
+
+def option(command, flag):
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm_and_skips_them_on_rerun(
+        tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "controlled.py", tmp_path / "out"
+    model = fake_model(tmp_path / "model")
+    config.write_text(CONTROLLED.format(model=str(model), first_lr=1e-3) + "seeds = [42, 7]\n")
+    calls = []
+    # second gets 11 of 12 right, its control 12, the baseline 4: the extra training explains the gain
+    outcomes = {"second": "011111111111", "second__control": "111111111111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes.get(run, "000011110000")),
+                                                              calls))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    per_seed = ["label_only", "same_schedule", "longer", "longer__control", "first", "first__control", "second",
+                "second__control_stage1", "second__control"]
+    assert list(rows) == [run for name in per_seed for run in (name, f"{name}_seed7")]
+    trained = {Path(option(c, "--output_dir")).parent.name: c for c in calls if "train.train_sft" in c}
+    # a single-stage control: the baseline's data and recipe at the arm's real step count, seeded like the arm
+    for control, steps in (("longer__control", "6"), ("first__control", "5")):  # first trains by epochs: 5 steps
+        assert option(trained[control], "--max_steps") == steps
+        assert "--learning_rate" not in trained[control] and option(trained[control], "--seed") == "42"
+        assert option(trained[f"{control}_seed7"], "--seed") == "7"
+    data = {Path(option(c, "--output-file")).parent.name: c for c in calls if "--output-file" in c}
+    assert data["longer__control"][2:-4] == data["label_only"][2:-4] == ["--answer", "label", "--pairs",
+                                                                          "data/sample/trial.csv"]
+    # a two-stage control: the baseline's rows for the first stage's steps, then the baseline's run from it
+    assert option(trained["second__control_stage1"], "--max_steps") == "5"
+    assert "--init_adapter" not in trained["second__control_stage1"]
+    assert option(trained["second__control"], "--init_adapter") == str(out / "arms/second__control_stage1/model")
+    assert option(trained["second__control"], "--max_steps") == "4"
+    assert option(trained["second__control_seed7"], "--init_adapter") == str(
+        out / "arms/second__control_stage1_seed7/model")
+    # an arm that differs from the baseline in its data alone has no control
+    assert "same_schedule__control" not in rows and "control" not in rows["same_schedule"]
+    # each arm against the baseline and against its control, the verdict on the control
+    second = rows["second"]
+    assert second["control"] == "second__control" and second["vs_control"] == pytest.approx(-1 / 12)
+    assert second["vs_baseline"] == pytest.approx(7 / 12) and rows["second_seed7"]["control"] == "second__control_seed7"
+    assert second["vs_control_p"] == 1.0 and second["vs_control_holm_p"] == 1.0
+    table = (out / "table.md").read_text()
+    assert table.splitlines()[2].startswith("**Verdict:** second vs its compute-matched control: -0.083 ["), table
+    assert table.splitlines()[2].endswith("Holm p 1: no gain beyond the extra training.")
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    assert summary["second"]["vs_control"] == pytest.approx((-1 / 12 + 0) / 2)  # seed 7: both get the same 4
+    assert summary["second"]["vs_control_pooled"]["only_baseline_right"] == 1
+    assert "**Verdict:** second vs its compute-matched control" in (out / "seeds.md").read_text()
+
+    # rerun: every stage of every arm and control skipped
+    calls.clear()
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    log = capsys.readouterr().err
+    assert calls == [] and log.count("skipped") == 3 * 18, log
+    # the first stage retrained (another learning rate): the two-stage control's stages are redone with it
+    config.write_text(CONTROLLED.format(model=str(model), first_lr=2e-3) + "seeds = [42, 7]\n")
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    log = capsys.readouterr().err
+    assert "arm second__control_stage1: train redone (steps_of)" in log, log
+    assert "arm first__control: train redone (steps_of)" in log
+    assert "arm second__control: train redone (init_from, steps_of)" in log  # second was retrained too
+    assert "arm longer__control: train skipped" in log
+
+
+@pytest.mark.parametrize("setting, controls", [
+    ("controls = False", []),
+    ('arms[2]["control"] = "same_schedule"', ["first__control", "second__control_stage1", "second__control"]),
+    ('arms[2]["control"] = None', ["first__control", "second__control_stage1", "second__control"]),
+])
+def test_h42_a_config_turns_controls_off_or_names_its_own(tmp_path, setting, controls):
+    import scripts.study as study
+    config = tmp_path / "controlled.py"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3) + setting + "\n")
+    args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    runs = {run["name"]: run for run in study.load_study(str(config), args)["arms"]}
+    assert [name for name in runs if "__control" in name] == controls
+    assert runs["longer"].get("control") == ("same_schedule" if "same_schedule" in setting else None)
+
+
+def test_h42_a_control_naming_no_arm_exits_2_naming_it(tmp_path, capsys):
+    from scripts.study import main
+    config = tmp_path / "controlled.py"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+                      + 'arms[2]["control"] = "nope"\n')
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "arms[2]: field 'control': 'nope' is not another arm" in capsys.readouterr().err
+
+
+def test_h42_tune_then_test_the_ledger_counts_test_evaluations_and_never_tune_ones(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    tune, test = tmp_path / "tune.csv", tmp_path / "test.csv"
+    shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tune)
+    shutil.copy(REPO_ROOT / "data/sample/sample.csv", test)
+    config, out = tmp_path / "split.py", tmp_path / "out"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))).replace(
+        'eval_file = "data/sample/dev_300.csv"', f"tune_file = {str(tune)!r}\ntest_file = {str(test)!r}"))
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools("0011"), calls))
+    ledger = out / "test_ledger.json"
+
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    data = next(c for c in calls if "--output-file" in c)
+    assert data[data.index("--eval-file") + 1:] == [str(tune), str(test)]  # pairs of either file are dropped
+    assert {option(c, "--test_file") for c in calls if "evaluate.sample_model" in c} == {str(tune)}
+    assert not ledger.exists() and not (out / "arms/a/eval_test.json").exists()
+    tune_table = (out / "table.md").read_text()
+    assert "the tune file" in tune_table and "consulted" not in tune_table
+
+    for looks in (1, 2):  # each report on the test file is a look; the second reuses the finished evaluations
+        calls.clear()
+        assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 0
+        log = capsys.readouterr().err
+        assert all("evaluate.sample_model" in c and option(c, "--test_file") == str(test) for c in calls), calls
+        assert len(calls) == (3 if looks == 1 else 0) and "arm a: train skipped" in log
+        entries = json.loads(ledger.read_text())
+        assert len(entries) == looks and entries[-1]["arms"] == ["label_only", "a", "b"]
+        assert entries[-1]["test_file"] == str(test) and set(entries[-1]["code"]) == {"data", "train", "eval"}
+        assert f"consulted {looks} time{'s' * (looks > 1)}** (`test_ledger.json`, this report included): " \
+               f"label_only {looks}x, a {looks}x, b {looks}x." in (out / "table_test.md").read_text()
+    assert json.loads((out / "arms/a/eval_test.json").read_text())["settings"]["test_file"] == str(test)
+    assert (out / "table.md").read_text() == tune_table and (out / "table_test.json").exists()
+
+    calls.clear()  # a tune run again: nothing to redo, the ledger untouched
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    assert calls == [] and len(json.loads(ledger.read_text())) == 2
+
+    ledger.write_text("{broken")  # a broken ledger is never overwritten: the looks it counted would be lost
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 2
+    assert f"{ledger}: not a readable ledger" in capsys.readouterr().err and ledger.read_text() == "{broken"
+
+
+def test_h42_report_on_test_without_a_test_file_exits_2(tmp_path, capsys):
+    from scripts.study import main
+    config = tmp_path / "verdict.py"
+    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out"), "--report_on", "test"]) == 2
+    assert f"{config}: --report_on test needs a test_file in the study config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+TINY_CONTROLLED = '''
+name = "tiny_controlled"
+model = {model!r}
+tune_file = "data/sample/dev_300.csv"
+train_config = "tiny_cpu.py"
+baseline = "label_only"
+EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
+arms = [
+    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
+    {{"name": "first", "data": ["--answer", "label", "--pairs", {six!r}],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": -1, "num_epochs": 1}}, "eval": EVAL}},
+    {{"name": "second", "init_from": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
+     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
+]
+'''
+
+
+@pytest.mark.slow
+def test_h42_tiny_controls_train_the_arms_real_step_count_in_its_stage_structure_and_skip_on_rerun(
+        tiny_mistral, tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    six = tmp_path / "six.csv"  # 6 pairs: one epoch of batches of 2 is 3 steps, which no config says
+    six.write_text("".join((REPO_ROOT / "data/sample/sample.csv").read_text(encoding="utf-8").splitlines(True)[:7]))
+    config, out = tmp_path / "tiny.py", tmp_path / "out"
+    config.write_text(TINY_CONTROLLED.format(model=str(tiny_mistral), six=str(six)))
+    assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0, \
+        capsys.readouterr().err
+
+    def trained(run):
+        model = out / "arms" / run / "model"
+        return (json.loads((model / "train_results.json").read_text())["global_step"],
+                json.loads((model / "training_config.json").read_text()))
+    assert trained("first")[0] == 3 and trained("label_only")[0] == trained("second")[0] == 2
+    steps, recipe = trained("first__control")  # label_only's rows and recipe for first's 3 steps
+    assert steps == 3 and recipe["train_data"].endswith("arms/first__control/train.jsonl")
+    assert (out / "arms/first__control/train.jsonl").read_text() == (out / "arms/label_only/train.jsonl").read_text()
+    assert trained("second__control_stage1")[0] == 3  # the first stage's steps, on label_only's rows
+    steps, recipe = trained("second__control")
+    assert steps == 2 and recipe["init_adapter"] == str(out / "arms/second__control_stage1/model")
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    assert rows["second"]["control"] == "second__control" and -1 <= rows["second"]["vs_control"] <= 1
+    assert "**Verdict:** " in (out / "table.md").read_text()
+
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: pytest.fail("a finished control ran again"))
+    assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0
+    assert capsys.readouterr().err.count("skipped") == 3 * 6
+
+
+def test_h42_a_token_matched_control_trains_as_many_answer_tokens_as_its_arm(tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "controlled.py", tmp_path / "out"
+    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+                      + 'arms[2]["control_match"] = "tokens"\narms[4]["control_match"] = "tokens"\n')
+    calls = []
+    # longer's and first's rows are 4 answer tokens an example, label_only's 1 (batches of 2)
+    wordy = {"longer", "first"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools("0011"), calls,
+                                                              tokens=lambda run: 40 if run in wordy else 10))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    trained = {Path(option(c, "--output_dir")).parent.name: c for c in calls if "train.train_sft" in c}
+    # longer: 6 steps x 2 examples x 4 tokens = 48 tokens; label_only's recipe trains 2 a step: 24 steps
+    assert option(trained["longer__control"], "--max_steps") == "24"
+    # second's stages: first's 5 steps x 8 tokens = 40 -> 20 steps; then second's own 4 steps x 2 -> 4 steps
+    assert option(trained["second__control_stage1"], "--max_steps") == "20"
+    assert option(trained["second__control"], "--max_steps") == "4"
+    assert option(trained["first__control"], "--max_steps") == "5"  # first matches steps (no control_match)
+    config.write_text(config.read_text() + 'arms[2]["control_match"] = "words"\n')
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
+    assert "arms[2]: field 'control_match' must be \"steps\" or \"tokens\", got 'words'" in capsys.readouterr().err
