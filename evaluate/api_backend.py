@@ -17,6 +17,7 @@ outlasts its retries becomes an error record, asked again on a rerun.
 
 from argparse import Namespace
 
+from evaluate.backend import cannot_score
 from nli_finetune.data_io import DataError
 from nli_finetune.extraction import iter_json_spans
 from nli_finetune.job_runner import run_pool
@@ -88,8 +89,7 @@ class ApiBackend:
                  workers=self.workers, stop=self.client.stop, desc="requests", show_progress=self.progress)
 
     def score(self, items: list, on_batch) -> None:
-        from evaluate.inference_run import SCORING_NEEDS
-        raise DataError(SCORING_NEEDS)
+        cannot_score()
 
     def close(self) -> None:
         """Nothing to stop: each request ends with its answer."""

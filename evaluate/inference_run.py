@@ -11,16 +11,13 @@ each label's answer (`score`, the HF backend only) and frees what it holds (`clo
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
+from evaluate.backend import SCORING_NEEDS, Backend
 from nli_finetune import REPO_ROOT
 from nli_finetune.data_io import DataError
 from nli_finetune.llm_api import PROVIDERS
 from nli_finetune.model_contract import ModelContract, resolve_model_use
 from prompts import get_task
-
-SCORING_NEEDS = ("--scoring logprob needs --backend hf and a label task (not free_text); "
-                 "docs/inference.md says what vLLM offers")
 
 
 @dataclass(frozen=True)
@@ -144,23 +141,6 @@ def output_paths(output_file, output_csv, model: str, test_file: str, shard, sco
     if scoring == "logprob":
         paths["reliability diagram"] = output.with_suffix(".reliability.png")
     return paths
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What sample_model asks of a backend. `generate(items, on_batch)` and `score(items, on_batch)` take
-    eval_inputs.EvalItems and hand back `[(index in items, result)]` as answers finish (result: the record
-    fields of generation.answer_record; `score` adds each label's probability). A backend that cannot score
-    labels raises DataError(SCORING_NEEDS) from `score`."""
-    tokenizer: object | None       # the prompts' tokenizer; None for an API, which is sent chat messages
-    context_length: int | None     # the model's context in tokens, when known (long prompts are counted)
-    loaded: dict | None            # what the outputs record of the loaded model (settings.loaded), if anything
-
-    def generate(self, items: list, on_batch) -> None: ...
-
-    def score(self, items: list, on_batch) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def load_backend(run: InferenceRun) -> Backend:

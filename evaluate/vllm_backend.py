@@ -9,8 +9,8 @@ it closes its JSON object, as the HF backend stops there: so both backends give 
 (inference_run.Backend) over the engine `VllmGenerator`, which works on token ids.
 """
 
+from evaluate.backend import cannot_score
 from nli_finetune.cli import on_terminal
-from nli_finetune.data_io import DataError
 from nli_finetune.generation import JsonCloseTracker, answer_record
 from nli_finetune.modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
 from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
@@ -113,8 +113,7 @@ class VllmBackend:
                              on_batch=on_batch, stop_at_json=self.run.stop_at_json)
 
     def score(self, items: list, on_batch) -> None:
-        from evaluate.inference_run import SCORING_NEEDS
-        raise DataError(SCORING_NEEDS)
+        cannot_score()
 
     def close(self) -> None:
         self.engine.close()

@@ -80,8 +80,9 @@ def fake_vllm_generator(monkeypatch):
 
 def test_p3_each_backend_class_satisfies_the_backend_protocol(tiny_mistral, monkeypatch):
     from evaluate.api_backend import ApiBackend
+    from evaluate.backend import SCORING_NEEDS, Backend
     from evaluate.hf_backend import HfBackend
-    from evaluate.inference_run import SCORING_NEEDS, Backend, load_backend
+    from evaluate.inference_run import load_backend
     from evaluate.vllm_backend import VllmBackend
     monkeypatch.setenv("API_KEY", "k")
     fake_vllm_generator(monkeypatch)
