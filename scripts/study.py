@@ -189,6 +189,7 @@ def load_study(path: str, args) -> dict:
         except ValueError as exc:
             raise DataError(f"{where}: field 'eval': {exc}") from None
         check_runner_keys(arm, where)
+        check_eval_options(arm, where)
         if "model_of" in arm:
             check_model_of(arm, study["arms"][:index], where)
         elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
@@ -380,6 +381,31 @@ def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
 # last wins), e.g. evaluate another file than the other arms and pair ids of two different files.
 RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "train_data", "output_dir", "eval_data"),
                "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart")}
+
+
+def check_eval_options(arm: dict, where: str) -> None:
+    """The arm's evaluation options as sample_model's own parser reads them, at load: an unknown option
+    (named with the closest one) or a bad value exits 2 before any stage runs, not when the arm's evaluation
+    starts an hour into the study."""
+    import contextlib
+    import difflib
+    import io
+
+    from evaluate.sample_model import build_parser
+    parser = build_parser()
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    for key in arm["eval"]:
+        if f"--{key}" not in flags:
+            close = difflib.get_close_matches(f"--{key}", flags, n=1, cutoff=0.5)
+            raise DataError(f"{where}: field 'eval': unknown sample_model option '{key}'"
+                            + (f"; did you mean '{close[0][2:]}'?" if close else ""))
+    options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
+    complaint = io.StringIO()
+    try:  # the runner's own options stand in for the ones it sets at run time
+        with contextlib.redirect_stderr(complaint):
+            parser.parse_args(["--model_id", "model", "--test_file", "pairs.csv", *options])
+    except SystemExit:
+        raise DataError(f"{where}: field 'eval': {complaint.getvalue().strip().splitlines()[-1]}") from None
 
 
 def check_runner_keys(arm: dict, where: str) -> None:

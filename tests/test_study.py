@@ -524,6 +524,25 @@ def test_low_an_unknown_eval_task_exits_2_naming_it(tmp_path, capsys):
     assert "arms[1]: field 'eval': unknown task 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting,message", [
+    ('arms[1]["train"]["max_stepz"] = 4', "run ablation1: field 'train': unknown config key 'max_stepz' on the "
+                                          "command line; did you mean 'max_steps'?"),
+    ('arms[1]["eval"]["scorng"] = "logprob"', "arms[1]: field 'eval': unknown sample_model option 'scorng'; "
+                                              "did you mean 'scoring'?"),
+    ('arms[1]["eval"]["scoring"] = "logprobs"', "argument --scoring: invalid choice: 'logprobs'"),
+])
+def test_issue44_a_typo_in_any_arms_train_or_eval_exits_2_at_load_naming_arm_key_and_suggestion(
+        tmp_path, capsys, setting, message):
+    """Issue 44: the typo failed only when that arm's stage ran, possibly after an hour of earlier arms."""
+    from scripts.study import main
+    config = write_config(tmp_path / "study.py", fake_model(tmp_path / "model"))
+    config.write_text(config.read_text() + setting + "\n")
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
 @pytest.mark.parametrize("setting", ["seeds = [True, 2]", "seeds = [42, 2**32]", "seeds = [42, 2.0]",
                                      "arms[1]['train']['seed'] = 2**32"])
 def test_low_seeds_train_sft_refuses_are_refused_at_load(tmp_path, capsys, setting):
