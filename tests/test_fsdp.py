@@ -139,10 +139,13 @@ def test_fsdp_outside_torchrun_or_with_rank0_evaluation_stops_before_loading(tin
 
 
 def test_fsdp_keys_become_the_trainers_fsdp2_settings():
+    from dataclasses import replace
+
+    from train.config_schema import TrainConfig
     from train.sharding import fsdp_arguments
-    config = {"fsdp": "shard_grad_op", "fsdp_cpu_offload": True, "gradient_checkpointing": True}
+    config = TrainConfig(fsdp="shard_grad_op", fsdp_cpu_offload=True, gradient_checkpointing=True)
     assert fsdp_arguments(config) == {"fsdp": True, "fsdp_config": {
         "version": 2, "reshard_after_forward": False, "state_dict_type": "SHARDED_STATE_DICT", "cpu_offload": True,
         "activation_checkpointing": True}}
-    assert fsdp_arguments({**config, "fsdp": "full_shard"})["fsdp_config"]["reshard_after_forward"] is True
-    assert fsdp_arguments({**config, "fsdp": "none"}) == {}
+    assert fsdp_arguments(replace(config, fsdp="full_shard"))["fsdp_config"]["reshard_after_forward"] is True
+    assert fsdp_arguments(replace(config, fsdp="none")) == {}

@@ -1,5 +1,6 @@
 """`--dry_run`: the plan, data check and memory estimate, offline, without loading a weight."""
 
+import dataclasses
 import json
 import os
 import re
@@ -75,7 +76,7 @@ def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_r
     from train.sft_data import load_sft_examples
     run = load_config(["tiny_cpu.py", "--max_seq_length", "200"])
     _, report = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl", load_tokenizer(str(tiny_mistral)),
-                                  task=run["task"], max_seq_length=200, overlong=run["overlong"])
+                                  task=run.task, max_seq_length=200, overlong=run.overlong)
     assert f"{report.kept} examples kept, {report.dropped_too_long} dropped" in out and report.dropped_too_long > 0
     assert not out_dir.exists()
 
@@ -140,15 +141,15 @@ def test_logits_are_sized_on_the_answer_window_the_collator_computes(tiny_mistra
     from train.sft_data import answer_window, load_sft_examples
     run = load_config(["tiny_cpu.py", "--max_seq_length", "400"])
     examples, report = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl",
-                                         load_tokenizer(str(tiny_mistral)), task=run["task"], max_seq_length=400)
+                                         load_tokenizer(str(tiny_mistral)), task=run.task, max_seq_length=400)
     assert report.longest_answer == max(answer_window(e["labels"]) for e in examples) < report.longest
     shape = REFERENCE_SHAPES["Llama-3.1-8B"]
     config = load_config(["default.py"])
     window = estimate_training_memory(shape, config, tokens_per_sequence=report.longest,
                                       logit_columns=report.longest_answer)
     every = estimate_training_memory(shape, config, tokens_per_sequence=report.longest)
-    assert window.parts["logits (loss)"] == config["batch_size"] * report.longest_answer * shape.vocab * 12
-    assert every.parts["logits (loss)"] == config["batch_size"] * report.longest * shape.vocab * 12
+    assert window.parts["logits (loss)"] == config.batch_size * report.longest_answer * shape.vocab * 12
+    assert every.parts["logits (loss)"] == config.batch_size * report.longest * shape.vocab * 12
 
 
 def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_config_needs():
@@ -163,9 +164,9 @@ def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_conf
     assert sum(one.parts[k] for k in sharded) == pytest.approx(16 * shape.params, rel=1e-6)
     assert sum(four.parts[k] for k in sharded) == pytest.approx(4 * shape.params, rel=1e-6)
     assert four.parts["activations"] == one.parts["activations"] and "gathered layers (FSDP)" in four.parts
-    zero2 = estimate_training_memory(shape, {**config, "fsdp": "shard_grad_op"}, world_size=4)
+    zero2 = estimate_training_memory(shape, dataclasses.replace(config, fsdp="shard_grad_op"), world_size=4)
     assert zero2.parts["base weights"] == one.parts["base weights"] and zero2.total > four.total
-    ddp = estimate_training_memory(shape, {**config, "fsdp": "none"}, world_size=4)
+    ddp = estimate_training_memory(shape, dataclasses.replace(config, fsdp="none"), world_size=4)
     # DDP: a whole copy per GPU, nothing divided (bf16 weights and gradients, AdamW's float32 moments)
     assert (ddp.parts["base weights"], ddp.parts["gradients, optimizer"]) == (2 * shape.params, 10 * shape.params)
     gpu = 24 * GIB

@@ -321,7 +321,7 @@ def test_a_gguf_whose_architecture_transformers_cannot_load_exits_2_naming_it(tm
 def test_the_boolq_config_trains_from_a_json_object_of_raw_rows(tiny_mistral, tmp_path):
     from train.config_loader import load_config
     config = load_config(["boolq.py"])  # the third task's config: its own task, data and CPU recipe
-    assert config["task"] == "boolq" and config["max_train_examples"] == 912
+    assert config.task == "boolq" and config.max_train_examples == 912
     rows = {str(i): {"question": f"is {i} even", "correct_answer": i % 2 == 0} for i in range(16)}
     data = tmp_path / "boolq.json"
     data.write_text(json.dumps(rows))

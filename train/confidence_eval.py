@@ -12,14 +12,15 @@ from transformers import TrainerCallback
 from nli_finetune.calibration import plot_reliability
 from nli_finetune.confidence_tokens import evaluate_confidence, load_items
 from nli_finetune.data_io import atomic_write_json
+from train.config_schema import TrainConfig
 
 
 class ConfidenceEvalCallback(TrainerCallback):
-    def __init__(self, tokenizer, config: dict):
+    def __init__(self, tokenizer, config: TrainConfig):
         self.tokenizer, self.config = tokenizer, config
-        self.output_dir = Path(config["output_dir"])
-        self.sets = {path: load_items(path, tokenizer, config["confidence_datasets"], None,
-                                      config["confidence_eval_examples"]) for path in config["confidence_eval_data"]}
+        self.output_dir = Path(config.output_dir)
+        self.sets = {path: load_items(path, tokenizer, config.confidence_datasets, None,
+                                      config.confidence_eval_examples) for path in config.confidence_eval_data}
         self.best_accuracy, self.best_calibration = -1.0, float("inf")
         self.trainer = None
 
@@ -30,8 +31,8 @@ class ConfidenceEvalCallback(TrainerCallback):
         model.eval()
         results = {}
         for path, items in self.sets.items():
-            _, metrics = evaluate_confidence(model, self.tokenizer, items, self.config["confidence_tokens"],
-                                             batch_size=self.config["batch_size"], beta=self.config["confidence_beta"])
+            _, metrics = evaluate_confidence(model, self.tokenizer, items, self.config.confidence_tokens,
+                                             batch_size=self.config.batch_size, beta=self.config.confidence_beta)
             results[path] = metrics
         if was_training:
             model.train()

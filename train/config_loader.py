@@ -1,6 +1,7 @@
 """Plain-Python training configs with validated command-line overrides.
 
-`train/config_schema.py` declares every key once: its type, allowed values or range, and default.
+`train/config_schema.py` declares every key once, as a field of `TrainConfig`: its type, allowed values
+or range, and default; `load_config` returns that frozen object.
 A config file sets only what differs (it may build on one other config, never on a chain); the
 command line overrides both. Precedence is always schema defaults < config file < command line,
 whatever the order of the arguments.
@@ -14,7 +15,7 @@ environment is redacted from every dump (nli_finetune/redaction.py, the project'
 """
 
 import ast
-import copy
+import dataclasses
 import difflib
 import functools
 import json
@@ -23,11 +24,12 @@ import runpy
 import sys
 import types
 from pathlib import Path, PurePath
-from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Union, get_args, get_origin
 
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import bool_word
 from nli_finetune.redaction import redact_data
+from train.config_schema import Above, AtLeast, Between, TrainConfig
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 PLAIN_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
@@ -77,29 +79,23 @@ def _run_config_file(path: Path) -> dict:
 
 
 @functools.cache
-def schema() -> dict:
-    """key -> its annotation in train/config_schema.py (Annotated and Literal kept)."""
-    from train import config_schema
-    return get_type_hints(config_schema, include_extras=True)
+def schema() -> dict[str, dataclasses.Field]:
+    """key -> its field of TrainConfig, for the keys a config sets (config_file is the loader's own)."""
+    return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "config_file"}
 
 
 def load_defaults() -> dict:
-    from train import config_schema
-    return {key: copy.deepcopy(getattr(config_schema, key)) for key in schema()}
+    defaults = TrainConfig()  # each list or dict default is a fresh copy
+    return {key: getattr(defaults, key) for key in schema()}
 
 
 def key_type(key: str) -> tuple[type, object, bool, tuple | None]:
     """(base type, range constraint or None, whether None is allowed, allowed words or None) of a key."""
-    hint, optional = schema()[key], False
+    declared, hint, optional = schema()[key], schema()[key].type, False
     if get_origin(hint) in (Union, types.UnionType):
         optional = type(None) in get_args(hint)
         hint = next(arg for arg in get_args(hint) if arg is not type(None))
-    constraint = None
-    if get_origin(hint) is Annotated:
-        hint, constraint = get_args(hint)[0], get_args(hint)[1]
-    if get_origin(hint) is Literal:
-        return type(get_args(hint)[0]), constraint, optional, get_args(hint)
-    return hint, constraint, optional, None
+    return hint, declared.metadata["range"], optional, declared.metadata["choices"]
 
 
 def resolve_config_path(name: str) -> Path:
@@ -186,19 +182,19 @@ def split_args(argv: list[str]) -> tuple[str | None, list[tuple[str, str | None]
     return config_name, pairs
 
 
-def load_config(argv: list[str] | None = None) -> dict:
+def load_config(argv: list[str] | None = None) -> TrainConfig:
     """Resolve defaults < config file < command line and validate every key and type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = load_defaults()
     config_name, overrides = split_args(argv)
-    config = dict(defaults)
+    values = dict(defaults)
     if config_name:
         path = resolve_config_path(config_name)
         for key, value in _run_config_file(path).items():
             if key not in defaults:
                 raise _unknown_key_error(key, defaults, f"in {path}")
-            config[key] = check_type(key, value, f"in {path}")
-        config["config_file"] = str(path)
+            values[key] = check_type(key, value, f"in {path}")
+        values["config_file"] = str(path)
     for key, raw in overrides:
         if key in FLAG_ALIASES and raw is None:
             key, value = FLAG_ALIASES[key]
@@ -212,14 +208,14 @@ def load_config(argv: list[str] | None = None) -> dict:
             value = True
         else:
             value = parse_cli_value(raw, key)
-        config[key] = check_type(key, value, "on the command line")
+        values[key] = check_type(key, value, "on the command line")
+    config = TrainConfig(**values)
     check_values(config)
     return config
 
 
 def declared_problem(key: str, value) -> str | None:
     """Why `value` is outside the key's declared words or range, or None."""
-    from train.config_schema import Above, AtLeast, Between
     _, constraint, _, choices = key_type(key)
     if value is None:
         return None
@@ -234,11 +230,11 @@ def declared_problem(key: str, value) -> str | None:
     return None
 
 
-def check_values(config: dict) -> None:
+def check_values(config: TrainConfig) -> None:
     """Declared words and ranges (train/config_schema.py), then the rules types can't say and the rules
     between keys (train/config_rules.py), before anything loads."""
     from train.config_rules import cross_key_problems, value_problem
-    for key, value in config.items():
+    for key, value in dataclasses.asdict(config).items():
         problem = declared_problem(key, value) if key in schema() else None
         problem = problem or value_problem(key, value)
         if problem:
@@ -248,5 +244,5 @@ def check_values(config: dict) -> None:
         raise ConfigError(problems[0])
 
 
-def config_to_json(config: dict) -> str:
-    return json.dumps(redact_data(config), indent=2, sort_keys=True)
+def config_to_json(config: TrainConfig) -> str:
+    return json.dumps(redact_data(dataclasses.asdict(config)), indent=2, sort_keys=True)

@@ -46,29 +46,29 @@ def value_problem(key: str, value) -> str | None:
 def cross_key_problems(config) -> list[str]:
     """Rules between keys that would otherwise fail deep inside the Trainer, after the model loaded."""
     problems = []
-    if config["eval_data"] and config["load_best_model_at_end"] and config["save_steps"] % config["eval_steps"]:
-        problems.append(f"load_best_model_at_end needs save_steps ({config['save_steps']}) to be a multiple of "
-                        f"eval_steps ({config['eval_steps']}): set --save_steps {config['eval_steps']}")
-    if not config["shuffle"] and config["group_by_length"]:
+    if config.eval_data and config.load_best_model_at_end and config.save_steps % config.eval_steps:
+        problems.append(f"load_best_model_at_end needs save_steps ({config.save_steps}) to be a multiple of "
+                        f"eval_steps ({config.eval_steps}): set --save_steps {config.eval_steps}")
+    if not config.shuffle and config.group_by_length:
         problems.append("shuffle = False keeps the file's row order, which group_by_length would undo: "
                         "set --group_by_length False too")
-    if config["init_adapter"] and not config["use_lora"]:
+    if config.init_adapter and not config.use_lora:
         problems.append("init_adapter continues a LoRA adapter, which use_lora = False does not train: "
                         "set --use_lora True or drop init_adapter")
-    if config["fsdp_cpu_offload"] and config["fsdp"] == "none":
+    if config.fsdp_cpu_offload and config.fsdp == "none":
         problems.append("fsdp_cpu_offload offloads FSDP shards: set --fsdp full_shard (or shard_grad_op) too")
-    if config["confidence_eval_data"] and not (config["confidence_tokens"] and config["eval_data"]):
+    if config.confidence_eval_data and not (config.confidence_tokens and config.eval_data):
         problems.append("confidence_eval_data needs confidence_tokens and eval_data (it runs at each evaluation)")
-    if config["fsdp"] != "none":
-        if any(tag in config["optimizer"] for tag in CUDA_ONLY_OPTIMIZERS):
-            problems.append(f"optimizer '{config['optimizer']}' keeps bitsandbytes state that fsdp = "
-                            f"'{config['fsdp']}' does not shard: set --optimizer adamw_torch (or adamw_torch_fused)")
+    if config.fsdp != "none":
+        if any(tag in config.optimizer for tag in CUDA_ONLY_OPTIMIZERS):
+            problems.append(f"optimizer '{config.optimizer}' keeps bitsandbytes state that fsdp = "
+                            f"'{config.fsdp}' does not shard: set --optimizer adamw_torch (or adamw_torch_fused)")
         # these evaluations run on rank 0 alone, but a sharded model's forward needs every rank
-        for key, on in (("gen_eval_examples", config["gen_eval_examples"] > 0),
-                        ("confidence_eval_data", bool(config["confidence_eval_data"]))):
+        for key, on in (("gen_eval_examples", config.gen_eval_examples > 0),
+                        ("confidence_eval_data", bool(config.confidence_eval_data))):
             if on:
                 problems.append(f"{key} generates on rank 0 alone, which a model sharded by fsdp = "
-                                f"'{config['fsdp']}' can't do: set --{key} {0 if key == 'gen_eval_examples' else '[]'}"
+                                f"'{config.fsdp}' can't do: set --{key} {0 if key == 'gen_eval_examples' else '[]'}"
                                 " and evaluate the saved output with evaluate/sample_model.py")
     return problems
 
@@ -77,22 +77,22 @@ def launch_problems(config, device: str, *, under_torchrun: bool, optimizers) ->
     """Rules of this launch: the optimizer name (`optimizers`: the names transformers knows), optimizers
     that need CUDA, and FSDP, which needs one process per shard."""
     problems = []
-    if config["optimizer"] not in optimizers:
+    if config.optimizer not in optimizers:
         import difflib
-        close = difflib.get_close_matches(config["optimizer"], list(optimizers), n=1, cutoff=0.6)
-        problems.append(f"config key 'optimizer': unknown optimizer '{config['optimizer']}'"
+        close = difflib.get_close_matches(config.optimizer, list(optimizers), n=1, cutoff=0.6)
+        problems.append(f"config key 'optimizer': unknown optimizer '{config.optimizer}'"
                         + (f"; did you mean '{close[0]}'?" if close else " (see transformers' OptimizerNames)"))
-    elif not device.startswith("cuda") and any(tag in config["optimizer"] for tag in CUDA_ONLY_OPTIMIZERS):
-        problems.append(f"optimizer '{config['optimizer']}' needs CUDA; on {device} use --optimizer adamw_torch")
-    if config["fsdp"] != "none" and not under_torchrun:
-        problems.append(f"fsdp = '{config['fsdp']}' shards the model across processes: launch with torchrun "
+    elif not device.startswith("cuda") and any(tag in config.optimizer for tag in CUDA_ONLY_OPTIMIZERS):
+        problems.append(f"optimizer '{config.optimizer}' needs CUDA; on {device} use --optimizer adamw_torch")
+    if config.fsdp != "none" and not under_torchrun:
+        problems.append(f"fsdp = '{config.fsdp}' shards the model across processes: launch with torchrun "
                         "(./run_training.sh --gpus 0,1 ..., or torchrun --nproc_per_node N -m train.train_sft ...)")
     return problems
 
 
 def shape_problems(config, layers: int) -> list[str]:
     """Rules that need the model's layer count (read from its config, no weight loaded)."""
-    if config["use_lora"] and config["lora_layers"] and max(config["lora_layers"]) >= layers:
-        return [f"config key 'lora_layers' names layer {max(config['lora_layers'])}, but the model has {layers} "
+    if config.use_lora and config.lora_layers and max(config.lora_layers) >= layers:
+        return [f"config key 'lora_layers' names layer {max(config.lora_layers)}, but the model has {layers} "
                 f"layers (0 to {layers - 1})"]
     return []

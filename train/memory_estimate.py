@@ -24,7 +24,7 @@ has the formula and its check against published figures). Every term is in bytes
 import dataclasses
 from dataclasses import dataclass
 
-from train.run_config import TrainConfig, as_config
+from train.config_schema import TrainConfig
 
 GIB = 1024 ** 3
 FITS = 0.95  # the share of a GPU's memory a plan may fill: allocator fragmentation takes the rest
@@ -103,12 +103,11 @@ def base_and_trainable(shape, config: TrainConfig) -> tuple[float, int, float, s
     return base, shape.params, weight_bytes + optimizer_state_bytes(config.optimizer), "gradients, optimizer", notes
 
 
-def estimate_training_memory(shape, config, *, tokens_per_sequence: int | None = None,
+def estimate_training_memory(shape, config: TrainConfig, *, tokens_per_sequence: int | None = None,
                              logit_columns: int | None = None, world_size: int = 1) -> MemoryEstimate:
-    """Peak GPU memory of one rank for `config` (a resolved TrainConfig, or a mapping of its keys) on a
+    """Peak GPU memory of one rank for `config` (a resolved TrainConfig) on a
     model of `shape`, with `world_size` ranks sharing the shards when config.fsdp asks for FSDP.
     `logit_columns`: the widest answer window when known (else every token of the sequence)."""
-    config = as_config(config)
     seq = tokens_per_sequence or config.max_seq_length
     batch = config.batch_size
     tokens = batch * seq
@@ -148,7 +147,7 @@ def gpus_needed(shape, config, gpu_bytes: int, tokens_per_sequence: int | None =
                 logit_columns: int | None = None, most: int = 512) -> int | None:
     """The fewest ranks over which `config` with fsdp = "full_shard" fits `gpu_bytes` each, or None when
     even `most` don't (activations and logits don't shard)."""
-    sharded = dataclasses.replace(as_config(config), fsdp="full_shard")
+    sharded = dataclasses.replace(config, fsdp="full_shard")
     for ranks in range(1, most + 1):
         if estimate_training_memory(shape, sharded, tokens_per_sequence=tokens_per_sequence,
                                     logit_columns=logit_columns, world_size=ranks).total <= FITS * gpu_bytes:
@@ -156,9 +155,8 @@ def gpus_needed(shape, config, gpu_bytes: int, tokens_per_sequence: int | None =
     return None
 
 
-def advice(estimate: MemoryEstimate, config, gpu_bytes: int) -> list[str]:
+def advice(estimate: MemoryEstimate, config: TrainConfig, gpu_bytes: int) -> list[str]:
     """What to lower, biggest saving first, when the estimate does not fit `gpu_bytes`."""
-    config = as_config(config)
     tips = []
     if estimate.parts["logits (loss)"] + estimate.parts["activations"] > 0.3 * gpu_bytes:
         tips.append(f"--batch_size {max(1, config.batch_size // 2)} with --grad_accumulation_steps "

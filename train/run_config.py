@@ -6,8 +6,8 @@ the preflight (`--dry_run`), so the plan is the run.
     tokenizer, new_ids = setup_tokenizer(config)      # pad != eos, special and confidence tokens registered
     check_paths(config); problems = launch_check(config, device, environ)
 
-`TrainConfig` has one attribute per key of train/config_schema.py (plus `config_file`);
-`training_config.json` is `as_dict()` of the resolved object. Each checkpoint carries
+`TrainConfig` (train/config_schema.py) has one field per key (plus `config_file`);
+`training_config.json` is the resolved object's fields. Each checkpoint carries
 `run_fingerprint.json` (the training data, the base model's files and every setting that changes the
 trained weights), and resuming from a checkpoint of another run is refused.
 """
@@ -27,62 +27,19 @@ from nli_finetune.data_io import (
     path_overlap,
     read_records,
 )
-from train.config_loader import ConfigError, load_config, schema
+from train.config_loader import ConfigError, load_config
+from train.config_schema import TrainConfig
 
 log = logging.getLogger("train_sft")
 FINGERPRINT_FILE = "run_fingerprint.json"
-# settings that don't change what a resumed run computes: where it writes, what it logs and evaluates,
-# and its length (max_steps, num_epochs), which must instead equal the checkpoint run's (schedule_problem)
-RESUME_NEUTRAL = {
-    "config_file", "output_dir", "resume_from_checkpoint", "logging_steps", "eval_steps", "save_steps",
-    "save_total_limit", "early_stopping_patience", "load_best_model_at_end", "gen_eval_examples",
-    "gen_eval_max_new_tokens", "confidence_eval_data", "confidence_eval_examples", "confidence_beta",
-    "eval_data", "max_eval_examples", "merge_adapter", "hub_model_id", "report_to", "use_wandb", "wandb_project",
-    "wandb_run_name", "max_steps", "num_epochs", "device", "attn_implementation"}
+# the loader is where a TrainConfig comes from; training and its tests know it by this name
+load_run_config = load_config
 
 
-class _ConfigAccess:
-    """Read access by key as well as by attribute, for code that takes a mapping (and `{**config}`)."""
-
-    def __getitem__(self, key):
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def keys(self):
-        return [f.name for f in dataclasses.fields(self)]
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-    def as_dict(self) -> dict:
-        return {key: getattr(self, key) for key in self.keys()}
-
-
-TrainConfig = dataclasses.make_dataclass(
-    "TrainConfig", [(key, hint) for key, hint in schema().items()] + [("config_file", "str | None", None)],
-    bases=(_ConfigAccess,), frozen=True)
-TrainConfig.__module__ = __name__
-TrainConfig.__doc__ = "Every key of train/config_schema.py as a typed, frozen attribute, plus config_file."
-
-
-def as_config(config) -> TrainConfig:
-    """A TrainConfig from a TrainConfig or a full mapping of the keys (load_config's dict)."""
-    if isinstance(config, TrainConfig):
-        return config
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{key: value for key, value in dict(config).items() if key in names})
-
-
-def load_run_config(argv=None) -> TrainConfig:
-    return as_config(load_config(argv))
-
-
-def resolve(config, device: str, *, probe_4bit=None) -> tuple[TrainConfig, list[str]]:
+def resolve(config: TrainConfig, device: str, *, probe_4bit=None) -> tuple[TrainConfig, list[str]]:
     """(the config as this machine runs it, what changed and why). `probe_4bit(device) -> (ok, why)` tests
     4-bit loading here; None when planning for a device this machine doesn't have."""
-    config, changes, notes = as_config(config), {}, []
+    changes, notes = {}, []
     if config.load_in_4bit and not config.use_lora:
         changes["load_in_4bit"] = False
         notes.append("use_lora = False: full fine-tuning, so the base is loaded unquantized (load_in_4bit ignored)")
@@ -356,10 +313,10 @@ def check_paths(config) -> None:
         raise ConfigError(problems[0])
 
 
-def run_fingerprint(config) -> dict:
-    """What a checkpoint's weights were computed from: the settings that change them and the files read."""
-    config = as_config(config)
-    settings = {key: value for key, value in config.as_dict().items() if key not in RESUME_NEUTRAL}
+def run_fingerprint(config: TrainConfig) -> dict:
+    """What a checkpoint's weights were computed from: the settings that change them (every key not
+    marked resume_neutral in train/config_schema.py) and the files read."""
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.metadata["resume_neutral"]}
     files = {"train_data": path_fingerprint(config.train_data), "base model": path_fingerprint(config.model_id)}
     if config.tokenizer_id:
         files["tokenizer"] = path_fingerprint(config.tokenizer_id)

@@ -12,18 +12,20 @@ resume, the full state dict) is accelerate's and the Trainer's unchanged code, t
 
 import logging
 
+from train.config_schema import TrainConfig
+
 log = logging.getLogger("train_sft")
 
 
-def fsdp_arguments(config: dict) -> dict:
+def fsdp_arguments(config: TrainConfig) -> dict:
     """TrainingArguments for FSDP2. Checkpoints are sharded (each rank writes its own part: fast, and what
     resuming reads); the final output is gathered by save_final_model. FSDP's own activation checkpointing
     replaces the Trainer's, which would add an all-gather to every backward."""
-    if config["fsdp"] == "none":
+    if config.fsdp == "none":
         return {}
     return dict(fsdp=True, fsdp_config={
-        "version": 2, "reshard_after_forward": config["fsdp"] == "full_shard", "state_dict_type": "SHARDED_STATE_DICT",
-        "cpu_offload": config["fsdp_cpu_offload"], "activation_checkpointing": config["gradient_checkpointing"]})
+        "version": 2, "reshard_after_forward": config.fsdp == "full_shard", "state_dict_type": "SHARDED_STATE_DICT",
+        "cpu_offload": config.fsdp_cpu_offload, "activation_checkpointing": config.gradient_checkpointing})
 
 
 def sharding_trainer(**trainer_kwargs):

@@ -15,6 +15,7 @@ message. Outputs in `output_dir`: the adapter + tokenizer, `training_config.json
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -44,7 +45,6 @@ from train.preflight import make_plan, print_plan, split_preflight_flags
 from train.run_config import (
     TrainConfig,
     all_special_tokens,
-    as_config,
     batching,
     check_paths,
     fingerprint_writer,
@@ -243,12 +243,11 @@ def prepare(config) -> tuple[TrainConfig, str, str | None]:
     """(the config resolved for this machine, the device, the checkpoint to resume from or None): secrets
     redacted, the launch and the paths checked, the seed set. The preflight resolves the same way."""
     from transformers import set_seed
-    config = as_config(config)
     device = resolve_device(config.device)
-    redacted = redact_data(config.as_dict())
-    if redacted != config.as_dict():  # a credential pasted into a config value: never let it reach any file
+    redacted = redact_data(dataclasses.asdict(config))
+    if redacted != dataclasses.asdict(config):  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
-        config = as_config(redacted)
+        config = dataclasses.replace(config, **redacted)
     config, notes = resolve(config, device, probe_4bit=can_load_4bit)
     for note in notes:
         log.warning(note)
@@ -323,7 +322,7 @@ def write_run_files(config: TrainConfig) -> None:
         return
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config.as_dict())))
+    atomic_write_json(output_dir / "training_config.json", json.loads(config_to_json(config)))
     write_fingerprint(output_dir, run_fingerprint(config))  # checkpoints of this run carry it too
     if is_gguf(config.model_id):  # the adapter's base was converted from this file
         atomic_write_json(output_dir / BASE_SOURCE_FILE, {"gguf_file": str(Path(config.model_id).resolve())})
