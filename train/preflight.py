@@ -4,7 +4,7 @@
     python -m train.train_sft --config ablation2.py --dry_run --model_params_b 7.25 --gpu_memory_gb 24
     ./run_training.sh --dry-run --config ablation2.py --gpu 1     # the container command, then this plan
 
-It resolves the config as training does (train/run_config.py: the same `resolve`, launch rules, path
+It resolves the config as training does (train/run_config.py: the same `resolve_run`: resolve, launch rules, path
 checks and tokenizer setup), checks that the data files exist and parse (tokenized with the model's own
 tokenizer when it is on disk, else the fields training reads estimated at 4 characters a token), reads
 the model's shape (model_shape.py), and prints examples kept and dropped, steps, the effective batch and
@@ -23,18 +23,14 @@ from nli_finetune.data_io import DataError
 from nli_finetune.job_runner import output_locked
 from nli_finetune.model_shape import ShapeError, read_model_shape
 from nli_finetune.modeling import ModelLoadError
-from train.config_loader import ConfigError
 from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.run_config import (
     TrainConfig,
     batching,
     init_adapter_problems,
-    launch_check,
-    path_problems,
-    resolve,
+    resolve_run,
     resolved_output_dir,
-    resume_checkpoint,
     setup_tokenizer,
     tokenizer_source,
 )
@@ -225,24 +221,19 @@ def planned_device(config: TrainConfig) -> tuple[str, bool]:
 
 
 def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str, bool]:
-    """(the config as training resolves it (run_config.resolve), the device, whether this machine has it),
-    with its launch and path problems."""
+    """(the config as training resolves it (run_config.resolve_run), the device, whether this machine has
+    it), with every launch and path problem the run would stop at in the plan."""
     from nli_finetune.modeling import can_load_4bit
     device, here = planned_device(config)
     plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
-    try:
-        config, notes = resolve(config, device, probe_4bit=can_load_4bit if here else None)
-        plan.lines += [f"note: {note}" for note in notes]
-    except ConfigError as exc:
-        plan.problems.append(str(exc))
-    plan.problems += launch_check(config, device, planned=True) + path_problems(config)
+    problems = []
+    config, notes, _ = resolve_run(config, device, probe_4bit=can_load_4bit if here else None, planned=True,
+                                   problem=problems.append)
+    plan.lines += [f"note: {note}" for note in notes]
+    plan.problems += [str(problem) for problem in problems]
     if output_locked(resolved_output_dir(config)):  # the run would be refused at once
         plan.problems.append(f"output_dir {config.output_dir}: another run is writing it now; wait for it to end "
                              "or choose another --output_dir")
-    try:
-        resume_checkpoint(config)
-    except ConfigError as exc:
-        plan.problems.append(str(exc))
     return config, device, here
 
 

@@ -303,14 +303,40 @@ def _tensor_misfit(tensors: dict, shape, rows: int | None) -> str | None:
     return None
 
 
+def missing_data_files(config) -> list[DataError]:
+    return [DataError(f"{getattr(config, key)}: file not found ({key})") for key in ("train_data", "eval_data")
+            if getattr(config, key) and not Path(getattr(config, key)).is_file()]
+
+
 def check_paths(config) -> None:
     """Everything on disk a run needs, checked before the model loads and before anything is written."""
-    for key in ("train_data", "eval_data"):
-        if getattr(config, key) and not Path(getattr(config, key)).is_file():
-            raise DataError(f"{getattr(config, key)}: file not found ({key})")
-    problems = path_problems(config)
+    problems = missing_data_files(config) + [ConfigError(problem) for problem in path_problems(config)]
     if problems:
-        raise ConfigError(problems[0])
+        raise problems[0]
+
+
+def resolve_run(config: TrainConfig, device: str, *, probe_4bit, planned: bool,
+                problem) -> tuple[TrainConfig, list[str], str | None]:
+    """(the config as `device` runs it, what resolve changed and why, the checkpoint to resume or None):
+    the steps training and its preflight share, in one order: resolve, the launch rules, the files on
+    disk, the checkpoint. Each problem (a ConfigError or DataError) goes to `problem`: training's raises
+    it, so the run stops at the first as before; the preflight's collects them all. `planned`: a dry run,
+    which reads the data files itself (and says what each keeps) and is started without torchrun."""
+    notes = []
+    try:
+        config, notes = resolve(config, device, probe_4bit=probe_4bit)
+    except ConfigError as exc:
+        problem(exc)  # planning goes on with the config as written
+    for found in launch_check(config, device, planned=planned):
+        problem(ConfigError(found))
+    for found in ([] if planned else missing_data_files(config)) + [ConfigError(p) for p in path_problems(config)]:
+        problem(found)
+    resume = None
+    try:
+        resume = resume_checkpoint(config)
+    except ConfigError as exc:
+        problem(exc)
+    return config, notes, resume
 
 
 def run_fingerprint(config: TrainConfig) -> dict:

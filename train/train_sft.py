@@ -46,15 +46,12 @@ from train.run_config import (
     TrainConfig,
     all_special_tokens,
     batching,
-    check_paths,
     fingerprint_writer,
     init_adapter_problems,
-    launch_check,
     load_run_config,
     register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
-    resolve,
+    resolve_run,
     resolved_output_dir,
-    resume_checkpoint,
     run_fingerprint,
     setup_tokenizer,
     write_fingerprint,
@@ -239,26 +236,25 @@ def push_to_hub(output_dir: Path, repo_id: str) -> None:
                          f"{redact(exc)[:300]}. The local outputs are kept.") from exc
 
 
-def prepare(config) -> tuple[TrainConfig, str, str | None]:
+def _refuse(problem: Exception):
+    raise problem
+
+
+def prepare(config: TrainConfig) -> tuple[TrainConfig, str, str | None]:
     """(the config resolved for this machine, the device, the checkpoint to resume from or None): secrets
-    redacted, the launch and the paths checked, the seed set. The preflight resolves the same way."""
+    redacted, the launch and the paths checked (run_config.resolve_run, as the preflight), the seed set."""
     from transformers import set_seed
     device = resolve_device(config.device)
     redacted = redact_data(dataclasses.asdict(config))
     if redacted != dataclasses.asdict(config):  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
         config = dataclasses.replace(config, **redacted)
-    config, notes = resolve(config, device, probe_4bit=can_load_4bit)
+    config, notes, resume = resolve_run(config, device, probe_4bit=can_load_4bit, planned=False, problem=_refuse)
     for note in notes:
         log.warning(note)
     if config.mixed_precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
         log.warning("mixed_precision = bf16 on a CPU without AVX512-BF16/AMX: emulated, ~40x slower matmuls than "
                     "float32; mixed_precision = auto uses bf16 only where the CPU has it")
-    problems = launch_check(config, device)
-    if problems:
-        raise ConfigError(problems[0])
-    check_paths(config)
-    resume = resume_checkpoint(config)
     set_seed(config.seed)
     if config.report_to == "wandb":
         os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
