@@ -505,18 +505,18 @@ def test_p2_trainconfig_is_a_class_with_no_dict_back_door():
 
 def test_p5_training_and_the_preflight_resolve_through_one_function(tmp_path):
     """The steps (resolve for the device, launch rules, paths, the checkpoint to resume) are written once,
-    in run_config.resolve_run: train_sft.prepare raises the first problem, the preflight lists them all."""
+    in run_config.resolve_training_run: train_sft.prepare raises the first problem, the preflight lists them all."""
     for module in ("train_sft.py", "preflight.py"):
         code = (REPO_ROOT / "train" / module).read_text()
-        assert "resolve_run(" in code, module
+        assert "resolve_training_run(" in code, module
         for step in ("resume_checkpoint(", "launch_check(", "path_problems(", "check_paths(", " resolve("):
             assert step not in code, (module, step)
-    from train.run_config import resolve_run
+    from train.run_config import resolve_training_run
     (tmp_path / "out").write_text("a file where the run writes")
     config = load_run_config(["tiny_cpu.py", "--output_dir", str(tmp_path / "out"), "--optimizer", "adamw_8bit",
                               "--train_data", str(tmp_path / "gone.jsonl")])
     problems = []
-    resolved, notes, resume = resolve_run(config, "cpu", probe_4bit=None, planned=True, problem=problems.append)
+    resolved, notes, resume = resolve_training_run(config, "cpu", probe_4bit=None, planned=True, problem=problems.append)
     assert [type(p) for p in problems] == [ConfigError, ConfigError], problems  # planned: data files are its own
     assert "needs CUDA" in str(problems[0]) and "is a file, not a folder" in str(problems[1])
     assert resolved == config and resume is None
@@ -524,8 +524,8 @@ def test_p5_training_and_the_preflight_resolve_through_one_function(tmp_path):
     def refuse(problem):
         raise problem
     with pytest.raises(ConfigError, match="needs CUDA"):
-        resolve_run(config, "cpu", probe_4bit=None, planned=False, problem=refuse)
+        resolve_training_run(config, "cpu", probe_4bit=None, planned=False, problem=refuse)
     config = load_run_config(["tiny_cpu.py", "--output_dir", str(tmp_path / "o"), "--train_data",
                               str(tmp_path / "gone.jsonl")])
     with pytest.raises(DataError, match="gone.jsonl: file not found"):  # what training meets first
-        resolve_run(config, "cpu", probe_4bit=None, planned=False, problem=refuse)
+        resolve_training_run(config, "cpu", probe_4bit=None, planned=False, problem=refuse)

@@ -4,7 +4,7 @@
     python -m train.train_sft --config ablation2.py --dry_run --model_params_b 7.25 --gpu_memory_gb 24
     ./run_training.sh --dry-run --config ablation2.py --gpu 1     # the container command, then this plan
 
-It resolves the config as training does (train/run_config.py: the same `resolve_run`: resolve, launch rules, path
+It resolves the config as training does (train/run_config.py: the same `resolve_training_run`: resolve, launch rules, path
 checks and tokenizer setup), checks that the data files exist and parse (tokenized with the model's own
 tokenizer when it is on disk, else the fields training reads estimated at 4 characters a token), reads
 the model's shape (model_shape.py), and prints examples kept and dropped, steps, the effective batch and
@@ -29,7 +29,7 @@ from train.run_config import (
     TrainConfig,
     batching,
     init_adapter_problems,
-    resolve_run,
+    resolve_training_run,
     resolved_output_dir,
     setup_tokenizer,
     tokenizer_source,
@@ -221,13 +221,13 @@ def planned_device(config: TrainConfig) -> tuple[str, bool]:
 
 
 def resolved_for_plan(config: TrainConfig, plan: Plan) -> tuple[TrainConfig, str, bool]:
-    """(the config as training resolves it (run_config.resolve_run), the device, whether this machine has
+    """(the config as training resolves it (run_config.resolve_training_run), the device, whether this machine has
     it), with every launch and path problem the run would stop at in the plan."""
     from nli_finetune.modeling import can_load_4bit
     device, here = planned_device(config)
     plan.lines.append(f"device: {device}" + ("" if here else " (planned; this machine has none)"))
     problems = []
-    config, notes, _ = resolve_run(config, device, probe_4bit=can_load_4bit if here else None, planned=True,
+    config, notes, _ = resolve_training_run(config, device, probe_4bit=can_load_4bit if here else None, planned=True,
                                    problem=problems.append)
     plan.lines += [f"note: {note}" for note in notes]
     plan.problems += [str(problem) for problem in problems]

@@ -315,7 +315,7 @@ def check_paths(config) -> None:
         raise problems[0]
 
 
-def resolve_run(config: TrainConfig, device: str, *, probe_4bit, planned: bool,
+def resolve_training_run(config: TrainConfig, device: str, *, probe_4bit, planned: bool,
                 problem) -> tuple[TrainConfig, list[str], str | None]:
     """(the config as `device` runs it, what resolve changed and why, the checkpoint to resume or None):
     the steps training and its preflight share, in one order: resolve, the launch rules, the files on

@@ -50,7 +50,7 @@ from train.run_config import (
     init_adapter_problems,
     load_run_config,
     register_special_tokens,  # noqa: F401  (tests and older callers import it from here)
-    resolve_run,
+    resolve_training_run,
     resolved_output_dir,
     run_fingerprint,
     setup_tokenizer,
@@ -242,14 +242,14 @@ def _refuse(problem: Exception):
 
 def prepare(config: TrainConfig) -> tuple[TrainConfig, str, str | None]:
     """(the config resolved for this machine, the device, the checkpoint to resume from or None): secrets
-    redacted, the launch and the paths checked (run_config.resolve_run, as the preflight), the seed set."""
+    redacted, the launch and the paths checked (run_config.resolve_training_run, as the preflight), the seed set."""
     from transformers import set_seed
     device = resolve_device(config.device)
     redacted = redact_data(dataclasses.asdict(config))
     if redacted != dataclasses.asdict(config):  # a credential pasted into a config value: never let it reach any file
         log.warning("a config value contained a secret from the environment; it is replaced by ***")
         config = dataclasses.replace(config, **redacted)
-    config, notes, resume = resolve_run(config, device, probe_4bit=can_load_4bit, planned=False, problem=_refuse)
+    config, notes, resume = resolve_training_run(config, device, probe_4bit=can_load_4bit, planned=False, problem=_refuse)
     for note in notes:
         log.warning(note)
     if config.mixed_precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
