@@ -4,7 +4,8 @@ the preflight (`--dry_run`), so the plan is the run.
     config = load_run_config(["tiny_cpu.py", "--max_steps", "5"])   # schema < file < command line, checked
     config, notes = resolve(config, device)     # 4-bit fallback, use_lora => no 4-bit, use_wandb => report_to
     tokenizer, new_ids = setup_tokenizer(config)      # pad != eos, special and confidence tokens registered
-    check_paths(config); problems = launch_check(config, device, environ)
+    config, notes, resume = resolve_training_run(config, device, probe_4bit=..., planned=False,
+                                                 problem=refuse)  # the steps training and --dry_run share
 
 `TrainConfig` (train/config_schema.py) has one field per key (plus `config_file`);
 `training_config.json` is the resolved object's fields. Each checkpoint carries
