@@ -30,16 +30,19 @@ def fingerprint(settings: dict, files: dict) -> dict:
     return {"settings": settings, "settings_hash": content_fingerprint(settings), "files": file_fingerprints(files)}
 
 
-def changes(saved, wanted, prefix: str = "") -> list[str]:
+def changes(saved, wanted) -> list[str]:
     """The dotted names of what differs between `saved` and `wanted`, descending into dicts on both sides
     (a key on one side only is a change, unless its value is None: absent and None are the same);
-    [""] (or [prefix]) when two non-dict values differ."""
-    saved, wanted = comparable(saved), comparable(wanted)
+    [""] when two values that are not both dicts differ."""
+    return _differences(comparable(saved), comparable(wanted), "")
+
+
+def _differences(saved, wanted, prefix: str) -> list[str]:
     if not (isinstance(saved, dict) and isinstance(wanted, dict)):
         return [prefix] if saved != wanted else []
     found = []
     for key in sorted(set(saved) | set(wanted)):
-        found += changes(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else key)
+        found += _differences(saved.get(key), wanted.get(key), f"{prefix}.{key}" if prefix else key)
     return found
 
 
