@@ -103,7 +103,7 @@ from nli_finetune.metrics import (
 from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
-from nli_finetune.resume import changes
+from nli_finetune.resume import changes, file_fingerprints
 from prompts import get_task
 
 STAGES = ("data", "train", "eval")
@@ -467,7 +467,7 @@ def option_paths(options) -> list[str]:
 
 def files_in(options) -> dict:
     """Fingerprints of the files and folders options name (an edited data file redoes the stage)."""
-    return {path: path_fingerprint(in_repo(path)) for path in option_paths(options)}
+    return file_fingerprints({path: in_repo(path) for path in option_paths(options)})
 
 
 def study_inputs(study: dict) -> list[tuple[str, Path]]:
