@@ -225,6 +225,16 @@ def test_a_changed_base_model_is_refused_too(tiny_mistral, tmp_path):
         resume_checkpoint(config)
 
 
+def test_p4_a_checkpoint_fingerprint_is_the_resume_modules(tiny_mistral, tmp_path):
+    """run_fingerprint.json has the shape nli_finetune.resume.fingerprint gives (settings, their hash, the
+    files read), so training can build it there without refusing the checkpoints already written."""
+    from nli_finetune.resume import fingerprint
+    from train.run_config import run_fingerprint
+    config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(tmp_path / "o")])
+    written = run_fingerprint(config)
+    assert written == fingerprint(written["settings"], {"train_data": config.train_data, "base model": tiny_mistral})
+
+
 # --- M15 and the GGUF cache ----------------------------------------------------------------------------------
 
 def test_concurrent_conversions_of_one_file_convert_once(tmp_path, monkeypatch):
