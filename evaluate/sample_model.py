@@ -43,6 +43,7 @@ from nli_finetune.model_contract import check_tokenizer
 from nli_finetune.modeling import ModelLoadError, check_outputs_spare_model, model_fingerprint
 from nli_finetune.redaction import redact, safe_url
 from nli_finetune.results import score_record, summarize, write_outputs
+from nli_finetune.resume import changes, refusal, unknown_origin
 from prompts import TASKS
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
@@ -232,6 +233,16 @@ def calibration_fingerprints(run: InferenceRun) -> dict:
     return {"calibration": fingerprint} if fingerprint else {}
 
 
+RESTART = "rerun with --restart to discard it"
+
+
+def progress_inputs(side: dict, resumable: dict) -> dict:
+    """What counts when resuming progress: this run's settings (a setting saved by an older version and
+    since dropped does not) and both sides' fingerprints (a calibration used then but not now is a change)."""
+    return {"settings": {key: side.get(key) for key in resumable if key != "fingerprint"},
+            "files": side.get("fingerprint") or {}}
+
+
 def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
     """{id: record} of saved progress that was computed from exactly these inputs, model and settings;
     saved progress from anything else is refused (never reused, never silently discarded)."""
@@ -247,20 +258,10 @@ def load_progress(paths: dict, resumable: dict, restart: bool) -> dict:
     except (OSError, json.JSONDecodeError):
         saved = None
     if not isinstance(saved, dict):
-        raise DataError(f"{progress}: saved progress has no readable settings file ({meta.name}), so it can't be "
-                        "tied to its inputs; rerun with --restart to discard it")
-    wanted = json.loads(json.dumps(resumable))
-    settings = [k for k in wanted if k != "fingerprint" and saved.get(k) != wanted[k]]
-    changed = [f"settings ({', '.join(settings)})"] if settings else []
-    names = {"inputs": "input rows", "model": "model files", "base_model": "base model files",
-             "calibration": "calibration (calibration.json)"}
-    saved_prints = saved.get("fingerprint") or {}
-    # both sides' keys: a calibration used then but not now (or now but not then) is a change too
-    changed += [names.get(k, k) for k in [*wanted["fingerprint"], *(k for k in saved_prints if k not in wanted["fingerprint"])]
-                if saved_prints.get(k) != wanted["fingerprint"].get(k)]
+        raise DataError(unknown_origin(progress, meta.name, RESTART, what="saved progress"))
+    changed = changes(*(progress_inputs(side, resumable) for side in (saved, resumable)))
     if changed:
-        raise DataError(f"{progress}: saved progress was computed from other {', '.join(changed)}; "
-                        "rerun with --restart to discard it")
+        raise DataError(refusal(progress, changed, RESTART, what="saved progress"))
     repair_torn_tail(progress)
     records = {r["id"]: strip_private(r) for r in read_jsonl(progress, tolerate_torn_tail=True)}
     return {key: r for key, r in records.items() if r.get("stop_reason") != "error"}  # API refusals: asked again

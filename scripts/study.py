@@ -104,6 +104,7 @@ from nli_finetune.metrics import (
 from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
+from nli_finetune.resume import changes, file_fingerprints
 from prompts import get_task
 
 STAGES = ("data", "train", "eval")
@@ -467,7 +468,7 @@ def option_paths(options) -> list[str]:
 
 def files_in(options) -> dict:
     """Fingerprints of the files and folders options name (an edited data file redoes the stage)."""
-    return {path: path_fingerprint(in_repo(path)) for path in option_paths(options)}
+    return file_fingerprints({path: in_repo(path) for path in option_paths(options)})
 
 
 def study_inputs(study: dict) -> list[tuple[str, Path]]:
@@ -620,28 +621,27 @@ def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Pat
             "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
 
 
-def changed_keys(before: dict | None, now: dict) -> str:
-    if before is None:
-        return "not run before"
-    return ", ".join(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)) or "nothing"
+def unchanged(saved: dict | None, now: dict) -> bool:
+    """Whether a stage's recorded inputs (None: none recorded) are what it would be computed from now."""
+    return saved is not None and not changes(saved, now)
 
 
 def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm_dir: Path, log) -> None:
     """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done."""
     name = arm["name"]
-    if state.get(stage, {}).get("inputs") == inputs[stage]:
+    if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]):
         log(f"arm {name}: {stage} skipped (finished, inputs unchanged)")
         return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
     evaluation = stage in SPLIT_STAGE.values()  # its resume keys: eval_started, eval_test_started, ...
-    resumed = evaluation and state.get(f"{stage}_started") == inputs[stage]
+    resumed = evaluation and unchanged(state.get(f"{stage}_started"), inputs[stage])
     earlier = earlier_eval_seconds(state, arm_dir / f"{stage}.log", stage) if resumed else 0.0
     if resumed:  # an evaluation of these inputs was stopped: sample_model resumes its progress file
         log(f"arm {name}: eval resumed from its progress file ({earlier:.0f} s spent before)")
-    else:
-        log(f"arm {name}: {stage} {'redone' if previous else 'started'} "
-            f"({changed_keys(previous['inputs'] if previous else None, inputs[stage])})")
+    else:  # what changed, by nested key (overrides.learning_rate, files.<path>)
+        changed = ", ".join(changes(previous["inputs"], inputs[stage]) or ["nothing"]) if previous else "not run before"
+        log(f"arm {name}: {stage} {'redone' if previous else 'started'} ({changed})")
     # a new model invalidates its evaluation; new training data is seen by the train stage's inputs
     for later in ("train", *SPLIT_STAGE.values()) if stage == "train" else (stage,):
         if later in state:
@@ -653,7 +653,7 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
-    if evaluation and state.get(f"{stage}_started") != inputs[stage]:
+    if evaluation and not unchanged(state.get(f"{stage}_started"), inputs[stage]):
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
     if evaluation:
         state[f"{stage}_started"] = inputs[stage]

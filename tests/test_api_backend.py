@@ -117,7 +117,7 @@ def test_progress_from_another_endpoint_or_model_is_refused(tmp_path, capsys, fa
         assert sample_main(api_args(server, data, out, "--limit", "2")) == 0
         out.unlink()
         assert sample_main(api_args(server, data, out, "--limit", "2", "--model_name", "other")) == 2
-    assert "saved progress was computed from other settings (model_id, model_name)" in capsys.readouterr().err
+    assert "saved progress was computed from other settings.model_id, settings.model_name than this run" in capsys.readouterr().err
 
 
 def test_a_prompt_the_api_refuses_is_an_error_record_and_a_bad_key_stops_the_run(tmp_path, capsys, fast_retries):

@@ -181,7 +181,7 @@ def test_p2_a_changed_calibration_invalidates_saved_progress(own_model, tmp_path
     capsys.readouterr()
     assert sample(run) == 2
     err = capsys.readouterr().err.strip()
-    assert "calibration" in err and len(err.splitlines()) == 1
+    assert "other files.calibration than this run" in err and len(err.splitlines()) == 1
     assert sample([*run, "--no_calibration"]) == 2  # a calibration used then, not now: also a change
     assert sample([*run, "--restart"]) == 0
     calibration.unlink()

@@ -186,8 +186,8 @@ def test_resume_latest_refuses_a_checkpoint_of_other_data_model_or_settings(tiny
     finished = (out / "train_results.json").stat().st_mtime_ns
     other_data = tmp_path / "other.jsonl"
     other_data.write_text((SAMPLE / "sample_thoughts.jsonl").read_text().replace("Step", "step"))
-    for args, data, changed in [(("--learning_rate", "1e-3"), None, "learning_rate"),
-                                ((), other_data, "train_data files"), (("--task", "nli_label"), None, "task")]:
+    for args, data, changed in [(("--learning_rate", "1e-3"), None, "settings.learning_rate"),
+                                ((), other_data, "files.train_data"), (("--task", "nli_label"), None, "settings.task")]:
         code, _ = run_train(tiny_mistral, out, "--max_steps", "6", "--resume_from_checkpoint", "latest", *args,
                             train_data=data)
         err = capsys.readouterr().err
@@ -211,13 +211,28 @@ def test_a_changed_base_model_is_refused_too(tiny_mistral, tmp_path):
     (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
     write_fingerprint(checkpoint, run_fingerprint(config))
     assert resume_checkpoint(config) == str(checkpoint)
+    other = load_run_config(["tiny_cpu.py", "--model_id", str(model), "--output_dir", str(tmp_path / "out"),
+                             "--resume_from_checkpoint", "latest", "--learning_rate", "0.123"])
+    with pytest.raises(ConfigError, match=r"other settings\.learning_rate than this run"):  # the key is named
+        resume_checkpoint(other)
     weights = next(model.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # same shapes, other weights
-    with pytest.raises(ConfigError, match="other base model files"):
+    with pytest.raises(ConfigError, match="the checkpoint was computed from other files.base model than this run; "
+                                          "resume with the same data"):
         resume_checkpoint(config)
     (checkpoint / "run_fingerprint.json").unlink()
-    with pytest.raises(ConfigError, match="has no run_fingerprint.json"):
+    with pytest.raises(ConfigError, match="has no readable run_fingerprint.json"):
         resume_checkpoint(config)
+
+
+def test_p4_a_checkpoint_fingerprint_is_the_resume_modules(tiny_mistral, tmp_path):
+    """run_fingerprint.json has the shape nli_finetune.resume.fingerprint gives (settings, their hash, the
+    files read), so training can build it there without refusing the checkpoints already written."""
+    from nli_finetune.resume import fingerprint
+    from train.run_config import run_fingerprint
+    config = load_run_config(["tiny_cpu.py", "--model_id", str(tiny_mistral), "--output_dir", str(tmp_path / "o")])
+    written = run_fingerprint(config)
+    assert written == fingerprint(written["settings"], {"train_data": config.train_data, "base model": tiny_mistral})
 
 
 # --- M15 and the GGUF cache ----------------------------------------------------------------------------------

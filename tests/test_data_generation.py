@@ -185,7 +185,7 @@ def test_resume_is_tied_to_the_input_and_ids_and_paths_are_checked(server, tmp_p
     before = out.read_bytes()
     assert generate(["--input-csv", str(other), *args]) == 2  # same ids, other rows: never "already done"
     err = capsys.readouterr().err
-    assert "generated from another input ('premise' differs" in err and out.read_bytes() == before
+    assert "this record was computed from other premise than this run (input" in err and out.read_bytes() == before
     dupes = write_csv(tmp_path / "d.csv", [rows[0], rows[0]])
     assert generate(["--input-csv", str(dupes), "--output-json", str(tmp_path / "d.jsonl"), "--api-base",
                      server.base_url, *FAST]) == 2

@@ -237,7 +237,7 @@ def test_resume_is_refused_when_the_input_rows_or_the_model_changed(tiny_mistral
     data.write_text(SAMPLE.read_text().replace(",1\n", ",0\n", 1))  # one label edited
     assert infer(tiny_mistral, data, out, "--limit", "3") == 2
     err = capsys.readouterr().err
-    assert "computed from other input rows; rerun with --restart" in err
+    assert "computed from other files.inputs than this run; rerun with --restart" in err
     assert infer(tiny_mistral, data, out, "--limit", "3", "--restart") == 0
     model = tmp_path / "model"
     import shutil
@@ -246,7 +246,7 @@ def test_resume_is_refused_when_the_input_rows_or_the_model_changed(tiny_mistral
     shutil.copy(tiny_models["llama"] / "config.json", model / "config.json")  # the model changed in place
     shutil.copy(tiny_models["llama"] / "model.safetensors", model / "model.safetensors")
     assert infer(model, data, tmp_path / "m.json", "--limit", "3") == 2
-    assert "computed from other model files" in capsys.readouterr().err
+    assert "computed from other files.model than this run" in capsys.readouterr().err
     (tmp_path / "m.json.progress.jsonl.meta.json").unlink()  # progress whose settings were lost
     assert infer(model, data, tmp_path / "m.json", "--limit", "3") == 2
-    assert "no readable settings file" in capsys.readouterr().err
+    assert "has no readable m.json.progress.jsonl.meta.json" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_a_study_runs_skips_on_rerun_and_redoes_a_changed_arm_and_the_arms_built
     write_config(config, tiny_mistral, label_lr=2e-3)  # label_only's model changes, ablation1's does not
     code, log = run_study(config, out, capsys)
     assert code == 0, log
-    assert "arm label_only: train redone (overrides)" in log and "arm label_only_scored: eval redone (model)" in log
+    assert "arm label_only: train redone (overrides.learning_rate)" in log and "arm label_only_scored: eval redone (model)" in log
     assert "arm label_after: train redone (init_from)" in log
     assert "arm ablation1: train skipped" in log and "arm ablation1: eval skipped" in log
     assert (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns != trained
@@ -405,7 +405,18 @@ def test_h6_a_data_file_given_as_option_equals_path_is_fingerprinted(stale_study
     run()
     with open(tmp_path / "pairs.csv", "a") as f:
         f.write("\n")
-    assert "arm label_only: data redone (files)" in run()
+    assert f"arm label_only: data redone (files.{tmp_path / 'pairs.csv'})" in run()  # the file is named
+
+
+def test_p4_a_redone_stage_names_the_changed_key_inside_its_inputs(stale_study):
+    tmp_path, run = stale_study
+    run()
+    config = tmp_path / "stale.py"
+    config.write_text(config.read_text().replace('"batch_size": 2}', '"batch_size": 4}').replace(
+        '"max_new_tokens": 8', '"max_new_tokens": 9'))
+    lines = run()
+    assert "arm label_only: train redone (overrides.batch_size)" in lines, lines
+    assert "arm label_only: eval redone (model, settings.max_new_tokens)" in lines, lines
 
 
 def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch):

@@ -28,6 +28,7 @@ from nli_finetune.data_io import (
     path_overlap,
     read_records,
 )
+from nli_finetune.resume import changes, refusal, unknown_origin
 from train.config_loader import ConfigError, load_config
 from train.config_schema import TrainConfig
 
@@ -399,15 +400,16 @@ def resume_checkpoint(config) -> str | None:
     if not Path(checkpoint).is_dir():
         raise ConfigError(f"resume_from_checkpoint: checkpoint dir not found: {checkpoint}")
     saved, wanted = _saved_fingerprint(Path(checkpoint)), run_fingerprint(config)
+    where = f"resume_from_checkpoint: {checkpoint}"
     if saved is None:
-        raise ConfigError(f"resume_from_checkpoint: {checkpoint} has no {FINGERPRINT_FILE}, so what it was trained "
-                          "from is unknown; start fresh in another --output_dir")
-    changed = sorted(key for key in set(wanted["settings"]) | set(saved.get("settings", {}))
-                     if wanted["settings"].get(key) != saved.get("settings", {}).get(key))
-    changed += [f"{name} files" for name, value in wanted["files"].items() if saved.get("files", {}).get(name) != value]
+        raise ConfigError(unknown_origin(where, FINGERPRINT_FILE, "start fresh in another --output_dir",
+                                         what="the checkpoint"))
+    # what counts: the settings and the files read (settings_hash only summarises the settings)
+    changed = changes({key: saved.get(key) for key in ("settings", "files")},
+                      {key: wanted[key] for key in ("settings", "files")})
     if changed:
-        raise ConfigError(f"resume_from_checkpoint: {checkpoint} was trained with other {', '.join(changed)}; "
-                          "resume with the same data, model and settings, or start fresh in another --output_dir")
+        raise ConfigError(refusal(where, changed, "resume with the same data, model and settings, or start fresh in "
+                                  "another --output_dir", what="the checkpoint"))
     problem = schedule_problem(config, Path(checkpoint))
     if problem:
         raise ConfigError(problem)
