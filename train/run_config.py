@@ -23,12 +23,10 @@ from pathlib import Path
 from nli_finetune.data_io import (
     DataError,
     atomic_write_json,
-    content_fingerprint,
-    path_fingerprint,
     path_overlap,
     read_records,
 )
-from nli_finetune.resume import changes, refusal, unknown_origin
+from nli_finetune.resume import changes, fingerprint, refusal, unknown_origin
 from train.config_loader import ConfigError, load_config
 from train.config_schema import TrainConfig
 
@@ -345,13 +343,8 @@ def run_fingerprint(config: TrainConfig) -> dict:
     """What a checkpoint's weights were computed from: the settings that change them (every key not
     marked resume_neutral in train/config_schema.py) and the files read."""
     settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.metadata["resume_neutral"]}
-    files = {"train_data": path_fingerprint(config.train_data), "base model": path_fingerprint(config.model_id)}
-    if config.tokenizer_id:
-        files["tokenizer"] = path_fingerprint(config.tokenizer_id)
-    if config.init_adapter:
-        files["init_adapter"] = path_fingerprint(config.init_adapter)
-    return {"settings": json.loads(json.dumps(settings)), "settings_hash": content_fingerprint(settings),
-            "files": files}
+    return fingerprint(settings, {"train_data": config.train_data, "base model": config.model_id,
+                                  "tokenizer": config.tokenizer_id or None, "init_adapter": config.init_adapter or None})
 
 
 def write_fingerprint(folder, fingerprint: dict) -> None:
