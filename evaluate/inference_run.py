@@ -1,6 +1,6 @@
 """What one `sample_model` run does, settled once, and the interface its backends share.
 
-    run = resolve_run(build_parser().parse_args(argv))   # evaluate/sample_model.py: a frozen InferenceRun
+    run = resolve_run(build_parser().parse_args(argv))   # sample_model's options -> a frozen InferenceRun
     backend = load_backend(run)                          # hf_backend.py, vllm_backend.py or api_backend.py
 
 `resolve_run` reads the parsed arguments and the model's contract (model_contract.resolve_model_use, which
@@ -9,15 +9,97 @@ the frozen `InferenceRun`, never the arguments. A `Backend` answers the run's it
 each label's answer (`score`, the HF backend only) and frees what it holds (`close`).
 """
 
+import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from evaluate.backend import SCORING_NEEDS, Backend
 from nli_finetune import REPO_ROOT
+from nli_finetune.cli import ArgumentParser, above_zero, at_least, parse_bool
 from nli_finetune.data_io import DataError
 from nli_finetune.llm_api import PROVIDERS
 from nli_finetune.model_contract import ModelContract, resolve_model_use
-from prompts import get_task
+from prompts import TASKS, get_task
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n such as 0/4, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """sample_model's options (its entry script passes its docstring as the description); the study reads an
+    arm's eval options with this same parser at load."""
+    p = ArgumentParser(prog="python -m evaluate.sample_model", description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_id", default=None, help="base model dir / hub id, or a LoRA adapter dir "
+                   "(required except with --backend openai)")
+    p.add_argument("--test_file", required=True, help="CSV or JSONL with the task's inputs (+ optional label, id)")
+    p.add_argument("--output_file", default=None, help="results JSON (default results/<model>-<data>.json)")
+    p.add_argument("--output_csv", default=None, help="results CSV (default: the JSON path with .csv)")
+    p.add_argument("--task", default=None, choices=sorted(TASKS),
+                   help="default: the task in the model's model_contract.json, else nli")
+    p.add_argument("--ignore_contract", action="store_true",
+                   help="run even when --task or the tokenizer contradicts the model's model_contract.json")
+    p.add_argument("--batch_size", type=at_least(1), default=8)
+    p.add_argument("--max_new_tokens", type=at_least(1), default=512)
+    p.add_argument("--max_prompt_tokens", type=at_least(1), default=None,
+                   help="longer prompts lose their start (the instruction at the end is kept)")
+    p.add_argument("--stop_at_json", type=parse_bool, default=None,
+                   help="stop a sequence once it has written a complete JSON object (default: true for label "
+                        "tasks, false for free_text)")
+    p.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf",
+                   help="openai: an OpenAI-compatible chat-completions endpoint (see the API options)")
+    p.add_argument("--decoder", choices=["auto", "generate"], default="auto",
+                   help="hf backend: auto = greedy_decode.py where the model allows it (same tokens, "
+                        "faster), generate = always transformers' generate")
+    p.add_argument("--scoring", choices=["generate", "logprob"], default="generate",
+                   help="hf backend, label tasks: logprob = predict the label whose answer the model finds most "
+                        "probable (label_scoring.py; label_probs per record, ECE/Brier/ROC AUC and a reliability "
+                        "diagram); chain-of-thought tasks generate the reasoning first")
+    p.add_argument("--no_calibration", action="store_true",
+                   help="--scoring logprob: ignore the model's calibration.json (evaluate.calibrate)")
+    p.add_argument("--abstain_below", type=unit_interval, default=None,
+                   help="--scoring logprob: mark answers whose (calibrated) probability is below P as abstained "
+                        "(default: the threshold evaluate.calibrate --target_accuracy stored, else none; 0: none)")
+    p.add_argument("--json_schema", action="store_true",
+                   help="vllm: constrain answers to the task's JSON answer schema (prompts.Task.answer_schema)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--load_in_4bit", type=parse_bool, default=None, help="default: true on CUDA, false elsewhere")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--base_model", default=None, help="override the base named in adapter_config.json")
+    p.add_argument("--allow_other_base", action="store_true",
+                   help="run an adapter on a base other than the one its model_contract.json records (the "
+                        "results then say so in settings.other_base)")
+    p.add_argument("--shard", type=parse_shard, default=None, help="i/n: run only shard i of n")
+    p.add_argument("--limit", type=at_least(1), default=None, help="only the first N rows")
+    p.add_argument("--restart", action="store_true", help="discard saved progress and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    api = p.add_argument_group("API options (--backend openai); the key comes from the provider's variable "
+                               "in the environment or .env (local: API_KEY or SERVE_API_KEY)")
+    api.add_argument("--api", choices=sorted(PROVIDERS), default="local", help="provider defaults (default: local)")
+    api.add_argument("--api_base", "--api-base", default=None, help="base URL, e.g. http://127.0.0.1:8000/v1")
+    api.add_argument("--model_name", "--model-name", default=None, help="the model name the endpoint serves")
+    api.add_argument("--workers", type=at_least(1), default=8, help="concurrent requests")
+    api.add_argument("--requests_per_minute", type=above_zero, default=None, help="stay under a quota")
+    api.add_argument("--max_attempts", type=at_least(1), default=6, help="HTTP attempts per request")
+    api.add_argument("--timeout", type=above_zero, default=120.0, help="seconds per HTTP request")
+    return p
 
 
 @dataclass(frozen=True)

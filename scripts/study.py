@@ -393,7 +393,7 @@ def check_eval_options(arm: dict, where: str) -> None:
     import difflib
     import io
 
-    from evaluate.sample_model import build_parser
+    from evaluate.inference_run import build_parser
     parser = build_parser()
     flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
     for key in arm["eval"]:

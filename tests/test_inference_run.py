@@ -44,8 +44,7 @@ def test_p3_sample_model_never_assigns_to_its_parsed_arguments():
 
 
 def resolve(*argv):
-    from evaluate.inference_run import resolve_run
-    from evaluate.sample_model import build_parser
+    from evaluate.inference_run import build_parser, resolve_run
     return resolve_run(build_parser().parse_args(["--test_file", str(SAMPLE), *map(str, argv)]))
 
 
