@@ -34,7 +34,7 @@ def answer_end(text: str, task) -> int | None:
     return None
 
 
-def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool, task="nli") -> dict:
+def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool, task) -> dict:
     """The record fields the local backends give, from one checked chat-completions choice."""
     text = choice["message"]["content"]
     reason = "eos" if choice.get("finish_reason") == "stop" else "length"

@@ -38,7 +38,9 @@ def read_results(path: Path) -> dict:
 
 def rescore(path: Path, strict: bool) -> dict:
     data = read_results(path)
-    task = data["settings"].get("task", "nli")
+    task = data["settings"].get("task")
+    if not isinstance(task, str):  # a missing task is an error, never a default
+        raise DataError(f"{path}: field 'settings.task': {task!r} is not a task name")
     records = []
     for record in data["records"]:
         label, method = answer_label(record["raw_output"], task)

@@ -86,7 +86,7 @@ def _sft_messages_and_label(record: dict, task: str, where: str):
     return turns[:first_answer], _reference_label(turns[first_answer]["content"], get_task(task), where, field)
 
 
-def load_eval_items(path, tokenizer, task: str = "nli", limit: int | None = None) -> tuple[list[EvalItem], bool]:
+def load_eval_items(path, tokenizer, task: str, limit: int | None = None) -> tuple[list[EvalItem], bool]:
     """(items, has_labels). Raw rows need the task's input fields; a label, when present, must be in
     the task's label set. Ids come from an `id` column, else the row number; duplicates are errors."""
     task = get_task(task)

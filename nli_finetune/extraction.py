@@ -15,7 +15,7 @@ seconds, not hours. Its string/escape state machine, `JsonScanner`, is the only 
 at a closed JSON answer (generation.JsonCloseTracker) feeds it one token at a time.
 
     from nli_finetune.extraction import extract_label
-    extract_label('{"thought_process": "...", "predicted_label": 1}')   # -> (1, "json")
+    extract_label('{"thought_process": "...", "predicted_label": 1}', "nli")   # -> (1, "json")
 """
 
 import json
@@ -257,7 +257,7 @@ def _value_at(text: str, index: int):
     return value if re.fullmatch(r"\s*(?:[,}].*)?", text[end:], re.DOTALL) else None
 
 
-def extract_label(generated_text: str, task="nli"):
+def extract_label(generated_text: str, task):
     """(label or None, method) for one generated answer; method is "json", "phrase" or "none".
     A complete JSON object that holds the label field decides: the first valid label wins, and when
     every such object holds an invalid value ("0 or 1", 1.5, null) the answer is None, never read

@@ -129,8 +129,8 @@ def add_row(run: Run, path, number: int, row: dict) -> None:
 
 def sample_model_run(path, data: dict) -> Run:
     settings = data["settings"]
-    task_name = settings.get("task", "nli")
-    if not isinstance(task_name, str):
+    task_name = settings.get("task")
+    if not isinstance(task_name, str):  # a missing task is an error, never a default
         raise DataError(f"{path}: field 'settings.task': {task_name!r} is not a task name")
     task = TASKS.get(task_name)
     records = checked_records(path, data["records"], "")

@@ -25,7 +25,7 @@ CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "question_an
 CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
 
 
-def detect_format(record: dict, task="nli") -> str | None:
+def detect_format(record: dict, task) -> str | None:
     """The record's format; a raw row (`record`) is one that holds every input field of `task`."""
     if "tagged_response" in record:
         return "confidence"

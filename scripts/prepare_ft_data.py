@@ -56,7 +56,7 @@ from prompts import TASKS
 RATIONALE_SUFFIX = ":rationale"  # a rationale row's id: the pair's id + this, so dedupe keeps both rows
 
 
-def to_example(row: dict, label: int, source: str, task: str = "nli") -> dict:
+def to_example(row: dict, label: int, source: str, task: str) -> dict:
     """A prompt/completion example; it keeps its pair, so leakage is checked on the example's own text."""
     task = TASKS[task]
     answer = task.answer(label, row.get("thought_process"))
@@ -129,9 +129,9 @@ def build(originals, reflections, ablation: int):
         correct = row["predicted_label"] == row["true_label"]
         stats["originals_correct" if correct else "originals_wrong"] += 1
         if ablation == 3:
-            examples.append(to_example(row, row["predicted_label"], "original"))
+            examples.append(to_example(row, row["predicted_label"], "original", "nli"))
         elif correct:
-            examples.append(to_example(row, row["true_label"], "original"))
+            examples.append(to_example(row, row["true_label"], "original", "nli"))
     if ablation == 2:
         for row in reflections:
             if row["reflection_label"] != row["true_label"]:
@@ -139,7 +139,7 @@ def build(originals, reflections, ablation: int):
                 disagreeing.append(row["id"])
                 continue
             stats["reflections_used"] += 1
-            examples.append(to_example(row, row["true_label"], "reflection"))
+            examples.append(to_example(row, row["true_label"], "reflection", "nli"))
     return examples, stats, disagreeing
 
 

@@ -45,7 +45,7 @@ GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1
     ('{"thought_process": "no label field"} Final label: 0', (0, "phrase")),
 ])
 def test_extract_label(text, expected):
-    assert extract_label(text) == expected
+    assert extract_label(text, "nli") == expected
 
 
 def test_other_tasks_plug_in_as_data():
@@ -104,7 +104,7 @@ def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data()
     '{"thought_process": "t", "predicted_label": 0, "predicted_label": 1}',
 ])
 def test_ambiguous_answers_are_parse_failures(text):
-    assert extract_label(text) == (None, "none")
+    assert extract_label(text, "nli") == (None, "none")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -119,7 +119,7 @@ def test_ambiguous_answers_are_parse_failures(text):
     ("Premise says {a dog}; so the answer is {\"predicted_label\": 1}", (1, "json")),
 ])
 def test_unambiguous_answers_still_parse(text, expected):
-    assert extract_label(text) == expected
+    assert extract_label(text, "nli") == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -132,7 +132,7 @@ def test_unambiguous_answers_still_parse(text, expected):
 def test_extraction_is_linear_in_the_number_of_braces(text):
     import time
     started = time.perf_counter()
-    extract_label(text)
+    extract_label(text, "nli")
     count_json_objects(text)
     assert time.perf_counter() - started < 5  # 20,000 braces took 32.9 s when each rescanned the rest
 

@@ -180,7 +180,7 @@ def test_a_free_text_run_has_answers_but_no_labels_to_parse(tmp_path):
     (json.dumps({"settings": {"task": "nli"}, "records": [{"id": 1}]}), "record 1: field 'raw_output'"),
     ('{"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": "", "label_probs": {"0": NaN, "1": 2}}]}',
      "record 1: field 'label_probs': nan is not a probability"),
-    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": ""}, {"id": 1, "raw_output": ""}]}),
+    (json.dumps({"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": ""}, {"id": 1, "raw_output": ""}]}),
      "record 2: field 'id': '1' appears twice"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, content, message):
@@ -189,29 +189,31 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, c
 
 @pytest.mark.parametrize("content, message", [
     # M5: every number the page reads is a finite number of the right type (NaN broke the page's JSON)
-    ('{"settings": {}, "timing": {"samples_per_s": NaN}, "records": [{"id": 1, "raw_output": ""}]}',
+    ('{"settings": {"task": "nli"}, "timing": {"samples_per_s": NaN}, "records": [{"id": 1, "raw_output": ""}]}',
      "field 'timing.samples_per_s': nan is not a finite number"),
-    ('{"settings": {}, "timing": {"samples_per_s": Infinity}, "records": [{"id": 1, "raw_output": ""}]}',
+    ('{"settings": {"task": "nli"}, "timing": {"samples_per_s": Infinity}, "records": [{"id": 1, "raw_output": ""}]}',
      "field 'timing.samples_per_s': inf is not a finite number"),
-    (json.dumps({"settings": {}, "timing": {"samples_per_s": "fast"}, "records": [{"id": 1, "raw_output": ""}]}),
+    (json.dumps({"settings": {"task": "nli"}, "timing": {"samples_per_s": "fast"}, "records": [{"id": 1, "raw_output": ""}]}),
      "field 'timing.samples_per_s': 'fast' is not a finite number"),
-    (json.dumps({"settings": {}, "timing": {"samples_per_s": True}, "records": [{"id": 1, "raw_output": ""}]}),
+    (json.dumps({"settings": {"task": "nli"}, "timing": {"samples_per_s": True}, "records": [{"id": 1, "raw_output": ""}]}),
      "field 'timing.samples_per_s': True is not a finite number"),
-    (json.dumps({"settings": {}, "timing": {"samples_per_s": -3}, "records": [{"id": 1, "raw_output": ""}]}),
+    (json.dumps({"settings": {"task": "nli"}, "timing": {"samples_per_s": -3}, "records": [{"id": 1, "raw_output": ""}]}),
      "field 'timing.samples_per_s': -3 is not a finite number"),
-    ('{"settings": {}, "records": [{"id": 1, "raw_output": "", "correct": NaN}]}',
+    ('{"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": "", "correct": NaN}]}',
      "record 1: field 'correct': nan is not true, false or null"),
-    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": "", "correct": "yes"}]}),
+    (json.dumps({"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": "", "correct": "yes"}]}),
      "record 1: field 'correct': 'yes' is not true, false or null"),
     (json.dumps({"v.jsonl": {"metrics": {}, "records": [{"id": 1, "answer_correct": 1}]}}),
      "record 1: field 'answer_correct': 1 is not true, false or null"),
     # LOW: a non-number probability or a timing that is not an object: one line, not a traceback
-    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": "", "label_probs": {"0": "x", "1": 0.5}}]}),
+    (json.dumps({"settings": {"task": "nli"}, "records": [{"id": 1, "raw_output": "", "label_probs": {"0": "x", "1": 0.5}}]}),
      "record 1: field 'label_probs': 'x' is not a probability"),
-    (json.dumps({"settings": {}, "timing": [1, 2], "records": [{"id": 1, "raw_output": ""}]}),
+    (json.dumps({"settings": {"task": "nli"}, "timing": [1, 2], "records": [{"id": 1, "raw_output": ""}]}),
      "field 'timing': [1, 2] is not an object"),
     (json.dumps({"settings": {"task": ["nli"]}, "records": [{"id": 1, "raw_output": ""}]}),
      "field 'settings.task': ['nli'] is not a task name"),
+    # issue 44: a missing task is an error, never the default "nli"
+    (json.dumps({"settings": {}, "records": [{"id": 1, "raw_output": ""}]}), "field 'settings.task': None is not a task name"),
 ])
 def test_m5_and_low_nan_infinity_strings_and_mistyped_fields_are_one_line_and_exit_2(tmp_path, capsys, content,
                                                                                      message):

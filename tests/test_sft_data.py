@@ -82,8 +82,8 @@ def test_formats_agree_on_the_prompt(tokenizers):
         "messages": {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": completion}]},
         "prompt_response": {"prompt": user, "response": completion},
     }
-    tokenized = {fmt: tokenize_example(tok, r, detect_format(r), "nli", 2048, "drop", fmt) for fmt, r in records.items()}
-    assert {detect_format(r) for r in records.values()} == set(records)
+    tokenized = {fmt: tokenize_example(tok, r, detect_format(r, "nli"), "nli", 2048, "drop", fmt) for fmt, r in records.items()}
+    assert {detect_format(r, "nli") for r in records.values()} == set(records)
     first = tokenized["record"]
     for fmt, ex in tokenized.items():
         assert ex == first, fmt
@@ -254,7 +254,7 @@ def test_one_format_detector_serves_training_evaluation_and_combine_datasets(tok
     from scripts import combine_datasets
     tok = tokenizers["llama"]
     row = {"question": "What is the median of 1, 2, 9?", "answer": 2}
-    assert detect_format(row) == "question_answer" and detect_format(row, "boolq") == "record"
+    assert detect_format(row, "nli") == "question_answer" and detect_format(row, "boolq") == "record"
     example = tokenize_example(tok, row, "question_answer", "free_text", 256, "drop", "row 1")
     assert tok.decode(trained_part(example), skip_special_tokens=True) == "2"
     assert combine_datasets.to_messages(row, "auto", "row 1", None)[-1] == {"role": "assistant", "content": "2"}
