@@ -117,15 +117,8 @@ DEV = Path(__file__).resolve().parent.parent / "data/sample/dev_300.csv"
 
 def tuning_file(tmp_path, rows=12, name="tune.csv"):
     """The first `rows` pairs of dev_300 (both labels among them)."""
-    lines = DEV.read_text(encoding="utf-8").splitlines(keepends=True)
-    import csv
-    records = list(csv.DictReader(lines))[:rows]
-    assert len({r["label"] for r in records}) == 2
-    path = tmp_path / name
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["premise", "hypothesis", "label"])
-        writer.writeheader()
-        writer.writerows(records)
+    path = dev_rows(tmp_path, 0, rows, name)
+    assert len({line.rsplit(",", 1)[1] for line in path.read_text().splitlines()[1:]}) == 2
     return path
 
 
