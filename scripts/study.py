@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated training seeds, e.g. 42,2,3: every trained arm runs once per seed "
                         "(default: the config's `seeds`, else each arm's own seed)")
     p.add_argument("--output_dir", default=None, help="default results/study/<name>/")
+    p.add_argument("--keep_trained", action="store_true",
+                   help="keep finished data and training stages whose only change is the project code (an upgrade "
+                        "of the toolkit); the log and the table name each stage kept")
     p.add_argument("--report_on", choices=("tune", "test"), default="tune",
                    help="evaluate every arm on the config's tune_file (default: where recipes are compared) or on "
                         "its test_file (each such look is counted in <output_dir>/test_ledger.json)")
@@ -240,6 +243,7 @@ def load_study(path: str, args) -> dict:
         if study[key] is not None and not in_repo(study[key]).is_file():
             raise DataError(f"{path}: {key} {study[key]} does not exist")
     study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
+    study["keep_trained"], study["kept"] = args.keep_trained, []
     return study
 
 
@@ -632,6 +636,10 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]):
         log(f"arm {name}: {stage} skipped (finished, inputs unchanged)")
         return
+    if kept_under_earlier_code(study, stage, state, inputs[stage]):
+        log(f"arm {name}: {stage} kept (finished under earlier project code; --keep_trained)")
+        study["kept"].append(f"{name} {stage}")
+        return
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
     evaluation = stage in SPLIT_STAGE.values()  # its resume keys: eval_started, eval_test_started, ...
@@ -678,6 +686,14 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
 
 
+def kept_under_earlier_code(study: dict, stage: str, state: dict, now: dict) -> bool:
+    """With --keep_trained: a finished data or training stage whose inputs differ only in the project code.
+    Its record stays as it is, so the stages computed from it are judged against what really ran."""
+    saved = state.get(stage, {}).get("inputs")
+    return (study.get("keep_trained", False) and stage in ("data", "train") and saved is not None
+            and set(changes(saved, now)) <= {"code"})
+
+
 def earlier_eval_seconds(state: dict, log_path: Path, stage: str = "eval") -> float:
     """The seconds the stopped parts of an evaluation spent: each part's until its log's last write (a part
     killed with the study recorded no end of its own)."""
@@ -717,6 +733,8 @@ def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
         inputs = redact_data(stage_inputs(study, arm, args, states))
+        if f"{arm['name']} train" in study["kept"] and stage in inputs:  # judged by the model that really ran
+            inputs[stage]["model"] = content_fingerprint(state["train"]["inputs"])
         if stage in inputs:
             run_stage(stage, study, arm, inputs, state, arm_dir, log)
     return state
@@ -1015,6 +1033,8 @@ def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path
     results page, into `folder`; the test file's are table_test.* and so on, headed by the ledger's count."""
     sfx, where = study["suffix"], f"{study['model']} on {study['eval_file']} (the {study['split']} file)"
     note = study.get("ledger_note", "")
+    if study.get("kept"):  # a reader must know which models the current code did not produce
+        note += (f"**Kept from earlier project code (--keep_trained):** {', '.join(study['kept'])}.\n\n")
     atomic_write_json(folder / f"table{sfx}.json", rows)
     atomic_write_text(folder / f"table{sfx}.csv", csv_text(rows))
     atomic_write_text(folder / f"table{sfx}.md", f"# Study {study['name']}: {where}\n\n{note}"

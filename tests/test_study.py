@@ -378,10 +378,11 @@ def stale_study(tmp_path, monkeypatch):
             Path(command[command.index("--output-file") + 1]).write_text('{"same": "train.jsonl"}\n')
         return 0
 
-    def run():
+    def run(*options):
         sys.modules.pop("base_recipe", None)  # a new study process imports the file as it is now
         monkeypatch.setattr(study.subprocess, "call", fake_call)
-        args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+        args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out"),
+                                                *options])
         loaded, states, lines = study.load_study(args.config, args), {}, []
         for arm in loaded["arms"]:
             states[arm["name"]] = study.run_arm(loaded, arm, args, lines.append, states)
@@ -429,6 +430,26 @@ def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch
     lines = run()
     for stage in ("data", "train", "eval"):  # (the evaluation's model changed too: it is retrained)
         assert any(line.startswith(f"arm label_only: {stage} redone (code") for line in lines), lines
+
+
+def test_keep_trained_keeps_what_only_a_code_change_would_redo(stale_study, monkeypatch):
+    import scripts.study as study
+    tmp_path, run = stale_study
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'a'\n")
+    monkeypatch.setattr(study, "COMMON_SOURCES", (*study.COMMON_SOURCES, str(tmp_path / "prompts_copy.py")))
+    run()
+    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'b'\n")
+    lines = run("--keep_trained")
+    assert "arm label_only: data kept (finished under earlier project code; --keep_trained)" in lines, lines
+    assert "arm label_only: train kept (finished under earlier project code; --keep_trained)" in lines, lines
+    assert "arm label_only: eval redone (code)" in lines, lines  # judged by the kept model: only its own code
+    assert "arm label_only_scored: eval redone (code)" in lines, lines
+    again = run("--keep_trained")  # kept stages stay kept; the evaluations are done
+    assert all(" skipped (" in line or " kept (" in line for line in again), again
+    assert any(" kept (" in line for line in again), again
+    (tmp_path / "base_recipe.py").write_text("from train.configs.tiny_cpu import *  # noqa\nlearning_rate = 2e-3\n")
+    lines = run("--keep_trained")  # anything but the code still retrains
+    assert any(line.startswith("arm label_only: train redone (code, resolved_config)") for line in lines), lines
 
 
 def test_h6_a_changed_gold_label_redoes_the_evaluations_not_the_training(stale_study):
