@@ -272,3 +272,35 @@ def selective_report(confidence, correct) -> dict:
     return {"risk_coverage": curve, "aurc": aurc(curve),
             "coverage_at_accuracy": {f"{target:.2f}": (threshold_for_accuracy(curve, target) or {}).get("coverage")
                                      for target in COVERAGE_TARGETS}}
+
+
+def probability_scores(probs, gold) -> dict:
+    """NLL, ECE (equal-width, top-label), Brier (top-label) and AURC of label probabilities [examples, labels]
+    against gold column indices: the definitions above, in numpy, so a bootstrap can afford 1,000 of them."""
+    probs, gold = np.asarray(probs, dtype=float), np.asarray(gold, dtype=int)
+    confidence, correct = probs.max(axis=1), (probs.argmax(axis=1) == gold).astype(float)
+    edges = np.arange(11) / 10  # the same floats as expected_calibration_error's b / n_bins
+    bins = np.minimum(np.searchsorted(edges, confidence, side="right") - 1, 9)
+    counts = np.bincount(bins, minlength=10)
+    gaps = np.abs(np.bincount(bins, confidence - correct, minlength=10))  # |sum(conf - acc)| per bin
+    order = np.argsort(-confidence, kind="stable")
+    right = np.cumsum(correct[order])
+    ends = np.flatnonzero(np.append(confidence[order][1:] != confidence[order][:-1], True))  # tied groups end
+    coverage = (ends + 1) / len(order)
+    risk = 1.0 - right[ends] / (ends + 1)
+    picked = probs[np.arange(len(gold)), gold]
+    return {"nll": float(-np.mean(np.maximum(np.log(np.maximum(picked, 1e-300)), LOG_FLOOR))),
+            "ece": float(gaps[counts > 0].sum() / len(order)), "brier": float(np.mean((confidence - correct) ** 2)),
+            "aurc": float(np.sum(np.diff(coverage, prepend=0.0) * risk))}
+
+
+def probability_intervals(probs, gold, *, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of probability_scores' NLL, ECE, Brier and AURC: examples resampled
+    with replacement, seeded (a rerun prints the same interval): {"nll": [lo, hi], ...}."""
+    probs, gold = np.asarray(probs, dtype=float), np.asarray(gold, dtype=int)
+    rng = np.random.default_rng(seed)
+    drawn = [probability_scores(probs[picks], gold[picks])
+             for picks in (rng.integers(0, len(gold), len(gold)) for _ in range(samples))]
+    tail = (1 - level) / 2
+    return {key: [float(np.quantile([d[key] for d in drawn], tail)), float(np.quantile([d[key] for d in drawn], 1 - tail))]
+            for key in drawn[0]}

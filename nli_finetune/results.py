@@ -98,9 +98,10 @@ def answer_confidence(record: dict) -> float | None:
 def scored_metrics(records: list[dict], task: str, has_labels: bool) -> dict:
     """What scored labels add (issue #43): the raw NLL; ECE / Brier / NLL after calibration (calibrated_*)
     where records carry calibrated probabilities; the risk-coverage curve, AURC and coverage at 90/95/99%
-    accuracy; and with abstention (records marked `abstained`) the coverage and the accuracy of the answered
-    examples, with 95% Wilson intervals, beside the full-set numbers."""
-    from nli_finetune.calibration import log_prob_rows, negative_log_likelihood, selective_report
+    accuracy; 95% bootstrap intervals of NLL, ECE, Brier and AURC, raw and calibrated (`*_ci`); and with
+    abstention (records marked `abstained`) the coverage and the accuracy of the answered examples, with 95%
+    Wilson intervals, beside the full-set numbers."""
+    from nli_finetune.calibration import log_prob_rows, negative_log_likelihood, probability_intervals, selective_report
     labels = [str(label) for label in get_task(task).labels]
     scored = [r for r in records if r.get("label_probs") and r["predicted_label"] is not None]
     if not has_labels or not scored:
@@ -112,6 +113,10 @@ def scored_metrics(records: list[dict], task: str, has_labels: bool) -> dict:
         metrics |= {f"calibrated_{k}": v for k, v in probability_metrics([r["true_label"] for r in scored], calibrated,
                                                                           list(get_task(task).labels)).items()}
         metrics["calibrated_nll"] = negative_log_likelihood(np.exp(log_prob_rows(calibrated, labels)), gold)
+    for prefix, field in (("", "label_probs"), ("calibrated_", "calibrated_label_probs")):
+        if all(r.get(field) for r in scored):
+            probs = np.exp(log_prob_rows([r[field] for r in scored], labels))
+            metrics |= {f"{prefix}{k}_ci": v for k, v in probability_intervals(probs, gold).items()}
     report = selective_report([answer_confidence(r) for r in scored], [bool(r["correct"]) for r in scored])
     metrics |= {k: report[k] for k in ("aurc", "coverage_at_accuracy", "risk_coverage")}
     if any("abstained" in r for r in records):

@@ -15,6 +15,8 @@ from nli_finetune.calibration import (
     fit_temperature,
     log_prob_rows,
     negative_log_likelihood,
+    probability_intervals,
+    probability_scores,
     risk_coverage,
     selective_report,
     threshold_for_accuracy,
@@ -366,6 +368,9 @@ def test_p3_a_calibrated_model_records_raw_and_calibrated_probabilities_and_metr
     for key in ("ece", "brier", "nll", "calibrated_ece", "calibrated_brier", "calibrated_nll", "aurc",
                 "risk_coverage", "coverage_at_accuracy"):
         assert key in metrics, key
+    for key in ("nll", "ece", "brier", "aurc", "calibrated_nll", "calibrated_ece", "calibrated_brier"):
+        low, high = metrics[f"{key}_ci"]  # bootstrap intervals, raw and calibrated
+        assert 0 <= low <= high, key
     settings = result["settings"]
     assert settings["calibration"]["temperature"] == stored["temperature"]
     assert settings["abstain_below"] == stored["threshold"]["threshold"]  # the stored threshold is used
@@ -416,6 +421,37 @@ def test_p3_abstention_needs_scored_labels(tiny_mistral, tmp_path, capsys):
     assert sample(["--model_id", str(tiny_mistral), "--test_file", str(DEV), "--task", "nli_label",
                    "--abstain_below", "0.7", "--output_file", str(tmp_path / "o.json")]) == 2
     assert "--abstain_below needs --scoring logprob" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, labels", [(1, 2), (7, 3), (300, 2), (300, 3)])
+def test_p3_the_bootstraps_scores_equal_the_definitions_ties_included(n, labels):
+    rng = np.random.default_rng(n + labels)
+    logits = rng.normal(size=(n, labels)) * 2
+    logits[: n // 3] = np.round(logits[: n // 3])  # tied confidences: grouped as risk_coverage groups them
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    gold = rng.integers(0, labels, n)
+    confidence, correct = probs.max(axis=1).tolist(), (probs.argmax(axis=1) == gold).tolist()
+    scores = probability_scores(probs, gold)
+    assert scores["nll"] == pytest.approx(negative_log_likelihood(probs, gold), abs=1e-12)
+    assert scores["ece"] == pytest.approx(expected_calibration_error(confidence, correct), abs=1e-12)
+    assert scores["brier"] == pytest.approx(np.mean((np.array(confidence) - correct) ** 2), abs=1e-12)
+    assert scores["aurc"] == pytest.approx(aurc(risk_coverage(confidence, correct)), abs=1e-12)
+
+
+def test_p3_bootstrap_intervals_are_seeded_hold_the_estimate_and_narrow_with_n():
+    rng = np.random.default_rng(0)
+
+    def widths(n):
+        probs = rng.uniform(0.5, 1.0, n)
+        gold = (rng.uniform(size=n) > probs).astype(int)  # calibrated: right with probability p
+        rows = np.stack([probs, 1 - probs], axis=1)
+        intervals = probability_intervals(rows, gold, samples=300)
+        assert intervals == probability_intervals(rows, gold, samples=300)  # the same seed, the same interval
+        for key, value in probability_scores(rows, gold).items():
+            assert intervals[key][0] <= value <= intervals[key][1], key
+        return {key: high - low for key, (low, high) in intervals.items()}
+    small, large = widths(200), widths(3200)
+    assert all(large[key] < small[key] / 2 for key in small), (small, large)  # ~1/sqrt(n): a quarter
 
 
 def test_p3_wilson_interval_and_scored_metrics_by_hand():
