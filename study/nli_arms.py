@@ -50,15 +50,18 @@ label_only = {"name": "label_only", "data": ["--answer", "label", "--pairs", TEA
 # auxiliary target under its own "[rationale]" prompt, the teacher's correct thought for each pair. Rows
 # are examples: within the same 200 x 8, about 57% of the rows seen are label rows. Answers the label
 # only, so it is evaluated (and costs at inference) exactly as label_only.
-distill = {"name": "distill", "data": ["--answer", "distill", "--original-thoughts", TEACHER, "--rationale-weight", "1.0"],
+distill = {"name": "distill",
+           "data": ["--answer", "distill", "--original-thoughts", TEACHER, "--rationale-weight", "1.0"],
            "train": DISTILL_TRAIN, "eval": LABEL_EVAL}
 # The same with half the auxiliary target (the paper's loss weight, as a share of the pairs that get a
 # rationale row: ~73% of the rows seen are label rows instead of ~57%).
-distill_half = {"name": "distill_half", "data": ["--answer", "distill", "--original-thoughts", TEACHER,
-                                                 "--rationale-weight", "0.5"], "train": DISTILL_TRAIN, "eval": LABEL_EVAL}
+distill_half = {"name": "distill_half",
+                "data": ["--answer", "distill", "--original-thoughts", TEACHER, "--rationale-weight", "0.5"],
+                "train": DISTILL_TRAIN, "eval": LABEL_EVAL}
 # label_only's model, not retrained, with its labels scored instead of generated: the target is
 # an accuracy within 0.01 of label_only's and an ECE <= 0.10.
-label_only_scored = {"name": "label_only_scored", "model_of": "label_only", "eval": {**LABEL_EVAL, "scoring": "logprob"}}
+label_only_scored = {"name": "label_only_scored", "model_of": "label_only",
+                     "eval": {**LABEL_EVAL, "scoring": "logprob"}}
 # Ablation 1: only the teacher's correct thoughts, as chain-of-thought answers.
 ablation1 = {"name": "ablation1", "data": ["--ablation", "1", "--original-thoughts", TEACHER], "train": COT_TRAIN,
              "eval": COT_EVAL}
