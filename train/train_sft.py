@@ -334,17 +334,28 @@ def fit(trainer, model, config: TrainConfig, device: str, train_set, eval_set, r
     seconds = time.time() - started
     final_eval = trainer.evaluate() if eval_examples else {}
     checksums = gather_across_ranks(trainable_checksum(model))
+    examples_seen = examples_consumed(trainer.args, result.global_step)
     return {
         "train_loss": result.training_loss, "global_step": result.global_step,
         "train_runtime_s": seconds, "train_samples": len(train_examples),
         "eval_samples": len(eval_examples), "dropped_too_long": {
             "train": train_report.dropped_too_long, "eval": eval_report.dropped_too_long if eval_report else 0},
         "eval_loss": final_eval.get("eval_loss"), "best_checkpoint": trainer.state.best_model_checkpoint,
-        "trained_tokens_per_epoch": trained_tokens, "load_in_4bit": config.load_in_4bit,
+        "trained_tokens_per_epoch": trained_tokens, "examples_seen": examples_seen,
+        # the answer tokens the loss saw: that many examples at the training data's answer tokens per example
+        "answer_tokens_seen": round(examples_seen * trained_tokens / max(1, len(train_examples))),
+        "load_in_4bit": config.load_in_4bit,
         "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
         "resumed_from": resume, "attn_implementation": model.config._attn_implementation,
         "optimizer_state": optimizer_state_summary(trainer.optimizer),
     }
+
+
+def examples_consumed(args, steps: int) -> int:
+    """The training examples `steps` optimizer steps consumed, over every process: each step takes
+    grad_accumulation_steps batches of per_device_train_batch_size on each of world_size processes (an
+    epoch's short last batch is counted as a full one)."""
+    return steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
 def optimizer_state_summary(optimizer) -> dict:
