@@ -291,22 +291,27 @@ def with_controls(path: str, arms: list[Arm], automatic: bool, base: Arm, defaul
     baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
     steps the arm's own stage took. So the control differs from the arm in its data alone. An arm with
     "control_match": "tokens" (rows longer than the baseline's) gets a control trained on as many answer
-    tokens as it, stage by stage, instead: the steps the baseline's rows need for them."""
-    with_them = []
+    tokens as it, stage by stage, instead: the steps the baseline's rows need for them. An arm trained on a
+    subset of the pairs (prepare_ft_data.py --max-pairs) has its control trained on the same pairs, and an
+    arm on a "curve" has its control on "<curve>__control" (the baseline's recipe at the curve's budgets)."""
+    with_them, by_name = [], {arm.name: arm for arm in arms}
     for arm in arms:
         if not automatic or not arm.automatic_control or not base.trained or not needs_control(arm, base):
             with_them.append(arm)
             continue
         seed = arm.train.get("seed", default_seed)  # seeded like its arm: runs of the same seed share a name suffix
         control = dataclasses.replace(base, name=f"{arm.name}__control", arm_name=f"{arm.name}__control",
-                                      train={**base.train, "seed": seed}, control=None, control_match="steps",
-                                      curve=None, control_for=arm.name, steps_of=arm.name)
+                                      data=(*base.data, *pair_options(arm.data)), train={**base.train, "seed": seed},
+                                      control=None, control_match="steps",
+                                      curve=f"{arm.curve}__control" if arm.curve else None, control_for=arm.name,
+                                      steps_of=arm.name)
         if arm.control_match == "tokens":  # as many answer tokens as the arm, at the baseline's per step
             control = dataclasses.replace(control, tokens_per_step_of=base.name)
         stage1 = None
         if arm.init_from:
             stage1 = dataclasses.replace(control, name=f"{arm.name}__control_stage1",
-                                         arm_name=f"{arm.name}__control_stage1", steps_of=arm.init_from)
+                                         arm_name=f"{arm.name}__control_stage1", steps_of=arm.init_from, curve=None,
+                                         data=(*base.data, *pair_options(by_name[arm.init_from].data)))
             control = dataclasses.replace(control, init_from=stage1.name)
         with_them += [dataclasses.replace(arm, control=control.name), *([stage1] if stage1 else []), control]
     names = [arm.name for arm in with_them]
@@ -315,6 +320,20 @@ def with_controls(path: str, arms: list[Arm], automatic: bool, base: Arm, defaul
         raise DataError(f"{path}: an arm is named like the control the study adds ({', '.join(clash)}); rename it "
                         "or set its own \"control\"")
     return with_them
+
+
+def pair_options(data: tuple) -> list[str]:
+    """The prepare_ft_data.py options of `data` that pick which labelled pairs it trains on: --max-pairs N and
+    the --seed that draws them, as given (--key value or --key=value); none when it trains on every pair."""
+    options = [str(option) for option in data]
+    keys = [option.split("=", 1)[0] for option in options]
+    if "--max-pairs" not in keys:
+        return []
+    picked = []
+    for index, (option, key) in enumerate(zip(options, keys)):
+        if key in ("--max-pairs", "--seed"):
+            picked += [option] if "=" in option else options[index:index + 2]
+    return picked
 
 
 def needs_control(arm: Arm, base: Arm) -> bool:

@@ -864,6 +864,34 @@ def test_issue42_a_curve_is_a_name():
         arm_from_config({**arm, "curve": 400}, "c.py")
 
 
+def test_issue42_a_control_trains_on_its_arms_pairs_and_lies_on_its_arms_curves_control_curve(monkeypatch):
+    from scripts.study import build_parser, load_study, pair_options
+    assert pair_options(("--answer", "label", "--max-pairs", "250", "--seed", "3")) == ["--max-pairs", "250", "--seed",
+                                                                                         "3"]
+    assert pair_options(("--max-pairs=250", "--pairs", "p.csv")) == ["--max-pairs=250"]
+    assert pair_options(("--answer", "label", "--seed", "3")) == []  # every pair: the seed picks none
+    monkeypatch.chdir(REPO_ROOT)
+    config = "study/nli_smollm2_compute.py"
+    study = load_study(config, build_parser().parse_args(["--config", config, "--seeds", "42"]))
+    runs = {run.name: run for run in study.runs}
+    curves = {}
+    for run in runs.values():
+        curves.setdefault(run.curve, []).append(run.name)
+    assert curves["label_only"] == ["label_only", "label_only_200", "label_only_542", "label_only_800"]
+    assert curves["two_stage"] == ["label_after_rationales_258", "label_after_rationales"]
+    assert curves["two_stage__control"] == ["label_after_rationales_258__control", "label_after_rationales__control"]
+    label_only = runs["label_only"].data
+    for control in ("label_after_rationales__control", "label_after_rationales__control_stage1"):
+        assert runs[control].data == label_only  # every pair, as its arm
+    for pairs in (250, 500, 1000):  # label-only on the same pairs, at the two stages' steps
+        arm = f"label_after_rationales_pairs{pairs}"
+        assert runs[arm].init_from == f"rationales_half_pairs{pairs}" and runs[arm].curve == "two_stage_by_pairs"
+        assert runs[f"{arm}__control"].data == runs[f"{arm}__control_stage1"].data == (*label_only, "--max-pairs",
+                                                                                       str(pairs))
+        assert runs[f"{arm}__control_stage1"].steps_of == f"rationales_half_pairs{pairs}"
+        assert runs[f"{arm}__control"].curve == "two_stage_by_pairs__control"
+
+
 # --- issue 42: controls, tune/test split and ledger, Holm and pooled statistics, --plan --------------------
 
 LABEL = ["--answer", "label", "--pairs", "data/sample/trial.csv"]
