@@ -34,6 +34,8 @@ class Arm:
     control: str | None = None        # the run it is compared with as its compute-matched control
     automatic_control: bool = True    # whether the runner may add that control (False: the config named one, or None)
     control_match: str = "steps"      # what its automatic control matches: optimizer "steps" or answer "tokens"
+    curve: str | None = None          # a name the arms of one recipe at several budgets share: accuracy_vs_compute.png
+                                      # joins their runs (of one seed) by a line; None: a point of its own
     seed: int | None = None           # the seed it trains with (None: untrained, or not yet a run)
     control_for: str | None = None    # a control: the arm it is the control of
     steps_of: str | None = None       # a control: the run whose optimizer steps it trains for
@@ -76,7 +78,7 @@ class Study:
 
 
 # The keys an arm of a study config may set (the others are the runner's own).
-CONFIG_KEYS = ("name", "data", "train", "eval", "model_of", "init_from", "control", "control_match")
+CONFIG_KEYS = ("name", "data", "train", "eval", "model_of", "init_from", "control", "control_match", "curve")
 
 
 def arm_from_config(arm, where: str) -> Arm:
@@ -93,6 +95,8 @@ def arm_from_config(arm, where: str) -> Arm:
         raise DataError(f"{where}: field 'eval' must be a dict with at least a 'task'")
     if arm.get("train") is not None and not isinstance(arm["train"], dict):
         raise DataError(f"{where}: field 'train' must be a dict of training options, or None (untrained)")
+    if "curve" in arm and (not isinstance(arm["curve"], str) or not arm["curve"]):
+        raise DataError(f"{where}: field 'curve' must be a name (the arms of one curve share it), got {arm['curve']!r}")
     for key in ("model_of", "init_from", "control"):  # control alone may be None: no control
         if key in arm and not isinstance(arm[key], str) and not (key == "control" and arm[key] is None):
             raise DataError(f"{where}: field {key!r} must be an arm's name, got {arm[key]!r}")
@@ -109,4 +113,5 @@ def arm_from_config(arm, where: str) -> Arm:
                data=tuple(arm["data"]) if isinstance(arm.get("data"), list) else None,
                train=dict(arm["train"]) if arm.get("train") is not None else None,
                model_of=arm.get("model_of"), init_from=arm.get("init_from"), control=arm.get("control"),
-               automatic_control="control" not in arm, control_match=arm.get("control_match", "steps"))
+               automatic_control="control" not in arm, control_match=arm.get("control_match", "steps"),
+               curve=arm.get("curve"))

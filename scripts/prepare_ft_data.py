@@ -40,6 +40,14 @@ rationale row before every label row (each part still shuffled): a curriculum, t
 `--no_shuffle --no_group_by_length` (train_sft's `shuffle` key). `--rationales-only` writes the same
 rationale rows (the same seed and weight pick the same ones) without the label rows: a first training stage,
 which a label-only run then continues (train_sft's `init_adapter`).
+
+`--max-pairs N` trains on N labelled pairs: a seeded (--seed) random N of the pair ids, drawn from the pairs
+that are no duplicate and in no eval file, before any recipe keeps or drops a row (correct thoughts only, a
+rationale's weight, --balance), so `--answer label` and `--answer distill` with the same N and seed train on
+the same pairs, and a smaller N's pairs are among a larger N's. An N larger than that pool is an error.
+
+    python scripts/prepare_ft_data.py --answer label --pairs ../shared/data/nli/dev_teacher_cot.csv \
+        --max-pairs 500 --eval-file data/sample/dev_300_tune.csv --output-file data/finetune/label_500.jsonl
 """
 
 import argparse
@@ -48,7 +56,7 @@ import random
 import sys
 from collections import Counter
 
-from nli_finetune.cli import ArgumentParser
+from nli_finetune.cli import ArgumentParser, at_least
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs
 from nli_finetune.teacher_data import eval_pair_keys, load_files, load_originals, load_pairs, load_reflections, pair_key
 from prompts import TASKS
@@ -112,6 +120,20 @@ def balance(examples: list[dict], seed: int) -> list[dict]:
     return [e for label in sorted(by_label) for e in rng.sample(by_label[label], size)]
 
 
+def subset_of_pairs(rows: list[dict], eval_pairs: set, count: int, seed: int) -> tuple[list[dict], int]:
+    """(the rows of a seeded random `count` of the pairs, the pool's size). The pool is every pair id whose
+    pair is in no eval file; the draw is a seeded shuffle of its ids in sorted order, cut at `count`, so it
+    does not depend on the recipe or the files' order, and a smaller count's pairs are among a larger one's."""
+    pool = sorted({row["id"] for row in rows if pair_key(row["premise"], row["hypothesis"]) not in eval_pairs},
+                  key=str)
+    if count > len(pool):
+        raise DataError(f"--max-pairs {count}: the pool holds only {len(pool)} labelled pairs (distinct ids "
+                        "in no eval file)")
+    random.Random(seed).shuffle(pool)
+    chosen = set(pool[:count])
+    return [row for row in rows if row["id"] in chosen], len(pool)
+
+
 def holdout_count(value: float, available: int) -> int:
     """--holdout as a count: a fraction in [0, 1) of the examples, or a whole number of them."""
     if not math.isfinite(value) or value < 0:
@@ -170,6 +192,9 @@ def parse_args(argv):
                    help="--answer distill: every rationale row before every label row (a curriculum)")
     p.add_argument("--rationales-only", action="store_true",
                    help="--answer distill: the rationale rows alone (a stage before a label-only run)")
+    p.add_argument("--max-pairs", type=at_least(1), default=None,
+                   help="train on a seeded random N of the labelled pairs (the same for every recipe with the same "
+                        "N and --seed)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     if args.answer == "distill" and not args.original_thoughts:
@@ -197,23 +222,31 @@ def parse_args(argv):
 
 
 def load_and_build(args):
-    """(examples, stats, disagreeing reflection ids, eval pair keys)."""
+    """(examples, stats, disagreeing reflection ids, eval pair keys); with --max-pairs, of that many pairs."""
     inputs = {f"--original-thoughts {path}": path for path in args.original_thoughts}
     inputs.update({f"--pairs {path}": path for path in args.pairs})
     inputs.update({f"--eval-file {path}": path for path in args.eval_file})
     inputs["--reflected-thoughts"] = args.reflected_thoughts
     check_outputs(inputs, {"--output-file": args.output_file,
                            "--holdout-file": args.holdout_file if args.holdout else None})
+    eval_pairs = set().union(*(eval_pair_keys(path) for path in args.eval_file))
+    rows = load_files(args.pairs, load_pairs) if args.answer == "label" \
+        else load_files(args.original_thoughts, load_originals)
+    reflections = load_reflections(args.reflected_thoughts) if args.answer == "cot" and args.ablation == 2 else []
+    pool = None
+    if args.max_pairs:  # before any recipe keeps or drops a row
+        rows, pool = subset_of_pairs(rows, eval_pairs, args.max_pairs, args.seed)
+        chosen = {row["id"] for row in rows}
+        reflections = [reflection for reflection in reflections if reflection["id"] in chosen]
     if args.answer == "label":
-        examples, stats, disagreeing = build_label_only(load_files(args.pairs, load_pairs))
+        examples, stats, disagreeing = build_label_only(rows)
     elif args.answer == "distill":
-        examples, stats, disagreeing = build_distill(load_files(args.original_thoughts, load_originals),
-                                                     args.correct_rationales_only)
+        examples, stats, disagreeing = build_distill(rows, args.correct_rationales_only)
     else:
-        originals = load_files(args.original_thoughts, load_originals)
-        reflections = load_reflections(args.reflected_thoughts) if args.ablation == 2 else []
-        examples, stats, disagreeing = build(originals, reflections, args.ablation)
-    return examples, stats, disagreeing, set().union(*(eval_pair_keys(path) for path in args.eval_file))
+        examples, stats, disagreeing = build(rows, reflections, args.ablation)
+    if pool is not None:
+        stats["pool"] = pool
+    return examples, stats, disagreeing, eval_pairs
 
 
 def dedup_and_check_leakage(examples, stats, eval_pairs) -> list[dict]:
@@ -271,6 +304,8 @@ def main(argv=None) -> int:
         print(f"originals: {stats['originals_correct']} correct, {stats['originals_wrong']} wrong; "
               f"reflections used: {stats['reflections_used']}, disagreeing with the true label (skipped): "
               f"{stats['reflections_disagreeing']}" + (f" (ids {', '.join(disagreeing)})" if disagreeing else ""))
+    if args.max_pairs:
+        print(f"pairs: {args.max_pairs} of the pool's {stats['pool']} (--max-pairs, seed {args.seed})")
     print(f"dropped: {stats['duplicates_dropped']} duplicate ids, {stats['leakage_dropped']} pairs also in the eval set"
           + (f"; labels {dict(sorted(labels.items()))}" if args.format != "text" else ""))
     what = {"cot": f"ablation {args.ablation}", "label": "label-only answers",

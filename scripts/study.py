@@ -27,9 +27,10 @@ An arm with "train": None is the model itself, untrained (its zero-shot baseline
 settings, without retraining: {"name": "label_only_scored", "model_of": "label_only", "eval": {...,
 "scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. A trained arm with
 "init_from": "<arm>" starts its training from that earlier trained arm's adapter (train_sft's
-init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds and
-tokens. Each stage is a
-subprocess: `scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <tune_file>
+init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds,
+tokens, steps and FLOPs. Arms that set the same "curve": "<name>" are one recipe at several budgets:
+accuracy_vs_compute.png joins their runs of each seed by a line. Each stage is a subprocess:
+`scripts/prepare_ft_data.py ... --output-file <arm>/train.jsonl --eval-file <tune_file>
 <test_file>` (pairs that also occur in either file are dropped), `python -m train.train_sft --config
 <train_config> --model_id <model> --train_data <arm>/train.jsonl --output_dir <arm>/model ...`, and `python -m
 evaluate.sample_model --model_id <arm>/model --test_file <tune_file> --output_file <arm>/eval.json ...`, the
@@ -65,10 +66,12 @@ stages die with it (even by SIGKILL, on Linux), and a second study on the same -
 
 Output in results/study/<name>/ (or --output_dir): report.html (the results page), table.md / table.csv /
 table.json (per arm: n, accuracy
-and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds and
-tokens trained (a model_of arm: its model's), evaluation seconds; for every other arm the paired difference
-from the baseline with its paired bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_tokens.png,
-study.log, and per arm arms/<arm>/ (train.jsonl, model/, eval.json, one log per stage). Bad options or
+and macro-F1 with 95% bootstrap intervals, parse and stop rates, ECE when scored, training seconds,
+answer tokens trained, optimizer steps and training FLOPs (an init_from arm: both stages'; a model_of arm: its
+model's), evaluation seconds; for every other arm the paired difference from the baseline with its paired
+bootstrap interval and McNemar's p), accuracy.png, accuracy_vs_compute.png (accuracy against optimizer steps
+and against training FLOPs; the arms that share a "curve" name, one recipe at several budgets, joined by a
+line per seed), study.log, and per arm arms/<arm>/ (train.jsonl, model/, eval.json, one log per stage). Bad options or
 config: exit 2; a failed stage: exit 1, with the end of its log.
 """
 
@@ -288,22 +291,27 @@ def with_controls(path: str, arms: list[Arm], automatic: bool, base: Arm, defaul
     baseline's recipe for the steps the first stage took), then `<arm>__control` from its adapter, for the
     steps the arm's own stage took. So the control differs from the arm in its data alone. An arm with
     "control_match": "tokens" (rows longer than the baseline's) gets a control trained on as many answer
-    tokens as it, stage by stage, instead: the steps the baseline's rows need for them."""
-    with_them = []
+    tokens as it, stage by stage, instead: the steps the baseline's rows need for them. An arm trained on a
+    subset of the pairs (prepare_ft_data.py --max-pairs) has its control trained on the same pairs, and an
+    arm on a "curve" has its control on "<curve>__control" (the baseline's recipe at the curve's budgets)."""
+    with_them, by_name = [], {arm.name: arm for arm in arms}
     for arm in arms:
         if not automatic or not arm.automatic_control or not base.trained or not needs_control(arm, base):
             with_them.append(arm)
             continue
         seed = arm.train.get("seed", default_seed)  # seeded like its arm: runs of the same seed share a name suffix
         control = dataclasses.replace(base, name=f"{arm.name}__control", arm_name=f"{arm.name}__control",
-                                      train={**base.train, "seed": seed}, control=None, control_match="steps",
-                                      control_for=arm.name, steps_of=arm.name)
+                                      data=(*base.data, *pair_options(arm.data)), train={**base.train, "seed": seed},
+                                      control=None, control_match="steps",
+                                      curve=f"{arm.curve}__control" if arm.curve else None, control_for=arm.name,
+                                      steps_of=arm.name)
         if arm.control_match == "tokens":  # as many answer tokens as the arm, at the baseline's per step
             control = dataclasses.replace(control, tokens_per_step_of=base.name)
         stage1 = None
         if arm.init_from:
             stage1 = dataclasses.replace(control, name=f"{arm.name}__control_stage1",
-                                         arm_name=f"{arm.name}__control_stage1", steps_of=arm.init_from)
+                                         arm_name=f"{arm.name}__control_stage1", steps_of=arm.init_from, curve=None,
+                                         data=(*base.data, *pair_options(by_name[arm.init_from].data)))
             control = dataclasses.replace(control, init_from=stage1.name)
         with_them += [dataclasses.replace(arm, control=control.name), *([stage1] if stage1 else []), control]
     names = [arm.name for arm in with_them]
@@ -312,6 +320,20 @@ def with_controls(path: str, arms: list[Arm], automatic: bool, base: Arm, defaul
         raise DataError(f"{path}: an arm is named like the control the study adds ({', '.join(clash)}); rename it "
                         "or set its own \"control\"")
     return with_them
+
+
+def pair_options(data: tuple) -> list[str]:
+    """The prepare_ft_data.py options of `data` that pick which labelled pairs it trains on: --max-pairs N and
+    the --seed that draws them, as given (--key value or --key=value); none when it trains on every pair."""
+    options = [str(option) for option in data]
+    keys = [option.split("=", 1)[0] for option in options]
+    if "--max-pairs" not in keys:
+        return []
+    picked = []
+    for index, (option, key) in enumerate(zip(options, keys)):
+        if key in ("--max-pairs", "--seed"):
+            picked += [option] if "=" in option else options[index:index + 2]
+    return picked
 
 
 def needs_control(arm: Arm, base: Arm) -> bool:
@@ -771,6 +793,36 @@ def tokens_trained(model_dir: Path) -> tuple[float | None, int | None]:
     return results["train_runtime_s"], round(per_example * seen)
 
 
+# What a run's training cost, as each row reports it: seconds, answer tokens, optimizer steps, FLOPs (6·N·D).
+COST_KEYS = ("train_seconds", "tokens_trained", "steps_trained", "train_flops")
+
+
+def training_cost(model_dir: Path) -> dict:
+    """COST_KEYS of a finished run, from its train_results.json: tokens_trained as tokens_trained() reads it,
+    steps_trained its global_step, train_flops train_sft's 6·N·D estimate (None for a run trained before
+    train_sft recorded it: not derived here, as its parameter count was not recorded). None when unfinished."""
+    seconds, tokens = tokens_trained(model_dir)
+    try:
+        results = json.loads((model_dir / "train_results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        results = {}
+    return {"train_seconds": seconds, "tokens_trained": tokens, "steps_trained": results.get("global_step"),
+            "train_flops": results.get("train_flops")}
+
+
+def with_model_cost(row: dict, arm: Arm, rows: list[dict]) -> dict:
+    """The row with what its model cost to train, from the rows before it: a model_of run's model's (both
+    stages when that is a second stage), an init_from run's own stage plus its first stage's (None where
+    either is unknown)."""
+    model_of = next((earlier for earlier in rows if earlier["arm"] == arm.model_of), None)
+    start = next((earlier for earlier in rows if earlier["arm"] == arm.init_from), None)
+    if model_of:
+        return row | {key: model_of[key] for key in COST_KEYS}
+    if start:
+        return row | {key: None if None in (row[key], start[key]) else row[key] + start[key] for key in COST_KEYS}
+    return row
+
+
 def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
     """(table row, {id: correct}) of one evaluated arm."""
     arm_dir = study.output_dir / "arms" / arm.name
@@ -780,15 +832,15 @@ def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
     intervals = bootstrap_intervals([r["true_label"] for r in records], [r["predicted_label"] for r in records],
                                     labels)
     model_dir = arm_dir.parent / (arm.model_of or arm.name) / "model"  # model_of: the model evaluated
-    train_seconds, tokens = tokens_trained(model_dir) if "train" in state or arm.model_of else (0.0, 0)
+    untrained = {"train_seconds": 0.0, "tokens_trained": 0, "steps_trained": 0, "train_flops": 0}
+    cost = training_cost(model_dir) if "train" in state or arm.model_of else untrained
     row = {"arm": arm.name, "arm_name": arm.arm_name, "seed": arm.seed, "trained": arm.trained,
            "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.model_of,
-           "init_from": arm.init_from,
-           "train_seconds": train_seconds,
-           "tokens_trained": tokens, "eval_seconds": state[study.eval_stage]["seconds"]}
+           "init_from": arm.init_from, "curve": arm.curve,
+           **cost, "eval_seconds": state[study.eval_stage]["seconds"]}
     evaluated = {"test_file": result["settings"].get("test_file"),
                  "content": result["settings"].get("fingerprints", {}).get("test_file"),
                  "correct": {r["id"]: bool(r["correct"]) for r in records}}
@@ -854,7 +906,8 @@ def p_text(p) -> str:
 def markdown_table(rows: list[dict], baseline: str) -> str:
     header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
               f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p",
-              "accuracy - its control [paired 95% CI]", "Holm p (control)", "train s", "tokens trained", "eval s"]
+              "accuracy - its control [paired 95% CI]", "Holm p (control)", "train s", "tokens trained", "steps",
+              "train FLOPs", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         control = f"{interval(r['vs_control'], r['vs_control_ci'])} ({r['control']})" if r.get("control") else "-"
@@ -863,7 +916,9 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
                  p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")), control, p_text(r.get("vs_control_holm_p")),
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
-                 str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-", f"{r['eval_seconds']:.0f}"]
+                 str(r["tokens_trained"]) if r["tokens_trained"] is not None else "-",
+                 str(r["steps_trained"]) if r["steps_trained"] is not None else "-",
+                 f"{r['train_flops']:.3g}" if r["train_flops"] is not None else "-", f"{r['eval_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -985,27 +1040,59 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], out_dir: Path, title: str, suffix: str = "") -> None:
+    """accuracy.png (each run's accuracy with its interval) and accuracy_vs_compute.png (compute_figure)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def errors(r):
-        return [[r["accuracy"] - r["accuracy_ci"][0]], [r["accuracy_ci"][1] - r["accuracy"]]]
-
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 4))
     for i, r in enumerate(rows):
-        ax.errorbar([i], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
+        ax.errorbar([i], [r["accuracy"]], yerr=accuracy_errors(r), fmt="o", capsize=4)
     ax.set(xticks=range(len(rows)), xticklabels=[r["arm"] for r in rows], ylabel="accuracy (95% CI)", title=title)
     fig.tight_layout()
     save_figure(fig, out_dir / f"accuracy{suffix}.png")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for r in rows:
-        ax.errorbar([r["tokens_trained"] or 0], [r["accuracy"]], yerr=errors(r), fmt="o", capsize=4)
-        ax.annotate(r["arm"], (r["tokens_trained"] or 0, r["accuracy"]), textcoords="offset points", xytext=(5, 5))
-    ax.set(xlabel="answer tokens trained", ylabel="accuracy (95% CI)", title=title)
-    fig.tight_layout()
-    save_figure(fig, out_dir / f"accuracy_vs_tokens{suffix}.png")
+    save_figure(compute_figure(plt, rows, title), out_dir / f"accuracy_vs_compute{suffix}.png")
     plt.close("all")
+
+
+def accuracy_errors(row: dict) -> list[list[float]]:
+    """The row's 95% interval as matplotlib's yerr: [[below], [above]]."""
+    return [[row["accuracy"] - row["accuracy_ci"][0]], [row["accuracy_ci"][1] - row["accuracy"]]]
+
+
+# The panels of accuracy_vs_compute.png: (the row's key, the axis's label).
+COMPUTE_AXES = (("steps_trained", "optimizer steps (a second stage: both stages)"),
+                ("train_flops", "training FLOPs (6 x parameters x tokens processed)"))
+
+
+def compute_figure(plt, rows: list[dict], title: str):
+    """Accuracy (95% CI) against optimizer steps and against training FLOPs, one labelled point per run; the
+    runs of one curve (the arms that share a "curve") joined by a line per seed, in budget order, so a
+    recipe's curve can be compared with another's at equal compute. A run with no value on an axis (the
+    FLOPs of a run trained before train_sft recorded them) is left out of that panel."""
+    fig, axes = plt.subplots(1, len(COMPUTE_AXES), figsize=(13, 5.5))
+    groups = list(dict.fromkeys(r.get("curve") or r["arm_name"] for r in rows))  # a curve's runs share a colour
+    colour = {group: f"C{i % 10}" for i, group in enumerate(groups)}
+    for ax, (key, label) in zip(axes, COMPUTE_AXES):
+        shown = [r for r in rows if r.get(key) is not None]
+        for r in shown:
+            ax.errorbar([r[key]], [r["accuracy"]], yerr=accuracy_errors(r), fmt="o", capsize=3, markersize=4,
+                        color=colour[r.get("curve") or r["arm_name"]])
+            ax.annotate(r["arm"], (r[key], r["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        curves = {}
+        for r in shown:
+            if r.get("curve"):
+                curves.setdefault((r["curve"], r["seed"]), []).append(r)
+        seeds = list(dict.fromkeys(seed for _, seed in curves))
+        for (curve, seed), members in curves.items():
+            members.sort(key=lambda r: r[key])
+            ax.plot([r[key] for r in members], [r["accuracy"] for r in members], color=colour[curve],
+                    linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{curve}, seed {seed}")
+        ax.set(xlabel=label, ylabel="accuracy (95% CI)", title=title)
+        if curves:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, path: Path) -> None:
@@ -1020,14 +1107,7 @@ def write_table(study: Study, states: dict, note: str = "") -> tuple[list[dict],
     rows, correct = [], {}
     for arm in study.runs:
         row, correct[arm.name] = arm_row(study, arm, states[arm.name])
-        start = next((earlier for earlier in rows if earlier["arm"] == arm.init_from), None)
-        model_of = next((earlier for earlier in rows if earlier["arm"] == arm.model_of), None)
-        if model_of:  # that arm's model, with what it cost: both stages when it is a second stage
-            row |= {"train_seconds": model_of["train_seconds"], "tokens_trained": model_of["tokens_trained"]}
-        elif start and None not in (row["train_seconds"], start["train_seconds"]):  # the cost of both stages
-            row |= {"train_seconds": row["train_seconds"] + start["train_seconds"],
-                    "tokens_trained": row["tokens_trained"] + start["tokens_trained"]}
-        rows.append(row)
+        rows.append(with_model_cost(row, arm, rows))
     add_paired_differences(rows, study.runs, correct, study.baseline)
     out = study.output_dir
     partial = out / ".table.partial"  # every file written here first, then all renamed: a failed report
@@ -1039,9 +1119,12 @@ def write_table(study: Study, states: dict, note: str = "") -> tuple[list[dict],
             file.replace(out / file.name)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    if summary is None:  # a rerun with one seed: an older summary no longer describes the table
-        for stale in (f"seeds{study.suffix}.json", f"seeds{study.suffix}.md"):
-            (out / stale).unlink(missing_ok=True)
+    # the plot accuracy_vs_compute replaced (issue 42), and, on a rerun with one seed, an older summary: neither
+    # describes the table now
+    stale = [f"accuracy_vs_tokens{study.suffix}.png"] + [f"seeds{study.suffix}.{end}" for end in ("json", "md")
+                                                         if summary is None]
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     return rows, summary
 
 
@@ -1204,7 +1287,7 @@ def run_study(study: Study, args) -> int:
     finally:
         log_file.close()
     columns = ["arm", "seed", "n", "accuracy", "f1_macro", "parse_rate", "ece", "vs_baseline", "mcnemar_p", "train_seconds",
-               "tokens_trained", "eval_seconds"]
+               "tokens_trained", "steps_trained", "eval_seconds"]
     print(format_table(rows, columns))
     if summary:
         print("\nover seeds (mean; sd; difference from the baseline's run of the same seed):")

@@ -83,8 +83,8 @@ ablation2 = {"name": "ablation2", "data": ["--ablation", "2", "--original-though
 STEPS = 400
 
 
-def at_steps(arm: dict) -> dict:
-    return {**arm, "train": {**arm["train"], "max_steps": STEPS}}
+def at_steps(arm: dict, steps: int = STEPS) -> dict:
+    return {**arm, "train": {**arm["train"], "max_steps": steps}}
 
 
 label_only_400 = at_steps(label_only)
@@ -107,3 +107,24 @@ distill_half_curriculum = {**distill_half, "name": "distill_half_curriculum",
 rationales_half = {"name": "rationales_half", "data": [*distill_half["data"], "--rationales-only"],
                    "train": ONE_EPOCH, "eval": label_only_scored["eval"]}
 label_after_rationales = {**label_only_400, "name": "label_after_rationales", "init_from": "rationales_half"}
+
+# --- accuracy against compute (study/nli_smollm2_compute.py, issue 42) --------------------------------------
+# label_only at other budgets than its 400 steps (each its own cosine schedule), one curve with label_only: 542
+# is the two stages' 142 + 400. Their controls would be the same runs again (label_only's recipe at their own
+# steps): none.
+label_only_200, label_only_542, label_only_800 = (
+    {**at_steps(label_only, steps), "name": f"label_only_{steps}", "curve": "label_only", "control": None}
+    for steps in (200, 542, 800))
+# The two stages at label_only's own budget: rationales_half's 142 steps, then 258 label steps (142 + 258 = 400).
+label_after_rationales_258 = {**at_steps(label_only, 258), "name": "label_after_rationales_258",
+                              "init_from": "rationales_half"}
+
+
+def on_pairs(arm: dict, pairs: int) -> dict:
+    """The arm trained on a seeded random `pairs` of the teacher's labelled pairs (prepare_ft_data.py
+    --max-pairs, drawn with its --seed, 42: the same pairs for every recipe and every training seed), named
+    <arm>_pairs<N>; a second stage starts from its first stage on the same pairs."""
+    on = {**arm, "name": f"{arm['name']}_pairs{pairs}", "data": [*arm["data"], "--max-pairs", str(pairs)]}
+    if "init_from" in arm:
+        on["init_from"] = f"{arm['init_from']}_pairs{pairs}"
+    return on

@@ -190,3 +190,39 @@ def test_h42_eval_file_takes_several_files_and_drops_pairs_found_in_either(tmp_p
                     "--output-file", str(out)]) == 0
     assert [r["premise"] for r in read_jsonl(out)] == ["A cat naps."]
     assert "2 pairs also in the eval set" in capsys.readouterr().out
+
+
+def test_h42_max_pairs_draws_the_same_pairs_for_label_only_and_distillation(tmp_path, capsys):
+    teacher, tune = SAMPLE / "teacher_cot_1000.csv", SAMPLE / "dev_300_tune.csv"
+
+    def pair_ids(answer, *more, seed="42", max_pairs="100"):
+        out = tmp_path / f"{answer}_{seed}_{max_pairs}.jsonl"
+        source = ["--pairs", teacher] if answer == "label" else ["--original-thoughts", teacher]
+        assert prepare(["--answer", answer, *map(str, source), "--max-pairs", max_pairs, "--seed", seed,
+                        "--eval-file", str(tune), "--output-file", str(out), *more]) == 0
+        return out, {str(row["id"]).removesuffix(":rationale") for row in read_jsonl(out)}
+
+    _, label = pair_ids("label")
+    assert len(label) == 100
+    distill_file, distill = pair_ids("distill", "--rationale-weight", "0.5")
+    assert distill == label  # drawn before distill keeps only the correct thoughts' rationales
+    rationales = [row for row in read_jsonl(distill_file) if row["source"] == "rationale"]
+    assert 0 < len(rationales) < 100
+    _, rationales_only = pair_ids("distill", "--rationale-weight", "0.5", "--rationales-only")
+    assert rationales_only == {row["id"].removesuffix(":rationale") for row in rationales}
+    assert "pairs: 100 of the pool's" in capsys.readouterr().out
+    _, other_seed = pair_ids("label", seed="3")
+    assert len(other_seed) == 100 and other_seed != label
+    _, fewer = pair_ids("label", max_pairs="40")
+    assert fewer < label  # a smaller N of the same seed: among the larger N's pairs
+
+
+def test_h42_max_pairs_beyond_the_pool_is_an_error_naming_its_size(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    # the pool: every pair of trial.csv (no eval file given)
+    assert prepare(["--answer", "label", "--pairs", str(SAMPLE / "trial.csv"), "--output-file", str(out)]) == 0
+    pool = len(read_jsonl(out))
+    capsys.readouterr()
+    assert prepare(["--answer", "label", "--pairs", str(SAMPLE / "trial.csv"), "--max-pairs", str(pool + 1),
+                    "--output-file", str(out)]) == 2
+    assert f"--max-pairs {pool + 1}: the pool holds only {pool} labelled pairs" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_a_study_runs_skips_on_rerun_and_redoes_a_changed_arm_and_the_arms_built
     assert settings["model_id"].endswith("arms/label_only/model") and settings["scoring"] == "logprob"
     assert scored["model_of"] == "label_only" and scored["ece"] is not None
     assert scored["tokens_trained"] == table[0]["tokens_trained"] and -1 <= scored["vs_baseline"] <= 1
-    assert (out / "accuracy.png").exists() and (out / "accuracy_vs_tokens.png").exists()
+    assert (out / "accuracy.png").exists() and (out / "accuracy_vs_compute.png").exists()
     from nli_finetune.report_page import decode_data
     page = decode_data((out / "report.html").read_text())  # the results page: one run per arm
     assert [run["name"] for run in page["runs"]] == [f"{arm}/eval" for arm in ("label_only", "ablation1",
@@ -78,6 +78,8 @@ def test_a_study_runs_skips_on_rerun_and_redoes_a_changed_arm_and_the_arms_built
     assert after["init_from"] == "label_only"
     assert after["train_seconds"] == pytest.approx(own + table[0]["train_seconds"])
     assert after["tokens_trained"] > table[0]["tokens_trained"] > 0
+    assert after["steps_trained"] == 2 * table[0]["steps_trained"] == 4  # --max_steps 2 in each stage
+    assert after["train_flops"] > table[0]["train_flops"] > 0 and scored["train_flops"] == table[0]["train_flops"]
     trained = (out / "arms/label_only/model/adapter_model.safetensors").stat().st_mtime_ns
 
     calls = []
@@ -769,6 +771,8 @@ def test_low_a_model_of_arm_over_a_second_stage_reports_both_stages(tmp_path, ca
     assert rows["label_after"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["train_seconds"] == pytest.approx(both)
     assert rows["after_scored"]["tokens_trained"] == rows["label_after"]["tokens_trained"] == 80
+    assert rows["after_scored"]["steps_trained"] == rows["label_after"]["steps_trained"] == 4
+    assert rows["after_scored"]["train_flops"] is None  # runs trained before train_sft recorded FLOPs: not derived
 
 
 def test_issue44_tokens_trained_reads_what_train_sft_counted_and_derives_it_only_for_an_older_run(tmp_path):
@@ -784,6 +788,108 @@ def test_issue44_tokens_trained_reads_what_train_sft_counted_and_derives_it_only
     (model / "training_config.json").unlink()  # what train_sft counted is read as it is, the settings unread
     (model / "train_results.json").write_text(json.dumps({**older, "examples_seen": 48, "answer_tokens_seen": 470}))
     assert tokens_trained(model) == (5.0, 470)
+
+
+def test_issue42_training_cost_reads_steps_and_flops_and_leaves_an_older_runs_flops_unknown(tmp_path):
+    from scripts.study import training_cost
+    model = tmp_path / "model"
+    assert set(training_cost(model).values()) == {None}  # not trained (yet)
+    model.mkdir()
+    results = {"global_step": 3, "train_runtime_s": 5.0, "examples_seen": 24, "answer_tokens_seen": 470}
+    (model / "train_results.json").write_text(json.dumps(results))
+    assert training_cost(model) == {"train_seconds": 5.0, "tokens_trained": 470, "steps_trained": 3,
+                                    "train_flops": None}
+    (model / "train_results.json").write_text(json.dumps({**results, "train_flops": 6.0e12}))
+    assert training_cost(model)["train_flops"] == 6.0e12
+
+
+def cost_row(name: str, seconds, tokens, steps, flops, **more) -> dict:
+    return {"arm": name, "arm_name": name, "train_seconds": seconds, "tokens_trained": tokens, "steps_trained": steps,
+            "train_flops": flops, **more}
+
+
+def test_issue42_a_second_stage_adds_its_first_stages_cost_and_a_model_of_run_shows_its_models():
+    from nli_finetune.study_spec import Arm
+    from scripts.study import with_model_cost
+    first = cost_row("first", 10.0, 100, 142, 6.0e14)
+    second = with_model_cost(cost_row("second", 20.0, 50, 400, 2.0e15),
+                             Arm("second", "second", eval={}, train={}, init_from="first"), [first])
+    assert second == cost_row("second", 30.0, 150, 542, 2.6e15)
+    scored = with_model_cost(cost_row("scored", None, None, None, None),
+                             Arm("scored", "scored", eval={}, model_of="second"), [first, second])
+    assert scored == cost_row("scored", 30.0, 150, 542, 2.6e15)
+    plain = cost_row("plain", 1.0, 2, 3, 4.0)
+    assert with_model_cost(plain, Arm("plain", "plain", eval={}, train={}), [first, second]) == plain
+    older = cost_row("first", 10.0, 100, 142, None)  # a first stage trained before train_sft recorded FLOPs
+    assert with_model_cost(cost_row("second", 20.0, 50, 400, 2.0e15),
+                           Arm("second", "second", eval={}, train={}, init_from="first"), [older]) \
+        == cost_row("second", 30.0, 150, 542, None)
+
+
+def test_issue42_the_compute_plot_joins_each_curves_runs_per_seed_in_budget_order(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scripts.study import compute_figure, plot
+
+    def row(name, steps, flops, accuracy, seed=42, curve=None):
+        return cost_row(name, 1.0, 1, steps, flops, seed=seed, curve=curve, accuracy=accuracy,
+                        accuracy_ci=[accuracy - 0.05, accuracy + 0.05])
+    rows = [row("untrained", 0, 0, 0.55, seed=None),
+            row("label_only", 400, 4e15, 0.73, curve="label_only"),
+            row("label_only_200", 200, 2e15, 0.56, curve="label_only"),
+            row("label_only_seed2", 400, 4e15, 0.78, seed=2, curve="label_only"),
+            row("label_only_200_seed2", 200, 2e15, 0.65, seed=2, curve="label_only"),
+            row("two_stage", 542, None, 0.77)]  # trained before FLOPs were recorded: on the steps panel only
+    plot(rows, tmp_path, "study")
+    for name in ("accuracy.png", "accuracy_vs_compute.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    steps, flops = compute_figure(plt, rows, "study").axes
+    assert [t.get_text() for t in steps.get_legend().get_texts()] == ["label_only, seed 42", "label_only, seed 2"]
+    joined = [line for line in steps.get_lines() if line.get_label() == "label_only, seed 42"][0]
+    assert list(joined.get_xdata()) == [200, 400] and list(joined.get_ydata()) == [0.56, 0.73]
+    assert [t.get_text() for t in steps.texts] == [r["arm"] for r in rows]  # every run labelled
+    assert "two_stage" not in [t.get_text() for t in flops.texts]
+    plt.close("all")
+
+
+def test_issue42_a_curve_is_a_name():
+    from nli_finetune.data_io import DataError
+    from nli_finetune.study_spec import arm_from_config
+    arm = {"name": "a", "data": [], "train": {}, "eval": {"task": "nli_label"}}
+    assert arm_from_config({**arm, "curve": "label_only"}, "c.py").curve == "label_only"
+    assert arm_from_config(arm, "c.py").curve is None
+    with pytest.raises(DataError, match="c.py: field 'curve' must be a name"):
+        arm_from_config({**arm, "curve": 400}, "c.py")
+
+
+def test_issue42_a_control_trains_on_its_arms_pairs_and_lies_on_its_arms_curves_control_curve(monkeypatch):
+    from scripts.study import build_parser, load_study, pair_options
+    assert pair_options(("--answer", "label", "--max-pairs", "250", "--seed", "3")) == ["--max-pairs", "250", "--seed",
+                                                                                         "3"]
+    assert pair_options(("--max-pairs=250", "--pairs", "p.csv")) == ["--max-pairs=250"]
+    assert pair_options(("--answer", "label", "--seed", "3")) == []  # every pair: the seed picks none
+    monkeypatch.chdir(REPO_ROOT)
+    config = "study/nli_smollm2_compute.py"
+    study = load_study(config, build_parser().parse_args(["--config", config, "--seeds", "42"]))
+    runs = {run.name: run for run in study.runs}
+    curves = {}
+    for run in runs.values():
+        curves.setdefault(run.curve, []).append(run.name)
+    assert curves["label_only"] == ["label_only", "label_only_200", "label_only_542", "label_only_800"]
+    assert curves["two_stage"] == ["label_after_rationales_258", "label_after_rationales"]
+    assert curves["two_stage__control"] == ["label_after_rationales_258__control", "label_after_rationales__control"]
+    label_only = runs["label_only"].data
+    for control in ("label_after_rationales__control", "label_after_rationales__control_stage1"):
+        assert runs[control].data == label_only  # every pair, as its arm
+    for pairs in (250, 500, 1000):  # label-only on the same pairs, at the two stages' steps
+        arm = f"label_after_rationales_pairs{pairs}"
+        assert runs[arm].init_from == f"rationales_half_pairs{pairs}" and runs[arm].curve == "two_stage_by_pairs"
+        assert runs[f"{arm}__control"].data == runs[f"{arm}__control_stage1"].data == (*label_only, "--max-pairs",
+                                                                                       str(pairs))
+        assert runs[f"{arm}__control_stage1"].steps_of == f"rationales_half_pairs{pairs}"
+        assert runs[f"{arm}__control"].curve == "two_stage_by_pairs__control"
 
 
 # --- issue 42: controls, tune/test split and ledger, Holm and pooled statistics, --plan --------------------

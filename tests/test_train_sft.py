@@ -14,7 +14,9 @@ from tests.conftest import REPO_ROOT, run_train
 
 def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.sft_data import load_sft_examples
 
     base = AutoModelForCausalLM.from_pretrained(tiny_mistral)
     reference = {k: v.clone() for k, v in base.state_dict().items()}
@@ -31,13 +33,22 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
     # epochs of the 32, at the data's answer tokens per example
     assert results["examples_seen"] == 48
     assert results["answer_tokens_seen"] == round(48 * results["trained_tokens_per_epoch"] / 32)
+    # and what they cost (issue 42, the study's compute axis): every token of those 48 examples, prompt and
+    # answer, at the data's mean tokenized length; every parameter, base and adapter; 6 x the two
+    saved_config = json.loads((trained_adapter / "training_config.json").read_text())
+    examples, _ = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl",
+                                    AutoTokenizer.from_pretrained(trained_adapter), task=saved_config["task"],
+                                    max_seq_length=saved_config["max_seq_length"], limit=32)
+    assert results["tokens_seen"] == round(48 * sum(len(ex["input_ids"]) for ex in examples) / 32)
+    assert results["tokens_seen"] > results["answer_tokens_seen"]
+    assert results["model_parameters"] == sum(p.numel() for p in tuned.parameters())
+    assert results["train_flops"] == 6 * results["model_parameters"] * results["tokens_seen"]
     # what really ran, for gpu_check to judge (issue #41): the attention of the loaded model and the
     # optimizer's state (AdamW's two float32 moments per LoRA tensor here; uint8 under paged_adamw_8bit)
     assert results["attn_implementation"] in ("sdpa", "eager")
     state = results["optimizer_state"]
     assert state["class"] == "AdamW" and state["dtypes"] == ["float32"] and state["paged"] == 0
     assert state["state_tensors"] == 2 * sum("lora_" in k for k in adapter_state_keys(trained_adapter))
-    saved_config = json.loads((trained_adapter / "training_config.json").read_text())
     assert saved_config["max_steps"] == 12 and saved_config["lora_r"] == 16
     adapter_weights = load_file(trained_adapter / "adapter_model.safetensors")
     assert any("lora_A" in k for k in adapter_weights)
@@ -51,6 +62,14 @@ def test_issue44_examples_seen_counts_every_batch_a_step_accumulates(tiny_mistra
     assert results["global_step"] == 3 and results["train_samples"] == 16
     assert results["examples_seen"] == 3 * 4 * 2  # steps x per-device batch x accumulation (one process)
     assert results["answer_tokens_seen"] == round(24 * results["trained_tokens_per_epoch"] / 16) > 0
+
+
+def test_issue42_a_4bit_weight_counts_its_elements_not_its_bytes():
+    bnb = pytest.importorskip("bitsandbytes")
+    from train.train_sft import parameter_count
+    layer = bnb.nn.Linear4bit(64, 32, quant_type="nf4").to("cpu")  # quantized on the move: 2 elements a byte
+    assert layer.weight.numel() == 32 * 64 // 2
+    assert parameter_count(layer) == 32 * 64 + 32  # the weight's elements and the bias
 
 
 def adapter_state_keys(adapter_dir):

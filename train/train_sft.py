@@ -329,12 +329,15 @@ def fit(trainer, model, config: TrainConfig, device: str, train_set, eval_set, r
     (train_examples, train_report), (eval_examples, eval_report) = train_set, eval_set
     write_run_files(config)
     trained_tokens = sum(sum(label != -100 for label in ex["labels"]) for ex in train_examples)
+    example_tokens = sum(len(ex["input_ids"]) for ex in train_examples)  # prompt and answer, as truncated
+    parameters = parameter_count(model)  # before train() wraps (or shards) the model
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     final_eval = trainer.evaluate() if eval_examples else {}
     checksums = gather_across_ranks(trainable_checksum(model))
     examples_seen = examples_consumed(trainer.args, result.global_step)
+    tokens_seen = round(examples_seen * example_tokens / max(1, len(train_examples)))
     return {
         "train_loss": result.training_loss, "global_step": result.global_step,
         "train_runtime_s": seconds, "train_samples": len(train_examples),
@@ -344,6 +347,12 @@ def fit(trainer, model, config: TrainConfig, device: str, train_set, eval_set, r
         "trained_tokens_per_epoch": trained_tokens, "examples_seen": examples_seen,
         # the answer tokens the loss saw: that many examples at the training data's answer tokens per example
         "answer_tokens_seen": round(examples_seen * trained_tokens / max(1, len(train_examples))),
+        # every token those examples hold (prompt and answer, no padding): what the model processed
+        "tokens_seen": tokens_seen, "model_parameters": parameters,
+        # The usual 6·N·D estimate of training compute: a forward (2·N) and a backward (4·N) per token processed.
+        # An approximation: under LoRA the frozen base gets no weight gradients (about 2·N of the 6·N is not
+        # spent), and attention's own FLOPs are left out.
+        "train_flops": 6 * parameters * tokens_seen,
         "load_in_4bit": config.load_in_4bit,
         "device": device, "world_size": len(checksums), "rank_param_checksums": checksums,
         "resumed_from": resume, "attn_implementation": model.config._attn_implementation,
@@ -356,6 +365,13 @@ def examples_consumed(args, steps: int) -> int:
     grad_accumulation_steps batches of per_device_train_batch_size on each of world_size processes (an
     epoch's short last batch is counted as a full one)."""
     return steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def parameter_count(model) -> int:
+    """Every parameter of the model, the frozen base and the adapter, in elements: a 4-bit weight
+    (bitsandbytes' Params4bit) packs two elements a byte, and its quant_state keeps the weight's real shape."""
+    return sum(math.prod(p.quant_state.shape) if getattr(p, "quant_state", None) is not None else p.numel()
+               for p in model.parameters())
 
 
 def optimizer_state_summary(optimizer) -> dict:
