@@ -124,25 +124,31 @@ def tuning_file(tmp_path, rows=12, name="tune.csv"):
     return path
 
 
-@pytest.fixture()
-def own_model(tiny_mistral, tmp_path):
-    """A copy of the tiny model: calibration.json is written into the model folder."""
-    import shutil
-    return Path(shutil.copytree(tiny_mistral, tmp_path / "model"))
-
-
 def calibrate(model, calib_file, *extra):
     from evaluate.calibrate import main
     return main(["--model", str(model), "--calib_file", str(calib_file), "--task", "nli_label", "--quiet",
                  "--scores_file", str(Path(calib_file).with_suffix(".scores.json")), *map(str, extra)])
 
 
-def test_p2_calibrate_writes_calibration_json_into_the_model_folder(own_model, tmp_path):
+@pytest.fixture(scope="module")
+def calibrated(tiny_mistral, tmp_path_factory):
+    """(model, tuning file): a copy of the tiny model (calibration.json is written into the model folder)
+    calibrated on the first 12 dev pairs for a target accuracy of 0.5. Built once for the module: calibrate
+    scores the file in a sample_model process of its own, seconds of imports each time. Tests that change the
+    calibration work on a copy."""
+    import shutil
+    folder = tmp_path_factory.mktemp("calibrated")
+    model = Path(shutil.copytree(tiny_mistral, folder / "model"))
+    tune = tuning_file(folder)
+    assert calibrate(model, tune, "--target_accuracy", "0.5") == 0
+    return model, tune
+
+
+def test_p2_calibrate_writes_calibration_json_into_the_model_folder(calibrated):
     from nli_finetune.calibration_file import read_calibration
     from nli_finetune.data_io import path_fingerprint
     from nli_finetune.modeling import model_fingerprint
-    tune = tuning_file(tmp_path)
-    assert calibrate(own_model, tune, "--target_accuracy", "0.5") == 0
+    own_model, tune = calibrated
     calibration = read_calibration(own_model)
     assert calibration["method"] == "temperature" and calibration["bias"] is None  # two labels
     assert calibration["temperature"] > 0 and calibration["labels"] == ["0", "1"]
@@ -159,12 +165,13 @@ def test_p2_calibrate_writes_calibration_json_into_the_model_folder(own_model, t
     assert not list(own_model.glob(".calibration.json.*"))  # no temp file left behind
 
 
-def test_p2_a_changed_calibration_invalidates_saved_progress(own_model, tmp_path, capsys):
+def test_p2_a_changed_calibration_invalidates_saved_progress(calibrated, tmp_path, capsys):
     import json
+    import shutil
 
     from evaluate.sample_model import main as sample
-    tune, test = tuning_file(tmp_path), tuning_file(tmp_path, rows=6, name="test.csv")
-    assert calibrate(own_model, tune) == 0
+    own_model = Path(shutil.copytree(calibrated[0], tmp_path / "model"))  # its calibration is changed below
+    test = tuning_file(tmp_path, rows=6, name="test.csv")
     out = tmp_path / "scored.json"
     run = ["--model_id", str(own_model), "--test_file", str(test), "--task", "nli_label", "--scoring", "logprob",
            "--output_file", str(out), "--quiet"]
@@ -352,9 +359,8 @@ def scored_run(model, test, out, *extra):
     return code, (json.loads(Path(out).read_text()) if code == 0 else None)
 
 
-def test_p3_a_calibrated_model_records_raw_and_calibrated_probabilities_and_metrics_for_both(own_model, tmp_path):
-    tune, test = tuning_file(tmp_path), dev_rows(tmp_path, 12, 20, "test.csv")
-    assert calibrate(own_model, tune, "--target_accuracy", "0.5") == 0
+def test_p3_a_calibrated_model_records_raw_and_calibrated_probabilities_and_metrics_for_both(calibrated, tmp_path):
+    own_model, test = calibrated[0], dev_rows(tmp_path, 12, 20, "test.csv")
     stored = read_json(own_model / "calibration.json")
     code, result = scored_run(own_model, test, tmp_path / "cal.json")
     assert code == 0

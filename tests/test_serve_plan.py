@@ -95,18 +95,32 @@ def test_the_fallback_template_renders_through_transformers_as_prompts_render_it
         assert tokenizer(served, add_special_tokens=False)["input_ids"] == encode_prompt(tokenizer, messages)
 
 
-def test_the_key_never_reaches_a_command_line_and_other_hosts_get_a_warning(trained_adapter):
-    env = {**os.environ, "SERVE_API_KEY": "s3cret-key"}
-    local = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
-    assert local.returncode == 0 and "--host 127.0.0.1" in local.stdout and "s3cret" not in local.stdout + local.stderr
-    open_host = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run",
-                                "--host", "0.0.0.0"], cwd=REPO_ROOT, capture_output=True, text=True,
-                               env={k: v for k, v in env.items() if k != "SERVE_API_KEY"})
-    assert "without SERVE_API_KEY" in open_host.stderr
-    missing = subprocess.run([sys.executable, "scripts/serve.py", "--model", "models/none", "--dry-run"],
-                             cwd=REPO_ROOT, capture_output=True, text=True)
-    assert missing.returncode == 2 and "models/none" in missing.stderr
+@pytest.fixture()
+def serve_dry_run(capsys, monkeypatch):
+    """scripts/serve.py's main([... --dry-run]) in this process from the checkout's root, SERVE_API_KEY set to
+    `key` or unset: (exit code, stdout, stderr). A real process: the port test below."""
+    from scripts import serve
+    monkeypatch.chdir(REPO_ROOT)
+
+    def run(*args, key=None):
+        if key is None:
+            monkeypatch.delenv("SERVE_API_KEY", raising=False)
+        else:
+            monkeypatch.setenv("SERVE_API_KEY", key)
+        capsys.readouterr()
+        code = serve.main([*map(str, args), "--dry-run"])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run
+
+
+def test_the_key_never_reaches_a_command_line_and_other_hosts_get_a_warning(trained_adapter, serve_dry_run):
+    code, out, err = serve_dry_run("--model", trained_adapter, key="s3cret-key")
+    assert code == 0 and "--host 127.0.0.1" in out and "s3cret" not in out + err
+    _, _, err = serve_dry_run("--model", trained_adapter, "--host", "0.0.0.0")
+    assert "without SERVE_API_KEY" in err
+    code, _, err = serve_dry_run("--model", "models/none")
+    assert code == 2 and "models/none" in err
 
 
 @pytest.mark.parametrize("dry_run", [["--dry-run"], []])
@@ -129,23 +143,17 @@ def test_low_the_dry_run_refuses_a_tokenizer_that_no_longer_matches_the_contract
     assert "would serve" in capsys.readouterr().out
 
 
-def test_urls_put_ipv6_in_brackets_and_name_loopback_for_all_interfaces(trained_adapter):
+def test_urls_put_ipv6_in_brackets_and_name_loopback_for_all_interfaces(trained_adapter, serve_dry_run):
     assert client_url("::1", 8000) == "http://[::1]:8000/v1" and client_url("[::1]", 8000) == "http://[::1]:8000/v1"
     assert client_url("0.0.0.0", 8001) == "http://127.0.0.1:8001/v1" and client_url("::", 80) == "http://[::1]:80/v1"
     assert client_url("10.1.2.3", 8000) == "http://10.1.2.3:8000/v1"
-    env = {k: v for k, v in os.environ.items() if k != "SERVE_API_KEY"}
-    ipv6 = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run", "--host",
-                           "::1"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
-    assert "at http://[::1]:8000/v1" in ipv6.stdout and "warning" not in ipv6.stderr
+    _, out, err = serve_dry_run("--model", trained_adapter, "--host", "::1")
+    assert "at http://[::1]:8000/v1" in out and "warning" not in err
     # in Docker: vLLM binds 0.0.0.0 inside the container, the port is published on the host's 127.0.0.1 only
-    docker = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run",
-                             "--host", "0.0.0.0", "--url_host", "127.0.0.1"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, env=env)
-    assert "at http://127.0.0.1:8000/v1" in docker.stdout and "warning" not in docker.stderr
-    exposed = subprocess.run([sys.executable, "scripts/serve.py", "--model", str(trained_adapter), "--dry-run",
-                              "--host", "0.0.0.0", "--url_host", "10.1.2.3"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, env=env)
-    assert "at http://10.1.2.3:8000/v1" in exposed.stdout and "serving on 10.1.2.3 without SERVE_API_KEY" in exposed.stderr
+    _, out, err = serve_dry_run("--model", trained_adapter, "--host", "0.0.0.0", "--url_host", "127.0.0.1")
+    assert "at http://127.0.0.1:8000/v1" in out and "warning" not in err
+    _, out, err = serve_dry_run("--model", trained_adapter, "--host", "0.0.0.0", "--url_host", "10.1.2.3")
+    assert "at http://10.1.2.3:8000/v1" in out and "serving on 10.1.2.3 without SERVE_API_KEY" in err
 
 
 @pytest.mark.parametrize("gpu_args,gpus_flag,count", [(["--gpu", "1"], "--gpus device=1", "1"),
