@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -17,6 +19,7 @@ def run_logged(*args):
     return output
 
 
+@pytest.mark.slow  # a training run and an inference run, each in a fresh process (~20 s)
 def test_training_and_inference_logs_have_no_progress_bar_updates(tiny_mistral, tmp_path):
     training = run_logged("train.train_sft", "tiny_cpu.py", "--model_id", tiny_mistral, "--output_dir", tmp_path / "run",
                           "--train_data", "data/sample/sample_thoughts.jsonl", "--eval_data", "None", "--max_steps", "6",

@@ -150,17 +150,24 @@ def test_sigkill_and_rerun_equals_an_uninterrupted_run(trained_adapter, tmp_path
     assert len(progress.read_text().splitlines()) == 60
 
 
-def test_wrapper_resumes_and_propagates_exit_status(tiny_mistral, tmp_path):
+def wrapper_env():
+    return dict(os.environ, PATH=f"{REPO_ROOT / '.venv/bin'}:{os.environ['PATH']}")
+
+
+@pytest.mark.slow  # two inference runs, each in a fresh process
+def test_wrapper_resumes(tiny_mistral, tmp_path):
     out = tmp_path / "w.json"
     cmd = ["bash", "evaluate/run_inference.sh", "--local", "--model", str(tiny_mistral), "--data", str(SAMPLE),
            "--output", str(out), "--max_new_tokens", "8", "--limit", "4", "--quiet"]
-    env = dict(os.environ, PATH=f"{REPO_ROOT / '.venv/bin'}:{os.environ['PATH']}")
-    assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, env=env).returncode == 0
-    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, env=wrapper_env()).returncode == 0
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=wrapper_env())
     assert again.returncode == 0 and "resuming: 4 done, 0 to go" in again.stderr
+
+
+def test_wrapper_propagates_exit_status(tiny_mistral, tmp_path):
     bad_cmd = ["bash", "evaluate/run_inference.sh", "--local", "--model", str(tiny_mistral),
                "--data", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "x.json")]
-    bad = subprocess.run(bad_cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    bad = subprocess.run(bad_cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=wrapper_env())
     assert bad.returncode == 2 and "missing.csv" in bad.stderr
 
 

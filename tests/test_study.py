@@ -209,6 +209,7 @@ def test_a_bad_study_config_exits_2_naming_it(tmp_path, capsys):
     assert "baseline 'nope' is not an arm" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_untrained_arm_is_only_evaluated_and_rerun_skips_it(tiny_mistral, tmp_path, capsys, monkeypatch):
     import scripts.study as study
     monkeypatch.chdir(REPO_ROOT)
