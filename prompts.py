@@ -180,13 +180,12 @@ TASKS = {task.name: task for task in (
 )}
 
 
-def get_task(task) -> Task:
-    """A task from its name (or the Task itself)."""
-    if isinstance(task, Task):
-        return task
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task]
+def get_task(name: str) -> Task:
+    """The task of this name: the one lookup, made where a name comes in (an option, a config, a model's
+    contract, a results file's settings); code past that point is handed the `Task` itself."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
 
 
 # The Mistral `[INST]` format the original project used, for tokenizers without a chat template. A

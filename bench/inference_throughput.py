@@ -28,19 +28,19 @@ from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser, format_table
 from nli_finetune.extraction import extract_label
 from nli_finetune.modeling import load_for_inference
-from prompts import get_task, render_prompt
+from prompts import TASKS, Task, get_task, render_prompt
 
 DEV = [REPO_ROOT.parent / "shared/data/nli/dev.csv", REPO_ROOT / "data/sample/dev_300.csv"]
 
 
 @torch.inference_mode()
-def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, task: str,
+def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, task: Task,
                  batch_size: int = 32) -> tuple[list, float]:
     model, tokenizer, _ = load_for_inference(model_dir, device="cpu", merge_lora=False)  # PeftModel, as it did
     started = time.time()
     predictions = []
     for start in range(0, len(rows), batch_size):
-        texts = [render_prompt(tokenizer, get_task(task).messages(r)) for r in rows[start:start + batch_size]]
+        texts = [render_prompt(tokenizer, task.messages(r)) for r in rows[start:start + batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id)
@@ -56,7 +56,8 @@ def original_way(model_dir: str, rows: list[dict], max_new_tokens: int, task: st
 def main() -> int:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(REPO_ROOT / "models/smollm2-135m-nli-demo"))
-    p.add_argument("--task", default="nli_label", help="the task the model was trained on (its prompt)")
+    p.add_argument("--task", default="nli_label", choices=sorted(TASKS),
+                   help="the task the model was trained on (its prompt)")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--batch-size", type=int, nargs="+", default=[32, 128],
@@ -75,7 +76,7 @@ def main() -> int:
         writer.writeheader()
         writer.writerows({k: r[k] for k in ("premise", "hypothesis", "label")} for r in rows)
 
-    baseline, baseline_s = original_way(args.model, rows, args.max_new_tokens, args.task)
+    baseline, baseline_s = original_way(args.model, rows, args.max_new_tokens, get_task(args.task))
     table = [{"way": "original (batches of 32 in input order, full decode)", "seconds": baseline_s,
               "samples_per_s": len(rows) / baseline_s, "x_original": 1.0, "predictions_differ": 0}]
     runs = [(size, "auto") for size in args.batch_size] + [(max(args.batch_size), "generate")]

@@ -24,6 +24,7 @@ from nli_finetune.generation import generate_answers
 from nli_finetune.label_scoring import score_labels
 from nli_finetune.modeling import load_for_inference
 from nli_finetune.results import best_label, score_record
+from prompts import TASKS, get_task
 
 
 def packaged_smollm2() -> str:
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     p = ArgumentParser(description=__doc__)
     p.add_argument("--model", default=None, help="default: the packaged SmolLM2-135M-Instruct GGUF, untrained")
     p.add_argument("--data", default=str(REPO_ROOT / "data/sample/dev_300.csv"))
-    p.add_argument("--task", default="nli_label")
+    p.add_argument("--task", default="nli_label", choices=sorted(TASKS))
     p.add_argument("--n", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=12)
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
     budgets = [int(b) for b in args.score_tokens.split(",")]
     scorings = ["generate"] + [f"logprob@{b}" for b in budgets]
     model, tokenizer, _ = load_for_inference(args.model or packaged_smollm2(), device="cpu", load_in_4bit=False)
-    items, _ = load_eval_items(args.data, tokenizer, args.task, limit=args.n)
+    task = get_task(args.task)
+    items, _ = load_eval_items(args.data, tokenizer, task, limit=args.n)
     seconds = dict.fromkeys(scorings, 0.0)
     correct = dict.fromkeys(scorings, 0)
     for start in range(0, len(items), args.batch_size):
@@ -57,13 +59,13 @@ def main(argv=None) -> int:
         answers = generate_answers(model, tokenizer, prompts, batch_size=len(batch), progress=False,
                                    max_new_tokens=args.max_new_tokens, stop_at_json=True)
         seconds["generate"] += time.perf_counter() - began
-        correct["generate"] += sum(bool(score_record(i, a, args.task)["correct"]) for i, a in zip(batch, answers))
+        correct["generate"] += sum(bool(score_record(i, a, task)["correct"]) for i, a in zip(batch, answers))
         for budget, name in zip(budgets, scorings[1:]):
             label_scoring.SCORE_TOKENS = budget
             began = time.perf_counter()
-            probs = score_labels(model, tokenizer, prompts, args.task)
+            probs = score_labels(model, tokenizer, prompts, task)
             seconds[name] += time.perf_counter() - began
-            correct[name] += sum(best_label(args.task, p) == i.true_label for i, p in zip(batch, probs))
+            correct[name] += sum(best_label(task, p) == i.true_label for i, p in zip(batch, probs))
         print(f"{start + len(batch)}/{len(items)}: " + ", ".join(f"{name} {seconds[name]:.1f} s" for name in scorings),
               file=sys.stderr, flush=True)
     rows = [{"scoring": name, "samples/s": len(items) / seconds[name],

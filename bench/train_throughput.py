@@ -83,10 +83,11 @@ def child(args) -> int:
     return 0
 
 
-def useful_tokens(model, data, max_length: int) -> int:
+def useful_tokens(model, data, max_length: int, task: str) -> int:
     from nli_finetune.modeling import load_tokenizer
+    from prompts import get_task
     from train.sft_data import load_sft_examples
-    examples, _ = load_sft_examples(data, load_tokenizer(str(model)), max_seq_length=max_length)
+    examples, _ = load_sft_examples(data, load_tokenizer(str(model)), task=get_task(task), max_seq_length=max_length)
     return sum(len(e["input_ids"]) for e in examples)
 
 
@@ -121,7 +122,7 @@ def main() -> int:
     lines = (work / "all.jsonl").read_text().splitlines()[:args.examples]
     data = work / "train.jsonl"
     data.write_text("\n".join(lines) + "\n")
-    tokens = useful_tokens(model, data, args.max_length)
+    tokens = useful_tokens(model, data, args.max_length, args.task)
 
     rows = []
     names = {"trl": "TRL SFTTrainer (defaults)", "ours_plain": "train_sft.py (float32, SDPA)",

@@ -22,19 +22,18 @@ from nli_finetune.data_io import DataError
 from nli_finetune.extraction import iter_json_spans
 from nli_finetune.job_runner import run_pool
 from nli_finetune.llm_api import ApiError, client_from_args
-from prompts import get_task
+from prompts import Task
 
 
-def answer_end(text: str, task) -> int | None:
+def answer_end(text: str, task: Task) -> int | None:
     """Index just past the first complete JSON object that holds a valid label, or None."""
-    task = get_task(task)
     for _, end, obj in iter_json_spans(text):
         if task.label_field in obj and task.normalize_label(obj[task.label_field]) is not None:
             return end + 1
     return None
 
 
-def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool, task) -> dict:
+def answer_result(choice: dict, usage: dict, fingerprint: str, stop_at_json: bool, task: Task) -> dict:
     """The record fields the local backends give, from one checked chat-completions choice."""
     text = choice["message"]["content"]
     reason = "eos" if choice.get("finish_reason") == "stop" else "length"

@@ -40,7 +40,7 @@ from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.model_contract import read_contract, resolve_setting
 from nli_finetune.modeling import model_fingerprint
-from prompts import TASKS, get_task
+from prompts import TASKS, Task, get_task
 
 
 def probability(text: str) -> float:
@@ -73,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_inputs(args) -> tuple[str, list]:
+def check_inputs(args) -> tuple[Task, list]:
     """(the task, its labels as strings): refuse before any model loads what cannot be calibrated."""
     model = Path(args.model).expanduser()
     if not model.is_dir():
         raise DataError(f"--model {args.model}: not a local model folder (calibration.json is written into it)")
-    task = resolve_setting(read_contract(model), "task", args.task, "nli", "--task")
-    if get_task(task).free_text:
-        raise DataError(f"--task {task}: a free-text task has no labels to calibrate")
+    task = get_task(resolve_setting(read_contract(model), "task", args.task, "nli", "--task"))
+    if task.free_text:
+        raise DataError(f"--task {task.name}: a free-text task has no labels to calibrate")
     check_outputs({"--calib_file": args.calib_file, "--model": model},
                   {"calibration file": calibration_path(model), "--scores_file": args.scores_file})
     items, labelled = load_eval_items(args.calib_file, None, task)
@@ -90,7 +90,7 @@ def check_inputs(args) -> tuple[str, list]:
     if len(seen) < 2:
         raise DataError(f"{args.calib_file}: every row has label {next(iter(seen))!r}: a tuning file needs at "
                         "least two labels")
-    return task, [str(label) for label in get_task(task).labels]
+    return task, [str(label) for label in task.labels]
 
 
 def scores_path(args) -> Path:
@@ -99,10 +99,10 @@ def scores_path(args) -> Path:
     return REPO_ROOT / "results" / f"{Path(args.model).resolve().name}-{Path(args.calib_file).stem}.calibration-scores.json"
 
 
-def score_tuning_file(args, task: str, scores: Path) -> None:
+def score_tuning_file(args, task: Task, scores: Path) -> None:
     """sample_model --scoring logprob on the tuning file, without any existing calibration (raw probabilities)."""
     command = [sys.executable, "-m", "evaluate.sample_model", "--model_id", str(Path(args.model).resolve()),
-               "--test_file", str(Path(args.calib_file).resolve()), "--task", task, "--scoring", "logprob",
+               "--test_file", str(Path(args.calib_file).resolve()), "--task", task.name, "--scoring", "logprob",
                "--no_calibration", "--output_file", str(scores.resolve()), "--batch_size", str(args.batch_size),
                "--device", args.device, "--dtype", args.dtype]
     command += ["--max_prompt_tokens", str(args.max_prompt_tokens)] if args.max_prompt_tokens else []
@@ -152,7 +152,7 @@ def calibrate(args) -> dict:
     data = {"method": fit["method"], "labels": labels, "temperature": fit["temperature"],
             "bias": dict(zip(labels, fit["bias"])) if fit["bias"] else None,
             "fitted_on": {"file": str(calib.resolve()), "fingerprint": path_fingerprint(calib),
-                          "size_bytes": calib.stat().st_size, "examples": len(gold), "task": task,
+                          "size_bytes": calib.stat().st_size, "examples": len(gold), "task": task.name,
                           "scores_file": str(scores.resolve())},
             "model_fingerprint": model_fingerprint(args.model),
             "cross_validation": {"folds": min(args.folds, len(gold)), "nll": fit["cv_nll"]} if fit["cv_nll"] else None,

@@ -5,8 +5,9 @@
 
 `resolve_run` reads the parsed arguments and the model's contract (model_contract.resolve_model_use, which
 scripts/serve.py uses too) and refuses what cannot run, before any model loads: every later step reads
-the frozen `InferenceRun`, never the arguments. A `Backend` answers the run's items (`generate`), scores
-each label's answer (`score`, the HF backend only) and frees what it holds (`close`).
+the frozen `InferenceRun` (the task in it is the `prompts.Task`, looked up once), never the arguments. A
+`Backend` answers the run's items (`generate`), scores each label's answer (`score`, the HF backend only)
+and frees what it holds (`close`).
 """
 
 import argparse
@@ -19,7 +20,7 @@ from nli_finetune.cli import ArgumentParser, above_zero, at_least, parse_bool
 from nli_finetune.data_io import DataError
 from nli_finetune.llm_api import PROVIDERS
 from nli_finetune.model_contract import ModelContract, resolve_model_use
-from prompts import TASKS, get_task
+from prompts import TASKS, Task
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -116,7 +117,7 @@ class InferenceRun:
     load_in_4bit: bool | None
     dtype: str
     # what is asked and how it is answered
-    task: str                         # --task, else the contract's, else nli
+    task: Task                        # --task, else the contract's, else nli
     test_file: str
     limit: int | None
     shard: tuple[int, int] | None
@@ -159,11 +160,11 @@ def resolve_run(args) -> InferenceRun:
     use = resolve_model_use(args.model_id, task=args.task, default_task="nli", base_model=args.base_model,
                             local=args.backend != "openai", ignore=args.ignore_contract,
                             allow_other_base=args.allow_other_base)
-    task = get_task(use.task)
+    task = use.task
     check_backend_args(args, task)
     calibration, abstain_below = resolve_calibration(args, task)
     resolved = {
-        "contract": use.contract, "other_base": use.other_base, "task": use.task,
+        "contract": use.contract, "other_base": use.other_base, "task": task,
         "batch_size": 1 if args.backend == "openai" else args.batch_size,
         "stop_at_json": not task.free_text if args.stop_at_json is None else args.stop_at_json,
         "calibration": calibration, "abstain_below": abstain_below,
@@ -174,7 +175,7 @@ def resolve_run(args) -> InferenceRun:
     return InferenceRun(**given, **resolved)
 
 
-def check_backend_args(args, task) -> None:
+def check_backend_args(args, task: Task) -> None:
     """Refuse options the chosen backend cannot honour, before the model loads."""
     if args.scoring == "logprob" and (args.backend != "hf" or task.free_text):
         raise DataError(SCORING_NEEDS)
@@ -189,7 +190,7 @@ def check_backend_args(args, task) -> None:
         raise DataError(f"--backend {args.backend} needs --model_id (a model folder, adapter, hub id or .gguf)")
 
 
-def resolve_calibration(args, task) -> tuple[dict | None, float | None]:
+def resolve_calibration(args, task: Task) -> tuple[dict | None, float | None]:
     """(the model's calibration.json for --scoring logprob, checked against the task and the test file, or None:
     none, --no_calibration or another scoring; the abstention threshold: --abstain_below, else the one the
     calibration stored; None for no abstention)."""

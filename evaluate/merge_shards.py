@@ -18,7 +18,7 @@ from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import check_outputs
 from nli_finetune.model_contract import check_same_contract
 from nli_finetune.redaction import redact
-from nli_finetune.results import summarize, write_outputs
+from nli_finetune.results import results_task, summarize, write_outputs
 
 # Free to differ between the shards of one run: the shard itself and how each was loaded and decoded.
 PER_SHARD_SETTINGS = ("shard", "loaded", "decoder", "model_contract")
@@ -74,7 +74,8 @@ def merge(paths: list[Path]) -> dict:
     generated = sum(data["timing"]["generated_this_run"] for _, data in shards)
     timing = {"seconds_this_run": seconds, "generated_this_run": generated,
               "samples_per_s": generated / seconds if seconds else None, "shards": count}
-    return {"settings": settings, "metrics": summarize(records, settings["task"], settings["has_labels"]),
+    task = results_task(paths[0], settings)
+    return {"settings": settings, "metrics": summarize(records, task, settings["has_labels"]),
             "timing": timing, "records": records}
 
 

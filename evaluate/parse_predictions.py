@@ -16,7 +16,7 @@ from nli_finetune.cli import ArgumentParser, format_table
 from nli_finetune.data_io import DataError
 from nli_finetune.extraction import count_json_objects
 from nli_finetune.redaction import redact
-from nli_finetune.results import answer_label, summarize
+from nli_finetune.results import answer_label, results_task, summarize
 
 COLUMNS = ["file", "n", "parse_rate", "single_json_rate", "stop_rate", "accuracy", "f1_macro", "mean_generated_tokens"]
 
@@ -38,9 +38,7 @@ def read_results(path: Path) -> dict:
 
 def rescore(path: Path, strict: bool) -> dict:
     data = read_results(path)
-    task = data["settings"].get("task")
-    if not isinstance(task, str):  # a missing task is an error, never a default
-        raise DataError(f"{path}: field 'settings.task': {task!r} is not a task name")
+    task = results_task(path, data["settings"])
     records = []
     for record in data["records"]:
         label, method = answer_label(record["raw_output"], task)

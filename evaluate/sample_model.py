@@ -42,6 +42,7 @@ from nli_finetune.modeling import ModelLoadError, check_outputs_spare_model, mod
 from nli_finetune.redaction import redact, safe_url
 from nli_finetune.results import score_record, summarize, write_outputs
 from nli_finetune.resume import changes, refusal, unknown_origin
+from prompts import Task
 
 # Recorded in the output but free to differ on resume: they don't change what is generated.
 OUTPUT_ONLY_SETTINGS = ("loaded", "decoder", "model_contract",  # the contract is one of the model's files
@@ -89,7 +90,7 @@ def check_shard_not_empty(run: InferenceRun) -> None:
                             f"{run.shard[1]} shards); use at most {rows} shards")
 
 
-def write_reliability_diagram(path: Path, records: list, task: str) -> None:
+def write_reliability_diagram(path: Path, records: list, task: Task) -> None:
     """The reliability diagram of scored labels (probability of the predicted label against being right),
     written atomically next to the outputs."""
     from nli_finetune.calibration import calibration_report, plot_reliability
@@ -97,7 +98,7 @@ def write_reliability_diagram(path: Path, records: list, task: str) -> None:
     confidence = [r["label_probs"][str(r["predicted_label"])] for r in records]
     report = calibration_report(confidence, [r["correct"] for r in records], beta=max(1, len(records) // 10))
     partial = path.with_name(f".{path.stem}.partial.png")
-    plot_reliability(report, partial, title=f"{task}, scored labels")
+    plot_reliability(report, partial, title=f"{task.name}, scored labels")
     partial.replace(path)
 
 
@@ -194,7 +195,7 @@ def batch_plan(items: list, batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def generate_missing(generate, items: list, done: dict, progress_path: Path, batch_size: int, task: str) -> None:
+def generate_missing(generate, items: list, done: dict, progress_path: Path, batch_size: int, task: Task) -> None:
     """Generate every planned batch that holds a missing item, appending each new record to the progress file."""
     rerun = [items[i] for batch in batch_plan(items, batch_size) if any(items[j].id not in done for j in batch)
              for i in batch]
@@ -217,7 +218,7 @@ def generate_missing(generate, items: list, done: dict, progress_path: Path, bat
 
 def run_settings(run: InferenceRun) -> dict:
     """What the outputs record of this run; all but OUTPUT_ONLY_SETTINGS must match to resume."""
-    settings = {"model_id": run.label, "test_file": run.test_file, "task": run.task,
+    settings = {"model_id": run.label, "test_file": run.test_file, "task": run.task.name,
                 "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens, "max_prompt_tokens": run.max_prompt_tokens,
                 "stop_at_json": run.stop_at_json, "backend": run.backend, "shard": run.shard,
                 "limit": run.limit, "base_model": run.base_model, "decoder": run.decoder,

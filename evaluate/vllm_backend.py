@@ -14,7 +14,6 @@ from nli_finetune.cli import on_terminal
 from nli_finetune.generation import JsonCloseTracker, answer_record
 from nli_finetune.modeling import ModelLoadError, adapter_base, load_tokenizer, resolve_model_dir
 from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
-from prompts import get_task
 
 INSTALL_HINT = ("vLLM is not installed in this Python: it lives in an environment of its own, which "
                 "`./run_inference.sh --backend vllm` picks for you (/opt/vllm-venv in the Docker image, "
@@ -105,7 +104,7 @@ class VllmBackend:
     def __init__(self, run):
         self.run = run
         self.engine = VllmGenerator(run.model_id, base_model=run.base_model, dtype=run.dtype,
-                                    json_schema=get_task(run.task).answer_schema() if run.json_schema else None)
+                                    json_schema=run.task.answer_schema() if run.json_schema else None)
         self.tokenizer = self.engine.tokenizer
 
     def generate(self, items: list, on_batch) -> None:

@@ -17,7 +17,7 @@ from nli_finetune.sft_formats import (
     example_segments,
     question_answer_messages,
 )
-from prompts import encode_prompt, get_task
+from prompts import Task, encode_prompt
 
 
 @dataclass
@@ -30,7 +30,7 @@ class EvalItem:
     messages: list = field(default_factory=list)  # the prompt as chat messages (API backends)
 
 
-def _reference_label(reference: str, task, where: str, field: str):
+def _reference_label(reference: str, task: Task, where: str, field: str):
     """The label a chat row's reference answer gives; an answer with no valid label is an error (the row
     would otherwise count as unlabelled without a word)."""
     if task.free_text:
@@ -50,7 +50,7 @@ def _reference_field(record: dict, fmt: str, turns: list | None = None) -> str:
     return {"prompt_completion": "completion", "prompt_response": "response", "question_answer": "answer"}.get(fmt, fmt)
 
 
-def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
+def _sft_prompt_and_label(record: dict, tokenizer, task: Task, where: str):
     """The tokens before the first trained segment, and the label its reference answer gives."""
     fmt = detect_format(record, task)
     segments = example_segments(tokenizer, record, fmt, task, where)
@@ -58,10 +58,10 @@ def _sft_prompt_and_label(record: dict, tokenizer, task: str, where: str):
     prompt = [t for ids, _ in segments[:first_trained] for t in ids]
     reference = tokenizer.decode(segments[first_trained][0], skip_special_tokens=True)
     turns = chat_messages(record["messages"], where) if fmt == "messages" else None
-    return prompt, _reference_label(reference, get_task(task), where, _reference_field(record, fmt, turns))
+    return prompt, _reference_label(reference, task, where, _reference_field(record, fmt, turns))
 
 
-def _sft_messages_and_label(record: dict, task: str, where: str):
+def _sft_messages_and_label(record: dict, task: Task, where: str):
     """The chat messages before the first answer of a chat-format SFT row, and its reference label."""
     fmt = detect_format(record, task)
     if fmt == "messages":
@@ -83,13 +83,12 @@ def _sft_messages_and_label(record: dict, task: str, where: str):
     if not first_answer:
         raise DataError(f"{where}: no prompt before an assistant answer")
     field = f"messages[{first_answer}].content" if fmt == "messages" else _reference_field(record, fmt)
-    return turns[:first_answer], _reference_label(turns[first_answer]["content"], get_task(task), where, field)
+    return turns[:first_answer], _reference_label(turns[first_answer]["content"], task, where, field)
 
 
-def load_eval_items(path, tokenizer, task: str, limit: int | None = None) -> tuple[list[EvalItem], bool]:
+def load_eval_items(path, tokenizer, task: Task, limit: int | None = None) -> tuple[list[EvalItem], bool]:
     """(items, has_labels). Raw rows need the task's input fields; a label, when present, must be in
     the task's label set. Ids come from an `id` column, else the row number; duplicates are errors."""
-    task = get_task(task)
     records = read_records(path)
     if limit:
         records = records[:limit]

@@ -15,13 +15,13 @@ seconds, not hours. Its string/escape state machine, `JsonScanner`, is the only 
 at a closed JSON answer (generation.JsonCloseTracker) feeds it one token at a time.
 
     from nli_finetune.extraction import extract_label
-    extract_label('{"thought_process": "...", "predicted_label": 1}', "nli")   # -> (1, "json")
+    extract_label('{"thought_process": "...", "predicted_label": 1}', nli)   # nli: the prompts.Task -> (1, "json")
 """
 
 import json
 import re
 
-from prompts import get_task
+from prompts import Task
 
 MAX_NESTING = 100  # an object nested deeper is not an answer (and would exhaust json's recursion)
 _SPECIAL = re.compile(r'[{}"\\]')
@@ -203,7 +203,7 @@ def count_json_objects(text: str) -> int:
     return count
 
 
-def _phrase_pattern(task) -> re.Pattern:
+def _phrase_pattern(task: Task) -> re.Pattern:
     """An explicit label phrase whose value is one label and nothing more: not `0/1`, `1.5`, `1...`,
     `"0 or 1"` or `1 or 0`."""
     names = [name for name in task.label_names if isinstance(name, str)]
@@ -257,13 +257,12 @@ def _value_at(text: str, index: int):
     return value if re.fullmatch(r"\s*(?:[,}].*)?", text[end:], re.DOTALL) else None
 
 
-def extract_label(generated_text: str, task):
+def extract_label(generated_text: str, task: Task):
     """(label or None, method) for one generated answer; method is "json", "phrase" or "none".
     A complete JSON object that holds the label field decides: the first valid label wins, and when
     every such object holds an invalid value ("0 or 1", 1.5, null) the answer is None, never read
     again by the phrase fallback. Next, a cut-off object's label field decides; phrases count only
     outside every JSON object, complete or cut off, and must agree."""
-    task = get_task(task)
     field = task.label_field
     spans = list(iter_json_spans(generated_text))
     with_field = [obj for _, _, obj in spans if field in obj]

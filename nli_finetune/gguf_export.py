@@ -100,7 +100,6 @@ def trained_for(model_dir: Path, base: str | None = None, allow_other_base: bool
     `allow_other_base`), else the recorded one. {} for a folder without a contract (a base model, or an
     output older than contracts)."""
     from nli_finetune.model_contract import OTHER_BASE_FLAG, ContractError, check_base, read_contract
-    from prompts import get_task
     try:
         contract = read_contract(model_dir)
         other = check_base(contract, base, OTHER_BASE_FLAG, allow_other_base)
@@ -108,7 +107,7 @@ def trained_for(model_dir: Path, base: str | None = None, allow_other_base: bool
         raise ExportError(str(exc)) from exc
     if contract is None:
         return {}
-    task = get_task(contract.task)  # read_contract has checked that the task exists
+    task = contract.trained_task
     schema = contract.answer_schema()
     return {"task": contract.task, "answer_format": contract.answer_format,
             "answer_schema": json.dumps(schema, ensure_ascii=False) if schema else None,

@@ -1,7 +1,7 @@
 """Labels scored, not parsed: the probability of each label's answer given the prompt.
 
     from nli_finetune.label_scoring import scored_answers
-    results = scored_answers(model, tokenizer, prompts, "nli_label")   # [{"label_probs": {"0": p, "1": q}, ...}]
+    results = scored_answers(model, tokenizer, prompts, task)   # task: a prompts.Task; [{"label_probs": {"0": p, ...}}]
 
 A label's answer is the text the task's answer format renders for it (`Task.answer`, e.g.
 `{"predicted_label": 1}`), tokenized as training tokenizes answers (no special tokens; eos not scored).
@@ -32,7 +32,7 @@ from nli_finetune.cli import progress as progress_bar
 from nli_finetune.extraction import iter_json_objects
 from nli_finetune.generation import generate_answers
 from nli_finetune.results import best_label
-from prompts import get_task
+from prompts import Task
 
 SCORINGS = ("generate", "logprob")
 SCORE_TOKENS = 512  # tokens per forward (forward_chunks); chosen by bench/label_scoring_speed.py --score-tokens
@@ -42,7 +42,7 @@ def answer_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def label_answers(tokenizer, task, reasoning: str | None = None) -> list[list[int]]:
+def label_answers(tokenizer, task: Task, reasoning: str | None = None) -> list[list[int]]:
     """Every label's answer as tokens, in label order (after `reasoning` for chain-of-thought tasks)."""
     return [answer_ids(tokenizer, task.answer(label, reasoning)) for label in task.labels]
 
@@ -63,9 +63,9 @@ def not_scored(reason: str, generated: dict | None = None) -> dict:
             "over_context": reason}
 
 
-def reasoning_of(text: str, task) -> str:
+def reasoning_of(text: str, task: Task) -> str:
     """The reasoning a generated chain-of-thought answer wrote: its JSON reasoning field, else the whole text."""
-    field = get_task(task).reasoning_field
+    field = task.reasoning_field
     for obj in iter_json_objects(text):
         if isinstance(obj.get(field), str):
             return obj[field]
@@ -134,10 +134,9 @@ def forward_log_probs(model, packed: list[tuple], pad_id: int, keep: int) -> tor
 
 
 @torch.inference_mode()
-def score_labels(model, tokenizer, prompts: list[list[int]], task, reasonings: list | None = None) -> list[dict]:
+def score_labels(model, tokenizer, prompts: list[list[int]], task: Task, reasonings: list | None = None) -> list[dict]:
     """{label: probability} (labels as strings, probabilities summing to 1) for each prompt, a forward
     pass per few rows (forward_chunks); `reasonings` (chain-of-thought tasks) is the reasoning each answer starts with."""
-    task = get_task(task)
     packed = []
     for index, prompt in enumerate(prompts):
         reasoning = reasonings[index] if reasonings is not None else None
@@ -173,14 +172,13 @@ def label_probs_of(model, packed: list[tuple], pad_id: int) -> list[list[float]]
     return probs
 
 
-def scored_answers(model, tokenizer, prompts: list[list[int]], task, *, batch_size: int = 8,
+def scored_answers(model, tokenizer, prompts: list[list[int]], task: Task, *, batch_size: int = 8,
                    max_new_tokens: int = 512, decoder: str = "auto", on_batch=None, progress: bool = True) -> list[dict]:
     """One result per prompt (same order), the records `generation.generate_answers` gives plus
     `label_probs`. Label-only tasks: "text" is the most probable label's answer, "stop_reason" "scored",
     no generated tokens. Chain-of-thought tasks: the generated answer, its labels scored after its
     reasoning. A prompt whose answer runs past the model's context: not scored (not_scored).
     `on_batch([(index, result), ...])` is called as each batch finishes."""
-    task = get_task(task)
     if task.free_text:
         raise ValueError(f"the {task.name} task has no labels to score")
     results: list[dict | None] = [None] * len(prompts)
@@ -226,5 +224,5 @@ def scored_answers(model, tokenizer, prompts: list[list[int]], task, *, batch_si
     return results
 
 
-def label_only_result(task, label_probs: dict) -> dict:
+def label_only_result(task: Task, label_probs: dict) -> dict:
     return {"text": task.answer(best_label(task, label_probs)), "stop_reason": "scored", "generated_tokens": 0, "label_probs": label_probs}

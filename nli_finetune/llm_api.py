@@ -34,7 +34,7 @@ from nli_finetune.cli import above_zero, at_least
 from nli_finetune.data_io import DataError, load_env_file
 from nli_finetune.extraction import iter_json_objects
 from nli_finetune.redaction import redact, safe_url
-from prompts import REASK_TEMPLATE, get_task
+from prompts import REASK_TEMPLATE, Task
 
 PROVIDERS = {
     "mistral": {"base": "https://api.mistral.ai/v1", "key_env": "MISTRAL_API_KEY", "model": "open-mistral-7b"},
@@ -74,9 +74,8 @@ def required_text(answer: dict, name: str) -> str:
     return value
 
 
-def required_label(answer: dict, task="nli", name: str | None = None):
+def required_label(answer: dict, task: Task, name: str | None = None):
     """The task's label in answer[name] (default: the task's label field), or ValidationError."""
-    task = get_task(task)
     name = name or task.label_field
     label = task.normalize_label(answer.get(name))
     if label is None:

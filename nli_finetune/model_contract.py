@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nli_finetune.data_io import DataError, atomic_write_json
 from nli_finetune.modeling import adapter_base, base_fingerprint
-from prompts import TASKS, chat_template, get_task
+from prompts import TASKS, Task, chat_template, get_task
 
 CONTRACT_FILE = "model_contract.json"
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ class ContractError(DataError):
 
 @dataclass(frozen=True)
 class ModelContract:
-    task: str
+    task: str                        # the task's name, as the file stores it (trained_task: the Task)
     answer_format: str
     data_format: str
     special_tokens: list
@@ -73,19 +73,23 @@ class ModelContract:
         """What a results file records of the model's contract (merge_shards compares it)."""
         return {"task": self.task, "answer_format": self.answer_format, "sha256": self.digest()}
 
+    @property
+    def trained_task(self) -> Task:
+        """The task the model was trained for (read_contract has checked that its name is a task)."""
+        return get_task(self.task)
+
     def answer_schema(self) -> dict | None:
         """The JSON schema of an answer, for a model trained to answer in JSON (else None)."""
-        return get_task(self.task).answer_schema() if self.answer_format in ("label_only", "cot_json") else None
+        return self.trained_task.answer_schema() if self.answer_format in ("label_only", "cot_json") else None
 
 
 def template_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def answer_format_of(task: str, confidence_tokens: dict) -> str:
+def answer_format_of(task: Task, confidence_tokens: dict) -> str:
     if confidence_tokens:
         return "confidence"
-    task = get_task(task)
     if task.free_text:
         return "free_text"
     return "cot_json" if task.reasoning_field else "label_only"
@@ -104,12 +108,12 @@ def base_source(model_id: str) -> dict:
     return source | {"fingerprint": base_fingerprint(model_id)}
 
 
-def build_contract(tokenizer, *, task: str, data_format: str, special_tokens: list, confidence_tokens: dict,
+def build_contract(tokenizer, *, task: Task, data_format: str, special_tokens: list, confidence_tokens: dict,
                    confidence_datasets: dict, max_seq_length: int, model_id: str) -> ModelContract:
     """The contract of a model trained with these settings and this tokenizer (special tokens already added)."""
     template = chat_template(tokenizer)
     return ModelContract(
-        task=task, answer_format=answer_format_of(task, confidence_tokens), data_format=data_format,
+        task=task.name, answer_format=answer_format_of(task, confidence_tokens), data_format=data_format,
         special_tokens=list(special_tokens), confidence_tokens={k: list(v) for k, v in confidence_tokens.items()},
         confidence_datasets=dict(confidence_datasets), chat_template=template,
         chat_template_sha256=template_sha256(template), max_seq_length=max_seq_length,
@@ -207,7 +211,7 @@ def check_base(contract: ModelContract | None, base: str | None, flag: str | Non
 class ModelUse:
     """What a model's contract settles for one use of it (a sample_model run, a server)."""
     contract: ModelContract | None
-    task: str | None         # the given task, else the contract's, else the caller's default
+    task: Task | None        # the given task, else the contract's, else the caller's default (None: none of them)
     other_base: dict | None  # an other base the caller's flag allowed, as check_base records it
 
 
@@ -215,13 +219,15 @@ def resolve_model_use(model_id, *, task=None, default_task=None, base_model=None
                       ignore: bool = False, other_base_flag: str | None = OTHER_BASE_FLAG,
                       allow_other_base: bool = False) -> ModelUse:
     """The one resolution of a model's contract that evaluate/inference_run.py and scripts/serve.py share:
-    read it, settle the task (a given one that contradicts it is refused unless `ignore`) and refuse an
-    adapter on another base (`base_model`, else adapter_config.json's) unless `allow_other_base`. `local`:
-    the model's files are used here (not through an API), so its base can be checked."""
+    read it, settle the task (a given name that contradicts the contract's is refused unless `ignore`; the
+    name settled is looked up once, into the `Task`) and refuse an adapter on another base (`base_model`,
+    else adapter_config.json's) unless `allow_other_base`. `local`: the model's files are used here (not
+    through an API), so its base can be checked."""
     contract = read_contract(model_id)
     task = resolve_setting(contract, "task", task, default_task, "--task", ignore)
     base = (base_model or adapter_base(model_id)) if contract is not None and local else None
-    return ModelUse(contract, task, check_base(contract, base, other_base_flag, allow_other_base))
+    return ModelUse(contract, None if task is None else get_task(task),
+                    check_base(contract, base, other_base_flag, allow_other_base))
 
 
 def tokenizer_problems(contract: ModelContract, tokenizer) -> list[str]:

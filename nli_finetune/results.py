@@ -1,19 +1,22 @@
 """Result records and their metrics, shared by inference and the offline tools (merge_shards,
 parse_predictions), which use them without loading torch.
 
-    from nli_finetune.results import summarize
-    summarize(records, "nli", has_labels=True)
+    from nli_finetune.results import results_task, summarize
+    summarize(records, results_task(path, data["settings"]), has_labels=True)
+
+Every function here takes the `prompts.Task` itself; a results file stores the task's name, which
+`results_task` turns into the Task once, where the file is read.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from nli_finetune.data_io import atomic_write_csv, atomic_write_json
+from nli_finetune.data_io import DataError, atomic_write_csv, atomic_write_json
 from nli_finetune.extraction import count_json_objects, extract_label
 from nli_finetune.metrics import classification_metrics, probability_metrics, text_metrics, wilson_interval
 from nli_finetune.redaction import redact_data
-from prompts import get_task
+from prompts import Task, get_task
 
 CSV_FIELDS = ["id", "predicted_label", "true_label", "correct", "extraction_method", "stop_reason",
               "generated_tokens"]
@@ -23,17 +26,29 @@ STOPPED = ("eos", "json", "scored")  # an answer that ended by itself (or was sc
 # out, "error" was refused by an API
 
 
-def answer_label(text: str, task: str):
+def results_task(path, settings: dict) -> Task:
+    """The task a results file's settings name (it stores the name): a missing or unknown one is an error
+    naming the file, never a default."""
+    name = settings.get("task")
+    if not isinstance(name, str):
+        raise DataError(f"{path}: field 'settings.task': {name!r} is not a task name")
+    try:
+        return get_task(name)
+    except ValueError as exc:
+        raise DataError(f"{path}: field 'settings.task': {exc}") from None
+
+
+def answer_label(text: str, task: Task):
     """(label, method) of a generated answer; free-text tasks have no label to extract."""
-    return (None, "free_text") if get_task(task).free_text else extract_label(text, task)
+    return (None, "free_text") if task.free_text else extract_label(text, task)
 
 
-def best_label(task, label_probs: dict):
+def best_label(task: Task, label_probs: dict):
     """The most probable label of scored labels (`label_scoring.py`); a tie goes to the first in label order."""
-    return max(get_task(task).labels, key=lambda label: label_probs[str(label)])
+    return max(task.labels, key=lambda label: label_probs[str(label)])
 
 
-def score_record(item, result: dict, task: str) -> dict:
+def score_record(item, result: dict, task: Task) -> dict:
     """One result record; a result with `label_probs` (`--scoring logprob`) predicts its most probable label."""
     scored = "label_probs" in result
     if scored:
@@ -52,7 +67,7 @@ def score_record(item, result: dict, task: str) -> dict:
             **({"over_context": result["over_context"]} if "over_context" in result else {})}
 
 
-def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
+def summarize(records: list[dict], task: Task, has_labels: bool) -> dict:
     """Parse, stop and (with labels) classification metrics over result records; for free-text tasks
     exact match and ROUGE-L against the references instead."""
     errors = sum(r["stop_reason"] == "error" for r in records)
@@ -61,8 +76,8 @@ def summarize(records: list[dict], task: str, has_labels: bool) -> dict:
     return metrics | ({"api_errors": errors} if errors else {}) | ({"over_context": over} if over else {})
 
 
-def summarize_answers(records: list[dict], task: str, has_labels: bool) -> dict:
-    n, task = len(records), get_task(task)
+def summarize_answers(records: list[dict], task: Task, has_labels: bool) -> dict:
+    n = len(records)
     if task.free_text:
         metrics = {"n": n, "stop_rate": sum(r["stop_reason"] in STOPPED for r in records) / n,
                    "eos_rate": sum(r["stop_reason"] == "eos" for r in records) / n,
@@ -95,14 +110,14 @@ def answer_confidence(record: dict) -> float | None:
     return None if not probs or record["predicted_label"] is None else probs[str(record["predicted_label"])]
 
 
-def scored_metrics(records: list[dict], task: str, has_labels: bool) -> dict:
+def scored_metrics(records: list[dict], task: Task, has_labels: bool) -> dict:
     """What scored labels add (issue #43): the raw NLL; ECE / Brier / NLL after calibration (calibrated_*)
     where records carry calibrated probabilities; the risk-coverage curve, AURC and coverage at 90/95/99%
     accuracy; 95% bootstrap intervals of NLL, ECE, Brier and AURC, raw and calibrated (`*_ci`); and with
     abstention (records marked `abstained`) the coverage and the accuracy of the answered examples, with 95%
     Wilson intervals, beside the full-set numbers."""
     from nli_finetune.calibration import log_prob_rows, negative_log_likelihood, probability_intervals, selective_report
-    labels = [str(label) for label in get_task(task).labels]
+    labels = [str(label) for label in task.labels]
     scored = [r for r in records if r.get("label_probs") and r["predicted_label"] is not None]
     if not has_labels or not scored:
         return {}
@@ -111,7 +126,7 @@ def scored_metrics(records: list[dict], task: str, has_labels: bool) -> dict:
     if all(r.get("calibrated_label_probs") for r in scored):
         calibrated = [r["calibrated_label_probs"] for r in scored]
         metrics |= {f"calibrated_{k}": v for k, v in probability_metrics([r["true_label"] for r in scored], calibrated,
-                                                                          list(get_task(task).labels)).items()}
+                                                                          list(task.labels)).items()}
         metrics["calibrated_nll"] = negative_log_likelihood(np.exp(log_prob_rows(calibrated, labels)), gold)
     for prefix, field in (("", "label_probs"), ("calibrated_", "calibrated_label_probs")):
         if all(r.get(field) for r in scored):

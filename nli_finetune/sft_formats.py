@@ -16,7 +16,7 @@ prompt part of a chat-format row as the prompt to answer).
 import re
 
 from nli_finetune.data_io import DataError, row_label, row_text
-from prompts import confidence_user_message, encode_prompt, get_task
+from prompts import Task, confidence_user_message, encode_prompt
 
 FORMATS = ("prompt_completion", "prompt_response", "messages", "text", "question_answer", "record", "confidence")
 # "nli" is the name `record` had while NLI was the only task with raw rows; configs may still say it
@@ -25,7 +25,7 @@ CHAT_FORMATS = ("messages", "prompt_completion", "prompt_response", "question_an
 CONFIDENCE_TOKEN = re.compile(r"<[CU]_[A-Za-z0-9]+>")
 
 
-def detect_format(record: dict, task) -> str | None:
+def detect_format(record: dict, task: Task) -> str | None:
     """The record's format; a raw row (`record`) is one that holds every input field of `task`."""
     if "tagged_response" in record:
         return "confidence"
@@ -37,7 +37,7 @@ def detect_format(record: dict, task) -> str | None:
         return "prompt_response"
     if "text" in record and "[/INST]" in str(record["text"]):
         return "text"
-    fields = get_task(task).input_fields
+    fields = task.input_fields
     if fields and all(name in record for name in fields):
         return "record"
     if "question" in record and "answer" in record:
@@ -83,7 +83,7 @@ def _content(message, where: str) -> str:
     return content
 
 
-def _record_answer(record: dict, task, where: str) -> str:
+def _record_answer(record: dict, task: Task, where: str) -> str:
     """The answer a raw row of a label task teaches, refusing what would teach a wrong format or label."""
     for name in task.input_fields:
         row_text(record, name, where)
@@ -122,7 +122,7 @@ def _raw_prompt_ids(tokenizer, prompt: str) -> list[int]:
     return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
 
 
-def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> list[tuple[list[int], bool]]:
+def example_segments(tokenizer, record: dict, fmt: str, task: Task, where: str) -> list[tuple[list[int], bool]]:
     """The example as [(token ids, trained?)] segments, in order."""
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     eos = [tokenizer.eos_token_id]
@@ -163,7 +163,6 @@ def example_segments(tokenizer, record: dict, fmt: str, task, where: str) -> lis
     if fmt == "confidence":
         return confidence_segments(tokenizer, record, where)
     if fmt == "record":
-        task = get_task(task)
         if task.free_text or not all(name in record for name in task.input_fields):
             raise DataError(f"{where}: a raw row of the '{task.name}' task needs its fields "
                             f"{', '.join(task.input_fields) or '(none: free text reads prompt/response rows)'}")

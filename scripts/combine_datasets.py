@@ -18,12 +18,14 @@ from nli_finetune.cli import ArgumentParser, format_table
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs, read_jsonl, seeded_split
 from nli_finetune.redaction import redact
 from nli_finetune.sft_formats import detect_format, question_answer_messages
+from prompts import TASKS
 
 FORMATS = ("auto", "messages", "prompt_response", "question_answer")
+FREE_TEXT = TASKS["free_text"]  # no input fields: detect_format never reads a row as a raw task row
 
 
 def to_messages(record: dict, fmt: str, where: str, system: str | None) -> list[dict]:
-    fmt = detect_format(record, "free_text") if fmt == "auto" else fmt
+    fmt = detect_format(record, FREE_TEXT) if fmt == "auto" else fmt
     fmt = "prompt_response" if fmt == "prompt_completion" else fmt  # both: a prompt string and its answer
     if fmt == "messages":
         messages = record.get("messages")

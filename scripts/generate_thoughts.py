@@ -27,7 +27,7 @@ NLI = TASKS["nli"]
 
 def validate_thought(answer: dict) -> dict:
     return {"thought_process": required_text(answer, "thought_process"),  # reasoning kept exactly as written
-            "predicted_label": required_label(answer)}
+            "predicted_label": required_label(answer, NLI)}
 
 
 def load_items(path, start: int, end: int | None) -> list[dict]:

@@ -22,7 +22,7 @@ import sys
 from nli_finetune.data_io import read_jsonl
 from nli_finetune.job_runner import api_job_parser, ask_teacher, finish_line, run_job_script
 from nli_finetune.llm_api import required_label, required_text
-from nli_finetune.teacher_data import load_originals
+from nli_finetune.teacher_data import NLI, load_originals
 from prompts import (
     REFLECTION_USER_TEMPLATE,
     SYSTEM_PROMPTS,
@@ -32,7 +32,7 @@ from prompts import (
 def validate_reflection(answer: dict) -> dict:
     return {"error_analysis": required_text(answer, "error_analysis"),
             "improved_thought_process": required_text(answer, "improved_thought_process"),
-            "reflection_label": required_label(answer)}
+            "reflection_label": required_label(answer, NLI)}
 
 
 def main(argv=None) -> int:

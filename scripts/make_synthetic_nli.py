@@ -16,6 +16,7 @@ from nli_finetune.cli import ArgumentParser
 from nli_finetune.data_io import atomic_write_jsonl
 from prompts import TASKS
 
+NLI = TASKS["nli"]  # the chain-of-thought prompt and answer its rows are written in
 SUBJECTS = ["the man", "the woman", "a child", "the dog", "the teacher", "a farmer", "the pilot", "my sister",
             "the doctor", "a student", "the cat", "the old king"]
 VERBS = [("reads", "read"), ("paints", "paint"), ("sells", "sell"), ("carries", "carry"), ("builds", "build"),
@@ -34,8 +35,8 @@ def make_example(rng: random.Random, index: int) -> dict:
         hypothesis = f"{subject.capitalize()} does not {base} {obj}."
         thought = "The hypothesis negates the premise, so it is not entailed."
     return {"id": f"syn-{index}", "premise": premise, "hypothesis": hypothesis, "label": label, "source": "synthetic",
-            "prompt": TASKS["nli"].messages({"premise": premise, "hypothesis": hypothesis}),
-            "completion": [{"role": "assistant", "content": TASKS["nli"].answer(label, thought)}]}
+            "prompt": NLI.messages({"premise": premise, "hypothesis": hypothesis}),
+            "completion": [{"role": "assistant", "content": NLI.answer(label, thought)}]}
 
 
 def main(argv=None) -> int:

@@ -58,15 +58,24 @@ from collections import Counter
 
 from nli_finetune.cli import ArgumentParser, at_least
 from nli_finetune.data_io import DataError, atomic_write_jsonl, check_outputs
-from nli_finetune.teacher_data import eval_pair_keys, load_files, load_originals, load_pairs, load_reflections, pair_key
-from prompts import TASKS
+from nli_finetune.teacher_data import (
+    NLI,
+    eval_pair_keys,
+    load_files,
+    load_originals,
+    load_pairs,
+    load_reflections,
+    pair_key,
+)
+from prompts import TASKS, Task
 
+NLI_LABEL = TASKS["nli_label"]          # --answer label's short answers
+NLI_RATIONALE = TASKS["nli_rationale"]  # --answer distill's auxiliary target
 RATIONALE_SUFFIX = ":rationale"  # a rationale row's id: the pair's id + this, so dedupe keeps both rows
 
 
-def to_example(row: dict, label: int, source: str, task: str) -> dict:
+def to_example(row: dict, label: int, source: str, task: Task) -> dict:
     """A prompt/completion example; it keeps its pair, so leakage is checked on the example's own text."""
-    task = TASKS[task]
     answer = task.answer(label, row.get("thought_process"))
     return {"id": row["id"], "premise": row["premise"], "hypothesis": row["hypothesis"],
             "label": row["true_label"], "source": source, "prompt": task.messages(row),
@@ -82,13 +91,13 @@ def as_text_line(example: dict) -> dict:
 def build_label_only(pairs):
     """Short-answer examples: each pair with its true label, under the nli_label prompt."""
     stats = Counter(pairs=len(pairs))
-    return [to_example(row, row["true_label"], "pair", "nli_label") for row in pairs], stats, []
+    return [to_example(row, row["true_label"], "pair", NLI_LABEL) for row in pairs], stats, []
 
 
 def rationale_example(row: dict) -> dict:
     """The auxiliary target: the pair under the nli_rationale prompt, the teacher's thought as the answer."""
     return {"id": row["id"] + RATIONALE_SUFFIX, "premise": row["premise"], "hypothesis": row["hypothesis"],
-            "label": row["true_label"], "source": "rationale", "prompt": TASKS["nli_rationale"].messages(row),
+            "label": row["true_label"], "source": "rationale", "prompt": NLI_RATIONALE.messages(row),
             "completion": [{"role": "assistant", "content": row["thought_process"]}]}
 
 
@@ -151,9 +160,9 @@ def build(originals, reflections, ablation: int):
         correct = row["predicted_label"] == row["true_label"]
         stats["originals_correct" if correct else "originals_wrong"] += 1
         if ablation == 3:
-            examples.append(to_example(row, row["predicted_label"], "original", "nli"))
+            examples.append(to_example(row, row["predicted_label"], "original", NLI))
         elif correct:
-            examples.append(to_example(row, row["true_label"], "original", "nli"))
+            examples.append(to_example(row, row["true_label"], "original", NLI))
     if ablation == 2:
         for row in reflections:
             if row["reflection_label"] != row["true_label"]:
@@ -161,7 +170,7 @@ def build(originals, reflections, ablation: int):
                 disagreeing.append(row["id"])
                 continue
             stats["reflections_used"] += 1
-            examples.append(to_example(row, row["true_label"], "reflection", "nli"))
+            examples.append(to_example(row, row["true_label"], "reflection", NLI))
     return examples, stats, disagreeing
 
 

@@ -51,7 +51,7 @@ from nli_finetune.modeling import (
 )
 from nli_finetune.redaction import redact
 from nli_finetune.vllm_lora import LoraRankError, adapter_max_lora_rank, vllm_dtype
-from prompts import chat_template
+from prompts import Task, chat_template
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Stops vLLM's process group once serve.py is gone, however it died: EOF on a pipe only serve.py holds.
@@ -79,7 +79,7 @@ class ServePlan:
     command: list
     model_name: str
     base_url: str
-    task: str | None = None           # from the model's contract
+    task: Task | None = None          # from the model's contract
     answer_schema: dict | None = None  # the task's JSON answer schema, for a model trained to answer in JSON
 
 
@@ -149,8 +149,8 @@ def schema_line(plan: ServePlan) -> str | None:
     """What a client sends to hold answers to the task's JSON schema (the model's contract)."""
     if not plan.answer_schema:
         return None
-    response_format = {"type": "json_schema", "json_schema": {"name": plan.task, "schema": plan.answer_schema}}
-    return (f"serve: '{plan.model_name}' answers task {plan.task}; to constrain answers to its schema send "
+    response_format = {"type": "json_schema", "json_schema": {"name": plan.task.name, "schema": plan.answer_schema}}
+    return (f"serve: '{plan.model_name}' answers task {plan.task.name}; to constrain answers to its schema send "
             f"\"response_format\": {json.dumps(response_format)}")
 
 

@@ -12,6 +12,7 @@ import time
 from evaluate.api_backend import answer_result
 from evaluate.sample_model import main as sample_main
 from nli_finetune.testing.fake_chat_server import FakeChatServer
+from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 MARKERS = ["[mode:429once]", "[mode:500twice]", "[mode:slowonce]", "", "", ""]
@@ -55,12 +56,12 @@ def test_an_api_gives_the_records_and_metrics_of_the_local_backends(tmp_path, fa
 
 def test_answers_are_shaped_like_the_local_backends():
     vllm = {"message": {"content": '{"predicted_label": 1} trailing'}, "finish_reason": "stop"}
-    assert answer_result(vllm, {"completion_tokens": 9}, "vllm-0.32.0", stop_at_json=True, task="nli") == \
+    assert answer_result(vllm, {"completion_tokens": 9}, "vllm-0.32.0", stop_at_json=True, task=TASKS["nli"]) == \
         {"text": '{"predicted_label": 1}', "stop_reason": "json", "generated_tokens": 8}  # vLLM counts its eos
     free = {"message": {"content": "no json here"}, "finish_reason": "length"}
-    assert answer_result(free, {"completion_tokens": 5}, "", stop_at_json=True, task="nli") == \
+    assert answer_result(free, {"completion_tokens": 5}, "", stop_at_json=True, task=TASKS["nli"]) == \
         {"text": "no json here", "stop_reason": "length", "generated_tokens": 5}
-    assert answer_result(vllm, {"completion_tokens": 9}, "fp_openai", stop_at_json=False, task="nli")["stop_reason"] == "eos"
+    assert answer_result(vllm, {"completion_tokens": 9}, "fp_openai", stop_at_json=False, task=TASKS["nli"])["stop_reason"] == "eos"
 
 
 # `python -m evaluate.sample_model` in a process of its own, retrying after 0.01 s, 0.02 s, ... (the 500twice

@@ -19,6 +19,7 @@ from nli_finetune.data_io import read_jsonl
 from nli_finetune.llm_api import ApiError, ChatClient
 from nli_finetune.redaction import redact, safe_url
 from nli_finetune.testing.fake_chat_server import FakeChatServer
+from prompts import TASKS
 from scripts.generate_thoughts import main as generate
 from tests.conftest import REPO_ROOT
 
@@ -198,17 +199,17 @@ def test_backend_openai_reads_text_parts_and_records_a_malformed_answer_without_
 def test_an_answer_is_cut_only_after_a_complete_valid_answer_object():
     prose = 'Premise says {a dog}; so the answer is {"predicted_label": 1} and then {"more": 2}'
     result = answer_result({"message": {"content": prose}, "finish_reason": "stop"}, {"completion_tokens": 20}, "",
-                           stop_at_json=True, task="nli")
+                           stop_at_json=True, task=TASKS["nli"])
     assert result["text"] == 'Premise says {a dog}; so the answer is {"predicted_label": 1}'
     assert result["stop_reason"] == "json"
     invalid = 'I think {"predicted_label": "0 or 1"} hmm'  # no valid answer object: the whole answer is kept
-    kept = answer_result({"message": {"content": invalid}, "finish_reason": "stop"}, {}, "", stop_at_json=True, task="nli")
+    kept = answer_result({"message": {"content": invalid}, "finish_reason": "stop"}, {}, "", stop_at_json=True, task=TASKS["nli"])
     assert kept["text"] == invalid and kept["stop_reason"] == "eos"
 
 
 def test_generated_tokens_is_never_negative():
     zero = answer_result({"message": {"content": "{}"}, "finish_reason": "stop"}, {"completion_tokens": 0},
-                         "vllm-0.32", stop_at_json=False, task="nli")
+                         "vllm-0.32", stop_at_json=False, task=TASKS["nli"])
     assert zero["generated_tokens"] == 0
 
 

@@ -21,6 +21,7 @@ from nli_finetune.calibration import (
     selective_report,
     threshold_for_accuracy,
 )
+from prompts import TASKS
 from tests.test_report import browser  # noqa: F401  (the headless Chromium fixture)
 
 
@@ -470,7 +471,7 @@ def test_p3_wilson_interval_and_scored_metrics_by_hand():
                 "stop_reason": "scored", "generated_tokens": 0, "label_probs": {"0": 1 - p, "1": p},
                 "abstained": p < 0.7}
                for p, gold in [(0.9, 1), (0.8, 0), (0.8, 1), (0.6, 1), (0.5, 0)]]
-    metrics = summarize(records, "nli_label", True)
+    metrics = summarize(records, TASKS["nli_label"], True)
     assert metrics["parse_rate"] == 1.0 and metrics["accuracy"] == 0.6
     assert metrics["coverage"] == 0.6 and metrics["answered_accuracy"] == pytest.approx(2 / 3)
     assert metrics["abstained"] == 2 and metrics["aurc"] == pytest.approx(0.4 / 3 + 0.2 / 4 + 0.2 * 2 / 5)

@@ -14,6 +14,7 @@ from nli_finetune.calibration import (
     expected_calibration_error,
 )
 from nli_finetune.confidence_tokens import judge_option_letter, judge_yes_no, two_way_p
+from prompts import TASKS
 from scripts.prepare_confidence_data import main as prepare_confidence
 from tests.conftest import run_train, shared_file
 from train.sft_data import IGNORE_INDEX, tokenize_example
@@ -84,7 +85,7 @@ def test_exactly_one_position_carries_a_label_and_it_is_the_confidence_token(tin
     tok.add_special_tokens({"additional_special_tokens": ["<C_READ>", "<U_READ>"]}, replace_extra_special_tokens=False)
     record = {"question": "is the sky blue", "passage": "The sky is blue.", "dataset": "boolq",
               "tagged_response": "Yes, it is. <U_READ>\n"}
-    example = tokenize_example(tok, record, "confidence", "nli", 2048, "drop", "x")
+    example = tokenize_example(tok, record, "confidence", TASKS["nli"], 2048, "drop", "x")
     labelled = [(i, t) for i, t in enumerate(example["labels"]) if t != IGNORE_INDEX]
     assert len(labelled) == 1 and labelled[0][1] == tok.convert_tokens_to_ids("<U_READ>")
     assert example["input_ids"][labelled[0][0]] == labelled[0][1]

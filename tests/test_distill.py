@@ -133,11 +133,12 @@ def test_label_rows_tokenize_as_inference_prompts_and_rationale_rows_train_the_t
     tokenizer = AutoTokenizer.from_pretrained(tiny_mistral)
     labels, rationales = split(rows)
     for row in (labels[0], rationales[0]):
-        assert detect_format(row, "nli_label") == "prompt_completion"
-    (prompt, masked), (answer, trained) = example_segments(tokenizer, labels[0], "prompt_completion", "nli_label", "x")
+        assert detect_format(row, TASKS["nli_label"]) == "prompt_completion"
+    (prompt, masked), (answer, trained) = example_segments(tokenizer, labels[0], "prompt_completion", TASKS["nli_label"],
+                                                           "x")
     assert prompt == encode_prompt(tokenizer, TASKS["nli_label"].messages(labels[0])) and not masked and trained
     assert tokenizer.decode(answer, skip_special_tokens=True) == TASKS["nli_label"].answer(labels[0]["label"])
-    (prompt, _), (answer, _) = example_segments(tokenizer, rationales[0], "prompt_completion", "nli_label", "x")
+    (prompt, _), (answer, _) = example_segments(tokenizer, rationales[0], "prompt_completion", TASKS["nli_label"], "x")
     assert prompt == encode_prompt(tokenizer, TASKS["nli_rationale"].messages(rationales[0]))
     assert tokenizer.decode(answer, skip_special_tokens=True) == rationales[0]["completion"][0]["content"]
 

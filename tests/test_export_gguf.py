@@ -390,7 +390,7 @@ def test_real_model_parity_on_dev_300(tmp_path):
         pytest.fail(f"GGUF_PARITY_ADAPTER={adapter} holds no adapter_config.json")
     rows = read_csv(REPO_ROOT / "data/sample/dev_300.csv")
     contract = read_contract(adapter)
-    task = get_task(contract.task if contract else "nli_label")
+    task = contract.trained_task if contract else get_task("nli_label")
     reference, tokenizer, _ = load_for_inference(str(adapter), device="cpu", load_in_4bit=False, dtype="float32")
     gold = [task.normalize_label(r["label"]) for r in rows]
     messages = [task.messages(r) for r in rows]

@@ -4,6 +4,7 @@ from nli_finetune.extraction import count_json_objects, extract_label
 from nli_finetune.metrics import classification_metrics
 from prompts import TASKS
 
+NLI = TASKS["nli"]
 GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1}'
 
 
@@ -45,13 +46,13 @@ GOOD = '{"thought_process": "Step 1: the premise says so.", "predicted_label": 1
     ('{"thought_process": "no label field"} Final label: 0', (0, "phrase")),
 ])
 def test_extract_label(text, expected):
-    assert extract_label(text, "nli") == expected
+    assert extract_label(text, NLI) == expected
 
 
 def test_other_tasks_plug_in_as_data():
     text = '{"classification": "hate_speech", "confidence": "high", "reasoning": "r"}'
-    assert extract_label(text, task="hate_speech") == ("hate_speech", "json")
-    assert extract_label('{"classification": "maybe"}', task="hate_speech") == (None, "none")
+    assert extract_label(text, TASKS["hate_speech"]) == ("hate_speech", "json")
+    assert extract_label('{"classification": "maybe"}', TASKS["hate_speech"]) == (None, "none")
     assert TASKS["hate_speech"].normalize_label("normal") == "not_hate"
 
 
@@ -104,7 +105,7 @@ def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data()
     '{"thought_process": "t", "predicted_label": 0, "predicted_label": 1}',
 ])
 def test_ambiguous_answers_are_parse_failures(text):
-    assert extract_label(text, "nli") == (None, "none")
+    assert extract_label(text, NLI) == (None, "none")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -119,7 +120,7 @@ def test_ambiguous_answers_are_parse_failures(text):
     ("Premise says {a dog}; so the answer is {\"predicted_label\": 1}", (1, "json")),
 ])
 def test_unambiguous_answers_still_parse(text, expected):
-    assert extract_label(text, "nli") == expected
+    assert extract_label(text, NLI) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -132,7 +133,7 @@ def test_unambiguous_answers_still_parse(text, expected):
 def test_extraction_is_linear_in_the_number_of_braces(text):
     import time
     started = time.perf_counter()
-    extract_label(text, "nli")
+    extract_label(text, NLI)
     count_json_objects(text)
     assert time.perf_counter() - started < 5  # 20,000 braces took 32.9 s when each rescanned the rest
 

@@ -61,7 +61,7 @@ def test_gemma3_text_model_with_its_own_chat_format_and_pad_not_eos(gemma_gguf, 
     text = tok.decode(prompt)
     assert text.startswith("<bos><start_of_turn>user\n") and text.endswith("<end_of_turn>\n<start_of_turn>model\n")
     assert text.count("<bos>") == 1
-    example = tokenize_example(tok, ROW, "nli", "nli_label", 384, "drop", "x")
+    example = tokenize_example(tok, ROW, "nli", TASKS["nli_label"], 384, "drop", "x")
     assert example["input_ids"][:len(prompt)] == prompt  # training starts with exactly what inference feeds
     trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
     assert tok.decode(trained[:-1]) == '{"predicted_label": 1}' and trained[-1] == tok.eos_token_id

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from nli_finetune.data_io import DataError
+from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "data/sample/sample.csv"
@@ -50,7 +51,7 @@ def resolve(*argv):
 
 def test_p3_the_run_is_resolved_once_and_frozen(tiny_mistral, tmp_path):
     run = resolve("--model_id", tiny_mistral, "--output_file", tmp_path / "o.json")
-    assert run.task == "nli" and run.stop_at_json is True and run.batch_size == 8 and run.contract is None
+    assert run.task is TASKS["nli"] and run.stop_at_json is True and run.batch_size == 8 and run.contract is None
     assert run.paths["--output_csv"] == tmp_path / "o.csv" and "reliability diagram" not in run.paths
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.batch_size = 1
@@ -123,7 +124,7 @@ def test_p3_serving_resolves_the_contract_as_sample_model_does(monkeypatch, trai
         monkeypatch.setattr(module, "resolve_model_use", spy)
     plan = serve.plan_server(str(trained_adapter), "127.0.0.1", 8000, tmp_path / "t.jinja", dry_run=True)
     run = resolve("--model_id", trained_adapter)
-    assert seen == [str(trained_adapter)] * 2 and plan.task == run.task == run.contract.task
+    assert seen == [str(trained_adapter)] * 2 and plan.task is run.task is run.contract.trained_task
 
 
 def test_p3_sample_model_modules_never_import_a_gpu_library_at_import_time():

@@ -11,6 +11,7 @@ from evaluate.merge_shards import main as merge_main
 from evaluate.sample_model import main as sample_main
 from nli_finetune.data_io import DataError, check_outputs, read_records
 from nli_finetune.eval_inputs import load_eval_items
+from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "data/sample/sample.csv"
@@ -141,12 +142,12 @@ def test_chat_content_parts_are_joined_for_training_inference_and_the_api(tiny_m
     tokenizer = load_tokenizer(str(tiny_mistral))
     for name, record in (("parts", PARTS), ("plain", PLAIN)):
         (tmp_path / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
-    api_items, _ = load_eval_items(tmp_path / "parts.jsonl", None, "nli")
+    api_items, _ = load_eval_items(tmp_path / "parts.jsonl", None, TASKS["nli"])
     assert api_items[0].messages == PLAIN["messages"][:1] and api_items[0].true_label == 1
-    local = [load_eval_items(tmp_path / f"{name}.jsonl", tokenizer, "nli")[0][0] for name in ("parts", "plain")]
+    local = [load_eval_items(tmp_path / f"{name}.jsonl", tokenizer, TASKS["nli"])[0][0] for name in ("parts", "plain")]
     assert local[0].prompt_ids == local[1].prompt_ids and local[0].true_label == 1
-    assert example_segments(tokenizer, PARTS, "messages", "nli", "x") == \
-        example_segments(tokenizer, PLAIN, "messages", "nli", "x")
+    assert example_segments(tokenizer, PARTS, "messages", TASKS["nli"], "x") == \
+        example_segments(tokenizer, PLAIN, "messages", TASKS["nli"], "x")
 
 
 @pytest.mark.parametrize("message,error", [
@@ -162,8 +163,8 @@ def test_a_bad_message_is_an_error_naming_it(tiny_mistral, tmp_path, message, er
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(record) + "\n")
     tokenizer = load_tokenizer(str(tiny_mistral))
-    for load in (lambda: load_eval_items(path, None, "nli"), lambda: load_eval_items(path, tokenizer, "nli"),
-                 lambda: example_segments(tokenizer, record, "messages", "nli", "row 1")):
+    for load in (lambda: load_eval_items(path, None, TASKS["nli"]), lambda: load_eval_items(path, tokenizer, TASKS["nli"]),
+                 lambda: example_segments(tokenizer, record, "messages", TASKS["nli"], "row 1")):
         with pytest.raises(DataError, match=error.replace("[", r"\[").replace("]", r"\]")):
             load()
 
@@ -173,14 +174,14 @@ def test_labels_are_read_strictly_and_errors_name_the_real_field(tmp_path):
     answer = {"role": "assistant", "content": '{"predicted_label": "0 or 1"}'}
     chat.write_text(json.dumps({"messages": [PLAIN["messages"][0], answer]}) + "\n")
     with pytest.raises(DataError, match=r"row 1: field 'messages\[1\]\.content'.*no valid 'predicted_label'"):
-        load_eval_items(chat, None, "nli")  # was: silently "unlabelled"
+        load_eval_items(chat, None, TASKS["nli"])  # was: silently "unlabelled"
     boolq = tmp_path / "boolq.jsonl"
     boolq.write_text('{"question": "a", "correct_answer": "yes"}\n{"question": "b"}\n')
     with pytest.raises(DataError, match="row 2: field 'correct_answer' is missing"):
-        load_eval_items(boolq, None, "boolq")  # was: "field 'label'", which boolq rows don't have
+        load_eval_items(boolq, None, TASKS["boolq"])  # was: "field 'label'", which boolq rows don't have
     as_csv = tmp_path / "labels.csv"
     as_csv.write_text("premise,hypothesis,label\na,b,1.0\nc,d,0\n")
-    items, labelled = load_eval_items(as_csv, None, "nli")
+    items, labelled = load_eval_items(as_csv, None, TASKS["nli"])
     assert labelled and [item.true_label for item in items] == [1, 0]  # CSV "1.0" as JSON's 1.0
 
 

@@ -155,10 +155,11 @@ def test_training_time_generation_eval_logs_scored_labels(tiny_mistral):
     from types import SimpleNamespace
 
     from nli_finetune.modeling import load_for_inference
+    from prompts import TASKS
     from train.gen_eval import GenerationEvalCallback
 
     model, tokenizer, _ = load_for_inference(str(tiny_mistral), device="cpu", load_in_4bit=False, dtype="float32")
-    callback = GenerationEvalCallback(tokenizer, DEV, "nli", n_examples=4, max_new_tokens=8, batch_size=4)
+    callback = GenerationEvalCallback(tokenizer, DEV, TASKS["nli"], n_examples=4, max_new_tokens=8, batch_size=4)
     state = SimpleNamespace(is_world_process_zero=True, global_step=3, log_history=[])
     callback.on_evaluate(None, state, None, model=model)
     logged = state.log_history[-1]

@@ -56,6 +56,7 @@ def test_every_trained_output_carries_the_same_contract(label_adapter, tiny_mist
     from prompts import chat_template
     contract = read_contract(label_adapter)
     assert contract.task == "nli_label" and contract.answer_format == "label_only"
+    assert contract.trained_task is TASKS["nli_label"]  # the file stores the name; the contract hands out the Task
     assert contract.max_seq_length == 1024 and contract.confidence_tokens == {}
     assert contract.base_model == {"model_id": str(tiny_mistral), "local_dir": str(tiny_mistral.resolve()),
                                    "fingerprint": base_fingerprint(tiny_mistral)}
@@ -72,11 +73,12 @@ def test_the_contract_says_the_answer_format_and_round_trips(tiny_mistral, tmp_p
     tokenizer = load_tokenizer(str(tiny_mistral))
     settings = dict(data_format="auto", special_tokens=[], confidence_datasets={}, max_seq_length=64,
                     model_id="org/base")
-    formats = {task: build_contract(tokenizer, task=task, confidence_tokens={}, **settings).answer_format
-               for task in ("nli", "nli_label", "free_text")}
+    formats = {name: build_contract(tokenizer, task=TASKS[name], confidence_tokens={}, **settings).answer_format
+               for name in ("nli", "nli_label", "free_text")}
     assert formats == {"nli": "cot_json", "nli_label": "label_only", "free_text": "free_text"}
-    contract = build_contract(tokenizer, task="nli", confidence_tokens={"READ": ("<C_READ>", "<U_READ>")}, **settings)
+    contract = build_contract(tokenizer, task=TASKS["nli"], confidence_tokens={"READ": ("<C_READ>", "<U_READ>")}, **settings)
     assert contract.answer_format == "confidence" and contract.base_model["hub_id"] == "org/base"
+    assert contract.task == "nli" and contract.to_json()["task"] == "nli"  # the task's name, as before
     write_contract(tmp_path, contract)
     assert read_contract(tmp_path) == contract and read_contract(tmp_path).source == str(tmp_path / CONTRACT_FILE)
 
@@ -169,7 +171,7 @@ def test_serve_uses_the_contract_template_and_announces_the_task_schema(label_ad
     template = tmp_path / "chat_template.jinja"
     plan = plan_server(str(label_adapter), "127.0.0.1", 8011, template)
     assert template.read_text() == read_contract(label_adapter).chat_template
-    assert plan.task == "nli_label" and plan.answer_schema == TASKS["nli_label"].answer_schema()
+    assert plan.task is TASKS["nli_label"] and plan.answer_schema == TASKS["nli_label"].answer_schema()
     assert serve_main(["--model", str(label_adapter), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert schema_line(plan) in out and '"enum": [0, 1]' in out

@@ -89,11 +89,12 @@ def test_a_local_model_gives_its_exact_shape_tokenized_counts_and_no_weight_is_r
     assert f"from {model / 'config.json'}" in out and "(tokenized)" in out
 
     from nli_finetune.modeling import load_tokenizer
+    from prompts import get_task
     from train.config_loader import load_config
     from train.sft_data import load_sft_examples
     run = load_config(["tiny_cpu.py", "--max_seq_length", "200"])
     _, report = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl", load_tokenizer(str(tiny_mistral)),
-                                  task=run.task, max_seq_length=200, overlong=run.overlong)
+                                  task=get_task(run.task), max_seq_length=200, overlong=run.overlong)
     assert f"{report.kept} examples kept, {report.dropped_too_long} dropped" in out and report.dropped_too_long > 0
     assert not out_dir.exists()
 
@@ -153,12 +154,13 @@ def test_logits_are_sized_on_the_answer_window_the_collator_computes(tiny_mistra
     estimate's logits term is batch x that window x vocab, not every token; packing keeps every token."""
     from nli_finetune.model_shape import REFERENCE_SHAPES
     from nli_finetune.modeling import load_tokenizer
+    from prompts import get_task
     from train.config_loader import load_config
     from train.memory_estimate import estimate_training_memory
     from train.sft_data import answer_window, load_sft_examples
     run = load_config(["tiny_cpu.py", "--max_seq_length", "400"])
     examples, report = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl",
-                                         load_tokenizer(str(tiny_mistral)), task=run.task, max_seq_length=400)
+                                         load_tokenizer(str(tiny_mistral)), task=get_task(run.task), max_seq_length=400)
     assert report.longest_answer == max(answer_window(e["labels"]) for e in examples) < report.longest
     shape = REFERENCE_SHAPES["Llama-3.1-8B"]
     config = load_config(["default.py"])

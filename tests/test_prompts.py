@@ -18,11 +18,11 @@ def test_completion_is_one_json_object_with_reasoning_first():
 
 
 def test_a_task_is_one_object_that_owns_its_labels_prompt_and_answer():
-    assert get_task("nli").labels == (0, 1)
-    assert get_task(TASKS["hate_speech"]).label_field == "classification"
+    assert get_task("nli") is TASKS["nli"] and TASKS["nli"].labels == (0, 1)
+    assert TASKS["hate_speech"].label_field == "classification"
     assert TASKS["hate_speech"].normalize_label("Offensive.") == "not_hate"  # the data's word, one map
     assert TASKS["free_text"].free_text and not TASKS["nli"].free_text
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown task 'sentiment'; known tasks: boolq, free_text, hate_speech, nli"):
         get_task("sentiment")
 
 

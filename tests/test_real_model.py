@@ -50,7 +50,7 @@ def test_pad_is_not_eos_and_eos_is_trained_with_the_real_chat_template(smollm2_g
     tok = load_tokenizer(str(smollm2_gguf))  # a .gguf path works wherever a model goes in
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id  # the GGUF has pad = eos
     row = {"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": 1}
-    example = tokenize_example(tok, row, "nli", "nli_label", 512, "drop", "x")
+    example = tokenize_example(tok, row, "nli", TASKS["nli_label"], 512, "drop", "x")
     prompt = encode_prompt(tok, TASKS["nli_label"].messages(row))
     assert example["input_ids"][:len(prompt)] == prompt  # training starts with exactly what inference feeds
     assert all(label == IGNORE_INDEX for label in example["labels"][:len(prompt)])

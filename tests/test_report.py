@@ -21,6 +21,7 @@ from nli_finetune.data_io import DataError
 from nli_finetune.metrics import classification_metrics
 from nli_finetune.report_page import DATA_OPEN, decode_data, page_data, read_runs, render_page
 from nli_finetune.results import score_record, summarize, write_outputs
+from prompts import TASKS
 from tests.conftest import REPO_ROOT
 
 INJECTED = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
@@ -31,7 +32,7 @@ def pairs(limit=None):
         return list(csv.DictReader(f))[:limit]
 
 
-def make_run(path, rows, skill: float, seed: int, *, probs=False, task="nli", ids=None, samples_per_s=4.0):
+def make_run(path, rows, skill: float, seed: int, *, probs=False, task=TASKS["nli"], ids=None, samples_per_s=4.0):
     """A sample_model results file built the way sample_model builds one (results.score_record), with
     wrong answers, parse failures, a run cut at max tokens and an answer that holds a <script>."""
     rng = random.Random(seed)
@@ -51,7 +52,7 @@ def make_run(path, rows, skill: float, seed: int, *, probs=False, task="nli", id
             top = record["predicted_label"] if record["predicted_label"] is not None else 0
             record["label_probs"] = {str(top): p, str(1 - top): 1 - p}
         records.append(record)
-    settings = {"model_id": path.stem, "task": task, "has_labels": True}
+    settings = {"model_id": path.stem, "task": task.name, "has_labels": True}
     write_outputs(path, path.with_suffix(".csv"), settings, summarize(records, task, True),
                   {"samples_per_s": samples_per_s}, records)
     return records
@@ -70,7 +71,7 @@ def test_page_data_holds_each_runs_metrics_confusion_and_calibration(two_runs):
     data = page_data(read_runs(folder / "base.json") + read_runs(folder / "tuned.json"), bootstrap=50)
     assert [r["name"] for r in data["runs"]] == ["base", "tuned"]
     for summary, records in zip(data["runs"], (base, tuned)):
-        expected = summarize(records, "nli", True)
+        expected = summarize(records, TASKS["nli"], True)
         assert summary["accuracy"] == pytest.approx(expected["accuracy"])
         assert summary["f1_macro"] == pytest.approx(expected["f1_macro"])
         assert summary["parse_rate"] == pytest.approx(expected["parse_rate"])
@@ -164,7 +165,7 @@ def test_a_confidence_token_file_is_a_run_per_validation_set(tmp_path):
 
 def test_a_free_text_run_has_answers_but_no_labels_to_parse(tmp_path):
     records = [score_record(SimpleNamespace(id=str(i), inputs={"prompt": f"say {i}"}, true_label=f"ref {i}"),
-                            {"text": f"answer {i}", "stop_reason": "eos", "generated_tokens": 2}, "free_text")
+                            {"text": f"answer {i}", "stop_reason": "eos", "generated_tokens": 2}, TASKS["free_text"])
                for i in range(4)]
     write_outputs(tmp_path / "t.json", tmp_path / "t.csv", {"task": "free_text", "model_id": "m"}, {}, {}, records)
     data = page_data(read_runs(tmp_path / "t.json"), bootstrap=10)

@@ -36,7 +36,7 @@ def write_jsonl(path, records):
 
 def test_loss_only_on_the_answer_and_its_eos(tokenizers):
     for arch, tok in tokenizers.items():
-        ex = tokenize_example(tok, NLI, "nli", "nli", 2048, "drop", "x")
+        ex = tokenize_example(tok, NLI, "nli", TASKS["nli"], 2048, "drop", "x")
         prompt = encode_prompt(tok, TASKS["nli"].messages(NLI))
         assert ex["input_ids"][:len(prompt)] == prompt, arch  # train/inference parity
         assert all(label == IGNORE_INDEX for label in ex["labels"][:len(prompt)])
@@ -50,7 +50,7 @@ def test_loss_only_on_the_answer_and_its_eos(tokenizers):
 @pytest.mark.parametrize("collator_name", ["padding_free", "padded", "answer_window"])
 def test_collated_labels_contain_eos(tokenizers, collator_name):
     tok = tokenizers["mistral"]
-    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", "nli", 2048, "drop", "x")
+    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", TASKS["nli"], 2048, "drop", "x")
                 for t in ("short.", "a much longer line of reasoning that goes on.")]
     collator = {"padding_free": PaddingFreeCollator(), "padded": PaddedCollator(tok.pad_token_id),
                 "answer_window": AnswerWindowCollator(tok.pad_token_id)}[collator_name]
@@ -72,9 +72,9 @@ def test_collated_labels_contain_eos(tokenizers, collator_name):
 
 
 def test_formats_agree_on_the_prompt(tokenizers):
-    tok = tokenizers["qwen2"]
-    user = TASKS["nli"].user_message(NLI)
-    completion = TASKS["nli"].answer(1, NLI["thought_process"])
+    tok, nli = tokenizers["qwen2"], TASKS["nli"]
+    user = nli.user_message(NLI)
+    completion = nli.answer(1, NLI["thought_process"])
     records = {
         "record": NLI,
         "prompt_completion": {"prompt": [{"role": "user", "content": user}],
@@ -82,8 +82,8 @@ def test_formats_agree_on_the_prompt(tokenizers):
         "messages": {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": completion}]},
         "prompt_response": {"prompt": user, "response": completion},
     }
-    tokenized = {fmt: tokenize_example(tok, r, detect_format(r, "nli"), "nli", 2048, "drop", fmt) for fmt, r in records.items()}
-    assert {detect_format(r, "nli") for r in records.values()} == set(records)
+    tokenized = {fmt: tokenize_example(tok, r, detect_format(r, nli), nli, 2048, "drop", fmt) for fmt, r in records.items()}
+    assert {detect_format(r, nli) for r in records.values()} == set(records)
     first = tokenized["record"]
     for fmt, ex in tokenized.items():
         assert ex == first, fmt
@@ -92,7 +92,7 @@ def test_formats_agree_on_the_prompt(tokenizers):
 def test_legacy_text_format_has_one_bos_and_no_literal_eos(tokenizers):
     tok = tokenizers["mistral"]
     record = json.loads((REPO_ROOT / "data/sample/sample_ft.jsonl").read_text().splitlines()[0])
-    ex = tokenize_example(tok, record, "text", "nli", 4096, "drop", "x")
+    ex = tokenize_example(tok, record, "text", TASKS["nli"], 4096, "drop", "x")
     assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"].count(tok.bos_token_id) == 1
     answer = tok.decode(trained_part(ex)[:-1])
     assert answer.startswith("{") and answer.endswith("}") and "</s>" not in answer
@@ -104,7 +104,7 @@ def test_multi_turn_messages_train_every_assistant_turn(tokenizers):
     record = {"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"},
                            {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"},
                            {"role": "assistant", "content": "6"}]}
-    ex = tokenize_example(tok, record, "messages", "nli", 2048, "drop", "x")
+    ex = tokenize_example(tok, record, "messages", TASKS["nli"], 2048, "drop", "x")
     assert trained_part(ex).count(tok.eos_token_id) == 2
     assert tok.decode(trained_part(ex), skip_special_tokens=True) == "46"
 
@@ -113,10 +113,10 @@ def test_overlong_examples_are_dropped_or_prompt_trimmed_never_cut_in_the_answer
     tok = tokenizers["mistral"]
     long_premise = dict(NLI, premise="word " * 400)
     path = write_jsonl(tmp_path / "d.jsonl", [NLI, long_premise, NLI])
-    examples, report = load_sft_examples(path, tok, max_seq_length=200)
+    examples, report = load_sft_examples(path, tok, task=TASKS["nli"], max_seq_length=200)
     assert len(examples) == 2 and report.dropped_too_long == 1 and "1 dropped" in report.line()
-    trimmed = tokenize_example(tok, long_premise, "nli", "nli", 200, "trim_prompt", "x")
-    full = tokenize_example(tok, long_premise, "nli", "nli", 4096, "drop", "x")
+    trimmed = tokenize_example(tok, long_premise, "nli", TASKS["nli"], 200, "trim_prompt", "x")
+    full = tokenize_example(tok, long_premise, "nli", TASKS["nli"], 4096, "drop", "x")
     assert len(trimmed["input_ids"]) == 200
     assert trained_part(trimmed) == trained_part(full)  # the whole answer survives
 
@@ -126,13 +126,13 @@ def test_bad_data_names_file_line_and_field(tokenizers, tmp_path):
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text(json.dumps(NLI) + "\n{oops\n")
     with pytest.raises(DataError, match=r"bad.jsonl: line 2"):
-        load_sft_examples(bad_json, tok)
+        load_sft_examples(bad_json, tok, task=TASKS["nli"])
     unknown = write_jsonl(tmp_path / "unknown.jsonl", [NLI, {"question": "q"}])
     with pytest.raises(DataError, match=r"unknown.jsonl: line 2: unrecognised"):
-        load_sft_examples(unknown, tok)
+        load_sft_examples(unknown, tok, task=TASKS["nli"])
     no_answer = write_jsonl(tmp_path / "noanswer.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     with pytest.raises(DataError, match="no assistant turn"):
-        load_sft_examples(no_answer, tok)
+        load_sft_examples(no_answer, tok, task=TASKS["nli"])
 
 
 def test_padding_free_batch_gives_the_same_loss_as_padded(tiny_mistral, tokenizers):
@@ -143,7 +143,7 @@ def test_padding_free_batch_gives_the_same_loss_as_padded(tiny_mistral, tokenize
 
     tok = tokenizers["mistral"]
     model = AutoModelForCausalLM.from_pretrained(tiny_mistral, attn_implementation="sdpa").eval()
-    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", "nli", 2048, "drop", "x")
+    examples = [tokenize_example(tok, dict(NLI, thought_process=t), "nli", TASKS["nli"], 2048, "drop", "x")
                 for t in ("short.", "a much longer line of reasoning that goes on and on.", "medium length one.")]
     with torch.no_grad():
         flat = model(**PaddingFreeCollator()(examples)).loss
@@ -161,7 +161,7 @@ def test_answer_window_batch_gives_the_same_loss_and_gradients_as_padded(tiny_mo
 
     tok = tokenizers[arch]
     model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], attn_implementation=attn)
-    examples = [tokenize_example(tok, dict(NLI, premise=p, thought_process=t), "nli", "nli", 2048, "drop", "x")
+    examples = [tokenize_example(tok, dict(NLI, premise=p, thought_process=t), "nli", TASKS["nli"], 2048, "drop", "x")
                 for p, t in (("A short premise.", "short."), ("A much longer premise " * 6, "a longer line of reasoning."),
                              ("Medium premise here.", "medium length one."))]
     windowed_batch = AnswerWindowCollator(tok.pad_token_id)(examples)
@@ -191,7 +191,7 @@ def test_answer_window_batch_gives_the_same_loss_and_gradients_as_padded(tiny_mo
 def test_invalid_nli_records_are_errors_naming_line_and_field(tokenizers, tmp_path, change, message):
     data = write_jsonl(tmp_path / "nli.jsonl", [NLI, {**NLI, **change}])
     with pytest.raises(DataError, match=rf"nli.jsonl: line 2: {message}"):
-        load_sft_examples(data, tokenizers["mistral"])
+        load_sft_examples(data, tokenizers["mistral"], task=TASKS["nli"])
 
 
 def test_empty_assistant_answers_are_errors_in_every_chat_format(tokenizers, tmp_path):
@@ -201,22 +201,22 @@ def test_empty_assistant_answers_are_errors_in_every_chat_format(tokenizers, tmp
                          "response": {"prompt": "hi", "response": ""}}.items():
         data = write_jsonl(tmp_path / f"{name}.jsonl", [record])
         with pytest.raises(DataError, match=rf"{name}.jsonl: line 1: .*(empty|non-empty)"):
-            load_sft_examples(data, tokenizers["mistral"])
+            load_sft_examples(data, tokenizers["mistral"], task=TASKS["nli"])
 
 
 def test_invalid_examples_can_be_skipped_and_counted(tokenizers, tmp_path):
     data = write_jsonl(tmp_path / "mixed.jsonl", [NLI, {**NLI, "predicted_label": 2}, NLI, {**NLI, "premise": None}])
-    examples, report = load_sft_examples(data, tokenizers["mistral"], invalid="skip")
+    examples, report = load_sft_examples(data, tokenizers["mistral"], task=TASKS["nli"], invalid="skip")
     assert len(examples) == 2 and report.skipped_invalid == 2
     assert "2 invalid skipped (first: " in report.line() and "line 2" in report.line()
     only_bad = write_jsonl(tmp_path / "bad.jsonl", [{**NLI, "predicted_label": 7}])
     with pytest.raises(DataError, match="no valid example"):
-        load_sft_examples(only_bad, tokenizers["mistral"], invalid="skip")
+        load_sft_examples(only_bad, tokenizers["mistral"], task=TASKS["nli"], invalid="skip")
 
 
 def test_label_only_task_trains_the_short_answer(tokenizers):
     tok = tokenizers["llama"]
-    example = tokenize_example(tok, {"premise": "p", "hypothesis": "h", "label": "1"}, "nli", "nli_label", 512,
+    example = tokenize_example(tok, {"premise": "p", "hypothesis": "h", "label": "1"}, "nli", TASKS["nli_label"], 512,
                                "drop", "x")
     assert tok.decode(trained_part(example), skip_special_tokens=True) == '{"predicted_label": 1}'
 
@@ -239,10 +239,10 @@ def test_the_boolq_task_is_one_instance_its_rows_train_and_evaluate(tokenizers, 
     assert extract_label('{"answer": "no"}', boolq) == ("no", "json")
     assert boolq.answer_schema()["properties"]["answer"]["enum"] == ["yes", "no"]
     tok = tokenizers["qwen2"]
-    items, labelled = load_eval_items(path, tok, "boolq")
+    items, labelled = load_eval_items(path, tok, boolq)
     assert labelled and [item.true_label for item in items] == ["yes", "no"]
-    assert detect_format(rows["0"], "boolq") == "record" and detect_format(rows["0"], "nli") is None
-    segments = example_segments(tok, rows["1"], "record", "boolq", "row 1")
+    assert detect_format(rows["0"], boolq) == "record" and detect_format(rows["0"], TASKS["nli"]) is None
+    segments = example_segments(tok, rows["1"], "record", boolq, "row 1")
     trained = [ids for ids, is_trained in segments if is_trained]
     assert tok.decode(trained[0], skip_special_tokens=True) == '{"answer": "no"}'
     assert segments[0][0] == encode_prompt(tok, boolq.messages(rows["1"]))
@@ -254,10 +254,10 @@ def test_one_format_detector_serves_training_evaluation_and_combine_datasets(tok
     from scripts import combine_datasets
     tok = tokenizers["llama"]
     row = {"question": "What is the median of 1, 2, 9?", "answer": 2}
-    assert detect_format(row, "nli") == "question_answer" and detect_format(row, "boolq") == "record"
-    example = tokenize_example(tok, row, "question_answer", "free_text", 256, "drop", "row 1")
+    assert detect_format(row, TASKS["nli"]) == "question_answer" and detect_format(row, TASKS["boolq"]) == "record"
+    example = tokenize_example(tok, row, "question_answer", TASKS["free_text"], 256, "drop", "row 1")
     assert tok.decode(trained_part(example), skip_special_tokens=True) == "2"
     assert combine_datasets.to_messages(row, "auto", "row 1", None)[-1] == {"role": "assistant", "content": "2"}
     assert not hasattr(combine_datasets, "detect")
     with pytest.raises(DataError, match="'question' \\(text\\) and 'answer' are required"):
-        tokenize_example(tok, {"question": "q", "answer": ""}, "question_answer", "free_text", 256, "drop", "row 2")
+        tokenize_example(tok, {"question": "q", "answer": ""}, "question_answer", TASKS["free_text"], 256, "drop", "row 2")

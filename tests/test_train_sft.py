@@ -16,6 +16,7 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from prompts import get_task
     from train.sft_data import load_sft_examples
 
     base = AutoModelForCausalLM.from_pretrained(tiny_mistral)
@@ -37,7 +38,7 @@ def test_short_run_changes_lora_weights_only(trained_adapter, tiny_mistral):
     # answer, at the data's mean tokenized length; every parameter, base and adapter; 6 x the two
     saved_config = json.loads((trained_adapter / "training_config.json").read_text())
     examples, _ = load_sft_examples(REPO_ROOT / "data/sample/sample_thoughts.jsonl",
-                                    AutoTokenizer.from_pretrained(trained_adapter), task=saved_config["task"],
+                                    AutoTokenizer.from_pretrained(trained_adapter), task=get_task(saved_config["task"]),
                                     max_seq_length=saved_config["max_seq_length"], limit=32)
     assert results["tokens_seen"] == round(48 * sum(len(ex["input_ids"]) for ex in examples) / 32)
     assert results["tokens_seen"] > results["answer_tokens_seen"]

@@ -13,14 +13,14 @@ from nli_finetune.generation import generate_answers
 from nli_finetune.label_scoring import reasoning_of, score_labels
 from nli_finetune.metrics import probability_metrics
 from nli_finetune.results import best_label, score_record, summarize
-from prompts import get_task
+from prompts import Task
 
 LOGGED = {"accuracy": "accuracy", "f1_macro": "f1", "parse_rate": "parse_rate", "single_json_rate": "single_json_rate",
           "stop_rate": "stop_rate", "exact_match": "exact_match", "rouge_l": "rouge_l"}
 
 
 class GenerationEvalCallback(TrainerCallback):
-    def __init__(self, tokenizer, eval_path, task, n_examples, max_new_tokens, batch_size):
+    def __init__(self, tokenizer, eval_path, task: Task, n_examples, max_new_tokens, batch_size):
         self.tokenizer, self.task = tokenizer, task
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.items, _ = load_eval_items(eval_path, tokenizer, task, limit=n_examples)
@@ -33,8 +33,8 @@ class GenerationEvalCallback(TrainerCallback):
         model.eval()
         results = generate_answers(model, self.tokenizer, [item.prompt_ids for item in self.items],
                                    batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False,
-                                   stop_at_json=not get_task(self.task).free_text)
-        scored = None if get_task(self.task).free_text else self.scored_metrics(model, results)
+                                   stop_at_json=not self.task.free_text)
+        scored = None if self.task.free_text else self.scored_metrics(model, results)
         if was_training:
             model.train()
         records = [score_record(item, result, self.task) for item, result in zip(self.items, results)]
@@ -49,7 +49,7 @@ class GenerationEvalCallback(TrainerCallback):
 
     def scored_metrics(self, model, results: list[dict]) -> dict:
         """Accuracy and ECE of the labels scored after each prompt (and after its generated reasoning)."""
-        task = get_task(self.task)
+        task = self.task
         probs = []
         for start in range(0, len(self.items), self.batch_size):
             batch = range(start, min(start + self.batch_size, len(self.items)))

@@ -23,6 +23,7 @@ from nli_finetune.data_io import DataError
 from nli_finetune.job_runner import output_locked
 from nli_finetune.model_shape import ShapeError, read_model_shape
 from nli_finetune.modeling import ModelLoadError
+from prompts import Task, get_task
 from train.config_rules import shape_problems
 from train.memory_estimate import FITS, GIB, advice, estimate_training_memory, gpus_needed
 from train.run_config import (
@@ -106,13 +107,13 @@ def local_tokenizer(config: TrainConfig):
     return setup_tokenizer(config, load_tokenizer(source))[0]
 
 
-def check_data(path: str, config: TrainConfig, tokenizer, limit) -> tuple[LoadReport, str]:
+def check_data(path: str, config: TrainConfig, task: Task, tokenizer, limit) -> tuple[LoadReport, str]:
     """(what loading `path` keeps and drops, the problem that stops it or "")."""
     if not Path(path).is_file():
         return LoadReport(path=path), "file not found (the config's first lines give the command that builds it)"
     try:
         report = load_sft_examples(path, tokenizer or EstimateTokenizer(), data_format=config.data_format,
-                                   task=config.task, max_seq_length=config.max_seq_length,
+                                   task=task, max_seq_length=config.max_seq_length,
                                    overlong=config.overlong, limit=limit, invalid=config.invalid_examples)[1]
     except DataError as exc:
         return LoadReport(path=path), str(exc)
@@ -248,9 +249,10 @@ def make_plan(config: TrainConfig, flags: dict) -> Plan:
         plan.problems.append(f"tokenizer: {exc}")
         tokenizer = None
     plan.problems += init_adapter_problems(config, tokenizer)  # training asks the same before it loads
-    checks = [check_data(config.train_data, config, tokenizer, config.max_train_examples)]
+    task = get_task(config.task)  # the config names the task (its loader has checked the name)
+    checks = [check_data(config.train_data, config, task, tokenizer, config.max_train_examples)]
     if config.eval_data:
-        checks.append(check_data(config.eval_data, config, tokenizer, config.max_eval_examples))
+        checks.append(check_data(config.eval_data, config, task, tokenizer, config.max_eval_examples))
     plan.lines += [f"data: {report_line(report, problem)}" for report, problem in checks]
     plan.problems += [f"data: {report_line(report, problem)}" for report, problem in checks if problem]
     train_report, train_problem = checks[0]

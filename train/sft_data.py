@@ -12,12 +12,12 @@ import torch
 
 from nli_finetune.data_io import DataError, read_records
 from nli_finetune.sft_formats import detect_format, example_segments
-from prompts import get_task
+from prompts import Task
 
 IGNORE_INDEX = -100
 
 
-def tokenize_example(tokenizer, record: dict, fmt: str, task: str, max_len: int, overlong: str,
+def tokenize_example(tokenizer, record: dict, fmt: str, task: Task, max_len: int, overlong: str,
                      where: str) -> dict | None:
     """{"input_ids", "labels"} or None when the example is too long to keep whole."""
     segments = example_segments(tokenizer, record, fmt, task, where)
@@ -65,10 +65,10 @@ class LoadReport:
         return line
 
 
-def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_seq_length=512,
+def load_sft_examples(path, tokenizer, *, task: Task, data_format="auto", max_seq_length=512,
                       overlong="drop", limit=None, invalid="error") -> tuple[list[dict], LoadReport]:
     """(examples, report). An invalid example is an error naming its file, line and field, or with
-    invalid="skip" is skipped and counted."""
+    invalid="skip" is skipped and counted. `task` reads raw rows (the `record` format)."""
     records = read_records(path)
     if limit:
         records = records[:limit]
@@ -81,8 +81,8 @@ def load_sft_examples(path, tokenizer, *, data_format="auto", task="nli", max_se
         fmt = data_format if data_format != "auto" else detect_format(record, task)
         if fmt is None:
             raise DataError(f"{where}: unrecognised example; expected fields prompt/completion, prompt/response, "
-                            f"messages, text, or the {get_task(task).name} task's raw fields "
-                            f"({', '.join(get_task(task).input_fields) or 'none'} and a label)")
+                            f"messages, text, or the {task.name} task's raw fields "
+                            f"({', '.join(task.input_fields) or 'none'} and a label)")
         report.format = report.format if report.format in ("", fmt) else "mixed"
         report.format = report.format or fmt
         try:

@@ -39,6 +39,7 @@ from nli_finetune.modeling import (
     resolve_device,
 )
 from nli_finetune.redaction import redact, redact_data, redact_logging
+from prompts import Task, get_task
 from train.config_loader import ConfigError, config_to_json
 from train.config_rules import shape_problems
 from train.preflight import make_plan, print_plan, split_preflight_flags
@@ -261,9 +262,9 @@ def prepare(config: TrainConfig) -> tuple[TrainConfig, str, str | None]:
     return config, device, resume
 
 
-def load_data(config: TrainConfig, tokenizer) -> tuple[tuple[list, object], tuple[list, object]]:
+def load_data(config: TrainConfig, tokenizer, task: Task) -> tuple[tuple[list, object], tuple[list, object]]:
     """((train examples, report), (eval examples, report or None)), tokenized as training needs them."""
-    kwargs = dict(data_format=config.data_format, task=config.task, max_seq_length=config.max_seq_length,
+    kwargs = dict(data_format=config.data_format, task=task, max_seq_length=config.max_seq_length,
                   overlong=config.overlong, invalid=config.invalid_examples)
     train_set = load_sft_examples(config.train_data, tokenizer, limit=config.max_train_examples, **kwargs)
     log.info(train_set[1].line())
@@ -284,14 +285,14 @@ def pick_collator(config: TrainConfig, model, tokenizer):
     return PaddingFreeCollator() if plan.padding_free else AnswerWindowCollator(tokenizer.pad_token_id)
 
 
-def make_callbacks(config: TrainConfig, tokenizer, has_eval: bool) -> list:
+def make_callbacks(config: TrainConfig, tokenizer, task: Task, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
     callbacks = []
     if has_eval and config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     if has_eval and config.gen_eval_examples > 0:
         from train.gen_eval import GenerationEvalCallback
-        callbacks.append(GenerationEvalCallback(tokenizer, config.eval_data, config.task,
+        callbacks.append(GenerationEvalCallback(tokenizer, config.eval_data, task,
                                                 config.gen_eval_examples, config.gen_eval_max_new_tokens,
                                                 config.batch_size))
     if config.confidence_eval_data:
@@ -300,8 +301,9 @@ def make_callbacks(config: TrainConfig, tokenizer, has_eval: bool) -> list:
     return callbacks
 
 
-def make_trainer(config: TrainConfig, model, tokenizer, device: str, train_examples: list, eval_examples: list):
-    callbacks = make_callbacks(config, tokenizer, bool(eval_examples))
+def make_trainer(config: TrainConfig, model, tokenizer, device: str, task: Task, train_examples: list,
+                 eval_examples: list):
+    callbacks = make_callbacks(config, tokenizer, task, bool(eval_examples))
     trainer = sharding_trainer(
         model=model, args=training_arguments(config, device, len(train_examples), bool(eval_examples)),
         train_dataset=train_examples, eval_dataset=eval_examples or None,
@@ -408,9 +410,9 @@ def log_trainable(model, config: TrainConfig) -> None:
         log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
 
-def training_contract(config: TrainConfig, tokenizer):
+def training_contract(config: TrainConfig, tokenizer, task: Task):
     """What this run trains the model for (model_contract.py), from the tokenizer its prompts are encoded with."""
-    return build_contract(tokenizer, task=config.task, data_format=config.data_format,
+    return build_contract(tokenizer, task=task, data_format=config.data_format,
                           special_tokens=config.special_tokens, confidence_tokens=config.confidence_tokens,
                           confidence_datasets=config.confidence_datasets, max_seq_length=config.max_seq_length,
                           model_id=config.model_id)
@@ -427,15 +429,16 @@ def output_dir_lock(config: TrainConfig):
 
 def train(config: TrainConfig) -> dict:
     config, device, resume = prepare(config)
+    task = get_task(config.task)  # the config names the task; data, evaluation and contract are handed the Task
     tokenizer, new_token_ids = setup_tokenizer(config)  # before any tokenizing
     problems = init_adapter_problems(config, tokenizer)  # the preflight's check, before any weight loads
     if problems:
         raise ConfigError(problems[0])
-    train_set, eval_set = load_data(config, tokenizer)
+    train_set, eval_set = load_data(config, tokenizer, task)
     model = build_model(config, tokenizer, device, new_token_ids)
     log_trainable(model, config)
-    trainer = make_trainer(config, model, tokenizer, device, train_set[0], eval_set[0])
-    contract = training_contract(config, tokenizer)
+    trainer = make_trainer(config, model, tokenizer, device, task, train_set[0], eval_set[0])
+    contract = training_contract(config, tokenizer, task)
     trainer.add_callback(checkpoint_writer(contract))
     trainer.add_callback(fingerprint_writer(run_fingerprint(config)))
     results = fit(trainer, model, config, device, train_set, eval_set, resume)
