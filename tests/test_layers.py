@@ -132,6 +132,29 @@ def test_a_script_runs_from_anywhere_through_the_installed_package(tmp_path):
     assert "--ratio" in proc.stdout
 
 
+# Where a task's name comes in and is looked up once (prompts.get_task, TASKS[...]): a model's contract, a
+# results file's settings, a training config, calibrate's --task. Scripts are edges too (their options and
+# constants). Every other module is handed the `prompts.Task`.
+TASK_EDGES = {"prompts", "nli_finetune.model_contract", "nli_finetune.results", "nli_finetune.teacher_data",
+              "nli_finetune.report_page", "evaluate.calibrate", "train.train_sft", "train.preflight"}
+
+
+def task_lookups(tree: ast.Module) -> list[ast.AST]:
+    return [node for node in ast.walk(tree)
+            if (isinstance(node, ast.Call) and ast.unparse(node.func) in ("get_task", "TASKS.get"))
+            or (isinstance(node, ast.Subscript) and ast.unparse(node.value) == "TASKS")]
+
+
+def test_a_task_is_looked_up_by_name_only_where_the_name_comes_in():
+    """A task travels as its `prompts.Task`: looked up by name once, where the name comes in, never again
+    further in (issue 44: it was looked up again at ~28 call sites)."""
+    modules = tracked_modules()
+    offenders = [f"{module}:{node.lineno}: {ast.unparse(node)}" for module, tree in modules.items()
+                 if layer_of(module) != "scripts" and module not in TASK_EDGES for node in task_lookups(tree)]
+    assert not offenders, offenders
+    assert [edge for edge in sorted(TASK_EDGES) if not task_lookups(modules[edge])] == []  # no stale entry
+
+
 def test_no_module_but_prompts_branches_on_a_task_name():
     """A task is one `prompts.Task`: code asks it (task.free_text, task.messages(row), ...) and never
     compares a task's name, so adding a task is one instance in prompts.py and a config."""
