@@ -148,6 +148,23 @@ def test_parse_predictions_rescores_free_text_results(tmp_path, capsys):
     assert "ft.json" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("task, message", [(None, "None is not a task name"),
+                                           ("sentiment", "unknown task 'sentiment'; known tasks: boolq, ")])
+def test_a_results_file_without_a_known_task_is_one_line_naming_file_and_field(tmp_path, capsys, task, message):
+    """parse_predictions and merge_shards look a results file's task up once (results.results_task): a file
+    that names none, or one this code does not know, is refused, never scored as some default task."""
+    shard = tmp_path / "r.shard-0-of-1.json"
+    record = {"id": "1", "raw_output": '{"predicted_label": 1}', "predicted_label": 1, "true_label": None,
+              "stop_reason": "eos", "generated_tokens": 5, "json_objects": 1}
+    shard.write_text(json.dumps({"settings": {"shard": [0, 1], "has_labels": False} | ({"task": task} if task else {}),
+                                 "records": [record], "timing": {"seconds_this_run": 1, "generated_this_run": 1}}))
+    for run in (lambda: parse([str(shard)]), lambda: merge([str(shard), "--output", str(tmp_path / "m.json")])):
+        assert run() == 2
+        err = capsys.readouterr().err
+        assert f"{shard}: field 'settings.task': {message}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_answer_schemas_follow_the_task():
     assert TASKS["nli"].answer_schema()["required"] == ["thought_process", "predicted_label"]
     assert TASKS["nli_label"].answer_schema() == {"type": "object", "required": ["predicted_label"],
