@@ -6,7 +6,8 @@
 The tuning file is scored by `python -m evaluate.sample_model --scoring logprob --no_calibration` (run as
 it is: the same code, resumable, its results in --scores_file), then temperature scaling is fitted by
 negative log-likelihood (calibration.fit_calibration: one temperature; with more than two labels also a
-per-label bias when a cross-validation on the tuning split says it helps). `calibration.json` is written
+per-label bias), each kept only when a cross-validation on the tuning split says it beats the raw
+probabilities (else `method: "none"`, T = 1). `calibration.json` is written
 into the model folder atomically: method and parameters, the tuning file's fingerprint and size, NLL and
 ECE before and after on the tuning split, and with --target_accuracy the lowest confidence threshold whose
 answered tuning examples reach it. Fit on a split you do not evaluate on. Bad input: one line, exit 2.

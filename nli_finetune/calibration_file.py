@@ -19,7 +19,7 @@ from nli_finetune.data_io import DataError, atomic_write_json, content_fingerpri
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT_VERSION = 1
-METHODS = ("temperature", "temperature+bias")
+METHODS = ("none", "temperature", "temperature+bias")  # none: cross-validation kept the raw
 
 
 def calibration_path(model) -> Path | None:

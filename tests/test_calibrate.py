@@ -52,6 +52,19 @@ def test_p1_binary_fit_is_temperature_only():
     assert fit_calibration(log_probs, gold)["method"] == "temperature"
 
 
+def test_p1_a_calibrated_model_keeps_its_raw_probabilities_unless_a_fit_wins_on_held_out_folds():
+    chosen = []
+    for seed in range(10):  # a model already calibrated (T = 1), 300 tuning examples
+        fit = fit_calibration(*synthetic(temperature=1.0, labels=2, n=300, seed=seed))
+        assert fit["method"] == min(fit["cv_nll"], key=fit["cv_nll"].get)  # the lowest held-out NLL
+        if fit["method"] == "none":
+            assert fit["temperature"] == 1.0 and fit["bias"] is None
+        chosen.append(fit["method"])
+    assert chosen.count("none") >= 6, chosen  # mostly the raw: a fitted T is noise here
+    for seed in range(5):  # overconfident by 1.5: the temperature wins on held-out folds
+        assert fit_calibration(*synthetic(temperature=1.5, labels=2, n=300, seed=seed))["method"] == "temperature"
+
+
 def test_p1_bias_chosen_when_it_lowers_held_out_nll():
     log_probs, gold = synthetic(shift=[0.0, 1.5, -1.0])
     fit = fit_calibration(log_probs, gold)

@@ -69,7 +69,7 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_real_model(tmp_path):
     # calibrated; the summary and the page carry both and the risk-coverage curve
     assert summary["calibration_pairs"] == 139
     calibration = json.loads((models / "smollm2-135m-nli-demo" / "calibration.json").read_text())
-    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert calibration["method"] in ("none", "temperature") and calibration["temperature"] > 0  # as the folds chose
     assert calibration["threshold"]["target_accuracy"] == 0.9 and calibration["fitted_on"]["examples"] == 139
     scored = json.loads((results / "fine_tuned_scored.json").read_text())
     assert all(r["label_probs"] and r["calibrated_label_probs"] for r in scored["records"])
