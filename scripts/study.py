@@ -1154,7 +1154,7 @@ def write_table_files(study: Study, rows: list[dict], correct: dict, folder: Pat
 # --- the test ledger ---------------------------------------------------------------------------------------
 
 def record_test_look(study: Study) -> str:
-    """Append this evaluation on the test file to <output_dir>/test_ledger.json (time, runs, the fingerprints
+    """Append this report on the test file, before it evaluates anything, to <output_dir>/test_ledger.json (time, runs, the fingerprints
     of the code and configs) and return the tables' line saying how often, and for which arms, the test
     file has been consulted: a reader sees how many looks the reported numbers took."""
     ledger = study.output_dir / "test_ledger.json"
@@ -1271,10 +1271,11 @@ def run_study(study: Study, args) -> int:
     log(f"study {study.name}: {arm_count} arms in {len(study.runs)} runs, model {study.model}, eval on the {study.split} file {study.eval_file}")
     states, kept = {}, []  # per run its stages.json record; "<run> <stage>" of each stage --keep_trained kept
     try:
+        # every report on the test file is a look, counted before its first evaluation (one that is stopped
+        # has still been seen), tune ones are not; the tables say how many
+        note = record_test_look(study) if study.split == "test" else ""
         for arm in progress_bar(study.runs, total=len(study.runs), desc="arms", unit="arm"):
             states[arm.name] = run_arm(study, arm, args, log, states, kept)
-        # every report on the test file is a look, counted (tune ones are not), and the tables say how many
-        note = record_test_look(study) if study.split == "test" else ""
         if kept:  # a reader must know which models the current code did not produce
             note += f"**Kept from earlier project code (--keep_trained):** {', '.join(kept)}.\n\n"
         rows, summary = write_table(study, states, note)

@@ -1163,6 +1163,12 @@ def test_h42_tune_then_test_the_ledger_counts_test_evaluations_and_never_tune_on
     assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
     assert calls == [] and len(json.loads(ledger.read_text())) == 2
 
+    (out / "arms/b/eval_test.json").unlink()  # a look stopped by a failing evaluation still counts: it was seen
+    (out / "arms/b/stages.json").write_text("{}")
+    monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: 1)
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 1
+    assert len(json.loads(ledger.read_text())) == 3
+
     ledger.write_text("{broken")  # a broken ledger is never overwritten: the looks it counted would be lost
     assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 2
     assert f"{ledger}: not a readable ledger" in capsys.readouterr().err and ledger.read_text() == "{broken"
