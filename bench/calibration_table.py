@@ -67,7 +67,7 @@ def measure(name: str, model: Path, args) -> dict:
     output = args.work / f"{name}.test.json"
     run([python, "-m", "evaluate.sample_model", "--model_id", str(folder), "--test_file", str(args.test), "--task",
          args.task, "--scoring", "logprob", "--output_file", str(output), "--batch_size", str(args.batch_size),
-         "--quiet"])
+         "--quiet", "--restart"])  # a refitted calibration.json invalidates the saved progress of the last run
     result = json.loads(output.read_text())
     return {"calibration": json.loads((folder / "calibration.json").read_text()), **result}
 
