@@ -52,7 +52,7 @@ def _checked(data, where: str) -> dict:
     if not _number(data.get("temperature")) or data["temperature"] <= 0:
         raise DataError(f"{where}: field 'temperature': {data.get('temperature')!r} is not a positive number")
     bias = data.get("bias")
-    if (data["method"] == "temperature") != (bias is None) or bias is not None and (
+    if (data["method"] != "temperature+bias") != (bias is None) or bias is not None and (
             not isinstance(bias, dict) or set(bias) != set(labels) or not all(map(_number, bias.values()))):
         raise DataError(f"{where}: field 'bias': {bias!r} does not fit method {data['method']!r} and the labels")
     threshold = data.get("threshold")

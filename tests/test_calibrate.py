@@ -164,7 +164,9 @@ def test_p2_calibrate_writes_calibration_json_into_the_model_folder(calibrated):
     from nli_finetune.modeling import model_fingerprint
     own_model, tune = calibrated
     calibration = read_calibration(own_model)
-    assert calibration["method"] == "temperature" and calibration["bias"] is None  # two labels
+    assert calibration["method"] in ("none", "temperature") and calibration["bias"] is None  # two labels
+    assert calibration["cross_validation"]["nll"][calibration["method"]] == min(calibration["cross_validation"]["nll"].values())
+    assert calibration["method"] != "none" or calibration["temperature"] == 1.0
     assert calibration["temperature"] > 0 and calibration["labels"] == ["0", "1"]
     assert calibration["fitted_on"]["fingerprint"] == path_fingerprint(tune)
     assert calibration["fitted_on"]["size_bytes"] == tune.stat().st_size
