@@ -40,7 +40,7 @@ def named_model(text: str) -> tuple[str, Path]:
 def linked_copy(model: Path, into: Path) -> Path:
     """The model folder as hard links (a copy where the file system refuses): calibration.json goes there."""
     if not into.exists():
-        shutil.copytree(model, into, copy_function=lambda src, dst: _link_or_copy(src, dst))
+        shutil.copytree(model, into, copy_function=_link_or_copy)
     return into
 
 
