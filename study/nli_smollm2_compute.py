@@ -8,9 +8,11 @@
 # Runs: 23 trained runs per seed (the 13 trained arms below and the 10 controls the runner adds), 69 over the three
 # seeds, and 70 evaluations (the untrained model once). Per seed that is 6,025 optimizer steps on label rows and 225
 # on rationale rows (two controls' first stages are the same 142 label steps, trained twice: the runner shares no
-# runs). At the rates measured on this project's 2 CPU cores (label_only's 400 steps ~3,000 s, 7.5 s a
-# step; one epoch of rationales, 142 steps, ~690 s) that is ~46,300 s of training per seed, ~38.6 h for the three,
-# plus ~70 min of evaluation on the 288-pair tune file: ~40 h on 2 cores. Not run yet.
+# runs). At the rates measured on this project's 2 CPU cores when nothing else runs (2.1 s a label step: 400 in
+# ~820-900 s; 4.8 s a rationale step: 142 in ~690 s) that is ~13,700 s of training per seed, ~11.4 h for the
+# three, plus ~1.2 min for each of the 70 evaluations on the 288-pair tune file: ~13 h on 2 cores (the ~40 h
+# given here before was timed while the test suite shared the cores). study/nli_smollm2_curve_cpu.py is the
+# part that fits an afternoon: label-only at 200 and 542 steps and the 400-step two stages, seed 42.
 # The labelled-pairs arms need ../shared/data/nli/dev_teacher_cot.csv (3,005 pairs): on the bundled 1,000 the
 # _pairs1000 arms stop at their data stage, naming the pool's size.
 # Left out, for a GPU run to add: the chain-of-thought answer arm (ablation1, study/nli_smollm2.py; 1-2 h a run
