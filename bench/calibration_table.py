@@ -84,9 +84,11 @@ def table_row(name: str, measured: dict, target: float) -> str:
     at_target = m["coverage_at_accuracy"].get(f"{target:.2f}")
     threshold = calibration["threshold"] or {}
     held = "no threshold reaches it on tuning" if not threshold.get("reached") else (
-        f"{threshold['threshold']:.3f}: coverage {with_interval(m, 'coverage')}, "
+        f"{threshold['threshold']:.3f} ({threshold['answered']} tuning answers, accuracy >= "
+        f"{threshold['accuracy_lower_bound']:.2f} at 95%): coverage {with_interval(m, 'coverage')}, "
         f"accuracy {with_interval(m, 'answered_accuracy')}")
-    cells = [name, f"{m['accuracy']:.3f}", f"{calibration['temperature']:.2f}",
+    fit = "none" if calibration["method"] == "none" else f"T {calibration['temperature']:.2f}"
+    cells = [name, f"{m['accuracy']:.3f}", fit,
              *(f"{with_interval(m, key)} → {with_interval(m, 'calibrated_' + key)}" for key in ("ece", "nll", "brier")),
              with_interval(m, "aurc"), "unreachable" if at_target is None else f"{at_target:.3f}", held]
     return "| " + " | ".join(cells) + " |"
@@ -105,7 +107,7 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     rows = [table_row(name, measure(name, model, args), args.target_accuracy) for name, model in args.model]
     print(f"Fitted on {args.tune}, measured on {args.test}; raw → calibrated, 95% intervals:\n")
-    print(f"| model | accuracy | T | ECE | NLL | Brier | AURC | coverage at {args.target_accuracy:.0%} accuracy | "
+    print(f"| model | accuracy | fit kept | ECE | NLL | Brier | AURC | coverage at {args.target_accuracy:.0%} accuracy | "
           f"threshold from tuning, on test |")
     print("|---" * 9 + "|")
     print("\n".join(rows))

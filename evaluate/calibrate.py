@@ -7,10 +7,12 @@ The tuning file is scored by `python -m evaluate.sample_model --scoring logprob 
 it is: the same code, resumable, its results in --scores_file), then temperature scaling is fitted by
 negative log-likelihood (calibration.fit_calibration: one temperature; with more than two labels also a
 per-label bias), each kept only when a cross-validation on the tuning split says it beats the raw
-probabilities (else `method: "none"`, T = 1). `calibration.json` is written
+probabilities by more than one standard error (else `method: "none"`, T = 1). `calibration.json` is written
 into the model folder atomically: method and parameters, the tuning file's fingerprint and size, NLL and
 ECE before and after on the tuning split, and with --target_accuracy the lowest confidence threshold whose
-answered tuning examples reach it. Fit on a split you do not evaluate on. Bad input: one line, exit 2.
+answered tuning examples reach it, with the exact one-sided 95% lower bound on their accuracy (a warning when
+that bound is below the target: too few tuning answers to trust it). Fit on a split you do not evaluate on.
+Bad input: one line, exit 2.
 """
 
 import argparse
@@ -38,6 +40,7 @@ from nli_finetune.calibration import (
 from nli_finetune.calibration_file import calibration_path, write_calibration
 from nli_finetune.cli import ArgumentParser, at_least
 from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
+from nli_finetune.metrics import binomial_lower_bound
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.model_contract import read_contract, resolve_setting
 from nli_finetune.modeling import model_fingerprint
@@ -124,13 +127,20 @@ def quality(log_probs, gold, temperature: float = 1.0, bias=None) -> dict:
             "accuracy": float(np.mean(correct)), "aurc": selective_report(confidence, correct)["aurc"]}
 
 
+BOUND_CONFIDENCE = 0.95  # the one-sided confidence of the stored lower bound on the threshold's accuracy
+
+
 def chosen_threshold(log_probs, gold, fit: dict, target: float) -> dict:
     """The lowest calibrated confidence whose answered tuning examples reach `target` accuracy."""
     probs = calibrated_probs(log_probs, fit["temperature"], fit["bias"])
     found = threshold_for_accuracy(risk_coverage(probs.max(axis=1).tolist(), (probs.argmax(axis=1) == gold).tolist()),
                                    target)
-    return {"target_accuracy": target, "threshold": None, "reached": False} if found is None else \
-        {"target_accuracy": target, **found, "reached": True}
+    if found is None:
+        return {"target_accuracy": target, "threshold": None, "reached": False}
+    # what the tuning answers prove: with a few dozen, the accuracy at the threshold may lie well below target
+    bound = binomial_lower_bound(round(found["accuracy"] * found["answered"]), found["answered"], BOUND_CONFIDENCE)
+    return {"target_accuracy": target, **found, "reached": True, "accuracy_lower_bound": bound,
+            "bound_confidence": BOUND_CONFIDENCE}
 
 
 def fit_scores(scores: Path, labels: list, folds: int) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -156,7 +166,8 @@ def calibrate(args) -> dict:
                           "size_bytes": calib.stat().st_size, "examples": len(gold), "task": task.name,
                           "scores_file": str(scores.resolve())},
             "model_fingerprint": model_fingerprint(args.model),
-            "cross_validation": {"folds": min(args.folds, len(gold)), "nll": fit["cv_nll"]} if fit["cv_nll"] else None,
+            "cross_validation": {"folds": min(args.folds, len(gold)), "nll": fit["cv_nll"],
+                                 "nll_se": fit["cv_nll_se"], "rule": "one standard error"} if fit["cv_nll"] else None,
             "tuning": {"before": quality(log_probs, gold), "after": quality(log_probs, gold, fit["temperature"], fit["bias"])},
             "threshold": chosen_threshold(log_probs, gold, fit, args.target_accuracy) if args.target_accuracy else None}
     write_calibration(args.model, data)
@@ -177,6 +188,11 @@ def main(argv=None) -> int:
     if threshold and threshold["reached"]:
         line += (f"; accuracy {threshold['target_accuracy']:.2f} at confidence >= {threshold['threshold']:.3f} "
                  f"(coverage {threshold['coverage']:.3f})")
+        if threshold["accuracy_lower_bound"] < threshold["target_accuracy"]:
+            print(f"warning: the threshold rests on {threshold['answered']} tuning answers: their accuracy "
+                  f"{threshold['accuracy']:.3f} proves only >= {threshold['accuracy_lower_bound']:.3f} at "
+                  f"{threshold['bound_confidence']:.0%} confidence; it may not hold on new data (a larger tuning "
+                  "split narrows this)", file=sys.stderr)
     elif threshold:
         print(f"warning: no confidence threshold reaches accuracy {threshold['target_accuracy']} on the tuning "
               "split; none stored", file=sys.stderr)

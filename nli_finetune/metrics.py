@@ -121,6 +121,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | No
     return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
 
 
+def binomial_lower_bound(successes: int, n: int, confidence: float = 0.95) -> float | None:
+    """The exact one-sided (Clopper-Pearson) lower confidence bound of a proportion: the p at which seeing
+    `successes` or more of n has probability 1 - confidence; None for n = 0. With few examples it says how
+    little a high share proves: 12 of 12 right is >= 0.78 at 95%."""
+    if n == 0:
+        return None
+    if successes == 0:
+        return 0.0
+
+    def tail(p: float) -> float:  # P(X >= successes) for X ~ Bin(n, p), rising in p
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                            + k * math.log(p) + (n - k) * math.log1p(-p)) for k in range(successes, n + 1))
+    low, high = 0.0, successes / n
+    for _ in range(60):  # bisection: the tail is monotone in p
+        middle = (low + high) / 2
+        low, high = (middle, high) if tail(middle) < 1 - confidence else (low, middle)
+    return low
+
+
 def paired_difference(correct_a: list[bool] | dict, correct_b: list[bool] | dict, *, samples: int = 1000,
                       seed: int = 0, level: float = 0.95) -> dict:
     """How much more often B is right than A on the same examples: the accuracy difference (B - A), its
