@@ -15,7 +15,6 @@ that bound is below the target: too few tuning answers to trust it). Fit on a sp
 Bad input: one line, exit 2.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluate.calibrate_options import build_parser
 from nli_finetune import REPO_ROOT
 from nli_finetune.calibration import (
     adaptive_ece,
@@ -38,43 +38,12 @@ from nli_finetune.calibration import (
     threshold_for_accuracy,
 )
 from nli_finetune.calibration_file import calibration_path, write_calibration
-from nli_finetune.cli import ArgumentParser, at_least
 from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
 from nli_finetune.metrics import binomial_lower_bound
 from nli_finetune.eval_inputs import load_eval_items
 from nli_finetune.model_contract import read_contract, resolve_setting
 from nli_finetune.modeling import model_fingerprint
-from prompts import TASKS, Task, get_task
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m evaluate.calibrate", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="the model folder (adapter, merged model): calibration.json goes there")
-    p.add_argument("--calib_file", required=True, help="the tuning split: CSV or JSONL with the task's inputs and labels")
-    p.add_argument("--target_accuracy", type=probability, default=None,
-                   help="also choose the confidence threshold whose answered tuning examples reach this accuracy")
-    p.add_argument("--task", default=None, choices=sorted(TASKS), help="default: the model contract's task, else nli")
-    p.add_argument("--folds", type=at_least(2), default=5, help="cross-validation folds for the per-label bias")
-    p.add_argument("--scores_file", default=None,
-                   help="sample_model's results for the tuning file (default results/<model>-<file>.calibration-scores.json)")
-    p.add_argument("--batch_size", type=at_least(1), default=8)
-    p.add_argument("--max_prompt_tokens", type=at_least(1), default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--restart", action="store_true", help="score the tuning file again from the start")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+from prompts import Task, get_task
 
 
 def check_inputs(args) -> tuple[Task, list]:
@@ -175,7 +144,7 @@ def calibrate(args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
     try:
         data = calibrate(args)
     except DataError as exc:

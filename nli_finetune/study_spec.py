@@ -36,6 +36,8 @@ class Arm:
     control_match: str = "steps"      # what its automatic control matches: optimizer "steps" or answer "tokens"
     curve: str | None = None          # a name the arms of one recipe at several budgets share: accuracy_vs_compute.png
                                       # joins their runs (of one seed) by a line; None: a point of its own
+    calibrate: dict | None = None     # a model_of arm: evaluate.calibrate options (target_accuracy, folds); its
+                                      # model_of's model with a calibration fitted on the tune file; None: raw
     seed: int | None = None           # the seed it trains with (None: untrained, or not yet a run)
     control_for: str | None = None    # a control: the arm it is the control of
     steps_of: str | None = None       # a control: the run whose optimizer steps it trains for
@@ -78,7 +80,8 @@ class Study:
 
 
 # The keys an arm of a study config may set (the others are the runner's own).
-CONFIG_KEYS = ("name", "data", "train", "eval", "model_of", "init_from", "control", "control_match", "curve")
+CONFIG_KEYS = ("name", "data", "train", "eval", "model_of", "init_from", "control", "control_match", "curve",
+               "calibrate")
 
 
 def arm_from_config(arm, where: str) -> Arm:
@@ -105,6 +108,12 @@ def arm_from_config(arm, where: str) -> Arm:
             raise DataError(f"{where}: an arm with 'model_of' has no 'data' or 'train' of its own")
     elif arm.get("train") is not None and not isinstance(arm.get("data"), list):
         raise DataError(f"{where}: a trained arm needs 'data', a list of prepare_ft_data.py options")
+    if "calibrate" in arm:
+        if not isinstance(arm["calibrate"], dict) or "model_of" not in arm:
+            raise DataError(f"{where}: field 'calibrate' is a dict of evaluate.calibrate options (e.g. "
+                            "{\"target_accuracy\": 0.9}) on an arm with 'model_of' (the model it calibrates)")
+        if arm["eval"].get("scoring") != "logprob":
+            raise DataError(f"{where}: an arm with 'calibrate' scores its labels: set \"scoring\": \"logprob\" in 'eval'")
     if "init_from" in arm and arm.get("train") is None:
         raise DataError(f"{where}: an arm with 'init_from' trains ('data' and 'train') from that arm's adapter")
     if arm.get("control_match", "steps") not in CONTROL_MATCHES:
@@ -114,4 +123,4 @@ def arm_from_config(arm, where: str) -> Arm:
                train=dict(arm["train"]) if arm.get("train") is not None else None,
                model_of=arm.get("model_of"), init_from=arm.get("init_from"), control=arm.get("control"),
                automatic_control="control" not in arm, control_match=arm.get("control_match", "steps"),
-               curve=arm.get("curve"))
+               curve=arm.get("curve"), calibrate=dict(arm["calibrate"]) if "calibrate" in arm else None)

@@ -25,7 +25,11 @@ into a Study; an unknown field is refused with the closest one.
 An arm with "train": None is the model itself, untrained (its zero-shot baseline). An arm with
 "model_of": "<arm>" (and no data or train) evaluates that earlier, trained arm's model with its own eval
 settings, without retraining: {"name": "label_only_scored", "model_of": "label_only", "eval": {...,
-"scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. A trained arm with
+"scoring": "logprob"}}; its evaluation is redone whenever that arm's training is. A model_of arm with
+"calibrate": {"target_accuracy": 0.9} (evaluate.calibrate options) evaluates that model with a calibration
+fitted on the tune file (`python -m evaluate.calibrate --model <arm>/model --calib_file <tune_file> ...` on
+a hard-linked copy of the model, so the trained arm's folder stays raw): its rows, with raw -> calibrated
+ECE and the stored threshold's abstention, are in the test file's tables only. A trained arm with
 "init_from": "<arm>" starts its training from that earlier trained arm's adapter (train_sft's
 init_adapter: a second stage), is retrained whenever that arm is, and reports both stages' seconds,
 tokens, steps and FLOPs. Arms that set the same "curve": "<name>" are one recipe at several budgets:
@@ -429,32 +433,43 @@ def runs_per_seed(path: str, arms: list[Arm], seeds: list[int] | None, default_s
 # What the study passes each stage itself: an arm setting one too would make the command name two (the
 # last wins), e.g. evaluate another file than the other arms and pair ids of two different files.
 RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "train_data", "output_dir", "eval_data"),
-               "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart")}
+               "eval": ("test_file", "output_file", "output_csv", "model_id", "limit", "restart"),
+               "calibrate": ("model", "calib_file", "task", "scores_file", "restart")}
 
 
 def check_eval_options(arm: Arm, where: str) -> None:
-    """The arm's evaluation options as sample_model's own parser reads them, at load: an unknown option
-    (named with the closest one) or a bad value exits 2 before any stage runs, not when the arm's evaluation
-    starts an hour into the study."""
+    """The arm's evaluation options as sample_model's own parser reads them, and a calibrated arm's
+    calibration options as evaluate.calibrate's does, at load: an unknown option (named with the closest
+    one) or a bad value exits 2 before any stage runs, not when the arm's evaluation starts an hour into
+    the study."""
+    from evaluate.calibrate_options import build_parser as calibrate_parser
+    from evaluate.inference_run import build_parser
+    check_tool_options(arm.eval, build_parser(), ["--model_id", "model", "--test_file", "pairs.csv"], "eval",
+                       "sample_model", where)
+    if arm.calibrate is not None:
+        check_tool_options(arm.calibrate, calibrate_parser(), ["--model", "model", "--calib_file", "pairs.csv"],
+                           "calibrate", "evaluate.calibrate", where)
+
+
+def check_tool_options(given: dict, parser, runner_options: list[str], field: str, tool: str, where: str) -> None:
+    """`given` ({key: value}, passed as --key value) as `parser` reads them, beside the options the runner
+    sets itself at run time (`runner_options`, stand-ins)."""
     import contextlib
     import difflib
     import io
-
-    from evaluate.inference_run import build_parser
-    parser = build_parser()
     flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    for key in arm.eval:
+    for key in given:
         if f"--{key}" not in flags:
             close = difflib.get_close_matches(f"--{key}", flags, n=1, cutoff=0.5)
-            raise DataError(f"{where}: field 'eval': unknown sample_model option '{key}'"
+            raise DataError(f"{where}: field '{field}': unknown {tool} option '{key}'"
                             + (f"; did you mean '{close[0][2:]}'?" if close else ""))
-    options = [part for key, value in arm.eval.items() for part in (f"--{key}", str(value))]
+    options = [part for key, value in given.items() for part in (f"--{key}", str(value))]
     complaint = io.StringIO()
-    try:  # the runner's own options stand in for the ones it sets at run time
+    try:
         with contextlib.redirect_stderr(complaint):
-            parser.parse_args(["--model_id", "model", "--test_file", "pairs.csv", *options])
+            parser.parse_args([*runner_options, *options])
     except SystemExit:
-        raise DataError(f"{where}: field 'eval': {complaint.getvalue().strip().splitlines()[-1]}") from None
+        raise DataError(f"{where}: field '{field}': {complaint.getvalue().strip().splitlines()[-1]}") from None
 
 
 def check_runner_keys(arm: Arm, where: str) -> None:
@@ -602,6 +617,11 @@ def stage_inputs(study: Study, arm: Arm, args, states: dict) -> dict:
                 inputs["train"][key] = content_fingerprint(states[run]["train"])
     untrained = {"model": study.model, "model_files": path_fingerprint(in_repo(study.model))}
     model = states[arm.model_of]["train"] if arm.model_of else inputs.get("train", untrained)
+    if arm.calibrate is not None:  # fitted on the tune file, whichever file is evaluated
+        inputs["calibrate"] = {"model": content_fingerprint(model), "calib_file": str(study.tune_file),
+                               "calib_file_content": path_fingerprint(in_repo(study.tune_file)),
+                               "settings": arm.calibrate, "code": source_fingerprint("eval")}
+        model = {"calibrated": inputs["calibrate"]}
     inputs[eval_stage] = {"model": content_fingerprint(model),
                       "eval_file": eval_file, "eval_file_content": path_fingerprint(in_repo(eval_file)),
                       "settings": arm.eval, "files": files_in(arm.eval), "limit": args.eval_limit,
@@ -646,13 +666,29 @@ def stage_command(stage: str, study: Study, arm: Arm, inputs: dict, arm_dir: Pat
         return [python, "-m", "train.train_sft", "--config", study.train_config, "--model_id", study.model,
                 "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
                 "--eval_data", "None", *overrides]
+    if stage == "calibrate":
+        options = [part for key, value in arm.calibrate.items() for part in (f"--{key}", str(value))]
+        return [python, "-m", "evaluate.calibrate", "--model", str(arm_dir / "model"), "--calib_file",
+                str(study.tune_file), "--task", arm.eval["task"], "--scores_file", str(arm_dir / "calibrate.json"),
+                "--quiet", *options]
     model = str(arm_dir / "model") if "train" in inputs else study.model
-    if arm.model_of:
-        model = str(arm_dir.parent / arm.model_of / "model")
+    if arm.model_of:  # a calibrated one: its own linked copy, which holds the calibration
+        model = str(arm_dir / "model") if arm.calibrate is not None else str(arm_dir.parent / arm.model_of / "model")
     options = [part for key, value in arm.eval.items() for part in (f"--{key}", str(value))]
     limit = ["--limit", str(inputs[stage]["limit"])] if inputs[stage]["limit"] else []
     return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study.eval_file),
             "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
+
+
+def linked_model_copy(model: Path, into: Path) -> None:
+    """`into`, made anew, as hard links to `model`'s files (copies where the file system refuses links)."""
+    def link_or_copy(source, target):
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    shutil.rmtree(into, ignore_errors=True)
+    shutil.copytree(model, into, copy_function=link_or_copy)
 
 
 def unchanged(saved: dict | None, now: dict) -> bool:
@@ -691,6 +727,8 @@ def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
+    if stage == "calibrate":  # model_of's model as hard links: calibration.json is written into this copy only
+        linked_model_copy(arm_dir.parent / arm.model_of / "model", arm_dir / "model")
     if evaluation and not unchanged(state.get(f"{stage}_started"), inputs[stage]):
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
     if evaluation:
@@ -753,6 +791,12 @@ def die_with_parent(parent: int):
     return arm_death_signal
 
 
+def evaluated_here(study: Study, arm: Arm) -> bool:
+    """Whether the run is evaluated on the file this study run evaluates: not a calibrated run on the tune
+    file, where its calibration was fitted (sample_model refuses that file)."""
+    return arm.calibrate is None or study.split != "tune"
+
+
 def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str]) -> dict:
     """Run the run's stages that are not done; return its stages.json record. `states` holds the runs' before
     it (a model_of or init_from run reads its model's), `kept` gets "<run> <stage>" for each stage kept."""
@@ -762,7 +806,10 @@ def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str]) ->
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
-    for stage in ("data", "train", study.eval_stage):
+    for stage in ("data", "train", "calibrate", study.eval_stage):
+        if stage == study.eval_stage and not evaluated_here(study, arm):
+            log(f"arm {arm.name}: {stage} left out (calibrated on this file: reported with --report_on test)")
+            continue
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
         inputs = redact_data(stage_inputs(study, arm, args, states))
@@ -838,6 +885,7 @@ def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
            "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
            "parse_rate": metrics["parse_rate"], "stop_rate": metrics["stop_rate"], "ece": metrics.get("ece"),
+           "calibrated_ece": metrics.get("calibrated_ece"),  # a calibrated run's, beside its raw ece
            "scoring": result["settings"].get("scoring", "generate"), "model_of": arm.model_of,
            "init_from": arm.init_from, "curve": arm.curve,
            **cost, "eval_seconds": state[study.eval_stage]["seconds"]}
@@ -903,6 +951,13 @@ def p_text(p) -> str:
     return "-" if p is None else f"{p:.3g}"
 
 
+def ece_text(row: dict) -> str:
+    """The row's ECE; a calibrated run's as raw -> calibrated."""
+    if row["ece"] is None:
+        return "-"
+    return f"{row['ece']:.3f}" if row.get("calibrated_ece") is None else f"{row['ece']:.3f} → {row['calibrated_ece']:.3f}"
+
+
 def markdown_table(rows: list[dict], baseline: str) -> str:
     header = ["arm", "seed", "n", "accuracy [95% CI]", "macro-F1 [95% CI]", "parse", "stop", "ECE",
               f"accuracy - {baseline} [paired 95% CI]", "McNemar p", "Holm p",
@@ -912,7 +967,7 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
     for r in rows:
         control = f"{interval(r['vs_control'], r['vs_control_ci'])} ({r['control']})" if r.get("control") else "-"
         cells = [r["arm"], "-" if r["seed"] is None else str(r["seed"]), str(r["n"]), interval(r["accuracy"], r["accuracy_ci"]), interval(r["f1_macro"], r["f1_macro_ci"]),
-                 f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}",
+                 f"{r['parse_rate']:.3f}", f"{r['stop_rate']:.3f}", ece_text(r),
                  interval(r.get("vs_baseline"), r.get("vs_baseline_ci")),
                  p_text(r.get("mcnemar_p")), p_text(r.get("holm_p")), control, p_text(r.get("vs_control_holm_p")),
                  f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-",
@@ -1104,6 +1159,11 @@ def save_figure(fig, path: Path) -> None:
 def write_table(study: Study, states: dict, note: str = "") -> tuple[list[dict], list[dict] | None]:
     """table.* (one row per run), seeds.* when an arm ran on several seeds, the plots and the results page;
     `note` (markdown) opens the tables under their title."""
+    left_out = [run.name for run in study.runs if not evaluated_here(study, run)]
+    if left_out:  # the calibrated runs, on the file their calibration was fitted on
+        note += (f"**Not evaluated on this file:** {', '.join(left_out)} (calibrated on it; their rows are in the "
+                 "test file's table).\n\n")
+    study = dataclasses.replace(study, runs=tuple(run for run in study.runs if evaluated_here(study, run)))
     rows, correct = [], {}
     for arm in study.runs:
         row, correct[arm.name] = arm_row(study, arm, states[arm.name])

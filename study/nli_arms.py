@@ -108,6 +108,13 @@ rationales_half = {"name": "rationales_half", "data": [*distill_half["data"], "-
                    "train": ONE_EPOCH, "eval": label_only_scored["eval"]}
 label_after_rationales = {**label_only_400, "name": "label_after_rationales", "init_from": "rationales_half"}
 
+
+def calibrated(arm: dict) -> dict:
+    """The arm's model, labels scored, with a temperature (and the 90%-accuracy abstention threshold) fitted
+    on the study's tune file by evaluate.calibrate (issue 43): <arm>_calibrated, reported on the test file."""
+    return {"name": f"{arm['name']}_calibrated", "model_of": arm["name"], "calibrate": {"target_accuracy": 0.9},
+            "eval": {**LABEL_EVAL, "scoring": "logprob"}}
+
 # --- accuracy against compute (study/nli_smollm2_compute.py, issue 42) --------------------------------------
 # label_only at other budgets than its 400 steps (each its own cosine schedule), one curve with label_only: 542
 # is the two stages' 142 + 400. Their controls would be the same runs again (label_only's recipe at their own

@@ -6,7 +6,8 @@
 # those controls itself (rationales_half__control, label_after_rationales__control_stage1 and __control:
 # ~26 min more training) and the verdict at the top of table.md compares the two stages with them. On the
 # 288-pair tune file the whole study is ~80 min on 2 cores (estimated); `--report_on test` then evaluates
-# every arm on dev_eval_1000.csv (~30 min, no training).
+# every arm on dev_eval_1000.csv (~30 min, no training). The two _calibrated arms (issue 43) fit a temperature and
+# a 90%-accuracy abstention threshold on the tune file (~1 min each) and are evaluated on the test file only.
 #   make study                                     (= python scripts/study.py --config study/nli_smollm2_two_stage.py)
 #   python scripts/study.py --config study/nli_smollm2_two_stage.py --seeds 42,2,3      (three seeds, ~3 h)
 # The arms are study/nli_smollm2_400.py's own (study/nli_arms.py: same data, steps, evaluation file), so a
@@ -17,6 +18,7 @@ from study.nli_arms import (
     SMOLLM2,
     TEST_FILE,
     TUNE_FILE,
+    calibrated,
     label_after_rationales,
     label_only_400,
     label_only_scored,
@@ -34,6 +36,8 @@ arms = [
     untrained,               # the model as shipped, labels scored
     label_only_400,          # 400 steps x 8 of {"predicted_label": N}: the baseline
     label_only_scored,       # label_only's model, labels scored: probabilities, ECE
+    calibrated(label_only_400),  # the same with a temperature fitted on the tune file: on the test file only
     rationales_half,         # stage 1: the teacher's correct rationales alone, one epoch
     label_after_rationales,  # stage 2: label_only's run from stage 1's adapter
+    calibrated(label_after_rationales),
 ]

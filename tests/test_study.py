@@ -166,7 +166,7 @@ def loaded_runs(study) -> dict:
         # a path that does not exist here (no ../shared: no test file) names nothing: None stays None
         return next((place for place, path in places.items() if path is not None and value == path), value)
     fields = ("name", "arm", "seed", "data", "train", "eval", "model_of", "init_from", "control", "control_for",
-              "control_match", "steps_of", "tokens_per_step_of")
+              "control_match", "steps_of", "tokens_per_step_of", "calibrate")
     runs = [{field: getattr(run, "arm_name" if field == "arm" else field) for field in fields} for run in study.runs]
     return placed({"name": study.name, "model": study.model, "tune_file": study.tune_file,
                    "test_file": study.test_file, "train_config": study.train_config, "baseline": study.baseline,
@@ -1241,3 +1241,91 @@ def test_h42_a_token_matched_control_trains_as_many_answer_tokens_as_its_arm(tmp
     config.write_text(config.read_text() + 'arms[2]["control_match"] = "words"\n')
     assert study.main(["--config", str(config), "--output_dir", str(out)]) == 2
     assert "arms[2]: field 'control_match' must be \"steps\" or \"tokens\", got 'words'" in capsys.readouterr().err
+
+
+def calibrated_arm(name="label_only_calibrated", **calibrate) -> dict:
+    return {"name": name, "model_of": "label_only", "calibrate": calibrate or {"target_accuracy": 0.9},
+            "eval": {"task": "nli_label", "scoring": "logprob"}}
+
+
+def test_h43_a_calibrated_arm_fits_on_the_tune_file_and_is_reported_on_the_test_file_only(tmp_path, capsys,
+                                                                                            monkeypatch):
+    import shutil
+
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    tune, test = tmp_path / "tune.csv", tmp_path / "test.csv"
+    shutil.copy(REPO_ROOT / "data/sample/dev_300.csv", tune)
+    shutil.copy(REPO_ROOT / "data/sample/sample.csv", test)
+    config, out = tmp_path / "calibrated.py", tmp_path / "out"
+    config.write_text(study_text("calibrated", fake_model(tmp_path / "model"), [
+        label_arm("label_only", max_steps=4), calibrated_arm()]).replace(
+        'eval_file = "data/sample/dev_300.csv"', f"tune_file = {str(tune)!r}\ntest_file = {str(test)!r}"))
+    calls, stages = [], fake_stages(lambda run: bools("0011"))
+
+    def call(command, **kwargs):  # calibrate writes calibration.json; an evaluation of it reports both ECEs
+        calls.append(command)
+        if "evaluate.calibrate" in command:
+            (Path(option(command, "--model")) / "calibration.json").write_text('{"method": "temperature"}')
+            return 0
+        code = stages(command, **kwargs)
+        if "evaluate.sample_model" in command and (Path(option(command, "--model_id")) / "calibration.json").exists():
+            out_file = Path(option(command, "--output_file"))
+            result = json.loads(out_file.read_text())
+            result["metrics"] |= {"ece": 0.2, "calibrated_ece": 0.05}
+            out_file.write_text(json.dumps(result))
+        return code
+    monkeypatch.setattr(study.subprocess, "call", call)
+
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    log = capsys.readouterr().err
+    fit = next(c for c in calls if "evaluate.calibrate" in c)
+    own = out / "arms/label_only_calibrated/model"
+    assert option(fit, "--calib_file") == str(tune) and option(fit, "--model") == str(own)
+    assert option(fit, "--target_accuracy") == "0.9" and option(fit, "--task") == "nli_label"
+    trained = out / "arms/label_only/model/train_results.json"
+    assert (own / "train_results.json").stat().st_ino == trained.stat().st_ino  # hard links, not a copy
+    assert not (out / "arms/label_only/model/calibration.json").exists()  # the trained arm's folder stays raw
+    # on the tune file, where it was fitted, it is not evaluated: its row is on the test file's table
+    assert [option(c, "--model_id") for c in calls if "evaluate.sample_model" in c] == [str(out / "arms/label_only/model")]
+    assert "arm label_only_calibrated: eval left out (calibrated on this file" in log
+    assert [row["arm"] for row in json.loads((out / "table.json").read_text())] == ["label_only"]
+    assert "**Not evaluated on this file:** label_only_calibrated" in (out / "table.md").read_text()
+
+    calls.clear()
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 0
+    assert not [c for c in calls if "evaluate.calibrate" in c]  # the calibration is finished: skipped
+    evaluated = {option(c, "--model_id"): option(c, "--test_file") for c in calls if "evaluate.sample_model" in c}
+    assert evaluated == {str(out / "arms/label_only/model"): str(test), str(own): str(test)}
+    rows = {row["arm"]: row for row in json.loads((out / "table_test.json").read_text())}
+    assert rows["label_only_calibrated"]["calibrated_ece"] == 0.05 and rows["label_only"]["calibrated_ece"] is None
+    assert rows["label_only_calibrated"]["steps_trained"] == 4  # its model's cost: label_only's
+    assert "| 0.200 → 0.050 |" in (out / "table_test.md").read_text()
+    assert json.loads((out / "test_ledger.json").read_text())[-1]["arms"] == ["label_only", "label_only_calibrated"]
+
+    # label_only retrained: the calibration is fitted again on the new model, and its evaluation redone
+    calls.clear()
+    config.write_text(config.read_text().replace("'max_steps': 4", "'max_steps': 5"))
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--report_on", "test"]) == 0
+    assert "arm label_only_calibrated: calibrate redone (model)" in capsys.readouterr().err
+    assert len([c for c in calls if "evaluate.calibrate" in c]) == 1
+
+
+@pytest.mark.parametrize("arm, message", [
+    ({**calibrated_arm(), "model_of": None}, "field 'model_of' must be an arm's name"),
+    ({k: v for k, v in calibrated_arm().items() if k != "model_of"}, "on an arm with 'model_of'"),
+    ({**calibrated_arm(), "eval": {"task": "nli_label"}}, "set \"scoring\": \"logprob\" in 'eval'"),
+    (calibrated_arm(target_acuracy=0.9), "unknown evaluate.calibrate option 'target_acuracy'; did you mean "
+                                         "'target_accuracy'?"),
+    (calibrated_arm(target_accuracy=1.5), "argument --target_accuracy: must lie in (0, 1], got 1.5"),
+    (calibrated_arm(calib_file="x.csv"), "field 'calibrate' sets 'calib_file', which the study sets itself"),
+])
+def test_h43_a_bad_calibrated_arm_exits_2_at_load_naming_it(arm, message, tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+    monkeypatch.chdir(REPO_ROOT)
+    config = tmp_path / "bad.py"
+    config.write_text(study_text("bad", fake_model(tmp_path / "model"), [label_arm("label_only", max_steps=4), arm]))
+    assert main(["--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "arms[1]" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
