@@ -1329,3 +1329,32 @@ def test_h43_a_bad_calibrated_arm_exits_2_at_load_naming_it(arm, message, tmp_pa
     err = capsys.readouterr().err
     assert message in err and "arms[1]" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_h43_a_calibrated_arm_end_to_end_on_a_tiny_model(tiny_mistral, tmp_path, capsys, monkeypatch):
+    """The real stages: label_only trains 2 steps, evaluate.calibrate fits on the tune file (the first 12 dev
+    pairs) in the calibrated arm's linked copy, and sample_model scores the test file with that calibration."""
+    from nli_finetune.calibration_file import read_calibration
+    from nli_finetune.data_io import path_fingerprint
+    from scripts.study import main
+    monkeypatch.chdir(REPO_ROOT)
+    lines = (REPO_ROOT / "data/sample/dev_300.csv").read_text().splitlines(keepends=True)
+    tune, test = tmp_path / "tune.csv", tmp_path / "test.csv"
+    tune.write_text("".join(lines[:13]))
+    test.write_text("".join([lines[0], *lines[13:21]]))
+    config, out = tmp_path / "calibrated.py", tmp_path / "out"
+    config.write_text(study_text("calibrated", tiny_mistral, [
+        label_arm("label_only", batch_size=2), calibrated_arm(target_accuracy=0.5)]).replace(
+        'eval_file = "data/sample/dev_300.csv"', f"tune_file = {str(tune)!r}\ntest_file = {str(test)!r}"))
+    run = ["--config", str(config), "--output_dir", str(out), "--max_steps", "2"]
+    assert main(run) == 0, capsys.readouterr().err
+    calibration = read_calibration(out / "arms/label_only_calibrated/model")
+    assert calibration["fitted_on"]["fingerprint"] == path_fingerprint(tune) and calibration["fitted_on"]["examples"] == 12
+    assert not (out / "arms/label_only/model/calibration.json").exists()
+    assert main([*run, "--report_on", "test"]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table_test.json").read_text())}
+    assert rows["label_only_calibrated"]["n"] == 8 and rows["label_only_calibrated"]["calibrated_ece"] is not None
+    assert rows["label_only_calibrated"]["ece"] is not None and rows["label_only"]["ece"] is None  # raw beside it
+    result = json.loads((out / "arms/label_only_calibrated/eval_test.json").read_text())
+    assert result["settings"]["calibration"] and all("calibrated_label_probs" in r for r in result["records"])
