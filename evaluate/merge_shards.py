@@ -59,19 +59,19 @@ def merge(paths: list[Path]) -> dict:
         shard = data["settings"].get("shard")
         if not shard:
             raise ValueError(f"{path}: not a shard output (no settings.shard)")
-        shards.append((tuple(shard), data))
-    check_same_contract({str(path): data["settings"].get("model_contract") for path, (_, data) in zip(paths, shards)})
+        shards.append((tuple(shard), data, path))  # the path travels with its shard through the sort below
+    check_same_contract({str(path): data["settings"].get("model_contract") for _, data, path in shards})
     shards.sort(key=lambda s: s[0][0])
     count = shards[0][0][1]
     indices = [s[0][0] for s in shards]
     if any(s[0][1] != count for s in shards) or indices != list(range(count)):
         raise ValueError(f"need shards 0..{count - 1} of {count} exactly once, got {sorted(indices)}")
-    check_same_run([(path, data) for path, (_, data) in zip(paths, shards)])
+    check_same_run([(path, data) for _, data, path in shards])
     settings = dict(shards[0][1]["settings"], shard=None)
-    records = [r for _, data in shards for r in data["records"]]
+    records = [r for _, data, _ in shards for r in data["records"]]
     check_unique_ids(records)
-    seconds = max(data["timing"]["seconds_this_run"] for _, data in shards)  # shards run side by side
-    generated = sum(data["timing"]["generated_this_run"] for _, data in shards)
+    seconds = max(data["timing"]["seconds_this_run"] for _, data, _ in shards)  # shards run side by side
+    generated = sum(data["timing"]["generated_this_run"] for _, data, _ in shards)
     timing = {"seconds_this_run": seconds, "generated_this_run": generated,
               "samples_per_s": generated / seconds if seconds else None, "shards": count}
     task = results_task(paths[0], settings)

@@ -98,6 +98,9 @@ def test_merge_refuses_shards_of_other_runs_and_overlapping_ids(tiny_mistral, tm
                             ([a0, c1], "max_new_tokens")]:
         assert merge_main(shards + ["--output", str(tmp_path / "m.json")]) == 2
         assert "different runs" in (err := capsys.readouterr().err) and message in err
+    # given shard 1 first, the message still names each file with its own shard (it named them swapped)
+    assert merge_main([c1, a0, "--output", str(tmp_path / "m.json")]) == 2
+    assert f"{c1} and {a0} are shards of different runs" in capsys.readouterr().err
     overlapping = json.loads(open(a1).read())
     overlapping["records"][0]["id"] = json.loads(open(a0).read())["records"][0]["id"]
     (tmp_path / "a1x.json").write_text(json.dumps(overlapping))
