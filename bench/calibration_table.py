@@ -18,13 +18,13 @@ the test split (95% Wilson intervals). A measurement, not a test: the numbers ar
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from nli_finetune import REPO_ROOT
 from nli_finetune.cli import ArgumentParser
+from nli_finetune.data_io import linked_tree
 
 TUNE = REPO_ROOT / "data/sample/dev_300_tune.csv"
 TEST = REPO_ROOT.parent / "shared/data/nli/dev_eval_1000.csv"
@@ -40,15 +40,8 @@ def named_model(text: str) -> tuple[str, Path]:
 def linked_copy(model: Path, into: Path) -> Path:
     """The model folder as hard links (a copy where the file system refuses): calibration.json goes there."""
     if not into.exists():
-        shutil.copytree(model, into, copy_function=_link_or_copy)
+        linked_tree(model, into)
     return into
-
-
-def _link_or_copy(source, target) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def run(command: list[str]) -> None:

@@ -39,8 +39,8 @@ from nli_finetune.calibration import (
 )
 from nli_finetune.calibration_file import calibration_path, write_calibration
 from nli_finetune.data_io import DataError, check_outputs, path_fingerprint
-from nli_finetune.metrics import binomial_lower_bound
 from nli_finetune.eval_inputs import load_eval_items
+from nli_finetune.metrics import binomial_lower_bound
 from nli_finetune.model_contract import read_contract, resolve_setting
 from nli_finetune.modeling import model_fingerprint
 from prompts import Task, get_task

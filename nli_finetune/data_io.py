@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -293,6 +294,19 @@ def _atomic_write(path, write, binary: bool = False) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def linked_tree(source: Path, into: Path) -> None:
+    """`into`, made anew, with `source`'s files as hard links (copies where the file system refuses links):
+    a model folder shared without its bytes twice, where a file added to `into` (a calibration.json) does
+    not reach `source`."""
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.rmtree(into, ignore_errors=True)
+    shutil.copytree(source, into, copy_function=link_or_copy)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

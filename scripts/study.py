@@ -101,6 +101,7 @@ from nli_finetune.data_io import (
     atomic_write_json,
     atomic_write_text,
     content_fingerprint,
+    linked_tree,
     overlap,
     path_fingerprint,
 )
@@ -680,17 +681,6 @@ def stage_command(stage: str, study: Study, arm: Arm, inputs: dict, arm_dir: Pat
             "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
 
 
-def linked_model_copy(model: Path, into: Path) -> None:
-    """`into`, made anew, as hard links to `model`'s files (copies where the file system refuses links)."""
-    def link_or_copy(source, target):
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-    shutil.rmtree(into, ignore_errors=True)
-    shutil.copytree(model, into, copy_function=link_or_copy)
-
-
 def unchanged(saved: dict | None, now: dict) -> bool:
     """Whether a stage's recorded inputs (None: none recorded) are what it would be computed from now."""
     return saved is not None and not changes(saved, now)
@@ -728,7 +718,7 @@ def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
     if stage == "calibrate":  # model_of's model as hard links: calibration.json is written into this copy only
-        linked_model_copy(arm_dir.parent / arm.model_of / "model", arm_dir / "model")
+        linked_tree(arm_dir.parent / arm.model_of / "model", arm_dir / "model")
     if evaluation and not unchanged(state.get(f"{stage}_started"), inputs[stage]):
         command.append("--restart")  # progress of other inputs is discarded; the same inputs resume
     if evaluation:
