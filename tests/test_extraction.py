@@ -88,6 +88,29 @@ def test_bootstrap_intervals_hold_the_point_estimate_and_shrink_with_more_data()
     assert majority_baseline([1, 1, 0]) == 2 / 3
 
 
+def test_bootstrap_intervals_equal_classification_metrics_over_the_same_resamples():
+    """The counted (numpy) bootstrap gives exactly what classification_metrics gives on each resample: the
+    same seeded draws (random.Random(seed).randrange), parse failures, three labels, string labels."""
+    import random
+
+    from nli_finetune.metrics import bootstrap_intervals, classification_metrics
+
+    def by_resample(y_true, y_pred, labels, samples):
+        rng, n, scores = random.Random(0), len(y_true), {"accuracy": [], "f1_macro": []}
+        for _ in range(samples):
+            picks = [rng.randrange(n) for _ in range(n)]
+            metrics = classification_metrics([y_true[i] for i in picks], [y_pred[i] for i in picks], labels)
+            for key, values in scores.items():
+                values.append(metrics[key])
+        return {key: [sorted(v)[int(0.025 * samples)], sorted(v)[min(samples - 1, int(0.975 * samples))]]
+                for key, v in scores.items()}
+    draw = random.Random(1)
+    for n, labels in ((200, [0, 1]), (37, [0, 1, 2]), (5, ["a", "b"]), (1, [0, 1])):
+        truth = [draw.choice(labels) for _ in range(n)]
+        pred = [draw.choice([*labels, None]) for _ in range(n)]
+        assert bootstrap_intervals(truth, pred, labels, samples=200) == by_resample(truth, pred, labels, 200)
+
+
 @pytest.mark.parametrize("text", [
     # issue #22 M6: each of these used to get a label from the phrase fallback
     '{"thought_process": "t", "predicted_label": "0 or 1',
