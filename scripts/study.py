@@ -1123,7 +1123,11 @@ def compute_figure(plt, rows: list[dict], title: str):
         for r in shown:
             ax.errorbar([r[key]], [r["accuracy"]], yerr=accuracy_errors(r), fmt="o", capsize=3, markersize=4,
                         color=colour[r.get("curve") or r["arm_name"]])
-            ax.annotate(r["arm"], (r[key], r["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        at_point = {}  # runs on the same point (a model scored again, identical first stages): one label
+        for r in shown:
+            at_point.setdefault((r[key], r["accuracy"]), []).append(r["arm"])
+        for (x, y), names in at_point.items():
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
         curves = {}
         for r in shown:
             if r.get("curve"):

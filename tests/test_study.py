@@ -845,7 +845,8 @@ def test_issue42_the_compute_plot_joins_each_curves_runs_per_seed_in_budget_orde
             row("label_only_200", 200, 2e15, 0.56, curve="label_only"),
             row("label_only_seed2", 400, 4e15, 0.78, seed=2, curve="label_only"),
             row("label_only_200_seed2", 200, 2e15, 0.65, seed=2, curve="label_only"),
-            row("two_stage", 542, None, 0.77)]  # trained before FLOPs were recorded: on the steps panel only
+            row("two_stage", 542, None, 0.77),  # trained before FLOPs were recorded: on the steps panel only
+            row("label_only_scored", 400, 4e15, 0.73)]  # label_only's model scored again: on its point
     plot(rows, tmp_path, "study")
     for name in ("accuracy.png", "accuracy_vs_compute.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
@@ -853,7 +854,9 @@ def test_issue42_the_compute_plot_joins_each_curves_runs_per_seed_in_budget_orde
     assert [t.get_text() for t in steps.get_legend().get_texts()] == ["label_only, seed 42", "label_only, seed 2"]
     joined = [line for line in steps.get_lines() if line.get_label() == "label_only, seed 42"][0]
     assert list(joined.get_xdata()) == [200, 400] and list(joined.get_ydata()) == [0.56, 0.73]
-    assert [t.get_text() for t in steps.texts] == [r["arm"] for r in rows]  # every run labelled
+    assert [t.get_text() for t in steps.texts] == [  # every run labelled, once per point
+        "untrained", "label_only, label_only_scored", "label_only_200", "label_only_seed2", "label_only_200_seed2",
+        "two_stage"]
     assert "two_stage" not in [t.get_text() for t in flops.texts]
     plt.close("all")
 
