@@ -847,6 +847,16 @@ def training_cost(model_dir: Path) -> dict:
             "train_flops": results.get("train_flops")}
 
 
+def labelled_pairs(train_file: Path) -> int | None:
+    """How many distinct labelled pairs (premise, hypothesis) a run's own train.jsonl holds, whatever rows
+    each became (a label row, a rationale row, both); None without the file (a run trained elsewhere)."""
+    try:
+        with open(train_file, encoding="utf-8") as rows:
+            return len({(row.get("premise"), row.get("hypothesis")) for row in map(json.loads, rows)})
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def with_model_cost(row: dict, arm: Arm, rows: list[dict]) -> dict:
     """The row with what its model cost to train, from the rows before it: a model_of run's model's (both
     stages when that is a second stage), an init_from run's own stage plus its first stage's (None where
@@ -854,7 +864,7 @@ def with_model_cost(row: dict, arm: Arm, rows: list[dict]) -> dict:
     model_of = next((earlier for earlier in rows if earlier["arm"] == arm.model_of), None)
     start = next((earlier for earlier in rows if earlier["arm"] == arm.init_from), None)
     if model_of:
-        return row | {key: model_of[key] for key in COST_KEYS}
+        return row | {key: model_of.get(key) for key in (*COST_KEYS, "labelled_pairs")}
     if start:
         return row | {key: None if None in (row[key], start[key]) else row[key] + start[key] for key in COST_KEYS}
     return row
@@ -871,6 +881,8 @@ def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
     model_dir = arm_dir.parent / (arm.model_of or arm.name) / "model"  # model_of: the model evaluated
     untrained = {"train_seconds": 0.0, "tokens_trained": 0, "steps_trained": 0, "train_flops": 0}
     cost = training_cost(model_dir) if "train" in state or arm.model_of else untrained
+    # a second stage: the pairs of its own stage (its first stage's are a subset of the same draw)
+    cost["labelled_pairs"] = labelled_pairs(arm_dir / "train.jsonl") if arm.trained else 0
     row = {"arm": arm.name, "arm_name": arm.arm_name, "seed": arm.seed, "trained": arm.trained,
            "n": metrics["n"], "accuracy": metrics["accuracy"],
            "accuracy_ci": intervals["accuracy"], "f1_macro": metrics["f1_macro"], "f1_macro_ci": intervals["f1_macro"],
@@ -1107,15 +1119,17 @@ def accuracy_errors(row: dict) -> list[list[float]]:
 
 # The panels of accuracy_vs_compute.png: (the row's key, the axis's label).
 COMPUTE_AXES = (("steps_trained", "optimizer steps (a second stage: both stages)"),
-                ("train_flops", "training FLOPs (6 x parameters x tokens processed)"))
+                ("train_flops", "training FLOPs (6 x parameters x tokens processed)"),
+                ("labelled_pairs", "labelled pairs trained on (prepare_ft_data.py --max-pairs)"))
 
 
 def compute_figure(plt, rows: list[dict], title: str):
-    """Accuracy (95% CI) against optimizer steps and against training FLOPs, one labelled point per run; the
-    runs of one curve (the arms that share a "curve") joined by a line per seed, in budget order, so a
-    recipe's curve can be compared with another's at equal compute. A run with no value on an axis (the
-    FLOPs of a run trained before train_sft recorded them) is left out of that panel."""
-    fig, axes = plt.subplots(1, len(COMPUTE_AXES), figsize=(13, 5.5))
+    """Accuracy (95% CI) against optimizer steps, training FLOPs and the labelled pairs trained on (the axis of
+    Distilling step-by-step, arXiv 2305.02301), one labelled point per run; the runs of one curve (the arms
+    that share a "curve") joined by a line per seed, in budget order, where they differ on that axis, so a
+    recipe's curve can be compared with another's at equal compute or data. A run with no value on an axis
+    (the FLOPs of a run trained before train_sft recorded them) is left out of that panel."""
+    fig, axes = plt.subplots(1, len(COMPUTE_AXES), figsize=(19, 5.5))
     groups = list(dict.fromkeys(r.get("curve") or r["arm_name"] for r in rows))  # a curve's runs share a colour
     colour = {group: f"C{i % 10}" for i, group in enumerate(groups)}
     for ax, (key, label) in zip(axes, COMPUTE_AXES):
@@ -1132,6 +1146,9 @@ def compute_figure(plt, rows: list[dict], title: str):
         for r in shown:
             if r.get("curve"):
                 curves.setdefault((r["curve"], r["seed"]), []).append(r)
+        for (curve, seed), members in list(curves.items()):
+            if len({r[key] for r in members}) < 2:  # all at one value on this axis (the pairs of a steps curve)
+                del curves[(curve, seed)]
         seeds = list(dict.fromkeys(seed for _, seed in curves))
         for (curve, seed), members in curves.items():
             members.sort(key=lambda r: r[key])

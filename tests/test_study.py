@@ -815,13 +815,14 @@ def cost_row(name: str, seconds, tokens, steps, flops, **more) -> dict:
 def test_issue42_a_second_stage_adds_its_first_stages_cost_and_a_model_of_run_shows_its_models():
     from nli_finetune.study_spec import Arm
     from scripts.study import with_model_cost
-    first = cost_row("first", 10.0, 100, 142, 6.0e14)
-    second = with_model_cost(cost_row("second", 20.0, 50, 400, 2.0e15),
+    first = cost_row("first", 10.0, 100, 142, 6.0e14, labelled_pairs=1133)
+    second = with_model_cost(cost_row("second", 20.0, 50, 400, 2.0e15, labelled_pairs=3005),
                              Arm("second", "second", eval={}, train={}, init_from="first"), [first])
-    assert second == cost_row("second", 30.0, 150, 542, 2.6e15)
-    scored = with_model_cost(cost_row("scored", None, None, None, None),
+    # the steps and tokens of both stages; the pairs of its own (the first stage's are among them)
+    assert second == cost_row("second", 30.0, 150, 542, 2.6e15, labelled_pairs=3005)
+    scored = with_model_cost(cost_row("scored", None, None, None, None, labelled_pairs=None),
                              Arm("scored", "scored", eval={}, model_of="second"), [first, second])
-    assert scored == cost_row("scored", 30.0, 150, 542, 2.6e15)
+    assert scored == cost_row("scored", 30.0, 150, 542, 2.6e15, labelled_pairs=3005)
     plain = cost_row("plain", 1.0, 2, 3, 4.0)
     assert with_model_cost(plain, Arm("plain", "plain", eval={}, train={}), [first, second]) == plain
     older = cost_row("first", 10.0, 100, 142, None)  # a first stage trained before train_sft recorded FLOPs
@@ -837,26 +838,32 @@ def test_issue42_the_compute_plot_joins_each_curves_runs_per_seed_in_budget_orde
 
     from scripts.study import compute_figure, plot
 
-    def row(name, steps, flops, accuracy, seed=42, curve=None):
+    def row(name, steps, flops, accuracy, seed=42, curve=None, pairs=3005):
         return cost_row(name, 1.0, 1, steps, flops, seed=seed, curve=curve, accuracy=accuracy,
-                        accuracy_ci=[accuracy - 0.05, accuracy + 0.05])
-    rows = [row("untrained", 0, 0, 0.55, seed=None),
+                        accuracy_ci=[accuracy - 0.05, accuracy + 0.05], labelled_pairs=pairs)
+    rows = [row("untrained", 0, 0, 0.55, seed=None, pairs=0),
             row("label_only", 400, 4e15, 0.73, curve="label_only"),
             row("label_only_200", 200, 2e15, 0.56, curve="label_only"),
             row("label_only_seed2", 400, 4e15, 0.78, seed=2, curve="label_only"),
             row("label_only_200_seed2", 200, 2e15, 0.65, seed=2, curve="label_only"),
             row("two_stage", 542, None, 0.77),  # trained before FLOPs were recorded: on the steps panel only
-            row("label_only_scored", 400, 4e15, 0.73)]  # label_only's model scored again: on its point
+            row("label_only_scored", 400, 4e15, 0.73),  # label_only's model scored again: on its point
+            row("by_pairs_500", 400, 4e15, 0.70, curve="by_pairs", pairs=500),
+            row("by_pairs_250", 400, 4e15, 0.60, curve="by_pairs", pairs=250)]
     plot(rows, tmp_path, "study")
     for name in ("accuracy.png", "accuracy_vs_compute.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
-    steps, flops = compute_figure(plt, rows, "study").axes
+    steps, flops, pairs = compute_figure(plt, rows, "study").axes
     assert [t.get_text() for t in steps.get_legend().get_texts()] == ["label_only, seed 42", "label_only, seed 2"]
+    # on the pairs axis only the curve whose runs differ in their pairs is a line (label_only's are all 3,005)
+    assert [t.get_text() for t in pairs.get_legend().get_texts()] == ["by_pairs, seed 42"]
+    by_pairs = [line for line in pairs.get_lines() if line.get_label() == "by_pairs, seed 42"][0]
+    assert list(by_pairs.get_xdata()) == [250, 500] and list(by_pairs.get_ydata()) == [0.60, 0.70]
     joined = [line for line in steps.get_lines() if line.get_label() == "label_only, seed 42"][0]
     assert list(joined.get_xdata()) == [200, 400] and list(joined.get_ydata()) == [0.56, 0.73]
     assert [t.get_text() for t in steps.texts] == [  # every run labelled, once per point
         "untrained", "label_only, label_only_scored", "label_only_200", "label_only_seed2", "label_only_200_seed2",
-        "two_stage"]
+        "two_stage", "by_pairs_500", "by_pairs_250"]
     assert "two_stage" not in [t.get_text() for t in flops.texts]
     plt.close("all")
 
@@ -1361,3 +1368,13 @@ def test_h43_a_calibrated_arm_end_to_end_on_a_tiny_model(tiny_mistral, tmp_path,
     assert rows["label_only_calibrated"]["ece"] is not None and rows["label_only"]["ece"] is None  # raw beside it
     result = json.loads((out / "arms/label_only_calibrated/eval_test.json").read_text())
     assert result["settings"]["calibration"] and all("calibrated_label_probs" in r for r in result["records"])
+
+
+def test_issue42_labelled_pairs_counts_each_pair_once_whatever_rows_it_became(tmp_path):
+    from scripts.study import labelled_pairs
+    rows = [{"id": "1", "premise": "p1", "hypothesis": "h1"}, {"id": "1:rationale", "premise": "p1", "hypothesis": "h1"},
+            {"id": "2", "premise": "p2", "hypothesis": "h1"}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert labelled_pairs(train) == 2
+    assert labelled_pairs(tmp_path / "missing.jsonl") is None
