@@ -670,7 +670,7 @@ def stage_command(stage: str, study: Study, arm: Arm, inputs: dict, arm_dir: Pat
     if stage == "calibrate":
         options = [part for key, value in arm.calibrate.items() for part in (f"--{key}", str(value))]
         return [python, "-m", "evaluate.calibrate", "--model", str(arm_dir / "model"), "--calib_file",
-                str(study.tune_file), "--task", arm.eval["task"], "--scores_file", str(arm_dir / "calibrate.json"),
+                str(study.tune_file), "--task", arm.eval["task"], "--scores_file", str(arm_dir / "calibrate_scores.json"),
                 "--quiet", *options]
     model = str(arm_dir / "model") if "train" in inputs else study.model
     if arm.model_of:  # a calibrated one: its own linked copy, which holds the calibration
