@@ -183,7 +183,10 @@ def test_p2_calibrate_writes_calibration_json_into_the_model_folder(calibrated):
     own_model, tune = calibrated
     calibration = read_calibration(own_model)
     assert calibration["method"] in ("none", "temperature") and calibration["bias"] is None  # two labels
-    assert calibration["cross_validation"]["nll"][calibration["method"]] == min(calibration["cross_validation"]["nll"].values())
+    cv = calibration["cross_validation"]  # the simplest method within one standard error of the lowest NLL
+    assert cv["rule"] == "one standard error" and set(cv["nll_se"]) == set(cv["nll"]) == {"none", "temperature"}
+    assert cv["nll"][calibration["method"]] <= min(cv["nll"].values()) + cv["nll_se"][calibration["method"]]
+    assert calibration["method"] == "none" or cv["nll"]["none"] > min(cv["nll"].values()) + cv["nll_se"]["none"]
     assert calibration["method"] != "none" or calibration["temperature"] == 1.0
     assert calibration["temperature"] > 0 and calibration["labels"] == ["0", "1"]
     assert calibration["fitted_on"]["fingerprint"] == path_fingerprint(tune)
