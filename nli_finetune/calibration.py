@@ -205,11 +205,6 @@ def held_out_losses(log_probs, gold, with_bias: bool, folds: int = 5, seed: int 
     return losses
 
 
-def cross_validated_nll(log_probs, gold, with_bias: bool, folds: int = 5, seed: int = 0) -> float:
-    """Held-out NLL of a fit: k folds (a seeded shuffle), each scored by the fit on the others."""
-    return float(held_out_losses(log_probs, gold, with_bias, folds, seed).mean())
-
-
 def one_standard_error_choice(losses: dict) -> tuple[str, dict]:
     """(the first method, in the dict's order of simplicity, whose mean loss is within one standard error of
     the lowest mean, {method: that standard error}): the error is that of the paired per-example difference
@@ -319,8 +314,7 @@ def probability_scores(probs, gold) -> dict:
     ends = np.flatnonzero(np.append(confidence[order][1:] != confidence[order][:-1], True))  # tied groups end
     coverage = (ends + 1) / len(order)
     risk = 1.0 - right[ends] / (ends + 1)
-    picked = probs[np.arange(len(gold)), gold]
-    return {"nll": float(-np.mean(np.maximum(np.log(np.maximum(picked, 1e-300)), LOG_FLOOR))),
+    return {"nll": negative_log_likelihood(probs, gold),
             "ece": float(gaps[counts > 0].sum() / len(order)), "brier": float(np.mean((confidence - correct) ** 2)),
             "aurc": float(np.sum(np.diff(coverage, prepend=0.0) * risk))}
 

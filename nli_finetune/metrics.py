@@ -98,13 +98,14 @@ def bootstrap_intervals(y_true: list, y_pred: list, labels: list, *, samples: in
     """Percentile bootstrap intervals of accuracy and macro-F1: {"accuracy": [lo, hi], "f1_macro": [lo, hi]}.
     Examples are resampled with replacement `samples` times (seeded, so a rerun prints the same interval).
     Each resample's accuracy and macro-F1 are classification_metrics' own, counted over the picks with numpy
-    (the same draws and the same arithmetic, so the same numbers, ~50x faster than a loop over resamples)."""
+    (the same draws and the same arithmetic, so the same numbers; ~3x faster on 1,000 pairs, the draws now the
+    slower half)."""
     import random
 
     import numpy as np
     rng = random.Random(seed)
     n = len(y_true)
-    picks = np.array([[rng.randrange(n) for _ in range(n)] for _ in range(samples)]).reshape(samples, n)
+    picks = np.array([[rng.randrange(n) for _ in range(n)] for _ in range(samples)], dtype=np.int64).reshape(samples, n)
 
     def counts(flags: list[bool]) -> np.ndarray:  # per resample: how many of its picks have the flag
         return np.asarray(flags, dtype=np.int64)[picks].sum(axis=1)

@@ -366,7 +366,7 @@ def check_train_options(path: str, train_config: str, run: Arm) -> None:
     """The run's training options as train_sft will resolve them (unknown keys, types and ranges, its
     seed included), checked at load: a bad one exits 2 before any stage runs."""
     from train.config_loader import ConfigError, load_config
-    options = [part for key, value in run.train.items() for part in (f"--{key}", str(value))]
+    options = command_options(run.train)
     try:
         load_config(["--config", str(train_config_path(train_config)), *options])
     except ConfigError as exc:
@@ -438,6 +438,11 @@ RUNNER_KEYS = {"data": ("--output-file", "--eval-file"), "train": ("model_id", "
                "calibrate": ("model", "calib_file", "task", "scores_file", "restart")}
 
 
+def command_options(options: dict) -> list[str]:
+    """{key: value} as a stage's command line takes them: --key value, in order."""
+    return [part for key, value in options.items() for part in (f"--{key}", str(value))]
+
+
 def check_eval_options(arm: Arm, where: str) -> None:
     """The arm's evaluation options as sample_model's own parser reads them, and a calibrated arm's
     calibration options as evaluate.calibrate's does, at load: an unknown option (named with the closest
@@ -464,7 +469,7 @@ def check_tool_options(given: dict, parser, runner_options: list[str], field: st
             close = difflib.get_close_matches(f"--{key}", flags, n=1, cutoff=0.5)
             raise DataError(f"{where}: field '{field}': unknown {tool} option '{key}'"
                             + (f"; did you mean '{close[0][2:]}'?" if close else ""))
-    options = [part for key, value in given.items() for part in (f"--{key}", str(value))]
+    options = command_options(given)
     complaint = io.StringIO()
     try:
         with contextlib.redirect_stderr(complaint):
@@ -661,21 +666,21 @@ def stage_command(stage: str, study: Study, arm: Arm, inputs: dict, arm_dir: Pat
                 "--output-file", str(arm_dir / "train.jsonl"), "--eval-file", str(study.tune_file),
                 *([str(study.test_file)] if study.test_file else [])]
     if stage == "train":
-        overrides = [part for key, value in inputs["train"]["overrides"].items() for part in (f"--{key}", str(value))]
+        overrides = command_options(inputs["train"]["overrides"])
         if arm.init_from:
             overrides += ["--init_adapter", str(arm_dir.parent / arm.init_from / "model")]
         return [python, "-m", "train.train_sft", "--config", study.train_config, "--model_id", study.model,
                 "--train_data", str(arm_dir / "train.jsonl"), "--output_dir", str(arm_dir / "model"),
                 "--eval_data", "None", *overrides]
     if stage == "calibrate":
-        options = [part for key, value in arm.calibrate.items() for part in (f"--{key}", str(value))]
+        options = command_options(arm.calibrate)
         return [python, "-m", "evaluate.calibrate", "--model", str(arm_dir / "model"), "--calib_file",
                 str(study.tune_file), "--task", arm.eval["task"], "--scores_file", str(arm_dir / "calibrate_scores.json"),
                 "--quiet", *options]
     model = str(arm_dir / "model") if "train" in inputs else study.model
     if arm.model_of:  # a calibrated one: its own linked copy, which holds the calibration
         model = str(arm_dir / "model") if arm.calibrate is not None else str(arm_dir.parent / arm.model_of / "model")
-    options = [part for key, value in arm.eval.items() for part in (f"--{key}", str(value))]
+    options = command_options(arm.eval)
     limit = ["--limit", str(inputs[stage]["limit"])] if inputs[stage]["limit"] else []
     return [python, "-m", "evaluate.sample_model", "--model_id", model, "--test_file", str(study.eval_file),
             "--output_file", str(arm_dir / f"{stage}.json"), "--quiet", *options, *limit]
