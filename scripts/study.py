@@ -58,9 +58,17 @@ and recipe for as many optimizer steps as the arm took (its finished train_resul
 structure (init_from: `<arm>__control_stage1` for the first stage's steps, then the control from it);
 `controls = False` turns them off, an arm's "control": "<arm>" names its own (None: none), its
 "control_match": "tokens" matches answer tokens instead of steps (for longer rows). Every run is
-compared with the baseline and with its control, each p Holm-adjusted beside the raw one, and table.md
-opens with a one-line verdict that uses the control where there is one. `--plan --effect 0.03` prints the
-evaluation pairs and seeds needed for 80% power, from a finished study or --discordant / --seed_sd.
+compared with the baseline and with its control, each p Holm-adjusted beside the raw one (a comparison of the
+same two evaluations, as two arms' identical first-stage controls make, counted once), and table.md opens with
+a one-line verdict that uses the control where there is one and leaves out the baseline's own recipe at other
+budgets (its "curve"). Its section "At equal optimizer steps" compares every other trained run with the run of
+the baseline's curve of as many steps and the same seed. A run whose training inputs (data, recipe, steps,
+seed) equal an earlier run's is not trained again: it takes that model as hard links (`shared_from` in its
+stages.json). `--plan --effect 0.03` prints the evaluation pairs and seeds needed for 80% power, from a
+finished study or --discordant / --seed_sd.
+
+--arms runs the arms it names (and what they need); the tables stay the whole study's: they add every other
+run that finished on that file from its current inputs, and name the rest ("Not in this table").
 
 Resumable: a stage whose inputs (its options, the files it reads, the resolved training config, the
 project's code it runs, what the stage before it made) are unchanged since it finished is skipped; a
@@ -691,8 +699,18 @@ def unchanged(saved: dict | None, now: dict) -> bool:
     return saved is not None and not changes(saved, now)
 
 
-def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm_dir: Path, log) -> str:
+def same_training(study: Study, states: dict, inputs: dict) -> str | None:
+    """An earlier run of this study whose finished training had exactly these inputs (the same data, recipe,
+    steps and seed: two arms' identical first-stage controls), or None."""
+    return next((name for name, state in states.items() if state and unchanged(state.get("train", {}).get("inputs"),
+                                                                                 inputs)
+                 and (study.output_dir / "arms" / name / "model" / "train_results.json").is_file()), None)
+
+
+def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm_dir: Path, log,
+              twin: str | None = None) -> str:
     """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done.
+    A train stage with a `twin` (same_training) takes that run's model as hard links instead of training.
     Returns what it did: "skipped", "kept" (--keep_trained) or "done"."""
     name = arm.name
     if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]):
@@ -719,6 +737,14 @@ def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm
         for key in (f"{split}{end}" for split in SPLIT_STAGE.values()
                     for end in ("_started", "_seconds_before", "_part_started")):
             state.pop(key, None)
+    if twin:
+        linked_tree(arm_dir.parent / twin / "model", arm_dir / "model")
+        atomic_write_text(arm_dir / "train.log", f"shared: the model of run {twin}, trained from the same inputs\n")
+        state[stage] = {"inputs": inputs[stage], "seconds": 0.0, "shared_from": twin}
+        stale.pop(stage, None)
+        atomic_write_json(arm_dir / "stages.json", state)
+        log(f"arm {name}: train shared with {twin} (the same data, recipe, steps and seed: its model, hard-linked)")
+        return "done"
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
         shutil.rmtree(arm_dir / "model", ignore_errors=True)  # no checkpoint of another recipe is resumed
@@ -792,25 +818,44 @@ def evaluated_here(study: Study, arm: Arm) -> bool:
     return arm.calibrate is None or study.split != "tune"
 
 
-def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str]) -> dict:
+def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str], dry: bool = False) -> dict | None:
     """Run the run's stages that are not done; return its stages.json record. `states` holds the runs' before
-    it (a model_of or init_from run reads its model's), `kept` gets "<run> <stage>" for each stage kept."""
+    it (a model_of or init_from run reads its model's), `kept` gets "<run> <stage>" for each stage kept.
+    dry: run nothing; the record if every stage is finished from the inputs it would have now, else None
+    (a run that --arms left out is in the table only then)."""
     arm_dir = study.output_dir / "arms" / arm.name
-    arm_dir.mkdir(parents=True, exist_ok=True)
+    if not dry:
+        arm_dir.mkdir(parents=True, exist_ok=True)
     try:
         state = json.loads((arm_dir / "stages.json").read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
     for stage in ("data", "train", "calibrate", study.eval_stage):
         if stage == study.eval_stage and not evaluated_here(study, arm):
-            log(f"arm {arm.name}: {stage} left out (calibrated on this file: reported with --report_on test)")
+            if not dry:
+                log(f"arm {arm.name}: {stage} left out (calibrated on this file: reported with --report_on test)")
             continue
         # after the stage before it ran (its output is an input); stages.json records the inputs redacted (an
         # eval api_base's user:pass), so they are compared redacted too
-        inputs = redact_data(stage_inputs(study, arm, args, states))
+        try:
+            inputs = redact_data(stage_inputs(study, arm, args, states))
+        except (OSError, KeyError, DataError):  # dry: a run it depends on is unfinished
+            if dry:
+                return None
+            raise
         if f"{arm.name} train" in kept and stage in inputs:  # judged by the model that really ran
             inputs[stage]["model"] = content_fingerprint(state["train"]["inputs"])
-        if stage in inputs and run_stage(stage, study, arm, inputs, state, arm_dir, log) == "kept":
+        if stage not in inputs:
+            continue
+        if dry:
+            outcome = "skipped" if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]) else \
+                "kept" if kept_under_earlier_code(study, stage, state, inputs[stage]) else None
+            if outcome is None:
+                return None
+        else:
+            twin = same_training(study, states, inputs[stage]) if stage == "train" else None
+            outcome = run_stage(stage, study, arm, inputs, state, arm_dir, log, twin)
+        if outcome == "kept":
             kept.append(f"{arm.name} {stage}")
     return state
 
@@ -898,7 +943,9 @@ def arm_row(study: Study, arm: Arm, state: dict) -> tuple[dict, dict]:
            **cost, "eval_seconds": state[study.eval_stage]["seconds"]}
     evaluated = {"test_file": result["settings"].get("test_file"),
                  "content": result["settings"].get("fingerprints", {}).get("test_file"),
-                 "correct": {r["id"]: bool(r["correct"]) for r in records}}
+                 "correct": {r["id"]: bool(r["correct"]) for r in records},
+                 # what was evaluated: the same for two runs of one model (shared or identical training), scored alike
+                 "evaluation": content_fingerprint(state[study.eval_stage]["inputs"])}
     return row, evaluated
 
 
@@ -915,13 +962,60 @@ def add_paired_differences(rows: list[dict], runs: list[Arm], correct: dict, bas
             row |= {"vs_baseline": paired["difference"], "vs_baseline_ci": paired["interval"],
                     "mcnemar_p": paired["mcnemar_p"], "baseline_run": base_name,
                     "discordant": (paired["only_baseline_right"] + paired["only_arm_right"]) / row["n"]}
-        if run.control:
+        if run.control in correct:  # (a control --arms left out of the table: none)
             paired = compare(correct, run.control, row["arm"])
             row |= {"control": run.control, "vs_control": paired["difference"], "vs_control_ci": paired["interval"],
                     "vs_control_p": paired["mcnemar_p"]}
         if run.control_for:
             row["control_for"] = run.control_for
-    add_holm(rows)
+    add_holm(rows, correct)
+    add_equal_steps(rows, correct, baseline)
+
+
+def baseline_curve(rows: list[dict], baseline: str) -> set[str]:
+    """The runs of the baseline's own recipe at its budgets: the baseline's "curve" (label_only at 200, 400,
+    542 and 800 steps), or the baseline's runs alone where it lies on none; never a model scored again."""
+    curve = next((row.get("curve") for row in rows if row["arm_name"] == baseline), None)
+    return {row["arm"] for row in rows if row["trained"] and not row.get("model_of")
+            and (row["arm_name"] == baseline or (curve is not None and row.get("curve") == curve))}
+
+
+def add_equal_steps(rows: list[dict], correct: dict, baseline: str) -> None:
+    """Each trained run off the baseline's curve (a recipe, a control) against the run of that curve with as
+    many optimizer steps and the same seed, where there is one (`equal_steps_run`, `vs_equal_steps`,
+    `vs_equal_steps_p`, `vs_equal_steps_holm_p`: Holm over these comparisons): at equal compute, is the recipe
+    above the baseline's curve? A second stage counts both stages' steps."""
+    curve = baseline_curve(rows, baseline)
+    at_steps = {(row["seed"], row["steps_trained"]): row["arm"] for row in rows
+                if row["arm"] in curve and row["steps_trained"] is not None}
+    matched = []
+    for row in rows:
+        match = at_steps.get((row["seed"], row["steps_trained"])) if row["steps_trained"] is not None else None
+        if row["arm"] in curve or not row["trained"] or row.get("model_of") or match is None:
+            continue
+        paired = compare(correct, match, row["arm"])
+        row |= {"equal_steps_run": match, "vs_equal_steps": paired["difference"],
+                "vs_equal_steps_ci": paired["interval"], "vs_equal_steps_p": paired["mcnemar_p"]}
+        matched.append(row)
+    for row, value in zip(matched, holm_adjust([row["vs_equal_steps_p"] for row in matched])):
+        row["vs_equal_steps_holm_p"] = value
+
+
+def equal_steps_markdown(rows: list[dict], baseline: str) -> str:
+    """The section of table.md that compares the runs at equal optimizer steps (add_equal_steps), or ""."""
+    matched = [row for row in rows if row.get("equal_steps_run")]
+    if not matched:
+        return ""
+    lines = ["\n## At equal optimizer steps\n",
+             f"Each trained run against {baseline}'s recipe trained for as many optimizer steps (same seed); Holm "
+             "over these comparisons.\n", "| run | steps | accuracy | "
+             f"{baseline}'s run | its accuracy | difference [paired 95% CI] | McNemar p | Holm p |", "|" + "---|" * 8]
+    accuracy = {row["arm"]: row["accuracy"] for row in rows}
+    for row in matched:
+        lines.append(f"| {row['arm']} | {row['steps_trained']} | {row['accuracy']:.3f} | {row['equal_steps_run']} | "
+                     f"{accuracy[row['equal_steps_run']]:.3f} | {interval(row['vs_equal_steps'], row['vs_equal_steps_ci'])} | "
+                     f"{p_text(row['vs_equal_steps_p'])} | {p_text(row['vs_equal_steps_holm_p'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def compare(correct: dict, base_name: str, name: str) -> dict:
@@ -941,13 +1035,23 @@ def compare(correct: dict, base_name: str, name: str) -> dict:
 TESTS = (("mcnemar_p", "holm_p"), ("vs_control_p", "vs_control_holm_p"))
 
 
-def add_holm(rows: list[dict]) -> None:
-    """Holm-adjust, per baseline run, every p of the rows compared with it (vs the baseline and vs a control)."""
+def add_holm(rows: list[dict], correct: dict) -> None:
+    """Holm-adjust, per baseline run, every p of the rows compared with it (vs the baseline and vs a control).
+    A comparison of the same two evaluations as another (two arms' identical first-stage controls, each against
+    the baseline) is one hypothesis: counted once in the family, its adjusted p given to both rows."""
+    against = {"mcnemar_p": "baseline_run", "vs_control_p": "control"}
     for base in dict.fromkeys(row.get("baseline_run") for row in rows):
-        family = [(row, p, holm) for row in rows if row.get("baseline_run") == base
-                  for p, holm in TESTS if row.get(p) is not None]
-        for (row, _, holm), value in zip(family, holm_adjust([row[p] for row, p, _ in family])):
-            row[holm] = value
+        family = {}  # (the two evaluations compared) -> [(row, its Holm key)], in the table's order
+        for row in rows:
+            if row.get("baseline_run") == base:
+                for p, holm in TESTS:
+                    if row.get(p) is not None:
+                        pair = (correct[row[against[p]]]["evaluation"], correct[row["arm"]]["evaluation"])
+                        family.setdefault(pair, []).append((row, p, holm))
+        tests = list(family.values())  # a repeat that came out otherwise (a GPU's nondeterminism): its larger p
+        for members, value in zip(tests, holm_adjust([max(row[p] for row, p, _ in members) for members in tests])):
+            for row, _, holm in members:
+                row[holm] = value
 
 
 def interval(value, ci) -> str:
@@ -1004,11 +1108,14 @@ def verdict(comparisons: list[tuple[str, tuple, tuple | None]], baseline: str) -
     return f"**Verdict:** {arm} vs {against}: {diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], Holm p {p:.2g}: {meaning}.\n\n"
 
 
-def row_comparisons(rows: list[dict]) -> list[tuple]:
-    """verdict()'s comparisons of the table's trained runs that are no control."""
+def row_comparisons(rows: list[dict], baseline: str) -> list[tuple]:
+    """verdict()'s comparisons of the table's trained runs that are no control and not the baseline's own
+    recipe at another budget (its curve: that it gains with more steps is no recipe's gain)."""
+    curve = baseline_curve(rows, baseline)
     return [(r["arm"], (r["vs_baseline"], r["vs_baseline_ci"], r["holm_p"]),
              (r["vs_control"], r["vs_control_ci"], r["vs_control_holm_p"]) if r.get("control") else None)
-            for r in rows if r.get("vs_baseline") is not None and r["trained"] and not r.get("control_for")]
+            for r in rows if r.get("vs_baseline") is not None and r["trained"] and not r.get("control_for")
+            and r["arm"] not in curve]
 
 
 def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None) -> list[dict]:
@@ -1016,7 +1123,7 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
     seeds it beat the baseline's run of the same seed, and the pooled paired comparison over every seed's
     pairs at once (`vs_baseline_pooled`: the examples resampled alike in every seed, a stratified McNemar p),
     which with three seeds says far more than a t interval with two degrees of freedom."""
-    summary = []
+    summary, family = [], {}
     for arm in dict.fromkeys(run.arm_name for run in runs):
         mine = [row for row, run in zip(rows, runs) if run.arm_name == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
@@ -1029,24 +1136,31 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
         entry |= {"trained": mine[0].get("trained"), "control_for": mine[0].get("control_for")}
-        if correct and "vs_baseline" in entry:
-            entry["vs_baseline_pooled"] = pooled(correct, [(row["baseline_run"], row["arm"]) for row in mine])
-        if correct and "vs_control" in entry:
-            entry["vs_control_pooled"] = pooled(correct, [(row["control"], row["arm"]) for row in mine])
+        for key, against in (("vs_baseline", "baseline_run"), ("vs_control", "control")):
+            if correct and key in entry:
+                pairs = [(row[against], row["arm"]) for row in mine if row.get(against)]
+                entry[f"{key}_pooled"] = pooled(correct, pairs)
+                # the evaluations compared: the same for two arms' identical controls (add_holm)
+                compared = tuple((correct[base]["evaluation"], correct[name]["evaluation"]) for base, name in pairs)
+                family.setdefault(compared, []).append(entry[f"{key}_pooled"])
         summary.append(entry)
-    # Holm over every pooled comparison (each arm against the baseline and against its control)
-    family = [e[key] for e in summary for key in ("vs_baseline_pooled", "vs_control_pooled") if key in e]
-    for result, value in zip(family, holm_adjust([result["mcnemar_p"] for result in family])):
-        result["holm_p"] = value
+    # Holm over every pooled comparison (each arm against the baseline and against its control), a repeated
+    # one counted once
+    tests = list(family.values())
+    for members, value in zip(tests, holm_adjust([max(result["mcnemar_p"] for result in members) for members in tests])):
+        for result in members:
+            result["holm_p"] = value
     return summary
 
 
-def pooled_comparisons(summary: list[dict]) -> list[tuple]:
-    """verdict()'s comparisons over seeds (pooled) of the trained arms that are no control."""
+def pooled_comparisons(summary: list[dict], rows: list[dict], baseline: str) -> list[tuple]:
+    """verdict()'s comparisons over seeds (pooled) of the trained arms that are no control and not on the
+    baseline's curve (row_comparisons)."""
     def of(result):
         return result and (result["difference"], result["interval"], result["holm_p"])
+    curve = {row["arm_name"] for row in rows if row["arm"] in baseline_curve(rows, baseline)}
     return [(e["arm"], of(e["vs_baseline_pooled"]), of(e.get("vs_control_pooled"))) for e in summary
-            if "vs_baseline_pooled" in e and e["trained"] and not e["control_for"]]
+            if "vs_baseline_pooled" in e and e["trained"] and not e["control_for"] and e["arm"] not in curve]
 
 
 def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
@@ -1089,7 +1203,7 @@ def csv_text(rows: list[dict]) -> str:
     flat = []
     for r in rows:
         row = {k: v for k, v in r.items() if not k.endswith("_ci")}
-        for key in ("accuracy", "f1_macro", "vs_baseline", "vs_control"):
+        for key in ("accuracy", "f1_macro", "vs_baseline", "vs_control", "vs_equal_steps"):
             ci = r.get(f"{key}_ci")
             row[f"{key}_low"], row[f"{key}_high"] = (ci[0], ci[1]) if ci else (None, None)
         flat.append(row)
@@ -1211,13 +1325,14 @@ def write_table_files(study: Study, rows: list[dict], correct: dict, folder: Pat
     atomic_write_json(folder / f"table{sfx}.json", rows)
     atomic_write_text(folder / f"table{sfx}.csv", csv_text(rows))
     atomic_write_text(folder / f"table{sfx}.md", f"# Study {study.name}: {where}\n\n{note}"
-                      + verdict(row_comparisons(rows), study.baseline) + markdown_table(rows, study.baseline))
+                      + verdict(row_comparisons(rows, study.baseline), study.baseline)
+                      + markdown_table(rows, study.baseline) + equal_steps_markdown(rows, study.baseline))
     summary = None
     if len(study.runs) > len({run.arm_name for run in study.runs}):  # some arm ran on several seeds
         summary = seed_summary(rows, study.runs, correct)
         atomic_write_json(folder / f"seeds{sfx}.json", summary)
         atomic_write_text(folder / f"seeds{sfx}.md", f"# Study {study.name} over seeds: {where}\n\n{note}"
-                          + verdict(pooled_comparisons(summary), study.baseline)
+                          + verdict(pooled_comparisons(summary, rows, study.baseline), study.baseline)
                           + seeds_markdown(summary, study.baseline))
     plot(rows, folder, study.name, sfx)
     arms = study.output_dir / "arms"
@@ -1333,6 +1448,24 @@ def plan_row(rate: dict, effect: float) -> dict:
     return row
 
 
+def with_finished_runs(study: Study, args, states: dict, kept: list[str]) -> tuple[Study, list[str]]:
+    """After an --arms run: the study with every run of its config, in the config's order, that this run ran or
+    that finished every stage from the inputs it would have now (their records added to `states`), and the
+    names of the others. So a report on some arms adds their rows to the study's tables instead of replacing
+    them with those arms alone."""
+    every_run = load_study(study.config_path, argparse.Namespace(**{**vars(args), "arms": None})).runs
+    finished, missing = [], []
+    for run in every_run:
+        if run.name not in states:
+            state = run_arm(study, run, args, None, states, kept, dry=True)
+            if state is None:
+                missing.append(run.name)
+                continue
+            states[run.name] = state
+        finished.append(run)
+    return dataclasses.replace(study, runs=tuple(finished)), missing
+
+
 def run_study(study: Study, args) -> int:
     study.output_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(study.output_dir / "study.log", "a", encoding="utf-8")
@@ -1352,6 +1485,11 @@ def run_study(study: Study, args) -> int:
         note = record_test_look(study) if study.split == "test" else ""
         for arm in progress_bar(study.runs, total=len(study.runs), desc="arms", unit="arm"):
             states[arm.name] = run_arm(study, arm, args, log, states, kept)
+        if args.arms:  # the tables stay the whole study's: the other runs finished from their current inputs
+            study, missing = with_finished_runs(study, args, states, kept)
+            if missing:
+                note += (f"**Not in this table:** {', '.join(missing)} (not finished on this file from their current "
+                         "inputs; a run without --arms runs them).\n\n")
         if kept:  # a reader must know which models the current code did not produce
             note += f"**Kept from earlier project code (--keep_trained):** {', '.join(kept)}.\n\n"
         rows, summary = write_table(study, states, note)

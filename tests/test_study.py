@@ -925,8 +925,10 @@ def study_text(name: str, model, arms: list[dict]) -> str:
 
 
 def verdict_config(model) -> str:
-    """label_only and two arms of the same data and recipe, a and b: 4 steps each, no control added."""
-    return study_text("verdict", model, [label_arm(name, max_steps=4) for name in ("label_only", "a", "b")])
+    """label_only and two arms of the same recipe, a and b, each on its own share of the pairs: 4 steps each, no
+    control added."""
+    return study_text("verdict", model, [label_arm("label_only", max_steps=4)] + [
+        label_arm(name, [*LABEL, "--max-pairs", pairs], max_steps=4) for name, pairs in (("a", "40"), ("b", "45"))])
 
 
 def controlled_config(model, first_lr=1e-3) -> str:
@@ -947,8 +949,9 @@ def fake_stages(outcome, calls=None, tokens=lambda run: 10):
     def call(command, **kwargs):
         if calls is not None:
             calls.append(command)
-        if "--output-file" in command:
-            Path(command[command.index("--output-file") + 1]).write_text('{"row": 1}\n')
+        if "--output-file" in command:  # its rows differ where the data options do (not only the output file)
+            at = command.index("--output-file")
+            Path(command[at + 1]).write_text(json.dumps({"options": command[:at] + command[at + 2:]}) + "\n")
         elif "train.train_sft" in command:
             model = Path(command[command.index("--output_dir") + 1])
             model.mkdir()
@@ -1003,6 +1006,86 @@ def test_h42_holm_and_the_pooled_test_in_the_tables_equal_hand_computations(tmp_
     # b: seed 42 one each way, seed 7 one only b gets right: 2 vs 1, p = 2 * (1 + 3) / 8 = 1
     assert summary["b"]["vs_baseline_pooled"]["mcnemar_p"] == 1.0
     assert "0.583 [" in (out / "seeds.md").read_text() and "p 0.000122" in (out / "seeds.md").read_text()
+
+
+def test_h42_a_comparison_repeated_by_identical_runs_is_one_hypothesis_in_holms_family():
+    from scripts.study import add_holm
+    # c1 and c2: two arms' identical first-stage controls (the same evaluation), each against the baseline
+    correct = {name: {"evaluation": evaluation} for name, evaluation in
+               (("base", "e0"), ("a", "e1"), ("c1", "e2"), ("c2", "e2"), ("d", "e3"))}
+    rows = [{"arm": "base"}] + [{"arm": arm, "baseline_run": "base", "mcnemar_p": p}
+                                for arm, p in (("a", 0.01), ("c1", 0.02), ("c2", 0.02), ("d", 0.04))]
+    add_holm(rows, correct)
+    holm = {row["arm"]: row.get("holm_p") for row in rows}
+    # three hypotheses, not four: 0.01 x 3, then max(0.03, 0.02 x 2), then max(0.04, 0.04 x 1)
+    assert holm == {"base": None, "a": pytest.approx(0.03), "c1": pytest.approx(0.04), "c2": pytest.approx(0.04),
+                    "d": pytest.approx(0.04)}
+    # a repeat that came out otherwise counts once, with its larger p: 0.01 x 3, 0.04 x 2, then 0.04
+    rows[3]["mcnemar_p"] = 0.03
+    add_holm(rows, correct)
+    assert [row.get("holm_p") for row in rows[1:]] == pytest.approx([0.03, 0.06, 0.06, 0.06])
+
+
+def test_h42_a_report_on_some_arms_keeps_the_other_finished_runs_rows_and_names_the_unfinished(
+        tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "verdict.py", tmp_path / "out"
+    config.write_text(verdict_config(fake_model(tmp_path / "model")))
+    outcomes = {"label_only": "000000001111", "a": "111111111111", "b": "000000011110"}
+    calls = []
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes[run]), calls))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    full = json.loads((out / "table.json").read_text())
+    calls.clear()
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--arms", "a"]) == 0
+    assert calls == []  # a finished: nothing runs, and the table is still the whole study's, Holm over both arms
+    assert json.loads((out / "table.json").read_text()) == full and [row["arm"] for row in full] == [
+        "label_only", "a", "b"]
+    assert "Not in this table" not in (out / "table.md").read_text()
+    # b's data changed: --arms a runs a alone, b's row is left out (its evaluation is of other data) and named
+    config.write_text(config.read_text().replace("'45'", "'46'"))
+    assert study.main(["--config", str(config), "--output_dir", str(out), "--arms", "a"]) == 0
+    assert calls == []
+    assert [row["arm"] for row in json.loads((out / "table.json").read_text())] == ["label_only", "a"]
+    assert "**Not in this table:** b (not finished on this file from their current inputs" in \
+        (out / "table.md").read_text()
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0  # without --arms: b runs again
+    assert [row["arm"] for row in json.loads((out / "table.json").read_text())] == ["label_only", "a", "b"]
+    assert "arm b: data redone (options)" in capsys.readouterr().err
+
+
+def test_h42_runs_meet_the_baselines_curve_at_equal_steps_and_the_verdict_leaves_that_curve_out(
+        tmp_path, capsys, monkeypatch):
+    import scripts.study as study
+    monkeypatch.chdir(REPO_ROOT)
+    config, out = tmp_path / "curve.py", tmp_path / "out"
+    config.write_text(study_text("curve", fake_model(tmp_path / "model"), [
+        {**label_arm("label_only", max_steps=4), "curve": "label_only"},
+        {**label_arm("label_only_7", max_steps=7), "curve": "label_only", "control": None},
+        {**label_arm("first", OTHER, max_steps=3), "control": None},
+        {**label_arm("second", max_steps=4), "init_from": "first"}]))  # 3 + 4 = label_only_7's steps
+    outcomes = {"label_only": "000011110000", "label_only_7": "111111111111", "second": "011111111111",
+                "second__control": "000111111111"}
+    monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes.get(run, "000011110000"))))
+    assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
+    # second (3 + 4 steps) and its control against label_only at 7 steps; first and the control's first stage
+    # (3 steps) meet no run of the curve; the curve's own runs are not compared with it
+    assert {arm: row.get("equal_steps_run") for arm, row in rows.items() if row.get("equal_steps_run")} == {
+        "second": "label_only_7", "second__control": "label_only_7"}
+    assert rows["second"]["vs_equal_steps"] == pytest.approx(-1 / 12) and rows["second"]["vs_equal_steps_p"] == 1.0
+    # the control: 3 pairs only label_only_7 gets right: p = 2 / 2^3; Holm over the two: 0.25 x 2, then 1
+    assert rows["second__control"]["vs_equal_steps"] == pytest.approx(-3 / 12)
+    assert rows["second__control"]["vs_equal_steps_p"] == pytest.approx(0.25)
+    assert rows["second__control"]["vs_equal_steps_holm_p"] == pytest.approx(0.5)
+    assert rows["second"]["vs_equal_steps_holm_p"] == 1.0
+    table = (out / "table.md").read_text()
+    # label_only_7 gains most over label_only (+8/12) but is label_only's own recipe: the verdict is second's
+    assert table.splitlines()[2].startswith("**Verdict:** second vs its compute-matched control: +0.167 ["), table
+    assert "## At equal optimizer steps" in table
+    assert "| second__control | 7 | 0.750 | label_only_7 | 1.000 | -0.250 [" in table
+    assert "vs_equal_steps_low" in (out / "table.csv").read_text().splitlines()[0]
 
 
 def test_h42_plan_on_fixed_rates_equals_the_closed_form(capsys):
@@ -1074,9 +1157,16 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
     data = {Path(option(c, "--output-file")).parent.name: c for c in calls if "--output-file" in c}
     assert data["longer__control"][2:-4] == data["label_only"][2:-4] == ["--answer", "label", "--pairs",
                                                                           "data/sample/trial.csv"]
-    # a two-stage control: the baseline's rows for the first stage's steps, then the baseline's run from it
-    assert option(trained["second__control_stage1"], "--max_steps") == "5"
-    assert "--init_adapter" not in trained["second__control_stage1"]
+    # a two-stage control: the baseline's rows for the first stage's steps, then the baseline's run from it. Its
+    # first stage is first__control exactly (the baseline's rows for first's 5 steps, seed 42): not trained
+    # again, that model hard-linked
+    assert "second__control_stage1" not in trained and "second__control_stage1_seed7" not in trained
+    for seed in ("", "_seed7"):
+        state = json.loads((out / f"arms/second__control_stage1{seed}/stages.json").read_text())
+        assert state["train"]["shared_from"] == f"first__control{seed}"
+        assert (out / f"arms/second__control_stage1{seed}/model/train_results.json").stat().st_ino == \
+            (out / f"arms/first__control{seed}/model/train_results.json").stat().st_ino
+    assert json.loads((out / "arms/second__control_stage1/model/train_results.json").read_text())["global_step"] == 5
     assert option(trained["second__control"], "--init_adapter") == str(out / "arms/second__control_stage1/model")
     assert option(trained["second__control"], "--max_steps") == "4"
     assert option(trained["second__control_seed7"], "--init_adapter") == str(
@@ -1106,6 +1196,7 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
     assert study.main(["--config", str(config), "--output_dir", str(out)]) == 0
     log = capsys.readouterr().err
     assert "arm second__control_stage1: train redone (steps_of)" in log, log
+    assert "arm second__control_stage1: train shared with first__control (" in log
     assert "arm first__control: train redone (steps_of)" in log
     assert "arm second__control: train redone (init_from, steps_of)" in log  # second was retrained too
     assert "arm longer__control: train skipped" in log
