@@ -6,10 +6,10 @@
 #   python scripts/study.py --config study/nli_smollm2_compute.py                      (tune file, seeds 42, 2, 3)
 #   python scripts/study.py --config study/nli_smollm2_compute.py --report_on test     (once, at the very end)
 # Runs: 23 trained runs per seed (the 13 trained arms below and the 10 controls the runner adds), 69 over the three
-# seeds, and 70 evaluations (the untrained model once). Per seed that is 6,025 optimizer steps on label rows and 225
-# on rationale rows (two controls' first stages are the same 142 label steps, trained twice: the runner shares no
-# runs). At the rates measured on this project's 2 CPU cores when nothing else runs (2.1 s a label step: 400 in
-# ~820-900 s; 4.8 s a rationale step: 142 in ~690 s) that is ~13,700 s of training per seed, ~11.4 h for the
+# seeds, and 70 evaluations (the untrained model once). Per seed that is 5,883 optimizer steps on label rows and 225
+# on rationale rows (two controls' first stages are the same 142 label steps: the runner trains them once and
+# hard-links the model for the other). At the rates measured on this project's 2 CPU cores when nothing else
+# runs (2.1 s a label step: 400 in ~820-900 s; 4.8 s a rationale step: 142 in ~690 s) that is ~13,400 s of training per seed, ~11.2 h for the
 # three, plus ~1.2 min for each of the 70 evaluations on the 288-pair tune file: ~13 h on 2 cores (the ~40 h
 # given here before was timed while the test suite shared the cores). study/nli_smollm2_curve_cpu.py is the
 # part that fits an afternoon: label-only at 200 and 542 steps and the 400-step two stages, seed 42.
