@@ -983,7 +983,7 @@ def baseline_curve(rows: list[dict], baseline: str) -> set[str]:
 def add_equal_steps(rows: list[dict], correct: dict, baseline: str) -> None:
     """Each trained run off the baseline's curve (a recipe, a control) against the run of that curve with as
     many optimizer steps and the same seed, where there is one (`equal_steps_run`, `vs_equal_steps`,
-    `vs_equal_steps_p`, `vs_equal_steps_holm_p`: Holm over these comparisons): at equal compute, is the recipe
+    `vs_equal_steps_p`, `vs_equal_steps_holm_p`: Holm over a seed's): at equal compute, is the recipe
     above the baseline's curve? A second stage counts both stages' steps."""
     curve = baseline_curve(rows, baseline)
     at_steps = {(row["seed"], row["steps_trained"]): row["arm"] for row in rows
@@ -997,8 +997,10 @@ def add_equal_steps(rows: list[dict], correct: dict, baseline: str) -> None:
         row |= {"equal_steps_run": match, "vs_equal_steps": paired["difference"],
                 "vs_equal_steps_ci": paired["interval"], "vs_equal_steps_p": paired["mcnemar_p"]}
         matched.append(row)
-    for row, value in zip(matched, holm_adjust([row["vs_equal_steps_p"] for row in matched])):
-        row["vs_equal_steps_holm_p"] = value
+    for seed in dict.fromkeys(row["seed"] for row in matched):  # a family per seed, as add_holm's
+        family = [row for row in matched if row["seed"] == seed]
+        for row, value in zip(family, holm_adjust([row["vs_equal_steps_p"] for row in family])):
+            row["vs_equal_steps_holm_p"] = value
 
 
 def equal_steps_markdown(rows: list[dict], baseline: str) -> str:
@@ -1008,7 +1010,7 @@ def equal_steps_markdown(rows: list[dict], baseline: str) -> str:
         return ""
     lines = ["\n## At equal optimizer steps\n",
              f"Each trained run against {baseline}'s recipe trained for as many optimizer steps (same seed); Holm "
-             "over these comparisons.\n", "| run | steps | accuracy | "
+             "over each seed's comparisons.\n", "| run | steps | accuracy | "
              f"{baseline}'s run | its accuracy | difference [paired 95% CI] | McNemar p | Holm p |", "|" + "---|" * 8]
     accuracy = {row["arm"]: row["accuracy"] for row in rows}
     for row in matched:
@@ -1128,7 +1130,7 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
         mine = [row for row, run in zip(rows, runs) if run.arm_name == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
         for key, bounds in (("accuracy", (0, 1)), ("f1_macro", (0, 1)), ("ece", (0, 1)), ("vs_baseline", (-1, 1)),
-                            ("vs_control", (-1, 1))):
+                            ("vs_control", (-1, 1)), ("vs_equal_steps", (-1, 1))):
             values = [row[key] for row in mine if row.get(key) is not None]
             if values:
                 stats = mean_over_seeds(values, bounds)
@@ -1136,20 +1138,22 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
         if "vs_baseline" in entry:
             entry["seeds_better"] = sum(row["vs_baseline"] > 0 for row in mine)
         entry |= {"trained": mine[0].get("trained"), "control_for": mine[0].get("control_for")}
-        for key, against in (("vs_baseline", "baseline_run"), ("vs_control", "control")):
+        for key, against in (("vs_baseline", "baseline_run"), ("vs_control", "control"),
+                             ("vs_equal_steps", "equal_steps_run")):
             if correct and key in entry:
                 pairs = [(row[against], row["arm"]) for row in mine if row.get(against)]
                 entry[f"{key}_pooled"] = pooled(correct, pairs)
                 # the evaluations compared: the same for two arms' identical controls (add_holm)
                 compared = tuple((correct[base]["evaluation"], correct[name]["evaluation"]) for base, name in pairs)
-                family.setdefault(compared, []).append(entry[f"{key}_pooled"])
+                family.setdefault(key == "vs_equal_steps", {}).setdefault(compared, []).append(entry[f"{key}_pooled"])
         summary.append(entry)
-    # Holm over every pooled comparison (each arm against the baseline and against its control), a repeated
-    # one counted once
-    tests = list(family.values())
-    for members, value in zip(tests, holm_adjust([max(result["mcnemar_p"] for result in members) for members in tests])):
-        for result in members:
-            result["holm_p"] = value
+    # Holm over every pooled comparison with the baseline or a control, and over those at equal steps (as in
+    # table.md: two families), a repeated one counted once
+    for tests in (list(comparisons.values()) for comparisons in family.values()):
+        for members, value in zip(tests, holm_adjust([max(result["mcnemar_p"] for result in members)
+                                                      for members in tests])):
+            for result in members:
+                result["holm_p"] = value
     return summary
 
 
@@ -1178,7 +1182,8 @@ def pooled(correct: dict, pairs: list[tuple[str, str]]) -> dict:
 def seeds_markdown(summary: list[dict], baseline: str) -> str:
     header = ["arm", "seeds", "accuracy mean [95% t CI]", "sd", "macro-F1 mean", "ECE mean",
               f"accuracy - {baseline}: mean [95% t CI]", "pooled over seeds [paired 95% CI], stratified McNemar p",
-              "seeds better", "accuracy - its control: mean [95% t CI]", "pooled vs its control"]
+              "seeds better", "accuracy - its control: mean [95% t CI]", "pooled vs its control",
+              f"pooled vs {baseline}'s curve at equal steps"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         seeds = ", ".join("-" if seed is None else str(seed) for seed in e["seeds"])
@@ -1187,7 +1192,8 @@ def seeds_markdown(summary: list[dict], baseline: str) -> str:
                  "-" if e["accuracy_sd"] is None else f"{e['accuracy_sd']:.3f}", f"{e['f1_macro']:.3f}",
                  f"{e['ece']:.3f}" if "ece" in e else "-", interval(e.get("vs_baseline"), e.get("vs_baseline_ci")),
                  pooled_text(e.get("vs_baseline_pooled")), better,
-                 interval(e.get("vs_control"), e.get("vs_control_ci")), pooled_text(e.get("vs_control_pooled"))]
+                 interval(e.get("vs_control"), e.get("vs_control_ci")), pooled_text(e.get("vs_control_pooled")),
+                 pooled_text(e.get("vs_equal_steps_pooled"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

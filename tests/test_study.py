@@ -1064,7 +1064,7 @@ def test_h42_runs_meet_the_baselines_curve_at_equal_steps_and_the_verdict_leaves
         {**label_arm("label_only", max_steps=4), "curve": "label_only"},
         {**label_arm("label_only_7", max_steps=7), "curve": "label_only", "control": None},
         {**label_arm("first", OTHER, max_steps=3), "control": None},
-        {**label_arm("second", max_steps=4), "init_from": "first"}]))  # 3 + 4 = label_only_7's steps
+        {**label_arm("second", max_steps=4), "init_from": "first"}]) + "seeds = [42, 7]\n")  # 3 + 4: label_only_7's
     outcomes = {"label_only": "000011110000", "label_only_7": "111111111111", "second": "011111111111",
                 "second__control": "000111111111"}
     monkeypatch.setattr(study.subprocess, "call", fake_stages(lambda run: bools(outcomes.get(run, "000011110000"))))
@@ -1072,7 +1072,8 @@ def test_h42_runs_meet_the_baselines_curve_at_equal_steps_and_the_verdict_leaves
     rows = {row["arm"]: row for row in json.loads((out / "table.json").read_text())}
     # second (3 + 4 steps) and its control against label_only at 7 steps; first and the control's first stage
     # (3 steps) meet no run of the curve; the curve's own runs are not compared with it
-    assert {arm: row.get("equal_steps_run") for arm, row in rows.items() if row.get("equal_steps_run")} == {
+    assert {arm: row["equal_steps_run"] for arm, row in rows.items() if row.get("equal_steps_run") and
+            row["seed"] == 42} == {
         "second": "label_only_7", "second__control": "label_only_7"}
     assert rows["second"]["vs_equal_steps"] == pytest.approx(-1 / 12) and rows["second"]["vs_equal_steps_p"] == 1.0
     # the control: 3 pairs only label_only_7 gets right: p = 2 / 2^3; Holm over the two: 0.25 x 2, then 1
@@ -1086,6 +1087,15 @@ def test_h42_runs_meet_the_baselines_curve_at_equal_steps_and_the_verdict_leaves
     assert "## At equal optimizer steps" in table
     assert "| second__control | 7 | 0.750 | label_only_7 | 1.000 | -0.250 [" in table
     assert "vs_equal_steps_low" in (out / "table.csv").read_text().splitlines()[0]
+    assert rows["second_seed7"]["equal_steps_run"] == "label_only_7_seed7"  # each seed against its own
+    # over seeds (seed 7: every run gets the same 4 pairs): pooled, the control's 3 + 0 pairs only label_only_7
+    # gets right, p 2 / 2^3; Holm over the two pooled comparisons at equal steps: 0.5, then 1
+    summary = {e["arm"]: e for e in json.loads((out / "seeds.json").read_text())}
+    assert summary["second__control"]["vs_equal_steps_pooled"]["only_baseline_right"] == 3
+    assert summary["second__control"]["vs_equal_steps_pooled"]["holm_p"] == pytest.approx(0.5)
+    assert summary["second"]["vs_equal_steps_pooled"]["holm_p"] == 1.0
+    assert summary["second"]["vs_equal_steps"] == pytest.approx(-1 / 24)  # the mean of -1/12 and 0
+    assert "label_only_7" not in (out / "seeds.md").read_text().splitlines()[2]  # nor the verdict over seeds
 
 
 def test_h42_plan_on_fixed_rates_equals_the_closed_form(capsys):
