@@ -108,6 +108,18 @@ rationales_half = {"name": "rationales_half", "data": [*distill_half["data"], "-
                    "train": ONE_EPOCH, "eval": label_only_scored["eval"]}
 label_after_rationales = {**label_only_400, "name": "label_after_rationales", "init_from": "rationales_half"}
 
+# The rationale stage's two untried variants (issue #42), each then label_only's run from its adapter:
+# every correct thought (weight 1.0: ~2,266 rows, ~284 steps) instead of a seeded half, and every thought as
+# written, wrong ones included (3,005 rows, ~376 steps). The runner adds each one's control (label-only in the
+# same two stages); the rationale stage's own control is the same run as that control's first stage, trained once.
+rationales_all = {**rationales_half, "name": "rationales_all",
+                  "data": [*distill["data"], "--rationales-only"]}
+rationales_all_wrong = {**rationales_half, "name": "rationales_all_wrong",
+                        "data": [*distill["data"], "--rationales-only", "--no-correct-rationales-only"]}
+label_after_rationales_all = {**label_only_400, "name": "label_after_rationales_all", "init_from": "rationales_all"}
+label_after_rationales_all_wrong = {**label_only_400, "name": "label_after_rationales_all_wrong",
+                                    "init_from": "rationales_all_wrong"}
+
 
 def calibrated(arm: dict) -> dict:
     """The arm's model, labels scored, with a temperature (and the 90%-accuracy abstention threshold) fitted
