@@ -121,6 +121,10 @@ label_after_rationales_all_wrong = {**label_only_400, "name": "label_after_ratio
                                     "init_from": "rationales_all_wrong"}
 
 
+def on_any_device(arm: dict) -> dict:
+    """The arm trained on a GPU where there is one (the CPU training configs pin the CPU), else on the CPU."""
+    return {**arm, "train": {**arm["train"], "device": "auto"}} if arm.get("train") else arm
+
 def calibrated(arm: dict) -> dict:
     """The arm's model, labels scored, with a temperature (and the 90%-accuracy abstention threshold) fitted
     on the study's tune file by evaluate.calibrate (issue 43): <arm>_calibrated, reported on the test file."""

@@ -28,6 +28,7 @@ from study.nli_arms import (
     label_only_400,
     label_only_542,
     label_only_800,
+    on_any_device,
     on_pairs,
     rationales_half,
     untrained,
@@ -52,13 +53,6 @@ PAIRS = (250, 500, 1000)
 BY_PAIRS = [arm for pairs in PAIRS for arm in (
     {**on_pairs(rationales_half, pairs), "control": None},
     {**on_pairs(label_after_rationales, pairs), "curve": "two_stage_by_pairs"})]
-
-
-def on_any_device(arm: dict) -> dict:
-    """The arm trained on a GPU where there is one (smollm2_cpu.py pins the CPU), else on the CPU."""
-    return {**arm, "train": {**arm["train"], "device": "auto"}} if arm.get("train") else arm
-
-
 arms = [on_any_device(arm) for arm in [
     untrained,                                     # no training: the curves' zero
     {**label_only_400, "curve": "label_only"},     # the baseline, 400 steps
