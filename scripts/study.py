@@ -999,7 +999,9 @@ def add_equal_steps(rows: list[dict], correct: dict, baseline: str) -> None:
         matched.append(row)
     for seed in dict.fromkeys(row["seed"] for row in matched):  # a family per seed, as add_holm's
         family = [row for row in matched if row["seed"] == seed]
-        for row, value in zip(family, holm_adjust([row["vs_equal_steps_p"] for row in family])):
+        for row, value in zip(family, holm_once([((correct[row["equal_steps_run"]]["evaluation"],
+                                                    correct[row["arm"]]["evaluation"]), row["vs_equal_steps_p"])
+                                                  for row in family])):
             row["vs_equal_steps_holm_p"] = value
 
 
@@ -1043,17 +1045,23 @@ def add_holm(rows: list[dict], correct: dict) -> None:
     the baseline) is one hypothesis: counted once in the family, its adjusted p given to both rows."""
     against = {"mcnemar_p": "baseline_run", "vs_control_p": "control"}
     for base in dict.fromkeys(row.get("baseline_run") for row in rows):
-        family = {}  # (the two evaluations compared) -> [(row, its Holm key)], in the table's order
-        for row in rows:
-            if row.get("baseline_run") == base:
-                for p, holm in TESTS:
-                    if row.get(p) is not None:
-                        pair = (correct[row[against[p]]]["evaluation"], correct[row["arm"]]["evaluation"])
-                        family.setdefault(pair, []).append((row, p, holm))
-        tests = list(family.values())  # a repeat that came out otherwise (a GPU's nondeterminism): its larger p
-        for members, value in zip(tests, holm_adjust([max(row[p] for row, p, _ in members) for members in tests])):
-            for row, _, holm in members:
-                row[holm] = value
+        family = [(row, p, holm) for row in rows if row.get("baseline_run") == base
+                  for p, holm in TESTS if row.get(p) is not None]
+        adjusted = holm_once([((correct[row[against[p]]]["evaluation"], correct[row["arm"]]["evaluation"]), row[p])
+                              for row, p, _ in family])
+        for (row, _, holm), value in zip(family, adjusted):
+            row[holm] = value
+
+
+def holm_once(tests: list[tuple[tuple, float]]) -> list[float]:
+    """The Holm-adjusted p of each (the two evaluations compared, raw p) of one family. Members that compare
+    the same two evaluations (two arms' identical controls, each against the baseline) are one hypothesis,
+    counted once with the larger of their p (a repeat that came out otherwise: a GPU's nondeterminism)."""
+    worst = {}
+    for compared, p in tests:
+        worst[compared] = max(p, worst.get(compared, p))
+    adjusted = dict(zip(worst, holm_adjust(list(worst.values()))))
+    return [adjusted[compared] for compared, _ in tests]
 
 
 def interval(value, ci) -> str:
@@ -1125,7 +1133,7 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
     seeds it beat the baseline's run of the same seed, and the pooled paired comparison over every seed's
     pairs at once (`vs_baseline_pooled`: the examples resampled alike in every seed, a stratified McNemar p),
     which with three seeds says far more than a t interval with two degrees of freedom."""
-    summary, family = [], {}
+    summary, families = [], {}
     for arm in dict.fromkeys(run.arm_name for run in runs):
         mine = [row for row, run in zip(rows, runs) if run.arm_name == arm]
         entry = {"arm": arm, "seeds": [row["seed"] for row in mine]}
@@ -1143,17 +1151,16 @@ def seed_summary(rows: list[dict], runs: list[Arm], correct: dict | None = None)
             if correct and key in entry:
                 pairs = [(row[against], row["arm"]) for row in mine if row.get(against)]
                 entry[f"{key}_pooled"] = pooled(correct, pairs)
-                # the evaluations compared: the same for two arms' identical controls (add_holm)
+                # the evaluations compared: the same for two arms' identical controls (holm_once)
                 compared = tuple((correct[base]["evaluation"], correct[name]["evaluation"]) for base, name in pairs)
-                family.setdefault(key == "vs_equal_steps", {}).setdefault(compared, []).append(entry[f"{key}_pooled"])
+                families.setdefault(key == "vs_equal_steps", []).append((compared, entry[f"{key}_pooled"]))
         summary.append(entry)
     # Holm over every pooled comparison with the baseline or a control, and over those at equal steps (as in
-    # table.md: two families), a repeated one counted once
-    for tests in (list(comparisons.values()) for comparisons in family.values()):
-        for members, value in zip(tests, holm_adjust([max(result["mcnemar_p"] for result in members)
-                                                      for members in tests])):
-            for result in members:
-                result["holm_p"] = value
+    # table.md: two families)
+    for family in families.values():
+        for (_, result), value in zip(family, holm_once([(compared, result["mcnemar_p"])
+                                                         for compared, result in family])):
+            result["holm_p"] = value
     return summary
 
 

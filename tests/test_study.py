@@ -1026,6 +1026,25 @@ def test_h42_a_comparison_repeated_by_identical_runs_is_one_hypothesis_in_holms_
     assert [row.get("holm_p") for row in rows[1:]] == pytest.approx([0.03, 0.06, 0.06, 0.06])
 
 
+def test_h42_identical_runs_at_equal_steps_are_one_hypothesis_in_that_family_too():
+    from scripts.study import add_equal_steps
+    # c1 and c2 share one trained model (one evaluation); a is another recipe; all three at curve's 8 steps
+    outcomes = {"base": "000011110000", "base_8": "000000001111", "a": "111111111111",
+                "c1": "000000000000", "c2": "000000000000"}
+    correct = {name: {"test_file": "tune.csv", "content": "x", "correct": bools(bits),
+                      "evaluation": "shared" if name in ("c1", "c2") else name} for name, bits in outcomes.items()}
+    rows = [{"arm": name, "arm_name": name, "seed": 42, "trained": True, "steps_trained": steps,
+             "curve": "label_only" if name.startswith("base") else None}
+            for name, steps in (("base", 4), ("base_8", 8), ("a", 8), ("c1", 8), ("c2", 8))]
+    add_equal_steps(rows, correct, "base")
+    holm = {row["arm"]: row.get("vs_equal_steps_holm_p") for row in rows}
+    # a: 8 pairs only it gets right, p 2 / 2^8; c1 = c2: 4 only base_8 gets right, p 2 / 2^4. Two hypotheses,
+    # not three: 2^-7 x 2, then 2^-3
+    assert [row.get("vs_equal_steps_p") for row in rows[2:]] == pytest.approx([2 / 2**8, 2 / 2**4, 2 / 2**4])
+    assert holm == {"base": None, "base_8": None, "a": pytest.approx(2 * 2 / 2**8), "c1": pytest.approx(2 / 2**4),
+                    "c2": pytest.approx(2 / 2**4)}
+
+
 def test_h42_a_report_on_some_arms_keeps_the_other_finished_runs_rows_and_names_the_unfinished(
         tmp_path, capsys, monkeypatch):
     import scripts.study as study
