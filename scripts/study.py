@@ -64,7 +64,8 @@ a one-line verdict that uses the control where there is one and leaves out the b
 budgets (its "curve"). Its section "At equal optimizer steps" compares every other trained run with the run of
 the baseline's curve of as many steps and the same seed. A run whose training inputs (data, recipe, steps,
 seed) equal an earlier run's is not trained again: it takes that model as hard links (`shared_from` in its
-stages.json). `--plan --effect 0.03` prints the evaluation pairs and seeds needed for 80% power, from a
+stages.json); an evaluation whose inputs (that model, the file, the settings) equal an earlier run's is not run
+again either: it takes that run's <stage>.json and .csv as hard links. `--plan --effect 0.03` prints the evaluation pairs and seeds needed for 80% power, from a
 finished study or --discordant / --seed_sd.
 
 --arms runs the arms it names (and what they need); the tables stay the whole study's: they add every other
@@ -699,18 +700,37 @@ def unchanged(saved: dict | None, now: dict) -> bool:
     return saved is not None and not changes(saved, now)
 
 
-def same_training(study: Study, states: dict, inputs: dict) -> str | None:
-    """An earlier run of this study whose finished training had exactly these inputs (the same data, recipe,
-    steps and seed: two arms' identical first-stage controls), or None."""
-    return next((name for name, state in states.items() if state and unchanged(state.get("train", {}).get("inputs"),
+def same_stage(study: Study, states: dict, stage: str, inputs: dict) -> str | None:
+    """An earlier run of this study whose train or evaluation stage finished from exactly these inputs, its
+    output still there (two arms' identical first-stage controls: the same data, recipe, steps and seed, and
+    then the same model, file and settings), or None. Data and calibration stages are never shared."""
+    if stage != "train" and stage not in SPLIT_STAGE.values():
+        return None
+    output = Path("model", "train_results.json") if stage == "train" else Path(f"{stage}.json")
+    return next((name for name, state in states.items() if state and unchanged(state.get(stage, {}).get("inputs"),
                                                                                  inputs)
-                 and (study.output_dir / "arms" / name / "model" / "train_results.json").is_file()), None)
+                 and (study.output_dir / "arms" / name / output).is_file()), None)
+
+
+def take_twins_output(stage: str, arm_dir: Path, twin_dir: Path) -> None:
+    """A shared stage's output (same_stage) as hard links to its twin's: the model folder, or the evaluation's
+    .json and .csv (not its progress file, which a redone evaluation of other inputs would truncate)."""
+    if stage == "train":
+        linked_tree(twin_dir / "model", arm_dir / "model")
+        return
+    for output in (f"{stage}.json", f"{stage}.csv"):
+        (arm_dir / output).unlink(missing_ok=True)
+        if (twin_dir / output).is_file():
+            try:
+                os.link(twin_dir / output, arm_dir / output)
+            except OSError:
+                shutil.copy2(twin_dir / output, arm_dir / output)
 
 
 def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm_dir: Path, log,
               twin: str | None = None) -> str:
     """Run one stage unless it finished from the same inputs; record it in <arm>/stages.json when done.
-    A train stage with a `twin` (same_training) takes that run's model as hard links instead of training.
+    A train or evaluation stage with a `twin` (same_stage) takes that run's output as hard links instead.
     Returns what it did: "skipped", "kept" (--keep_trained) or "done"."""
     name = arm.name
     if unchanged(state.get(stage, {}).get("inputs"), inputs[stage]):
@@ -738,12 +758,17 @@ def run_stage(stage: str, study: Study, arm: Arm, inputs: dict, state: dict, arm
                     for end in ("_started", "_seconds_before", "_part_started")):
             state.pop(key, None)
     if twin:
-        linked_tree(arm_dir.parent / twin / "model", arm_dir / "model")
-        atomic_write_text(arm_dir / "train.log", f"shared: the model of run {twin}, trained from the same inputs\n")
-        state[stage] = {"inputs": inputs[stage], "seconds": 0.0, "shared_from": twin}
+        take_twins_output(stage, arm_dir, arm_dir.parent / twin)
+        what = "model" if stage == "train" else "evaluation"
+        atomic_write_text(arm_dir / f"{stage}.log", f"shared: the {what} of run {twin}, made from the same inputs\n")
+        # an evaluation's seconds are what it cost (the table's eval s), as a shared model's train_results say
+        seconds = 0.0 if stage == "train" else json.loads((arm_dir.parent / twin / "stages.json").read_text())[
+            stage].get("seconds", 0.0)
+        state[stage] = {"inputs": inputs[stage], "seconds": seconds, "shared_from": twin}
         stale.pop(stage, None)
         atomic_write_json(arm_dir / "stages.json", state)
-        log(f"arm {name}: train shared with {twin} (the same data, recipe, steps and seed: its model, hard-linked)")
+        inputs_named = "data, recipe, steps and seed" if stage == "train" else "model, file and settings"
+        log(f"arm {name}: {stage} shared with {twin} (the same {inputs_named}: its {what}, hard-linked)")
         return "done"
     command = stage_command(stage, study, arm, inputs, arm_dir)
     if stage == "train":
@@ -853,7 +878,7 @@ def run_arm(study: Study, arm: Arm, args, log, states: dict, kept: list[str], dr
             if outcome is None:
                 return None
         else:
-            twin = same_training(study, states, inputs[stage]) if stage == "train" else None
+            twin = same_stage(study, states, stage, inputs[stage])
             outcome = run_stage(stage, study, arm, inputs, state, arm_dir, log, twin)
         if outcome == "kept":
             kept.append(f"{arm.name} {stage}")

@@ -1195,6 +1195,18 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
         assert state["train"]["shared_from"] == f"first__control{seed}"
         assert (out / f"arms/second__control_stage1{seed}/model/train_results.json").stat().st_ino == \
             (out / f"arms/first__control{seed}/model/train_results.json").stat().st_ino
+        # and not evaluated again: the same model, file and settings; that evaluation hard-linked, its seconds
+        assert state["eval"]["shared_from"] == f"first__control{seed}"
+        twin_state = json.loads((out / f"arms/first__control{seed}/stages.json").read_text())
+        assert state["eval"]["seconds"] == twin_state["eval"]["seconds"]
+        for output in ("eval.json", "eval.csv"):
+            shared = out / f"arms/second__control_stage1{seed}" / output
+            assert shared.exists() == (out / f"arms/first__control{seed}" / output).exists()
+        assert (out / f"arms/second__control_stage1{seed}/eval.json").stat().st_ino == \
+            (out / f"arms/first__control{seed}/eval.json").stat().st_ino
+    evaluated = [Path(option(c, "--output_file")).parent.name for c in calls if "evaluate.sample_model" in c]
+    assert "first__control" in evaluated and "second__control_stage1" not in evaluated
+    assert rows["second__control_stage1"]["accuracy"] == rows["first__control"]["accuracy"]
     assert json.loads((out / "arms/second__control_stage1/model/train_results.json").read_text())["global_step"] == 5
     assert option(trained["second__control"], "--init_adapter") == str(out / "arms/second__control_stage1/model")
     assert option(trained["second__control"], "--max_steps") == "4"
@@ -1226,6 +1238,7 @@ def test_h42_the_runner_adds_compute_matched_controls_trains_them_like_their_arm
     log = capsys.readouterr().err
     assert "arm second__control_stage1: train redone (steps_of)" in log, log
     assert "arm second__control_stage1: train shared with first__control (" in log
+    assert "arm second__control_stage1: eval shared with first__control (the same model, file and settings" in log
     assert "arm first__control: train redone (steps_of)" in log
     assert "arm second__control: train redone (init_from, steps_of)" in log  # second was retrained too
     assert "arm longer__control: train skipped" in log
