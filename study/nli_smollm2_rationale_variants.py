@@ -7,7 +7,8 @@
 # have the same fingerprints here and are not trained again.
 # Cost on 2 free cores (2.1 s a label step, 4.8 s a rationale step): ~284 rationale steps, 400 label steps and the
 # control's 284 + 400 for weight 1.0 (~61 min), ~376, 400 and 376 + 400 with the wrong thoughts (~71 min), and
-# ~1 min an evaluation of the 288 tune pairs: ~2.3 h beyond make study's runs.
+# ~1 min an evaluation of the 288 tune pairs: ~2.3 h beyond make study's runs (measured 2026-12-07: 2.6 h,
+# with tests running beside it at times; the results are in docs/study.md).
 
 from study.nli_arms import (
     SMOLLM2,
