@@ -571,8 +571,9 @@ model = {model!r}
 eval_file = "data/sample/dev_300.csv"
 train_config = "tiny_cpu.py"
 baseline = "a"
+# b's batch size: another evaluation (the same inputs would share a's, run_stage)
 arms = [{{"name": "a", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}},
-        {{"name": "b", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob"}}}}]
+        {{"name": "b", "train": None, "eval": {{"task": "nli_label", "scoring": "logprob", "batch_size": 2}}}}]
 '''
 
 
