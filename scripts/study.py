@@ -65,8 +65,8 @@ budgets (its "curve"). Its section "At equal optimizer steps" compares every oth
 the baseline's curve of as many steps and the same seed. A run whose training inputs (data, recipe, steps,
 seed) equal an earlier run's is not trained again: it takes that model as hard links (`shared_from` in its
 stages.json); an evaluation whose inputs (that model, the file, the settings) equal an earlier run's is not run
-again either: it takes that run's <stage>.json and .csv as hard links. `--plan --effect 0.03` prints the evaluation pairs and seeds needed for 80% power, from a
-finished study or --discordant / --seed_sd.
+again either: it takes that run's <stage>.json and .csv as hard links. `--plan --effect 0.03` prints the
+evaluation pairs and seeds needed for 80% power, from a finished study or --discordant / --seed_sd.
 
 --arms runs the arms it names (and what they need); the tables stay the whole study's: they add every other
 run that finished on that file from its current inputs, and name the rest ("Not in this table").
