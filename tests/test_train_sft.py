@@ -190,11 +190,16 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(tiny_mistral, tmp_pa
 
 
 def test_a_finished_run_leaves_the_process_group_and_a_failed_one_does_not(tmp_path, monkeypatch):
-    # gloo threads left running at exit abort a rank now and then (seen in CI); a failed run must not
-    # destroy the group, since another rank may still be inside a collective
+    # gloo threads left running at exit abort a rank now and then (seen in CI); a finished run waits for
+    # every rank before it leaves; a failed run must not touch the group, since another rank may still
+    # be inside a collective
     import torch.distributed as dist
 
     from train import train_sft
+    calls = []
+    for name in ("barrier", "destroy_process_group"):
+        monkeypatch.setattr(dist, name, lambda *a, real=getattr(dist, name), name=name, **k: (
+            calls.append(name), real(*a, **k))[1])
     results = {"global_step": 1, "train_runtime_s": 0.0, "train_loss": 1.0, "eval_loss": None,
                "train_samples": 1, "dropped_too_long": {"train": 0}}
     for fails, left in ((False, True), (True, False)):
@@ -209,6 +214,8 @@ def test_a_finished_run_leaves_the_process_group_and_a_failed_one_does_not(tmp_p
             code = train_sft.main(["tiny_cpu.py", "--output_dir", str(tmp_path / "out")])
             assert code == (2 if fails else 0)
             assert dist.is_initialized() is not left
+            assert calls == (["barrier", "destroy_process_group"] if left else [])
+            calls.clear()
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()

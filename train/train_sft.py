@@ -192,10 +192,14 @@ def trainable_checksum(model) -> float:
 
 def leave_process_group() -> None:
     """Without this, gloo's worker threads outlive the interpreter and a rank may abort at exit
-    ("terminate called without an active exception"), failing a run that had succeeded. Called on
-    success only: after an error another rank may still be inside a collective, and a destroy would hang."""
+    ("terminate called without an active exception"), failing a run that had succeeded. The barrier
+    first, so no rank tears its connections down while another still saves: without it, rank 1 still
+    aborted once in a CI run, right after the save. Called on success only: after an error another rank
+    may be inside a collective, and a barrier or destroy would hang (torchrun stops the other ranks when
+    one exits non-zero)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
