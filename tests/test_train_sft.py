@@ -197,9 +197,16 @@ def test_a_finished_run_leaves_the_process_group_and_a_failed_one_does_not(tmp_p
 
     from train import train_sft
     calls = []
+
+    def recorded(name):
+        real = getattr(dist, name)
+
+        def call(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return call
     for name in ("barrier", "destroy_process_group"):
-        monkeypatch.setattr(dist, name, lambda *a, real=getattr(dist, name), name=name, **k: (
-            calls.append(name), real(*a, **k))[1])
+        monkeypatch.setattr(dist, name, recorded(name))
     results = {"global_step": 1, "train_runtime_s": 0.0, "train_loss": 1.0, "eval_loss": None,
                "train_samples": 1, "dropped_too_long": {"train": 0}}
     for fails, left in ((False, True), (True, False)):
